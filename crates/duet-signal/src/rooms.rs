@@ -1,0 +1,743 @@
+//! The room rules of `signaling-v1.md` as a socket-free state machine.
+//!
+//! [`RoomRegistry`] takes events about connections (a message arrived, the
+//! connection went away) and answers with [`Action`]s (send this to that
+//! connection, close that one). It owns no sockets and no clock, so every rule
+//! (seats, roles, relay, errors) is unit-tested below without any I/O; the
+//! async server in [`crate::server`] only moves bytes to and from it.
+
+use std::collections::HashMap;
+
+use crate::protocol::{
+    ClientMessage, ErrorCode, PeerId, Role, RoleRequest, RoomName, ServerMessage,
+};
+
+/// The server's handle for one WebSocket connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId(pub u64);
+
+/// What the server must do in answer to an event, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Send a message to a connection.
+    Send {
+        /// Receiving connection.
+        to: ConnId,
+        /// The message.
+        message: ServerMessage,
+    },
+    /// Close a connection after everything queued before this action has been sent.
+    Close {
+        /// Connection to close.
+        conn: ConnId,
+        /// WebSocket close code.
+        code: u16,
+        /// Short reason for the close frame.
+        reason: &'static str,
+    },
+}
+
+/// Where a connection stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Seat {
+    /// Connected, no successful `join` yet (or left the room with `bye`).
+    Lobby,
+    /// Holds a seat in a room.
+    InRoom { room: RoomName, role: Role },
+}
+
+#[derive(Debug)]
+struct Connection {
+    peer: PeerId,
+    seat: Seat,
+    /// Whether a `join` ever succeeded: the join timeout only applies to connections that never joined.
+    ever_joined: bool,
+}
+
+/// One occupant of a room.
+#[derive(Debug, Clone)]
+struct Member {
+    conn: ConnId,
+    role: Role,
+}
+
+/// Who is in which room and in which seat; the whole of the server's shared state.
+#[derive(Debug)]
+pub struct RoomRegistry {
+    connections: HashMap<ConnId, Connection>,
+    /// Occupants by room; a room exists only while it has at least one member, and never more than two.
+    rooms: HashMap<RoomName, Vec<Member>>,
+    /// Mixed into peer ids so they are not guessable from connection order.
+    id_salt: u64,
+}
+
+impl RoomRegistry {
+    /// An empty registry. `id_salt` makes peer ids unpredictable; tests pass a constant.
+    pub fn new(id_salt: u64) -> RoomRegistry {
+        RoomRegistry {
+            connections: HashMap::new(),
+            rooms: HashMap::new(),
+            id_salt,
+        }
+    }
+
+    /// Registers a new connection and returns the peer id it will be known by.
+    pub fn connect(&mut self, conn: ConnId) -> PeerId {
+        let peer = PeerId(format!("p-{:016x}", splitmix64(conn.0 ^ self.id_salt)));
+        self.connections.insert(
+            conn,
+            Connection {
+                peer: peer.clone(),
+                seat: Seat::Lobby,
+                ever_joined: false,
+            },
+        );
+        peer
+    }
+
+    /// Number of open connections.
+    pub fn connection_count(&self) -> usize {
+        self.connections.len()
+    }
+
+    /// Number of rooms with at least one peer.
+    pub fn room_count(&self) -> usize {
+        self.rooms.len()
+    }
+
+    /// Whether the connection ever joined a room (the join timeout closes those that did not).
+    pub fn has_joined(&self, conn: ConnId) -> bool {
+        self.connections.get(&conn).is_some_and(|c| c.ever_joined)
+    }
+
+    /// A frame from `conn` that is not a valid message.
+    pub fn bad_message(&mut self, conn: ConnId, reason: String, out: &mut Vec<Action>) {
+        out.push(Action::Send {
+            to: conn,
+            message: ServerMessage::error(ErrorCode::BadMessage, reason),
+        });
+    }
+
+    /// A connection is refused for a cause of the error table that closes it
+    /// (`too_large`, `rate_limited`): send the error, close, and leave the room.
+    pub fn refuse(
+        &mut self,
+        conn: ConnId,
+        code: ErrorCode,
+        message: String,
+        out: &mut Vec<Action>,
+    ) {
+        out.push(Action::Send {
+            to: conn,
+            message: ServerMessage::error(code, message),
+        });
+        out.push(Action::Close {
+            conn,
+            code: code.close_code().unwrap_or(1008),
+            reason: code.as_str(),
+        });
+        self.disconnect(conn, out);
+    }
+
+    /// A valid message from `conn`.
+    pub fn handle(&mut self, conn: ConnId, message: ClientMessage, out: &mut Vec<Action>) {
+        let Some(connection) = self.connections.get(&conn) else {
+            // Messages can race with a close the registry already processed; nothing to do.
+            return;
+        };
+        match message {
+            ClientMessage::Ping {} => out.push(Action::Send {
+                to: conn,
+                message: ServerMessage::Pong {},
+            }),
+            ClientMessage::Join { room, role } => {
+                if matches!(connection.seat, Seat::InRoom { .. }) {
+                    out.push(Action::Send {
+                        to: conn,
+                        message: ServerMessage::error(
+                            ErrorCode::AlreadyJoined,
+                            "this connection has already joined a room",
+                        ),
+                    });
+                } else {
+                    self.join(conn, &room, role.unwrap_or_default(), out);
+                }
+            }
+            relay => self.relay(conn, relay, out),
+        }
+    }
+
+    /// The connection is gone (closed, timed out, or refused): tell the other peer.
+    pub fn disconnect(&mut self, conn: ConnId, out: &mut Vec<Action>) {
+        self.leave_room(conn, out);
+        self.connections.remove(&conn);
+    }
+
+    fn join(&mut self, conn: ConnId, room_name: &str, asked: RoleRequest, out: &mut Vec<Action>) {
+        let fail = |out: &mut Vec<Action>, code: ErrorCode, message: String| {
+            out.push(Action::Send {
+                to: conn,
+                message: ServerMessage::error(code, message),
+            });
+            out.push(Action::Close {
+                conn,
+                code: code.close_code().unwrap_or(1000),
+                reason: code.as_str(),
+            });
+        };
+        let room = match RoomName::parse(room_name) {
+            Ok(room) => room,
+            Err(reason) => return fail(out, ErrorCode::BadRoom, reason),
+        };
+        let members = self.rooms.get(&room).map(Vec::as_slice).unwrap_or_default();
+        let role = match (members, asked) {
+            ([], RoleRequest::Auto) => Role::Callee,
+            ([], RoleRequest::Caller) => Role::Caller,
+            ([], RoleRequest::Callee) => Role::Callee,
+            ([other], RoleRequest::Auto) => other.role.other(),
+            ([other], wanted) => {
+                let wanted = match wanted {
+                    RoleRequest::Caller => Role::Caller,
+                    _ => Role::Callee,
+                };
+                if other.role == wanted {
+                    return fail(
+                        out,
+                        ErrorCode::RoleTaken,
+                        format!("the {wanted} role in room {room} is already taken"),
+                    );
+                }
+                wanted
+            }
+            _ => {
+                return fail(
+                    out,
+                    ErrorCode::RoomFull,
+                    format!("room {room} already has two people in it"),
+                );
+            }
+        };
+
+        let present: Vec<Member> = members.to_vec();
+        let Some(joiner) = self.connections.get_mut(&conn) else {
+            return;
+        };
+        joiner.seat = Seat::InRoom {
+            room: room.clone(),
+            role,
+        };
+        joiner.ever_joined = true;
+        let joiner_id = joiner.peer.clone();
+
+        let peers: Vec<PeerId> = present
+            .iter()
+            .filter_map(|m| self.connections.get(&m.conn).map(|c| c.peer.clone()))
+            .collect();
+        out.push(Action::Send {
+            to: conn,
+            message: ServerMessage::Joined {
+                room: room.as_str().to_owned(),
+                id: joiner_id.clone(),
+                role,
+                peers,
+            },
+        });
+        for member in &present {
+            out.push(Action::Send {
+                to: member.conn,
+                message: ServerMessage::PeerJoined {
+                    id: joiner_id.clone(),
+                    role,
+                },
+            });
+        }
+        tracing::info!(%room, peer = %joiner_id, %role, asked = %asked, "join");
+        self.rooms
+            .entry(room)
+            .or_default()
+            .push(Member { conn, role });
+    }
+
+    fn relay(&mut self, conn: ConnId, message: ClientMessage, out: &mut Vec<Action>) {
+        let Some(sender) = self.connections.get(&conn) else {
+            return;
+        };
+        let Seat::InRoom { room, .. } = &sender.seat else {
+            out.push(Action::Send {
+                to: conn,
+                message: ServerMessage::error(
+                    ErrorCode::NotJoined,
+                    "join a room before sending call messages",
+                ),
+            });
+            return;
+        };
+        let is_bye = matches!(message, ClientMessage::Bye {});
+        let partner = self
+            .rooms
+            .get(room)
+            .and_then(|members| members.iter().find(|m| m.conn != conn))
+            .map(|m| m.conn);
+        match (
+            partner,
+            ServerMessage::relayed(message, sender.peer.clone()),
+        ) {
+            (Some(to), Some(message)) => out.push(Action::Send { to, message }),
+            _ => out.push(Action::Send {
+                to: conn,
+                message: ServerMessage::error(
+                    ErrorCode::NoPeer,
+                    "nobody else is in the room yet; the message was dropped",
+                ),
+            }),
+        }
+        if is_bye {
+            // A hang-up frees the seat; the connection may join again.
+            self.leave_room(conn, out);
+        }
+    }
+
+    /// Takes `conn` out of its room, telling the other member.
+    fn leave_room(&mut self, conn: ConnId, out: &mut Vec<Action>) {
+        let Some(connection) = self.connections.get_mut(&conn) else {
+            return;
+        };
+        let Seat::InRoom { room, role } = std::mem::replace(&mut connection.seat, Seat::Lobby)
+        else {
+            return;
+        };
+        let peer = connection.peer.clone();
+        if let Some(members) = self.rooms.get_mut(&room) {
+            members.retain(|m| m.conn != conn);
+            for member in members.iter() {
+                out.push(Action::Send {
+                    to: member.conn,
+                    message: ServerMessage::PeerLeft { id: peer.clone() },
+                });
+            }
+            if members.is_empty() {
+                self.rooms.remove(&room);
+            }
+        }
+        tracing::info!(%room, %peer, %role, "leave");
+    }
+}
+
+/// A bijective 64-bit mix (SplitMix64's finaliser): distinct inputs give distinct ids.
+fn splitmix64(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::IceCandidate;
+
+    /// A registry and a way to feed it messages as JSON, the way the server does.
+    struct Harness {
+        registry: RoomRegistry,
+        ids: HashMap<ConnId, PeerId>,
+    }
+
+    impl Harness {
+        fn new() -> Harness {
+            Harness {
+                registry: RoomRegistry::new(7),
+                ids: HashMap::new(),
+            }
+        }
+
+        fn connect(&mut self, n: u64) -> ConnId {
+            let conn = ConnId(n);
+            let id = self.registry.connect(conn);
+            self.ids.insert(conn, id);
+            conn
+        }
+
+        fn id(&self, conn: ConnId) -> PeerId {
+            self.ids[&conn].clone()
+        }
+
+        fn send(&mut self, conn: ConnId, json: &str) -> Vec<Action> {
+            let mut out = Vec::new();
+            match ClientMessage::parse(json) {
+                Ok(message) => self.registry.handle(conn, message, &mut out),
+                Err(reason) => self.registry.bad_message(conn, reason, &mut out),
+            }
+            out
+        }
+
+        fn close(&mut self, conn: ConnId) -> Vec<Action> {
+            let mut out = Vec::new();
+            self.registry.disconnect(conn, &mut out);
+            out
+        }
+    }
+
+    fn send(to: ConnId, message: ServerMessage) -> Action {
+        Action::Send { to, message }
+    }
+
+    fn error_code(actions: &[Action]) -> Option<ErrorCode> {
+        actions.iter().find_map(|a| match a {
+            Action::Send {
+                message: ServerMessage::Error { code, .. },
+                ..
+            } => Some(*code),
+            _ => None,
+        })
+    }
+
+    fn closes(actions: &[Action]) -> Option<u16> {
+        actions.iter().find_map(|a| match a {
+            Action::Close { code, .. } => Some(*code),
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn first_caller_then_callee_are_paired_and_told_about_each_other() {
+        let mut h = Harness::new();
+        let (a, b) = (h.connect(1), h.connect(2));
+        let out = h.send(a, r#"{"type":"join","room":"r","role":"caller"}"#);
+        assert_eq!(
+            out,
+            vec![send(
+                a,
+                ServerMessage::Joined {
+                    room: "r".into(),
+                    id: h.id(a),
+                    role: Role::Caller,
+                    peers: vec![]
+                }
+            )]
+        );
+        let out = h.send(b, r#"{"type":"join","room":"r","role":"callee"}"#);
+        assert_eq!(
+            out,
+            vec![
+                send(
+                    b,
+                    ServerMessage::Joined {
+                        room: "r".into(),
+                        id: h.id(b),
+                        role: Role::Callee,
+                        peers: vec![h.id(a)]
+                    }
+                ),
+                send(
+                    a,
+                    ServerMessage::PeerJoined {
+                        id: h.id(b),
+                        role: Role::Callee
+                    }
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn auto_takes_callee_in_an_empty_room_and_the_free_seat_otherwise() {
+        let mut h = Harness::new();
+        let (a, b) = (h.connect(1), h.connect(2));
+        let out = h.send(a, r#"{"type":"join","room":"r"}"#);
+        assert!(matches!(
+            &out[0],
+            Action::Send {
+                message: ServerMessage::Joined {
+                    role: Role::Callee,
+                    ..
+                },
+                ..
+            }
+        ));
+        let out = h.send(b, r#"{"type":"join","room":"r","role":"auto"}"#);
+        assert!(matches!(
+            &out[0],
+            Action::Send {
+                message: ServerMessage::Joined {
+                    role: Role::Caller,
+                    ..
+                },
+                ..
+            }
+        ));
+
+        let mut h = Harness::new();
+        let (a, b) = (h.connect(1), h.connect(2));
+        h.send(a, r#"{"type":"join","room":"r","role":"caller"}"#);
+        let out = h.send(b, r#"{"type":"join","room":"r"}"#);
+        assert!(matches!(
+            &out[0],
+            Action::Send {
+                message: ServerMessage::Joined {
+                    role: Role::Callee,
+                    ..
+                },
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn a_third_peer_gets_room_full_and_is_closed() {
+        let mut h = Harness::new();
+        let (a, b, c) = (h.connect(1), h.connect(2), h.connect(3));
+        h.send(a, r#"{"type":"join","room":"r"}"#);
+        h.send(b, r#"{"type":"join","room":"r"}"#);
+        let out = h.send(c, r#"{"type":"join","room":"r","role":"caller"}"#);
+        assert_eq!(error_code(&out), Some(ErrorCode::RoomFull));
+        assert_eq!(closes(&out), Some(1000));
+        assert!(out.iter().all(|a| match a {
+            Action::Send { to, .. } | Action::Close { conn: to, .. } => *to == c,
+        }));
+    }
+
+    #[test]
+    fn asking_for_a_held_role_gets_role_taken_and_is_closed() {
+        let mut h = Harness::new();
+        let (a, b) = (h.connect(1), h.connect(2));
+        h.send(a, r#"{"type":"join","room":"r","role":"callee"}"#);
+        let out = h.send(b, r#"{"type":"join","room":"r","role":"callee"}"#);
+        assert_eq!(error_code(&out), Some(ErrorCode::RoleTaken));
+        assert_eq!(closes(&out), Some(1000));
+        // The seat holder is not disturbed, and the seat stays free for a caller.
+        let c = h.connect(3);
+        let out = h.send(c, r#"{"type":"join","room":"r","role":"caller"}"#);
+        assert!(matches!(
+            &out[0],
+            Action::Send {
+                message: ServerMessage::Joined {
+                    role: Role::Caller,
+                    ..
+                },
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn bad_room_names_are_refused_and_closed() {
+        let mut h = Harness::new();
+        for room in ["", "has space", "ünï", &"x".repeat(65)] {
+            let c = h.connect(1);
+            let out = h.send(
+                c,
+                &format!(r#"{{"type":"join","room":{}}}"#, serde_json::json!(room)),
+            );
+            assert_eq!(error_code(&out), Some(ErrorCode::BadRoom), "{room:?}");
+            assert_eq!(closes(&out), Some(1000));
+            assert!(!h.registry.has_joined(c));
+        }
+    }
+
+    #[test]
+    fn relay_adds_from_and_goes_only_to_the_partner() {
+        let mut h = Harness::new();
+        let (a, b, x) = (h.connect(1), h.connect(2), h.connect(3));
+        h.send(a, r#"{"type":"join","room":"r","role":"caller"}"#);
+        h.send(b, r#"{"type":"join","room":"r","role":"callee"}"#);
+        h.send(x, r#"{"type":"join","room":"other"}"#);
+        assert_eq!(
+            h.send(a, r#"{"type":"offer","sdp":"v=0 o"}"#),
+            vec![send(
+                b,
+                ServerMessage::Offer {
+                    sdp: "v=0 o".into(),
+                    from: h.id(a)
+                }
+            )]
+        );
+        assert_eq!(
+            h.send(b, r#"{"type":"answer","sdp":"v=0 a"}"#),
+            vec![send(
+                a,
+                ServerMessage::Answer {
+                    sdp: "v=0 a".into(),
+                    from: h.id(b)
+                }
+            )]
+        );
+        assert_eq!(
+            h.send(
+                b,
+                r#"{"type":"candidate","candidate":{"candidate":"candidate:x","sdpMid":"0"}}"#
+            ),
+            vec![send(
+                a,
+                ServerMessage::Candidate {
+                    candidate: Some(IceCandidate {
+                        candidate: "candidate:x".into(),
+                        sdp_mid: Some("0".into()),
+                        sdp_mline_index: None,
+                        username_fragment: None
+                    }),
+                    from: h.id(b)
+                }
+            )]
+        );
+        assert_eq!(
+            h.send(x, r#"{"type":"offer","sdp":"lonely"}"#)
+                .iter()
+                .map(|a| match a {
+                    Action::Send { to, .. } | Action::Close { conn: to, .. } => *to,
+                })
+                .collect::<Vec<_>>(),
+            vec![x],
+            "a message from another room reaches no one else"
+        );
+    }
+
+    #[test]
+    fn relay_before_join_is_not_joined_and_keeps_the_connection() {
+        let mut h = Harness::new();
+        let a = h.connect(1);
+        for msg in [
+            r#"{"type":"offer","sdp":"x"}"#,
+            r#"{"type":"answer","sdp":"x"}"#,
+            r#"{"type":"candidate","candidate":null}"#,
+            r#"{"type":"bye"}"#,
+        ] {
+            let out = h.send(a, msg);
+            assert_eq!(error_code(&out), Some(ErrorCode::NotJoined), "{msg}");
+            assert_eq!(closes(&out), None);
+        }
+    }
+
+    #[test]
+    fn relay_while_alone_is_no_peer_and_dropped() {
+        let mut h = Harness::new();
+        let a = h.connect(1);
+        h.send(a, r#"{"type":"join","room":"r"}"#);
+        let out = h.send(a, r#"{"type":"offer","sdp":"x"}"#);
+        assert_eq!(error_code(&out), Some(ErrorCode::NoPeer));
+        assert_eq!(out.len(), 1);
+    }
+
+    #[test]
+    fn second_join_is_already_joined_and_keeps_the_seat() {
+        let mut h = Harness::new();
+        let (a, b) = (h.connect(1), h.connect(2));
+        h.send(a, r#"{"type":"join","room":"r"}"#);
+        let out = h.send(a, r#"{"type":"join","room":"elsewhere"}"#);
+        assert_eq!(error_code(&out), Some(ErrorCode::AlreadyJoined));
+        assert_eq!(closes(&out), None);
+        let out = h.send(b, r#"{"type":"join","room":"r"}"#);
+        assert!(
+            matches!(&out[0], Action::Send { message: ServerMessage::Joined { peers, .. }, .. } if peers.len() == 1)
+        );
+    }
+
+    #[test]
+    fn bad_messages_keep_the_connection_and_do_not_count_as_join() {
+        let mut h = Harness::new();
+        let a = h.connect(1);
+        let out = h.send(a, "{nope");
+        assert_eq!(error_code(&out), Some(ErrorCode::BadMessage));
+        assert_eq!(closes(&out), None);
+        assert!(!h.registry.has_joined(a));
+        let out = h.send(a, r#"{"type":"join","room":"r"}"#);
+        assert!(matches!(
+            &out[0],
+            Action::Send {
+                message: ServerMessage::Joined { .. },
+                ..
+            }
+        ));
+        assert!(h.registry.has_joined(a));
+    }
+
+    #[test]
+    fn ping_is_answered_before_and_after_join() {
+        let mut h = Harness::new();
+        let a = h.connect(1);
+        assert_eq!(
+            h.send(a, r#"{"type":"ping"}"#),
+            vec![send(a, ServerMessage::Pong {})]
+        );
+        h.send(a, r#"{"type":"join","room":"r"}"#);
+        assert_eq!(
+            h.send(a, r#"{"type":"ping"}"#),
+            vec![send(a, ServerMessage::Pong {})]
+        );
+    }
+
+    #[test]
+    fn bye_is_relayed_then_peer_left_and_the_seat_is_free_again() {
+        let mut h = Harness::new();
+        let (a, b) = (h.connect(1), h.connect(2));
+        h.send(a, r#"{"type":"join","room":"r","role":"caller"}"#);
+        h.send(b, r#"{"type":"join","room":"r","role":"callee"}"#);
+        let out = h.send(b, r#"{"type":"bye"}"#);
+        assert_eq!(
+            out,
+            vec![
+                send(a, ServerMessage::Bye { from: h.id(b) }),
+                send(a, ServerMessage::PeerLeft { id: h.id(b) }),
+            ]
+        );
+        // b may join again on the same connection, and gets the callee seat back.
+        let out = h.send(b, r#"{"type":"join","room":"r","role":"callee"}"#);
+        assert!(matches!(
+            &out[0],
+            Action::Send {
+                message: ServerMessage::Joined {
+                    role: Role::Callee,
+                    ..
+                },
+                ..
+            }
+        ));
+        // Relay after bye but before re-join is not_joined.
+        let c = h.connect(3);
+        h.send(c, r#"{"type":"join","room":"s"}"#);
+        h.send(c, r#"{"type":"bye"}"#);
+        assert_eq!(
+            error_code(&h.send(c, r#"{"type":"offer","sdp":"x"}"#)),
+            Some(ErrorCode::NotJoined)
+        );
+    }
+
+    #[test]
+    fn closing_tells_the_partner_and_empties_the_room() {
+        let mut h = Harness::new();
+        let (a, b) = (h.connect(1), h.connect(2));
+        h.send(a, r#"{"type":"join","room":"r"}"#);
+        h.send(b, r#"{"type":"join","room":"r"}"#);
+        assert_eq!(
+            h.close(a),
+            vec![send(b, ServerMessage::PeerLeft { id: h.id(a) })]
+        );
+        assert_eq!(h.close(b), vec![]);
+        assert_eq!(h.registry.room_count(), 0);
+        assert_eq!(h.registry.connection_count(), 0);
+        // Closing twice, or a message after close, is harmless.
+        assert_eq!(h.close(b), vec![]);
+        assert_eq!(h.send(b, r#"{"type":"ping"}"#), vec![]);
+    }
+
+    #[test]
+    fn refusing_a_connection_sends_the_error_closes_and_frees_the_seat() {
+        let mut h = Harness::new();
+        let (a, b) = (h.connect(1), h.connect(2));
+        h.send(a, r#"{"type":"join","room":"r"}"#);
+        h.send(b, r#"{"type":"join","room":"r"}"#);
+        let mut out = Vec::new();
+        h.registry
+            .refuse(a, ErrorCode::RateLimited, "slow down".into(), &mut out);
+        assert_eq!(error_code(&out), Some(ErrorCode::RateLimited));
+        assert_eq!(closes(&out), Some(1008));
+        assert!(out.contains(&send(b, ServerMessage::PeerLeft { id: h.id(a) })));
+    }
+
+    #[test]
+    fn peer_ids_are_distinct() {
+        let mut registry = RoomRegistry::new(42);
+        let ids: std::collections::HashSet<PeerId> =
+            (0..10_000).map(|n| registry.connect(ConnId(n))).collect();
+        assert_eq!(ids.len(), 10_000);
+    }
+}

@@ -1,0 +1,604 @@
+//! The signaling server: a thin async shell around [`RoomRegistry`].
+//!
+//! Each WebSocket connection runs one task that reads frames, enforces the
+//! per-connection limits (frame size, rate, join timeout, liveness), feeds
+//! valid messages to the registry under one short-held lock, and writes what
+//! the registry's actions queue for it. Room rules live in [`crate::rooms`].
+//!
+//! `run` takes its listener and its shutdown signal from the caller (as
+//! mini-redis does), so tests bind port 0 and stop servers at will.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::limits::{RateLimit, RateLimiter};
+use crate::protocol::{ClientMessage, ErrorCode, MAX_FRAME_BYTES, ServerMessage, WS_PATH};
+use crate::rooms::{Action, ConnId, RoomRegistry};
+
+/// Frames up to this size are read whole, so that the `too_large` error and the
+/// 1009 close reach the peer cleanly. Larger frames are cut off by the
+/// WebSocket layer at their header: the error and close are still sent, but the
+/// unread rest of the frame makes the kernel reset the connection, which may
+/// discard them at the peer. This bounds the memory one connection can pin.
+const HARD_FRAME_LIMIT: usize = 2 * 1024 * 1024;
+
+/// Tunables of the server; the defaults are what `duet serve` uses.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// A connection that has not joined a room by then is closed (spec: 10 s).
+    pub join_timeout: Duration,
+    /// How often the server sends a WebSocket ping to each connection.
+    pub ping_interval: Duration,
+    /// A connection from which nothing (not even a pong) was heard for this long is dead.
+    /// With the ping interval, a vanished peer is reported within `idle_timeout + ping_interval`.
+    pub idle_timeout: Duration,
+    /// Messages per connection.
+    pub rate_limit: RateLimit,
+    /// Connections beyond this are refused with 503 before the WebSocket upgrade.
+    pub max_connections: usize,
+    /// Messages queued for one connection before it is considered too slow and closed.
+    pub outbox_capacity: usize,
+    /// How long shutdown waits for connections to take their close frames.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            join_timeout: Duration::from_secs(10),
+            ping_interval: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(20),
+            rate_limit: RateLimit::default(),
+            max_connections: 50_000,
+            outbox_capacity: 256,
+            shutdown_grace: Duration::from_millis(1500),
+        }
+    }
+}
+
+/// PEM files for serving `wss://`.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// Certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// Private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+}
+
+/// Why the server could not start or stopped abnormally.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// Address asked for.
+        addr: SocketAddr,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// A TLS file is missing or unreadable, or holds no usable key or certificate.
+    #[error("TLS setup failed with {path}: {reason}")]
+    Tls {
+        /// The file at fault.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The HTTP server failed while running.
+    #[error("server failed: {0}")]
+    Serve(#[from] std::io::Error),
+}
+
+/// A bound, not yet running server; its address is known before it serves.
+#[derive(Debug)]
+pub struct SignalServer {
+    listener: std::net::TcpListener,
+    local_addr: SocketAddr,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    config: ServerConfig,
+}
+
+impl SignalServer {
+    /// Binds `addr` (port 0 picks a free port) and loads the TLS files if given.
+    pub fn bind(
+        addr: SocketAddr,
+        tls: Option<&TlsFiles>,
+        config: ServerConfig,
+    ) -> Result<SignalServer, ServerError> {
+        let tls = tls.map(load_tls).transpose()?;
+        let listener = std::net::TcpListener::bind(addr)
+            .map_err(|source| ServerError::Bind { addr, source })?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|source| ServerError::Bind { addr, source })?;
+        listener
+            .set_nonblocking(true)
+            .map_err(|source| ServerError::Bind { addr, source })?;
+        Ok(SignalServer {
+            listener,
+            local_addr,
+            tls,
+            config,
+        })
+    }
+
+    /// The address actually bound.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The base URL clients pass as `--server`.
+    pub fn url(&self) -> String {
+        let scheme = if self.tls.is_some() { "wss" } else { "ws" };
+        format!("{scheme}://{}", self.local_addr)
+    }
+
+    /// Serves until `shutdown` completes, then stops accepting, sends every
+    /// connection a close frame and returns within [`ServerConfig::shutdown_grace`].
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
+        let hub = Arc::new(Hub::new(self.config));
+        let app = Router::new()
+            .route(WS_PATH, get(upgrade))
+            .route("/healthz", get(|| async { "ok" }))
+            .route(
+                "/",
+                get(|| async { "Duet signaling server. WebSocket endpoint: /ws\n" }),
+            )
+            .with_state(hub.clone());
+        let handle = axum_server::Handle::new();
+        let serving = {
+            let handle = handle.clone();
+            let make_service = app.into_make_service();
+            let listener = self.listener;
+            async move {
+                match self.tls {
+                    Some(tls) => {
+                        let tls = axum_server::tls_rustls::RustlsConfig::from_config(tls);
+                        axum_server::from_tcp_rustls(listener, tls)?
+                            .handle(handle)
+                            .serve(make_service)
+                            .await
+                    }
+                    None => {
+                        axum_server::from_tcp(listener)?
+                            .handle(handle)
+                            .serve(make_service)
+                            .await
+                    }
+                }
+            }
+        };
+        tokio::pin!(serving);
+        tokio::select! {
+            result = &mut serving => return result.map_err(ServerError::Serve),
+            () = shutdown => {}
+        }
+        tracing::info!(
+            "shutting down: closing {} connections",
+            hub.connection_count()
+        );
+        let grace = hub.config.shutdown_grace;
+        handle.graceful_shutdown(Some(grace));
+        hub.shutdown.cancel();
+        hub.tracker.close();
+        let drained = async {
+            let _ = (&mut serving).await;
+            hub.tracker.wait().await;
+        };
+        if tokio::time::timeout(grace, drained).await.is_err() {
+            tracing::warn!("some connections did not close within {grace:?}");
+        }
+        Ok(())
+    }
+
+    /// Starts the server on the current runtime; for tests and the embedded demo server.
+    pub fn spawn(self) -> RunningServer {
+        let stop = CancellationToken::new();
+        let local_addr = self.local_addr;
+        let url = self.url();
+        let task = tokio::spawn({
+            let stop = stop.clone();
+            async move { self.run(stop.cancelled_owned()).await }
+        });
+        RunningServer {
+            local_addr,
+            url,
+            stop,
+            task,
+        }
+    }
+}
+
+/// A server running on a tokio task.
+#[derive(Debug)]
+pub struct RunningServer {
+    local_addr: SocketAddr,
+    url: String,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<Result<(), ServerError>>,
+}
+
+impl RunningServer {
+    /// The address it listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The base URL clients pass as `--server`.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Graceful shutdown: close frames to every connection, then stop.
+    pub async fn shutdown(self) -> Result<(), ServerError> {
+        self.stop.cancel();
+        match self.task.await {
+            Ok(result) => result,
+            Err(join) => Err(ServerError::Serve(std::io::Error::other(join))),
+        }
+    }
+
+    /// Abrupt stop, as if the process died: connections drop without close frames.
+    pub fn kill(self) {
+        self.task.abort();
+    }
+}
+
+fn load_tls(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>, ServerError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+    let tls_error = |path: &Path, reason: String| ServerError::Tls {
+        path: path.to_owned(),
+        reason,
+    };
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.cert)
+        .map_err(|e| tls_error(&files.cert, e.to_string()))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| tls_error(&files.cert, e.to_string()))?;
+    if certs.is_empty() {
+        return Err(tls_error(
+            &files.cert,
+            "no certificate found in the file".into(),
+        ));
+    }
+    let key = PrivateKeyDer::from_pem_file(&files.key)
+        .map_err(|e| tls_error(&files.key, e.to_string()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| tls_error(&files.cert, e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| tls_error(&files.key, format!("does not match the certificate: {e}")))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// What the connection task writes next.
+#[derive(Debug)]
+enum Outgoing {
+    Text(Utf8Bytes),
+    Close { code: u16, reason: &'static str },
+}
+
+/// The way into a connection task from the outside.
+#[derive(Debug)]
+struct Outbox {
+    tx: mpsc::Sender<Outgoing>,
+    /// Cancelled to drop a connection that cannot keep up with what it is sent.
+    kill: CancellationToken,
+}
+
+#[derive(Debug)]
+struct HubState {
+    rooms: RoomRegistry,
+    outboxes: HashMap<ConnId, Outbox>,
+}
+
+impl HubState {
+    /// Carries out the registry's actions by queueing on each connection's outbox.
+    fn apply(&mut self, actions: Vec<Action>) {
+        for action in actions {
+            let (to, outgoing) = match action {
+                Action::Send { to, message } => {
+                    if let ServerMessage::Error { code, message } = &message {
+                        tracing::info!(conn = to.0, %code, %message, "error");
+                    }
+                    (to, Outgoing::Text(message.to_json().into()))
+                }
+                Action::Close { conn, code, reason } => (conn, Outgoing::Close { code, reason }),
+            };
+            let Some(outbox) = self.outboxes.get(&to) else {
+                continue;
+            };
+            if outbox.tx.try_send(outgoing).is_err() {
+                tracing::warn!(
+                    conn = to.0,
+                    "connection is not reading its messages; dropping it"
+                );
+                outbox.kill.cancel();
+            }
+        }
+    }
+}
+
+/// State shared by all connection tasks.
+#[derive(Debug)]
+struct Hub {
+    /// One lock around the rooms and the outboxes; held only to compute and queue, never across an await.
+    state: Mutex<HubState>,
+    config: ServerConfig,
+    next_conn: AtomicU64,
+    live_connections: AtomicUsize,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+}
+
+impl Hub {
+    fn new(config: ServerConfig) -> Hub {
+        Hub {
+            state: Mutex::new(HubState {
+                rooms: RoomRegistry::new(rand::random()),
+                outboxes: HashMap::new(),
+            }),
+            config,
+            next_conn: AtomicU64::new(1),
+            live_connections: AtomicUsize::new(0),
+            shutdown: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HubState> {
+        // A panic while holding the lock would be a bug in the registry; the
+        // state is still structurally valid, so keep serving the other rooms.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn connection_count(&self) -> usize {
+        self.live_connections.load(Ordering::Relaxed)
+    }
+
+    /// Runs `f` against the registry and carries out what it asks for.
+    fn with_rooms(&self, f: impl FnOnce(&mut RoomRegistry, &mut Vec<Action>)) {
+        let mut actions = Vec::new();
+        let mut state = self.lock();
+        f(&mut state.rooms, &mut actions);
+        state.apply(actions);
+    }
+}
+
+async fn upgrade(State(hub): State<Arc<Hub>>, ws: WebSocketUpgrade) -> Response {
+    if hub.shutdown.is_cancelled() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
+    }
+    if hub.live_connections.fetch_add(1, Ordering::AcqRel) >= hub.config.max_connections {
+        hub.live_connections.fetch_sub(1, Ordering::AcqRel);
+        tracing::warn!(
+            "connection refused: {} connections open",
+            hub.config.max_connections
+        );
+        return (StatusCode::SERVICE_UNAVAILABLE, "too many connections").into_response();
+    }
+    let tracker = hub.tracker.clone();
+    ws.read_buffer_size(4 * 1024)
+        .write_buffer_size(0)
+        .max_message_size(HARD_FRAME_LIMIT)
+        .max_frame_size(HARD_FRAME_LIMIT)
+        .on_failed_upgrade({
+            let hub = hub.clone();
+            move |err| {
+                hub.live_connections.fetch_sub(1, Ordering::AcqRel);
+                tracing::debug!(%err, "websocket upgrade failed");
+            }
+        })
+        .on_upgrade(move |socket| {
+            tracker.track_future(async move {
+                serve_connection(socket, &hub).await;
+                hub.live_connections.fetch_sub(1, Ordering::AcqRel);
+            })
+        })
+}
+
+/// How a connection's read loop ended.
+#[derive(Debug)]
+enum Ending {
+    /// The peer closed, or the socket failed: nothing more to send.
+    Gone,
+    /// Send what is queued, then close with this code.
+    Close { code: u16, reason: &'static str },
+    /// The registry refused the connection: its error and close are queued in the outbox.
+    Refused,
+}
+
+async fn serve_connection(mut socket: WebSocket, hub: &Hub) {
+    let conn = ConnId(hub.next_conn.fetch_add(1, Ordering::Relaxed));
+    let (tx, mut outbox) = mpsc::channel(hub.config.outbox_capacity);
+    let kill = CancellationToken::new();
+    {
+        let mut state = hub.lock();
+        let peer = state.rooms.connect(conn);
+        state.outboxes.insert(
+            conn,
+            Outbox {
+                tx,
+                kill: kill.clone(),
+            },
+        );
+        tracing::debug!(conn = conn.0, %peer, "connected");
+    }
+
+    let config = &hub.config;
+    let mut limiter = RateLimiter::new(config.rate_limit, Instant::now().into_std());
+    let mut last_heard = Instant::now();
+    let join_deadline = tokio::time::sleep(config.join_timeout);
+    tokio::pin!(join_deadline);
+    let mut join_checked = false;
+    let mut pinger =
+        tokio::time::interval_at(Instant::now() + config.ping_interval, config.ping_interval);
+    pinger.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+
+    let ending = loop {
+        tokio::select! {
+            frame = socket.recv() => {
+                last_heard = Instant::now();
+                let frame = match frame {
+                    None | Some(Ok(Message::Close(_))) => break Ending::Gone,
+                    Some(Ok(frame)) => frame,
+                    Some(Err(err)) => {
+                        if is_oversized(&err) {
+                            hub.with_rooms(|rooms, out| rooms.refuse(conn, ErrorCode::TooLarge, too_large_text(None), out));
+                            break Ending::Refused;
+                        }
+                        tracing::debug!(conn = conn.0, %err, "read failed");
+                        break Ending::Gone;
+                    }
+                };
+                if !matches!(frame, Message::Pong(_)) && !limiter.allow(last_heard.into_std()) {
+                    hub.with_rooms(|rooms, out| rooms.refuse(
+                        conn,
+                        ErrorCode::RateLimited,
+                        format!("more than {} messages in a burst or {}/s sustained", config.rate_limit.burst, config.rate_limit.per_second),
+                        out,
+                    ));
+                    break Ending::Refused;
+                }
+                match frame {
+                    Message::Text(text) if text.len() > MAX_FRAME_BYTES => {
+                        hub.with_rooms(|rooms, out| rooms.refuse(conn, ErrorCode::TooLarge, too_large_text(Some(text.len())), out));
+                        break Ending::Refused;
+                    }
+                    Message::Text(text) => {
+                        let parsed = ClientMessage::parse(text.as_str());
+                        hub.with_rooms(|rooms, out| match parsed {
+                            Ok(message) => rooms.handle(conn, message, out),
+                            Err(reason) => rooms.bad_message(conn, reason, out),
+                        });
+                    }
+                    Message::Binary(_) => hub.with_rooms(|rooms, out| {
+                        rooms.bad_message(conn, "binary frames are not part of the protocol; send JSON as text".into(), out);
+                    }),
+                    Message::Ping(_) | Message::Pong(_) | Message::Close(_) => {}
+                }
+            }
+            outgoing = outbox.recv() => match outgoing {
+                Some(Outgoing::Text(text)) => {
+                    if let Err(err) = socket.send(Message::Text(text)).await {
+                        tracing::debug!(conn = conn.0, %err, "write failed");
+                        break Ending::Gone;
+                    }
+                }
+                Some(Outgoing::Close { code, reason }) => break Ending::Close { code, reason },
+                None => break Ending::Gone,
+            },
+            _ = pinger.tick() => {
+                if last_heard.elapsed() >= config.idle_timeout {
+                    tracing::info!(conn = conn.0, "no sign of life for {:?}; dropping the connection", config.idle_timeout);
+                    break Ending::Gone;
+                }
+                if socket.send(Message::Ping(Default::default())).await.is_err() {
+                    break Ending::Gone;
+                }
+            }
+            () = &mut join_deadline, if !join_checked => {
+                join_checked = true;
+                if !hub.lock().rooms.has_joined(conn) {
+                    tracing::info!(conn = conn.0, "no join within {:?}", config.join_timeout);
+                    break Ending::Close { code: 1008, reason: "no join within the join timeout" };
+                }
+            }
+            () = kill.cancelled() => break Ending::Close { code: 1008, reason: "too slow reading messages" },
+            () = hub.shutdown.cancelled() => break Ending::Close { code: 1001, reason: "server shutting down" },
+        }
+    };
+
+    // Leave the room first so the partner hears `peer-left` without waiting for our close handshake.
+    {
+        let mut state = hub.lock();
+        state.outboxes.remove(&conn);
+        let mut actions = Vec::new();
+        state.rooms.disconnect(conn, &mut actions);
+        state.apply(actions);
+    }
+    let mut close = match ending {
+        Ending::Gone => return,
+        Ending::Close { code, reason } => Some((code, reason)),
+        Ending::Refused => None,
+    };
+    // Flush what was queued before the close: an error must reach the peer before its close frame.
+    while let Ok(outgoing) = outbox.try_recv() {
+        match outgoing {
+            Outgoing::Text(text) => {
+                if socket.send(Message::Text(text)).await.is_err() {
+                    return;
+                }
+            }
+            Outgoing::Close { code, reason } => {
+                close = close.or(Some((code, reason)));
+                break;
+            }
+        }
+    }
+    let (code, reason) = close.unwrap_or((1000, "closing"));
+    close_gracefully(socket, code, reason).await;
+}
+
+fn too_large_text(len: Option<usize>) -> String {
+    match len {
+        Some(len) => format!("a frame of {len} bytes is over the limit of {MAX_FRAME_BYTES} bytes"),
+        None => format!("a frame is over the limit of {MAX_FRAME_BYTES} bytes"),
+    }
+}
+
+fn is_oversized(err: &axum::Error) -> bool {
+    use std::error::Error as _;
+    let mut source: Option<&(dyn std::error::Error + 'static)> = err.source();
+    while let Some(err) = source {
+        if let Some(axum_tungstenite::Error::Capacity(_)) =
+            err.downcast_ref::<axum_tungstenite::Error>()
+        {
+            return true;
+        }
+        source = err.source();
+    }
+    false
+}
+
+/// Sends a close frame and waits briefly for the peer's, so that what was sent
+/// before it (an error message) is not lost to a TCP reset.
+async fn close_gracefully(mut socket: WebSocket, code: u16, reason: &'static str) {
+    let frame = CloseFrame {
+        code,
+        reason: Utf8Bytes::from_static(reason),
+    };
+    if socket.send(Message::Close(Some(frame))).await.is_err() {
+        return;
+    }
+    let drain = async {
+        while let Some(Ok(frame)) = socket.recv().await {
+            if matches!(frame, Message::Close(_)) {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
+}
