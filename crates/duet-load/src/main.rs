@@ -1,1 +1,582 @@
-fn main() {}
+//! `duet-load`: holds N signaling connections as N/2 rooms and replays call
+//! setups through them, to measure what the server sustains.
+//!
+//! Each room is a real [`duet_signal`] client pair on real sockets. Once every
+//! connection has joined, each room repeats a call setup every `--interval-ms`
+//! (staggered over the interval so the load is even): the caller sends a 4 KiB
+//! offer and 10 candidates; the callee answers the offer with a 4 KiB answer
+//! and 10 candidates of its own. Every relayed message carries its send time
+//! (`t=<ns since start>;`), so the receiver measures relay latency; counting
+//! what arrived against what was sent gives lost messages. The server is a
+//! separate `duet serve` process (spawned here, or named by `--server-pid`), so
+//! its peak RSS and CPU time are read from `/proc` without sharing our heap.
+
+use std::io::BufRead as _;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use clap::Parser;
+use duet_signal::{
+    ClientConfig, IceCandidate, RoleRequest, SignalEvent, SignalEvents, SignalSender,
+};
+use tokio::sync::Semaphore;
+
+/// Load generator for the Duet signaling server.
+#[derive(Debug, Parser)]
+#[command(name = "duet-load", version, about)]
+struct Args {
+    /// Connections to hold (two per room).
+    #[arg(long, short = 'n', default_value_t = 1000)]
+    connections: usize,
+    /// Server base URL; when absent, a `duet serve` is spawned on a free port.
+    #[arg(long)]
+    server: Option<String>,
+    /// PID of the server given with `--server`, to read its RSS and CPU time.
+    #[arg(long, requires = "server")]
+    server_pid: Option<u32>,
+    /// The `duet` binary to spawn; defaults to the one beside this program.
+    #[arg(long)]
+    duet: Option<PathBuf>,
+    /// Call setups each room performs.
+    #[arg(long, default_value_t = 3)]
+    rounds: u32,
+    /// Time between two setups of one room; rooms are spread evenly over it.
+    #[arg(long, default_value_t = 5000)]
+    interval_ms: u64,
+    /// Connection attempts in flight at once while ramping up.
+    #[arg(long, default_value_t = 200)]
+    connect_concurrency: usize,
+    /// Write the report as JSON to this file as well.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+/// Size of the simulated offer and answer.
+const SDP_BYTES: usize = 4096;
+/// Candidates each side trickles per setup.
+const CANDIDATES: u32 = 10;
+/// Messages one room relays per setup: offer + answer + candidates both ways.
+const MESSAGES_PER_SETUP: u64 = 2 + 2 * CANDIDATES as u64;
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    if args.connections < 2 || args.connections % 2 != 0 {
+        bail!("--connections must be an even number of at least 2");
+    }
+    // Each connection is a file descriptor here and one at the server.
+    let limit =
+        rlimit::increase_nofile_limit(u64::MAX).context("cannot raise the open-file limit")?;
+    if limit < args.connections as u64 + 64 {
+        bail!(
+            "the open-file limit is {limit}; {} connections need more",
+            args.connections
+        );
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let report = runtime.block_on(run(&args))?;
+    print!("{}", report.text());
+    if let Some(path) = &args.json {
+        std::fs::write(path, report.json().to_string())
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    if report.lost > 0 || report.errors > 0 {
+        bail!("{} messages lost, {} errors", report.lost, report.errors);
+    }
+    Ok(())
+}
+
+/// A `duet serve` child process, killed when dropped.
+struct SpawnedServer {
+    child: Child,
+    url: String,
+}
+
+impl Drop for SpawnedServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spawn_server(duet: Option<&PathBuf>) -> anyhow::Result<SpawnedServer> {
+    let duet = match duet {
+        Some(path) => path.clone(),
+        None => std::env::current_exe()
+            .context("cannot locate this program")?
+            .with_file_name("duet"),
+    };
+    let mut child = Command::new(&duet)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("DUET_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .with_context(|| {
+            format!(
+                "cannot start {} (build it with `cargo build --release -p duet`)",
+                duet.display()
+            )
+        })?;
+    let stdout = child.stdout.take().context("no stdout from the server")?;
+    let mut line = String::new();
+    std::io::BufReader::new(stdout)
+        .read_line(&mut line)
+        .context("cannot read the server's address")?;
+    let addr = line.trim();
+    if addr.is_empty() {
+        let _ = child.kill();
+        bail!("the server exited before printing its address");
+    }
+    Ok(SpawnedServer {
+        url: format!("ws://{addr}"),
+        child,
+    })
+}
+
+/// What one connection measured.
+#[derive(Debug, Default)]
+struct Received {
+    latencies_us: Vec<u32>,
+    messages: u64,
+    errors: u64,
+}
+
+/// Everything the run measured.
+#[derive(Debug)]
+struct Report {
+    connections: usize,
+    rounds: u32,
+    interval_ms: u64,
+    join_ms: Percentiles,
+    relay_ms: Percentiles,
+    relayed: u64,
+    expected: u64,
+    lost: u64,
+    errors: u64,
+    ramp_s: f64,
+    load_s: f64,
+    server_peak_rss_mb: Option<f64>,
+    server_cpu_s: Option<f64>,
+    server_peak_cpu_percent: Option<f64>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Percentiles {
+    p50: f64,
+    p99: f64,
+    max: f64,
+}
+
+impl Percentiles {
+    fn of_micros(mut values: Vec<u32>) -> Percentiles {
+        values.sort_unstable();
+        let at = |q: f64| {
+            if values.is_empty() {
+                return f64::NAN;
+            }
+            let index = ((values.len() - 1) as f64 * q).round() as usize;
+            f64::from(values[index]) / 1000.0
+        };
+        Percentiles {
+            p50: at(0.5),
+            p99: at(0.99),
+            max: at(1.0),
+        }
+    }
+
+    fn json(self) -> serde_json::Value {
+        serde_json::json!({"p50": self.p50, "p99": self.p99, "max": self.max})
+    }
+}
+
+impl Report {
+    fn text(&self) -> String {
+        let opt = |v: Option<f64>, unit: &str| v.map_or("n/a".into(), |v| format!("{v:.1}{unit}"));
+        format!(
+            "connections          {}\n\
+             rooms                {}\n\
+             setups per room      {} (one every {} ms)\n\
+             ramp-up              {:.1} s\n\
+             join ms              p50 {:.2}  p99 {:.2}  max {:.2}\n\
+             relay ms             p50 {:.2}  p99 {:.2}  max {:.2}\n\
+             relayed              {} of {} ({:.0} msg/s during the load phase)\n\
+             lost                 {}\n\
+             errors               {}\n\
+             server peak RSS      {}\n\
+             server CPU           {} in all, peak {}\n",
+            self.connections,
+            self.connections / 2,
+            self.rounds,
+            self.interval_ms,
+            self.ramp_s,
+            self.join_ms.p50,
+            self.join_ms.p99,
+            self.join_ms.max,
+            self.relay_ms.p50,
+            self.relay_ms.p99,
+            self.relay_ms.max,
+            self.relayed,
+            self.expected,
+            self.relayed as f64 / self.load_s,
+            self.lost,
+            self.errors,
+            opt(self.server_peak_rss_mb, " MB"),
+            opt(self.server_cpu_s, " s"),
+            opt(self.server_peak_cpu_percent, " % of one core"),
+        )
+    }
+
+    fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "connections": self.connections,
+            "rounds": self.rounds,
+            "interval_ms": self.interval_ms,
+            "join_ms": self.join_ms.json(),
+            "relay_ms": self.relay_ms.json(),
+            "relayed": self.relayed,
+            "expected": self.expected,
+            "lost": self.lost,
+            "errors": self.errors,
+            "server_peak_rss_mb": self.server_peak_rss_mb,
+            "server_cpu_s": self.server_cpu_s,
+            "server_peak_cpu_percent": self.server_peak_cpu_percent,
+        })
+    }
+}
+
+async fn run(args: &Args) -> anyhow::Result<Report> {
+    let (url, spawned) = match &args.server {
+        Some(url) => (url.clone(), None),
+        None => {
+            let server = spawn_server(args.duet.as_ref())?;
+            (server.url.clone(), Some(server))
+        }
+    };
+    let pid = args.server_pid.or(spawned.as_ref().map(|s| s.child.id()));
+    let sampler = pid.map(CpuSampler::start);
+    let clock = Instant::now();
+
+    // Ramp-up: every room's callee, then its caller, as a real pair would arrive.
+    let ramp_started = Instant::now();
+    let gate = Arc::new(Semaphore::new(args.connect_concurrency));
+    let mut joins = tokio::task::JoinSet::new();
+    for room in 0..args.connections / 2 {
+        let (url, gate) = (url.clone(), gate.clone());
+        joins.spawn(async move {
+            let _permit = gate.acquire_owned().await?;
+            let name = format!("load-{room}");
+            let callee = join(&url, &name, RoleRequest::Callee).await?;
+            let caller = join(&url, &name, RoleRequest::Caller).await?;
+            anyhow::Ok((room, callee, caller))
+        });
+    }
+    let mut rooms = Vec::with_capacity(args.connections / 2);
+    let mut join_us = Vec::with_capacity(args.connections);
+    while let Some(joined) = joins.join_next().await {
+        let (room, callee, caller) = joined.context("a join task failed")??;
+        join_us.push(callee.join_us);
+        join_us.push(caller.join_us);
+        rooms.push((room, callee, caller));
+    }
+    let ramp_s = ramp_started.elapsed().as_secs_f64();
+    eprintln!("{} connections joined in {ramp_s:.1} s", args.connections);
+
+    // Load phase.
+    let load_started = Instant::now();
+    let interval = Duration::from_millis(args.interval_ms);
+    let room_count = rooms.len();
+    let mut tasks = tokio::task::JoinSet::new();
+    for (room, callee, caller) in rooms {
+        let offset = interval.mul_f64(room as f64 / room_count as f64);
+        let rounds = args.rounds;
+        tasks.spawn(drive_callee(callee, clock));
+        tasks.spawn(drive_caller(
+            caller,
+            clock,
+            load_started + offset,
+            interval,
+            rounds,
+        ));
+    }
+    let mut received = Vec::with_capacity(args.connections);
+    while let Some(result) = tasks.join_next().await {
+        received.push(result.context("a connection task failed")?);
+    }
+    let load_s = load_started.elapsed().as_secs_f64();
+
+    let (server_peak_rss_mb, server_cpu_s, server_peak_cpu_percent) = match (pid, sampler) {
+        (Some(pid), Some(sampler)) => {
+            let (cpu, peak) = sampler.stop().await;
+            (read_peak_rss_mb(pid), cpu, peak)
+        }
+        _ => (None, None, None),
+    };
+    drop(spawned);
+
+    let expected = MESSAGES_PER_SETUP * u64::from(args.rounds) * (args.connections as u64 / 2);
+    let relayed: u64 = received.iter().map(|r| r.messages).sum();
+    let errors: u64 = received.iter().map(|r| r.errors).sum();
+    let latencies: Vec<u32> = received.into_iter().flat_map(|r| r.latencies_us).collect();
+    Ok(Report {
+        connections: args.connections,
+        rounds: args.rounds,
+        interval_ms: args.interval_ms,
+        join_ms: Percentiles::of_micros(join_us),
+        relay_ms: Percentiles::of_micros(latencies),
+        relayed,
+        expected,
+        lost: expected.saturating_sub(relayed),
+        errors,
+        ramp_s,
+        load_s,
+        server_peak_rss_mb,
+        server_cpu_s,
+        server_peak_cpu_percent,
+    })
+}
+
+/// One joined connection.
+struct Peer {
+    tx: SignalSender,
+    events: SignalEvents,
+    join_us: u32,
+}
+
+async fn join(url: &str, room: &str, role: RoleRequest) -> anyhow::Result<Peer> {
+    let started = Instant::now();
+    let config = ClientConfig {
+        connect_timeout: Duration::from_secs(30),
+        ..ClientConfig::new(url, room, role)
+    };
+    let (tx, mut events) = duet_signal::connect(config)
+        .await
+        .with_context(|| format!("{role} of {room}"))?;
+    let join_us = micros(started.elapsed());
+    // The first event is the Joined that connect resolved on.
+    events.recv().await;
+    Ok(Peer {
+        tx,
+        events,
+        join_us,
+    })
+}
+
+fn micros(elapsed: Duration) -> u32 {
+    u32::try_from(elapsed.as_micros()).unwrap_or(u32::MAX)
+}
+
+/// `t=<ns since start>;` then padding to `len` bytes.
+fn stamped(clock: Instant, len: usize) -> String {
+    let mut text = format!("t={};", clock.elapsed().as_nanos());
+    let pad = len.saturating_sub(text.len());
+    text.extend(std::iter::repeat_n('a', pad));
+    text
+}
+
+fn candidate(clock: Instant) -> Option<IceCandidate> {
+    Some(IceCandidate {
+        candidate: format!(
+            "{}candidate:1 1 udp 2122260223 127.0.0.1 50000 typ host",
+            stamped(clock, 0)
+        ),
+        sdp_mid: Some("0".into()),
+        sdp_mline_index: Some(0),
+        username_fragment: None,
+    })
+}
+
+/// Latency of a message stamped by [`stamped`].
+fn latency_us(clock: Instant, text: &str) -> Option<u32> {
+    let sent: u128 = text.strip_prefix("t=")?.split(';').next()?.parse().ok()?;
+    let now = clock.elapsed().as_nanos();
+    Some(u32::try_from(now.saturating_sub(sent) / 1000).unwrap_or(u32::MAX))
+}
+
+/// Records one relayed message; returns whether it was an offer (the callee's cue).
+fn record(received: &mut Received, clock: Instant, event: &SignalEvent) -> bool {
+    let (text, is_offer) = match event {
+        SignalEvent::Offer { sdp, .. } => (sdp.as_str(), true),
+        SignalEvent::Answer { sdp, .. } => (sdp.as_str(), false),
+        SignalEvent::Candidate {
+            candidate: Some(c), ..
+        } => (c.candidate.as_str(), false),
+        SignalEvent::Error { code, message } => {
+            eprintln!("server error {code}: {message}");
+            received.errors += 1;
+            return false;
+        }
+        SignalEvent::Reconnecting { cause, .. } => {
+            eprintln!("connection lost: {cause}");
+            received.errors += 1;
+            return false;
+        }
+        _ => return false,
+    };
+    received.messages += 1;
+    if let Some(us) = latency_us(clock, text) {
+        received.latencies_us.push(us);
+    }
+    is_offer
+}
+
+/// How long a connection keeps listening after its last expected message.
+const DRAIN: Duration = Duration::from_secs(3);
+
+async fn drive_caller(
+    mut peer: Peer,
+    clock: Instant,
+    first: Instant,
+    interval: Duration,
+    rounds: u32,
+) -> Received {
+    let mut received = Received::default();
+    let expected = u64::from(rounds) * (1 + u64::from(CANDIDATES));
+    for round in 0..rounds {
+        let at = tokio::time::Instant::from_std(first + interval * round);
+        // Listen while waiting for the next setup time.
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep_until(at) => break,
+                event = peer.events.recv() => match event {
+                    Some(event) => { record(&mut received, clock, &event); }
+                    None => return received,
+                },
+            }
+        }
+        let _ = peer.tx.offer(stamped(clock, SDP_BYTES));
+        for _ in 0..CANDIDATES {
+            let _ = peer.tx.candidate(candidate(clock));
+        }
+    }
+    listen_until(&mut peer, &mut received, clock, expected).await;
+    peer.tx.close();
+    received
+}
+
+async fn drive_callee(mut peer: Peer, clock: Instant) -> Received {
+    let mut received = Received::default();
+    loop {
+        let event = match tokio::time::timeout(Duration::from_secs(60), peer.events.recv()).await {
+            Ok(Some(event)) => event,
+            Ok(None) | Err(_) => break,
+        };
+        if matches!(event, SignalEvent::PeerLeft { .. }) {
+            break;
+        }
+        if record(&mut received, clock, &event) {
+            let _ = peer.tx.answer(stamped(clock, SDP_BYTES));
+            for _ in 0..CANDIDATES {
+                let _ = peer.tx.candidate(candidate(clock));
+            }
+        }
+    }
+    peer.tx.close();
+    received
+}
+
+/// Keeps receiving until `expected` messages arrived or nothing came for [`DRAIN`].
+async fn listen_until(peer: &mut Peer, received: &mut Received, clock: Instant, expected: u64) {
+    while received.messages < expected {
+        match tokio::time::timeout(DRAIN, peer.events.recv()).await {
+            Ok(Some(event)) => {
+                record(received, clock, &event);
+            }
+            Ok(None) | Err(_) => break,
+        }
+    }
+}
+
+/// Samples a process's CPU time every 500 ms to find its busiest interval.
+struct CpuSampler {
+    stop: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<(Option<f64>, Option<f64>)>,
+}
+
+impl CpuSampler {
+    fn start(pid: u32) -> CpuSampler {
+        let stop = Arc::new(AtomicU64::new(0));
+        let task = tokio::spawn({
+            let stop = stop.clone();
+            async move {
+                let tick = Duration::from_millis(500);
+                let mut last = read_cpu_s(pid);
+                let mut peak: Option<f64> = None;
+                while stop.load(Ordering::Relaxed) == 0 {
+                    tokio::time::sleep(tick).await;
+                    let now = read_cpu_s(pid);
+                    if let (Some(a), Some(b)) = (last, now) {
+                        let percent = (b - a) / tick.as_secs_f64() * 100.0;
+                        peak = Some(peak.map_or(percent, |p: f64| p.max(percent)));
+                    }
+                    last = now;
+                }
+                (last, peak)
+            }
+        });
+        CpuSampler { stop, task }
+    }
+
+    async fn stop(self) -> (Option<f64>, Option<f64>) {
+        self.stop.store(1, Ordering::Relaxed);
+        self.task.await.unwrap_or((None, None))
+    }
+}
+
+/// User + system CPU seconds of a process, from `/proc/PID/stat`.
+fn read_cpu_s(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may contain spaces) start after the last ')'.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line: 12 and 13 after ')'.
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / clock_ticks_per_second())
+}
+
+fn clock_ticks_per_second() -> f64 {
+    // USER_HZ is 100 on every Linux architecture Duet targets.
+    100.0
+}
+
+/// Peak resident set (VmHWM) of a process, in MB.
+fn read_peak_rss_mb(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stamps_round_trip_and_pad_to_size() {
+        let clock = Instant::now();
+        let text = stamped(clock, SDP_BYTES);
+        assert_eq!(text.len(), SDP_BYTES);
+        let us = latency_us(clock, &text).expect("a stamp");
+        assert!(us < 1_000_000);
+        assert_eq!(latency_us(clock, "no stamp"), None);
+    }
+
+    #[test]
+    fn percentiles_pick_ranks() {
+        let p = Percentiles::of_micros((1..=100).map(|v| v * 1000).collect());
+        assert_eq!((p.p50, p.p99, p.max), (51.0, 99.0, 100.0));
+    }
+
+    #[test]
+    fn this_process_has_readable_cpu_and_rss() {
+        let pid = std::process::id();
+        assert!(read_cpu_s(pid).is_some());
+        assert!(read_peak_rss_mb(pid).is_some_and(|mb| mb > 0.0));
+    }
+}

@@ -152,6 +152,16 @@ impl SignalServer {
     /// Serves until `shutdown` completes, then stops accepting, sends every
     /// connection a close frame and returns within [`ServerConfig::shutdown_grace`].
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
+        self.run_until(shutdown, std::future::pending()).await
+    }
+
+    /// [`SignalServer::run`], plus `kill`: when it completes, every socket is
+    /// dropped at once without close frames, as if the process had died.
+    async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()>,
+        kill: impl Future<Output = ()>,
+    ) -> Result<(), ServerError> {
         let hub = Arc::new(Hub::new(self.config));
         let app = Router::new()
             .route(WS_PATH, get(upgrade))
@@ -167,16 +177,24 @@ impl SignalServer {
             let make_service = app.into_make_service();
             let listener = self.listener;
             async move {
+                // Signaling is many small messages in both directions: without
+                // TCP_NODELAY, Nagle's algorithm and delayed ACKs hold some of
+                // them back for ~40 ms.
+                let nodelay = axum_server::accept::NoDelayAcceptor::new();
                 match self.tls {
                     Some(tls) => {
                         let tls = axum_server::tls_rustls::RustlsConfig::from_config(tls);
-                        axum_server::from_tcp_rustls(listener, tls)?
+                        let acceptor =
+                            axum_server::tls_rustls::RustlsAcceptor::new(tls).acceptor(nodelay);
+                        axum_server::from_tcp(listener)?
+                            .acceptor(acceptor)
                             .handle(handle)
                             .serve(make_service)
                             .await
                     }
                     None => {
                         axum_server::from_tcp(listener)?
+                            .acceptor(nodelay)
                             .handle(handle)
                             .serve(make_service)
                             .await
@@ -188,6 +206,11 @@ impl SignalServer {
         tokio::select! {
             result = &mut serving => return result.map_err(ServerError::Serve),
             () = shutdown => {}
+            () = kill => {
+                handle.shutdown();
+                hub.killed.cancel();
+                return Ok(());
+            }
         }
         tracing::info!(
             "shutting down: closing {} connections",
@@ -210,16 +233,21 @@ impl SignalServer {
     /// Starts the server on the current runtime; for tests and the embedded demo server.
     pub fn spawn(self) -> RunningServer {
         let stop = CancellationToken::new();
+        let kill = CancellationToken::new();
         let local_addr = self.local_addr;
         let url = self.url();
         let task = tokio::spawn({
-            let stop = stop.clone();
-            async move { self.run(stop.cancelled_owned()).await }
+            let (stop, kill) = (stop.clone(), kill.clone());
+            async move {
+                self.run_until(stop.cancelled_owned(), kill.cancelled_owned())
+                    .await
+            }
         });
         RunningServer {
             local_addr,
             url,
             stop,
+            kill,
             task,
         }
     }
@@ -231,6 +259,7 @@ pub struct RunningServer {
     local_addr: SocketAddr,
     url: String,
     stop: CancellationToken,
+    kill: CancellationToken,
     task: tokio::task::JoinHandle<Result<(), ServerError>>,
 }
 
@@ -254,9 +283,11 @@ impl RunningServer {
         }
     }
 
-    /// Abrupt stop, as if the process died: connections drop without close frames.
-    pub fn kill(self) {
-        self.task.abort();
+    /// Abrupt stop, as if the process died: connections drop without close
+    /// frames and the port is released. Resolves once the listener is closed.
+    pub async fn kill(self) {
+        self.kill.cancel();
+        let _ = self.task.await;
     }
 }
 
@@ -348,6 +379,8 @@ struct Hub {
     next_conn: AtomicU64,
     live_connections: AtomicUsize,
     shutdown: CancellationToken,
+    /// Cancelled to drop every connection without a goodbye (tests of a crashed server).
+    killed: CancellationToken,
     tracker: TaskTracker,
 }
 
@@ -362,6 +395,7 @@ impl Hub {
             next_conn: AtomicU64::new(1),
             live_connections: AtomicUsize::new(0),
             shutdown: CancellationToken::new(),
+            killed: CancellationToken::new(),
             tracker: TaskTracker::new(),
         }
     }
@@ -400,7 +434,7 @@ async fn upgrade(State(hub): State<Arc<Hub>>, ws: WebSocketUpgrade) -> Response 
         return (StatusCode::SERVICE_UNAVAILABLE, "too many connections").into_response();
     }
     let tracker = hub.tracker.clone();
-    ws.read_buffer_size(4 * 1024)
+    ws.read_buffer_size(1024)
         .write_buffer_size(0)
         .max_message_size(HARD_FRAME_LIMIT)
         .max_frame_size(HARD_FRAME_LIMIT)
@@ -528,6 +562,7 @@ async fn serve_connection(mut socket: WebSocket, hub: &Hub) {
             }
             () = kill.cancelled() => break Ending::Close { code: 1008, reason: "too slow reading messages" },
             () = hub.shutdown.cancelled() => break Ending::Close { code: 1001, reason: "server shutting down" },
+            () = hub.killed.cancelled() => return,
         }
     };
 
