@@ -1,0 +1,100 @@
+//! Duet's media: capture, test sources, H.264 and Opus codecs, and the stamp
+//! and beep readers. It turns cameras, microphones, files and synthetic
+//! signals into encoded H.264 and Opus, and encoded streams back into pictures
+//! and sound; it knows nothing of WebRTC or signaling.
+//!
+//! - [`frame`]: I420 pictures and 20 ms 48 kHz mono audio frames.
+//! - [`test_video`], [`test_audio`]: the stamped pattern and beeps of `test-signals.md`.
+//! - [`stamp`], [`beep`]: reading them back ([`StampReader`], [`BeepDetector`]).
+//! - [`h264`], [`opus_codec`]: the codecs.
+//! - [`y4m_file`], [`wav_file`]: file sources and the WAV recorder.
+//! - [`devices`]: cameras (nokhwa), microphones and speakers (cpal).
+
+use std::path::PathBuf;
+
+pub mod beep;
+pub mod devices;
+pub mod frame;
+pub mod h264;
+pub mod opus_codec;
+pub mod resample;
+pub mod stamp;
+pub mod test_audio;
+pub mod test_video;
+pub mod wav_file;
+pub mod y4m_file;
+
+pub use beep::{Beep, BeepDetector};
+pub use frame::{AudioFrame, VideoFrame};
+pub use h264::{Decoded, EncodedVideo, H264Decoder, H264Encoder};
+pub use opus_codec::{OpusDecoder, OpusEncoder};
+pub use stamp::StampReader;
+pub use test_audio::BeepSource;
+pub use test_video::TestPatternSource;
+
+/// Everything that can go wrong with media.
+#[derive(Debug, thiserror::Error)]
+pub enum MediaError {
+    /// A picture size the operation cannot use.
+    #[error("unusable picture size {width}x{height}")]
+    BadSize {
+        /// Width asked for.
+        width: u32,
+        /// Height asked for.
+        height: u32,
+    },
+    /// The test pattern needs at least 320x240 for its stamp.
+    #[error("{width}x{height} is too small for the test pattern; it needs at least 320x240")]
+    TooSmallForStamp {
+        /// Width asked for.
+        width: u32,
+        /// Height asked for.
+        height: u32,
+    },
+    /// A frame rate outside 1–240.
+    #[error("unusable frame rate {0}; use 1 to 240")]
+    BadFrameRate(u32),
+    /// A test-tone frequency outside 300–3000 Hz.
+    #[error("tone frequency {0} Hz is outside 300–3000 Hz")]
+    BadToneFrequency(f32),
+    /// Colour conversion failed.
+    #[error("colour conversion failed: {0}")]
+    Conversion(String),
+    /// Resampling failed.
+    #[error("resampling failed: {0}")]
+    Resample(String),
+    /// An encoder or decoder failed.
+    #[error("{0}")]
+    Codec(String),
+    /// A video file is unusable.
+    #[error("{}: {error}", path.display())]
+    VideoFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        error: y4m_file::Y4mError,
+    },
+    /// An audio file is unusable.
+    #[error("{}: {error}", path.display())]
+    AudioFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        error: wav_file::WavError,
+    },
+    /// Listing devices failed.
+    #[error("{0}")]
+    Device(String),
+    /// No camera could be opened.
+    #[error("no camera: {0}")]
+    NoCamera(String),
+    /// The camera stopped delivering pictures.
+    #[error("the camera stopped: {0}")]
+    CameraStopped(String),
+    /// No microphone could be opened.
+    #[error("no microphone: {0}")]
+    NoMicrophone(String),
+    /// No speaker could be opened.
+    #[error("no speaker: {0}")]
+    NoSpeaker(String),
+}
