@@ -9,15 +9,19 @@
 //! - [`h264`], [`opus_codec`]: the codecs.
 //! - [`y4m_file`], [`wav_file`]: file sources and the WAV recorder.
 //! - [`devices`]: cameras (nokhwa), microphones and speakers (cpal).
+//! - [`source`]: `--video`/`--audio` values opened with fallbacks, and audio sinks.
+//! - [`display`]: frames scaled to a window and converted to RGBA.
 
 use std::path::PathBuf;
 
 pub mod beep;
 pub mod devices;
+pub mod display;
 pub mod frame;
 pub mod h264;
 pub mod opus_codec;
 pub mod resample;
+pub mod source;
 pub mod stamp;
 pub mod test_audio;
 pub mod test_video;

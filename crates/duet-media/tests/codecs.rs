@@ -185,3 +185,34 @@ fn concealment_keeps_every_beep_with_10_percent_loss() {
         beeps_through_opus(hz, Some(10));
     }
 }
+
+#[test]
+fn corrupt_data_asks_for_a_keyframe_instead_of_failing() {
+    let source = TestPatternSource::new(320, 240, 30).unwrap();
+    let mut encoder = H264Encoder::new(500_000, 30).unwrap();
+    let mut decoder = H264Decoder::new().unwrap();
+    let now = SystemTime::now();
+    let first = encoder.encode(&source.draw(0, now)).unwrap().unwrap();
+    assert!(matches!(
+        decoder.decode(&first.data, now),
+        Decoded::Frame(_)
+    ));
+    // Garbage, then a P-frame with its slice data scrambled.
+    let outcome = decoder.decode(&[0, 0, 0, 1, 0x41, 0xff, 0x00, 0x13, 0x37], now);
+    assert!(!matches!(outcome, Decoded::Frame(_)), "{outcome:?}");
+    let mut p = encoder.encode(&source.draw(1, now)).unwrap().unwrap();
+    let len = p.data.len();
+    for byte in &mut p.data[len / 2..] {
+        *byte ^= 0x5a;
+    }
+    let _ = decoder.decode(&p.data, now);
+    // Whatever openh264 made of it, a keyframe always brings the picture back.
+    encoder.request_keyframe();
+    let key = encoder.encode(&source.draw(2, now)).unwrap().unwrap();
+    assert!(key.keyframe);
+    assert!(matches!(decoder.decode(&key.data, now), Decoded::Frame(_)));
+    // Before any keyframe, a fresh decoder asks for one.
+    let p = encoder.encode(&source.draw(3, now)).unwrap().unwrap();
+    let mut fresh = H264Decoder::new().unwrap();
+    assert!(matches!(fresh.decode(&p.data, now), Decoded::NeedKeyframe));
+}
