@@ -10,6 +10,18 @@ use duet_media::{
     BeepSource, Decoded, H264Decoder, H264Encoder, OpusDecoder, OpusEncoder, TestPatternSource,
 };
 
+fn with_noise(frame: &duet_media::VideoFrame, seed: u64) -> duet_media::VideoFrame {
+    let mut frame = frame.clone();
+    let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    for px in frame.planes_mut().0.iter_mut() {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        *px = px.saturating_add((state % 24) as u8);
+    }
+    frame
+}
+
 fn h264(c: &mut Criterion) {
     for (w, h, bitrate) in [(640, 480, 1_000_000), (1280, 720, 2_500_000)] {
         let source = TestPatternSource::new(w, h, 30).unwrap();
@@ -23,6 +35,22 @@ fn h264(c: &mut Criterion) {
             b.iter(|| {
                 n += 1;
                 black_box(encoder.encode(&frames[n % frames.len()]).unwrap())
+            })
+        });
+
+        // Sensor-like noise on every pixel: far harder to code than the pattern,
+        // closer to a real camera in poor light (the worst case for the encoder).
+        let noisy: Vec<_> = frames
+            .iter()
+            .enumerate()
+            .map(|(i, f)| with_noise(f, i as u64))
+            .collect();
+        let mut encoder = H264Encoder::new(bitrate, 30).unwrap();
+        let mut n = 0;
+        c.bench_function(&format!("h264 encode {w}x{h} noisy"), |b| {
+            b.iter(|| {
+                n += 1;
+                black_box(encoder.encode(&noisy[n % noisy.len()]).unwrap())
             })
         });
 
