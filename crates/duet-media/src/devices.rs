@@ -132,7 +132,11 @@ pub fn list_audio_devices(input: bool) -> Result<Vec<String>, MediaError> {
                 d.default_output_config().is_ok()
             }
         })
-        .filter_map(|d| d.description().ok().map(|desc| desc.name().to_owned()))
+        .filter_map(|d| d.description().ok())
+        // ALSA's `null` plugin "works" but is no device: it discards playback
+        // and makes silence as fast as it is read.
+        .filter(|desc| desc.driver() != Some("null"))
+        .map(|desc| desc.name().to_owned())
         .collect())
 }
 

@@ -23,6 +23,8 @@ struct Cli {
 enum Command {
     /// Run the signaling server that lets two Duet apps find each other.
     Serve(ServeArgs),
+    /// List the cameras, microphones and speakers found on this machine.
+    Devices,
 }
 
 #[derive(Debug, clap::Args)]
@@ -49,6 +51,10 @@ fn main() -> ExitCode {
             runtime.block_on(async {
                 match cli.command {
                     Command::Serve(args) => serve(args).await,
+                    Command::Devices => {
+                        print!("{}", devices_report());
+                        Ok(())
+                    }
                 }
             })
         });
@@ -91,6 +97,46 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     server.run(shutdown_signal()).await?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// What `duet devices` prints: every kind of device, or why there is none.
+fn devices_report() -> String {
+    use duet_media::devices::{list_audio_devices, list_cameras};
+    let mut report = String::from("cameras:\n");
+    match list_cameras() {
+        Ok(cameras) if cameras.is_empty() => {
+            report.push_str("  (none found: --video test is used instead)\n")
+        }
+        Ok(cameras) => {
+            for camera in cameras {
+                report.push_str(&format!("  camera:{}  {}\n", camera.index, camera.name));
+            }
+        }
+        Err(err) => report.push_str(&format!("  (cannot list: {err})\n")),
+    }
+    for (title, input, flag, fallback) in [
+        (
+            "microphones",
+            true,
+            "--audio mic:",
+            "--audio test is used instead",
+        ),
+        ("speakers", false, "", "received audio is not played"),
+    ] {
+        report.push_str(&format!("{title}:\n"));
+        match list_audio_devices(input) {
+            Ok(names) if names.is_empty() => {
+                report.push_str(&format!("  (none found: {fallback})\n"))
+            }
+            Ok(names) => {
+                for name in names {
+                    report.push_str(&format!("  {flag}{name}\n"));
+                }
+            }
+            Err(err) => report.push_str(&format!("  (cannot list: {err})\n")),
+        }
+    }
+    report
 }
 
 /// Resolves on SIGINT or SIGTERM.
