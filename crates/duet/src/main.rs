@@ -9,7 +9,10 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use duet_signal::{ServerConfig, SignalServer, TlsFiles};
+use duet_signal::{RoleRequest, ServerConfig, SignalServer, TlsFiles};
+
+mod call_command;
+use call_command::CallArgs;
 
 /// A private video call between two people.
 #[derive(Debug, Parser)]
@@ -23,6 +26,18 @@ struct Cli {
 enum Command {
     /// Run the signaling server that lets two Duet apps find each other.
     Serve(ServeArgs),
+    /// Call as the caller (the peer that offers); same as `call --role caller`.
+    Caller(CallArgs),
+    /// Call as the callee (the peer that answers); same as `call --role callee`.
+    Callee(CallArgs),
+    /// Call with a role of your choice (auto: whichever seat is free).
+    Call {
+        /// caller, callee or auto.
+        #[arg(long, value_name = "ROLE", default_value = "auto", value_parser = parse_role)]
+        role: RoleRequest,
+        #[command(flatten)]
+        args: CallArgs,
+    },
     /// List the cameras, microphones and speakers found on this machine.
     Devices,
 }
@@ -50,16 +65,19 @@ fn main() -> ExitCode {
         .and_then(|runtime| {
             runtime.block_on(async {
                 match cli.command {
-                    Command::Serve(args) => serve(args).await,
+                    Command::Serve(args) => serve(args).await.map(|()| ExitCode::SUCCESS),
+                    Command::Caller(args) => Ok(call_command::run(args, RoleRequest::Caller).await),
+                    Command::Callee(args) => Ok(call_command::run(args, RoleRequest::Callee).await),
+                    Command::Call { role, args } => Ok(call_command::run(args, role).await),
                     Command::Devices => {
                         print!("{}", devices_report());
-                        Ok(())
+                        Ok(ExitCode::SUCCESS)
                     }
                 }
             })
         });
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(err) => {
             eprintln!("duet: {err:#}");
             ExitCode::FAILURE
@@ -67,9 +85,13 @@ fn main() -> ExitCode {
     }
 }
 
+/// Duet's own lines at info; the WebRTC stack only when something is wrong.
+const DEFAULT_LOG_FILTER: &str = "info,webrtc=warn,rtc=warn,rtc_ice=warn,rtc_dtls=warn,\
+rtc_sctp=warn,rtc_srtp=warn,rtc_interceptor=warn,rtc_mdns=warn";
+
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("DUET_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -139,8 +161,19 @@ fn devices_report() -> String {
     report
 }
 
+fn parse_role(value: &str) -> Result<RoleRequest, String> {
+    match value {
+        "caller" => Ok(RoleRequest::Caller),
+        "callee" => Ok(RoleRequest::Callee),
+        "auto" => Ok(RoleRequest::Auto),
+        _ => Err(format!(
+            "{value:?} is not a role: use caller, callee or auto"
+        )),
+    }
+}
+
 /// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let interrupt = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {

@@ -1,0 +1,503 @@
+//! One WebRTC peer connection as Duet makes it: exactly H.264 (constrained
+//! baseline, packetization-mode 1) and Opus with in-band FEC, NACK, RTCP
+//! reports, transport-wide congestion control feeding the video bitrate, and
+//! keyframe requests and receiver reports surfaced to the application.
+//!
+//! The connection's event handler only forwards events into a channel: its
+//! callbacks run on the connection's own task and must never block.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use rtc::interceptor::{
+    Attribute, BandwidthEstimator, EstimatorStats, Gcc, Interceptor, Packet, PacketReport,
+    Registry, Slot, StreamInfo, TaggedPacket,
+};
+use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::configuration::interceptor_registry::{
+    CongestionFeedback, configure_congestion_control, register_default_interceptors,
+};
+use rtc::peer_connection::configuration::media_engine::{
+    MIME_TYPE_H264, MIME_TYPE_OPUS, MediaEngine,
+};
+use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters,
+    RTCRtpEncodingParameters, RtpCodecKind,
+};
+use tokio::sync::mpsc;
+use webrtc::media_stream::track_local::TrackLocal;
+use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
+use webrtc::media_stream::track_remote::TrackRemote;
+use webrtc::peer_connection::{
+    PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfigurationBuilder,
+    RTCIceGatheringState, RTCIceServer, RTCPeerConnectionIceEvent, RTCPeerConnectionState,
+    SettingEngineBuilder,
+};
+
+use crate::CallError;
+use crate::negotiation::Generation;
+
+/// The H.264 format every Duet peer offers and accepts (`cli.md`, issue: WebRTC-compatible baseline).
+pub use duet_media::h264::H264_FMTP;
+/// The Opus format: 48 kHz stereo signalling (mono content), in-band FEC on.
+pub const OPUS_FMTP: &str = "minptime=10;useinbandfec=1";
+/// Payload types Duet offers.
+pub const H264_PAYLOAD_TYPE: u8 = 102;
+/// Payload type of Opus.
+pub const OPUS_PAYLOAD_TYPE: u8 = 111;
+/// The lowest video bitrate congestion control may ask for.
+pub const MIN_VIDEO_BPS: u32 = 150_000;
+
+/// What a peer connection tells the session.
+pub enum PeerEvent {
+    /// A local candidate (`None`: gathering complete).
+    LocalCandidate(Generation, Option<duet_signal::IceCandidate>),
+    /// The connection state changed.
+    State(Generation, RTCPeerConnectionState),
+    /// The remote's track arrived.
+    Track(Generation, Arc<dyn TrackRemote>),
+}
+
+impl std::fmt::Debug for PeerEvent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PeerEvent::LocalCandidate(g, c) => write!(f, "LocalCandidate({g}, {c:?})"),
+            PeerEvent::State(g, s) => write!(f, "State({g}, {s})"),
+            PeerEvent::Track(g, _) => write!(f, "Track({g})"),
+        }
+    }
+}
+
+/// Forwards the connection's callbacks into the session's channel.
+struct ForwardingHandler {
+    generation: Generation,
+    events: mpsc::UnboundedSender<PeerEvent>,
+}
+
+#[async_trait::async_trait]
+impl PeerConnectionEventHandler for ForwardingHandler {
+    async fn on_ice_candidate(&self, event: RTCPeerConnectionIceEvent) {
+        match event.candidate.to_json() {
+            Ok(init) => {
+                let candidate = duet_signal::IceCandidate {
+                    candidate: init.candidate,
+                    sdp_mid: init.sdp_mid,
+                    sdp_mline_index: init.sdp_mline_index,
+                    username_fragment: init.username_fragment,
+                };
+                let _ = self
+                    .events
+                    .send(PeerEvent::LocalCandidate(self.generation, Some(candidate)));
+            }
+            Err(err) => tracing::warn!(%err, "cannot describe a local candidate"),
+        }
+    }
+
+    async fn on_ice_gathering_state_change(&self, state: RTCIceGatheringState) {
+        if state == RTCIceGatheringState::Complete {
+            let _ = self
+                .events
+                .send(PeerEvent::LocalCandidate(self.generation, None));
+        }
+    }
+
+    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
+        let _ = self.events.send(PeerEvent::State(self.generation, state));
+    }
+
+    async fn on_track(&self, track: Arc<dyn TrackRemote>) {
+        let _ = self.events.send(PeerEvent::Track(self.generation, track));
+    }
+}
+
+impl Drop for ForwardingHandler {
+    fn drop(&mut self) {
+        tracing::debug!(
+            generation = self.generation,
+            "peer connection handler freed"
+        );
+        HANDLERS_ALIVE.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Handlers of peer connections not yet freed: a leak check for long sessions and tests.
+pub static HANDLERS_ALIVE: AtomicU64 = AtomicU64::new(0);
+
+/// Publishes the congestion controller's target bitrate to the video encoder.
+struct PublishingEstimator {
+    inner: Gcc,
+    target_bps: Arc<AtomicU64>,
+}
+
+impl PublishingEstimator {
+    fn publish(&self) {
+        self.target_bps
+            .store(self.inner.target_bitrate() as u64, Ordering::Relaxed);
+    }
+}
+
+impl BandwidthEstimator for PublishingEstimator {
+    fn on_reports(&mut self, now: Instant, reports: &[PacketReport]) {
+        self.inner.on_reports(now, reports);
+        self.publish();
+    }
+
+    fn target_bitrate(&self) -> f64 {
+        self.inner.target_bitrate()
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        self.inner.handle_timeout(now);
+        self.publish();
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.inner.poll_timeout()
+    }
+
+    fn stats(&self) -> EstimatorStats {
+        self.inner.stats()
+    }
+}
+
+/// Marks the inbound RTCP the application acts on (keyframe requests, NACKs) for
+/// delivery to the local track, and passes every packet on unchanged: the
+/// interceptors before it (reports, NACK responder, congestion control) have
+/// already seen it, and dropping any would starve them.
+#[derive(Default)]
+struct FeedbackToApplication {
+    reads: VecDeque<TaggedPacket>,
+    writes: VecDeque<TaggedPacket>,
+}
+
+fn is_feedback_for_application(packet: &dyn rtc::rtcp::Packet) -> bool {
+    let any = packet.as_any();
+    any.is::<PictureLossIndication>()
+        || any.is::<FullIntraRequest>()
+        || any.is::<TransportLayerNack>()
+}
+
+impl rtc::sansio::Protocol<TaggedPacket, TaggedPacket, ()> for FeedbackToApplication {
+    type Rout = TaggedPacket;
+    type Wout = TaggedPacket;
+    type Eout = ();
+    type Error = rtc::shared::error::Error;
+    type Time = Instant;
+
+    fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
+        if let Packet::Rtcp(packets) = &msg.message.packet
+            && packets
+                .iter()
+                .any(|p| is_feedback_for_application(p.as_ref()))
+        {
+            msg.message.add(Attribute::DeliverToApplication);
+        }
+        self.reads.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_read(&mut self) -> Option<TaggedPacket> {
+        self.reads.pop_front()
+    }
+
+    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+        self.writes.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_write(&mut self) -> Option<TaggedPacket> {
+        self.writes.pop_front()
+    }
+
+    fn handle_timeout(&mut self, _now: Instant) -> Result<(), Self::Error> {
+        Ok(())
+    }
+
+    fn poll_timeout(&mut self) -> Option<Instant> {
+        None
+    }
+}
+
+impl Interceptor for FeedbackToApplication {
+    fn bind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
+}
+
+/// Counts an RTCP compound's keyframe requests and NACKs.
+pub fn count_feedback(packets: &[Box<dyn rtc::rtcp::Packet>]) -> (u64, u64) {
+    let mut keyframe_requests = 0;
+    let mut nacks = 0;
+    for packet in packets {
+        let any = packet.as_any();
+        if any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>() {
+            keyframe_requests += 1;
+        } else if let Some(nack) = any.downcast_ref::<TransportLayerNack>() {
+            nacks += nack.nacks.len() as u64;
+        }
+    }
+    (keyframe_requests, nacks)
+}
+
+/// A PLI for the stream with this SSRC.
+pub fn picture_loss_indication(media_ssrc: u32) -> Vec<Box<dyn rtc::rtcp::Packet>> {
+    vec![Box::new(PictureLossIndication {
+        sender_ssrc: 0,
+        media_ssrc,
+    })]
+}
+
+/// How to build peer connections.
+#[derive(Debug, Clone)]
+pub struct PeerSettings {
+    /// STUN/TURN servers (`--ice`), as given.
+    pub ice_servers: Vec<String>,
+    /// Starting and maximum video bitrate.
+    pub max_video_bps: u32,
+    /// Local addresses to gather candidates on.
+    pub udp_addrs: Vec<String>,
+}
+
+/// A built peer connection with our two outgoing tracks.
+pub struct BuiltPeer {
+    /// The connection.
+    pub connection: Arc<dyn PeerConnection>,
+    /// Outgoing video.
+    pub video: Arc<TrackLocalStaticRTP>,
+    /// Outgoing audio.
+    pub audio: Arc<TrackLocalStaticRTP>,
+    /// SSRC of the outgoing video.
+    pub video_ssrc: u32,
+    /// SSRC of the outgoing audio.
+    pub audio_ssrc: u32,
+}
+
+impl std::fmt::Debug for BuiltPeer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BuiltPeer")
+            .field("video_ssrc", &self.video_ssrc)
+            .field("audio_ssrc", &self.audio_ssrc)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Parses `--ice` values: `stun:host:port`, `turn:host:port`, or `turn:user:pass@host:port`.
+pub fn ice_server(url: &str) -> Result<RTCIceServer, CallError> {
+    let bad = || CallError::BadIceServer(url.to_owned());
+    let (scheme, rest) = url.split_once(':').ok_or_else(bad)?;
+    if !matches!(scheme, "stun" | "stuns" | "turn" | "turns") || rest.is_empty() {
+        return Err(bad());
+    }
+    match rest.rsplit_once('@') {
+        Some((credentials, host)) => {
+            let (user, pass) = credentials.split_once(':').ok_or_else(bad)?;
+            Ok(RTCIceServer {
+                urls: vec![format!("{scheme}:{host}")],
+                username: user.to_owned(),
+                credential: pass.to_owned(),
+            })
+        }
+        None => Ok(RTCIceServer {
+            urls: vec![url.to_owned()],
+            ..Default::default()
+        }),
+    }
+}
+
+fn h264_codec() -> RTCRtpCodec {
+    let feedback = |typ: &str, parameter: &str| RTCPFeedback {
+        typ: typ.to_owned(),
+        parameter: parameter.to_owned(),
+    };
+    RTCRtpCodec {
+        mime_type: MIME_TYPE_H264.to_owned(),
+        clock_rate: 90_000,
+        channels: 0,
+        sdp_fmtp_line: H264_FMTP.to_owned(),
+        rtcp_feedback: vec![
+            feedback("ccm", "fir"),
+            feedback("nack", ""),
+            feedback("nack", "pli"),
+        ],
+    }
+}
+
+fn opus_codec() -> RTCRtpCodec {
+    RTCRtpCodec {
+        mime_type: MIME_TYPE_OPUS.to_owned(),
+        clock_rate: 48_000,
+        channels: 2,
+        sdp_fmtp_line: OPUS_FMTP.to_owned(),
+        rtcp_feedback: vec![],
+    }
+}
+
+fn local_track(kind: RtpCodecKind, codec: RTCRtpCodec, ssrc: u32, id: &str) -> TrackLocalStaticRTP {
+    TrackLocalStaticRTP::new(MediaStreamTrack::new(
+        format!("duet-{ssrc:08x}"),
+        format!("{id}-{ssrc:08x}"),
+        id.to_owned(),
+        kind,
+        vec![RTCRtpEncodingParameters {
+            rtp_coding_parameters: RTCRtpCodingParameters {
+                ssrc: Some(ssrc),
+                ..Default::default()
+            },
+            active: true,
+            codec,
+            ..Default::default()
+        }],
+    ))
+}
+
+/// Builds a peer connection of generation `generation` with both outgoing tracks added.
+pub async fn build_peer(
+    settings: &PeerSettings,
+    generation: Generation,
+    events: mpsc::UnboundedSender<PeerEvent>,
+    target_bps: Arc<AtomicU64>,
+) -> Result<BuiltPeer, CallError> {
+    let webrtc = |err: rtc::shared::error::Error| CallError::WebRtc(err.to_string());
+    let mut media = MediaEngine::default();
+    media
+        .register_codec(
+            RTCRtpCodecParameters {
+                rtp_codec: h264_codec(),
+                payload_type: H264_PAYLOAD_TYPE,
+            },
+            RtpCodecKind::Video,
+        )
+        .map_err(webrtc)?;
+    media
+        .register_codec(
+            RTCRtpCodecParameters {
+                rtp_codec: opus_codec(),
+                payload_type: OPUS_PAYLOAD_TYPE,
+            },
+            RtpCodecKind::Audio,
+        )
+        .map_err(webrtc)?;
+
+    target_bps.store(u64::from(settings.max_video_bps), Ordering::Relaxed);
+    let estimator = PublishingEstimator {
+        inner: Gcc::new(
+            f64::from(settings.max_video_bps),
+            f64::from(MIN_VIDEO_BPS),
+            f64::from(settings.max_video_bps),
+        ),
+        target_bps,
+    };
+    let registry = configure_congestion_control(
+        Registry::new(),
+        estimator,
+        CongestionFeedback::Twcc,
+        &mut media,
+    )
+    .map_err(webrtc)?;
+    let registry = register_default_interceptors(registry, &mut media).map_err(webrtc)?;
+    let registry = registry.with(Slot::from(14_000), FeedbackToApplication::default());
+
+    // Faster ICE than the defaults (checks every 200 ms, waits for reflexive
+    // candidates): on a LAN or loopback this connects in tens of milliseconds.
+    // A peer that stops answering is disconnected after 2 s and failed after 6 s,
+    // inside the 10 s in which a dead peer must be noticed.
+    let setting_engine = SettingEngineBuilder::new()
+        .with_ice_connection_attempts(Some(Duration::from_millis(50)), Some(25))
+        .with_host_acceptance_min_wait(Some(Duration::ZERO))
+        .with_prflx_acceptance_min_wait(Some(Duration::ZERO))
+        .with_ice_timeouts(
+            Some(Duration::from_secs(2)),
+            Some(Duration::from_secs(4)),
+            Some(Duration::from_millis(500)),
+        )
+        .build();
+
+    let ice_servers = settings
+        .ice_servers
+        .iter()
+        .map(|url| ice_server(url))
+        .collect::<Result<Vec<_>, _>>()?;
+    let configuration = RTCConfigurationBuilder::new()
+        .with_ice_servers(ice_servers)
+        .build();
+
+    HANDLERS_ALIVE.fetch_add(1, Ordering::Relaxed);
+    let handler = Arc::new(ForwardingHandler { generation, events });
+    let connection = PeerConnectionBuilder::new()
+        .with_configuration(configuration)
+        .with_media_engine(media)
+        .with_interceptor_registry(registry)
+        .with_setting_engine(setting_engine)
+        .with_handler(handler)
+        .with_udp_addrs(settings.udp_addrs.clone())
+        .build()
+        .await
+        .map_err(webrtc)?;
+    let connection: Arc<dyn PeerConnection> = Arc::new(connection);
+
+    let video_ssrc = rand::random::<u32>();
+    let audio_ssrc = rand::random::<u32>();
+    let video = Arc::new(local_track(
+        RtpCodecKind::Video,
+        h264_codec(),
+        video_ssrc,
+        "video",
+    ));
+    let audio = Arc::new(local_track(
+        RtpCodecKind::Audio,
+        opus_codec(),
+        audio_ssrc,
+        "audio",
+    ));
+    connection
+        .add_track(Arc::clone(&video) as Arc<dyn TrackLocal>)
+        .await
+        .map_err(webrtc)?;
+    connection
+        .add_track(Arc::clone(&audio) as Arc<dyn TrackLocal>)
+        .await
+        .map_err(webrtc)?;
+    Ok(BuiltPeer {
+        connection,
+        video,
+        audio,
+        video_ssrc,
+        audio_ssrc,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ice_servers_parse_as_cli_md_writes_them() {
+        let stun = ice_server("stun:stun.example.org:3478").expect("valid");
+        assert_eq!(stun.urls, vec!["stun:stun.example.org:3478"]);
+        let turn = ice_server("turn:alice:s3cret@turn.example.org:3478").expect("valid");
+        assert_eq!(turn.urls, vec!["turn:turn.example.org:3478"]);
+        assert_eq!(turn.username, "alice");
+        assert_eq!(turn.credential, "s3cret");
+        assert!(ice_server("http://nope").is_err());
+        assert!(ice_server("turn:nopass@host:1").is_err());
+        assert!(ice_server("stun:").is_err());
+    }
+
+    #[test]
+    fn feedback_counting_sees_keyframe_requests_and_each_nacked_packet() {
+        let mut packets = picture_loss_indication(7);
+        packets.push(Box::new(FullIntraRequest::default()));
+        packets.push(Box::new(TransportLayerNack {
+            sender_ssrc: 0,
+            media_ssrc: 7,
+            nacks: vec![Default::default(), Default::default()],
+        }));
+        assert_eq!(count_feedback(&packets), (2, 2));
+    }
+}

@@ -1,0 +1,276 @@
+//! Adaptive audio playout, without sockets or clocks of its own: Opus packets
+//! go in as they arrive, and a 20 ms tick takes out what to play. The buffer
+//! starts one packet deep, grows when packets come late (an underrun) or the
+//! measured jitter says it must, and shrinks back by skipping a packet when it
+//! has been deeper than needed for a while. A missing packet is played as
+//! concealment, or recovered from the next packet's in-band FEC.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::reassembly::JitterEstimator;
+
+/// RTP ticks in one 20 ms Opus packet at 48 kHz.
+pub const TICKS_PER_PACKET: u32 = 960;
+/// Deepest the buffer is allowed to grow, in packets (200 ms).
+const MAX_TARGET: usize = 10;
+/// Ticks in a row the buffer must sit above target before one packet is skipped.
+const SHRINK_AFTER: u32 = 25;
+
+/// What to play for one 20 ms tick.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Playout {
+    /// Nothing has arrived yet (or the stream paused): play silence.
+    Idle,
+    /// Decode this packet.
+    Packet(Bytes),
+    /// The packet is missing; `next` is the following one if it is here (its FEC
+    /// can rebuild the missing audio), otherwise conceal.
+    Missing {
+        /// The next packet, for in-band FEC.
+        next: Option<Bytes>,
+    },
+}
+
+/// The adaptive buffer between the network and the speaker.
+#[derive(Debug)]
+pub struct AudioPlayoutBuffer {
+    packets: BTreeMap<u64, Bytes>,
+    /// Extended RTP timestamp of the next packet to play.
+    next: Option<u64>,
+    highest: Option<u64>,
+    target: usize,
+    above_target_for: u32,
+    misses_in_a_row: u32,
+    jitter: JitterEstimator,
+    /// Packets played late or concealed, for statistics.
+    concealed: u64,
+}
+
+impl Default for AudioPlayoutBuffer {
+    fn default() -> Self {
+        AudioPlayoutBuffer {
+            packets: BTreeMap::new(),
+            next: None,
+            highest: None,
+            target: 1,
+            above_target_for: 0,
+            misses_in_a_row: 0,
+            jitter: JitterEstimator::with_clock_rate(48_000),
+            concealed: 0,
+        }
+    }
+}
+
+impl AudioPlayoutBuffer {
+    /// An empty buffer, one packet deep.
+    pub fn new() -> AudioPlayoutBuffer {
+        AudioPlayoutBuffer::default()
+    }
+
+    /// Target depth in packets.
+    pub fn target(&self) -> usize {
+        self.target
+    }
+
+    /// The delay the buffer adds at its target depth.
+    pub fn target_delay(&self) -> Duration {
+        Duration::from_millis(20 * self.target as u64)
+    }
+
+    /// Packets buffered now.
+    pub fn depth(&self) -> usize {
+        self.packets.len()
+    }
+
+    /// Packets that had to be concealed.
+    pub fn concealed(&self) -> u64 {
+        self.concealed
+    }
+
+    /// Adds a packet that arrived at `now`.
+    pub fn push(&mut self, rtp_timestamp: u32, payload: Bytes, now: Instant) {
+        let ts = self.extend(rtp_timestamp);
+        self.jitter.on_packet(rtp_timestamp, now);
+        if self.next.is_some_and(|next| ts < next) {
+            return; // too late: already played or concealed
+        }
+        self.packets.insert(ts, payload);
+        // Jitter of J means a packet can be up to ~2J late: keep that much in hand.
+        let needed = (self.jitter.jitter().as_secs_f64() * 2.0 / 0.020).ceil() as usize + 1;
+        if needed > self.target {
+            self.target = needed.min(MAX_TARGET);
+        }
+        while self.packets.len() > MAX_TARGET * 4 {
+            // Far behind (the tick stalled): drop the oldest rather than grow without bound.
+            if let Some((&first, _)) = self.packets.iter().next() {
+                self.packets.remove(&first);
+                self.next = Some(first + u64::from(TICKS_PER_PACKET));
+            }
+        }
+    }
+
+    /// What to play for the next 20 ms.
+    pub fn pop(&mut self) -> Playout {
+        let Some(next) = self.next else {
+            // Start once the first packets fill the target depth.
+            if self.packets.len() >= self.target
+                && let Some((&first, _)) = self.packets.iter().next()
+            {
+                self.next = Some(first);
+                return self.pop();
+            }
+            return Playout::Idle;
+        };
+        // Shrink: sitting above target for a while means the delay is more than needed.
+        if self.packets.len() > self.target + 1 {
+            self.above_target_for += 1;
+            if self.above_target_for >= SHRINK_AFTER {
+                self.above_target_for = 0;
+                self.packets.remove(&next);
+                self.next = Some(next + u64::from(TICKS_PER_PACKET));
+                return self.pop();
+            }
+        } else {
+            self.above_target_for = 0;
+        }
+        let step = u64::from(TICKS_PER_PACKET);
+        if let Some(packet) = self.packets.remove(&next) {
+            self.next = Some(next + step);
+            self.misses_in_a_row = 0;
+            return Playout::Packet(packet);
+        }
+        if self.packets.is_empty() {
+            self.misses_in_a_row += 1;
+            if self.misses_in_a_row > 10 {
+                // Not late but paused (the sender stopped, or is gone): the underrun
+                // said nothing about jitter, so undo its growth and start over on the
+                // next packet.
+                self.next = None;
+                self.misses_in_a_row = 0;
+                self.target = self.target.saturating_sub(1).max(1);
+                return Playout::Idle;
+            }
+            if self.misses_in_a_row == 1 {
+                // Underrun: the packet is late, not lost. Grow so this does not repeat.
+                self.target = (self.target + 1).min(MAX_TARGET);
+            }
+        }
+        self.concealed += 1;
+        self.next = Some(next + step);
+        Playout::Missing {
+            next: self.packets.get(&(next + step)).cloned(),
+        }
+    }
+
+    fn extend(&mut self, timestamp: u32) -> u64 {
+        let ts = match self.highest {
+            None => u64::from(timestamp) + (1 << 32),
+            Some(highest) => {
+                let cycle = highest & !0xffff_ffff;
+                [
+                    cycle.wrapping_sub(1 << 32) | u64::from(timestamp),
+                    cycle | u64::from(timestamp),
+                    (cycle + (1 << 32)) | u64::from(timestamp),
+                ]
+                .into_iter()
+                .min_by_key(|c| c.abs_diff(highest))
+                .unwrap_or(highest)
+            }
+        };
+        self.highest = Some(self.highest.map_or(ts, |h| h.max(ts)));
+        ts
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn packet(i: u32) -> Bytes {
+        Bytes::from(i.to_be_bytes().to_vec())
+    }
+
+    #[test]
+    fn a_steady_stream_plays_in_order_one_packet_deep() {
+        let mut buffer = AudioPlayoutBuffer::new();
+        let start = Instant::now();
+        assert_eq!(buffer.pop(), Playout::Idle);
+        for i in 0..50u32 {
+            let now = start + Duration::from_millis(u64::from(i) * 20);
+            buffer.push(1000 + i * TICKS_PER_PACKET, packet(i), now);
+            assert_eq!(buffer.pop(), Playout::Packet(packet(i)));
+        }
+        assert_eq!(buffer.target(), 1);
+        assert_eq!(buffer.concealed(), 0);
+    }
+
+    #[test]
+    fn a_lost_packet_is_concealed_with_the_next_one_offered_for_fec() {
+        let mut buffer = AudioPlayoutBuffer::new();
+        let now = Instant::now();
+        buffer.push(0, packet(0), now);
+        buffer.push(2 * TICKS_PER_PACKET, packet(2), now);
+        assert_eq!(buffer.pop(), Playout::Packet(packet(0)));
+        assert_eq!(
+            buffer.pop(),
+            Playout::Missing {
+                next: Some(packet(2))
+            }
+        );
+        assert_eq!(buffer.pop(), Playout::Packet(packet(2)));
+        assert_eq!(buffer.concealed(), 1);
+    }
+
+    #[test]
+    fn an_underrun_grows_the_buffer_and_a_calm_stream_shrinks_it_back() {
+        let mut buffer = AudioPlayoutBuffer::new();
+        let now = Instant::now();
+        buffer.push(0, packet(0), now);
+        assert_eq!(buffer.pop(), Playout::Packet(packet(0)));
+        assert!(matches!(buffer.pop(), Playout::Missing { next: None }));
+        assert_eq!(buffer.target(), 2);
+        // Now a burst puts it far above target; after a while one packet is skipped.
+        for i in 2..40u32 {
+            buffer.push(i * TICKS_PER_PACKET, packet(i), now);
+        }
+        let depth = buffer.depth();
+        for _ in 0..SHRINK_AFTER + 1 {
+            buffer.push(0, packet(0), now); // late duplicate: ignored
+            buffer.pop();
+        }
+        assert!(buffer.depth() < depth - SHRINK_AFTER as usize);
+    }
+
+    #[test]
+    fn jittery_arrival_raises_the_target_within_its_cap() {
+        let mut buffer = AudioPlayoutBuffer::new();
+        let start = Instant::now();
+        for i in 0..100u32 {
+            let wobble = if i % 2 == 0 { 0 } else { 45 };
+            let now = start + Duration::from_millis(u64::from(i) * 20 + wobble);
+            buffer.push(i * TICKS_PER_PACKET, packet(i), now);
+        }
+        assert!(buffer.target() >= 3, "target {}", buffer.target());
+        assert!(buffer.target() <= MAX_TARGET);
+    }
+
+    #[test]
+    fn a_long_pause_stops_playout_until_packets_return() {
+        let mut buffer = AudioPlayoutBuffer::new();
+        let now = Instant::now();
+        buffer.push(0, packet(0), now);
+        buffer.pop();
+        let idle = (0..20).filter(|_| buffer.pop() == Playout::Idle).count();
+        assert!(idle > 0);
+        buffer.push(
+            500 * TICKS_PER_PACKET,
+            packet(500),
+            now + Duration::from_secs(10),
+        );
+        let played = (0..5).any(|_| buffer.pop() == Playout::Packet(packet(500)));
+        assert!(played);
+    }
+}

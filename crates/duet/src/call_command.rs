@@ -1,0 +1,339 @@
+//! `duet caller`, `duet callee` and `duet call`: the call options of `cli.md`
+//! and the headless mode, which prints progress lines, hangs up after
+//! `--duration`, and writes the report of everything it measured.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use duet_call::{AudioOutput, CallConfig, CallError, CallEvent, CallPhase, CallReport, start_call};
+use duet_media::source::{AudioSpec, VideoSpec};
+use duet_signal::{ClientError, ErrorCode, RoleRequest};
+
+/// The call options of `cli.md`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CallArgs {
+    /// Signaling server, ws:// or wss://; /ws is appended when the URL has no path.
+    #[arg(long, value_name = "URL", default_value = "ws://127.0.0.1:8787")]
+    pub server: String,
+    /// Room to join.
+    #[arg(long, value_name = "NAME", default_value = "duet")]
+    pub room: String,
+    /// Video to send: camera, camera:N, test, a .y4m file, or none.
+    #[arg(long, value_name = "SRC", default_value = "camera")]
+    pub video: VideoSpec,
+    /// Audio to send: mic, mic:NAME, test, a .wav file, or none.
+    #[arg(long, value_name = "SRC", default_value = "mic")]
+    pub audio: AudioSpec,
+    /// Frequency of the test beeps (300–3000 Hz).
+    #[arg(long, value_name = "F", default_value_t = 880.0)]
+    pub tone_hz: f32,
+    /// Capture size asked for.
+    #[arg(long, value_name = "WxH", default_value = "640x480", value_parser = parse_size)]
+    pub size: (u32, u32),
+    /// Capture rate asked for.
+    #[arg(long, value_name = "N", default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=120))]
+    pub fps: u32,
+    /// Starting and maximum video bitrate in kbit/s (default: chosen from the size).
+    #[arg(long, value_name = "KBPS", value_parser = clap::value_parser!(u32).range(150..=20_000))]
+    pub bitrate: Option<u32>,
+    /// STUN or TURN server (stun:HOST:PORT, turn:USER:PASS@HOST:PORT); repeatable.
+    #[arg(long, value_name = "URL")]
+    pub ice: Vec<String>,
+    /// No window and no sound device: run the call, print progress lines, exit.
+    #[arg(long)]
+    pub headless: bool,
+    /// Hang up (send bye) after this long connected, then exit.
+    #[arg(long, value_name = "SECS")]
+    pub duration: Option<f64>,
+    /// With --headless: write the report of cli.md here when the call ends.
+    #[arg(long, value_name = "FILE")]
+    pub stats_json: Option<PathBuf>,
+    /// Write the remote audio, as decoded, to a 48 kHz mono WAV.
+    #[arg(long, value_name = "FILE")]
+    pub record_audio: Option<PathBuf>,
+    /// Write the last decoded remote video frame as PNG.
+    #[arg(long, value_name = "FILE")]
+    pub snapshot: Option<PathBuf>,
+    /// Give up when no call has connected after this many seconds (headless).
+    #[arg(long, value_name = "SECS", default_value_t = 30.0)]
+    pub give_up_after: f64,
+}
+
+fn parse_size(value: &str) -> Result<(u32, u32), String> {
+    let (w, h) = value
+        .split_once(['x', 'X'])
+        .ok_or_else(|| format!("{value:?} is not a size: use WIDTHxHEIGHT, e.g. 640x480"))?;
+    let w: u32 = w.parse().map_err(|_| format!("bad width in {value:?}"))?;
+    let h: u32 = h.parse().map_err(|_| format!("bad height in {value:?}"))?;
+    if !(16..=4096).contains(&w) || !(16..=4096).contains(&h) {
+        return Err(format!("{value:?}: width and height must be 16 to 4096"));
+    }
+    Ok((w, h))
+}
+
+/// Exit statuses of a call, as the README documents them.
+pub mod exit {
+    /// Something else went wrong (bad arguments, a file that cannot be written).
+    pub const FAILURE: u8 = 1;
+    /// The signaling server could not be reached.
+    pub const UNREACHABLE: u8 = 3;
+    /// The server refused us: room full, role taken, bad room name.
+    pub const REFUSED: u8 = 4;
+    /// No call connected in time (ICE failed, or no peer came).
+    pub const NOT_CONNECTED: u8 = 5;
+    /// No media: nothing to send, or a source or codec failed.
+    pub const NO_MEDIA: u8 = 6;
+}
+
+impl CallArgs {
+    fn config(&self, role: RoleRequest) -> CallConfig {
+        let mut config = CallConfig::new(&self.server, &self.room, role);
+        config.video = self.video.clone();
+        config.audio = self.audio.clone();
+        config.tone_hz = self.tone_hz;
+        (config.width, config.height) = self.size;
+        config.fps = self.fps;
+        config.max_video_bps = match self.bitrate {
+            Some(kbps) => kbps * 1000,
+            // About 0.1 bit per pixel at 30 fps: 1 Mbit/s at 640x480, 2.8 at 1280x720.
+            None => ((u64::from(self.size.0) * u64::from(self.size.1) * u64::from(self.fps)) / 10)
+                .clamp(300_000, 4_000_000) as u32,
+        };
+        config.ice_servers = self.ice.clone();
+        config.audio_output = match (&self.record_audio, self.headless) {
+            (Some(path), _) => AudioOutput::Record(path.clone()),
+            (None, true) => AudioOutput::Discard,
+            (None, false) => AudioOutput::Speaker(None),
+        };
+        config
+    }
+}
+
+/// Runs a call; returns the process exit status.
+pub async fn run(args: CallArgs, role: RoleRequest) -> ExitCode {
+    if !args.headless {
+        eprintln!(
+            "duet: the call window is not part of this build yet; add --headless to call without one"
+        );
+        return ExitCode::from(exit::FAILURE);
+    }
+    let outcome = headless(&args, role).await;
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            eprintln!("duet: {}", failure.reason);
+            ExitCode::from(failure.status)
+        }
+    }
+}
+
+/// Why a headless run failed, and its exit status.
+#[derive(Debug)]
+struct Failure {
+    reason: String,
+    status: u8,
+}
+
+impl Failure {
+    fn new(status: u8, reason: impl Into<String>) -> Failure {
+        Failure {
+            reason: reason.into(),
+            status,
+        }
+    }
+}
+
+fn classify(err: &CallError) -> u8 {
+    match err {
+        CallError::Signaling(ClientError::Rejected {
+            code: ErrorCode::RoomFull | ErrorCode::RoleTaken | ErrorCode::BadRoom,
+            ..
+        }) => exit::REFUSED,
+        CallError::Signaling(ClientError::BadRoom(_)) => exit::REFUSED,
+        CallError::Signaling(_) => exit::UNREACHABLE,
+        CallError::Media(_) | CallError::NoMedia => exit::NO_MEDIA,
+        CallError::BadIceServer(_) => exit::FAILURE,
+        CallError::WebRtc(_) => exit::NOT_CONNECTED,
+    }
+}
+
+/// One progress line on stdout, flushed at once (scripts read it live).
+fn say(line: impl AsRef<str>) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{}", line.as_ref());
+    let _ = out.flush();
+}
+
+async fn headless(args: &CallArgs, role: RoleRequest) -> Result<(), Failure> {
+    let config = args.config(role);
+    say(format!("connecting to {}", args.server));
+    let (call, mut events) = start_call(config)
+        .await
+        .map_err(|err| Failure::new(classify(&err), err.to_string()))?;
+    let started = Instant::now();
+    let give_up = Duration::from_secs_f64(args.give_up_after.max(1.0));
+    let duration = args.duration.map(|s| Duration::from_secs_f64(s.max(0.0)));
+    let mut connected_at: Option<Instant> = None;
+    let mut ever_connected = false;
+    let mut last_state = String::new();
+    let mut failure: Option<Failure> = None;
+    let mut hung_up = false;
+    let shutdown = crate::shutdown_signal();
+    tokio::pin!(shutdown);
+
+    loop {
+        let deadline = match (connected_at, duration, ever_connected) {
+            (Some(at), Some(duration), _) => Some(at + duration),
+            (None, _, false) => Some(started + give_up),
+            _ => None,
+        };
+        let sleep = async {
+            match deadline {
+                Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            event = events.recv() => {
+                let Some(event) = event else { break };
+                match event {
+                    CallEvent::Joined { room, role, resumed } => {
+                        if resumed {
+                            say(format!("rejoined room {room} as {role}"));
+                        } else {
+                            say(format!("joined room {room} as {role}"));
+                        }
+                    }
+                    CallEvent::Reconnecting { attempt, retry_in, cause } => say(format!(
+                        "signaling lost ({cause}); reconnecting, attempt {attempt} in {} ms",
+                        retry_in.as_millis()
+                    )),
+                    CallEvent::Phase(phase) => match phase {
+                        CallPhase::WaitingForPeer => say("waiting for the other peer"),
+                        CallPhase::PeerPresent(id) => say(format!("peer present ({id})")),
+                        CallPhase::Connecting => say("connecting"),
+                        CallPhase::Connected => {
+                            connected_at = Some(Instant::now());
+                            ever_connected = true;
+                            say("connected");
+                        }
+                        CallPhase::PeerLeft => {
+                            say("peer left");
+                            connected_at = None;
+                            // A timed run whose peer hung up first is over: the call ended by bye.
+                            if ever_connected && duration.is_some() {
+                                hung_up = true;
+                                call.hang_up();
+                            }
+                        }
+                        CallPhase::ConnectionLost => {
+                            say("connection lost");
+                            connected_at = None;
+                        }
+                        CallPhase::HungUp => say("hang-up"),
+                    },
+                    CallEvent::ConnectionState(state) => {
+                        if state != last_state {
+                            say(format!("ice: {state}"));
+                            last_state = state;
+                        }
+                    }
+                    CallEvent::FirstRemoteFrame => say("first remote frame"),
+                    CallEvent::Notice(text) => say(format!("notice: {text}")),
+                    CallEvent::Ended(result) => {
+                        if let Err(err) = result
+                            && failure.is_none()
+                        {
+                            failure = Some(Failure::new(classify(&err), err.to_string()));
+                        }
+                        break;
+                    }
+                }
+            }
+            _ = sleep, if !hung_up => {
+                hung_up = true;
+                if !ever_connected {
+                    let reason = if last_state == "failed" {
+                        "ICE failed: no network path to the other peer".to_owned()
+                    } else if last_state.is_empty() {
+                        format!("no call within {} s: the other peer never came", give_up.as_secs())
+                    } else {
+                        format!("no call within {} s: the connection never completed", give_up.as_secs())
+                    };
+                    failure = Some(Failure::new(exit::NOT_CONNECTED, reason));
+                }
+                call.hang_up();
+            }
+            _ = &mut shutdown, if !hung_up => {
+                hung_up = true;
+                call.hang_up();
+            }
+        }
+    }
+
+    let report = call.report().await;
+    if let (Some(report), Some(path)) = (&report, &args.stats_json) {
+        write_report(path, report)
+            .map_err(|err| Failure::new(exit::FAILURE, format!("{err:#}")))?;
+    }
+    if let Some(path) = &args.snapshot {
+        match call.remote_video().latest() {
+            Some(frame) => write_png(path, &frame)
+                .map_err(|err| Failure::new(exit::FAILURE, format!("{err:#}")))?,
+            None => say("notice: no remote picture to snapshot"),
+        }
+    }
+    if let Some(failure) = failure {
+        return Err(failure);
+    }
+    if !ever_connected {
+        return Err(Failure::new(
+            exit::NOT_CONNECTED,
+            "the call never connected",
+        ));
+    }
+    Ok(())
+}
+
+fn write_report(path: &Path, report: &CallReport) -> anyhow::Result<()> {
+    let json = serde_json::to_string_pretty(report).context("cannot serialise the report")?;
+    std::fs::write(path, json + "\n")
+        .with_context(|| format!("cannot write the report to {}", path.display()))
+}
+
+fn write_png(path: &Path, frame: &duet_media::VideoFrame) -> anyhow::Result<()> {
+    let rgba = frame.to_rgba().context("cannot convert the snapshot")?;
+    let file =
+        std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+    let mut encoder =
+        png::Encoder::new(std::io::BufWriter::new(file), frame.width(), frame.height());
+    encoder.set_color(png::ColorType::Rgba);
+    encoder.set_depth(png::BitDepth::Eight);
+    let mut writer = encoder
+        .write_header()
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    writer
+        .write_image_data(&rgba)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    writer
+        .finish()
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_and_nonsense_is_refused() {
+        assert_eq!(parse_size("640x480"), Ok((640, 480)));
+        assert_eq!(parse_size("1280X720"), Ok((1280, 720)));
+        assert!(parse_size("640").is_err());
+        assert!(parse_size("0x480").is_err());
+        assert!(parse_size("axb").is_err());
+    }
+}

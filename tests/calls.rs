@@ -1,0 +1,268 @@
+//! Real calls between two `duet` processes over WebRTC on loopback, through the
+//! real `duet serve`: media both ways measured from the stamps and beeps,
+//! launch orders, a full room, a peer killed mid-call, the server killed
+//! mid-call, and thirty calls in a row in one process.
+//!
+//! The calls run one at a time (a lock), so two cores are never shared by more
+//! than one call and the frame counts measure Duet, not the test machine.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use common::{LivePeer, Scratch};
+use serde_json::Value;
+
+static ONE_CALL_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn serialised() -> std::sync::MutexGuard<'static, ()> {
+    ONE_CALL_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn start_server(scratch: &Scratch, listen: &str) -> (LivePeer, String) {
+    let mut server = LivePeer::spawn(&["serve", "--listen", listen], &scratch.0, "server");
+    let addr = server.expect_line("127.0.0.1:", Duration::from_secs(30));
+    let url = format!("ws://{addr}");
+    (server, url)
+}
+
+/// A headless peer with the test sources.
+fn peer(
+    scratch: &Scratch,
+    name: &str,
+    role: &str,
+    url: &str,
+    tone: &str,
+    extra: &[&str],
+) -> LivePeer {
+    let stats = scratch.path(&format!("{name}.json"));
+    let mut args = vec![
+        role,
+        "--headless",
+        "--server",
+        url,
+        "--video",
+        "test",
+        "--audio",
+        "test",
+        "--tone-hz",
+        tone,
+        "--stats-json",
+        stats.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    LivePeer::spawn(&args, &scratch.0, name)
+}
+
+fn report(scratch: &Scratch, name: &str) -> Value {
+    let text = std::fs::read_to_string(scratch.path(&format!("{name}.json")))
+        .unwrap_or_else(|err| panic!("{name} wrote no report: {err}"));
+    serde_json::from_str(&text).unwrap()
+}
+
+fn number(report: &Value, path: &[&str]) -> f64 {
+    let mut value = report;
+    for key in path {
+        value = &value[key];
+    }
+    value
+        .as_f64()
+        .unwrap_or_else(|| panic!("{path:?} is not a number in {report:#}"))
+}
+
+/// `receiver` decoded at least 90 % of what `sender` sent, every picture's stamp
+/// read, and it heard `sender`'s beeps at `sender`'s frequency.
+fn assert_media_flowed(sender: &Value, receiver: &Value, sender_tone: f64) {
+    let sent = number(sender, &["video", "frames_sent"]);
+    let decoded = number(receiver, &["video", "frames_decoded"]);
+    let stamped = number(receiver, &["video", "stamped_frames"]);
+    assert!(sent >= 100.0, "too few frames sent: {sender:#}");
+    assert!(
+        decoded >= 0.9 * sent,
+        "decoded {decoded} of {sent} frames; receiver: {receiver:#}"
+    );
+    assert_eq!(stamped, decoded, "every decoded frame's stamp reads");
+    assert!(number(receiver, &["video", "latency_ms", "p50"]) < 500.0);
+    assert!(
+        number(receiver, &["audio", "beeps_detected"]) >= 3.0,
+        "beeps: {receiver:#}"
+    );
+    let heard = number(receiver, &["audio", "beep_hz"]);
+    assert!(
+        (heard - sender_tone).abs() <= sender_tone * 0.02,
+        "heard {heard} Hz, the sender beeps at {sender_tone} Hz"
+    );
+    assert!(number(receiver, &["audio", "latency_ms", "p50"]) < 500.0);
+}
+
+fn call_both_ways(first_role: &str, second_role: &str, name: &str) {
+    let _one = serialised();
+    let scratch = Scratch::new(name);
+    let (_server, url) = start_server(&scratch, "127.0.0.1:0");
+    let tone = |role: &str| if role == "caller" { "880" } else { "660" };
+    let mut first = peer(
+        &scratch,
+        first_role,
+        first_role,
+        &url,
+        tone(first_role),
+        &["--duration", "5"],
+    );
+    first.expect_line("waiting for the other peer", Duration::from_secs(30));
+    let mut second = peer(
+        &scratch,
+        second_role,
+        second_role,
+        &url,
+        tone(second_role),
+        &["--duration", "5"],
+    );
+    for peer in [&mut first, &mut second] {
+        peer.expect_line("connected", Duration::from_secs(20));
+        peer.expect_line("first remote frame", Duration::from_secs(10));
+    }
+    assert!(first.wait_for_exit(Duration::from_secs(20)).success());
+    assert!(second.wait_for_exit(Duration::from_secs(20)).success());
+    let caller = report(&scratch, "caller");
+    let callee = report(&scratch, "callee");
+    assert_eq!(caller["role"], "caller");
+    assert_eq!(callee["role"], "callee");
+    assert_eq!(caller["connected"], true);
+    assert!(number(&caller, &["time_to_connected_ms"]) > 0.0);
+    assert!(number(&callee, &["time_to_first_remote_frame_ms"]) > 0.0);
+    assert_media_flowed(&caller, &callee, 880.0);
+    assert_media_flowed(&callee, &caller, 660.0);
+}
+
+#[test]
+fn caller_then_callee_see_and_hear_each_other() {
+    call_both_ways("caller", "callee", "caller-first");
+}
+
+#[test]
+fn callee_then_caller_see_and_hear_each_other() {
+    call_both_ways("callee", "caller", "callee-first");
+}
+
+#[test]
+fn a_third_peer_is_told_the_room_is_full_and_exits_non_zero() {
+    let _one = serialised();
+    let scratch = Scratch::new("room-full");
+    let (_server, url) = start_server(&scratch, "127.0.0.1:0");
+    let small = ["--size", "320x240", "--duration", "30"];
+    let mut caller = peer(&scratch, "caller", "caller", &url, "880", &small);
+    let mut callee = peer(&scratch, "callee", "callee", &url, "660", &small);
+    caller.expect_line("connected", Duration::from_secs(20));
+    callee.expect_line("connected", Duration::from_secs(20));
+    let mut third = peer(&scratch, "third", "call", &url, "440", &[]);
+    let status = third.wait_for_exit(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(4), "room_full has its own exit status");
+    let stderr = third.stderr();
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("duet: ") && last.contains("room_full"),
+        "one-line reason expected, got {stderr:?}"
+    );
+}
+
+#[test]
+fn a_killed_callee_is_noticed_and_a_new_one_gets_video_without_restarting_the_caller() {
+    let _one = serialised();
+    let scratch = Scratch::new("killed-callee");
+    let (_server, url) = start_server(&scratch, "127.0.0.1:0");
+    let small = ["--size", "320x240"];
+    let mut caller = peer(&scratch, "caller", "caller", &url, "880", &small);
+    let mut first = peer(&scratch, "callee1", "callee", &url, "660", &small);
+    caller.expect_line("first remote frame", Duration::from_secs(20));
+    first.expect_line("first remote frame", Duration::from_secs(20));
+    std::thread::sleep(Duration::from_secs(1));
+
+    first.signal("KILL");
+    let killed = std::time::Instant::now();
+    caller.expect_line("peer left", Duration::from_secs(10));
+    assert!(killed.elapsed() < Duration::from_secs(10));
+
+    let mut second = peer(&scratch, "callee2", "callee", &url, "660", &small);
+    caller.expect_line("connected", Duration::from_secs(20));
+    caller.expect_line("first remote frame", Duration::from_secs(10));
+    second.expect_line("first remote frame", Duration::from_secs(10));
+    std::thread::sleep(Duration::from_secs(1));
+
+    caller.signal("TERM");
+    assert!(caller.wait_for_exit(Duration::from_secs(5)).success());
+    let report = report(&scratch, "caller");
+    assert_eq!(number(&report, &["calls_connected"]), 2.0);
+}
+
+#[test]
+fn media_keeps_flowing_while_the_server_is_down_and_both_rejoin_when_it_returns() {
+    let _one = serialised();
+    let scratch = Scratch::new("server-killed");
+    let (mut server, url) = start_server(&scratch, "127.0.0.1:0");
+    let listen = url.trim_start_matches("ws://").to_owned();
+    let timed = ["--size", "320x240", "--duration", "9"];
+    let mut caller = peer(&scratch, "caller", "caller", &url, "880", &timed);
+    let mut callee = peer(&scratch, "callee", "callee", &url, "660", &timed);
+    caller.expect_line("first remote frame", Duration::from_secs(20));
+    callee.expect_line("first remote frame", Duration::from_secs(20));
+
+    server.signal("KILL");
+    server.wait_for_exit(Duration::from_secs(5));
+    caller.expect_line("signaling lost", Duration::from_secs(10));
+    callee.expect_line("signaling lost", Duration::from_secs(10));
+    std::thread::sleep(Duration::from_secs(2));
+
+    let (_server, _) = start_server(&scratch, &listen);
+    caller.expect_line("rejoined room duet as caller", Duration::from_secs(15));
+    callee.expect_line("rejoined room duet as callee", Duration::from_secs(15));
+
+    assert!(caller.wait_for_exit(Duration::from_secs(30)).success());
+    assert!(callee.wait_for_exit(Duration::from_secs(30)).success());
+    let caller_report = report(&scratch, "caller");
+    let callee_report = report(&scratch, "callee");
+    // One call, never interrupted: the whole 9 s of media arrived.
+    assert_eq!(number(&caller_report, &["calls_connected"]), 1.0);
+    assert_media_flowed(&caller_report, &callee_report, 880.0);
+    assert_media_flowed(&callee_report, &caller_report, 660.0);
+}
+
+#[test]
+fn thirty_calls_in_a_row_in_one_caller_all_connect_and_memory_stays_flat() {
+    let _one = serialised();
+    let scratch = Scratch::new("soak");
+    let (_server, url) = start_server(&scratch, "127.0.0.1:0");
+    let small = ["--size", "320x240", "--fps", "15"];
+    let mut caller = peer(&scratch, "caller", "caller", &url, "880", &small);
+    caller.expect_line("waiting for the other peer", Duration::from_secs(30));
+    let mut rss_after_third = 0.0;
+    for call in 1..=30 {
+        let name = format!("callee{call}");
+        let args = ["--size", "320x240", "--fps", "15", "--duration", "1"];
+        let mut callee = peer(&scratch, &name, "callee", &url, "660", &args);
+        let status = callee.wait_for_exit(Duration::from_secs(30));
+        assert!(status.success(), "call {call} failed: {}", callee.stderr());
+        assert_eq!(report(&scratch, &name)["connected"], true, "call {call}");
+        caller.expect_line("peer left", Duration::from_secs(10));
+        if call == 3 {
+            rss_after_third = caller.rss_mb();
+        }
+    }
+    let rss_after_last = caller.rss_mb();
+    caller.signal("TERM");
+    assert!(caller.wait_for_exit(Duration::from_secs(5)).success());
+    let report = report(&scratch, "caller");
+    assert_eq!(number(&report, &["calls_connected"]), 30.0);
+    assert!(
+        rss_after_last - rss_after_third < 20.0,
+        "RSS grew from {rss_after_third:.1} MB after call 3 to {rss_after_last:.1} MB after call 30"
+    );
+    // Closed peer connections are really freed: at most the last one is still winding down.
+    assert!(
+        number(&report, &["peer_connections_alive"]) <= 1.0,
+        "{report:#}"
+    );
+}
