@@ -266,3 +266,78 @@ fn thirty_calls_in_a_row_in_one_caller_all_connect_and_memory_stays_flat() {
         "{report:#}"
     );
 }
+
+#[test]
+fn a_peer_that_freezes_without_a_word_is_noticed_within_ten_seconds() {
+    let _one = serialised();
+    let scratch = Scratch::new("frozen-callee");
+    let (_server, url) = start_server(&scratch, "127.0.0.1:0");
+    let small = ["--size", "320x240"];
+    let mut caller = peer(&scratch, "caller", "caller", &url, "880", &small);
+    let mut callee = peer(&scratch, "callee", "callee", &url, "660", &small);
+    caller.expect_line("first remote frame", Duration::from_secs(20));
+    callee.expect_line("first remote frame", Duration::from_secs(20));
+
+    // SIGSTOP: the process neither sends nor closes anything, and its sockets stay
+    // open, so only the call's own liveness checks can tell.
+    callee.signal("STOP");
+    let frozen = std::time::Instant::now();
+    caller.expect_line("connection lost", Duration::from_secs(10));
+    assert!(frozen.elapsed() < Duration::from_secs(10));
+    callee.signal("CONT");
+    caller.signal("TERM");
+    assert!(caller.wait_for_exit(Duration::from_secs(5)).success());
+}
+
+#[test]
+fn no_call_gives_a_one_line_reason_and_its_own_exit_status() {
+    let scratch = Scratch::new("no-call");
+    // Nothing listens on port 9 of loopback.
+    let mut unreachable = peer(&scratch, "a", "caller", "ws://127.0.0.1:9", "880", &[]);
+    assert_eq!(
+        unreachable.wait_for_exit(Duration::from_secs(20)).code(),
+        Some(3)
+    );
+    let nothing = ["--video", "none", "--audio", "none"];
+    let mut no_media = LivePeer::spawn(
+        &[&["caller", "--headless"][..], &nothing[..]].concat(),
+        &scratch.0,
+        "b",
+    );
+    assert_eq!(
+        no_media.wait_for_exit(Duration::from_secs(20)).code(),
+        Some(6)
+    );
+    let mut bad_file = LivePeer::spawn(
+        &[
+            "caller",
+            "--headless",
+            "--video",
+            "/nonexistent/clip.y4m",
+            "--audio",
+            "test",
+        ],
+        &scratch.0,
+        "c",
+    );
+    assert_eq!(
+        bad_file.wait_for_exit(Duration::from_secs(20)).code(),
+        Some(6)
+    );
+    for peer in [&unreachable, &no_media, &bad_file] {
+        let stderr = peer.stderr();
+        let reason: Vec<&str> = stderr.lines().filter(|l| l.starts_with("duet: ")).collect();
+        assert_eq!(reason.len(), 1, "one reason line expected: {stderr:?}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+    assert!(
+        no_media.stderr().contains("no media"),
+        "{}",
+        no_media.stderr()
+    );
+    assert!(
+        bad_file.stderr().contains("clip.y4m"),
+        "{}",
+        bad_file.stderr()
+    );
+}

@@ -594,14 +594,17 @@ pub async fn run_video_receiver(
 ) {
     let _ = decode.send(DecodeInput::Reset);
     let mut reassembler = VideoReassembler::new();
-    let mut tick = tokio::time::interval(Duration::from_millis(5));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_pli: Option<Instant> = None;
     let mut media_ssrc: Option<u32> = None;
     // The first picture needs a keyframe; the sender sends one on connect, and a PLI
     // covers the case where that one was lost.
     shared.pli_wanted.store(false, Ordering::Relaxed);
     loop {
+        // Wake for a gap that has waited long enough, or now and then for a PLI
+        // the decoder asked for; otherwise only packets wake this task.
+        let wake = reassembler
+            .next_deadline()
+            .unwrap_or_else(|| Instant::now() + PLI_INTERVAL);
         let out = tokio::select! {
             event = track.poll() => match event {
                 Some(TrackRemoteEvent::OnRtpPacket(packet)) => {
@@ -619,22 +622,25 @@ pub async fn run_video_receiver(
                 Some(TrackRemoteEvent::OnEnded) | None => break,
                 Some(_) => continue,
             },
-            _ = tick.tick() => {
+            _ = tokio::time::sleep_until(wake.into()) => {
                 reassembler.set_rtt(Duration::from_micros(shared.rtt_us.load(Ordering::Relaxed)));
-                let out = reassembler.poll(Instant::now());
-                if shared.pli_wanted.load(Ordering::Relaxed)
-                    && let Some(ssrc) = media_ssrc
-                    && last_pli.is_none_or(|at| at.elapsed() >= PLI_INTERVAL)
-                {
-                    shared.pli_wanted.store(false, Ordering::Relaxed);
-                    last_pli = Some(Instant::now());
-                    if track.write_rtcp(picture_loss_indication(ssrc)).await.is_ok() {
-                        shared.count(|c| c.pli_sent += 1);
-                    }
-                }
-                out
+                reassembler.poll(Instant::now())
             }
         };
+        if shared.pli_wanted.load(Ordering::Relaxed)
+            && let Some(ssrc) = media_ssrc
+            && last_pli.is_none_or(|at| at.elapsed() >= PLI_INTERVAL)
+        {
+            shared.pli_wanted.store(false, Ordering::Relaxed);
+            last_pli = Some(Instant::now());
+            if track
+                .write_rtcp(picture_loss_indication(ssrc))
+                .await
+                .is_ok()
+            {
+                shared.count(|c| c.pli_sent += 1);
+            }
+        }
         for item in out {
             let input = match item {
                 Reassembled::AccessUnit { data, .. } => {
@@ -708,6 +714,7 @@ pub async fn start_audio_playout(
             let mut detector = BeepDetector::new();
             let period = Duration::from_millis(20);
             let mut due = Instant::now() + period;
+            let mut ticks = 0u64;
             while !shared.stopped.load(Ordering::Relaxed) {
                 let now = Instant::now();
                 if due > now {
@@ -719,7 +726,18 @@ pub async fn start_audio_playout(
                     due = Instant::now() + period;
                 }
                 let next = match buffer.lock() {
-                    Ok(mut buffer) => buffer.pop(),
+                    Ok(mut buffer) => {
+                        ticks += 1;
+                        if ticks % 50 == 0 {
+                            tracing::debug!(
+                                depth = buffer.depth(),
+                                target = buffer.target(),
+                                concealed = buffer.concealed(),
+                                "audio playout"
+                            );
+                        }
+                        buffer.pop()
+                    }
                     Err(_) => return,
                 };
                 let samples = match next {

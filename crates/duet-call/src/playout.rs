@@ -17,7 +17,11 @@ pub const TICKS_PER_PACKET: u32 = 960;
 /// Deepest the buffer is allowed to grow, in packets (200 ms).
 const MAX_TARGET: usize = 10;
 /// Ticks in a row the buffer must sit above target before one packet is skipped.
-const SHRINK_AFTER: u32 = 25;
+const SHRINK_AFTER: u32 = 10;
+/// Packets above target beyond which the excess is dropped at once.
+const FAR_ABOVE: usize = 3;
+/// Ticks without an underrun after which one packet of underrun margin is given back (5 s).
+const CALM_TICKS: u32 = 250;
 
 /// What to play for one 20 ms tick.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,6 +46,9 @@ pub struct AudioPlayoutBuffer {
     next: Option<u64>,
     highest: Option<u64>,
     target: usize,
+    /// Extra depth earned by underruns, given back after calm periods.
+    underrun_margin: usize,
+    calm_ticks: u32,
     above_target_for: u32,
     misses_in_a_row: u32,
     jitter: JitterEstimator,
@@ -56,6 +63,8 @@ impl Default for AudioPlayoutBuffer {
             next: None,
             highest: None,
             target: 1,
+            underrun_margin: 0,
+            calm_ticks: 0,
             above_target_for: 0,
             misses_in_a_row: 0,
             jitter: JitterEstimator::with_clock_rate(48_000),
@@ -98,11 +107,7 @@ impl AudioPlayoutBuffer {
             return; // too late: already played or concealed
         }
         self.packets.insert(ts, payload);
-        // Jitter of J means a packet can be up to ~2J late: keep that much in hand.
-        let needed = (self.jitter.jitter().as_secs_f64() * 2.0 / 0.020).ceil() as usize + 1;
-        if needed > self.target {
-            self.target = needed.min(MAX_TARGET);
-        }
+        self.update_target();
         while self.packets.len() > MAX_TARGET * 4 {
             // Far behind (the tick stalled): drop the oldest rather than grow without bound.
             if let Some((&first, _)) = self.packets.iter().next() {
@@ -110,6 +115,13 @@ impl AudioPlayoutBuffer {
                 self.next = Some(first + u64::from(TICKS_PER_PACKET));
             }
         }
+    }
+
+    /// Jitter of J means a packet can be up to ~2J late: keep that much in hand,
+    /// plus whatever recent underruns asked for.
+    fn update_target(&mut self) {
+        let from_jitter = (self.jitter.jitter().as_secs_f64() * 2.0 / 0.020).ceil() as usize + 1;
+        self.target = (from_jitter + self.underrun_margin).clamp(1, MAX_TARGET);
     }
 
     /// What to play for the next 20 ms.
@@ -124,6 +136,21 @@ impl AudioPlayoutBuffer {
             }
             return Playout::Idle;
         };
+        let step = u64::from(TICKS_PER_PACKET);
+        // Far above target (a burst after a stall): cut the delay now, one glitch
+        // rather than seconds of lag.
+        if self.packets.len() > self.target + FAR_ABOVE {
+            let excess = self.packets.len() - (self.target + 1);
+            let keep = self
+                .packets
+                .split_off(&self.packets.keys().nth(excess).copied().unwrap_or(next));
+            self.packets = keep;
+            if let Some((&first, _)) = self.packets.iter().next() {
+                self.next = Some(first);
+                self.concealed += excess as u64;
+                return self.pop();
+            }
+        }
         // Shrink: sitting above target for a while means the delay is more than needed.
         if self.packets.len() > self.target + 1 {
             self.above_target_for += 1;
@@ -136,10 +163,15 @@ impl AudioPlayoutBuffer {
         } else {
             self.above_target_for = 0;
         }
-        let step = u64::from(TICKS_PER_PACKET);
         if let Some(packet) = self.packets.remove(&next) {
             self.next = Some(next + step);
             self.misses_in_a_row = 0;
+            self.calm_ticks += 1;
+            if self.calm_ticks >= CALM_TICKS && self.underrun_margin > 0 {
+                self.calm_ticks = 0;
+                self.underrun_margin -= 1;
+                self.update_target();
+            }
             return Playout::Packet(packet);
         }
         if self.packets.is_empty() {
@@ -150,12 +182,15 @@ impl AudioPlayoutBuffer {
                 // next packet.
                 self.next = None;
                 self.misses_in_a_row = 0;
-                self.target = self.target.saturating_sub(1).max(1);
+                self.underrun_margin = self.underrun_margin.saturating_sub(1);
+                self.update_target();
                 return Playout::Idle;
             }
             if self.misses_in_a_row == 1 {
                 // Underrun: the packet is late, not lost. Grow so this does not repeat.
-                self.target = (self.target + 1).min(MAX_TARGET);
+                self.underrun_margin = (self.underrun_margin + 1).min(MAX_TARGET);
+                self.calm_ticks = 0;
+                self.update_target();
             }
         }
         self.concealed += 1;
@@ -242,6 +277,50 @@ mod tests {
             buffer.pop();
         }
         assert!(buffer.depth() < depth - SHRINK_AFTER as usize);
+    }
+
+    #[test]
+    fn the_target_comes_back_down_when_the_jitter_does() {
+        let mut buffer = AudioPlayoutBuffer::new();
+        let start = Instant::now();
+        let mut t = start;
+        for i in 0..400u32 {
+            // A rough start (a 100 ms stall), then a perfectly steady stream.
+            let late = if i == 5 {
+                Duration::from_millis(100)
+            } else {
+                Duration::ZERO
+            };
+            t += Duration::from_millis(20);
+            buffer.push(i * TICKS_PER_PACKET, packet(i), t + late);
+            if i == 6 {
+                assert!(buffer.target() >= 3, "the stall raised the target");
+            }
+        }
+        assert!(
+            buffer.target() <= 2,
+            "target {} after calm",
+            buffer.target()
+        );
+    }
+
+    #[test]
+    fn a_burst_far_above_target_is_cut_at_once_to_keep_the_delay_small() {
+        let mut buffer = AudioPlayoutBuffer::new();
+        let now = Instant::now();
+        buffer.push(0, packet(0), now);
+        assert_eq!(buffer.pop(), Playout::Packet(packet(0)));
+        // Twelve packets at once (a stalled network let go): play the newest few.
+        for i in 1..=12u32 {
+            buffer.push(i * TICKS_PER_PACKET, packet(i), now);
+        }
+        let played = buffer.pop();
+        assert!(
+            buffer.depth() <= buffer.target() + 1,
+            "depth {}",
+            buffer.depth()
+        );
+        assert_ne!(played, Playout::Packet(packet(1)), "old audio is skipped");
     }
 
     #[test]

@@ -79,6 +79,13 @@ impl VideoReassembler {
             .clamp(MIN_WAIT, MAX_WAIT)
     }
 
+    /// When [`poll`](Self::poll) next has something to do: the moment the oldest
+    /// waiting packet has waited long enough. `None` when nothing waits.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        let oldest = self.buffer.values().map(|p| p.arrived).min()?;
+        Some(oldest + self.gap_wait())
+    }
+
     /// Adds one packet and returns whatever it completes, in order.
     pub fn push(
         &mut self,
@@ -374,6 +381,8 @@ mod tests {
                 .poll(start + Duration::from_millis(5))
                 .is_empty()
         );
+        let deadline = reassembler.next_deadline().expect("a gap is waiting");
+        assert!(deadline > start && deadline <= start + MAX_WAIT);
         let later = reassembler.poll(start + MAX_WAIT);
         assert!(matches!(later[0], Reassembled::Lost { .. }));
         assert_eq!(units(&later), vec![6000]);

@@ -57,9 +57,10 @@ impl BeepSource {
         }
     }
 
-    /// Waits until the next frame's first sample is due on the wall clock, then returns it.
+    /// Waits until the next frame's last sample is due on the wall clock (as a
+    /// microphone delivers a frame only once it has heard all of it), then returns it.
     pub fn next_frame(&mut self) -> AudioFrame {
-        let due = sample_time(self.next_sample);
+        let due = sample_time(self.next_sample + FRAME_SAMPLES as u64);
         if let Ok(wait) = due.duration_since(SystemTime::now()) {
             std::thread::sleep(wait);
         }
