@@ -728,7 +728,7 @@ pub async fn start_audio_playout(
                 let next = match buffer.lock() {
                     Ok(mut buffer) => {
                         ticks += 1;
-                        if ticks % 50 == 0 {
+                        if ticks.is_multiple_of(50) {
                             tracing::debug!(
                                 depth = buffer.depth(),
                                 target = buffer.target(),
