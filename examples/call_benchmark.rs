@@ -9,7 +9,9 @@
 //! cargo run --release --example call_benchmark -- [SECONDS] [WxH ...]
 //! ```
 //! Defaults: 20 seconds, 640x480 and 1280x720, 30 fps. Set `DUET_BIN` to use
-//! another binary than `target/release/duet`.
+//! another binary than `target/release/duet`, and `DUET_BENCH_KEEP` to keep
+//! each peer's report and log (its stderr, with `DUET_LOG` as you set it) in
+//! the printed folder.
 
 use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
@@ -80,7 +82,11 @@ fn main() -> anyhow::Result<()> {
             );
         }
     }
-    let _ = std::fs::remove_dir_all(&dir);
+    if std::env::var_os("DUET_BENCH_KEEP").is_some() {
+        eprintln!("reports and logs kept in {}", dir.display());
+    } else {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
     Ok(())
 }
 
@@ -105,6 +111,14 @@ fn one_call(bin: &Path, dir: &Path, size: &str, seconds: u32) -> anyhow::Result<
     let _server = Killed(server);
     let url = format!("ws://{}", first_line.trim());
     let duration = seconds.to_string();
+    let keep = std::env::var_os("DUET_BENCH_KEEP").is_some();
+    let log = |name: &str| -> anyhow::Result<Stdio> {
+        Ok(if keep {
+            Stdio::from(std::fs::File::create(dir.join(name))?)
+        } else {
+            Stdio::null()
+        })
+    };
     let peer = |role: &str, tone: &str| -> anyhow::Result<Child> {
         let stats = dir.join(format!("{role}.json"));
         Command::new(bin)
@@ -129,7 +143,7 @@ fn one_call(bin: &Path, dir: &Path, size: &str, seconds: u32) -> anyhow::Result<
             ])
             .arg(&stats)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log(&format!("{role}-{size}.log"))?)
             .spawn()
             .with_context(|| format!("cannot start the {role}"))
     };

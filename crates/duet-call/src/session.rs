@@ -84,7 +84,10 @@ impl CallConfig {
             ice_servers: Vec::new(),
             audio_output: AudioOutput::Speaker(None),
             preview: false,
-            udp_addrs: vec!["0.0.0.0:0".to_owned()],
+            // Every interface (webrtc-rs expands the wildcard but skips loopback), and
+            // loopback too: a call between two apps on one machine then works, and
+            // takes the shortest path, even where no network interface is up.
+            udp_addrs: vec!["0.0.0.0:0".to_owned(), "127.0.0.1:0".to_owned()],
         }
     }
 }
