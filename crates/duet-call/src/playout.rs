@@ -2,8 +2,9 @@
 //! go in as they arrive, and a 20 ms tick takes out what to play. The buffer
 //! starts one packet deep, grows when packets come late (an underrun) or the
 //! measured jitter says it must, and shrinks back by skipping a packet when it
-//! has been deeper than needed for a while. A missing packet is played as
-//! concealment, or recovered from the next packet's in-band FEC.
+//! has been deeper than needed for a while. A late packet stalls playout for a
+//! tick of concealment and is then played; a lost one (something newer is
+//! already here) is concealed, or recovered from the next packet's in-band FEC.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -192,7 +193,13 @@ impl AudioPlayoutBuffer {
                 self.calm_ticks = 0;
                 self.update_target();
             }
+            // Stall: conceal this tick but keep waiting for the same packet, so the
+            // late one is played when it comes (20 ms more delay) instead of being
+            // thrown away as too late, which would make every late packet a loss.
+            self.concealed += 1;
+            return Playout::Missing { next: None };
         }
+        // Something newer is here, so this one is lost (or badly reordered): skip it.
         self.concealed += 1;
         self.next = Some(next + step);
         Playout::Missing {
@@ -321,6 +328,17 @@ mod tests {
             buffer.depth()
         );
         assert_ne!(played, Playout::Packet(packet(1)), "old audio is skipped");
+    }
+
+    #[test]
+    fn a_late_packet_stalls_playout_and_is_still_played() {
+        let mut buffer = AudioPlayoutBuffer::new();
+        let now = Instant::now();
+        buffer.push(0, packet(0), now);
+        assert_eq!(buffer.pop(), Playout::Packet(packet(0)));
+        assert_eq!(buffer.pop(), Playout::Missing { next: None });
+        buffer.push(TICKS_PER_PACKET, packet(1), now + Duration::from_millis(45));
+        assert_eq!(buffer.pop(), Playout::Packet(packet(1)), "late, not lost");
     }
 
     #[test]
