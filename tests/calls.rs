@@ -324,7 +324,18 @@ fn no_call_gives_a_one_line_reason_and_its_own_exit_status() {
         bad_file.wait_for_exit(Duration::from_secs(20)).code(),
         Some(6)
     );
-    for peer in [&unreachable, &no_media, &bad_file] {
+    let (_server, url) = start_server(&scratch, "127.0.0.1:0");
+    let mut alone = peer(
+        &scratch,
+        "d",
+        "caller",
+        &url,
+        "880",
+        &["--size", "320x240", "--give-up-after", "2"],
+    );
+    assert_eq!(alone.wait_for_exit(Duration::from_secs(20)).code(), Some(5));
+    assert!(alone.stderr().contains("never came"), "{}", alone.stderr());
+    for peer in [&unreachable, &no_media, &bad_file, &alone] {
         let stderr = peer.stderr();
         let reason: Vec<&str> = stderr.lines().filter(|l| l.starts_with("duet: ")).collect();
         assert_eq!(reason.len(), 1, "one reason line expected: {stderr:?}");
