@@ -34,6 +34,15 @@ pub fn duet_bin() -> PathBuf {
     .clone()
 }
 
+/// Sends signal `name` (TERM, KILL, STOP, ...) to a child.
+pub fn send_signal(child: &Child, name: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{name}"), &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
 /// A running `duet` child, killed if the test ends without waiting for it.
 pub struct DuetProcess {
     pub child: Child,
@@ -61,11 +70,7 @@ impl DuetProcess {
     }
 
     pub fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .args([&format!("-{name}"), &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
+        send_signal(&self.child, name);
     }
 
     /// Waits for exit up to `limit`; returns the status and how long it took.
@@ -165,11 +170,7 @@ impl LivePeer {
     }
 
     pub fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .args([&format!("-{name}"), &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
+        send_signal(&self.child, name);
     }
 
     /// Resident memory now, from /proc.

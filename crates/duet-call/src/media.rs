@@ -64,14 +64,6 @@ impl FrameSlot {
     pub fn version(&self) -> u64 {
         self.version.load(Ordering::Acquire)
     }
-
-    /// Forgets the picture (the call ended).
-    pub fn clear(&self) {
-        if let Ok(mut slot) = self.inner.lock() {
-            *slot = None;
-        }
-        self.version.fetch_add(1, Ordering::Release);
-    }
 }
 
 /// State the media threads, the tasks and the session share.
@@ -193,29 +185,17 @@ pub async fn start_video_sender(
     notices: mpsc::UnboundedSender<MediaNotice>,
 ) -> Result<Started, CallError> {
     let (units, rx) = mpsc::channel(8);
-    let (opened_tx, opened) = oneshot::channel();
-    std::thread::Builder::new()
-        .name("duet-video-send".into())
-        .spawn(move || {
-            let VideoRequest {
-                spec,
-                width,
-                height,
-                fps,
-                max_bps,
-            } = request;
-            let mut source = match VideoSource::open(&spec, width, height, fps) {
-                Ok((Some(source), notice)) => {
-                    let _ = opened_tx.send(Ok(notice));
-                    source
-                }
-                // `none`: dropping the sender tells the caller there is nothing to send.
-                Ok((None, _)) => return,
-                Err(err) => {
-                    let _ = opened_tx.send(Err(err));
-                    return;
-                }
-            };
+    let VideoRequest {
+        spec,
+        width,
+        height,
+        fps,
+        max_bps,
+    } = request;
+    let started = spawn_with_device(
+        "duet-video-send",
+        move || VideoSource::open(&spec, width, height, fps),
+        move |mut source: VideoSource| {
             let mut encoder: Option<H264Encoder> = None;
             let mut encoded_size = (0, 0);
             while !shared.stopped.load(Ordering::Relaxed) {
@@ -296,18 +276,44 @@ pub async fn start_video_sender(
                     shared.keyframe_wanted.store(true, Ordering::Relaxed);
                 }
             }
-        })
-        .map_err(thread_failed)?;
-    match opened.await {
-        Ok(Ok(notice)) => Ok((Some(rx), notice)),
-        Ok(Err(err)) => Err(err.into()),
-        // The thread ended without opening anything: `none`.
-        Err(_) => Ok((None, None)),
-    }
+        },
+    )
+    .await?;
+    Ok(started.map_or((None, None), |(_, notice)| (Some(rx), notice)))
 }
 
-fn thread_failed(err: std::io::Error) -> CallError {
-    CallError::Media(format!("cannot start a media thread: {err}"))
+/// A media thread that opened its device, and what opening it said.
+type Opened = (std::thread::JoinHandle<()>, Option<Notice>);
+
+/// Starts a media thread that first opens its device (camera, microphone and
+/// speaker handles cannot move between threads) and then runs with it. Resolves
+/// once opening is done: `None` when there is nothing to open (`none`), an error
+/// when opening failed (a bad file is the user's to fix before anyone is called).
+async fn spawn_with_device<D>(
+    name: &str,
+    open: impl FnOnce() -> Result<(Option<D>, Option<Notice>), MediaError> + Send + 'static,
+    run: impl FnOnce(D) + Send + 'static,
+) -> Result<Option<Opened>, CallError> {
+    let (opened_tx, opened) = oneshot::channel();
+    let thread = std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || match open() {
+            Ok((Some(device), notice)) => {
+                let _ = opened_tx.send(Ok(notice));
+                run(device);
+            }
+            // Dropping the sender tells the caller there is nothing to run.
+            Ok((None, _)) => {}
+            Err(err) => {
+                let _ = opened_tx.send(Err(err));
+            }
+        })
+        .map_err(|err| CallError::Media(format!("cannot start a media thread: {err}")))?;
+    match opened.await {
+        Ok(Ok(notice)) => Ok(Some((thread, notice))),
+        Ok(Err(err)) => Err(err.into()),
+        Err(_) => Ok(None),
+    }
 }
 
 /// A dark picture with the same stamp-free layout: what the remote sees with the camera off.
@@ -343,21 +349,10 @@ pub async fn start_audio_sender(
     notices: mpsc::UnboundedSender<MediaNotice>,
 ) -> Result<Started, CallError> {
     let (units, rx) = mpsc::channel(16);
-    let (opened_tx, opened) = oneshot::channel();
-    std::thread::Builder::new()
-        .name("duet-audio-send".into())
-        .spawn(move || {
-            let mut source = match AudioSource::open(&spec, tone_hz) {
-                Ok((Some(source), notice)) => {
-                    let _ = opened_tx.send(Ok(notice));
-                    source
-                }
-                Ok((None, _)) => return,
-                Err(err) => {
-                    let _ = opened_tx.send(Err(err));
-                    return;
-                }
-            };
+    let started = spawn_with_device(
+        "duet-audio-send",
+        move || AudioSource::open(&spec, tone_hz),
+        move |mut source: AudioSource| {
             let mut encoder = match OpusEncoder::new(32_000) {
                 Ok(encoder) => encoder,
                 Err(err) => {
@@ -396,13 +391,10 @@ pub async fn start_audio_sender(
                     Err(err) => tracing::warn!(%err, "dropping audio the encoder refused"),
                 }
             }
-        })
-        .map_err(thread_failed)?;
-    match opened.await {
-        Ok(Ok(notice)) => Ok((Some(rx), notice)),
-        Ok(Err(err)) => Err(err.into()),
-        Err(_) => Ok((None, None)),
-    }
+        },
+    )
+    .await?;
+    Ok(started.map_or((None, None), |(_, notice)| (Some(rx), notice)))
 }
 
 /// RTP state of one outgoing stream: sequence numbers and capture-time timestamps.
@@ -689,21 +681,11 @@ pub async fn start_audio_playout(
     buffer: Arc<Mutex<AudioPlayoutBuffer>>,
     shared: Arc<MediaShared>,
     notices: mpsc::UnboundedSender<MediaNotice>,
-) -> Result<(std::thread::JoinHandle<()>, Option<Notice>), CallError> {
-    let (opened_tx, opened) = oneshot::channel();
-    let thread = std::thread::Builder::new()
-        .name("duet-audio-playout".into())
-        .spawn(move || {
-            let mut sink = match open_sink(&output) {
-                Ok((sink, notice)) => {
-                    let _ = opened_tx.send(Ok(notice));
-                    sink
-                }
-                Err(err) => {
-                    let _ = opened_tx.send(Err(err));
-                    return;
-                }
-            };
+) -> Result<Opened, CallError> {
+    spawn_with_device(
+        "duet-audio-playout",
+        move || open_sink(&output).map(|(sink, notice)| (Some(sink), notice)),
+        move |mut sink: AudioSink| {
             let mut decoder = match OpusDecoder::new() {
                 Ok(decoder) => decoder,
                 Err(err) => {
@@ -770,15 +752,10 @@ pub async fn start_audio_playout(
                     "cannot finish the audio recording: {err}"
                 )));
             }
-        })
-        .map_err(thread_failed)?;
-    match opened.await {
-        Ok(Ok(notice)) => Ok((thread, notice)),
-        Ok(Err(err)) => Err(err.into()),
-        Err(_) => Err(CallError::Media(
-            "the audio playout thread failed to start".into(),
-        )),
-    }
+        },
+    )
+    .await?
+    .ok_or_else(|| CallError::Media("the audio playout thread failed to start".into()))
 }
 
 /// Where received audio goes.

@@ -46,7 +46,7 @@ struct Buffered {
 }
 
 /// Reorders RTP packets of one H.264 stream and assembles access units.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct VideoReassembler {
     buffer: BTreeMap<u64, Buffered>,
     /// Extended sequence number of the first packet of the next frame.
@@ -55,6 +55,18 @@ pub struct VideoReassembler {
     highest: Option<u64>,
     jitter: JitterEstimator,
     rtt: Duration,
+}
+
+impl Default for VideoReassembler {
+    fn default() -> Self {
+        VideoReassembler {
+            buffer: BTreeMap::new(),
+            next: None,
+            highest: None,
+            jitter: JitterEstimator::with_clock_rate(90_000),
+            rtt: Duration::ZERO,
+        }
+    }
 }
 
 impl VideoReassembler {
@@ -223,8 +235,8 @@ impl VideoReassembler {
     }
 }
 
-/// RFC 3550 interarrival jitter of a 90 kHz or 48 kHz stream, kept in seconds.
-#[derive(Debug, Default)]
+/// RFC 3550 interarrival jitter of an RTP stream, kept in seconds.
+#[derive(Debug)]
 pub struct JitterEstimator {
     last: Option<(u32, Instant)>,
     jitter_s: f64,
@@ -243,11 +255,7 @@ impl JitterEstimator {
 
     /// Notes one packet's RTP timestamp and arrival time.
     pub fn on_packet(&mut self, timestamp: u32, arrived: Instant) {
-        let rate = if self.clock_rate > 0.0 {
-            self.clock_rate
-        } else {
-            90_000.0
-        };
+        let rate = self.clock_rate;
         if let Some((last_ts, last_arrival)) = self.last {
             // Packets of one video frame share a timestamp; only frame starts say anything.
             if timestamp == last_ts {

@@ -264,8 +264,6 @@ pub struct ProcessUsage {
     pub cpu_seconds: f64,
     /// Peak resident set size (`VmHWM`).
     pub max_rss_mb: f64,
-    /// Resident set size now (`VmRSS`).
-    pub rss_mb: f64,
 }
 
 impl ProcessUsage {
@@ -291,7 +289,6 @@ impl ProcessUsage {
         Some(ProcessUsage {
             cpu_seconds: (utime + stime) / ticks,
             max_rss_mb: kb("VmHWM:")? / 1024.0,
-            rss_mb: kb("VmRSS:")? / 1024.0,
         })
     }
 }

@@ -295,7 +295,6 @@ pub async fn start_call(config: CallConfig) -> Result<(CallHandle, CallEvents), 
         decode,
         playout_buffer,
         timing: Timing::default(),
-        last_state: None,
     };
     tokio::spawn(session.run(
         first,
@@ -346,7 +345,6 @@ struct Session {
     decode: std::sync::mpsc::Sender<DecodeInput>,
     playout_buffer: Arc<Mutex<AudioPlayoutBuffer>>,
     timing: Timing,
-    last_state: Option<RTCPeerConnectionState>,
 }
 
 /// Why the loop stopped.
@@ -479,7 +477,6 @@ impl Session {
                 if Some(generation) != current {
                     return;
                 }
-                self.last_state = Some(state);
                 self.emit(CallEvent::ConnectionState(state.to_string()));
                 match state {
                     RTCPeerConnectionState::Connected => {
@@ -566,16 +563,8 @@ impl Session {
             NegotiationAction::SendOffer(generation) => {
                 let connection = self.connection(generation)?;
                 let offer = connection.create_offer(None).await.map_err(webrtc)?;
-                connection
-                    .set_local_description(offer)
-                    .await
-                    .map_err(webrtc)?;
-                let local = connection
-                    .local_description()
-                    .await
-                    .ok_or_else(|| CallError::WebRtc("no local description".into()))?;
-                tracing::debug!(sdp = %local.sdp, "offer");
-                self.signal.offer(local.sdp)?;
+                let sdp = apply_local(connection.as_ref(), offer).await?;
+                self.signal.offer(sdp)?;
             }
             NegotiationAction::AnswerOffer(generation, sdp) => {
                 let connection = self.connection(generation)?;
@@ -586,16 +575,8 @@ impl Session {
                     .map_err(webrtc)?;
                 pending.push_front(NegotiationEvent::RemoteDescriptionApplied(generation));
                 let answer = connection.create_answer(None).await.map_err(webrtc)?;
-                connection
-                    .set_local_description(answer)
-                    .await
-                    .map_err(webrtc)?;
-                let local = connection
-                    .local_description()
-                    .await
-                    .ok_or_else(|| CallError::WebRtc("no local description".into()))?;
-                tracing::debug!(sdp = %local.sdp, "answer");
-                self.signal.answer(local.sdp)?;
+                let sdp = apply_local(connection.as_ref(), answer).await?;
+                self.signal.answer(sdp)?;
                 self.start_outbound();
             }
             NegotiationAction::ApplyAnswer(generation, sdp) => {
@@ -674,7 +655,6 @@ impl Session {
         if let Some(since) = self.timing.connected_at.take() {
             self.timing.connected_total += since.elapsed();
         }
-        self.last_state = None;
     }
 
     fn on_phase(&mut self, phase: &CallPhase) {
@@ -764,4 +744,23 @@ impl Session {
         let network = self.shared.network.lock().map(|n| *n).unwrap_or_default();
         CallReport::build(context, &counters, network)
     }
+}
+
+/// Applies our own offer or answer and returns the SDP to send (as applied,
+/// with whatever candidates were gathered by then).
+async fn apply_local(
+    connection: &dyn webrtc::peer_connection::PeerConnection,
+    description: RTCSessionDescription,
+) -> Result<String, CallError> {
+    let webrtc = |err: webrtc::error::Error| CallError::WebRtc(err.to_string());
+    connection
+        .set_local_description(description)
+        .await
+        .map_err(webrtc)?;
+    let local = connection
+        .local_description()
+        .await
+        .ok_or_else(|| CallError::WebRtc("no local description".into()))?;
+    tracing::debug!(sdp = %local.sdp, kind = %local.sdp_type, "local description");
+    Ok(local.sdp)
 }
