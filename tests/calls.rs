@@ -352,3 +352,112 @@ fn no_call_gives_a_one_line_reason_and_its_own_exit_status() {
         bad_file.stderr()
     );
 }
+
+/// The next event of `events` that `pred` accepts; panics if the call drops
+/// (peer left, connection lost, ended) or after 20 s.
+async fn wait_for(
+    events: &mut duet_call::CallEvents,
+    what: &str,
+    pred: fn(&duet_call::CallEvent) -> bool,
+) -> duet_call::CallEvent {
+    use duet_call::{CallEvent, CallPhase};
+    let next = async {
+        loop {
+            let event = events.recv().await.expect("the session runs");
+            assert!(
+                !matches!(
+                    event,
+                    CallEvent::Phase(CallPhase::PeerLeft | CallPhase::ConnectionLost)
+                        | CallEvent::Ended(_)
+                ),
+                "the call dropped while waiting for {what}: {event:?}"
+            );
+            if pred(&event) {
+                return event;
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), next)
+        .await
+        .unwrap_or_else(|_| panic!("no {what} within 20 s"))
+}
+
+/// Switching camera and microphone during a call (the window's settings
+/// panel) keeps the call: on these machines the devices are missing, so each
+/// switch falls back to the test signals with a notice, and pictures keep
+/// arriving on the same connection. Runs the call library in-process against
+/// the real server.
+#[test]
+fn switching_devices_mid_call_keeps_the_call() {
+    use duet_call::{AudioOutput, CallConfig, CallEvent, start_call};
+    use duet_media::source::{AudioSpec, VideoSpec};
+    use duet_signal::{RoleRequest, ServerConfig, SignalServer};
+
+    let _one = serialised();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let server = SignalServer::bind(
+            "127.0.0.1:0".parse().unwrap(),
+            None,
+            ServerConfig::default(),
+        )
+        .unwrap()
+        .spawn();
+        let config = |role, tone| {
+            let mut config = CallConfig::new(server.url(), "switch", role);
+            config.video = VideoSpec::Test;
+            config.audio = AudioSpec::Test;
+            config.tone_hz = tone;
+            config.audio_output = AudioOutput::Discard;
+            config
+        };
+        let (callee, mut callee_events) = start_call(config(RoleRequest::Callee, 660.0))
+            .await
+            .unwrap();
+        let (caller, mut caller_events) = start_call(config(RoleRequest::Caller, 880.0))
+            .await
+            .unwrap();
+        wait_for(&mut callee_events, "first remote frame", |e| {
+            matches!(e, CallEvent::FirstRemoteFrame)
+        })
+        .await;
+        wait_for(&mut caller_events, "first remote frame", |e| {
+            matches!(e, CallEvent::FirstRemoteFrame)
+        })
+        .await;
+
+        let before = callee.live().frames_decoded;
+        caller.switch_video(VideoSpec::Camera(7));
+        caller.switch_audio(AudioSpec::Mic(Some("no such microphone".into())));
+        // Both threads switch on their own; their notices come in either order.
+        let (mut camera, mut microphone) = (false, false);
+        while !(camera && microphone) {
+            let CallEvent::Notice(text) = wait_for(&mut caller_events, "the switch notices", |e| {
+                matches!(e, CallEvent::Notice(_))
+            })
+            .await
+            else {
+                unreachable!("only notices are accepted")
+            };
+            camera |= text.contains("camera 7") && text.contains("test pattern");
+            microphone |= text.contains("no such microphone") || text.contains("beeps");
+        }
+        // Two more seconds of the same call: pictures keep coming, nothing drops.
+        let _ = tokio::time::timeout(
+            Duration::from_secs(2),
+            wait_for(&mut caller_events, "nothing", |_| false),
+        )
+        .await;
+        let after = callee.live().frames_decoded;
+        assert!(
+            after >= before + 40,
+            "pictures kept coming: {before} then {after}"
+        );
+        let report = caller.report().await.unwrap();
+        assert_eq!(report.calls_connected, 1, "one uninterrupted call");
+
+        caller.hang_up();
+        callee.hang_up();
+        server.shutdown().await.unwrap();
+    });
+}

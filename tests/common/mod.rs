@@ -116,11 +116,22 @@ pub struct LivePeer {
 
 impl LivePeer {
     pub fn spawn(args: &[&str], dir: &std::path::Path, name: &str) -> LivePeer {
+        LivePeer::spawn_with_env(args, dir, name, &[])
+    }
+
+    /// [`LivePeer::spawn`] with extra environment variables (a display for a window).
+    pub fn spawn_with_env(
+        args: &[&str],
+        dir: &std::path::Path,
+        name: &str,
+        env: &[(&str, &str)],
+    ) -> LivePeer {
         let stderr_path = dir.join(format!("{name}.stderr"));
         let stderr = std::fs::File::create(&stderr_path).unwrap();
         let mut child = Command::new(duet_bin())
             .args(args)
             .env("DUET_LOG", "info")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(stderr)

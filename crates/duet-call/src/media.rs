@@ -7,7 +7,7 @@
 //! [`MediaCounters`], from which the report is built.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, mpsc as std_mpsc};
+use std::sync::{Arc, Condvar, Mutex, mpsc as std_mpsc};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
@@ -39,30 +39,83 @@ const RTP_MTU: usize = 1150;
 const PLI_INTERVAL: Duration = Duration::from_millis(300);
 
 /// The newest picture, for whoever draws it: a slot, not a queue, so a slow
-/// reader never delays the call and never sees stale frames pile up.
+/// reader never delays the call and never sees stale frames pile up. A reader
+/// on its own thread can sleep until a newer picture comes ([`FrameSlot::wait_newer`]).
 #[derive(Debug, Clone, Default)]
 pub struct FrameSlot {
-    inner: Arc<Mutex<Option<VideoFrame>>>,
-    version: Arc<AtomicU64>,
+    inner: Arc<(Mutex<SlotState>, Condvar)>,
+}
+
+#[derive(Debug, Default)]
+struct SlotState {
+    frame: Option<VideoFrame>,
+    version: u64,
 }
 
 impl FrameSlot {
-    /// Replaces the picture.
+    /// Replaces the picture and wakes the readers.
     pub fn put(&self, frame: VideoFrame) {
-        if let Ok(mut slot) = self.inner.lock() {
-            *slot = Some(frame);
+        let (state, wake) = &*self.inner;
+        if let Ok(mut state) = state.lock() {
+            state.frame = Some(frame);
+            state.version += 1;
         }
-        self.version.fetch_add(1, Ordering::Release);
+        wake.notify_all();
     }
 
     /// A copy of the newest picture, if any.
     pub fn latest(&self) -> Option<VideoFrame> {
-        self.inner.lock().ok().and_then(|slot| slot.clone())
+        let (state, _) = &*self.inner;
+        state.lock().ok().and_then(|state| state.frame.clone())
     }
 
     /// Increases with every new picture: cheap change detection for a UI.
     pub fn version(&self) -> u64 {
-        self.version.load(Ordering::Acquire)
+        let (state, _) = &*self.inner;
+        state.lock().map(|state| state.version).unwrap_or(0)
+    }
+
+    /// Waits up to `timeout` for a picture newer than version `seen`; returns
+    /// it with its version, or `None` when none came.
+    pub fn wait_newer(&self, seen: u64, timeout: Duration) -> Option<(VideoFrame, u64)> {
+        let (state, wake) = &*self.inner;
+        let state = state.lock().ok()?;
+        let (state, _) = wake
+            .wait_timeout_while(state, timeout, |state| state.version <= seen)
+            .ok()?;
+        if state.version <= seen {
+            return None;
+        }
+        state.frame.clone().map(|frame| (frame, state.version))
+    }
+}
+
+/// A device change asked for while the call runs; the media thread that owns
+/// the device carries it out between two frames, so the call never drops.
+#[derive(Debug)]
+pub struct DeviceSwitch<T> {
+    wanted: Mutex<Option<T>>,
+}
+
+impl<T> Default for DeviceSwitch<T> {
+    fn default() -> Self {
+        DeviceSwitch {
+            wanted: Mutex::new(None),
+        }
+    }
+}
+
+impl<T> DeviceSwitch<T> {
+    /// Asks for `value`; a newer request replaces one not yet carried out.
+    pub fn request(&self, value: T) {
+        if let Ok(mut wanted) = self.wanted.lock() {
+            *wanted = Some(value);
+        }
+    }
+
+    /// The pending request, if any.
+    pub fn take(&self) -> Option<T> {
+        self.wanted.lock().ok().and_then(|mut wanted| wanted.take())
     }
 }
 
@@ -93,6 +146,12 @@ pub struct MediaShared {
     pub remote_video: FrameSlot,
     /// The newest local picture (self-view), when asked for.
     pub local_video: Option<FrameSlot>,
+    /// A new video source for the running call.
+    pub video_switch: DeviceSwitch<VideoSpec>,
+    /// A new audio source for the running call.
+    pub audio_switch: DeviceSwitch<AudioSpec>,
+    /// A new speaker (by name; `None` for the default one) for the running call.
+    pub speaker_switch: DeviceSwitch<Option<String>>,
 }
 
 impl MediaShared {
@@ -111,6 +170,9 @@ impl MediaShared {
             stopped: AtomicBool::new(false),
             remote_video: FrameSlot::default(),
             local_video: preview.then(FrameSlot::default),
+            video_switch: DeviceSwitch::default(),
+            audio_switch: DeviceSwitch::default(),
+            speaker_switch: DeviceSwitch::default(),
         })
     }
 
@@ -199,6 +261,25 @@ pub async fn start_video_sender(
             let mut encoder: Option<H264Encoder> = None;
             let mut encoded_size = (0, 0);
             while !shared.stopped.load(Ordering::Relaxed) {
+                if let Some(spec) = shared.video_switch.take() {
+                    match VideoSource::open(&spec, width, height, fps) {
+                        Ok((Some(new), notice)) => {
+                            tracing::info!(?spec, "video source switched");
+                            source = new;
+                            // The new picture starts a new chain of references.
+                            shared.keyframe_wanted.store(true, Ordering::Relaxed);
+                            if let Some(notice) = notice {
+                                let _ = notices.send(MediaNotice::Device(notice));
+                            }
+                        }
+                        Ok((None, _)) => {}
+                        Err(err) => {
+                            let _ = notices.send(MediaNotice::Device(format!(
+                                "{err}; the video source is unchanged"
+                            )));
+                        }
+                    }
+                }
                 let (mut frame, notice) = match source.next_frame() {
                     Ok(next) => next,
                     Err(err) => {
@@ -316,10 +397,28 @@ async fn spawn_with_device<D>(
     }
 }
 
-/// A dark picture with the same stamp-free layout: what the remote sees with the camera off.
+/// What the remote sees with the camera off: a dark picture with a pause sign,
+/// still sent at the frame rate, so nobody mistakes it for a frozen call.
 fn paused_picture(frame: &VideoFrame) -> VideoFrame {
-    VideoFrame::black(frame.width(), frame.height(), frame.capture_time)
-        .unwrap_or_else(|_| frame.clone())
+    let (w, h) = (frame.width() as usize, frame.height() as usize);
+    let Ok(mut paused) = VideoFrame::black(frame.width(), frame.height(), frame.capture_time)
+    else {
+        return frame.clone();
+    };
+    let (luma, _, _) = paused.planes_mut();
+    luma.fill(40);
+    // Two light bars in the middle, each a tenth of the height wide and a third tall.
+    let bar_w = (h / 10).max(2);
+    let bar_h = (h / 3).max(4);
+    let top = (h - bar_h) / 2;
+    for left in [w / 2 - bar_w * 3 / 2, w / 2 + bar_w / 2] {
+        for row in top..top + bar_h {
+            let start = row * w + left.min(w);
+            let end = (start + bar_w).min((row + 1) * w);
+            luma[start..end].fill(170);
+        }
+    }
+    paused
 }
 
 fn crop_to_even(frame: &VideoFrame) -> Option<VideoFrame> {
@@ -362,6 +461,23 @@ pub async fn start_audio_sender(
             };
             let silence = vec![0.0f32; FRAME_SAMPLES];
             while !shared.stopped.load(Ordering::Relaxed) {
+                if let Some(spec) = shared.audio_switch.take() {
+                    match AudioSource::open(&spec, tone_hz) {
+                        Ok((Some(new), notice)) => {
+                            tracing::info!(?spec, "audio source switched");
+                            source = new;
+                            if let Some(notice) = notice {
+                                let _ = notices.send(MediaNotice::Device(notice));
+                            }
+                        }
+                        Ok((None, _)) => {}
+                        Err(err) => {
+                            let _ = notices.send(MediaNotice::Device(format!(
+                                "{err}; the audio source is unchanged"
+                            )));
+                        }
+                    }
+                }
                 let (frame, notice) = match source.next_frame() {
                     Ok(next) => next,
                     Err(err) => {
@@ -707,6 +823,23 @@ pub async fn start_audio_playout(
                     // Far behind (suspended?): resynchronise rather than burst.
                     due = Instant::now() + period;
                 }
+                if let Some(name) = shared.speaker_switch.take() {
+                    match open_sink(&AudioOutput::Speaker(name)) {
+                        Ok((new, notice)) => {
+                            if let Some(notice) = notice {
+                                let _ = notices.send(MediaNotice::Device(notice));
+                            }
+                            // A recording is finished properly; a speaker just closes.
+                            let old = std::mem::replace(&mut sink, new);
+                            if let Err(err) = old.finish() {
+                                tracing::warn!(%err, "closing the previous audio output");
+                            }
+                        }
+                        Err(err) => {
+                            let _ = notices.send(MediaNotice::Device(err.to_string()));
+                        }
+                    }
+                }
                 let next = match buffer.lock() {
                     Ok(mut buffer) => {
                         ticks += 1;
@@ -817,6 +950,46 @@ mod tests {
         slot.put(VideoFrame::black(8, 8, now).expect("valid"));
         assert_eq!(slot.latest().map(|f| f.width()), Some(8));
         assert_eq!(slot.version(), 2);
+    }
+
+    #[test]
+    fn a_reader_waiting_on_a_frame_slot_wakes_for_a_newer_picture_only() {
+        let slot = FrameSlot::default();
+        assert!(slot.wait_newer(0, Duration::from_millis(5)).is_none());
+        let writer = slot.clone();
+        let thread = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            writer.put(VideoFrame::black(16, 16, SystemTime::now()).expect("valid"));
+        });
+        let (frame, version) = slot
+            .wait_newer(0, Duration::from_secs(5))
+            .expect("woken by the new picture");
+        assert_eq!((frame.width(), version), (16, 1));
+        assert!(slot.wait_newer(1, Duration::from_millis(5)).is_none());
+        thread.join().expect("writer");
+    }
+
+    #[test]
+    fn the_paused_picture_is_dark_with_a_light_pause_sign_and_no_stamp() {
+        let mut frame = VideoFrame::black(640, 480, SystemTime::now()).expect("valid");
+        duet_media::stamp::draw_stamp(&mut frame, 123_456);
+        let paused = paused_picture(&frame);
+        let (luma, _, _) = paused.planes();
+        assert_eq!(luma[0], 40, "dark background");
+        assert_eq!(luma[240 * 640 + 640 / 2 - 48 - 10], 170, "left bar");
+        assert_eq!(luma[240 * 640 + 640 / 2 + 48], 170, "right bar");
+        assert_eq!(luma[240 * 640 + 640 / 2], 40, "gap between the bars");
+        assert!(StampReader::read(&paused).is_none());
+    }
+
+    #[test]
+    fn a_device_switch_keeps_only_the_newest_request() {
+        let switch = DeviceSwitch::default();
+        assert_eq!(switch.take(), None::<u32>);
+        switch.request(1);
+        switch.request(2);
+        assert_eq!(switch.take(), Some(2));
+        assert_eq!(switch.take(), None);
     }
 
     #[test]

@@ -43,6 +43,17 @@ impl LatencySamples {
         self.samples.is_empty()
     }
 
+    /// The median of the newest `n` samples: what latency is now, for a live display.
+    pub fn recent_median(&self, n: usize) -> Option<f64> {
+        let recent = &self.samples[self.samples.len().saturating_sub(n)..];
+        if recent.is_empty() {
+            return None;
+        }
+        let mut sorted = recent.to_vec();
+        sorted.sort_by(f64::total_cmp);
+        Some(sorted[sorted.len() / 2])
+    }
+
     /// Nearest-rank percentiles, or `None` without samples.
     pub fn summary(&self) -> Option<LatencySummary> {
         if self.samples.is_empty() {
@@ -104,6 +115,47 @@ pub struct MediaCounters {
     pub audio_latency: LatencySamples,
     /// Keyframe requests (PLI) this peer sent.
     pub pli_sent: u64,
+}
+
+/// Running totals and current figures for a live display (the window's stats
+/// overlay): cheap to take every frame, unlike the full [`CallReport`].
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct LiveFigures {
+    /// Video frames sent so far.
+    pub frames_sent: u64,
+    /// Video frames decoded so far.
+    pub frames_decoded: u64,
+    /// Bytes of video sent so far.
+    pub video_bytes_sent: u64,
+    /// Bytes of video received so far.
+    pub video_bytes_received: u64,
+    /// Size of the newest remote picture.
+    pub remote_size: Option<(u32, u32)>,
+    /// Round-trip time.
+    pub rtt_ms: Option<f64>,
+    /// Inbound packets lost so far.
+    pub packets_lost: Option<i64>,
+    /// One-way video latency of the newest stamped frames (median).
+    pub video_latency_ms: Option<f64>,
+    /// Mouth-to-ear latency of the newest beeps (median).
+    pub audio_latency_ms: Option<f64>,
+}
+
+impl LiveFigures {
+    /// The figures in `counters` and `network` now.
+    pub fn new(counters: &MediaCounters, network: &NetworkSummary) -> LiveFigures {
+        LiveFigures {
+            frames_sent: counters.frames_sent,
+            frames_decoded: counters.frames_decoded,
+            video_bytes_sent: counters.video_bytes_sent,
+            video_bytes_received: counters.video_bytes_received,
+            remote_size: counters.last_size,
+            rtt_ms: network.rtt_ms,
+            packets_lost: network.packets_lost,
+            video_latency_ms: counters.video_latency.recent_median(30),
+            audio_latency_ms: counters.audio_latency.recent_median(3),
+        }
+    }
 }
 
 /// Network figures from the peer connection's statistics.
@@ -296,6 +348,17 @@ impl ProcessUsage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_recent_median_looks_only_at_the_newest_samples() {
+        let mut samples = LatencySamples::default();
+        assert_eq!(samples.recent_median(3), None);
+        for ms in [100.0, 100.0, 100.0, 5.0, 7.0, 6.0] {
+            samples.push(ms);
+        }
+        assert_eq!(samples.recent_median(3), Some(6.0));
+        assert_eq!(samples.recent_median(100), Some(100.0));
+    }
 
     #[test]
     fn percentiles_use_the_nearest_rank() {

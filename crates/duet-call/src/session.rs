@@ -32,7 +32,7 @@ use crate::peer::{
     ice_server,
 };
 use crate::playout::AudioPlayoutBuffer;
-use crate::report::{CallReport, NetworkSummary, ReportContext};
+use crate::report::{CallReport, LiveFigures, NetworkSummary, ReportContext};
 
 /// Everything a call needs to know before it starts (`cli.md`'s call options).
 #[derive(Debug, Clone)]
@@ -164,9 +164,37 @@ impl CallHandle {
         self.shared.mic_muted.store(muted, Ordering::Relaxed);
     }
 
-    /// Turns the camera off (the remote sees a dark picture) or on.
+    /// Turns the camera off (the remote sees a dark paused picture) or on.
     pub fn set_camera_off(&self, off: bool) {
         self.shared.camera_off.store(off, Ordering::Relaxed);
+    }
+
+    /// Sends video from another source from the next frame on, without
+    /// dropping the call; a source that cannot be opened leaves the current
+    /// one in place and says so in a [`CallEvent::Notice`]. Ignored for
+    /// a call started with `--video none`.
+    pub fn switch_video(&self, spec: VideoSpec) {
+        self.shared.video_switch.request(spec);
+    }
+
+    /// Sends audio from another source, like [`CallHandle::switch_video`].
+    pub fn switch_audio(&self, spec: AudioSpec) {
+        self.shared.audio_switch.request(spec);
+    }
+
+    /// Plays received audio on another speaker (`None`: the default one).
+    pub fn switch_speaker(&self, name: Option<String>) {
+        self.shared.speaker_switch.request(name);
+    }
+
+    /// Figures for a live display; cheap, unlike [`CallHandle::report`].
+    pub fn live(&self) -> LiveFigures {
+        let counters = self.shared.counters.lock();
+        let network = self.shared.network.lock();
+        match (counters, network) {
+            (Ok(counters), Ok(network)) => LiveFigures::new(&counters, &network),
+            _ => LiveFigures::default(),
+        }
     }
 
     /// The newest remote picture.

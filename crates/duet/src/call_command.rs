@@ -111,20 +111,45 @@ impl CallArgs {
     }
 }
 
-/// Runs a call; returns the process exit status.
-pub async fn run(args: CallArgs, role: RoleRequest) -> ExitCode {
+/// Runs a call, in a window or headless; returns the process exit status.
+pub fn run(runtime: &tokio::runtime::Runtime, args: CallArgs, role: RoleRequest) -> ExitCode {
     if !args.headless {
-        eprintln!(
-            "duet: the call window is not part of this build yet; add --headless to call without one"
-        );
-        return ExitCode::from(exit::FAILURE);
+        let close_after = args.duration.map(|s| Duration::from_secs_f64(s.max(0.0)));
+        let outcome = crate::window::run_call_window(runtime, args.config(role), close_after);
+        return window_exit(outcome);
     }
-    let outcome = headless(&args, role).await;
-    match outcome {
+    match runtime.block_on(headless(&args, role)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {
             eprintln!("duet: {}", failure.reason);
             ExitCode::from(failure.status)
+        }
+    }
+}
+
+/// `duet demo`; returns the process exit status.
+pub fn demo(runtime: &tokio::runtime::Runtime) -> ExitCode {
+    window_exit(crate::window::run_demo(runtime))
+}
+
+/// The exit status of a window run: 0 when a call connected, otherwise why not.
+fn window_exit(outcome: anyhow::Result<crate::window::WindowOutcome>) -> ExitCode {
+    match outcome {
+        Ok(outcome) if outcome.connected => ExitCode::SUCCESS,
+        Ok(outcome) => {
+            let (status, reason) = match &outcome.failure {
+                Some(err) => (classify(err), err.to_string()),
+                None => (
+                    exit::NOT_CONNECTED,
+                    "the window was closed before a call connected".to_owned(),
+                ),
+            };
+            eprintln!("duet: {reason}");
+            ExitCode::from(status)
+        }
+        Err(err) => {
+            eprintln!("duet: {err:#}");
+            ExitCode::from(exit::FAILURE)
         }
     }
 }

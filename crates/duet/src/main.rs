@@ -7,11 +7,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use duet_signal::{RoleRequest, ServerConfig, SignalServer, TlsFiles};
 
 mod call_command;
+mod window;
 use call_command::CallArgs;
 
 /// A private video call between two people.
@@ -38,6 +38,8 @@ enum Command {
         #[command(flatten)]
         args: CallArgs,
     },
+    /// One window, one machine: an embedded server and a call between two ends.
+    Demo,
     /// List the cameras, microphones and speakers found on this machine.
     Devices,
 }
@@ -58,24 +60,31 @@ struct ServeArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
-    let result = tokio::runtime::Builder::new_multi_thread()
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .context("cannot start the async runtime")
-        .and_then(|runtime| {
-            runtime.block_on(async {
-                match cli.command {
-                    Command::Serve(args) => serve(args).await.map(|()| ExitCode::SUCCESS),
-                    Command::Caller(args) => Ok(call_command::run(args, RoleRequest::Caller).await),
-                    Command::Callee(args) => Ok(call_command::run(args, RoleRequest::Callee).await),
-                    Command::Call { role, args } => Ok(call_command::run(args, role).await),
-                    Command::Devices => {
-                        print!("{}", devices_report());
-                        Ok(ExitCode::SUCCESS)
-                    }
-                }
-            })
-        });
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("duet: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // The window must own the main thread, so the runtime runs beside it
+    // rather than around it.
+    let result: anyhow::Result<ExitCode> = match cli.command {
+        Command::Serve(args) => runtime.block_on(serve(args)).map(|()| ExitCode::SUCCESS),
+        Command::Caller(args) => Ok(call_command::run(&runtime, args, RoleRequest::Caller)),
+        Command::Callee(args) => Ok(call_command::run(&runtime, args, RoleRequest::Callee)),
+        Command::Call { role, args } => Ok(call_command::run(&runtime, args, role)),
+        Command::Demo => Ok(call_command::demo(&runtime)),
+        Command::Devices => {
+            print!("{}", devices_report());
+            Ok(ExitCode::SUCCESS)
+        }
+    };
+    // Media threads and sockets of a finished call must not hold the exit up.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(300));
     match result {
         Ok(code) => code,
         Err(err) => {

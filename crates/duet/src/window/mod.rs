@@ -1,0 +1,492 @@
+//! The desktop window (eframe/egui, OpenGL through glow): one call from
+//! `duet caller`/`callee`/`call`, or both ends side by side in `duet demo`.
+//!
+//! - [`status`]: where a call is, in words (no I/O).
+//! - [`stats`]: the overlay's rates (no I/O).
+//! - [`view`]: drawing, from view structs to [`view::Action`]s.
+//! - [`call_end`]: one end of a call, driving a session on the async runtime.
+//! - [`video`]: pictures converted off the UI thread.
+
+pub mod call_end;
+pub mod stats;
+pub mod status;
+pub mod video;
+pub mod view;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use duet_call::{AudioOutput, CallConfig, CallError};
+use duet_media::source::{AudioSpec, VideoSpec};
+use duet_signal::RoleRequest;
+use eframe::egui;
+
+use call_end::CallEnd;
+use view::{Action, DeviceLists, EndView, SettingsForm};
+
+/// How long closing the window waits for the `bye` to go out.
+const HANG_UP_LIMIT: Duration = Duration::from_millis(1500);
+
+/// How a window run ended, for the exit status.
+#[derive(Debug, Default)]
+pub struct WindowOutcome {
+    /// A call connected at some point.
+    pub connected: bool,
+    /// Why no call could be made, when none was.
+    pub failure: Option<CallError>,
+}
+
+/// The app icon, decoded from the PNG in `assets/`.
+fn icon() -> Option<egui::IconData> {
+    let decoder = png::Decoder::new(std::io::Cursor::new(
+        include_bytes!("../../../../assets/duet.png").as_slice(),
+    ));
+    let mut reader = decoder.read_info().ok()?;
+    let mut rgba = vec![0; reader.output_buffer_size()?];
+    let info = reader.next_frame(&mut rgba).ok()?;
+    if info.color_type != png::ColorType::Rgba || info.bit_depth != png::BitDepth::Eight {
+        return None;
+    }
+    rgba.truncate(info.buffer_size());
+    Some(egui::IconData {
+        rgba,
+        width: info.width,
+        height: info.height,
+    })
+}
+
+fn native_options(title: &str, size: [f32; 2]) -> eframe::NativeOptions {
+    let mut viewport = egui::ViewportBuilder::default()
+        .with_title(title)
+        .with_app_id("duet")
+        .with_inner_size(size)
+        .with_min_inner_size([480.0, 360.0]);
+    if let Some(icon) = icon() {
+        viewport = viewport.with_icon(icon);
+    }
+    eframe::NativeOptions {
+        viewport,
+        renderer: eframe::Renderer::Glow,
+        // Frames are drawn when a picture arrives (30 a second), not at the
+        // display's refresh; and waiting for a vertical blank that a software
+        // renderer only emulates stalled the window under Xvfb.
+        glow_options: egui_glow_options(),
+        ..Default::default()
+    }
+}
+
+fn egui_glow_options() -> eframe::egui_glow::GlowConfiguration {
+    eframe::egui_glow::GlowConfiguration {
+        vsync: false,
+        ..Default::default()
+    }
+}
+
+/// Opens the window and runs until it is closed (or SIGINT/SIGTERM).
+fn run_window(
+    runtime: &tokio::runtime::Runtime,
+    title: &str,
+    size: [f32; 2],
+    make: impl FnOnce(egui::Context, Arc<AtomicBool>) -> Box<dyn eframe::App> + 'static,
+) -> anyhow::Result<()> {
+    let interrupted = Arc::new(AtomicBool::new(false));
+    let result = eframe::run_native(
+        "duet",
+        native_options(title, size),
+        Box::new({
+            let interrupted = Arc::clone(&interrupted);
+            let handle = runtime.handle().clone();
+            move |cc| {
+                let ctx = cc.egui_ctx.clone();
+                ctx.set_visuals(egui::Visuals::dark());
+                // SIGINT/SIGTERM close the window the same way the close button does.
+                handle.spawn({
+                    let (ctx, interrupted) = (ctx.clone(), Arc::clone(&interrupted));
+                    async move {
+                        crate::shutdown_signal().await;
+                        interrupted.store(true, Ordering::Relaxed);
+                        ctx.request_repaint();
+                    }
+                });
+                Ok(make(ctx, interrupted))
+            }
+        }),
+    );
+    result.map_err(|err| {
+        anyhow::anyhow!("cannot open a window: {err} (no display? set DISPLAY, or add --headless)")
+    })
+}
+
+/// Whether this frame closes the window: the close button, or a signal.
+fn closing(ctx: &egui::Context, interrupted: &AtomicBool) -> bool {
+    let asked = ctx.input(|input| input.viewport().close_requested());
+    if interrupted.swap(false, Ordering::Relaxed) {
+        ctx.send_viewport_cmd(egui::ViewportCommand::Close);
+        return true;
+    }
+    asked
+}
+
+/// Device lists, found on a thread of their own (listing can take a while).
+#[derive(Debug, Clone, Default)]
+struct DeviceCatalog {
+    found: Arc<Mutex<Option<DeviceLists>>>,
+}
+
+impl DeviceCatalog {
+    fn load(ctx: egui::Context) -> DeviceCatalog {
+        let catalog = DeviceCatalog::default();
+        let found = Arc::clone(&catalog.found);
+        let spawned = std::thread::Builder::new()
+            .name("duet-devices".into())
+            .spawn(move || {
+                use duet_media::devices::{list_audio_devices, list_cameras};
+                let lists = DeviceLists {
+                    cameras: list_cameras()
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|camera| (camera.index, camera.name))
+                        .collect(),
+                    microphones: list_audio_devices(true).unwrap_or_default(),
+                    speakers: list_audio_devices(false).unwrap_or_default(),
+                };
+                if let Ok(mut found) = found.lock() {
+                    *found = Some(lists);
+                }
+                ctx.request_repaint();
+            });
+        if let Err(err) = spawned {
+            tracing::warn!(%err, "cannot look for devices");
+        }
+        catalog
+    }
+
+    fn lists(&self) -> Option<DeviceLists> {
+        self.found.lock().ok().and_then(|found| found.clone())
+    }
+}
+
+/// The person's view choices that are not part of the call.
+#[derive(Debug, Default)]
+struct ViewChoices {
+    show_stats: bool,
+    fullscreen: bool,
+    settings_open: bool,
+}
+
+impl ViewChoices {
+    /// Carries out `action` on `end`, or on the view.
+    fn apply(
+        &mut self,
+        action: Action,
+        end: &mut CallEnd,
+        form: &SettingsForm,
+        ctx: &egui::Context,
+    ) {
+        match action {
+            Action::ToggleMute => end.toggle_mute(),
+            Action::ToggleCamera => end.toggle_camera(),
+            Action::HangUpOrCall => {
+                if !end.running() {
+                    end.set_destination(&form.server, &form.room);
+                }
+                end.hang_up_or_call();
+            }
+            Action::ToggleStats => self.show_stats = !self.show_stats,
+            Action::ToggleFullscreen => {
+                self.fullscreen = !self.fullscreen;
+                ctx.send_viewport_cmd(egui::ViewportCommand::Fullscreen(self.fullscreen));
+            }
+            Action::ToggleSettings => self.settings_open = !self.settings_open,
+            Action::SwitchVideo(spec) => end.switch_video(spec),
+            Action::SwitchAudio(spec) => end.switch_audio(spec),
+            Action::SwitchSpeaker(name) => end.switch_speaker(name),
+        }
+    }
+}
+
+/// What to draw for `end`.
+fn end_view<'a>(
+    end: &'a mut CallEnd,
+    choices: &ViewChoices,
+    title: Option<&'a str>,
+    now: Instant,
+) -> EndView<'a> {
+    let line = end.status().line(now);
+    let (muted, camera_off, running) = (end.muted(), end.camera_off(), end.running());
+    let (remote, local) = end.textures();
+    let picture = |texture: &egui::TextureHandle| (texture.id(), texture.size_vec2());
+    let (remote, local) = (remote.map(picture), local.map(picture));
+    EndView {
+        title,
+        line,
+        notices: end.status().notices(),
+        remote,
+        local,
+        muted,
+        camera_off,
+        running,
+        stats: end.stats(),
+        show_stats: choices.show_stats,
+        fullscreen: choices.fullscreen,
+        settings_open: choices.settings_open,
+    }
+}
+
+fn form_for(config: &CallConfig) -> SettingsForm {
+    SettingsForm {
+        server: config.server.clone(),
+        room: config.room.clone(),
+        video: config.video.clone(),
+        audio: config.audio.clone(),
+        speaker: match &config.audio_output {
+            AudioOutput::Speaker(name) => name.clone(),
+            _ => None,
+        },
+    }
+}
+
+/// The window of one call.
+struct CallWindow {
+    end: CallEnd,
+    form: SettingsForm,
+    devices: DeviceCatalog,
+    choices: ViewChoices,
+    interrupted: Arc<AtomicBool>,
+    outcome: Arc<Mutex<WindowOutcome>>,
+    /// `--duration`: hang up and close after this long connected.
+    close_after: Option<Duration>,
+}
+
+impl eframe::App for CallWindow {
+    fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
+        let ctx = ui.ctx().clone();
+        let now = Instant::now();
+        self.end.poll(now);
+        let timed_out = matches!(
+            (self.close_after, self.end.connected_for(now)),
+            (Some(limit), Some(connected)) if connected >= limit
+        );
+        if timed_out {
+            ctx.send_viewport_cmd(egui::ViewportCommand::Close);
+        }
+        if closing(&ctx, &self.interrupted) || timed_out {
+            self.end.hang_up_and_wait(HANG_UP_LIMIT);
+            if let Ok(mut outcome) = self.outcome.lock() {
+                outcome.connected = self.end.ever_connected();
+                outcome.failure = self.end.last_error().cloned();
+            }
+            return;
+        }
+        let mut actions = view::shortcuts(&ctx);
+        if self.choices.settings_open {
+            let devices = self.devices.lists();
+            let can_edit = !self.end.running();
+            egui::Panel::right("settings")
+                .resizable(false)
+                .default_size(260.0)
+                .show(ui, |ui| {
+                    actions.extend(view::settings_panel(
+                        ui,
+                        &mut self.form,
+                        devices.as_ref(),
+                        can_edit,
+                    ));
+                });
+        }
+        let view = end_view(&mut self.end, &self.choices, None, now);
+        actions.extend(view::end_view(ui, &view, "call"));
+        for action in actions {
+            self.choices.apply(action, &mut self.end, &self.form, &ctx);
+        }
+    }
+}
+
+/// `duet caller`/`callee`/`call` with a window: calls at once with `config`,
+/// then lets the person hang up, call again, change devices, server and room.
+pub fn run_call_window(
+    runtime: &tokio::runtime::Runtime,
+    config: CallConfig,
+    close_after: Option<Duration>,
+) -> anyhow::Result<WindowOutcome> {
+    let outcome = Arc::new(Mutex::new(WindowOutcome::default()));
+    let title = format!("Duet — room {}", config.room);
+    run_window(runtime, &title, [960.0, 720.0], {
+        let outcome = Arc::clone(&outcome);
+        let handle = runtime.handle().clone();
+        move |ctx, interrupted| {
+            let devices = DeviceCatalog::load(ctx.clone());
+            let form = form_for(&config);
+            let mut end = CallEnd::new(handle, ctx, config);
+            end.start();
+            Box::new(CallWindow {
+                end,
+                form,
+                devices,
+                choices: ViewChoices::default(),
+                interrupted,
+                outcome,
+                close_after,
+            })
+        }
+    })?;
+    Ok(take(&outcome))
+}
+
+fn take(outcome: &Mutex<WindowOutcome>) -> WindowOutcome {
+    outcome
+        .lock()
+        .map(|mut outcome| std::mem::take(&mut *outcome))
+        .unwrap_or_default()
+}
+
+/// `duet demo`'s window: both ends of a call through an embedded server.
+struct DemoWindow {
+    you: CallEnd,
+    them: CallEnd,
+    form: SettingsForm,
+    devices: DeviceCatalog,
+    you_choices: ViewChoices,
+    them_choices: ViewChoices,
+    server_url: String,
+    interrupted: Arc<AtomicBool>,
+    outcome: Arc<Mutex<WindowOutcome>>,
+}
+
+impl eframe::App for DemoWindow {
+    fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
+        let ctx = ui.ctx().clone();
+        let now = Instant::now();
+        self.you.poll(now);
+        self.them.poll(now);
+        if closing(&ctx, &self.interrupted) {
+            self.you.hang_up_and_wait(HANG_UP_LIMIT);
+            self.them.hang_up_and_wait(HANG_UP_LIMIT);
+            if let Ok(mut outcome) = self.outcome.lock() {
+                outcome.connected = self.you.ever_connected();
+                outcome.failure = self.you.last_error().cloned();
+            }
+            return;
+        }
+        // Shortcuts act on your end.
+        let mut you_actions = view::shortcuts(&ctx);
+        let mut them_actions = Vec::new();
+        egui::Panel::top("demo-banner")
+            .resizable(false)
+            .show(ui, |ui| {
+                ui.add_space(4.0);
+                ui.label(
+                    egui::RichText::new(format!(
+                        "Duet demo: a real call between two ends on this machine, through a signaling server at {}",
+                        self.server_url
+                    ))
+                    .weak(),
+                );
+                ui.add_space(4.0);
+            });
+        if self.you_choices.settings_open {
+            let devices = self.devices.lists();
+            egui::Panel::right("settings")
+                .resizable(false)
+                .default_size(260.0)
+                .show(ui, |ui| {
+                    you_actions.extend(view::settings_panel(
+                        ui,
+                        &mut self.form,
+                        devices.as_ref(),
+                        false,
+                    ));
+                });
+        }
+        let you_view = end_view(
+            &mut self.you,
+            &self.you_choices,
+            Some("You · caller · camera and microphone when present"),
+            now,
+        );
+        let them_view = end_view(
+            &mut self.them,
+            &self.them_choices,
+            Some("The other end · callee · test pattern and beeps"),
+            now,
+        );
+        egui::CentralPanel::default()
+            .frame(egui::Frame::new())
+            .show(ui, |ui| {
+                ui.columns(2, |columns| {
+                    you_actions.extend(view::end_view(&mut columns[0], &you_view, "you"));
+                    them_actions.extend(view::end_view(&mut columns[1], &them_view, "them"));
+                });
+            });
+        for action in you_actions {
+            self.you_choices
+                .apply(action, &mut self.you, &self.form, &ctx);
+        }
+        let them_form = form_for(self.them.config());
+        for action in them_actions {
+            self.them_choices
+                .apply(action, &mut self.them, &them_form, &ctx);
+        }
+    }
+}
+
+/// `duet demo`: an embedded signaling server on a free port, a caller (camera
+/// and microphone when present, test signals otherwise) and a callee (always
+/// the test signals, so one camera is never opened twice), in one window.
+pub fn run_demo(runtime: &tokio::runtime::Runtime) -> anyhow::Result<WindowOutcome> {
+    let server = {
+        let _guard = runtime.enter();
+        let bound = duet_signal::SignalServer::bind(
+            std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+            None,
+            duet_signal::ServerConfig::default(),
+        )?;
+        bound.spawn()
+    };
+    let server_url = server.url().to_owned();
+    tracing::info!("demo signaling server at {server_url}");
+    let room = "demo";
+    let mut you = CallConfig::new(&server_url, room, RoleRequest::Caller);
+    you.video = VideoSpec::Camera(0);
+    you.audio = AudioSpec::Mic(None);
+    let mut them = CallConfig::new(&server_url, room, RoleRequest::Callee);
+    them.video = VideoSpec::Test;
+    them.audio = AudioSpec::Test;
+    them.tone_hz = 660.0;
+    // Both ends play on one machine: only yours is heard, or it would echo.
+    them.audio_output = AudioOutput::Discard;
+
+    let outcome = Arc::new(Mutex::new(WindowOutcome::default()));
+    let result = run_window(runtime, "Duet — demo", [1280.0, 680.0], {
+        let outcome = Arc::clone(&outcome);
+        let handle = runtime.handle().clone();
+        move |ctx, interrupted| {
+            let devices = DeviceCatalog::load(ctx.clone());
+            let form = form_for(&you);
+            let mut you = CallEnd::new(handle.clone(), ctx.clone(), you);
+            let mut them = CallEnd::new(handle, ctx, them);
+            them.start();
+            you.start();
+            Box::new(DemoWindow {
+                you,
+                them,
+                form,
+                devices,
+                you_choices: ViewChoices::default(),
+                them_choices: ViewChoices::default(),
+                server_url,
+                interrupted,
+                outcome,
+            })
+        }
+    });
+    let stopped = runtime.block_on(async {
+        tokio::time::timeout(Duration::from_millis(500), server.shutdown()).await
+    });
+    if let Ok(Err(err)) = stopped {
+        tracing::warn!(%err, "the demo server did not stop cleanly");
+    }
+    result?;
+    Ok(take(&outcome))
+}

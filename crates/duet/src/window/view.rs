@@ -1,0 +1,721 @@
+//! Drawing: plain functions from what to show ([`EndView`], [`SettingsForm`])
+//! to what the person asked for ([`Action`]). They hold no call state and do
+//! no I/O, which is what lets `egui_kittest` test them without a call.
+
+use duet_media::source::{AudioSpec, VideoSpec};
+use eframe::egui::{self, Color32, Rect, RichText, Vec2, pos2};
+
+use super::stats::StatsView;
+use super::status::{StatusLine, Tone};
+
+/// Something the person asked for, by a click or a key.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// M: mute or unmute the microphone.
+    ToggleMute,
+    /// V: camera off or on.
+    ToggleCamera,
+    /// H: hang up, or call again when no call runs.
+    HangUpOrCall,
+    /// S: the stats overlay.
+    ToggleStats,
+    /// F: full screen.
+    ToggleFullscreen,
+    /// The settings panel.
+    ToggleSettings,
+    /// Another camera (or the test pattern).
+    SwitchVideo(VideoSpec),
+    /// Another microphone (or the test beeps).
+    SwitchAudio(AudioSpec),
+    /// Another speaker (`None`: the default one).
+    SwitchSpeaker(Option<String>),
+}
+
+/// One end of a call, as it is to be drawn.
+#[derive(Debug, Clone)]
+pub struct EndView<'a> {
+    /// Names the end when a window shows two (`duet demo`).
+    pub title: Option<&'a str>,
+    /// The status line.
+    pub line: StatusLine,
+    /// Device fallbacks and the like.
+    pub notices: &'a [String],
+    /// The remote picture: texture and pixel size.
+    pub remote: Option<(egui::TextureId, Vec2)>,
+    /// The self-view.
+    pub local: Option<(egui::TextureId, Vec2)>,
+    /// Microphone muted.
+    pub muted: bool,
+    /// Camera off.
+    pub camera_off: bool,
+    /// A session runs (the red button hangs up; otherwise it calls).
+    pub running: bool,
+    /// Figures for the overlay, when it is shown.
+    pub stats: Option<&'a StatsView>,
+    /// The overlay is on (it may have no figures yet).
+    pub show_stats: bool,
+    /// The window is full screen.
+    pub fullscreen: bool,
+    /// The settings panel is open.
+    pub settings_open: bool,
+}
+
+/// The keyboard shortcuts pressed this frame; none while a text field has the keyboard.
+pub fn shortcuts(ctx: &egui::Context) -> Vec<Action> {
+    if ctx.egui_wants_keyboard_input() {
+        return Vec::new();
+    }
+    ctx.input(|input| {
+        [
+            (egui::Key::M, Action::ToggleMute),
+            (egui::Key::V, Action::ToggleCamera),
+            (egui::Key::H, Action::HangUpOrCall),
+            (egui::Key::S, Action::ToggleStats),
+            (egui::Key::F, Action::ToggleFullscreen),
+        ]
+        .into_iter()
+        .filter(|(key, _)| input.key_pressed(*key) && input.modifiers.is_none())
+        .map(|(_, action)| action)
+        .collect()
+    })
+}
+
+fn tone_colour(tone: Tone) -> Color32 {
+    match tone {
+        Tone::Busy => Color32::from_rgb(0xb8, 0xc4, 0xd6),
+        Tone::Good => Color32::from_rgb(0x6d, 0xd1, 0x8a),
+        Tone::Warning => Color32::from_rgb(0xf0, 0xb4, 0x4c),
+        Tone::Error => Color32::from_rgb(0xf2, 0x6d, 0x6d),
+    }
+}
+
+/// Draws one end of a call in `ui`: status line on top, controls below, the
+/// remote picture (or a calm state screen) between, and the self-view in a corner.
+pub fn end_view(ui: &mut egui::Ui, view: &EndView<'_>, id: &str) -> Vec<Action> {
+    let mut actions = Vec::new();
+    egui::Panel::top(format!("{id}-status"))
+        .resizable(false)
+        .show(ui, |ui| {
+            ui.add_space(4.0);
+            if let Some(title) = view.title {
+                ui.label(RichText::new(title).small().weak());
+            }
+            ui.label(
+                RichText::new(&view.line.headline)
+                    .size(18.0)
+                    .strong()
+                    .color(tone_colour(view.line.tone)),
+            );
+            ui.label(RichText::new(&view.line.detail).weak());
+            ui.add_space(4.0);
+        });
+    egui::Panel::bottom(format!("{id}-controls"))
+        .resizable(false)
+        .show(ui, |ui| {
+            ui.add_space(4.0);
+            for notice in view.notices {
+                ui.label(
+                    RichText::new(format!("Notice: {notice}")).color(tone_colour(Tone::Warning)),
+                );
+            }
+            ui.horizontal_wrapped(|ui| controls(ui, view, &mut actions));
+            ui.add_space(4.0);
+        });
+    egui::CentralPanel::default()
+        .frame(egui::Frame::new().fill(Color32::from_gray(14)))
+        .show(ui, |ui| {
+            let area = ui.max_rect();
+            match view.remote {
+                Some((texture, size)) => {
+                    ui.painter().image(
+                        texture,
+                        fit(area, size),
+                        Rect::from_min_max(pos2(0.0, 0.0), pos2(1.0, 1.0)),
+                        Color32::WHITE,
+                    );
+                }
+                None => state_screen(ui, area, &view.line),
+            }
+            if let Some((texture, size)) = view.local {
+                // Mirrored, as people expect to see themselves.
+                let pip = picture_in_picture(area, size);
+                ui.painter()
+                    .rect_filled(pip.expand(2.0), 4.0, Color32::from_gray(60));
+                ui.painter().image(
+                    texture,
+                    pip,
+                    Rect::from_min_max(pos2(1.0, 0.0), pos2(0.0, 1.0)),
+                    Color32::WHITE,
+                );
+            }
+            if view.show_stats {
+                stats_overlay(ui, area, view.stats);
+            }
+        });
+    actions
+}
+
+fn controls(ui: &mut egui::Ui, view: &EndView<'_>, actions: &mut Vec<Action>) {
+    let mute = if view.muted { "Unmute (M)" } else { "Mute (M)" };
+    if ui
+        .add(egui::Button::new(mute).selected(view.muted))
+        .clicked()
+    {
+        actions.push(Action::ToggleMute);
+    }
+    let camera = if view.camera_off {
+        "Camera on (V)"
+    } else {
+        "Camera off (V)"
+    };
+    if ui
+        .add(egui::Button::new(camera).selected(view.camera_off))
+        .clicked()
+    {
+        actions.push(Action::ToggleCamera);
+    }
+    let (call, colour) = if view.running {
+        ("Hang up (H)", Color32::from_rgb(0xc0, 0x39, 0x2b))
+    } else {
+        ("Call (H)", Color32::from_rgb(0x23, 0x8b, 0x4f))
+    };
+    if ui
+        .add(egui::Button::new(RichText::new(call).color(Color32::WHITE)).fill(colour))
+        .clicked()
+    {
+        actions.push(Action::HangUpOrCall);
+    }
+    if ui
+        .add(egui::Button::new("Stats (S)").selected(view.show_stats))
+        .clicked()
+    {
+        actions.push(Action::ToggleStats);
+    }
+    if ui
+        .add(egui::Button::new("Full screen (F)").selected(view.fullscreen))
+        .clicked()
+    {
+        actions.push(Action::ToggleFullscreen);
+    }
+    if ui
+        .add(egui::Button::new("Settings").selected(view.settings_open))
+        .clicked()
+    {
+        actions.push(Action::ToggleSettings);
+    }
+}
+
+/// What shows where the remote picture will be: where the call is, calmly.
+fn state_screen(ui: &mut egui::Ui, area: Rect, line: &StatusLine) {
+    let centre = area.center();
+    let radius = (area.height().min(area.width()) * 0.08).clamp(14.0, 40.0);
+    let colour = tone_colour(line.tone);
+    ui.painter().circle_stroke(
+        centre - Vec2::new(0.0, radius * 1.6),
+        radius,
+        egui::Stroke::new(3.0, colour.gamma_multiply(0.6)),
+    );
+    let text_area = Rect::from_center_size(
+        centre + Vec2::new(0.0, radius),
+        Vec2::new(area.width() * 0.85, radius * 3.0),
+    );
+    ui.scope_builder(egui::UiBuilder::new().max_rect(text_area), |ui| {
+        ui.vertical_centered(|ui| {
+            ui.label(RichText::new(&line.headline).size(20.0).color(colour));
+            ui.label(RichText::new(&line.detail).color(Color32::from_gray(170)));
+        });
+    });
+}
+
+fn stats_overlay(ui: &mut egui::Ui, area: Rect, stats: Option<&StatsView>) {
+    let lines = match stats {
+        Some(stats) => stats.lines(),
+        None => vec!["measuring…".to_owned()],
+    };
+    let rect = Rect::from_min_size(area.min + Vec2::splat(10.0), Vec2::new(340.0, 92.0));
+    ui.scope_builder(egui::UiBuilder::new().max_rect(rect), |ui| {
+        egui::Frame::new()
+            .fill(Color32::from_black_alpha(180))
+            .corner_radius(6.0)
+            .inner_margin(8.0)
+            .show(ui, |ui| {
+                for line in lines {
+                    ui.label(
+                        RichText::new(line)
+                            .monospace()
+                            .size(11.0)
+                            .color(Color32::WHITE),
+                    );
+                }
+            });
+    });
+}
+
+/// The largest rectangle of `size`'s aspect ratio centred in `area`.
+pub fn fit(area: Rect, size: Vec2) -> Rect {
+    if size.x <= 0.0 || size.y <= 0.0 {
+        return area;
+    }
+    let scale = (area.width() / size.x).min(area.height() / size.y);
+    Rect::from_center_size(area.center(), size * scale)
+}
+
+/// The self-view's place: bottom right, about a quarter of the width.
+pub fn picture_in_picture(area: Rect, size: Vec2) -> Rect {
+    let width = (area.width() * 0.28).clamp(96.0, 360.0);
+    let height = if size.x > 0.0 {
+        width * size.y / size.x
+    } else {
+        width * 0.75
+    };
+    let margin = 12.0;
+    Rect::from_min_size(
+        pos2(
+            area.right() - width - margin,
+            area.bottom() - height - margin,
+        ),
+        Vec2::new(width, height),
+    )
+}
+
+/// The devices found, for the settings panel.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DeviceLists {
+    /// Cameras: index and name.
+    pub cameras: Vec<(u32, String)>,
+    /// Microphone names.
+    pub microphones: Vec<String>,
+    /// Speaker names.
+    pub speakers: Vec<String>,
+}
+
+/// The settings panel's editable fields and what is in use.
+#[derive(Debug, Clone)]
+pub struct SettingsForm {
+    /// Server URL for the next call.
+    pub server: String,
+    /// Room for the next call.
+    pub room: String,
+    /// Video source in use.
+    pub video: VideoSpec,
+    /// Audio source in use.
+    pub audio: AudioSpec,
+    /// Speaker in use (`None`: the default one).
+    pub speaker: Option<String>,
+}
+
+/// Draws the settings; returns device switches. Server and room are edited in
+/// place, and only while `can_edit_destination` (no call running).
+pub fn settings_panel(
+    ui: &mut egui::Ui,
+    form: &mut SettingsForm,
+    devices: Option<&DeviceLists>,
+    can_edit_destination: bool,
+) -> Vec<Action> {
+    let mut actions = Vec::new();
+    ui.heading("Settings");
+    ui.add_space(6.0);
+    let label = ui.label("Server");
+    ui.add_enabled(
+        can_edit_destination,
+        egui::TextEdit::singleline(&mut form.server).hint_text("ws://host:8787"),
+    )
+    .labelled_by(label.id);
+    let label = ui.label("Room");
+    ui.add_enabled(
+        can_edit_destination,
+        egui::TextEdit::singleline(&mut form.room).hint_text("duet"),
+    )
+    .labelled_by(label.id);
+    if !can_edit_destination {
+        ui.label(
+            RichText::new("Hang up to change the server or room.")
+                .small()
+                .weak(),
+        );
+    }
+    ui.separator();
+    let Some(devices) = devices else {
+        ui.label("Looking for devices…");
+        return actions;
+    };
+
+    let label = ui.label("Camera");
+    let mut video = form.video.clone();
+    egui::ComboBox::from_id_salt("camera")
+        .selected_text(video_name(&video, devices))
+        .width(220.0)
+        .show_ui(ui, |ui| {
+            for (index, name) in &devices.cameras {
+                ui.selectable_value(&mut video, VideoSpec::Camera(*index), name);
+            }
+            ui.selectable_value(&mut video, VideoSpec::Test, "Test pattern");
+        })
+        .response
+        .labelled_by(label.id);
+    if video != form.video {
+        form.video = video.clone();
+        actions.push(Action::SwitchVideo(video));
+    }
+    if devices.cameras.is_empty() {
+        ui.label(RichText::new("No camera found.").small().weak());
+    }
+
+    let label = ui.label("Microphone");
+    let mut audio = form.audio.clone();
+    egui::ComboBox::from_id_salt("microphone")
+        .selected_text(audio_name(&audio))
+        .width(220.0)
+        .show_ui(ui, |ui| {
+            for name in &devices.microphones {
+                ui.selectable_value(&mut audio, AudioSpec::Mic(Some(name.clone())), name);
+            }
+            ui.selectable_value(&mut audio, AudioSpec::Test, "Test beeps");
+        })
+        .response
+        .labelled_by(label.id);
+    if audio != form.audio {
+        form.audio = audio.clone();
+        actions.push(Action::SwitchAudio(audio));
+    }
+    if devices.microphones.is_empty() {
+        ui.label(RichText::new("No microphone found.").small().weak());
+    }
+
+    let label = ui.label("Speaker");
+    let mut speaker = form.speaker.clone();
+    egui::ComboBox::from_id_salt("speaker")
+        .selected_text(speaker.as_deref().unwrap_or("Default"))
+        .width(220.0)
+        .show_ui(ui, |ui| {
+            ui.selectable_value(&mut speaker, None, "Default");
+            for name in &devices.speakers {
+                ui.selectable_value(&mut speaker, Some(name.clone()), name);
+            }
+        })
+        .response
+        .labelled_by(label.id);
+    if speaker != form.speaker {
+        form.speaker = speaker.clone();
+        actions.push(Action::SwitchSpeaker(speaker));
+    }
+    if devices.speakers.is_empty() {
+        ui.label(
+            RichText::new("No speaker found: sound is not played.")
+                .small()
+                .weak(),
+        );
+    }
+    actions
+}
+
+fn video_name(spec: &VideoSpec, devices: &DeviceLists) -> String {
+    match spec {
+        VideoSpec::Camera(index) => devices
+            .cameras
+            .iter()
+            .find(|(i, _)| i == index)
+            .map_or_else(|| format!("Camera {index}"), |(_, name)| name.clone()),
+        VideoSpec::Test => "Test pattern".to_owned(),
+        VideoSpec::File(path) => path.display().to_string(),
+        VideoSpec::None => "None".to_owned(),
+    }
+}
+
+fn audio_name(spec: &AudioSpec) -> String {
+    match spec {
+        AudioSpec::Mic(None) => "Default microphone".to_owned(),
+        AudioSpec::Mic(Some(name)) => name.clone(),
+        AudioSpec::Test => "Test beeps".to_owned(),
+        AudioSpec::File(path) => path.display().to_string(),
+        AudioSpec::None => "None".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use duet_call::CallError;
+    use duet_signal::{ClientError, ErrorCode, RoleRequest};
+    use egui_kittest::Harness;
+    use egui_kittest::kittest::Queryable;
+
+    use super::*;
+    use crate::window::status::CallStatus;
+
+    fn line(headline: &str, detail: &str, tone: Tone) -> StatusLine {
+        StatusLine {
+            headline: headline.into(),
+            detail: detail.into(),
+            tone,
+        }
+    }
+
+    /// Fails unless some node's label contains `text`.
+    fn shows<State>(harness: &Harness<'_, State>, text: &str) {
+        assert!(
+            harness.query_all_by_label_contains(text).count() > 0,
+            "nothing on screen says {text:?}"
+        );
+    }
+
+    fn view(line: StatusLine) -> EndView<'static> {
+        EndView {
+            title: None,
+            line,
+            notices: &[],
+            remote: None,
+            local: None,
+            muted: false,
+            camera_off: false,
+            running: true,
+            stats: None,
+            show_stats: false,
+            fullscreen: false,
+            settings_open: false,
+        }
+    }
+
+    /// A harness that draws `view` and collects the actions it returns.
+    fn harness(view: EndView<'static>) -> Harness<'static, Vec<Action>> {
+        let mut harness = Harness::builder()
+            .with_size(Vec2::new(900.0, 600.0))
+            .build_ui_state(
+                move |ui, actions: &mut Vec<Action>| {
+                    actions.extend(end_view(ui, &view, "test"));
+                },
+                Vec::new(),
+            );
+        harness.run();
+        harness
+    }
+
+    #[test]
+    fn the_status_line_and_the_state_screen_say_where_the_call_is() {
+        let harness = harness(view(line(
+            "Waiting for the other person",
+            "Room “den”. They join with: duet callee --server ws://h:1 --room den",
+            Tone::Busy,
+        )));
+        assert!(
+            harness
+                .query_all_by_label("Waiting for the other person")
+                .count()
+                >= 2,
+            "in the status line and on the state screen"
+        );
+        shows(&harness, "duet callee --server ws://h:1 --room den");
+    }
+
+    #[test]
+    fn every_control_button_asks_for_its_action() {
+        let mut harness = harness(view(line("In call · 0:03", "Room “den”", Tone::Good)));
+        for (label, action) in [
+            ("Mute (M)", Action::ToggleMute),
+            ("Camera off (V)", Action::ToggleCamera),
+            ("Hang up (H)", Action::HangUpOrCall),
+            ("Stats (S)", Action::ToggleStats),
+            ("Full screen (F)", Action::ToggleFullscreen),
+            ("Settings", Action::ToggleSettings),
+        ] {
+            harness.state_mut().clear();
+            harness.get_by_label(label).click();
+            harness.run();
+            assert_eq!(harness.state(), &vec![action], "{label}");
+        }
+    }
+
+    #[test]
+    fn the_buttons_say_what_they_will_do_next() {
+        let mut muted = view(line(
+            "Call ended",
+            "Press H or Call to call again.",
+            Tone::Busy,
+        ));
+        muted.muted = true;
+        muted.camera_off = true;
+        muted.running = false;
+        let harness = harness(muted);
+        harness.get_by_label("Unmute (M)");
+        harness.get_by_label("Camera on (V)");
+        harness.get_by_label("Call (H)");
+        assert!(harness.query_by_label("Hang up (H)").is_none());
+    }
+
+    #[test]
+    fn errors_show_in_plain_words_with_what_to_do() {
+        let mut status = CallStatus::new("ws://h:1", "den", RoleRequest::Caller);
+        status.fail(&CallError::Signaling(ClientError::Rejected {
+            code: ErrorCode::RoomFull,
+            message: "room full".into(),
+        }));
+        let harness = harness(view(status.line(Instant::now())));
+        shows(&harness, "Room “den” is full");
+        shows(&harness, "Pick another room in Settings");
+
+        let mut status = CallStatus::new("ws://nowhere.test:9", "den", RoleRequest::Caller);
+        status.fail(&CallError::Signaling(ClientError::Unreachable {
+            url: "ws://nowhere.test:9/ws".into(),
+            reason: "refused".into(),
+        }));
+        let harness = self::harness(view(status.line(Instant::now())));
+        shows(&harness, "Cannot reach the server at ws://nowhere.test:9");
+        shows(&harness, "duet serve");
+    }
+
+    #[test]
+    fn device_fallback_notices_are_visible() {
+        let mut with_notice = view(line("In call · 0:01", "", Tone::Good));
+        with_notice.notices = Box::leak(Box::new(vec![
+            "no camera found; sending the test pattern".to_owned(),
+        ]));
+        let harness = harness(with_notice);
+        harness.get_by_label("Notice: no camera found; sending the test pattern");
+    }
+
+    #[test]
+    fn the_stats_overlay_shows_every_figure() {
+        let stats: &'static StatsView = Box::leak(Box::new(StatsView {
+            remote_size: Some((640, 480)),
+            fps_in: 30.0,
+            fps_out: 30.0,
+            kbps_in: 900.0,
+            kbps_out: 1000.0,
+            rtt_ms: Some(1.0),
+            packets_lost: Some(2),
+            video_latency_ms: Some(4.0),
+            audio_latency_ms: Some(47.0),
+        }));
+        let mut shown = view(line("In call · 0:05", "", Tone::Good));
+        shown.show_stats = true;
+        shown.stats = Some(stats);
+        let harness = harness(shown);
+        harness.get_by_label_contains("640×480 · 30 fps · 900 kbit/s");
+        harness.get_by_label_contains("30 fps · 1000 kbit/s");
+        harness.get_by_label_contains("RTT 1 ms · 2 packets lost");
+        harness.get_by_label_contains("video 4 ms · audio 47 ms");
+
+        let mut waiting = view(line("In call · 0:00", "", Tone::Good));
+        waiting.show_stats = true;
+        harness_with(waiting).get_by_label("measuring…");
+    }
+
+    fn harness_with(view: EndView<'static>) -> Harness<'static, Vec<Action>> {
+        harness(view)
+    }
+
+    #[test]
+    fn keyboard_shortcuts_map_to_actions() {
+        let mut harness = Harness::builder().build_ui_state(
+            |ui, actions: &mut Vec<Action>| actions.extend(shortcuts(ui.ctx())),
+            Vec::new(),
+        );
+        for (key, action) in [
+            (egui::Key::M, Action::ToggleMute),
+            (egui::Key::V, Action::ToggleCamera),
+            (egui::Key::H, Action::HangUpOrCall),
+            (egui::Key::S, Action::ToggleStats),
+            (egui::Key::F, Action::ToggleFullscreen),
+        ] {
+            harness.state_mut().clear();
+            harness.key_press(key);
+            harness.run();
+            assert_eq!(harness.state(), &vec![action], "{key:?}");
+        }
+    }
+
+    #[derive(Debug)]
+    struct SettingsState {
+        form: SettingsForm,
+        actions: Vec<Action>,
+    }
+
+    fn settings_harness(devices: DeviceLists, can_edit: bool) -> Harness<'static, SettingsState> {
+        let state = SettingsState {
+            form: SettingsForm {
+                server: "ws://h:1".into(),
+                room: "den".into(),
+                video: VideoSpec::Camera(0),
+                audio: AudioSpec::Mic(None),
+                speaker: None,
+            },
+            actions: Vec::new(),
+        };
+        let mut harness = Harness::builder()
+            .with_size(Vec2::new(400.0, 600.0))
+            .build_ui_state(
+                move |ui, state: &mut SettingsState| {
+                    let mut actions = shortcuts(ui.ctx());
+                    actions.extend(settings_panel(
+                        ui,
+                        &mut state.form,
+                        Some(&devices),
+                        can_edit,
+                    ));
+                    state.actions.extend(actions);
+                },
+                state,
+            );
+        harness.run();
+        harness
+    }
+
+    #[test]
+    fn settings_switch_devices_and_edit_server_and_room_without_triggering_shortcuts() {
+        let devices = DeviceLists {
+            cameras: vec![(0, "Front camera".into()), (1, "USB camera".into())],
+            microphones: vec!["Headset".into()],
+            speakers: vec!["Headphones".into()],
+        };
+        let mut harness = settings_harness(devices, true);
+        harness.get_by_label("Camera").click();
+        harness.run();
+        harness.get_by_label("USB camera").click();
+        harness.run();
+        assert_eq!(
+            harness.state().actions,
+            vec![Action::SwitchVideo(VideoSpec::Camera(1))]
+        );
+
+        harness.state_mut().actions.clear();
+        harness.get_by_label("Speaker").click();
+        harness.run();
+        harness.get_by_label("Headphones").click();
+        harness.run();
+        assert_eq!(
+            harness.state().actions,
+            vec![Action::SwitchSpeaker(Some("Headphones".into()))]
+        );
+
+        // Typing an M into the room is text, not the mute shortcut.
+        harness.state_mut().actions.clear();
+        harness.get_by_label("Room").focus();
+        harness.run();
+        harness.get_by_label("Room").type_text("m");
+        harness.run();
+        assert_eq!(harness.state().form.room, "denm");
+        assert!(
+            harness.state().actions.is_empty(),
+            "{:?}",
+            harness.state().actions
+        );
+    }
+
+    #[test]
+    fn settings_without_devices_offer_the_test_signals_and_say_why() {
+        let mut harness = settings_harness(DeviceLists::default(), false);
+        harness.get_by_label("No camera found.");
+        harness.get_by_label("No microphone found.");
+        harness.get_by_label("No speaker found: sound is not played.");
+        harness.get_by_label("Hang up to change the server or room.");
+        harness.get_by_label("Camera").click();
+        harness.run();
+        harness.get_by_label("Test pattern").click();
+        harness.run();
+        assert_eq!(
+            harness.state().actions,
+            vec![Action::SwitchVideo(VideoSpec::Test)]
+        );
+    }
+}

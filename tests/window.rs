@@ -1,0 +1,394 @@
+//! The real window under Xvfb: a windowed caller and a headless callee, and
+//! `duet demo`. Screenshots of the display are read for stamps, so a pass
+//! means real decoded video is on screen (not a placeholder), and the mirrored
+//! self-view shows the local camera picture. Closing the window (the
+//! WM_DELETE_WINDOW message a window manager sends for the close button)
+//! must hang up (the other peer hears `bye`) and exit 0 within 2 s.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use common::{LivePeer, Scratch};
+use duet_media::StampReader;
+
+/// Windows, like calls, one at a time: two cores are not enough for more.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+/// An Xvfb display of our own, stopped when dropped.
+struct VirtualDisplay {
+    server: Child,
+    name: String,
+}
+
+impl VirtualDisplay {
+    fn start() -> VirtualDisplay {
+        // A free display number: Xvfb refuses one whose lock file exists.
+        for number in (200 + std::process::id() % 500..).take(50) {
+            let name = format!(":{number}");
+            let socket = format!("/tmp/.X11-unix/X{number}");
+            if Path::new(&socket).exists() {
+                continue;
+            }
+            let mut server = Command::new("Xvfb")
+                .args([&name, "-screen", "0", "1280x800x24", "-nolisten", "tcp"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("Xvfb runs (./scripts/install-deps.sh installs it)");
+            let started = Instant::now();
+            while started.elapsed() < Duration::from_secs(10) {
+                if Path::new(&socket).exists() {
+                    return VirtualDisplay { server, name };
+                }
+                if server.try_wait().unwrap().is_some() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = server.kill();
+            let _ = server.wait();
+        }
+        panic!("no free X display for Xvfb");
+    }
+
+    /// The whole screen, as luma (BT.601 from the RGB pixels), width and height.
+    fn screenshot(&self, save_to: &Path) -> (Vec<u8>, usize, usize) {
+        let output = Command::new("import")
+            .args(["-display", &self.name, "-window", "root", "png:-"])
+            .output()
+            .expect("ImageMagick's import runs");
+        assert!(
+            output.status.success(),
+            "import failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        std::fs::write(save_to, &output.stdout).unwrap();
+        let mut decoder = png::Decoder::new(std::io::Cursor::new(output.stdout));
+        decoder.set_transformations(png::Transformations::normalize_to_color8());
+        let mut reader = decoder.read_info().unwrap();
+        let mut pixels = vec![0; reader.output_buffer_size().unwrap()];
+        let info = reader.next_frame(&mut pixels).unwrap();
+        let channels = info.color_type.samples();
+        let (w, h) = (info.width as usize, info.height as usize);
+        let luma = pixels[..w * h * channels]
+            .chunks_exact(channels)
+            .map(|px| {
+                // ImageMagick writes a grey PNG when every pixel is grey.
+                let (r, g, b) = if channels >= 3 {
+                    (f32::from(px[0]), f32::from(px[1]), f32::from(px[2]))
+                } else {
+                    (f32::from(px[0]), f32::from(px[0]), f32::from(px[0]))
+                };
+                (16.0 + (65.481 * r + 128.553 * g + 24.966 * b) / 255.0).round() as u8
+            })
+            .collect();
+        (luma, w, h)
+    }
+
+    /// Does what a window manager does for the close button: sends
+    /// WM_DELETE_WINDOW to every top-level window whose title contains `title`.
+    /// Returns the connection, to be kept open until the app is gone, as a
+    /// window manager's is: a sender that disconnected at once left Mesa's
+    /// software renderer in the app waiting forever in its next buffer swap
+    /// (Xvfb; 6 runs in 8), which no real desktop does.
+    fn close_window(&self, title: &str) -> x11rb::rust_connection::RustConnection {
+        use x11rb::connection::Connection as _;
+        use x11rb::protocol::xproto::{
+            AtomEnum, ClientMessageEvent, ConnectionExt as _, EventMask,
+        };
+        let (conn, screen) = x11rb::connect(Some(&self.name)).expect("connect to Xvfb");
+        let root = conn.setup().roots[screen].root;
+        let atom = |name: &[u8]| conn.intern_atom(false, name).unwrap().reply().unwrap().atom;
+        let (protocols, delete) = (atom(b"WM_PROTOCOLS"), atom(b"WM_DELETE_WINDOW"));
+        let (net_name, utf8) = (atom(b"_NET_WM_NAME"), atom(b"UTF8_STRING"));
+        let mut closed = 0;
+        for window in conn.query_tree(root).unwrap().reply().unwrap().children {
+            let name = conn
+                .get_property(false, window, net_name, utf8, 0, 1024)
+                .unwrap()
+                .reply()
+                .unwrap()
+                .value;
+            let name = if name.is_empty() {
+                conn.get_property(false, window, AtomEnum::WM_NAME, AtomEnum::ANY, 0, 1024)
+                    .unwrap()
+                    .reply()
+                    .unwrap()
+                    .value
+            } else {
+                name
+            };
+            if String::from_utf8_lossy(&name).contains(title) {
+                let event = ClientMessageEvent::new(32, window, protocols, [delete, 0, 0, 0, 0]);
+                conn.send_event(false, window, EventMask::NO_EVENT, event)
+                    .unwrap();
+                closed += 1;
+            }
+        }
+        conn.flush().unwrap();
+        assert!(closed > 0, "no window titled {title:?}");
+        conn
+    }
+}
+
+impl Drop for VirtualDisplay {
+    fn drop(&mut self) {
+        let _ = self.server.kill();
+        let _ = self.server.wait();
+    }
+}
+
+/// A stamp found on screen: where, how large its cells, and its value.
+#[derive(Debug, Clone, Copy)]
+struct ScreenStamp {
+    x: usize,
+    y: usize,
+    width: f32,
+    latency_ms: i64,
+}
+
+const WHITE: u8 = 200;
+
+/// Every stamp of `test-signals.md` on a screen of luma: at each top-left corner
+/// of a white area, the picture's displayed width is tried around 40 times the
+/// white cell's width; the row of cells is resampled to a 640-wide frame and
+/// read by the project's own [`StampReader`]. Only stamps within 30 s of now
+/// count (anything else would be a chance match). `mirrored` reads the screen
+/// flipped left to right, as the self-view shows the local picture.
+fn find_stamps(luma: &[u8], w: usize, h: usize, mirrored: bool) -> Vec<ScreenStamp> {
+    let at = |x: usize, y: usize| {
+        if mirrored {
+            luma[y * w + (w - 1 - x)]
+        } else {
+            luma[y * w + x]
+        }
+    };
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let mut found: Vec<ScreenStamp> = Vec::new();
+    let mut row = vec![0u8; 640 * 16];
+    for y in 1..h.saturating_sub(8) {
+        for x in 1..w.saturating_sub(8) {
+            if at(x, y) < WHITE || at(x - 1, y) >= WHITE || at(x, y - 1) >= WHITE {
+                continue;
+            }
+            if found
+                .iter()
+                .any(|f| x.abs_diff(f.x) < 8 && y.abs_diff(f.y) < 8)
+            {
+                continue;
+            }
+            // The white cell's width, measured a little below its top edge.
+            let probe = (y + 2).min(h - 1);
+            let cell = (x..w).take_while(|&xx| at(xx, probe) >= WHITE).count() as f32;
+            if cell < 4.0 {
+                continue;
+            }
+            // Cell 1 is always black and cell 0 as tall as it is wide: this
+            // cheap check skips white text and the like.
+            let (half, one_and_half) = ((cell / 2.0) as usize, (cell * 1.5) as usize);
+            if x + one_and_half >= w
+                || y + half >= h
+                || at(x + one_and_half, y + half) > 60
+                || at(x + half, y + half) < WHITE
+            {
+                continue;
+            }
+            let mut width = (cell - 1.5) * 40.0;
+            while width <= (cell + 1.5) * 40.0 {
+                let scale = width / 640.0;
+                if x as f32 + width > w as f32 || y as f32 + 16.0 * scale > h as f32 {
+                    break;
+                }
+                for (r, out) in row.chunks_exact_mut(640).enumerate() {
+                    let sy = y + ((r as f32 + 0.5) * scale) as usize;
+                    for (c, px) in out.iter_mut().enumerate() {
+                        *px = at(x + ((c as f32 + 0.5) * scale) as usize, sy);
+                    }
+                }
+                if let Some(stamp) = StampReader::read_luma(&row, 640, 16, 640) {
+                    let latency = duet_media::stamp::latency_ms(stamp, now_ms) as i32;
+                    if latency.abs() < 30_000 {
+                        found.push(ScreenStamp {
+                            x,
+                            y,
+                            width,
+                            latency_ms: i64::from(latency),
+                        });
+                        break;
+                    }
+                }
+                width += 2.0;
+            }
+        }
+    }
+    found
+}
+
+/// Takes screenshots until `ok` accepts the stamps on screen (unmirrored,
+/// mirrored); panics after `limit`, leaving the last screenshot in `scratch`.
+fn wait_for_screen(
+    display: &VirtualDisplay,
+    scratch: &Scratch,
+    limit: Duration,
+    ok: impl Fn(&[ScreenStamp], &[ScreenStamp]) -> bool,
+) -> (Vec<ScreenStamp>, Vec<ScreenStamp>) {
+    let started = Instant::now();
+    let shot = scratch.path("screen.png");
+    loop {
+        let (luma, w, h) = display.screenshot(&shot);
+        let remote = find_stamps(&luma, w, h, false);
+        let local = find_stamps(&luma, w, h, true);
+        if ok(&remote, &local) {
+            return (remote, local);
+        }
+        if started.elapsed() > limit {
+            let kept = std::env::temp_dir()
+                .join(format!("duet-window-failure-{}.png", std::process::id()));
+            let _ = std::fs::copy(&shot, &kept);
+            panic!(
+                "the screen never showed the expected video within {limit:?}: \
+                 stamps {remote:?}, mirrored {local:?}; screenshot kept at {}",
+                kept.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+fn window_env(display: &VirtualDisplay, scratch: &Scratch) -> Vec<(String, String)> {
+    let runtime_dir = scratch.path("xdg");
+    std::fs::create_dir_all(&runtime_dir).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&runtime_dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    }
+    vec![
+        ("DISPLAY".into(), display.name.clone()),
+        ("XDG_RUNTIME_DIR".into(), runtime_dir.display().to_string()),
+    ]
+}
+
+fn spawn_window(
+    args: &[&str],
+    scratch: &Scratch,
+    name: &str,
+    env: &[(String, String)],
+) -> LivePeer {
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    LivePeer::spawn_with_env(args, &scratch.0, name, &env)
+}
+
+/// Closes the window and returns how long the process took to exit, and its status.
+fn close_and_time(display: &VirtualDisplay, app: &mut LivePeer, title: &str) -> (Duration, i32) {
+    let started = Instant::now();
+    let window_manager = display.close_window(title);
+    let status = app.wait_for_exit(Duration::from_secs(10));
+    let took = started.elapsed();
+    drop(window_manager);
+    (took, status.code().unwrap_or(-1))
+}
+
+#[test]
+fn a_windowed_caller_shows_decoded_remote_video_and_its_self_view_and_hangs_up_on_close() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let scratch = Scratch::new("window-call");
+    let display = VirtualDisplay::start();
+    let mut server = LivePeer::spawn(&["serve", "--listen", "127.0.0.1:0"], &scratch.0, "server");
+    let url = format!(
+        "ws://{}",
+        server.expect_line("127.0.0.1:", Duration::from_secs(30))
+    );
+    let mut callee = LivePeer::spawn(
+        &[
+            "callee",
+            "--headless",
+            "--server",
+            &url,
+            "--room",
+            "window",
+            "--video",
+            "test",
+            "--audio",
+            "test",
+            "--tone-hz",
+            "660",
+        ],
+        &scratch.0,
+        "callee",
+    );
+    callee.expect_line("joined room window as callee", Duration::from_secs(30));
+    let env = window_env(&display, &scratch);
+    let mut caller = spawn_window(
+        &[
+            "caller", "--server", &url, "--room", "window", "--video", "test", "--audio", "test",
+        ],
+        &scratch,
+        "caller",
+        &env,
+    );
+    callee.expect_line("first remote frame", Duration::from_secs(30));
+
+    let (remote, local) = wait_for_screen(
+        &display,
+        &scratch,
+        Duration::from_secs(30),
+        |remote, local| {
+            remote.iter().any(|s| s.width >= 400.0) && local.iter().any(|s| s.width >= 100.0)
+        },
+    );
+    let big = remote.iter().find(|s| s.width >= 400.0).unwrap();
+    assert!(
+        (0..2_000).contains(&big.latency_ms),
+        "the remote picture on screen is live: {big:?}"
+    );
+    let own = local.iter().find(|s| s.width >= 100.0).unwrap();
+    assert!(
+        own.width < big.width,
+        "the self-view is the small one: {own:?} {big:?}"
+    );
+
+    let (took, status) = close_and_time(&display, &mut caller, "Duet");
+    assert_eq!(status, 0, "stderr: {}", caller.stderr());
+    assert!(took < Duration::from_secs(2), "closing took {took:?}");
+    callee.expect_line("peer left", Duration::from_secs(5));
+    drop(server.child.kill());
+}
+
+#[test]
+fn the_demo_shows_both_ends_with_live_video_and_exits_when_closed() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let scratch = Scratch::new("window-demo");
+    let display = VirtualDisplay::start();
+    let env = window_env(&display, &scratch);
+    let mut demo = spawn_window(&["demo"], &scratch, "demo", &env);
+
+    // Two remote pictures (one per end) and two mirrored self-views.
+    let (remote, local) = wait_for_screen(
+        &display,
+        &scratch,
+        Duration::from_secs(40),
+        |remote, local| {
+            remote.iter().filter(|s| s.width >= 300.0).count() >= 2
+                && local.iter().filter(|s| s.width >= 90.0).count() >= 2
+        },
+    );
+    for stamp in remote.iter().filter(|s| s.width >= 300.0) {
+        assert!((0..2_000).contains(&stamp.latency_ms), "live: {stamp:?}");
+    }
+    let left = remote.iter().map(|s| s.x).min().unwrap();
+    let right = remote.iter().map(|s| s.x).max().unwrap();
+    assert!(right > left + 400, "side by side: {remote:?} {local:?}");
+
+    let (took, status) = close_and_time(&display, &mut demo, "Duet");
+    assert_eq!(status, 0, "stderr: {}", demo.stderr());
+    assert!(took < Duration::from_secs(2), "closing took {took:?}");
+}
