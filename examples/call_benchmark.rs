@@ -13,8 +13,9 @@
 //! each peer's report and log (its stderr, with `DUET_LOG` as you set it) in
 //! the printed folder.
 
-use std::io::{BufRead as _, BufReader};
-use std::path::{Path, PathBuf};
+mod support;
+
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -33,15 +34,7 @@ fn main() -> anyhow::Result<()> {
     if sizes.is_empty() {
         sizes = vec!["640x480".into(), "1280x720".into()];
     }
-    let bin = std::env::var_os("DUET_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("target/release/duet"));
-    if !bin.exists() {
-        bail!(
-            "{} not found: run `cargo build --release -p duet` first",
-            bin.display()
-        );
-    }
+    let bin = support::release_duet()?;
     let dir = std::env::temp_dir().join(format!("duet-call-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
 
@@ -90,26 +83,9 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn one_call(bin: &Path, dir: &Path, size: &str, seconds: u32) -> anyhow::Result<(Value, Value)> {
-    let mut server = Command::new(bin)
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("cannot start duet serve")?;
-    let mut first_line = String::new();
-    BufReader::new(server.stdout.take().context("no stdout")?).read_line(&mut first_line)?;
-    let _server = Killed(server);
-    let url = format!("ws://{}", first_line.trim());
+    let server = support::Server::start(bin)?;
+    let url = format!("ws://{}", server.addr);
     let duration = seconds.to_string();
     let keep = std::env::var_os("DUET_BENCH_KEEP").is_some();
     let log = |name: &str| -> anyhow::Result<Stdio> {

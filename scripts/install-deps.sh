@@ -10,12 +10,13 @@ set -euo pipefail
 #   window: the X11/Wayland and OpenGL libraries the eframe window loads at
 #           run time (Mesa's software renderer where there is no GPU)
 #   tests:  Xvfb (a display for the window tests) and ImageMagick's `import`
-#           (screenshots of it)
+#           (screenshots of it); Debian's Chromium and its ChromeDriver (the
+#           browser client's tests: nothing is downloaded at test time)
 packages=(
   build-essential pkg-config libasound2-dev libclang-dev cmake nasm
   libgl1 libglx-mesa0 libgl1-mesa-dri libegl1 libegl-mesa0 libx11-xcb1 libxcursor1
   libxi6 libxrender1 libxkbcommon-x11-0 libfontconfig1 libwayland-client0
-  xvfb xauth imagemagick
+  xvfb xauth imagemagick chromium chromium-driver
 )
 
 missing=()

@@ -12,7 +12,7 @@ mod common;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use common::{LivePeer, Scratch};
+use common::{LivePeer, Scratch, number, peer, report, start_server};
 use serde_json::Value;
 
 static ONE_CALL_AT_A_TIME: Mutex<()> = Mutex::new(());
@@ -21,57 +21,6 @@ fn serialised() -> std::sync::MutexGuard<'static, ()> {
     ONE_CALL_AT_A_TIME
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-fn start_server(scratch: &Scratch, listen: &str) -> (LivePeer, String) {
-    let mut server = LivePeer::spawn(&["serve", "--listen", listen], &scratch.0, "server");
-    let addr = server.expect_line("127.0.0.1:", Duration::from_secs(30));
-    let url = format!("ws://{addr}");
-    (server, url)
-}
-
-/// A headless peer with the test sources.
-fn peer(
-    scratch: &Scratch,
-    name: &str,
-    role: &str,
-    url: &str,
-    tone: &str,
-    extra: &[&str],
-) -> LivePeer {
-    let stats = scratch.path(&format!("{name}.json"));
-    let mut args = vec![
-        role,
-        "--headless",
-        "--server",
-        url,
-        "--video",
-        "test",
-        "--audio",
-        "test",
-        "--tone-hz",
-        tone,
-        "--stats-json",
-        stats.to_str().unwrap(),
-    ];
-    args.extend_from_slice(extra);
-    LivePeer::spawn(&args, &scratch.0, name)
-}
-
-fn report(scratch: &Scratch, name: &str) -> Value {
-    let text = std::fs::read_to_string(scratch.path(&format!("{name}.json")))
-        .unwrap_or_else(|err| panic!("{name} wrote no report: {err}"));
-    serde_json::from_str(&text).unwrap()
-}
-
-fn number(report: &Value, path: &[&str]) -> f64 {
-    let mut value = report;
-    for key in path {
-        value = &value[key];
-    }
-    value
-        .as_f64()
-        .unwrap_or_else(|| panic!("{path:?} is not a number in {report:#}"))
 }
 
 /// `receiver` decoded at least 90 % of what `sender` sent, every picture's stamp

@@ -1,11 +1,16 @@
 //! Helpers for the end-to-end tests: the real `duet` binary as a child process.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)] // each test file uses a subset
 
+pub mod browser;
+pub mod screen;
+
 use std::io::{BufRead as _, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
+
+use serde_json::Value;
 
 /// The `duet` binary of this build, built on first use (a no-op when it is up to date).
 pub fn duet_bin() -> PathBuf {
@@ -244,4 +249,58 @@ impl Drop for Scratch {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+/// A number at `path` in a report (`--stats-json` or the web page's); panics with the report otherwise.
+pub fn number(report: &Value, path: &[&str]) -> f64 {
+    let mut value = report;
+    for key in path {
+        value = &value[key];
+    }
+    value
+        .as_f64()
+        .unwrap_or_else(|| panic!("{path:?} is not a number in {report:#}"))
+}
+
+/// `duet serve` on `listen`; returns it and its `ws://` URL.
+pub fn start_server(scratch: &Scratch, listen: &str) -> (LivePeer, String) {
+    let mut server = LivePeer::spawn(&["serve", "--listen", listen], &scratch.0, "server");
+    let addr = server.expect_line("127.0.0.1:", Duration::from_secs(30));
+    let url = format!("ws://{addr}");
+    (server, url)
+}
+
+/// A headless peer with the test sources.
+pub fn peer(
+    scratch: &Scratch,
+    name: &str,
+    role: &str,
+    url: &str,
+    tone: &str,
+    extra: &[&str],
+) -> LivePeer {
+    let stats = scratch.path(&format!("{name}.json"));
+    let mut args = vec![
+        role,
+        "--headless",
+        "--server",
+        url,
+        "--video",
+        "test",
+        "--audio",
+        "test",
+        "--tone-hz",
+        tone,
+        "--stats-json",
+        stats.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    LivePeer::spawn(&args, &scratch.0, name)
+}
+
+/// The `--stats-json` report a [`peer`] named `name` wrote.
+pub fn report(scratch: &Scratch, name: &str) -> Value {
+    let text = std::fs::read_to_string(scratch.path(&format!("{name}.json")))
+        .unwrap_or_else(|err| panic!("{name} wrote no report: {err}"));
+    serde_json::from_str(&text).unwrap()
 }

@@ -19,9 +19,8 @@ use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::interceptor_registry::{
     CongestionFeedback, configure_congestion_control, register_default_interceptors,
 };
-use rtc::peer_connection::configuration::media_engine::{
-    MIME_TYPE_H264, MIME_TYPE_OPUS, MediaEngine,
-};
+use rtc::peer_connection::configuration::media_engine::MediaEngine;
+pub use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_H264, MIME_TYPE_OPUS};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
@@ -38,6 +37,7 @@ use webrtc::peer_connection::{
     RTCIceGatheringState, RTCIceServer, RTCPeerConnectionIceEvent, RTCPeerConnectionState,
     SettingEngineBuilder,
 };
+use webrtc::rtp_transceiver::RtpSender;
 
 use crate::CallError;
 use crate::negotiation::Generation;
@@ -276,6 +276,9 @@ pub struct BuiltPeer {
     pub video_ssrc: u32,
     /// SSRC of the outgoing audio.
     pub audio_ssrc: u32,
+    /// The senders of the two tracks, which know the negotiated payload types.
+    pub video_sender: Arc<dyn RtpSender>,
+    pub audio_sender: Arc<dyn RtpSender>,
 }
 
 impl std::fmt::Debug for BuiltPeer {
@@ -455,11 +458,11 @@ pub async fn build_peer(
         audio_ssrc,
         "audio",
     ));
-    connection
+    let video_sender = connection
         .add_track(Arc::clone(&video) as Arc<dyn TrackLocal>)
         .await
         .map_err(webrtc)?;
-    connection
+    let audio_sender = connection
         .add_track(Arc::clone(&audio) as Arc<dyn TrackLocal>)
         .await
         .map_err(webrtc)?;
@@ -469,12 +472,89 @@ pub async fn build_peer(
         audio,
         video_ssrc,
         audio_ssrc,
+        video_sender,
+        audio_sender,
     })
+}
+
+/// The payload type to stamp on outgoing packets of `sender` once both
+/// descriptions are applied. An answerer must use the offerer's numbers: a
+/// browser gives H.264 another number than Duet's 102, and packets sent with
+/// ours would be dropped by it.
+pub async fn negotiated_payload_type(
+    sender: &dyn RtpSender,
+    mime_type: &str,
+    fmtp: &str,
+    ours: u8,
+) -> u8 {
+    match sender.get_parameters().await {
+        Ok(parameters) => {
+            pick_payload_type(&parameters.rtp_parameters.codecs, mime_type, fmtp).unwrap_or(ours)
+        }
+        Err(err) => {
+            tracing::debug!(%err, "no send parameters; keeping payload type {ours}");
+            ours
+        }
+    }
+}
+
+/// Of the negotiated codecs, the one of `mime_type` whose format parameters
+/// are exactly ours, else the first of that type.
+fn pick_payload_type(codecs: &[RTCRtpCodecParameters], mime_type: &str, fmtp: &str) -> Option<u8> {
+    let same_params = |line: &str| {
+        let mut a: Vec<&str> = line.split(';').map(str::trim).collect();
+        let mut b: Vec<&str> = fmtp.split(';').map(str::trim).collect();
+        a.sort_unstable();
+        b.sort_unstable();
+        b.iter().all(|p| a.contains(p))
+    };
+    let of_type = || {
+        codecs
+            .iter()
+            .filter(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(mime_type))
+    };
+    of_type()
+        .find(|c| same_params(&c.rtp_codec.sdp_fmtp_line))
+        .or_else(|| of_type().next())
+        .map(|c| c.payload_type)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_payload_type_is_the_negotiated_one_with_our_format_first() {
+        let codec = |pt: u8, fmtp: &str| RTCRtpCodecParameters {
+            rtp_codec: RTCRtpCodec {
+                sdp_fmtp_line: fmtp.to_owned(),
+                ..h264_codec()
+            },
+            payload_type: pt,
+        };
+        let browser_offer = [
+            codec(
+                103,
+                "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42001f",
+            ),
+            codec(
+                109,
+                "profile-level-id=42e01f;level-asymmetry-allowed=1;packetization-mode=1",
+            ),
+        ];
+        assert_eq!(
+            pick_payload_type(&browser_offer, MIME_TYPE_H264, H264_FMTP),
+            Some(109)
+        );
+        assert_eq!(
+            pick_payload_type(&browser_offer[..1], MIME_TYPE_H264, H264_FMTP),
+            Some(103)
+        );
+        assert_eq!(
+            pick_payload_type(&browser_offer, MIME_TYPE_OPUS, OPUS_FMTP),
+            None
+        );
+    }
 
     #[test]
     fn ice_servers_parse_as_cli_md_writes_them() {

@@ -164,6 +164,14 @@ impl VideoReassembler {
     fn drain(&mut self, now: Instant, out: &mut Vec<Reassembled>) {
         loop {
             let Some(next) = self.next else { return };
+            // Padding-only packets (a browser's bandwidth probes, sent on the
+            // media stream when RTX is not negotiated) sit between frames and
+            // carry no picture: they only keep the sequence numbers whole.
+            if self.buffer.get(&next).is_some_and(|p| p.payload.is_empty()) {
+                self.buffer.remove(&next);
+                self.next = Some(next + 1);
+                continue;
+            }
             if let Some(end) = self.complete_frame_from(next) {
                 out.push(self.take_frame(next, end));
                 continue;
@@ -211,6 +219,9 @@ impl VideoReassembler {
         let mut broken = false;
         for seq in start..=end {
             if let Some(packet) = self.buffer.remove(&seq) {
+                if packet.payload.is_empty() {
+                    continue;
+                }
                 timestamp = packet.timestamp;
                 match depacketizer.depacketize(&packet.payload) {
                     Ok(nal) => data.extend_from_slice(&nal),
@@ -353,6 +364,37 @@ mod tests {
         // Two NAL units, each with its start code, unpacked from FU-A.
         assert_eq!(data.len(), 2 * (4 + 1 + 3000));
         assert_eq!(&data[..5], &[0, 0, 0, 1, 0x65]);
+    }
+
+    #[test]
+    fn padding_only_packets_between_frames_are_skipped_not_lost() {
+        let stream = Stream::new(500, 3, 2500);
+        let mut reassembler = VideoReassembler::new();
+        let now = Instant::now();
+        let mut out = Vec::new();
+        let mut seq_shift = 0u16;
+        for (s, t, m, p) in stream.packets {
+            out.extend(reassembler.push(s.wrapping_add(seq_shift), t, m, p, now));
+            if m {
+                // Two probes after each frame, as Chrome sends them.
+                for _ in 0..2 {
+                    seq_shift += 1;
+                    out.extend(reassembler.push(
+                        s.wrapping_add(seq_shift),
+                        t,
+                        false,
+                        Bytes::new(),
+                        now,
+                    ));
+                }
+            }
+        }
+        assert_eq!(units(&out), vec![0, 3000, 6000]);
+        assert!(
+            out.iter()
+                .all(|r| matches!(r, Reassembled::AccessUnit { .. })),
+            "nothing reported lost: {out:?}"
+        );
     }
 
     #[test]

@@ -28,8 +28,8 @@ use crate::media::{
 };
 use crate::negotiation::{CallPhase, Generation, NegotiationAction, NegotiationEvent, Negotiator};
 use crate::peer::{
-    BuiltPeer, H264_PAYLOAD_TYPE, OPUS_PAYLOAD_TYPE, PeerEvent, PeerSettings, build_peer,
-    ice_server,
+    BuiltPeer, H264_FMTP, H264_PAYLOAD_TYPE, MIME_TYPE_H264, MIME_TYPE_OPUS, OPUS_FMTP,
+    OPUS_PAYLOAD_TYPE, PeerEvent, PeerSettings, build_peer, ice_server, negotiated_payload_type,
 };
 use crate::playout::AudioPlayoutBuffer;
 use crate::report::{CallReport, LiveFigures, NetworkSummary, ReportContext};
@@ -605,7 +605,7 @@ impl Session {
                 let answer = connection.create_answer(None).await.map_err(webrtc)?;
                 let sdp = apply_local(connection.as_ref(), answer).await?;
                 self.signal.answer(sdp)?;
-                self.start_outbound();
+                self.start_outbound().await;
             }
             NegotiationAction::ApplyAnswer(generation, sdp) => {
                 let connection = self.connection(generation)?;
@@ -615,7 +615,7 @@ impl Session {
                     .await
                     .map_err(webrtc)?;
                 pending.push_front(NegotiationEvent::RemoteDescriptionApplied(generation));
-                self.start_outbound();
+                self.start_outbound().await;
             }
             NegotiationAction::AddRemoteCandidate(generation, candidate) => {
                 let connection = self.connection(generation)?;
@@ -655,18 +655,35 @@ impl Session {
             .ok_or_else(|| CallError::WebRtc("the connection was replaced".into()))
     }
 
-    /// Points the media writers at the current connection's tracks.
-    fn start_outbound(&self) {
+    /// Points the media writers at the current connection's tracks, with the
+    /// payload types the two descriptions agreed on.
+    async fn start_outbound(&self) {
         if let Some(peer) = &self.peer {
+            let built = &peer.built;
+            let video_pt = negotiated_payload_type(
+                built.video_sender.as_ref(),
+                MIME_TYPE_H264,
+                H264_FMTP,
+                H264_PAYLOAD_TYPE,
+            )
+            .await;
+            let audio_pt = negotiated_payload_type(
+                built.audio_sender.as_ref(),
+                MIME_TYPE_OPUS,
+                OPUS_FMTP,
+                OPUS_PAYLOAD_TYPE,
+            )
+            .await;
+            tracing::debug!(video_pt, audio_pt, "negotiated payload types");
             let _ = self.video_out.send(Some(Outbound {
-                track: Arc::clone(&peer.built.video),
-                ssrc: peer.built.video_ssrc,
-                payload_type: H264_PAYLOAD_TYPE,
+                track: Arc::clone(&built.video),
+                ssrc: built.video_ssrc,
+                payload_type: video_pt,
             }));
             let _ = self.audio_out.send(Some(Outbound {
-                track: Arc::clone(&peer.built.audio),
-                ssrc: peer.built.audio_ssrc,
-                payload_type: OPUS_PAYLOAD_TYPE,
+                track: Arc::clone(&built.audio),
+                ssrc: built.audio_ssrc,
+                payload_type: audio_pt,
             }));
         }
     }

@@ -4,6 +4,7 @@
 //! - [`rooms`]: the room rules as a socket-free state machine ([`RoomRegistry`]).
 //! - [`server`]: the async server around it (`duet serve`), WebSocket at `/ws`.
 //! - [`client`]: a reconnecting client that hands out typed events and a typed sender.
+//! - [`web`]: the browser client that the server hands out at `/`.
 //!
 //! This crate knows nothing of media or WebRTC; it only carries their messages.
 
@@ -12,6 +13,7 @@ pub mod limits;
 pub mod protocol;
 pub mod rooms;
 pub mod server;
+pub mod web;
 
 pub use client::{
     ClientConfig, ClientError, JoinedRoom, SignalEvent, SignalEvents, SignalSender, connect,

@@ -166,10 +166,7 @@ impl SignalServer {
         let app = Router::new()
             .route(WS_PATH, get(upgrade))
             .route("/healthz", get(|| async { "ok" }))
-            .route(
-                "/",
-                get(|| async { "Duet signaling server. WebSocket endpoint: /ws\n" }),
-            )
+            .merge(crate::web::routes())
             .with_state(hub.clone());
         let handle = axum_server::Handle::new();
         let serving = {

@@ -1,0 +1,423 @@
+//! The side-by-side benchmark of `BENCHMARKS.md`: in one run, the same stamped
+//! 640x480 call at 30 fps (test signals both ways, through one `duet serve`)
+//! made three ways: browser↔browser, browser↔native and native↔native. The
+//! browser is Debian's headless Chromium running the page `duet serve` hands
+//! out, in its `?test=1` mode; the native peer is `duet --headless`. Each
+//! peer's figures come from its own report (the page's `window.duet.report()`
+//! has the shape of `--stats-json`); CPU and memory are read from /proc for
+//! every process of a peer (all of Chromium's), over the connected call.
+//!
+//! ```sh
+//! ./scripts/install-deps.sh            # chromium, chromium-driver
+//! cargo build --release -p duet
+//! cargo run --release --example browser_benchmark -- [SECONDS] [RUNS]
+//! ```
+//! Defaults: 20 seconds, 3 runs of each pairing. Prints medians over the runs,
+//! then the ratios native↔native / browser↔browser.
+
+#[path = "../tests/common/browser.rs"]
+mod browser;
+mod support;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead as _, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::Receiver;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use browser::Browser;
+use serde_json::Value;
+
+const SIZE: (u32, u32) = (640, 480);
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Kind {
+    Browser,
+    Native,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Browser => "browser",
+            Kind::Native => "native",
+        }
+    }
+}
+
+/// One end of a call.
+enum Peer {
+    Native {
+        child: Child,
+        lines: Receiver<String>,
+        connected: bool,
+        report: PathBuf,
+    },
+    Browser(Box<Browser>),
+}
+
+impl Peer {
+    fn start(kind: Kind, ctx: &Context, room: &str, role: &str, tone: u32) -> anyhow::Result<Peer> {
+        match kind {
+            Kind::Native => {
+                let report = ctx.dir.join(format!("{room}-{role}.json"));
+                let mut child = Command::new(&ctx.bin)
+                    .args([role, "--headless", "--server"])
+                    .arg(format!("ws://{}", ctx.addr))
+                    .args(["--room", room, "--video", "test", "--audio", "test"])
+                    .args(["--tone-hz", &tone.to_string()])
+                    .args(["--size", &format!("{}x{}", SIZE.0, SIZE.1), "--fps", "30"])
+                    .args(["--duration", &ctx.seconds.to_string(), "--stats-json"])
+                    .arg(&report)
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .context("cannot start a native peer")?;
+                let stdout = BufReader::new(child.stdout.take().context("no stdout")?);
+                let (tx, lines) = std::sync::mpsc::channel();
+                std::thread::spawn(move || {
+                    for line in stdout.lines().map_while(Result::ok) {
+                        if tx.send(line).is_err() {
+                            break;
+                        }
+                    }
+                });
+                Ok(Peer::Native {
+                    child,
+                    lines,
+                    connected: false,
+                    report,
+                })
+            }
+            Kind::Browser => {
+                let browser = Browser::launch(&format!("{room}-{role}"));
+                browser.open(&format!(
+                    "http://{}/?room={room}&role={role}&test=1&size={}x{}&fps=30&tone={tone}",
+                    ctx.addr, SIZE.0, SIZE.1
+                ));
+                Ok(Peer::Browser(Box::new(browser)))
+            }
+        }
+    }
+
+    /// Waits until the page is in the room (a native peer joins on its own).
+    fn wait_until_ready(&self) {
+        if let Peer::Browser(browser) = self {
+            browser.wait_for_state("waiting", Duration::from_secs(20));
+        }
+    }
+
+    fn is_connected(&mut self) -> bool {
+        match self {
+            Peer::Native {
+                lines, connected, ..
+            } => {
+                while let Ok(line) = lines.try_recv() {
+                    *connected |= line.contains("connected");
+                }
+                *connected
+            }
+            Peer::Browser(browser) => browser.report()["connected"] == true,
+        }
+    }
+
+    fn pids(&self) -> Vec<u32> {
+        match self {
+            Peer::Native { child, .. } => vec![child.id()],
+            Peer::Browser(browser) => browser.process_ids(),
+        }
+    }
+
+    /// The peer's report once its call has ended.
+    fn finish(self) -> anyhow::Result<Value> {
+        match self {
+            Peer::Native {
+                mut child, report, ..
+            } => {
+                let status = child.wait()?;
+                if !status.success() {
+                    bail!("a native peer failed: {status}");
+                }
+                Ok(serde_json::from_str(&std::fs::read_to_string(report)?)?)
+            }
+            Peer::Browser(browser) => {
+                let started = Instant::now();
+                while browser.state() == "in-call" && started.elapsed() < Duration::from_secs(10) {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Ok(browser.report())
+            }
+        }
+    }
+}
+
+struct Context {
+    bin: PathBuf,
+    addr: String,
+    dir: PathBuf,
+    seconds: u32,
+}
+
+/// CPU time (s) and proportional memory (MB) of a set of processes, from /proc.
+fn cpu_seconds(pids: &[u32]) -> f64 {
+    let ticks = 100.0; // USER_HZ on Linux
+    pids.iter()
+        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
+        .filter_map(|stat| {
+            let rest = stat
+                .rsplit_once(')')?
+                .1
+                .split_whitespace()
+                .collect::<Vec<_>>();
+            // After the name: state(0) ppid(1) ... utime(11) stime(12).
+            Some(rest.get(11)?.parse::<f64>().ok()? + rest.get(12)?.parse::<f64>().ok()?)
+        })
+        .sum::<f64>()
+        / ticks
+}
+
+fn pss_mb(pids: &[u32]) -> f64 {
+    pids.iter()
+        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok())
+        .filter_map(|text| {
+            let line = text.lines().find(|l| l.starts_with("Pss:"))?;
+            line.split_whitespace().nth(1)?.parse::<f64>().ok()
+        })
+        .sum::<f64>()
+        / 1024.0
+}
+
+/// What one peer measured in one call.
+#[derive(Debug, Default, Clone)]
+struct Figures {
+    values: BTreeMap<&'static str, f64>,
+}
+
+const COLUMNS: &[(&str, &str)] = &[
+    ("connected", "connected ms"),
+    ("first_frame", "first remote frame ms"),
+    ("video_p50", "video p50 ms"),
+    ("video_p99", "video p99 ms"),
+    ("video_max", "video max ms"),
+    ("decoded_share", "frames decoded / sent %"),
+    ("fps", "fps received"),
+    ("audio_p50", "audio p50 ms"),
+    ("beeps", "beeps heard"),
+    ("cpu", "CPU % of a core"),
+    ("memory", "peak memory MB (PSS)"),
+];
+
+fn figures(report: &Value, other: &Value, cpu: f64, memory: f64, seconds: f64) -> Figures {
+    let at = |v: &Value, path: &[&str]| {
+        let mut v = v;
+        for key in path {
+            v = &v[key];
+        }
+        v.as_f64()
+    };
+    let mut values = BTreeMap::new();
+    let mut put = |key, value: Option<f64>| {
+        if let Some(value) = value {
+            values.insert(key, value);
+        }
+    };
+    put("connected", at(report, &["time_to_connected_ms"]));
+    put(
+        "first_frame",
+        at(report, &["time_to_first_remote_frame_ms"]),
+    );
+    put("video_p50", at(report, &["video", "latency_ms", "p50"]));
+    put("video_p99", at(report, &["video", "latency_ms", "p99"]));
+    put("video_max", at(report, &["video", "latency_ms", "max"]));
+    let decoded = at(report, &["video", "frames_decoded"]);
+    let sent = at(other, &["video", "frames_sent"]);
+    put(
+        "decoded_share",
+        decoded.zip(sent).map(|(d, s)| 100.0 * d / s.max(1.0)),
+    );
+    put(
+        "fps",
+        at(report, &["video", "stamped_frames"])
+            .zip(at(report, &["duration_s"]))
+            .map(|(n, s)| n / s.max(1.0)),
+    );
+    put("audio_p50", at(report, &["audio", "latency_ms", "p50"]));
+    put("beeps", at(report, &["audio", "beeps_detected"]));
+    put("cpu", Some(100.0 * cpu / seconds));
+    put("memory", Some(memory));
+    Figures { values }
+}
+
+/// One call of `caller_kind` with `callee_kind`; the figures of caller and callee.
+fn one_call(
+    ctx: &Context,
+    caller_kind: Kind,
+    callee_kind: Kind,
+    run: usize,
+) -> anyhow::Result<(Figures, Figures)> {
+    let room = format!("{}-{}-{run}", caller_kind.name(), callee_kind.name());
+    let callee = Peer::start(callee_kind, ctx, &room, "callee", 660)?;
+    callee.wait_until_ready();
+    let caller = Peer::start(caller_kind, ctx, &room, "caller", 880)?;
+    let mut peers = [caller, callee];
+    let started = Instant::now();
+    while !peers.iter_mut().all(Peer::is_connected) {
+        if started.elapsed() > Duration::from_secs(30) {
+            bail!("{room}: the call did not connect within 30 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The connected call: CPU over the window, memory sampled through it.
+    let pids: Vec<Vec<u32>> = peers.iter().map(Peer::pids).collect();
+    let cpu_before: Vec<f64> = pids.iter().map(|p| cpu_seconds(p)).collect();
+    let window = Instant::now();
+    let mut peak = [0.0f64; 2];
+    let length = Duration::from_secs(u64::from(ctx.seconds)) - Duration::from_millis(500);
+    while window.elapsed() < length {
+        for (i, pids) in pids.iter().enumerate() {
+            // Chromium starts helpers as it goes: look again each time.
+            let pids = match &peers[i] {
+                Peer::Browser(b) => b.process_ids(),
+                Peer::Native { .. } => pids.clone(),
+            };
+            peak[i] = peak[i].max(pss_mb(&pids));
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let cpu: Vec<f64> = pids
+        .iter()
+        .zip(&cpu_before)
+        .map(|(p, before)| cpu_seconds(p) - before)
+        .collect();
+    let measured = window.elapsed().as_secs_f64();
+    // Browser↔browser: the caller's page hangs up; a native peer does by its --duration.
+    if let Peer::Browser(browser) = &peers[0]
+        && callee_kind == Kind::Browser
+    {
+        browser.eval("document.getElementById('hangup').click(); return 0;");
+    }
+    let [caller, callee] = peers;
+    let caller_report = caller.finish()?;
+    let callee_report = callee.finish()?;
+    Ok((
+        figures(&caller_report, &callee_report, cpu[0], peak[0], measured),
+        figures(&callee_report, &caller_report, cpu[1], peak[1], measured),
+    ))
+}
+
+fn median(values: &mut [f64]) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    Some(if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
+    })
+}
+
+fn medians(all: &[Figures]) -> BTreeMap<&'static str, f64> {
+    COLUMNS
+        .iter()
+        .filter_map(|(key, _)| {
+            let mut values: Vec<f64> = all
+                .iter()
+                .filter_map(|f| f.values.get(key).copied())
+                .collect();
+            median(&mut values).map(|m| (*key, m))
+        })
+        .collect()
+}
+
+fn cell(value: Option<&f64>) -> String {
+    value.map_or("–".into(), |v| format!("{v:.1}"))
+}
+
+fn main() -> anyhow::Result<()> {
+    let mut args = std::env::args().skip(1);
+    let seconds: u32 = args
+        .next()
+        .map_or(Ok(20), |s| s.parse())
+        .context("SECONDS")?;
+    let runs: usize = args.next().map_or(Ok(3), |s| s.parse()).context("RUNS")?;
+    let bin = support::release_duet()?;
+    let dir = std::env::temp_dir().join(format!("duet-browser-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let server = support::Server::start(&bin)?;
+    let ctx = Context {
+        bin,
+        addr: server.addr.clone(),
+        dir: dir.clone(),
+        seconds,
+    };
+
+    let pairings = [
+        ("browser↔browser", Kind::Browser, Kind::Browser),
+        ("browser↔native", Kind::Browser, Kind::Native),
+        ("native↔browser", Kind::Native, Kind::Browser),
+        ("native↔native", Kind::Native, Kind::Native),
+    ];
+    let mut results: Vec<(&str, [Vec<Figures>; 2])> = pairings
+        .iter()
+        .map(|(name, ..)| (*name, [Vec::new(), Vec::new()]))
+        .collect();
+    // Runs interleave the pairings, so a noisy moment of the machine spreads over all of them.
+    for run in 0..runs {
+        for (i, (name, caller, callee)) in pairings.iter().enumerate() {
+            eprintln!("run {}/{runs}: {name}", run + 1);
+            let result = one_call(&ctx, *caller, *callee, run);
+            match result {
+                Ok((caller_figures, callee_figures)) => {
+                    results[i].1[0].push(caller_figures);
+                    results[i].1[1].push(callee_figures);
+                }
+                Err(err) => eprintln!("  {name}: {err:#}"),
+            }
+        }
+    }
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+
+    println!(
+        "{seconds} s calls, {}x{} at 30 fps, test signals both ways; medians of {runs} runs\n",
+        SIZE.0, SIZE.1
+    );
+    print!("| caller↔callee | peer |");
+    for (_, title) in COLUMNS {
+        print!(" {title} |");
+    }
+    println!();
+    println!("|{}", " --- |".repeat(COLUMNS.len() + 2));
+    let mut by_pairing: BTreeMap<&str, BTreeMap<&str, f64>> = BTreeMap::new();
+    for (name, [callers, callees]) in &results {
+        for (role, all) in [("caller", callers), ("callee", callees)] {
+            let m = medians(all);
+            print!("| {name} | {role} ({}) |", all.len());
+            for (key, _) in COLUMNS {
+                print!(" {} |", cell(m.get(key)));
+            }
+            println!();
+        }
+        let both: Vec<Figures> = callers.iter().chain(callees).cloned().collect();
+        by_pairing.insert(name, medians(&both));
+    }
+    println!("\nnative↔native / browser↔browser (medians over both peers):\n");
+    println!("| figure | browser↔browser | native↔native | native / browser |");
+    println!("| --- | --- | --- | --- |");
+    let empty = BTreeMap::new();
+    let browsers = by_pairing.get("browser↔browser").unwrap_or(&empty);
+    let natives = by_pairing.get("native↔native").unwrap_or(&empty);
+    for (key, title) in COLUMNS {
+        let (b, n) = (browsers.get(key), natives.get(key));
+        let ratio = b
+            .zip(n)
+            .filter(|(b, _)| **b != 0.0)
+            .map_or("–".into(), |(b, n)| format!("{:.2}", n / b));
+        println!("| {title} | {} | {} | {ratio} |", cell(b), cell(n));
+    }
+    Ok(())
+}

@@ -1,0 +1,238 @@
+//! The browser client that `duet serve` hands out at `/`, in Debian's headless
+//! Chromium, against the native app: a browser caller with a native callee and
+//! the other way round, each with the test signals, each side measuring what
+//! the other sent (stamps and beeps), the page's screenshot read for the remote
+//! stamp; and the page's words for a full room and for a missing room name.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use common::browser::{Browser, Devices};
+use common::screen::{find_stamps, png_luma};
+use common::{LivePeer, Scratch, number, peer, report, start_server};
+use serde_json::Value;
+
+/// One call at a time: Chromium and a native peer already fill two cores.
+static ONE_CALL_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn serialised() -> std::sync::MutexGuard<'static, ()> {
+    ONE_CALL_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// `duet serve` on a free port: the process, its `ws://` URL, and its `host:port` for pages.
+fn serve(scratch: &Scratch) -> (LivePeer, String, String) {
+    let (server, url) = start_server(scratch, "127.0.0.1:0");
+    let addr = url.trim_start_matches("ws://").trim().to_owned();
+    (server, url, addr)
+}
+
+/// What a receiver (browser page or native report, same shape) must have measured
+/// of a sender with the test signals at `tone` Hz over a call of some seconds.
+fn assert_received(who: &str, report: &Value, tone: f64) {
+    assert_eq!(report["connected"], true, "{who}: {report:#}");
+    assert!(
+        report["video"]["codec"]
+            .as_str()
+            .is_some_and(|c| c.eq_ignore_ascii_case("h264")),
+        "{who} did not receive H.264: {report:#}"
+    );
+    assert!(
+        report["audio"]["codec"]
+            .as_str()
+            .is_some_and(|c| c.eq_ignore_ascii_case("opus")),
+        "{who} did not receive Opus: {report:#}"
+    );
+    let stamped = number(report, &["video", "stamped_frames"]);
+    assert!(
+        stamped >= 60.0,
+        "{who} read only {stamped} stamped frames: {report:#}"
+    );
+    let latency = number(report, &["video", "latency_ms", "p50"]);
+    assert!(
+        (0.0..1000.0).contains(&latency),
+        "{who}: video latency p50 {latency} ms: {report:#}"
+    );
+    let beeps = number(report, &["audio", "beeps_detected"]);
+    assert!(beeps >= 3.0, "{who} heard {beeps} beeps: {report:#}");
+    let hz = number(report, &["audio", "beep_hz"]);
+    assert!(
+        (hz - tone).abs() <= tone * 0.02,
+        "{who} heard beeps at {hz} Hz, not {tone}: {report:#}"
+    );
+    let audio_latency = number(report, &["audio", "latency_ms", "p50"]);
+    assert!(
+        (0.0..500.0).contains(&audio_latency),
+        "{who}: audio latency p50 {audio_latency} ms: {report:#}"
+    );
+}
+
+/// The page's screenshot shows the remote stamp, large and live.
+fn assert_remote_video_on_screen(browser: &Browser, scratch: &Scratch) {
+    let png = browser.screenshot();
+    std::fs::write(scratch.path("page.png"), &png).unwrap();
+    let (luma, w, h) = png_luma(&png);
+    let stamps = find_stamps(&luma, w, h, false);
+    assert!(
+        stamps
+            .iter()
+            .any(|s| s.width >= 400.0 && s.latency_ms.abs() < 2000),
+        "no large live remote stamp on the page: {stamps:?} (screenshot {})",
+        scratch.path("page.png").display()
+    );
+    let mirrored = find_stamps(&luma, w, h, true);
+    assert!(
+        mirrored.iter().any(|s| s.width < 400.0),
+        "no mirrored self-view stamp on the page: {mirrored:?}"
+    );
+}
+
+/// A browser with the test signals calls a native callee, or the other way round.
+fn browser_and_native_call(browser_role: &str) {
+    let _one = serialised();
+    let scratch = Scratch::new(&format!("browser-{browser_role}"));
+    let (_server, url, addr) = serve(&scratch);
+    let room = format!("web-{browser_role}");
+    let native_role = if browser_role == "caller" {
+        "callee"
+    } else {
+        "caller"
+    };
+    let browser = Browser::launch(browser_role);
+    // The browser sends 880 Hz beeps, the native peer 660 Hz: each side proves
+    // it hears the other, not itself.
+    browser.open(&format!(
+        "http://{addr}/?room={room}&role={browser_role}&test=1"
+    ));
+    browser.wait_for_state("waiting", Duration::from_secs(20));
+    let native_args = ["--room", room.as_str(), "--duration", "10"];
+    let mut native = peer(&scratch, "native", native_role, &url, "660", &native_args);
+
+    let page = browser.wait_for_report(Duration::from_secs(30), |r| {
+        r["video"]["stamped_frames"].as_f64() >= Some(90.0)
+            && r["audio"]["beeps_detected"].as_f64() >= Some(4.0)
+    });
+    assert_eq!(page["role"], browser_role);
+    assert_remote_video_on_screen(&browser, &scratch);
+
+    let status = native.wait_for_exit(Duration::from_secs(30));
+    assert!(
+        status.success(),
+        "native {native_role}: {}",
+        native.stderr()
+    );
+    let native_report = report(&scratch, "native");
+
+    // The page hears the native bye in words, and waits for the next peer.
+    browser.wait_for_state("peer-left", Duration::from_secs(10));
+    let page = browser.report();
+    assert_received("the browser", &page, 660.0);
+    assert_received("the native peer", &native_report, 880.0);
+    let sent = number(&page, &["video", "frames_sent"]);
+    let decoded = number(&native_report, &["video", "frames_decoded"]);
+    assert!(
+        decoded >= 0.9 * sent.min(10.0 * 30.0),
+        "the native peer decoded {decoded} of the browser's {sent} frames: {native_report:#}"
+    );
+
+    // A new peer in the room gets a fresh call, as with the native app.
+    let next_args = ["--room", room.as_str(), "--duration", "2"];
+    let mut next = peer(&scratch, "native-2", native_role, &url, "660", &next_args);
+    browser.wait_for_state("in-call", Duration::from_secs(20));
+    assert!(next.wait_for_exit(Duration::from_secs(30)).success());
+}
+
+#[test]
+fn a_browser_caller_and_a_native_callee_see_and_hear_each_other() {
+    browser_and_native_call("caller");
+}
+
+#[test]
+fn a_native_caller_and_a_browser_callee_see_and_hear_each_other() {
+    browser_and_native_call("callee");
+}
+
+#[test]
+fn the_page_says_when_the_room_is_full_and_asks_for_a_room_when_none_is_given() {
+    let _one = serialised();
+    let scratch = Scratch::new("browser-room-full");
+    let (_server, _, addr) = serve(&scratch);
+    // Two peers in the room, kept there by holding their sockets open.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let _occupants: Vec<_> = ["caller", "callee"]
+        .iter()
+        .map(|role| {
+            runtime.block_on(async {
+                use futures_util::{SinkExt as _, StreamExt as _};
+                let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws"))
+                    .await
+                    .unwrap();
+                let join = format!(r#"{{"type":"join","room":"full","role":"{role}"}}"#);
+                ws.send(tokio_tungstenite::tungstenite::Message::text(join))
+                    .await
+                    .unwrap();
+                let joined = ws.next().await.unwrap().unwrap();
+                assert!(joined.to_text().unwrap().contains("\"joined\""));
+                ws
+            })
+        })
+        .collect();
+
+    let browser = Browser::launch("room-full");
+    browser.open(&format!("http://{addr}/?room=full&test=1"));
+    browser.wait_for_state("refused", Duration::from_secs(20));
+    let status = browser.text("status");
+    assert!(status.contains("room is full"), "status: {status:?}");
+    let detail = browser.text("calm-detail");
+    assert!(
+        detail.contains("already has two people"),
+        "detail: {detail:?}"
+    );
+
+    browser.open(&format!("http://{addr}/"));
+    browser.wait_for_state("form", Duration::from_secs(10));
+    assert!(browser.text("join-form").contains("Room"));
+}
+
+#[test]
+fn the_page_says_when_devices_are_refused_missing_or_the_server_is_gone() {
+    let _one = serialised();
+    let scratch = Scratch::new("browser-words");
+    let (server, _, addr) = serve(&scratch);
+
+    // Devices refused (a person clicked "Block"): say so, offer the test signals.
+    let refused = Browser::launch_with("refused", Devices::Refused);
+    refused.open(&format!("http://{addr}/?room=words"));
+    refused.wait_for_state("media-refused", Duration::from_secs(20));
+    assert!(refused.text("status").contains("refused"));
+    assert!(refused.text("actions").contains("Join with test signals"));
+    drop(refused);
+
+    // Allowed, but this machine has no camera or microphone: the call goes on
+    // with the test signals in their place, and a notice says so.
+    let browser = Browser::launch("no-devices");
+    browser.open(&format!("http://{addr}/?room=words"));
+    browser.wait_for_state("waiting", Duration::from_secs(20));
+    let notices = browser.text("notices");
+    assert!(
+        notices.contains("No camera could be opened") && notices.contains("test picture"),
+        "notices: {notices:?}"
+    );
+    assert!(
+        notices.contains("No microphone could be opened"),
+        "notices: {notices:?}"
+    );
+
+    // The server goes away: the page says so and keeps trying.
+    server.signal("KILL");
+    browser.wait_for_state("server-gone", Duration::from_secs(10));
+    let status = browser.text("status");
+    assert!(
+        status.contains("gone") && status.contains("reconnecting"),
+        "status: {status:?}"
+    );
+}
