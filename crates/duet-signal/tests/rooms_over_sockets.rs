@@ -125,6 +125,26 @@ async fn relayed_messages_arrive_in_order_with_from() {
 }
 
 #[tokio::test]
+async fn long_messages_arrive_whole_though_the_server_sends_them_in_fragments() {
+    let server = start_server(ServerConfig::default());
+    let (a_tx, _a_events, a) = join(server.url(), "long", RoleRequest::Caller).await;
+    let (_b_tx, mut b_events, _b) = join(server.url(), "long", RoleRequest::Callee).await;
+    // Offers of a real call are 2–6 KiB; multi-byte characters straddle the
+    // server's 1 KiB fragment boundaries.
+    for size in [1000, 1024, 4096, 60_000] {
+        let sdp: String = "v=0 é€😀 ".chars().cycle().take(size / 3).collect();
+        a_tx.offer(sdp.clone()).unwrap();
+        assert_eq!(
+            next(&mut b_events).await,
+            SignalEvent::Offer {
+                from: a.id.clone(),
+                sdp
+            }
+        );
+    }
+}
+
+#[tokio::test]
 async fn no_message_ever_crosses_rooms_with_100_rooms_in_parallel() {
     let server = start_server(ServerConfig::default());
     let url = server.url().to_owned();
