@@ -236,3 +236,53 @@ fn the_page_says_when_devices_are_refused_missing_or_the_server_is_gone() {
         "status: {status:?}"
     );
 }
+
+#[test]
+fn two_browsers_call_and_camera_off_mute_hang_up_and_call_again_work() {
+    let _one = serialised();
+    let scratch = Scratch::new("browser-pair");
+    let (_server, _, addr) = serve(&scratch);
+    let callee = Browser::launch("pair-callee");
+    callee.open(&format!("http://{addr}/?room=pair&role=callee&test=1"));
+    callee.wait_for_state("waiting", Duration::from_secs(20));
+    let caller = Browser::launch("pair-caller");
+    caller.open(&format!("http://{addr}/?room=pair&role=caller&test=1"));
+    callee.wait_for_report(Duration::from_secs(20), |r| {
+        r["video"]["stamped_frames"].as_f64() >= Some(30.0)
+            && r["audio"]["beeps_detected"].as_f64() >= Some(1.0)
+    });
+
+    // Camera off and mute on the caller: the callee keeps getting pictures
+    // (the paused one, without a stamp: not a frozen frame) and no more beeps.
+    caller.eval("document.getElementById('camera').click(); document.getElementById('mute').click(); return 0;");
+    std::thread::sleep(Duration::from_millis(1500));
+    let before = callee.report();
+    std::thread::sleep(Duration::from_secs(3));
+    let after = callee.report();
+    let grew = |path: &[&str]| number(&after, path) - number(&before, path);
+    assert!(
+        grew(&["video", "frames_decoded"]) >= 30.0,
+        "pictures stopped with the camera off: {before:#} then {after:#}"
+    );
+    assert_eq!(
+        grew(&["video", "stamped_frames"]),
+        0.0,
+        "the camera picture still arrives"
+    );
+    assert_eq!(
+        grew(&["audio", "beeps_detected"]),
+        0.0,
+        "beeps still arrive while muted"
+    );
+    assert_eq!(caller.text("camera"), "Camera on");
+    assert_eq!(caller.text("mute"), "Unmute");
+
+    // Hang up: the other side hears it in words; Call again makes a new call.
+    caller.eval("document.getElementById('hangup').click(); return 0;");
+    callee.wait_for_state("peer-left", Duration::from_secs(10));
+    caller.wait_for_state("ended", Duration::from_secs(10));
+    assert_eq!(caller.text("hangup"), "Call again");
+    caller.eval("document.getElementById('hangup').click(); return 0;");
+    caller.wait_for_state("in-call", Duration::from_secs(20));
+    callee.wait_for_state("in-call", Duration::from_secs(20));
+}

@@ -180,17 +180,25 @@ class PausedPicture {
     this.canvas = document.createElement('canvas');
     this.canvas.width = width;
     this.canvas.height = height;
-    const ctx = this.canvas.getContext('2d', { alpha: false });
+    this.context = this.canvas.getContext('2d', { alpha: false });
+    this.stream = this.canvas.captureStream(0);
+    this.track = this.stream.getVideoTracks()[0];
+    // Chromium captures a canvas only when it was drawn on: draw the same
+    // picture again for every frame, so the other side keeps getting frames.
+    this.draw();
+    this.timer = setInterval(() => this.draw(), 1000 / fps);
+  }
+
+  draw() {
+    const { width, height } = this.canvas;
+    const ctx = this.context;
     ctx.fillStyle = '#262626';
     ctx.fillRect(0, 0, width, height);
     ctx.fillStyle = '#b4b4b4';
     const bar = Math.floor(height / 10);
     ctx.fillRect(width / 2 - bar * 1.5, height / 2 - bar * 2, bar, bar * 4);
     ctx.fillRect(width / 2 + bar * 0.5, height / 2 - bar * 2, bar, bar * 4);
-    this.stream = this.canvas.captureStream(0);
-    this.track = this.stream.getVideoTracks()[0];
-    // A still canvas yields no frames by itself; keep the stream alive at the frame rate.
-    this.timer = setInterval(() => this.track.requestFrame(), 1000 / fps);
+    this.track.requestFrame();
   }
 
   stop() {
@@ -602,13 +610,19 @@ class Call {
     this.page.stopTimer();
   }
 
+  get hungUp() {
+    return this.signaling === null || this.signaling.final;
+  }
+
   hangUp() {
-    if (this.signaling?.final) return;
-    this.signaling?.send({ type: 'bye' });
+    if (this.hungUp) return;
+    const signaling = this.signaling;
+    signaling.send({ type: 'bye' });
+    signaling.final = true; // no reconnecting from here
     this.peer = null;
     this.closePeer();
     // Let the bye leave before the socket closes.
-    setTimeout(() => this.signaling.close(), 100);
+    setTimeout(() => signaling.close(), 100);
     $('hangup').textContent = 'Call again';
     this.page.show('ended', {
       status: 'Call ended.',
@@ -807,7 +821,7 @@ async function main() {
 
   $('mute').addEventListener('click', () => call.toggleMute());
   $('camera').addEventListener('click', () => call.toggleCamera());
-  $('hangup').addEventListener('click', () => (call.signaling?.final ? call.join() : call.hangUp()));
+  $('hangup').addEventListener('click', () => (call.hungUp ? call.join() : call.hangUp()));
   $('stats-toggle').addEventListener('click', () => { $('stats').hidden = !$('stats').hidden; });
   document.addEventListener('keydown', (event) => {
     if (event.target instanceof HTMLInputElement || event.ctrlKey || event.metaKey || event.altKey) return;
