@@ -8,7 +8,7 @@
 mod common;
 
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::browser::{Browser, Devices};
 use common::screen::{find_stamps, png_luma};
@@ -71,24 +71,35 @@ fn assert_received(who: &str, report: &Value, tone: f64) {
     );
 }
 
-/// The page's screenshot shows the remote stamp, large and live.
+/// The page's screenshot shows the remote stamp, large and live (less than
+/// 2 s older than the moment the screenshot was asked for: a cold Chromium
+/// can take seconds to answer its first one), and the mirrored self-view.
 fn assert_remote_video_on_screen(browser: &Browser, scratch: &Scratch) {
-    let png = browser.screenshot();
-    std::fs::write(scratch.path("page.png"), &png).unwrap();
-    let (luma, w, h) = png_luma(&png);
-    let stamps = find_stamps(&luma, w, h, false);
-    assert!(
-        stamps
+    let started = Instant::now();
+    loop {
+        let asked = Instant::now();
+        let png = browser.screenshot();
+        let took = asked.elapsed().as_millis() as i64;
+        std::fs::write(scratch.path("page.png"), &png).unwrap();
+        let (luma, w, h) = png_luma(&png);
+        let stamps = find_stamps(&luma, w, h, false);
+        let mirrored = find_stamps(&luma, w, h, true);
+        let live = stamps
             .iter()
-            .any(|s| s.width >= 400.0 && s.latency_ms.abs() < 2000),
-        "no large live remote stamp on the page: {stamps:?} (screenshot {})",
-        scratch.path("page.png").display()
-    );
-    let mirrored = find_stamps(&luma, w, h, true);
-    assert!(
-        mirrored.iter().any(|s| s.width < 400.0),
-        "no mirrored self-view stamp on the page: {mirrored:?}"
-    );
+            .any(|s| s.width >= 400.0 && (s.latency_ms - took).abs() < 2000);
+        let self_view = mirrored.iter().any(|s| s.width < 400.0);
+        if live && self_view {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "no large live remote stamp and mirrored self-view on the page: {stamps:?}, \
+             mirrored {mirrored:?}, screenshot took {took} ms (kept at {}); page {:#}",
+            scratch.path("page.png").display(),
+            browser.report()["video"]
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
 }
 
 /// A browser with the test signals calls a native callee, or the other way round.
