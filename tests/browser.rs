@@ -7,22 +7,12 @@
 
 mod common;
 
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use common::browser::{Browser, Devices};
 use common::screen::{find_stamps, png_luma};
-use common::{LivePeer, Scratch, number, peer, report, start_server};
+use common::{LivePeer, Scratch, number, peer, report, serialised, start_server};
 use serde_json::Value;
-
-/// One call at a time: Chromium and a native peer already fill two cores.
-static ONE_CALL_AT_A_TIME: Mutex<()> = Mutex::new(());
-
-fn serialised() -> std::sync::MutexGuard<'static, ()> {
-    ONE_CALL_AT_A_TIME
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
 
 /// `duet serve` on a free port: the process, its `ws://` URL, and its `host:port` for pages.
 fn serve(scratch: &Scratch) -> (LivePeer, String, String) {

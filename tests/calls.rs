@@ -9,19 +9,10 @@
 
 mod common;
 
-use std::sync::Mutex;
 use std::time::Duration;
 
-use common::{LivePeer, Scratch, number, peer, report, start_server};
+use common::{LivePeer, Scratch, number, peer, report, serialised, start_server};
 use serde_json::Value;
-
-static ONE_CALL_AT_A_TIME: Mutex<()> = Mutex::new(());
-
-fn serialised() -> std::sync::MutexGuard<'static, ()> {
-    ONE_CALL_AT_A_TIME
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
 
 /// `receiver` decoded at least 90 % of what `sender` sent, every picture's stamp
 /// read, and it heard `sender`'s beeps at `sender`'s frequency.

@@ -10,14 +10,10 @@ mod common;
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use common::screen::{ScreenStamp, find_stamps, png_luma};
-use common::{LivePeer, Scratch};
-
-/// Windows, like calls, one at a time: two cores are not enough for more.
-static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+use common::{LivePeer, Scratch, serialised};
 
 /// An Xvfb display of our own, stopped when dropped.
 struct VirtualDisplay {
@@ -191,7 +187,7 @@ fn close_and_time(display: &VirtualDisplay, app: &mut LivePeer, title: &str) -> 
 
 #[test]
 fn a_windowed_caller_shows_decoded_remote_video_and_its_self_view_and_hangs_up_on_close() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let _one = serialised();
     let scratch = Scratch::new("window-call");
     let display = VirtualDisplay::start();
     let mut server = LivePeer::spawn(&["serve", "--listen", "127.0.0.1:0"], &scratch.0, "server");
@@ -257,7 +253,7 @@ fn a_windowed_caller_shows_decoded_remote_video_and_its_self_view_and_hangs_up_o
 
 #[test]
 fn the_demo_shows_both_ends_with_live_video_and_exits_when_closed() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let _one = serialised();
     let scratch = Scratch::new("window-demo");
     let display = VirtualDisplay::start();
     let env = window_env(&display, &scratch);

@@ -7,7 +7,7 @@ pub mod screen;
 use std::io::{BufRead as _, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdout, Command, Stdio};
-use std::sync::OnceLock;
+use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -303,4 +303,13 @@ pub fn report(scratch: &Scratch, name: &str) -> Value {
     let text = std::fs::read_to_string(scratch.path(&format!("{name}.json")))
         .unwrap_or_else(|err| panic!("{name} wrote no report: {err}"));
     serde_json::from_str(&text).unwrap()
+}
+
+/// Calls (and windows) one at a time within a test binary: two cores are not
+/// enough for more, and frame counts should measure Duet, not the machine.
+pub fn serialised() -> MutexGuard<'static, ()> {
+    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+    ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }

@@ -261,24 +261,14 @@ pub async fn start_video_sender(
             let mut encoder: Option<H264Encoder> = None;
             let mut encoded_size = (0, 0);
             while !shared.stopped.load(Ordering::Relaxed) {
-                if let Some(spec) = shared.video_switch.take() {
-                    match VideoSource::open(&spec, width, height, fps) {
-                        Ok((Some(new), notice)) => {
-                            tracing::info!(?spec, "video source switched");
-                            source = new;
-                            // The new picture starts a new chain of references.
-                            shared.keyframe_wanted.store(true, Ordering::Relaxed);
-                            if let Some(notice) = notice {
-                                let _ = notices.send(MediaNotice::Device(notice));
-                            }
-                        }
-                        Ok((None, _)) => {}
-                        Err(err) => {
-                            let _ = notices.send(MediaNotice::Device(format!(
-                                "{err}; the video source is unchanged"
-                            )));
-                        }
-                    }
+                if let Some(new) =
+                    switched_source(&shared.video_switch, "video", &notices, |spec| {
+                        VideoSource::open(spec, width, height, fps)
+                    })
+                {
+                    source = new;
+                    // The new picture starts a new chain of references.
+                    shared.keyframe_wanted.store(true, Ordering::Relaxed);
                 }
                 let (mut frame, notice) = match source.next_frame() {
                     Ok(next) => next,
@@ -397,6 +387,35 @@ async fn spawn_with_device<D>(
     }
 }
 
+/// Carries out a pending switch of a media source: the newly opened source,
+/// or `None` (the current one stays) when none was asked for, the spec was
+/// `none`, or it cannot be opened — the last said in a notice.
+fn switched_source<Spec: std::fmt::Debug, Source>(
+    switch: &DeviceSwitch<Spec>,
+    what: &str,
+    notices: &mpsc::UnboundedSender<MediaNotice>,
+    open: impl FnOnce(&Spec) -> Result<(Option<Source>, Option<Notice>), MediaError>,
+) -> Option<Source> {
+    let spec = switch.take()?;
+    match open(&spec) {
+        Ok((new, notice)) => {
+            if let Some(notice) = notice {
+                let _ = notices.send(MediaNotice::Device(notice));
+            }
+            if new.is_some() {
+                tracing::info!(?spec, "{what} source switched");
+            }
+            new
+        }
+        Err(err) => {
+            let _ = notices.send(MediaNotice::Device(format!(
+                "{err}; the {what} source is unchanged"
+            )));
+            None
+        }
+    }
+}
+
 /// What the remote sees with the camera off: a dark picture with a pause sign,
 /// still sent at the frame rate, so nobody mistakes it for a frozen call.
 fn paused_picture(frame: &VideoFrame) -> VideoFrame {
@@ -461,22 +480,12 @@ pub async fn start_audio_sender(
             };
             let silence = vec![0.0f32; FRAME_SAMPLES];
             while !shared.stopped.load(Ordering::Relaxed) {
-                if let Some(spec) = shared.audio_switch.take() {
-                    match AudioSource::open(&spec, tone_hz) {
-                        Ok((Some(new), notice)) => {
-                            tracing::info!(?spec, "audio source switched");
-                            source = new;
-                            if let Some(notice) = notice {
-                                let _ = notices.send(MediaNotice::Device(notice));
-                            }
-                        }
-                        Ok((None, _)) => {}
-                        Err(err) => {
-                            let _ = notices.send(MediaNotice::Device(format!(
-                                "{err}; the audio source is unchanged"
-                            )));
-                        }
-                    }
+                if let Some(new) =
+                    switched_source(&shared.audio_switch, "audio", &notices, |spec| {
+                        AudioSource::open(spec, tone_hz)
+                    })
+                {
+                    source = new;
                 }
                 let (frame, notice) = match source.next_frame() {
                     Ok(next) => next,

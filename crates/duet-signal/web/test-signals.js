@@ -258,11 +258,12 @@ export class BeepListener {
   }
 }
 
-/** Percentiles of a list of numbers, or nulls when it is empty (as the native report). */
+/** Percentiles of a list of numbers by nearest rank, as the native report
+ * computes them (so the two can be compared), or nulls when it is empty. */
 export function percentiles(values) {
   if (values.length === 0) return { p50: null, p95: null, p99: null, max: null };
   const sorted = [...values].sort((a, b) => a - b);
-  const at = (q) => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))];
+  const at = (q) => sorted[Math.min(sorted.length, Math.max(1, Math.ceil(q * sorted.length))) - 1];
   return { p50: at(0.5), p95: at(0.95), p99: at(0.99), max: sorted[sorted.length - 1] };
 }
 

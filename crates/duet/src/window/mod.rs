@@ -283,17 +283,12 @@ impl eframe::App for CallWindow {
         if self.choices.settings_open {
             let devices = self.devices.lists();
             let can_edit = !self.end.running();
-            egui::Panel::right("settings")
-                .resizable(false)
-                .default_size(260.0)
-                .show(ui, |ui| {
-                    actions.extend(view::settings_panel(
-                        ui,
-                        &mut self.form,
-                        devices.as_ref(),
-                        can_edit,
-                    ));
-                });
+            actions.extend(view::settings_side_panel(
+                ui,
+                &mut self.form,
+                devices.as_ref(),
+                can_edit,
+            ));
         }
         let view = end_view(&mut self.end, &self.choices, None, now);
         actions.extend(view::end_view(ui, &view, "call"));
@@ -387,17 +382,12 @@ impl eframe::App for DemoWindow {
             });
         if self.you_choices.settings_open {
             let devices = self.devices.lists();
-            egui::Panel::right("settings")
-                .resizable(false)
-                .default_size(260.0)
-                .show(ui, |ui| {
-                    you_actions.extend(view::settings_panel(
-                        ui,
-                        &mut self.form,
-                        devices.as_ref(),
-                        false,
-                    ));
-                });
+            you_actions.extend(view::settings_side_panel(
+                ui,
+                &mut self.form,
+                devices.as_ref(),
+                false,
+            ));
         }
         let you_view = end_view(
             &mut self.you,

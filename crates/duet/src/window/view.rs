@@ -304,6 +304,22 @@ pub struct SettingsForm {
     pub speaker: Option<String>,
 }
 
+/// [`settings_panel`] on the right-hand side of the window.
+pub fn settings_side_panel(
+    ui: &mut egui::Ui,
+    form: &mut SettingsForm,
+    devices: Option<&DeviceLists>,
+    can_edit_destination: bool,
+) -> Vec<Action> {
+    egui::Panel::right("settings")
+        .resizable(false)
+        .default_size(260.0)
+        .show(ui, |ui| {
+            settings_panel(ui, form, devices, can_edit_destination)
+        })
+        .inner
+}
+
 /// Draws the settings; returns device switches. Server and room are edited in
 /// place, and only while `can_edit_destination` (no call running).
 pub fn settings_panel(
@@ -340,73 +356,90 @@ pub fn settings_panel(
         return actions;
     };
 
-    let label = ui.label("Camera");
-    let mut video = form.video.clone();
-    egui::ComboBox::from_id_salt("camera")
-        .selected_text(video_name(&video, devices))
-        .width(220.0)
-        .show_ui(ui, |ui| {
-            for (index, name) in &devices.cameras {
-                ui.selectable_value(&mut video, VideoSpec::Camera(*index), name);
-            }
-            ui.selectable_value(&mut video, VideoSpec::Test, "Test pattern");
-        })
-        .response
-        .labelled_by(label.id);
-    if video != form.video {
-        form.video = video.clone();
+    let cameras = devices
+        .cameras
+        .iter()
+        .map(|(index, name)| (VideoSpec::Camera(*index), name.clone()));
+    let shown = video_name(&form.video, devices);
+    if let Some(video) = device_choice(
+        ui,
+        ("camera", "Camera"),
+        &mut form.video,
+        shown,
+        cameras.chain([(VideoSpec::Test, "Test pattern".to_owned())]),
+        devices.cameras.is_empty().then_some("No camera found."),
+    ) {
         actions.push(Action::SwitchVideo(video));
     }
-    if devices.cameras.is_empty() {
-        ui.label(RichText::new("No camera found.").small().weak());
-    }
-
-    let label = ui.label("Microphone");
-    let mut audio = form.audio.clone();
-    egui::ComboBox::from_id_salt("microphone")
-        .selected_text(audio_name(&audio))
-        .width(220.0)
-        .show_ui(ui, |ui| {
-            for name in &devices.microphones {
-                ui.selectable_value(&mut audio, AudioSpec::Mic(Some(name.clone())), name);
-            }
-            ui.selectable_value(&mut audio, AudioSpec::Test, "Test beeps");
-        })
-        .response
-        .labelled_by(label.id);
-    if audio != form.audio {
-        form.audio = audio.clone();
+    let microphones = devices
+        .microphones
+        .iter()
+        .map(|name| (AudioSpec::Mic(Some(name.clone())), name.clone()));
+    let shown = audio_name(&form.audio);
+    if let Some(audio) = device_choice(
+        ui,
+        ("microphone", "Microphone"),
+        &mut form.audio,
+        shown,
+        microphones.chain([(AudioSpec::Test, "Test beeps".to_owned())]),
+        devices
+            .microphones
+            .is_empty()
+            .then_some("No microphone found."),
+    ) {
         actions.push(Action::SwitchAudio(audio));
     }
-    if devices.microphones.is_empty() {
-        ui.label(RichText::new("No microphone found.").small().weak());
+    let speakers = devices
+        .speakers
+        .iter()
+        .map(|name| (Some(name.clone()), name.clone()));
+    let shown = form.speaker.clone().unwrap_or_else(|| "Default".to_owned());
+    if let Some(speaker) = device_choice(
+        ui,
+        ("speaker", "Speaker"),
+        &mut form.speaker,
+        shown,
+        [(None, "Default".to_owned())].into_iter().chain(speakers),
+        devices
+            .speakers
+            .is_empty()
+            .then_some("No speaker found: sound is not played."),
+    ) {
+        actions.push(Action::SwitchSpeaker(speaker));
     }
+    actions
+}
 
-    let label = ui.label("Speaker");
-    let mut speaker = form.speaker.clone();
-    egui::ComboBox::from_id_salt("speaker")
-        .selected_text(speaker.as_deref().unwrap_or("Default"))
+/// One labelled device list: `current` follows the person's pick, which is
+/// returned when it changed; `none_found` is said under the list.
+fn device_choice<T: Clone + PartialEq>(
+    ui: &mut egui::Ui,
+    (id, label): (&str, &str),
+    current: &mut T,
+    shown: String,
+    options: impl Iterator<Item = (T, String)>,
+    none_found: Option<&str>,
+) -> Option<T> {
+    let label = ui.label(label);
+    let mut picked = current.clone();
+    egui::ComboBox::from_id_salt(id)
+        .selected_text(shown)
         .width(220.0)
         .show_ui(ui, |ui| {
-            ui.selectable_value(&mut speaker, None, "Default");
-            for name in &devices.speakers {
-                ui.selectable_value(&mut speaker, Some(name.clone()), name);
+            for (value, name) in options {
+                ui.selectable_value(&mut picked, value, name);
             }
         })
         .response
         .labelled_by(label.id);
-    if speaker != form.speaker {
-        form.speaker = speaker.clone();
-        actions.push(Action::SwitchSpeaker(speaker));
+    if let Some(text) = none_found {
+        ui.label(RichText::new(text).small().weak());
     }
-    if devices.speakers.is_empty() {
-        ui.label(
-            RichText::new("No speaker found: sound is not played.")
-                .small()
-                .weak(),
-        );
+    if picked == *current {
+        return None;
     }
-    actions
+    *current = picked.clone();
+    Some(picked)
 }
 
 fn video_name(spec: &VideoSpec, devices: &DeviceLists) -> String {
