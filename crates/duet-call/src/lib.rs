@@ -21,7 +21,7 @@ pub mod session;
 
 pub use media::FrameSlot;
 pub use negotiation::{CallPhase, Negotiator};
-pub use report::{CallReport, LiveFigures, ProcessUsage};
+pub use report::{CallReport, LiveFigures};
 pub use session::{AudioOutput, CallConfig, CallEvent, CallEvents, CallHandle, start_call};
 
 /// Everything that can end or refuse a call.

@@ -48,13 +48,15 @@ pub struct FrameSlot {
 
 #[derive(Debug, Default)]
 struct SlotState {
-    frame: Option<VideoFrame>,
+    frame: Option<Arc<VideoFrame>>,
     version: u64,
 }
 
 impl FrameSlot {
-    /// Replaces the picture and wakes the readers.
-    pub fn put(&self, frame: VideoFrame) {
+    /// Replaces the picture and wakes the readers. The picture is shared, not
+    /// copied: readers get a reference to the same planes.
+    pub fn put(&self, frame: impl Into<Arc<VideoFrame>>) {
+        let frame = frame.into();
         let (state, wake) = &*self.inner;
         if let Ok(mut state) = state.lock() {
             state.frame = Some(frame);
@@ -63,8 +65,8 @@ impl FrameSlot {
         wake.notify_all();
     }
 
-    /// A copy of the newest picture, if any.
-    pub fn latest(&self) -> Option<VideoFrame> {
+    /// The newest picture, if any (shared, not copied).
+    pub fn latest(&self) -> Option<Arc<VideoFrame>> {
         let (state, _) = &*self.inner;
         state.lock().ok().and_then(|state| state.frame.clone())
     }
@@ -77,7 +79,7 @@ impl FrameSlot {
 
     /// Waits up to `timeout` for a picture newer than version `seen`; returns
     /// it with its version, or `None` when none came.
-    pub fn wait_newer(&self, seen: u64, timeout: Duration) -> Option<(VideoFrame, u64)> {
+    pub fn wait_newer(&self, seen: u64, timeout: Duration) -> Option<(Arc<VideoFrame>, u64)> {
         let (state, wake) = &*self.inner;
         let state = state.lock().ok()?;
         let (state, _) = wake

@@ -4,75 +4,8 @@
 
 use std::time::{Duration, Instant};
 
+use duet_measure::{ProcessUsage, Samples, Summary};
 use serde::Serialize;
-
-/// A set of latency samples in milliseconds, summarised as percentiles.
-#[derive(Debug, Default, Clone)]
-pub struct LatencySamples {
-    samples: Vec<f64>,
-}
-
-/// Percentiles of one latency, as the report writes them.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct LatencySummary {
-    /// Median.
-    pub p50: f64,
-    /// 95th percentile.
-    pub p95: f64,
-    /// 99th percentile.
-    pub p99: f64,
-    /// Largest.
-    pub max: f64,
-}
-
-impl LatencySamples {
-    /// Adds one sample.
-    pub fn push(&mut self, ms: f64) {
-        if ms.is_finite() {
-            self.samples.push(ms);
-        }
-    }
-
-    /// Number of samples.
-    pub fn len(&self) -> usize {
-        self.samples.len()
-    }
-
-    /// Whether there are none.
-    pub fn is_empty(&self) -> bool {
-        self.samples.is_empty()
-    }
-
-    /// The median of the newest `n` samples: what latency is now, for a live display.
-    pub fn recent_median(&self, n: usize) -> Option<f64> {
-        let recent = &self.samples[self.samples.len().saturating_sub(n)..];
-        if recent.is_empty() {
-            return None;
-        }
-        let mut sorted = recent.to_vec();
-        sorted.sort_by(f64::total_cmp);
-        Some(sorted[sorted.len() / 2])
-    }
-
-    /// Nearest-rank percentiles, or `None` without samples.
-    pub fn summary(&self) -> Option<LatencySummary> {
-        if self.samples.is_empty() {
-            return None;
-        }
-        let mut sorted = self.samples.clone();
-        sorted.sort_by(f64::total_cmp);
-        let rank = |p: f64| {
-            let index = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-            sorted[index.clamp(1, sorted.len()) - 1]
-        };
-        Some(LatencySummary {
-            p50: rank(50.0),
-            p95: rank(95.0),
-            p99: rank(99.0),
-            max: sorted[sorted.len() - 1],
-        })
-    }
-}
 
 /// Counters the media paths update while the call runs.
 #[derive(Debug, Default, Clone)]
@@ -95,8 +28,11 @@ pub struct MediaCounters {
     pub frames_decoded: u64,
     /// Decoded frames whose stamp read back.
     pub stamped_frames: u64,
-    /// One-way video latency from the stamps.
-    pub video_latency: LatencySamples,
+    /// One-way video latency from the stamps, read when a frame is decoded.
+    pub video_latency: Samples,
+    /// One-way video latency from the stamps, read where a front end showed the
+    /// picture (empty headless).
+    pub display_latency: Samples,
     /// Size of the last decoded frame.
     pub last_size: Option<(u32, u32)>,
     /// When the first and the latest frame were decoded.
@@ -112,7 +48,7 @@ pub struct MediaCounters {
     /// Frequency of the last beep heard.
     pub beep_hz: Option<f32>,
     /// Mouth-to-ear latency from the beeps.
-    pub audio_latency: LatencySamples,
+    pub audio_latency: Samples,
     /// Keyframe requests (PLI) this peer sent.
     pub pli_sent: u64,
 }
@@ -178,7 +114,8 @@ pub struct VideoReport {
     pub frames_received: u64,
     pub frames_decoded: u64,
     pub stamped_frames: u64,
-    pub latency_ms: Option<LatencySummary>,
+    pub latency_ms: Option<Summary>,
+    pub display_latency_ms: Option<Summary>,
     pub width: Option<u32>,
     pub height: Option<u32>,
     pub fps_received: Option<f64>,
@@ -199,7 +136,7 @@ pub struct AudioReport {
     pub packets_received: u64,
     pub beeps_detected: u64,
     pub beep_hz: Option<f64>,
-    pub latency_ms: Option<LatencySummary>,
+    pub latency_ms: Option<Summary>,
 }
 
 /// The headless report (`--stats-json`) of `cli.md`.
@@ -253,7 +190,7 @@ impl CallReport {
             (Some(first), Some(last)) if last > first => Some((last - first).as_secs_f64()),
             _ => None,
         };
-        let usage = ProcessUsage::read();
+        let usage = ProcessUsage::this_process();
         CallReport {
             role: context.role,
             room: context.room,
@@ -268,6 +205,7 @@ impl CallReport {
                 frames_decoded: counters.frames_decoded,
                 stamped_frames: counters.stamped_frames,
                 latency_ms: counters.video_latency.summary(),
+                display_latency_ms: counters.display_latency.summary(),
                 width: counters.last_size.map(|(w, _)| w),
                 height: counters.last_size.map(|(_, h)| h),
                 fps_received: decoding_s
@@ -309,71 +247,9 @@ fn round(value: f64, places: i32) -> f64 {
     (value * scale).round() / scale
 }
 
-/// CPU time and peak memory of this process (Linux `/proc`).
-#[derive(Debug, Clone, Copy)]
-pub struct ProcessUsage {
-    /// User plus system CPU seconds.
-    pub cpu_seconds: f64,
-    /// Peak resident set size (`VmHWM`).
-    pub max_rss_mb: f64,
-}
-
-impl ProcessUsage {
-    /// Reads this process's usage; `None` where `/proc` is not available.
-    pub fn read() -> Option<ProcessUsage> {
-        let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-        // Fields after the command name (which may contain spaces) start after ')'.
-        let after = stat.rsplit_once(')')?.1;
-        let fields: Vec<&str> = after.split_whitespace().collect();
-        let utime: f64 = fields.get(11)?.parse().ok()?;
-        let stime: f64 = fields.get(12)?.parse().ok()?;
-        let ticks = 100.0; // USER_HZ on Linux
-        let status = std::fs::read_to_string("/proc/self/status").ok()?;
-        let kb = |key: &str| -> Option<f64> {
-            status
-                .lines()
-                .find(|l| l.starts_with(key))?
-                .split_whitespace()
-                .nth(1)?
-                .parse()
-                .ok()
-        };
-        Some(ProcessUsage {
-            cpu_seconds: (utime + stime) / ticks,
-            max_rss_mb: kb("VmHWM:")? / 1024.0,
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_recent_median_looks_only_at_the_newest_samples() {
-        let mut samples = LatencySamples::default();
-        assert_eq!(samples.recent_median(3), None);
-        for ms in [100.0, 100.0, 100.0, 5.0, 7.0, 6.0] {
-            samples.push(ms);
-        }
-        assert_eq!(samples.recent_median(3), Some(6.0));
-        assert_eq!(samples.recent_median(100), Some(100.0));
-    }
-
-    #[test]
-    fn percentiles_use_the_nearest_rank() {
-        let mut samples = LatencySamples::default();
-        assert!(samples.summary().is_none());
-        for ms in 1..=100 {
-            samples.push(f64::from(ms));
-        }
-        samples.push(f64::NAN);
-        let summary = samples.summary().expect("has samples");
-        assert_eq!(summary.p50, 50.0);
-        assert_eq!(summary.p95, 95.0);
-        assert_eq!(summary.p99, 99.0);
-        assert_eq!(summary.max, 100.0);
-    }
 
     #[test]
     fn the_report_has_every_field_cli_md_names_with_nulls_where_nothing_was_measured() {

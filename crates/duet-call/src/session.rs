@@ -197,6 +197,14 @@ impl CallHandle {
         }
     }
 
+    /// Records the latency of a stamped remote picture at the moment a front
+    /// end showed it (the window, right after painting it): what a person sees,
+    /// as opposed to [`CallReport`]'s decode-time `latency_ms`. Reported as
+    /// `video.display_latency_ms`.
+    pub fn record_display_latency(&self, ms: f64) {
+        self.shared.count(|c| c.display_latency.push(ms));
+    }
+
     /// The newest remote picture.
     pub fn remote_video(&self) -> FrameSlot {
         self.shared.remote_video.clone()
