@@ -1,14 +1,25 @@
 //! The side-by-side benchmark of `BENCHMARKS.md`: in one run, the same stamped
 //! 640x480 call at 30 fps (test signals both ways, through one `duet serve`)
-//! made three ways: browser↔browser, browser↔native and native↔native. The
-//! browser is Debian's headless Chromium running the page `duet serve` hands
-//! out, in its `?test=1` mode; the native peer is `duet --headless`. Each
-//! peer's figures come from its own report (the page's `window.duet.report()`
-//! has the shape of `--stats-json`); CPU and memory are read from /proc for
-//! every process of a peer (all of Chromium's), over the connected call.
+//! made four ways: browser↔browser, window↔window, browser↔window and
+//! native↔native. The browser is Debian's headless Chromium running the page
+//! `duet serve` hands out, in its `?test=1` mode. A *window* peer is the app as
+//! a person runs it: its window on an Xvfb display and its speaker on a
+//! PulseAudio null sink, both started by the benchmark; a *native* peer is
+//! `duet --headless`.
+//!
+//! Like for like: the page reads stamps when a frame is presented
+//! (`requestVideoFrameCallback`) and beeps in an AudioWorklet on the output
+//! graph; the window reads stamps when it paints a picture and beeps where
+//! the speaker's device callback takes the samples. A headless peer has no
+//! screen or speaker: its figures are taken at the decoder and where its sink
+//! takes the audio, and are shown apart. Each peer's figures come from its own
+//! report (the page's `window.duet.report()` has the shape of `--stats-json`);
+//! CPU and memory are read from /proc for every process of a peer (all of
+//! Chromium's), over the connected call. Medians by nearest rank
+//! (`duet-measure`), as every Duet figure.
 //!
 //! ```sh
-//! ./scripts/install-deps.sh            # chromium, chromium-driver
+//! ./scripts/install-deps.sh            # chromium, chromium-driver, Xvfb, PulseAudio
 //! cargo build --release -p duet
 //! cargo run --release --example browser_benchmark -- [SECONDS] [RUNS]
 //! ```
@@ -28,13 +39,18 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use browser::Browser;
+use duet_measure::{ProcessUsage, median};
 use serde_json::Value;
+use support::VirtualDesk;
 
 const SIZE: (u32, u32) = (640, 480);
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Kind {
     Browser,
+    /// The app with its window and speaker.
+    Window,
+    /// The app headless.
     Native,
 }
 
@@ -42,10 +58,15 @@ impl Kind {
     fn name(self) -> &'static str {
         match self {
             Kind::Browser => "browser",
+            Kind::Window => "window",
             Kind::Native => "native",
         }
     }
 }
+
+/// A window peer prints no progress lines; it counts as connected this long
+/// after it started (calls on loopback connect in well under a second).
+const WINDOW_CONNECTS_WITHIN: Duration = Duration::from_secs(3);
 
 /// One end of a call.
 enum Peer {
@@ -53,6 +74,11 @@ enum Peer {
         child: Child,
         lines: Receiver<String>,
         connected: bool,
+        report: PathBuf,
+    },
+    Window {
+        child: Child,
+        started: Instant,
         report: PathBuf,
     },
     Browser(Box<Browser>),
@@ -91,6 +117,27 @@ impl Peer {
                     report,
                 })
             }
+            Kind::Window => {
+                let report = ctx.dir.join(format!("{room}-{role}.json"));
+                let child = Command::new(&ctx.bin)
+                    .args([role, "--server"])
+                    .arg(format!("ws://{}", ctx.addr))
+                    .args(["--room", room, "--video", "test", "--audio", "test"])
+                    .args(["--tone-hz", &tone.to_string()])
+                    .args(["--size", &format!("{}x{}", SIZE.0, SIZE.1), "--fps", "30"])
+                    .args(["--duration", &ctx.seconds.to_string(), "--stats-json"])
+                    .arg(&report)
+                    .envs(ctx.desk.env())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .context("cannot start a window peer")?;
+                Ok(Peer::Window {
+                    child,
+                    started: Instant::now(),
+                    report,
+                })
+            }
             Kind::Browser => {
                 let browser = Browser::launch(&format!("{room}-{role}"));
                 browser.open(&format!(
@@ -119,13 +166,14 @@ impl Peer {
                 }
                 *connected
             }
+            Peer::Window { started, .. } => started.elapsed() >= WINDOW_CONNECTS_WITHIN,
             Peer::Browser(browser) => browser.report()["connected"] == true,
         }
     }
 
     fn pids(&self) -> Vec<u32> {
         match self {
-            Peer::Native { child, .. } => vec![child.id()],
+            Peer::Native { child, .. } | Peer::Window { child, .. } => vec![child.id()],
             Peer::Browser(browser) => browser.process_ids(),
         }
     }
@@ -135,10 +183,13 @@ impl Peer {
         match self {
             Peer::Native {
                 mut child, report, ..
+            }
+            | Peer::Window {
+                mut child, report, ..
             } => {
                 let status = child.wait()?;
                 if !status.success() {
-                    bail!("a native peer failed: {status}");
+                    bail!("an app peer failed: {status}");
                 }
                 Ok(serde_json::from_str(&std::fs::read_to_string(report)?)?)
             }
@@ -158,35 +209,7 @@ struct Context {
     addr: String,
     dir: PathBuf,
     seconds: u32,
-}
-
-/// CPU time (s) and proportional memory (MB) of a set of processes, from /proc.
-fn cpu_seconds(pids: &[u32]) -> f64 {
-    let ticks = 100.0; // USER_HZ on Linux
-    pids.iter()
-        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
-        .filter_map(|stat| {
-            let rest = stat
-                .rsplit_once(')')?
-                .1
-                .split_whitespace()
-                .collect::<Vec<_>>();
-            // After the name: state(0) ppid(1) ... utime(11) stime(12).
-            Some(rest.get(11)?.parse::<f64>().ok()? + rest.get(12)?.parse::<f64>().ok()?)
-        })
-        .sum::<f64>()
-        / ticks
-}
-
-fn pss_mb(pids: &[u32]) -> f64 {
-    pids.iter()
-        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok())
-        .filter_map(|text| {
-            let line = text.lines().find(|l| l.starts_with("Pss:"))?;
-            line.split_whitespace().nth(1)?.parse::<f64>().ok()
-        })
-        .sum::<f64>()
-        / 1024.0
+    desk: VirtualDesk,
 }
 
 /// What one peer measured in one call.
@@ -198,18 +221,36 @@ struct Figures {
 const COLUMNS: &[(&str, &str)] = &[
     ("connected", "connected ms"),
     ("first_frame", "first remote frame ms"),
-    ("video_p50", "video p50 ms"),
-    ("video_p99", "video p99 ms"),
-    ("video_max", "video max ms"),
+    ("shown_p50", "video p50 ms, shown"),
+    ("shown_p99", "video p99 ms, shown"),
+    ("decoded_p50", "video p50 ms, decoded"),
+    ("decoded_p99", "video p99 ms, decoded"),
     ("decoded_share", "frames decoded / sent %"),
     ("fps", "fps received"),
-    ("audio_p50", "audio p50 ms"),
+    ("audio_p50", "audio p50 ms (device / worklet / sink)"),
     ("beeps", "beeps heard"),
     ("cpu", "CPU % of a core"),
     ("memory", "peak memory MB (PSS)"),
 ];
 
-fn figures(report: &Value, other: &Value, cpu: f64, memory: f64, seconds: f64) -> Figures {
+/// Where each kind of peer reads its received stamps: (shown, decoded).
+/// The page only measures at presentation; a headless app only at decoding.
+fn latency_fields(kind: Kind) -> (Option<&'static str>, Option<&'static str>) {
+    match kind {
+        Kind::Browser => (Some("latency_ms"), None),
+        Kind::Window => (Some("display_latency_ms"), Some("latency_ms")),
+        Kind::Native => (None, Some("latency_ms")),
+    }
+}
+
+fn figures(
+    kind: Kind,
+    report: &Value,
+    other: &Value,
+    cpu: f64,
+    memory: f64,
+    seconds: f64,
+) -> Figures {
     let at = |v: &Value, path: &[&str]| {
         let mut v = v;
         for key in path {
@@ -228,9 +269,16 @@ fn figures(report: &Value, other: &Value, cpu: f64, memory: f64, seconds: f64) -
         "first_frame",
         at(report, &["time_to_first_remote_frame_ms"]),
     );
-    put("video_p50", at(report, &["video", "latency_ms", "p50"]));
-    put("video_p99", at(report, &["video", "latency_ms", "p99"]));
-    put("video_max", at(report, &["video", "latency_ms", "max"]));
+    let (shown, decoded) = latency_fields(kind);
+    for (field, p50, p99) in [
+        (shown, "shown_p50", "shown_p99"),
+        (decoded, "decoded_p50", "decoded_p99"),
+    ] {
+        if let Some(field) = field {
+            put(p50, at(report, &["video", field, "p50"]));
+            put(p99, at(report, &["video", field, "p99"]));
+        }
+    }
     let decoded = at(report, &["video", "frames_decoded"]);
     let sent = at(other, &["video", "frames_sent"]);
     put(
@@ -271,6 +319,7 @@ fn one_call(
     }
     // The connected call: CPU over the window, memory sampled through it.
     let pids: Vec<Vec<u32>> = peers.iter().map(Peer::pids).collect();
+    let cpu_seconds = |pids: &[u32]| ProcessUsage::of_all(pids).cpu_seconds;
     let cpu_before: Vec<f64> = pids.iter().map(|p| cpu_seconds(p)).collect();
     let window = Instant::now();
     let mut peak = [0.0f64; 2];
@@ -280,9 +329,10 @@ fn one_call(
             // Chromium starts helpers as it goes: look again each time.
             let pids = match &peers[i] {
                 Peer::Browser(b) => b.process_ids(),
-                Peer::Native { .. } => pids.clone(),
+                Peer::Native { .. } | Peer::Window { .. } => pids.clone(),
             };
-            peak[i] = peak[i].max(pss_mb(&pids));
+            let pss = ProcessUsage::of_all(&pids).pss_mb.unwrap_or(f64::NAN);
+            peak[i] = peak[i].max(pss);
         }
         std::thread::sleep(Duration::from_millis(500));
     }
@@ -302,33 +352,34 @@ fn one_call(
     let caller_report = caller.finish()?;
     let callee_report = callee.finish()?;
     Ok((
-        figures(&caller_report, &callee_report, cpu[0], peak[0], measured),
-        figures(&callee_report, &caller_report, cpu[1], peak[1], measured),
+        figures(
+            caller_kind,
+            &caller_report,
+            &callee_report,
+            cpu[0],
+            peak[0],
+            measured,
+        ),
+        figures(
+            callee_kind,
+            &callee_report,
+            &caller_report,
+            cpu[1],
+            peak[1],
+            measured,
+        ),
     ))
-}
-
-fn median(values: &mut [f64]) -> Option<f64> {
-    if values.is_empty() {
-        return None;
-    }
-    values.sort_by(f64::total_cmp);
-    let n = values.len();
-    Some(if n % 2 == 1 {
-        values[n / 2]
-    } else {
-        (values[n / 2 - 1] + values[n / 2]) / 2.0
-    })
 }
 
 fn medians(all: &[Figures]) -> BTreeMap<&'static str, f64> {
     COLUMNS
         .iter()
         .filter_map(|(key, _)| {
-            let mut values: Vec<f64> = all
+            let values: Vec<f64> = all
                 .iter()
                 .filter_map(|f| f.values.get(key).copied())
                 .collect();
-            median(&mut values).map(|m| (*key, m))
+            median(&values).map(|m| (*key, m))
         })
         .collect()
 }
@@ -348,17 +399,24 @@ fn main() -> anyhow::Result<()> {
     let dir = std::env::temp_dir().join(format!("duet-browser-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let server = support::Server::start(&bin)?;
+    let desk = VirtualDesk::start()?;
+    if !desk.audio {
+        eprintln!(
+            "PulseAudio did not start: window peers measure audio at their sink, not a device"
+        );
+    }
     let ctx = Context {
         bin,
         addr: server.addr.clone(),
         dir: dir.clone(),
         seconds,
+        desk,
     };
 
     let pairings = [
         ("browser↔browser", Kind::Browser, Kind::Browser),
-        ("browser↔native", Kind::Browser, Kind::Native),
-        ("native↔browser", Kind::Native, Kind::Browser),
+        ("window↔window", Kind::Window, Kind::Window),
+        ("browser↔window", Kind::Browser, Kind::Window),
         ("native↔native", Kind::Native, Kind::Native),
     ];
     let mut results: Vec<(&str, [Vec<Figures>; 2])> = pairings
@@ -405,12 +463,12 @@ fn main() -> anyhow::Result<()> {
         let both: Vec<Figures> = callers.iter().chain(callees).cloned().collect();
         by_pairing.insert(name, medians(&both));
     }
-    println!("\nnative↔native / browser↔browser (medians over both peers):\n");
-    println!("| figure | browser↔browser | native↔native | native / browser |");
+    println!("\nwindow↔window / browser↔browser, like for like (medians over both peers):\n");
+    println!("| figure | browser↔browser | window↔window | window / browser |");
     println!("| --- | --- | --- | --- |");
     let empty = BTreeMap::new();
     let browsers = by_pairing.get("browser↔browser").unwrap_or(&empty);
-    let natives = by_pairing.get("native↔native").unwrap_or(&empty);
+    let natives = by_pairing.get("window↔window").unwrap_or(&empty);
     for (key, title) in COLUMNS {
         let (b, n) = (browsers.get(key), natives.get(key));
         let ratio = b

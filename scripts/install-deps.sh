@@ -12,11 +12,15 @@ set -euo pipefail
 #   tests:  Xvfb (a display for the window tests) and ImageMagick's `import`
 #           (screenshots of it); Debian's Chromium and its ChromeDriver (the
 #           browser client's tests: nothing is downloaded at test time)
+#   audio:  PulseAudio with ALSA's pulse plugin: a paced virtual speaker and
+#           microphone (a null sink and its monitor) where there is no sound
+#           card, for measuring audio where the device takes it
 packages=(
   build-essential pkg-config libasound2-dev libclang-dev cmake nasm
   libgl1 libglx-mesa0 libgl1-mesa-dri libegl1 libegl-mesa0 libx11-xcb1 libxcursor1
   libxi6 libxrender1 libxkbcommon-x11-0 libfontconfig1 libwayland-client0
   xvfb xauth imagemagick chromium chromium-driver
+  pulseaudio pulseaudio-utils libasound2-plugins alsa-utils
 )
 
 missing=()

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use duet_media::devices::Speaker;
 use duet_media::frame::{FRAME_SAMPLES, unix_ms};
 use duet_media::source::{AudioSink, AudioSource, AudioSpec, Notice, VideoSource, VideoSpec};
-use duet_media::stamp::latency_ms;
+use duet_media::stamp::live_latency_ms;
 use duet_media::wav_file::WavRecorder;
 use duet_media::{
     BeepDetector, Decoded, H264Decoder, H264Encoder, MediaError, OpusDecoder, OpusEncoder,
@@ -678,17 +678,18 @@ pub fn start_video_decoder(
                 match decoder.decode(&unit, SystemTime::now()) {
                     Decoded::Frame(frame) => {
                         let now = SystemTime::now();
-                        let stamp = StampReader::read(&frame);
+                        // Only a live test stamp gives a latency (docs/test-signals.md).
+                        let latency = StampReader::read(&frame)
+                            .and_then(|stamp| live_latency_ms(stamp, unix_ms(now)));
                         let now_instant = Instant::now();
                         shared.count(|c| {
                             c.frames_decoded += 1;
                             c.last_size = Some((frame.width(), frame.height()));
                             c.first_decoded.get_or_insert(now_instant);
                             c.last_decoded = Some(now_instant);
-                            if let Some(stamp) = stamp {
+                            if let Some(latency) = latency {
                                 c.stamped_frames += 1;
-                                c.video_latency
-                                    .push(f64::from(latency_ms(stamp, unix_ms(now))));
+                                c.video_latency.push(latency);
                             }
                         });
                         shared.remote_video.put(frame);
