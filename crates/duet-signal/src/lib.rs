@@ -11,7 +11,7 @@
 //! their messages.
 
 pub mod client;
-pub mod limits;
+mod limits;
 pub mod protocol;
 pub mod rooms;
 pub mod server;
@@ -20,6 +20,7 @@ pub use client::{
     ClientConfig, ClientError, JoinedRoom, SignalEvent, SignalEvents, SignalSender, connect,
     endpoint_url,
 };
+pub use limits::RateLimit;
 pub use protocol::{
     ClientMessage, ErrorCode, IceCandidate, PeerId, Role, RoleRequest, ServerMessage,
 };
