@@ -1,9 +1,36 @@
 #!/usr/bin/env bash
-# The whole test suite, as CI runs it: system packages, format, lints, tests.
+# The test suite, in two tiers.
+#
+#   ./scripts/test.sh         everything, as CI runs it: system packages, format,
+#                             lints, the fuzz target's build, then every test
+#   ./scripts/test.sh fast    unit and crate tests only (no `tests/` of the root):
+#                             seconds once built
+#   ./scripts/test.sh e2e     the end-to-end tests in `tests/`: the real binary,
+#                             real calls, windows under Xvfb, Chromium
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+tier="${1:-all}"
+case "$tier" in
+  all | fast | e2e) ;;
+  *)
+    echo "usage: $0 [fast|e2e]   (no argument: everything, as CI runs it)" >&2
+    exit 2
+    ;;
+esac
+
 ./scripts/install-deps.sh
+
+case "$tier" in
+  fast)
+    echo "== cargo test: unit and crate tests" >&2
+    exec cargo test --workspace --exclude duet-e2e --locked
+    ;;
+  e2e)
+    echo "== cargo test: end-to-end tests" >&2
+    exec cargo test -p duet-e2e --locked
+    ;;
+esac
 
 echo "== cargo fmt --check" >&2
 cargo fmt --all -- --check

@@ -189,16 +189,11 @@ impl LivePeer {
         send_signal(&self.child, name);
     }
 
-    /// Resident memory now, from /proc.
+    /// Resident memory now, from /proc (`duet-measure`, as the report reads it).
     pub fn rss_mb(&self) -> f64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
-        let kb: f64 = status
-            .lines()
-            .find(|l| l.starts_with("VmRSS:"))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-            .unwrap();
-        kb / 1024.0
+        duet_measure::ProcessUsage::of(self.child.id())
+            .expect("the child is running")
+            .rss_mb
     }
 
     /// Waits for exit; panics (with stderr) after `limit`.

@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use duet_media::source::{AudioSpec, VideoSpec};
 use duet_signal::{
-    ClientConfig, ClientError, Role, RoleRequest, SignalEvent, SignalEvents, SignalSender,
+    ClientConfig, ClientError, Role, RoleRequest, ServerMessage, SignalEvent, SignalEvents,
+    SignalSender,
 };
 use rtc::peer_connection::transport::RTCIceCandidateInit;
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
@@ -418,7 +419,7 @@ impl Session {
                             reason: cause,
                         }));
                     }
-                    Some(SignalEvent::Error { code, message }) if code.close_code().is_some() => {
+                    Some(SignalEvent::Message(ServerMessage::Error { code, message })) if code.close_code().is_some() => {
                         break Stop::Failed(CallError::Signaling(ClientError::Rejected { code, message }));
                     }
                     Some(event) => self.on_signal(event, &mut pending),
@@ -479,17 +480,29 @@ impl Session {
                     resumed: joined.resumed,
                 });
             }
-            SignalEvent::PeerJoined { id, .. } => pending.push_back(N::PeerJoined(id)),
-            SignalEvent::PeerLeft { id } => pending.push_back(N::PeerLeft(id)),
-            SignalEvent::Offer { from, sdp } => pending.push_back(N::RemoteOffer { from, sdp }),
-            SignalEvent::Answer { from, sdp } => pending.push_back(N::RemoteAnswer { from, sdp }),
-            SignalEvent::Candidate { from, candidate } => {
+            SignalEvent::Message(ServerMessage::PeerJoined { id, .. }) => {
+                pending.push_back(N::PeerJoined(id))
+            }
+            SignalEvent::Message(ServerMessage::PeerLeft { id }) => {
+                pending.push_back(N::PeerLeft(id))
+            }
+            SignalEvent::Message(ServerMessage::Offer { from, sdp }) => {
+                pending.push_back(N::RemoteOffer { from, sdp })
+            }
+            SignalEvent::Message(ServerMessage::Answer { from, sdp }) => {
+                pending.push_back(N::RemoteAnswer { from, sdp })
+            }
+            SignalEvent::Message(ServerMessage::Candidate { from, candidate }) => {
                 pending.push_back(N::RemoteCandidate { from, candidate })
             }
-            SignalEvent::Bye { from } => pending.push_back(N::RemoteBye(from)),
-            SignalEvent::Error { code, message } => {
+            SignalEvent::Message(ServerMessage::Bye { from }) => {
+                pending.push_back(N::RemoteBye(from))
+            }
+            SignalEvent::Message(ServerMessage::Error { code, message }) => {
                 tracing::warn!(%code, %message, "the signaling server refused a message");
             }
+            // The client hands `joined` out as `SignalEvent::Joined` and answers `pong` itself.
+            SignalEvent::Message(ServerMessage::Joined { .. } | ServerMessage::Pong {}) => {}
             SignalEvent::Reconnecting {
                 attempt,
                 retry_in,

@@ -10,6 +10,7 @@
 //! what arrived against what was sent gives lost messages. The server is a
 //! separate `duet serve` process (spawned here, or named by `--server-pid`), so
 //! its peak RSS and CPU time are read from `/proc` without sharing our heap.
+//! Percentiles and process usage are `duet-measure`'s, as in every Duet report.
 
 use std::io::BufRead as _;
 use std::path::PathBuf;
@@ -20,8 +21,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use clap::Parser;
+use duet_measure::{ProcessUsage, Samples, Summary};
 use duet_signal::{
-    ClientConfig, IceCandidate, RoleRequest, SignalEvent, SignalEvents, SignalSender,
+    ClientConfig, IceCandidate, RoleRequest, ServerMessage, SignalEvent, SignalEvents, SignalSender,
 };
 use tokio::sync::Semaphore;
 
@@ -154,8 +156,8 @@ struct Report {
     connections: usize,
     rounds: u32,
     interval_ms: u64,
-    join_ms: Percentiles,
-    relay_ms: Percentiles,
+    join_ms: Option<Summary>,
+    relay_ms: Option<Summary>,
     relayed: u64,
     expected: u64,
     lost: u64,
@@ -167,32 +169,23 @@ struct Report {
     server_peak_cpu_percent: Option<f64>,
 }
 
-#[derive(Debug, Clone, Copy)]
-struct Percentiles {
-    p50: f64,
-    p99: f64,
-    max: f64,
+/// Nearest-rank percentiles of durations in microseconds, in milliseconds.
+fn summary_ms(micros: &[u32]) -> Option<Summary> {
+    micros
+        .iter()
+        .map(|us| f64::from(*us) / 1000.0)
+        .collect::<Samples>()
+        .summary()
 }
 
-impl Percentiles {
-    fn of_micros(mut values: Vec<u32>) -> Percentiles {
-        values.sort_unstable();
-        let at = |q: f64| {
-            if values.is_empty() {
-                return f64::NAN;
-            }
-            let index = ((values.len() - 1) as f64 * q).round() as usize;
-            f64::from(values[index]) / 1000.0
-        };
-        Percentiles {
-            p50: at(0.5),
-            p99: at(0.99),
-            max: at(1.0),
-        }
-    }
-
-    fn json(self) -> serde_json::Value {
-        serde_json::json!({"p50": self.p50, "p99": self.p99, "max": self.max})
+/// A summary as the text report prints it.
+fn summary_text(summary: Option<Summary>) -> String {
+    match summary {
+        Some(s) => format!(
+            "p50 {:.2}  p95 {:.2}  p99 {:.2}  max {:.2}",
+            s.p50, s.p95, s.p99, s.max
+        ),
+        None => "n/a".into(),
     }
 }
 
@@ -204,8 +197,8 @@ impl Report {
              rooms                {}\n\
              setups per room      {} (one every {} ms)\n\
              ramp-up              {:.1} s\n\
-             join ms              p50 {:.2}  p99 {:.2}  max {:.2}\n\
-             relay ms             p50 {:.2}  p99 {:.2}  max {:.2}\n\
+             join ms              {}\n\
+             relay ms             {}\n\
              relayed              {} of {} ({:.0} msg/s during the load phase)\n\
              lost                 {}\n\
              errors               {}\n\
@@ -216,12 +209,8 @@ impl Report {
             self.rounds,
             self.interval_ms,
             self.ramp_s,
-            self.join_ms.p50,
-            self.join_ms.p99,
-            self.join_ms.max,
-            self.relay_ms.p50,
-            self.relay_ms.p99,
-            self.relay_ms.max,
+            summary_text(self.join_ms),
+            summary_text(self.relay_ms),
             self.relayed,
             self.expected,
             self.relayed as f64 / self.load_s,
@@ -238,8 +227,8 @@ impl Report {
             "connections": self.connections,
             "rounds": self.rounds,
             "interval_ms": self.interval_ms,
-            "join_ms": self.join_ms.json(),
-            "relay_ms": self.relay_ms.json(),
+            "join_ms": self.join_ms,
+            "relay_ms": self.relay_ms,
             "relayed": self.relayed,
             "expected": self.expected,
             "lost": self.lost,
@@ -314,7 +303,7 @@ async fn run(args: &Args) -> anyhow::Result<Report> {
     let (server_peak_rss_mb, server_cpu_s, server_peak_cpu_percent) = match (pid, sampler) {
         (Some(pid), Some(sampler)) => {
             let (cpu, peak) = sampler.stop().await;
-            (read_peak_rss_mb(pid), cpu, peak)
+            (ProcessUsage::of(pid).map(|u| u.max_rss_mb), cpu, peak)
         }
         _ => (None, None, None),
     };
@@ -328,8 +317,8 @@ async fn run(args: &Args) -> anyhow::Result<Report> {
         connections: args.connections,
         rounds: args.rounds,
         interval_ms: args.interval_ms,
-        join_ms: Percentiles::of_micros(join_us),
-        relay_ms: Percentiles::of_micros(latencies),
+        join_ms: summary_ms(&join_us),
+        relay_ms: summary_ms(&latencies),
         relayed,
         expected,
         lost: expected.saturating_sub(relayed),
@@ -402,12 +391,12 @@ fn latency_us(clock: Instant, text: &str) -> Option<u32> {
 /// Records one relayed message; returns whether it was an offer (the callee's cue).
 fn record(received: &mut Received, clock: Instant, event: &SignalEvent) -> bool {
     let (text, is_offer) = match event {
-        SignalEvent::Offer { sdp, .. } => (sdp.as_str(), true),
-        SignalEvent::Answer { sdp, .. } => (sdp.as_str(), false),
-        SignalEvent::Candidate {
+        SignalEvent::Message(ServerMessage::Offer { sdp, .. }) => (sdp.as_str(), true),
+        SignalEvent::Message(ServerMessage::Answer { sdp, .. }) => (sdp.as_str(), false),
+        SignalEvent::Message(ServerMessage::Candidate {
             candidate: Some(c), ..
-        } => (c.candidate.as_str(), false),
-        SignalEvent::Error { code, message } => {
+        }) => (c.candidate.as_str(), false),
+        SignalEvent::Message(ServerMessage::Error { code, message }) => {
             eprintln!("server error {code}: {message}");
             received.errors += 1;
             return false;
@@ -467,7 +456,7 @@ async fn drive_callee(mut peer: Peer, clock: Instant) -> Received {
             Ok(Some(event)) => event,
             Ok(None) | Err(_) => break,
         };
-        if matches!(event, SignalEvent::PeerLeft { .. }) {
+        if matches!(event, SignalEvent::Message(ServerMessage::PeerLeft { .. })) {
             break;
         }
         if record(&mut received, clock, &event) {
@@ -506,11 +495,12 @@ impl CpuSampler {
             let stop = stop.clone();
             async move {
                 let tick = Duration::from_millis(500);
-                let mut last = read_cpu_s(pid);
+                let cpu_s = || ProcessUsage::of(pid).map(|u| u.cpu_seconds);
+                let mut last = cpu_s();
                 let mut peak: Option<f64> = None;
                 while stop.load(Ordering::Relaxed) == 0 {
                     tokio::time::sleep(tick).await;
-                    let now = read_cpu_s(pid);
+                    let now = cpu_s();
                     if let (Some(a), Some(b)) = (last, now) {
                         let percent = (b - a) / tick.as_secs_f64() * 100.0;
                         peak = Some(peak.map_or(percent, |p: f64| p.max(percent)));
@@ -529,30 +519,6 @@ impl CpuSampler {
     }
 }
 
-/// User + system CPU seconds of a process, from `/proc/PID/stat`.
-fn read_cpu_s(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name (which may contain spaces) start after the last ')'.
-    let rest = stat.rsplit_once(')')?.1;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of the whole line: 12 and 13 after ')'.
-    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
-    Some(ticks / clock_ticks_per_second())
-}
-
-fn clock_ticks_per_second() -> f64 {
-    // USER_HZ is 100 on every Linux architecture Duet targets.
-    100.0
-}
-
-/// Peak resident set (VmHWM) of a process, in MB.
-fn read_peak_rss_mb(pid: u32) -> Option<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb / 1024.0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -568,15 +534,11 @@ mod tests {
     }
 
     #[test]
-    fn percentiles_pick_ranks() {
-        let p = Percentiles::of_micros((1..=100).map(|v| v * 1000).collect());
-        assert_eq!((p.p50, p.p99, p.max), (51.0, 99.0, 100.0));
-    }
-
-    #[test]
-    fn this_process_has_readable_cpu_and_rss() {
-        let pid = std::process::id();
-        assert!(read_cpu_s(pid).is_some());
-        assert!(read_peak_rss_mb(pid).is_some_and(|mb| mb > 0.0));
+    fn latencies_are_summarised_in_milliseconds_by_nearest_rank() {
+        let micros: Vec<u32> = (1..=100).map(|v| v * 1000).collect();
+        let s = summary_ms(&micros).expect("samples");
+        assert_eq!((s.p50, s.p95, s.p99, s.max), (50.0, 95.0, 99.0, 100.0));
+        assert_eq!(summary_ms(&[]), None);
+        assert_eq!(summary_text(None), "n/a");
     }
 }

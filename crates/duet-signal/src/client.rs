@@ -137,57 +137,22 @@ pub struct JoinedRoom {
     pub resumed: bool,
 }
 
-/// What the server told us, in arrival order.
+/// What the client hands out, in arrival order: the server's messages as the
+/// protocol types them ([`ServerMessage`]), and what only the client knows
+/// (that it holds a seat, that it lost the server and is reconnecting, that it
+/// gave up).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SignalEvent {
-    /// We hold a seat (first join, and again after every reconnect).
+    /// We hold a seat (first join, and again after every reconnect). The
+    /// client consumes the server's `joined` itself, so it arrives here and
+    /// never as a [`SignalEvent::Message`].
     Joined(JoinedRoom),
-    /// The other peer arrived.
-    PeerJoined {
-        /// Its id.
-        id: PeerId,
-        /// Its seat.
-        role: Role,
-    },
-    /// The other peer left, hung up or timed out.
-    PeerLeft {
-        /// Its id.
-        id: PeerId,
-    },
-    /// The other peer's offer.
-    Offer {
-        /// Sender.
-        from: PeerId,
-        /// Session description.
-        sdp: String,
-    },
-    /// The other peer's answer.
-    Answer {
-        /// Sender.
-        from: PeerId,
-        /// Session description.
-        sdp: String,
-    },
-    /// A trickled candidate; `None` is end of candidates.
-    Candidate {
-        /// Sender.
-        from: PeerId,
-        /// The candidate.
-        candidate: Option<IceCandidate>,
-    },
-    /// The other peer hung up.
-    Bye {
-        /// Sender.
-        from: PeerId,
-    },
-    /// The server refused something we sent. When [`ErrorCode::close_code`]
-    /// is `Some`, the server closed us and this is the last event.
-    Error {
-        /// The server's code.
-        code: ErrorCode,
-        /// The server's sentence.
-        message: String,
-    },
+    /// A message from the server after the join: the other peer's arrival,
+    /// departure and relayed call messages, and errors. When an error's
+    /// [`ErrorCode::close_code`] is `Some`, the server closed us and this is
+    /// the last event. Never `joined` (see [`SignalEvent::Joined`]) nor
+    /// `pong` (answered inside the client).
+    Message(ServerMessage),
     /// The connection to the server dropped; the next attempt starts after `retry_in`.
     Reconnecting {
         /// Attempt number since the drop, from 1.
@@ -571,20 +536,12 @@ impl ClientTask {
                 peers,
                 resumed: false,
             }),
-            ServerMessage::PeerJoined { id, role } => SignalEvent::PeerJoined { id, role },
-            ServerMessage::PeerLeft { id } => SignalEvent::PeerLeft { id },
-            ServerMessage::Offer { sdp, from } => SignalEvent::Offer { from, sdp },
-            ServerMessage::Answer { sdp, from } => SignalEvent::Answer { from, sdp },
-            ServerMessage::Candidate { candidate, from } => {
-                SignalEvent::Candidate { from, candidate }
-            }
-            ServerMessage::Bye { from } => SignalEvent::Bye { from },
             ServerMessage::Pong {} => return None,
-            ServerMessage::Error { code, message } => {
-                let closes = code.close_code().is_some();
-                self.emit(SignalEvent::Error { code, message });
-                return closes.then_some(SessionEnd::Refused);
+            ServerMessage::Error { code, .. } if code.close_code().is_some() => {
+                self.emit(SignalEvent::Message(message));
+                return Some(SessionEnd::Refused);
             }
+            message => SignalEvent::Message(message),
         };
         self.emit(event);
         None
@@ -630,7 +587,7 @@ impl ClientTask {
                     return Some(socket);
                 }
                 Err(ClientError::Rejected { code, message }) if code.close_code().is_some() => {
-                    self.emit(SignalEvent::Error { code, message });
+                    self.emit(SignalEvent::Message(ServerMessage::Error { code, message }));
                     return None;
                 }
                 Err(err) => cause = err.to_string(),

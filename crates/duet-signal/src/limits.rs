@@ -24,7 +24,7 @@ impl Default for RateLimit {
 
 /// A token bucket: each message takes a token, tokens come back at `per_second`.
 #[derive(Debug, Clone)]
-pub struct RateLimiter {
+pub(crate) struct RateLimiter {
     limit: RateLimit,
     tokens: f64,
     last: Instant,
@@ -57,7 +57,7 @@ impl RateLimiter {
 
 /// Capped exponential backoff for reconnecting; jitter is passed in so this stays deterministic.
 #[derive(Debug, Clone)]
-pub struct Backoff {
+pub(crate) struct Backoff {
     initial: Duration,
     max: Duration,
     attempt: u32,
@@ -73,7 +73,7 @@ impl Backoff {
         }
     }
 
-    /// Attempts made since the last [`Backoff::reset`].
+    /// Attempts made so far (a reconnect starts a new `Backoff`).
     pub fn attempts(&self) -> u32 {
         self.attempt
     }
@@ -86,11 +86,6 @@ impl Backoff {
         self.attempt = self.attempt.saturating_add(1);
         let nominal = self.initial.saturating_mul(1 << exp).min(self.max);
         nominal.mul_f64(0.75 + 0.25 * jitter.clamp(0.0, 1.0))
-    }
-
-    /// Back to the initial delay after a successful connection.
-    pub fn reset(&mut self) {
-        self.attempt = 0;
     }
 }
 
@@ -120,15 +115,15 @@ mod tests {
     }
 
     #[test]
-    fn backoff_doubles_up_to_the_cap_and_resets() {
+    fn backoff_doubles_up_to_the_cap_with_jitter_below_nominal() {
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
         let delays: Vec<u128> = (0..7)
             .map(|_| backoff.next_delay(1.0).as_millis())
             .collect();
         assert_eq!(delays, vec![100, 200, 400, 800, 1600, 2000, 2000]);
         assert_eq!(backoff.attempts(), 7);
-        backoff.reset();
-        assert_eq!(backoff.next_delay(0.0).as_millis(), 75);
+        let mut fresh = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
+        assert_eq!(fresh.next_delay(0.0).as_millis(), 75);
         // Far past the cap, nothing overflows.
         for _ in 0..100 {
             assert!(backoff.next_delay(0.5) <= Duration::from_secs(2));

@@ -1,4 +1,4 @@
-//! The wire types of `signaling-v1.md`, one serde enum per direction, tagged by `type`.
+//! The wire types of `docs/protocol.md`, one serde enum per direction, tagged by `type`.
 //!
 //! Parsing is strict where the spec is strict (a missing or mistyped field is a
 //! `bad_message`) and lenient where it is lenient (unknown extra fields are
@@ -253,7 +253,7 @@ fn describe_parse_error(text: &str, err: &serde_json::Error) -> String {
     }
 }
 
-/// Error codes of the spec's error table.
+/// Error codes of the error table of `docs/protocol.md`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {

@@ -1,4 +1,4 @@
-//! The room rules of `signaling-v1.md` as a socket-free state machine.
+//! The room rules of `docs/protocol.md` as a socket-free state machine.
 //!
 //! [`RoomRegistry`] takes events about connections (a message arrived, the
 //! connection went away) and answers with [`Action`]s (send this to that

@@ -6,7 +6,10 @@
 //! the registry's actions queue for it. Room rules live in [`crate::rooms`].
 //!
 //! `run` takes its listener and its shutdown signal from the caller (as
-//! mini-redis does), so tests bind port 0 and stop servers at will.
+//! mini-redis does), so tests bind port 0 and stop servers at will. The
+//! server answers only `/ws` and `/healthz` itself; a binary that wants more on
+//! the same listener (`duet serve` adds the browser client) hands its routes to
+//! [`SignalServer::with_routes`].
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -129,6 +132,8 @@ pub struct SignalServer {
     local_addr: SocketAddr,
     tls: Option<Arc<rustls::ServerConfig>>,
     config: ServerConfig,
+    /// Answers every request the signaling routes do not.
+    other_routes: Option<Router>,
 }
 
 impl SignalServer {
@@ -152,7 +157,19 @@ impl SignalServer {
             local_addr,
             tls,
             config,
+            other_routes: None,
         })
+    }
+
+    /// Serves `routes` on the same listener, beside the signaling endpoints.
+    ///
+    /// `/ws` and `/healthz` stay the server's own: `routes` answers only the
+    /// requests they do not match, so no route handed in can shadow the
+    /// protocol (and none can collide with it, which would panic in axum's
+    /// `merge`). Without this, every other path gets `404`.
+    pub fn with_routes(mut self, routes: Router) -> SignalServer {
+        self.other_routes = Some(routes);
+        self
     }
 
     /// The address actually bound.
@@ -180,11 +197,13 @@ impl SignalServer {
         kill: impl Future<Output = ()>,
     ) -> Result<(), ServerError> {
         let hub = Arc::new(Hub::new(self.config));
-        let app = Router::new()
+        let mut app = Router::new()
             .route(WS_PATH, get(upgrade))
             .route("/healthz", get(|| async { "ok" }))
-            .merge(crate::web::routes())
             .with_state(hub.clone());
+        if let Some(routes) = self.other_routes {
+            app = app.fallback_service(routes);
+        }
         let handle = axum_server::Handle::new();
         let serving = {
             let handle = handle.clone();

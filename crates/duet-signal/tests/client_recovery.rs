@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use common::{PATIENCE, start_server};
 use duet_signal::{
-    ClientConfig, ClientError, ErrorCode, Role, RoleRequest, ServerConfig, SignalEvent,
-    SignalEvents, SignalServer, TlsFiles, connect,
+    ClientConfig, ClientError, ErrorCode, Role, RoleRequest, ServerConfig, ServerMessage,
+    SignalEvent, SignalEvents, SignalServer, TlsFiles, connect,
 };
 
 async fn next(events: &mut SignalEvents) -> SignalEvent {
@@ -43,7 +43,7 @@ async fn until_rejoined(events: &mut SignalEvents, already_seen: u32) -> duet_si
                 assert!(joined.resumed);
                 return joined;
             }
-            SignalEvent::PeerLeft { .. } => {}
+            SignalEvent::Message(ServerMessage::PeerLeft { .. }) => {}
             other => panic!("unexpected while reconnecting: {other:?}"),
         }
     }
@@ -74,7 +74,7 @@ async fn both_clients_reconnect_and_pair_again_when_the_server_restarts_on_the_s
     assert_eq!(caller_first.role, Role::Caller);
     assert!(matches!(
         next(&mut caller).await,
-        SignalEvent::PeerJoined { .. }
+        SignalEvent::Message(ServerMessage::PeerJoined { .. })
     ));
 
     // Roles above are named for who holds them: `caller` joined first and is the callee.
@@ -99,17 +99,17 @@ async fn both_clients_reconnect_and_pair_again_when_the_server_restarts_on_the_s
     let _ = first_back;
     assert!(matches!(
         next(first_events).await,
-        SignalEvent::PeerJoined { .. }
+        SignalEvent::Message(ServerMessage::PeerJoined { .. })
     ));
 
     // And the relay works again.
     caller_tx.offer("after restart").unwrap();
     assert_eq!(
         next(&mut callee).await,
-        SignalEvent::Offer {
+        SignalEvent::Message(ServerMessage::Offer {
             from: a.id.clone(),
             sdp: "after restart".into()
-        }
+        })
     );
     second.shutdown().await.unwrap();
 }
@@ -139,12 +139,12 @@ async fn messages_sent_while_the_server_is_down_go_out_after_the_rejoin() {
     next(&mut b).await;
     until_rejoined(&mut a, 1).await;
     match next(&mut b).await {
-        SignalEvent::PeerJoined { .. } => {
+        SignalEvent::Message(ServerMessage::PeerJoined { .. }) => {
             assert!(
-                matches!(next(&mut b).await, SignalEvent::Offer { sdp, .. } if sdp == "queued")
+                matches!(next(&mut b).await, SignalEvent::Message(ServerMessage::Offer { sdp, .. }) if sdp == "queued")
             );
         }
-        SignalEvent::Offer { sdp, .. } => assert_eq!(sdp, "queued"),
+        SignalEvent::Message(ServerMessage::Offer { sdp, .. }) => assert_eq!(sdp, "queued"),
         other => panic!("{other:?}"),
     }
     second.shutdown().await.unwrap();

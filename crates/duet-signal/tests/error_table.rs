@@ -1,4 +1,4 @@
-//! One test per row of the spec's error table, over real sockets: the code,
+//! One test per row of the error table of `docs/protocol.md`, over real sockets: the code,
 //! and whether the connection stays open or is closed (and with which code).
 #![allow(clippy::unwrap_used)]
 
@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::{Heard, RawPeer, start_server};
-use duet_signal::limits::RateLimit;
+use duet_signal::RateLimit;
 use duet_signal::{ErrorCode, ServerConfig, ServerMessage};
 
 fn code_of(message: &ServerMessage) -> ErrorCode {

@@ -43,10 +43,10 @@ async fn caller_first_then_callee_pair_up_and_the_caller_hears_peer_joined() {
     );
     assert_eq!(
         next(&mut a_events).await,
-        SignalEvent::PeerJoined {
+        SignalEvent::Message(ServerMessage::PeerJoined {
             id: b.id,
             role: Role::Callee
-        }
+        })
     );
 }
 
@@ -61,10 +61,10 @@ async fn callee_first_then_caller_pair_up_and_the_caller_sees_the_peer_in_joined
     );
     assert_eq!(
         next(&mut b_events).await,
-        SignalEvent::PeerJoined {
+        SignalEvent::Message(ServerMessage::PeerJoined {
             id: a.id,
             role: Role::Caller
-        }
+        })
     );
 }
 
@@ -94,17 +94,17 @@ async fn relayed_messages_arrive_in_order_with_from() {
     a_tx.candidate(None).unwrap();
     assert_eq!(
         next(&mut b_events).await,
-        SignalEvent::Offer {
+        SignalEvent::Message(ServerMessage::Offer {
             from: a.id.clone(),
             sdp: "v=0 offer".into()
-        }
+        })
     );
     for n in 0..150u16 {
         match next(&mut b_events).await {
-            SignalEvent::Candidate {
+            SignalEvent::Message(ServerMessage::Candidate {
                 from,
                 candidate: Some(c),
-            } => {
+            }) => {
                 assert_eq!(from, a.id);
                 assert_eq!(
                     c.candidate,
@@ -116,10 +116,10 @@ async fn relayed_messages_arrive_in_order_with_from() {
     }
     assert_eq!(
         next(&mut b_events).await,
-        SignalEvent::Candidate {
+        SignalEvent::Message(ServerMessage::Candidate {
             from: a.id.clone(),
             candidate: None
-        }
+        })
     );
     b_tx.answer("v=0 answer").unwrap();
 }
@@ -136,10 +136,10 @@ async fn long_messages_arrive_whole_though_the_server_sends_them_in_fragments() 
         a_tx.offer(sdp.clone()).unwrap();
         assert_eq!(
             next(&mut b_events).await,
-            SignalEvent::Offer {
+            SignalEvent::Message(ServerMessage::Offer {
                 from: a.id.clone(),
                 sdp
-            }
+            })
         );
     }
 }
@@ -157,10 +157,10 @@ async fn no_message_ever_crosses_rooms_with_100_rooms_in_parallel() {
             let (b_tx, mut b_events, b) = join(&url, &room, RoleRequest::Callee).await;
             assert_eq!(
                 next(&mut a_events).await,
-                SignalEvent::PeerJoined {
+                SignalEvent::Message(ServerMessage::PeerJoined {
                     id: b.id.clone(),
                     role: Role::Callee
-                }
+                })
             );
             for n in 0..20 {
                 a_tx.offer(format!("{room} a {n}")).unwrap();
@@ -169,17 +169,17 @@ async fn no_message_ever_crosses_rooms_with_100_rooms_in_parallel() {
             for n in 0..20 {
                 assert_eq!(
                     next(&mut b_events).await,
-                    SignalEvent::Offer {
+                    SignalEvent::Message(ServerMessage::Offer {
                         from: a.id.clone(),
                         sdp: format!("{room} a {n}")
-                    }
+                    })
                 );
                 assert_eq!(
                     next(&mut a_events).await,
-                    SignalEvent::Answer {
+                    SignalEvent::Message(ServerMessage::Answer {
                         from: b.id.clone(),
                         sdp: format!("{room} b {n}")
-                    }
+                    })
                 );
             }
             // Let any stray cross-room traffic arrive, then check nothing else came.
@@ -207,19 +207,19 @@ async fn peer_left_follows_bye_and_the_seat_can_be_taken_again() {
     b_tx.bye().unwrap();
     assert_eq!(
         next(&mut a_events).await,
-        SignalEvent::Bye { from: b.id.clone() }
+        SignalEvent::Message(ServerMessage::Bye { from: b.id.clone() })
     );
     assert_eq!(
         next(&mut a_events).await,
-        SignalEvent::PeerLeft { id: b.id.clone() }
+        SignalEvent::Message(ServerMessage::PeerLeft { id: b.id.clone() })
     );
     let (_c, _c_events, c) = join(server.url(), "bye", RoleRequest::Callee).await;
     assert_eq!(
         next(&mut a_events).await,
-        SignalEvent::PeerJoined {
+        SignalEvent::Message(ServerMessage::PeerJoined {
             id: c.id,
             role: Role::Callee
-        }
+        })
     );
 }
 

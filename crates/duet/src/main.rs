@@ -24,7 +24,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the signaling server that lets two Duet apps find each other.
+    /// Run the signaling server that lets two peers find each other; it serves the browser client at / too.
     Serve(ServeArgs),
     /// Call as the caller (the peer that offers); same as `call --role caller`.
     Caller(CallArgs),
@@ -117,13 +117,16 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
         _ => None,
     };
-    let server = SignalServer::bind(args.listen, tls.as_ref(), ServerConfig::default())?;
+    // Signaling and the browser client on one listener: the page connects
+    // back to the server that served it.
+    let server = SignalServer::bind(args.listen, tls.as_ref(), ServerConfig::default())?
+        .with_routes(duet_web::routes());
     // The first line of output is the address, for scripts that start the server on port 0.
     println!("{}", server.local_addr());
+    let http = server.url().replacen("ws", "http", 1);
     tracing::info!(
-        "signaling at {}/ws, health check at {}/healthz",
+        "signaling at {}/ws, browser client at {http}/, health check at {http}/healthz",
         server.url(),
-        server.url().replacen("ws", "http", 1)
     );
     server.run(shutdown_signal()).await?;
     tracing::info!("stopped");

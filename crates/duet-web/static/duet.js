@@ -1,4 +1,4 @@
-// Duet in a browser: joins a room of signaling-v1.md on the server that served
+// Duet in a browser: joins a room (docs/protocol.md) on the server that served
 // this page and holds a call with the one other peer there, native or browser.
 //
 // Signaling, the call and the page are three parts: `Signaling` keeps the

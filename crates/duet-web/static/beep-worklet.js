@@ -1,4 +1,4 @@
-// Beep onsets of test-signals.md, found on the audio render thread: the first
+// Beep onsets of docs/test-signals.md, found on the audio render thread: the first
 // 5 ms window whose RMS rises above 0.1 after at least 300 ms below it, and
 // the burst's frequency from the zero crossings over its middle 50 ms.
 

@@ -1,4 +1,4 @@
-// The test signals of test-signals.md in a browser: a canvas that sends the
+// The test signals of docs/test-signals.md in a browser: a canvas that sends the
 // stamped picture, WebAudio that sends the beeps, and readers that measure
 // both in what arrives. Sender and receiver share the wall clock (Date.now).
 
