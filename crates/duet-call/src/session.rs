@@ -2,6 +2,15 @@
 //! signaling client and the peer connection, feeds it their events, and owns
 //! the media paths for the life of the session. A session outlives single
 //! calls: when the peer leaves, it waits, and a new peer gets a fresh call.
+//!
+//! What can be decided without sockets lives beside it: [`routing`] (where
+//! each signaling event and connection state goes, and how the session ends)
+//! and [`timing`] (the set-up and connected times of the report). The
+//! negotiator's timers (answer timeout, retry backoff) are its own rules; the
+//! loop only sleeps until [`Negotiator::poll_timeout`].
+
+mod routing;
+mod timing;
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
@@ -15,9 +24,7 @@ use duet_signal::{
 use rtc::peer_connection::transport::RTCIceCandidateInit;
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use tokio::sync::{mpsc, oneshot, watch};
-use webrtc::peer_connection::{
-    RTCPeerConnectionState, RTCSessionDescription, RTCStatsReportEntry, StatsSelector,
-};
+use webrtc::peer_connection::{RTCSessionDescription, RTCStatsReportEntry, StatsSelector};
 
 use crate::CallError;
 pub use crate::media::AudioOutput;
@@ -33,6 +40,12 @@ use crate::peer::{
 };
 use crate::playout::AudioPlayoutBuffer;
 use crate::report::{CallReport, LiveFigures, NetworkSummary, ReportContext};
+use routing::{Route, Stop, route_peer_state, route_signal};
+use timing::CallTiming;
+
+/// How long the end of a session waits for the signaling client to send what
+/// is queued (the `bye`) and close; its own close waits at most a second.
+const SIGNAL_CLOSE_LIMIT: Duration = Duration::from_secs(2);
 
 /// Everything a call needs to know before it starts (`cli.md`'s call options).
 #[derive(Debug, Clone)]
@@ -330,7 +343,7 @@ pub async fn start_call(config: CallConfig) -> Result<(CallHandle, CallEvents), 
         audio_out,
         decode,
         playout_buffer,
-        timing: Timing::default(),
+        timing: CallTiming::default(),
     };
     tokio::spawn(session.run(
         first,
@@ -347,18 +360,6 @@ pub async fn start_call(config: CallConfig) -> Result<(CallHandle, CallEvents), 
         },
         CallEvents { events },
     ))
-}
-
-/// When things happened in the current and the first call, for the report.
-#[derive(Debug, Default)]
-struct Timing {
-    peer_seen: Option<Instant>,
-    connected_at: Option<Instant>,
-    connected_total: Duration,
-    calls_connected: u64,
-    first_time_to_connected: Option<Duration>,
-    first_time_to_frame: Option<Duration>,
-    frame_seen_this_call: bool,
 }
 
 struct CurrentPeer {
@@ -380,13 +381,7 @@ struct Session {
     audio_out: watch::Sender<Option<Outbound>>,
     decode: std::sync::mpsc::Sender<DecodeInput>,
     playout_buffer: Arc<Mutex<AudioPlayoutBuffer>>,
-    timing: Timing,
-}
-
-/// Why the loop stopped.
-enum Stop {
-    HungUp,
-    Failed(CallError),
+    timing: CallTiming,
 }
 
 impl Session {
@@ -400,31 +395,33 @@ impl Session {
         playout: std::thread::JoinHandle<()>,
     ) {
         let mut pending: VecDeque<NegotiationEvent> = VecDeque::new();
+        let mut stop = None;
         if let Some(first) = first {
-            self.on_signal(first, &mut pending);
+            stop = self.follow(route_signal(first, &self.server), &mut pending);
         }
         let mut stats_tick = tokio::time::interval(Duration::from_secs(1));
         stats_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let stop = loop {
+            if let Some(stop) = stop.take() {
+                break stop;
+            }
             while let Some(event) = pending.pop_front() {
-                let actions = self.negotiator.handle(event);
+                let actions = self.negotiator.handle(event, Instant::now());
                 self.apply(actions, &mut pending).await;
             }
+            let timer = self.negotiator.poll_timeout();
             tokio::select! {
                 event = signal_events.recv() => match event {
-                    Some(SignalEvent::GaveUp { cause }) => {
-                        break Stop::Failed(CallError::Signaling(ClientError::Unreachable {
-                            url: self.server.clone(),
-                            reason: cause,
-                        }));
-                    }
-                    Some(SignalEvent::Error { code, message }) if code.close_code().is_some() => {
-                        break Stop::Failed(CallError::Signaling(ClientError::Rejected { code, message }));
-                    }
-                    Some(event) => self.on_signal(event, &mut pending),
+                    Some(event) => stop = self.follow(route_signal(event, &self.server), &mut pending),
                     None => break Stop::Failed(CallError::Signaling(ClientError::Stopped)),
                 },
-                Some(event) = peer_events.recv() => self.on_peer_event(event, &mut pending).await,
+                () = sleep_until(timer) => {
+                    let actions = self.negotiator.handle_timeout(Instant::now());
+                    self.apply(actions, &mut pending).await;
+                }
+                Some(event) = peer_events.recv() => {
+                    stop = self.on_peer_event(event, &mut pending).await;
+                }
                 Some(notice) = notices.recv() => match notice {
                     MediaNotice::Device(text) => self.emit(CallEvent::Notice(text)),
                     MediaNotice::FirstRemoteFrame => self.on_first_frame(),
@@ -440,18 +437,26 @@ impl Session {
             }
         };
         // Hang up: bye to the peer, close the connection, stop the media.
-        let actions = self.negotiator.handle(NegotiationEvent::HangUp);
+        let actions = self
+            .negotiator
+            .handle(NegotiationEvent::HangUp, Instant::now());
         self.apply(actions, &mut pending).await;
         self.shared.stopped.store(true, Ordering::Relaxed);
         let report = self.report();
-        // Let the bye leave before the client goes.
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        // The client sends what is queued (the bye), then closes and stops, which
+        // ends its events: the call has not ended until the bye is out.
         self.signal.close();
+        let drained = tokio::time::timeout(SIGNAL_CLOSE_LIMIT, async {
+            while signal_events.recv().await.is_some() {}
+        });
+        if drained.await.is_err() {
+            tracing::debug!("the signaling client did not stop in time");
+        }
         let _ = tokio::task::spawn_blocking(move || playout.join()).await;
-        self.emit(CallEvent::Ended(match stop {
-            Stop::HungUp => Ok(()),
-            Stop::Failed(err) => Err(err),
-        }));
+        self.emit(CallEvent::Ended(stop.outcome()));
+        // Ended is the last event: dropping the session closes the events (and
+        // lets go of everything the call held) while the report stays available.
+        drop(self);
         // The report stays available after the end.
         while let Some(command) = commands.recv().await {
             if let Command::Report(reply) = command {
@@ -464,69 +469,38 @@ impl Session {
         let _ = self.events.send(event);
     }
 
-    fn on_signal(&mut self, event: SignalEvent, pending: &mut VecDeque<NegotiationEvent>) {
-        use NegotiationEvent as N;
-        match event {
-            SignalEvent::Joined(joined) => {
-                self.emit(CallEvent::Joined {
-                    room: joined.room.clone(),
-                    role: joined.role,
-                    resumed: joined.resumed,
-                });
-                pending.push_back(N::Joined {
-                    role: joined.role,
-                    peer: joined.peers.into_iter().next(),
-                    resumed: joined.resumed,
-                });
+    /// Carries out routes in order; `Some` when one ends the session.
+    fn follow(
+        &mut self,
+        routes: Vec<Route>,
+        pending: &mut VecDeque<NegotiationEvent>,
+    ) -> Option<Stop> {
+        for route in routes {
+            match route {
+                Route::Tell(event) => self.emit(event),
+                Route::Negotiate(event) => pending.push_back(event),
+                Route::Stop(err) => return Some(Stop::Failed(err)),
             }
-            SignalEvent::PeerJoined { id, .. } => pending.push_back(N::PeerJoined(id)),
-            SignalEvent::PeerLeft { id } => pending.push_back(N::PeerLeft(id)),
-            SignalEvent::Offer { from, sdp } => pending.push_back(N::RemoteOffer { from, sdp }),
-            SignalEvent::Answer { from, sdp } => pending.push_back(N::RemoteAnswer { from, sdp }),
-            SignalEvent::Candidate { from, candidate } => {
-                pending.push_back(N::RemoteCandidate { from, candidate })
-            }
-            SignalEvent::Bye { from } => pending.push_back(N::RemoteBye(from)),
-            SignalEvent::Error { code, message } => {
-                tracing::warn!(%code, %message, "the signaling server refused a message");
-            }
-            SignalEvent::Reconnecting {
-                attempt,
-                retry_in,
-                cause,
-            } => self.emit(CallEvent::Reconnecting {
-                attempt,
-                retry_in,
-                cause,
-            }),
-            SignalEvent::GaveUp { .. } => {}
         }
+        None
     }
 
-    async fn on_peer_event(&mut self, event: PeerEvent, pending: &mut VecDeque<NegotiationEvent>) {
+    async fn on_peer_event(
+        &mut self,
+        event: PeerEvent,
+        pending: &mut VecDeque<NegotiationEvent>,
+    ) -> Option<Stop> {
         let current = self.peer.as_ref().map(|p| p.generation);
         match event {
             PeerEvent::LocalCandidate(generation, candidate) => {
                 pending.push_back(NegotiationEvent::LocalCandidate(generation, candidate));
             }
             PeerEvent::State(generation, state) => {
-                if Some(generation) != current {
-                    return;
-                }
-                self.emit(CallEvent::ConnectionState(state.to_string()));
-                match state {
-                    RTCPeerConnectionState::Connected => {
-                        pending.push_back(NegotiationEvent::Connected(generation));
-                    }
-                    RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed => {
-                        pending.push_back(NegotiationEvent::Failed(generation));
-                    }
-                    _ => {}
-                }
+                return self.follow(route_peer_state(generation, state, current), pending);
             }
             PeerEvent::Track(generation, track) => {
                 if Some(generation) != current {
-                    return;
+                    return None;
                 }
                 let shared = Arc::clone(&self.shared);
                 match track.kind().await {
@@ -541,17 +515,16 @@ impl Session {
                 }
             }
         }
+        None
     }
 
     fn on_first_frame(&mut self) {
-        if self.timing.frame_seen_this_call || !self.negotiator.is_connected() {
-            return;
+        if self
+            .timing
+            .remote_frame(Instant::now(), self.negotiator.is_connected())
+        {
+            self.emit(CallEvent::FirstRemoteFrame);
         }
-        self.timing.frame_seen_this_call = true;
-        if self.timing.first_time_to_frame.is_none() {
-            self.timing.first_time_to_frame = self.timing.peer_seen.map(|at| at.elapsed());
-        }
-        self.emit(CallEvent::FirstRemoteFrame);
     }
 
     async fn apply(
@@ -563,9 +536,9 @@ impl Session {
             if let Err(err) = self.apply_one(action, pending).await {
                 tracing::warn!(%err, "call setup step failed");
                 self.emit(CallEvent::Notice(format!("call setup failed: {err}")));
+                // The negotiator drops the connection; its backoff paces the next
+                // attempt, so a peer whose descriptions we cannot use is no spin.
                 if let Some(generation) = self.peer.as_ref().map(|p| p.generation) {
-                    // Do not spin on a peer whose descriptions we cannot use.
-                    tokio::time::sleep(Duration::from_millis(500)).await;
                     pending.push_back(NegotiationEvent::Failed(generation));
                 }
                 return;
@@ -594,7 +567,7 @@ impl Session {
                     Arc::clone(&self.shared),
                 ));
                 self.peer = Some(CurrentPeer { generation, built });
-                self.timing.frame_seen_this_call = false;
+                self.timing.new_connection();
             }
             NegotiationAction::SendOffer(generation) => {
                 let connection = self.connection(generation)?;
@@ -705,21 +678,14 @@ impl Session {
         {
             tracing::debug!(%err, "closing the peer connection");
         }
-        if let Some(since) = self.timing.connected_at.take() {
-            self.timing.connected_total += since.elapsed();
-        }
+        self.timing.connection_closed(Instant::now());
     }
 
     fn on_phase(&mut self, phase: &CallPhase) {
         match phase {
-            CallPhase::PeerPresent(_) => self.timing.peer_seen = Some(Instant::now()),
+            CallPhase::PeerPresent(_) => self.timing.peer_present(Instant::now()),
             CallPhase::Connected => {
-                self.timing.calls_connected += 1;
-                self.timing.connected_at = Some(Instant::now());
-                if self.timing.first_time_to_connected.is_none() {
-                    self.timing.first_time_to_connected =
-                        self.timing.peer_seen.map(|at| at.elapsed());
-                }
+                self.timing.connected(Instant::now());
                 self.shared.keyframe_wanted.store(true, Ordering::Relaxed);
                 self.shared.sending.store(true, Ordering::Relaxed);
             }
@@ -773,20 +739,16 @@ impl Session {
     }
 
     fn report(&self) -> CallReport {
-        let mut connected_for = self.timing.connected_total;
-        if let Some(since) = self.timing.connected_at {
-            connected_for += since.elapsed();
-        }
         let context = ReportContext {
             role: self
                 .negotiator
                 .role()
                 .map_or_else(|| "unknown".to_owned(), |r| r.to_string()),
             room: self.room.clone(),
-            time_to_connected: self.timing.first_time_to_connected,
-            time_to_first_remote_frame: self.timing.first_time_to_frame,
-            connected_for,
-            calls_connected: self.timing.calls_connected,
+            time_to_connected: self.timing.time_to_connected(),
+            time_to_first_remote_frame: self.timing.time_to_first_remote_frame(),
+            connected_for: self.timing.connected_for(Instant::now()),
+            calls_connected: self.timing.calls_connected(),
         };
         let counters = self
             .shared
@@ -796,6 +758,14 @@ impl Session {
             .unwrap_or_default();
         let network = self.shared.network.lock().map(|n| *n).unwrap_or_default();
         CallReport::build(context, &counters, network)
+    }
+}
+
+/// Sleeps until `deadline`; forever when there is none.
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
     }
 }
 
