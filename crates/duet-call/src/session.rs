@@ -3,13 +3,20 @@
 //! the media paths for the life of the session. A session outlives single
 //! calls: when the peer leaves, it waits, and a new peer gets a fresh call.
 //!
-//! What can be decided without sockets lives beside it: [`routing`] (where
-//! each signaling event and connection state goes, and how the session ends)
-//! and [`timing`] (the set-up and connected times of the report). The
-//! negotiator's timers (answer timeout, retry backoff) are its own rules; the
-//! loop only sleeps until [`Negotiator::poll_timeout`].
+//! This file starts the session and runs its loop. Beside it, one job each:
+//! `handle` (what the front end holds: [`CallConfig`], [`CallHandle`],
+//! [`CallEvents`]), `actions` (the negotiator's actions carried out on the
+//! peer connection), `stats` (network figures), and the socket-free parts
+//! with their tests: `routing` (where each signaling event and connection
+//! state goes, and how the session ends) and `timing` (the report's set-up
+//! and connected times). The negotiator's timers (answer timeout, retry
+//! backoff) are its own rules; the loop only sleeps until
+//! [`Negotiator::poll_timeout`].
 
+mod actions;
+mod handle;
 mod routing;
+mod stats;
 mod timing;
 
 use std::collections::VecDeque;
@@ -17,230 +24,29 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use duet_media::source::{AudioSpec, VideoSpec};
-use duet_signal::{
-    ClientConfig, ClientError, Role, RoleRequest, SignalEvent, SignalEvents, SignalSender,
-};
-use rtc::peer_connection::transport::RTCIceCandidateInit;
+use duet_signal::{ClientConfig, ClientError, SignalEvent, SignalEvents, SignalSender};
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
-use tokio::sync::{mpsc, oneshot, watch};
-use webrtc::peer_connection::{RTCSessionDescription, RTCStatsReportEntry, StatsSelector};
+use tokio::sync::{mpsc, watch};
 
 use crate::CallError;
 pub use crate::media::AudioOutput;
 use crate::media::{
-    DecodeInput, FrameSlot, MediaNotice, MediaShared, Outbound, VideoRequest, run_audio_receiver,
-    run_rtp_writer, run_sender_feedback, run_video_receiver, start_audio_playout,
-    start_audio_sender, start_video_decoder, start_video_sender,
+    DecodeInput, MediaNotice, MediaShared, Outbound, VideoRequest, run_audio_receiver,
+    run_rtp_writer, run_video_receiver, start_audio_playout, start_audio_sender,
+    start_video_decoder, start_video_sender,
 };
-use crate::negotiation::{CallPhase, Generation, NegotiationAction, NegotiationEvent, Negotiator};
-use crate::peer::{
-    BuiltPeer, H264_FMTP, H264_PAYLOAD_TYPE, MIME_TYPE_H264, MIME_TYPE_OPUS, OPUS_FMTP,
-    OPUS_PAYLOAD_TYPE, PeerEvent, PeerSettings, build_peer, ice_server, negotiated_payload_type,
-};
+use crate::negotiation::{CallPhase, Generation, NegotiationEvent, Negotiator};
+use crate::peer::{BuiltPeer, PeerEvent, PeerSettings, ice_server};
 use crate::playout::AudioPlayoutBuffer;
-use crate::report::{CallReport, LiveFigures, NetworkSummary, ReportContext};
+use crate::report::{CallReport, ReportContext};
+use handle::Command;
+pub use handle::{CallConfig, CallEvent, CallEvents, CallHandle};
 use routing::{Route, Stop, route_peer_state, route_signal};
 use timing::CallTiming;
 
 /// How long the end of a session waits for the signaling client to send what
 /// is queued (the `bye`) and close; its own close waits at most a second.
 const SIGNAL_CLOSE_LIMIT: Duration = Duration::from_secs(2);
-
-/// Everything a call needs to know before it starts (`cli.md`'s call options).
-#[derive(Debug, Clone)]
-pub struct CallConfig {
-    /// Signaling server URL.
-    pub server: String,
-    /// Room to join.
-    pub room: String,
-    /// Seat to ask for.
-    pub role: RoleRequest,
-    /// Video to send.
-    pub video: VideoSpec,
-    /// Audio to send.
-    pub audio: AudioSpec,
-    /// Frequency of the test beeps.
-    pub tone_hz: f32,
-    /// Capture width asked for.
-    pub width: u32,
-    /// Capture height asked for.
-    pub height: u32,
-    /// Capture rate asked for.
-    pub fps: u32,
-    /// Starting and maximum video bitrate, bits per second.
-    pub max_video_bps: u32,
-    /// STUN/TURN servers (`--ice`).
-    pub ice_servers: Vec<String>,
-    /// Where received audio goes.
-    pub audio_output: AudioOutput,
-    /// Keep local pictures for a self-view.
-    pub preview: bool,
-    /// Local addresses to gather ICE candidates on.
-    pub udp_addrs: Vec<String>,
-}
-
-impl CallConfig {
-    /// The defaults of `cli.md` for this server, room and role.
-    pub fn new(server: impl Into<String>, room: impl Into<String>, role: RoleRequest) -> Self {
-        CallConfig {
-            server: server.into(),
-            room: room.into(),
-            role,
-            video: VideoSpec::Camera(0),
-            audio: AudioSpec::Mic(None),
-            tone_hz: 880.0,
-            width: 640,
-            height: 480,
-            fps: 30,
-            max_video_bps: 1_500_000,
-            ice_servers: Vec::new(),
-            audio_output: AudioOutput::Speaker(None),
-            preview: false,
-            // Every interface (webrtc-rs expands the wildcard but skips loopback), and
-            // loopback too: a call between two apps on one machine then works, and
-            // takes the shortest path, even where no network interface is up.
-            udp_addrs: vec!["0.0.0.0:0".to_owned(), "127.0.0.1:0".to_owned()],
-        }
-    }
-}
-
-/// What the session tells its front end, in order.
-#[derive(Debug, Clone)]
-pub enum CallEvent {
-    /// We hold a seat in the room.
-    Joined {
-        /// Room.
-        room: String,
-        /// Effective role.
-        role: Role,
-        /// After a signaling reconnect.
-        resumed: bool,
-    },
-    /// The signaling server is gone; retrying. Media of a connected call keeps flowing.
-    Reconnecting {
-        /// Attempt number.
-        attempt: u32,
-        /// Delay before it.
-        retry_in: Duration,
-        /// What failed.
-        cause: String,
-    },
-    /// Where the call is.
-    Phase(CallPhase),
-    /// The peer connection's state changed (`new`, `connecting`, `connected`, `failed`, ...).
-    ConnectionState(String),
-    /// The first remote picture of this call is ready for display.
-    FirstRemoteFrame,
-    /// Something the person should know (a device fallback).
-    Notice(String),
-    /// The session is over; the last event.
-    Ended(Result<(), CallError>),
-}
-
-enum Command {
-    HangUp,
-    Report(oneshot::Sender<CallReport>),
-}
-
-/// Controls a running session. Cheap to clone.
-#[derive(Debug, Clone)]
-pub struct CallHandle {
-    commands: mpsc::UnboundedSender<Command>,
-    shared: Arc<MediaShared>,
-}
-
-impl std::fmt::Debug for Command {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Command::HangUp => "HangUp",
-            Command::Report(_) => "Report",
-        })
-    }
-}
-
-impl CallHandle {
-    /// Hangs up (`bye`) and ends the session; [`CallEvent::Ended`] follows.
-    pub fn hang_up(&self) {
-        let _ = self.commands.send(Command::HangUp);
-    }
-
-    /// The report of everything measured so far.
-    pub async fn report(&self) -> Option<CallReport> {
-        let (tx, rx) = oneshot::channel();
-        self.commands.send(Command::Report(tx)).ok()?;
-        rx.await.ok()
-    }
-
-    /// Mutes or unmutes the microphone (silence is sent while muted).
-    pub fn set_mic_muted(&self, muted: bool) {
-        self.shared.mic_muted.store(muted, Ordering::Relaxed);
-    }
-
-    /// Turns the camera off (the remote sees a dark paused picture) or on.
-    pub fn set_camera_off(&self, off: bool) {
-        self.shared.camera_off.store(off, Ordering::Relaxed);
-    }
-
-    /// Sends video from another source from the next frame on, without
-    /// dropping the call; a source that cannot be opened leaves the current
-    /// one in place and says so in a [`CallEvent::Notice`]. Ignored for
-    /// a call started with `--video none`.
-    pub fn switch_video(&self, spec: VideoSpec) {
-        self.shared.video_switch.request(spec);
-    }
-
-    /// Sends audio from another source, like [`CallHandle::switch_video`].
-    pub fn switch_audio(&self, spec: AudioSpec) {
-        self.shared.audio_switch.request(spec);
-    }
-
-    /// Plays received audio on another speaker (`None`: the default one).
-    pub fn switch_speaker(&self, name: Option<String>) {
-        self.shared.speaker_switch.request(name);
-    }
-
-    /// Figures for a live display; cheap, unlike [`CallHandle::report`].
-    pub fn live(&self) -> LiveFigures {
-        let counters = self.shared.counters.lock();
-        let network = self.shared.network.lock();
-        match (counters, network) {
-            (Ok(counters), Ok(network)) => LiveFigures::new(&counters, &network),
-            _ => LiveFigures::default(),
-        }
-    }
-
-    /// Records the latency of a stamped remote picture at the moment a front
-    /// end showed it (the window, right after painting it): what a person sees,
-    /// as opposed to [`CallReport`]'s decode-time `latency_ms`. Reported as
-    /// `video.display_latency_ms`.
-    pub fn record_display_latency(&self, ms: f64) {
-        self.shared.count(|c| c.display_latency.push(ms));
-    }
-
-    /// The newest remote picture.
-    pub fn remote_video(&self) -> FrameSlot {
-        self.shared.remote_video.clone()
-    }
-
-    /// The newest local picture, when the session keeps a self-view.
-    pub fn local_video(&self) -> Option<FrameSlot> {
-        self.shared.local_video.clone()
-    }
-}
-
-/// The events of a running session.
-#[derive(Debug)]
-pub struct CallEvents {
-    events: mpsc::UnboundedReceiver<CallEvent>,
-}
-
-impl CallEvents {
-    /// The next event; `None` after [`CallEvent::Ended`].
-    pub async fn recv(&mut self) -> Option<CallEvent> {
-        self.events.recv().await
-    }
-}
 
 /// Opens the media, connects to the server and joins the room; then runs the
 /// session in the background. Fails at once when the server cannot be reached,
@@ -527,160 +333,6 @@ impl Session {
         }
     }
 
-    async fn apply(
-        &mut self,
-        actions: Vec<NegotiationAction>,
-        pending: &mut VecDeque<NegotiationEvent>,
-    ) {
-        for action in actions {
-            if let Err(err) = self.apply_one(action, pending).await {
-                tracing::warn!(%err, "call setup step failed");
-                self.emit(CallEvent::Notice(format!("call setup failed: {err}")));
-                // The negotiator drops the connection; its backoff paces the next
-                // attempt, so a peer whose descriptions we cannot use is no spin.
-                if let Some(generation) = self.peer.as_ref().map(|p| p.generation) {
-                    pending.push_back(NegotiationEvent::Failed(generation));
-                }
-                return;
-            }
-        }
-    }
-
-    async fn apply_one(
-        &mut self,
-        action: NegotiationAction,
-        pending: &mut VecDeque<NegotiationEvent>,
-    ) -> Result<(), CallError> {
-        let webrtc = |err: webrtc::error::Error| CallError::WebRtc(err.to_string());
-        match action {
-            NegotiationAction::ClosePeerConnection => self.close_peer().await,
-            NegotiationAction::NewPeerConnection(generation) => {
-                let built = build_peer(
-                    &self.settings,
-                    generation,
-                    self.peer_events_tx.clone(),
-                    Arc::clone(&self.shared.target_bps),
-                )
-                .await?;
-                tokio::spawn(run_sender_feedback(
-                    Arc::clone(&built.video),
-                    Arc::clone(&self.shared),
-                ));
-                self.peer = Some(CurrentPeer { generation, built });
-                self.timing.new_connection();
-            }
-            NegotiationAction::SendOffer(generation) => {
-                let connection = self.connection(generation)?;
-                let offer = connection.create_offer(None).await.map_err(webrtc)?;
-                let sdp = apply_local(connection.as_ref(), offer).await?;
-                self.signal.offer(sdp)?;
-            }
-            NegotiationAction::AnswerOffer(generation, sdp) => {
-                let connection = self.connection(generation)?;
-                let offer = RTCSessionDescription::offer(sdp).map_err(webrtc)?;
-                connection
-                    .set_remote_description(offer)
-                    .await
-                    .map_err(webrtc)?;
-                pending.push_front(NegotiationEvent::RemoteDescriptionApplied(generation));
-                let answer = connection.create_answer(None).await.map_err(webrtc)?;
-                let sdp = apply_local(connection.as_ref(), answer).await?;
-                self.signal.answer(sdp)?;
-                self.start_outbound().await;
-            }
-            NegotiationAction::ApplyAnswer(generation, sdp) => {
-                let connection = self.connection(generation)?;
-                let answer = RTCSessionDescription::answer(sdp).map_err(webrtc)?;
-                connection
-                    .set_remote_description(answer)
-                    .await
-                    .map_err(webrtc)?;
-                pending.push_front(NegotiationEvent::RemoteDescriptionApplied(generation));
-                self.start_outbound().await;
-            }
-            NegotiationAction::AddRemoteCandidate(generation, candidate) => {
-                let connection = self.connection(generation)?;
-                match candidate {
-                    Some(candidate) if !candidate.candidate.is_empty() => {
-                        let init = RTCIceCandidateInit {
-                            candidate: candidate.candidate,
-                            sdp_mid: candidate.sdp_mid,
-                            sdp_mline_index: candidate.sdp_mline_index,
-                            username_fragment: candidate.username_fragment,
-                            ..Default::default()
-                        };
-                        if let Err(err) = connection.add_ice_candidate(init).await {
-                            // One bad candidate (an mDNS name we cannot resolve, a
-                            // protocol we do not speak) must not end the call.
-                            tracing::debug!(%err, "remote candidate not usable");
-                        }
-                    }
-                    _ => tracing::debug!("remote end of candidates"),
-                }
-            }
-            NegotiationAction::SendCandidate(candidate) => self.signal.candidate(candidate)?,
-            NegotiationAction::SendBye => self.signal.bye()?,
-            NegotiationAction::Report(phase) => self.on_phase(&phase),
-        }
-        Ok(())
-    }
-
-    fn connection(
-        &self,
-        generation: Generation,
-    ) -> Result<Arc<dyn webrtc::peer_connection::PeerConnection>, CallError> {
-        self.peer
-            .as_ref()
-            .filter(|p| p.generation == generation)
-            .map(|p| Arc::clone(&p.built.connection))
-            .ok_or_else(|| CallError::WebRtc("the connection was replaced".into()))
-    }
-
-    /// Points the media writers at the current connection's tracks, with the
-    /// payload types the two descriptions agreed on.
-    async fn start_outbound(&self) {
-        if let Some(peer) = &self.peer {
-            let built = &peer.built;
-            let video_pt = negotiated_payload_type(
-                built.video_sender.as_ref(),
-                MIME_TYPE_H264,
-                H264_FMTP,
-                H264_PAYLOAD_TYPE,
-            )
-            .await;
-            let audio_pt = negotiated_payload_type(
-                built.audio_sender.as_ref(),
-                MIME_TYPE_OPUS,
-                OPUS_FMTP,
-                OPUS_PAYLOAD_TYPE,
-            )
-            .await;
-            tracing::debug!(video_pt, audio_pt, "negotiated payload types");
-            let _ = self.video_out.send(Some(Outbound {
-                track: Arc::clone(&built.video),
-                ssrc: built.video_ssrc,
-                payload_type: video_pt,
-            }));
-            let _ = self.audio_out.send(Some(Outbound {
-                track: Arc::clone(&built.audio),
-                ssrc: built.audio_ssrc,
-                payload_type: audio_pt,
-            }));
-        }
-    }
-
-    async fn close_peer(&mut self) {
-        self.shared.sending.store(false, Ordering::Relaxed);
-        let _ = self.video_out.send(None);
-        let _ = self.audio_out.send(None);
-        if let Some(peer) = self.peer.take()
-            && let Err(err) = peer.built.connection.close().await
-        {
-            tracing::debug!(%err, "closing the peer connection");
-        }
-        self.timing.connection_closed(Instant::now());
-    }
-
     fn on_phase(&mut self, phase: &CallPhase) {
         match phase {
             CallPhase::PeerPresent(_) => self.timing.peer_present(Instant::now()),
@@ -692,50 +344,6 @@ impl Session {
             _ => {}
         }
         self.emit(CallEvent::Phase(phase.clone()));
-    }
-
-    async fn refresh_network(&mut self) {
-        let Some(peer) = &self.peer else { return };
-        if !self.negotiator.is_connected() {
-            return;
-        }
-        let report = peer
-            .built
-            .connection
-            .get_stats(Instant::now(), StatsSelector::None)
-            .await;
-        let mut network = NetworkSummary::default();
-        let mut lost = 0i64;
-        let mut any_inbound = false;
-        for entry in report.iter() {
-            match entry {
-                RTCStatsReportEntry::IceCandidatePair(pair)
-                    if pair.nominated && pair.current_round_trip_time > 0.0 =>
-                {
-                    network.rtt_ms = Some(pair.current_round_trip_time * 1000.0);
-                    self.shared.rtt_us.store(
-                        (pair.current_round_trip_time * 1e6) as u64,
-                        Ordering::Relaxed,
-                    );
-                }
-                RTCStatsReportEntry::InboundRtp(inbound) => {
-                    any_inbound = true;
-                    let received = &inbound.received_rtp_stream_stats;
-                    lost += received.packets_lost.max(0);
-                    if received.rtp_stream_stats.kind == RtpCodecKind::Video {
-                        // Jitter is kept in RTP ticks of the 90 kHz video clock.
-                        network.jitter_ms = Some(received.jitter / 90.0);
-                    }
-                }
-                _ => {}
-            }
-        }
-        if any_inbound {
-            network.packets_lost = Some(lost);
-        }
-        if let Ok(mut shared) = self.shared.network.lock() {
-            *shared = network;
-        }
     }
 
     fn report(&self) -> CallReport {
@@ -767,23 +375,4 @@ async fn sleep_until(deadline: Option<Instant>) {
         Some(at) => tokio::time::sleep_until(at.into()).await,
         None => std::future::pending().await,
     }
-}
-
-/// Applies our own offer or answer and returns the SDP to send (as applied,
-/// with whatever candidates were gathered by then).
-async fn apply_local(
-    connection: &dyn webrtc::peer_connection::PeerConnection,
-    description: RTCSessionDescription,
-) -> Result<String, CallError> {
-    let webrtc = |err: webrtc::error::Error| CallError::WebRtc(err.to_string());
-    connection
-        .set_local_description(description)
-        .await
-        .map_err(webrtc)?;
-    let local = connection
-        .local_description()
-        .await
-        .ok_or_else(|| CallError::WebRtc("no local description".into()))?;
-    tracing::debug!(sdp = %local.sdp, kind = %local.sdp_type, "local description");
-    Ok(local.sdp)
 }
