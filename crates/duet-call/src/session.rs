@@ -260,10 +260,9 @@ impl Session {
         }
         let _ = tokio::task::spawn_blocking(move || playout.join()).await;
         self.emit(CallEvent::Ended(stop.outcome()));
-        // Ended is the last event: dropping the session closes the events (and
-        // lets go of everything the call held) while the report stays available.
+        // Ended is the last event: dropping the session closes the events and
+        // lets go of everything the call held. The report stays available.
         drop(self);
-        // The report stays available after the end.
         while let Some(command) = commands.recv().await {
             if let Command::Report(reply) = command {
                 let _ = reply.send(report.clone());
