@@ -2,233 +2,51 @@
 //! signaling client and the peer connection, feeds it their events, and owns
 //! the media paths for the life of the session. A session outlives single
 //! calls: when the peer leaves, it waits, and a new peer gets a fresh call.
+//!
+//! This file starts the session and runs its loop. Beside it, one job each:
+//! `handle` (what the front end holds: [`CallConfig`], [`CallHandle`],
+//! [`CallEvents`]), `actions` (the negotiator's actions carried out on the
+//! peer connection), `stats` (network figures), and the socket-free parts
+//! with their tests: `routing` (where each signaling event and connection
+//! state goes, and how the session ends) and `timing` (the report's set-up
+//! and connected times). The negotiator's timers (answer timeout, retry
+//! backoff) are its own rules; the loop only sleeps until
+//! [`Negotiator::poll_timeout`].
+
+mod actions;
+mod handle;
+mod routing;
+mod stats;
+mod timing;
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use duet_media::source::{AudioSpec, VideoSpec};
-use duet_signal::{
-    ClientConfig, ClientError, Role, RoleRequest, ServerMessage, SignalEvent, SignalEvents,
-    SignalSender,
-};
-use rtc::peer_connection::transport::RTCIceCandidateInit;
+use duet_signal::{ClientConfig, ClientError, SignalEvent, SignalEvents, SignalSender};
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
-use tokio::sync::{mpsc, oneshot, watch};
-use webrtc::peer_connection::{
-    RTCPeerConnectionState, RTCSessionDescription, RTCStatsReportEntry, StatsSelector,
-};
+use tokio::sync::{mpsc, watch};
 
 use crate::CallError;
 pub use crate::media::AudioOutput;
 use crate::media::{
-    DecodeInput, FrameSlot, MediaNotice, MediaShared, Outbound, VideoRequest, run_audio_receiver,
-    run_rtp_writer, run_sender_feedback, run_video_receiver, start_audio_playout,
-    start_audio_sender, start_video_decoder, start_video_sender,
+    DecodeInput, MediaNotice, MediaShared, Outbound, VideoRequest, run_audio_receiver,
+    run_rtp_writer, run_video_receiver, start_audio_playout, start_audio_sender,
+    start_video_decoder, start_video_sender,
 };
-use crate::negotiation::{CallPhase, Generation, NegotiationAction, NegotiationEvent, Negotiator};
-use crate::peer::{
-    BuiltPeer, H264_FMTP, H264_PAYLOAD_TYPE, MIME_TYPE_H264, MIME_TYPE_OPUS, OPUS_FMTP,
-    OPUS_PAYLOAD_TYPE, PeerEvent, PeerSettings, build_peer, ice_server, negotiated_payload_type,
-};
+use crate::negotiation::{CallPhase, Generation, NegotiationEvent, Negotiator};
+use crate::peer::{BuiltPeer, PeerEvent, PeerSettings, ice_server};
 use crate::playout::AudioPlayoutBuffer;
-use crate::report::{CallReport, LiveFigures, NetworkSummary, ReportContext};
+use crate::report::{CallReport, ReportContext};
+use handle::Command;
+pub use handle::{CallConfig, CallEvent, CallEvents, CallHandle};
+use routing::{Route, Stop, route_peer_state, route_signal};
+use timing::CallTiming;
 
-/// Everything a call needs to know before it starts (`cli.md`'s call options).
-#[derive(Debug, Clone)]
-pub struct CallConfig {
-    /// Signaling server URL.
-    pub server: String,
-    /// Room to join.
-    pub room: String,
-    /// Seat to ask for.
-    pub role: RoleRequest,
-    /// Video to send.
-    pub video: VideoSpec,
-    /// Audio to send.
-    pub audio: AudioSpec,
-    /// Frequency of the test beeps.
-    pub tone_hz: f32,
-    /// Capture width asked for.
-    pub width: u32,
-    /// Capture height asked for.
-    pub height: u32,
-    /// Capture rate asked for.
-    pub fps: u32,
-    /// Starting and maximum video bitrate, bits per second.
-    pub max_video_bps: u32,
-    /// STUN/TURN servers (`--ice`).
-    pub ice_servers: Vec<String>,
-    /// Where received audio goes.
-    pub audio_output: AudioOutput,
-    /// Keep local pictures for a self-view.
-    pub preview: bool,
-    /// Local addresses to gather ICE candidates on.
-    pub udp_addrs: Vec<String>,
-}
-
-impl CallConfig {
-    /// The defaults of `cli.md` for this server, room and role.
-    pub fn new(server: impl Into<String>, room: impl Into<String>, role: RoleRequest) -> Self {
-        CallConfig {
-            server: server.into(),
-            room: room.into(),
-            role,
-            video: VideoSpec::Camera(0),
-            audio: AudioSpec::Mic(None),
-            tone_hz: 880.0,
-            width: 640,
-            height: 480,
-            fps: 30,
-            max_video_bps: 1_500_000,
-            ice_servers: Vec::new(),
-            audio_output: AudioOutput::Speaker(None),
-            preview: false,
-            // Every interface (webrtc-rs expands the wildcard but skips loopback), and
-            // loopback too: a call between two apps on one machine then works, and
-            // takes the shortest path, even where no network interface is up.
-            udp_addrs: vec!["0.0.0.0:0".to_owned(), "127.0.0.1:0".to_owned()],
-        }
-    }
-}
-
-/// What the session tells its front end, in order.
-#[derive(Debug, Clone)]
-pub enum CallEvent {
-    /// We hold a seat in the room.
-    Joined {
-        /// Room.
-        room: String,
-        /// Effective role.
-        role: Role,
-        /// After a signaling reconnect.
-        resumed: bool,
-    },
-    /// The signaling server is gone; retrying. Media of a connected call keeps flowing.
-    Reconnecting {
-        /// Attempt number.
-        attempt: u32,
-        /// Delay before it.
-        retry_in: Duration,
-        /// What failed.
-        cause: String,
-    },
-    /// Where the call is.
-    Phase(CallPhase),
-    /// The peer connection's state changed (`new`, `connecting`, `connected`, `failed`, ...).
-    ConnectionState(String),
-    /// The first remote picture of this call is ready for display.
-    FirstRemoteFrame,
-    /// Something the person should know (a device fallback).
-    Notice(String),
-    /// The session is over; the last event.
-    Ended(Result<(), CallError>),
-}
-
-enum Command {
-    HangUp,
-    Report(oneshot::Sender<CallReport>),
-}
-
-/// Controls a running session. Cheap to clone.
-#[derive(Debug, Clone)]
-pub struct CallHandle {
-    commands: mpsc::UnboundedSender<Command>,
-    shared: Arc<MediaShared>,
-}
-
-impl std::fmt::Debug for Command {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Command::HangUp => "HangUp",
-            Command::Report(_) => "Report",
-        })
-    }
-}
-
-impl CallHandle {
-    /// Hangs up (`bye`) and ends the session; [`CallEvent::Ended`] follows.
-    pub fn hang_up(&self) {
-        let _ = self.commands.send(Command::HangUp);
-    }
-
-    /// The report of everything measured so far.
-    pub async fn report(&self) -> Option<CallReport> {
-        let (tx, rx) = oneshot::channel();
-        self.commands.send(Command::Report(tx)).ok()?;
-        rx.await.ok()
-    }
-
-    /// Mutes or unmutes the microphone (silence is sent while muted).
-    pub fn set_mic_muted(&self, muted: bool) {
-        self.shared.mic_muted.store(muted, Ordering::Relaxed);
-    }
-
-    /// Turns the camera off (the remote sees a dark paused picture) or on.
-    pub fn set_camera_off(&self, off: bool) {
-        self.shared.camera_off.store(off, Ordering::Relaxed);
-    }
-
-    /// Sends video from another source from the next frame on, without
-    /// dropping the call; a source that cannot be opened leaves the current
-    /// one in place and says so in a [`CallEvent::Notice`]. Ignored for
-    /// a call started with `--video none`.
-    pub fn switch_video(&self, spec: VideoSpec) {
-        self.shared.video_switch.request(spec);
-    }
-
-    /// Sends audio from another source, like [`CallHandle::switch_video`].
-    pub fn switch_audio(&self, spec: AudioSpec) {
-        self.shared.audio_switch.request(spec);
-    }
-
-    /// Plays received audio on another speaker (`None`: the default one).
-    pub fn switch_speaker(&self, name: Option<String>) {
-        self.shared.speaker_switch.request(name);
-    }
-
-    /// Figures for a live display; cheap, unlike [`CallHandle::report`].
-    pub fn live(&self) -> LiveFigures {
-        let counters = self.shared.counters.lock();
-        let network = self.shared.network.lock();
-        match (counters, network) {
-            (Ok(counters), Ok(network)) => LiveFigures::new(&counters, &network),
-            _ => LiveFigures::default(),
-        }
-    }
-
-    /// Records the latency of a stamped remote picture at the moment a front
-    /// end showed it (the window, right after painting it): what a person sees,
-    /// as opposed to [`CallReport`]'s decode-time `latency_ms`. Reported as
-    /// `video.display_latency_ms`.
-    pub fn record_display_latency(&self, ms: f64) {
-        self.shared.count(|c| c.display_latency.push(ms));
-    }
-
-    /// The newest remote picture.
-    pub fn remote_video(&self) -> FrameSlot {
-        self.shared.remote_video.clone()
-    }
-
-    /// The newest local picture, when the session keeps a self-view.
-    pub fn local_video(&self) -> Option<FrameSlot> {
-        self.shared.local_video.clone()
-    }
-}
-
-/// The events of a running session.
-#[derive(Debug)]
-pub struct CallEvents {
-    events: mpsc::UnboundedReceiver<CallEvent>,
-}
-
-impl CallEvents {
-    /// The next event; `None` after [`CallEvent::Ended`].
-    pub async fn recv(&mut self) -> Option<CallEvent> {
-        self.events.recv().await
-    }
-}
+/// How long the end of a session waits for the signaling client to send what
+/// is queued (the `bye`) and close; its own close waits at most a second.
+const SIGNAL_CLOSE_LIMIT: Duration = Duration::from_secs(2);
 
 /// Opens the media, connects to the server and joins the room; then runs the
 /// session in the background. Fails at once when the server cannot be reached,
@@ -331,7 +149,7 @@ pub async fn start_call(config: CallConfig) -> Result<(CallHandle, CallEvents), 
         audio_out,
         decode,
         playout_buffer,
-        timing: Timing::default(),
+        timing: CallTiming::default(),
     };
     tokio::spawn(session.run(
         first,
@@ -348,18 +166,6 @@ pub async fn start_call(config: CallConfig) -> Result<(CallHandle, CallEvents), 
         },
         CallEvents { events },
     ))
-}
-
-/// When things happened in the current and the first call, for the report.
-#[derive(Debug, Default)]
-struct Timing {
-    peer_seen: Option<Instant>,
-    connected_at: Option<Instant>,
-    connected_total: Duration,
-    calls_connected: u64,
-    first_time_to_connected: Option<Duration>,
-    first_time_to_frame: Option<Duration>,
-    frame_seen_this_call: bool,
 }
 
 struct CurrentPeer {
@@ -381,13 +187,7 @@ struct Session {
     audio_out: watch::Sender<Option<Outbound>>,
     decode: std::sync::mpsc::Sender<DecodeInput>,
     playout_buffer: Arc<Mutex<AudioPlayoutBuffer>>,
-    timing: Timing,
-}
-
-/// Why the loop stopped.
-enum Stop {
-    HungUp,
-    Failed(CallError),
+    timing: CallTiming,
 }
 
 impl Session {
@@ -401,31 +201,33 @@ impl Session {
         playout: std::thread::JoinHandle<()>,
     ) {
         let mut pending: VecDeque<NegotiationEvent> = VecDeque::new();
+        let mut stop = None;
         if let Some(first) = first {
-            self.on_signal(first, &mut pending);
+            stop = self.follow(route_signal(first, &self.server), &mut pending);
         }
         let mut stats_tick = tokio::time::interval(Duration::from_secs(1));
         stats_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let stop = loop {
+            if let Some(stop) = stop.take() {
+                break stop;
+            }
             while let Some(event) = pending.pop_front() {
-                let actions = self.negotiator.handle(event);
+                let actions = self.negotiator.handle(event, Instant::now());
                 self.apply(actions, &mut pending).await;
             }
+            let timer = self.negotiator.poll_timeout();
             tokio::select! {
                 event = signal_events.recv() => match event {
-                    Some(SignalEvent::GaveUp { cause }) => {
-                        break Stop::Failed(CallError::Signaling(ClientError::Unreachable {
-                            url: self.server.clone(),
-                            reason: cause,
-                        }));
-                    }
-                    Some(SignalEvent::Message(ServerMessage::Error { code, message })) if code.close_code().is_some() => {
-                        break Stop::Failed(CallError::Signaling(ClientError::Rejected { code, message }));
-                    }
-                    Some(event) => self.on_signal(event, &mut pending),
+                    Some(event) => stop = self.follow(route_signal(event, &self.server), &mut pending),
                     None => break Stop::Failed(CallError::Signaling(ClientError::Stopped)),
                 },
-                Some(event) = peer_events.recv() => self.on_peer_event(event, &mut pending).await,
+                () = sleep_until(timer) => {
+                    let actions = self.negotiator.handle_timeout(Instant::now());
+                    self.apply(actions, &mut pending).await;
+                }
+                Some(event) = peer_events.recv() => {
+                    stop = self.on_peer_event(event, &mut pending).await;
+                }
                 Some(notice) = notices.recv() => match notice {
                     MediaNotice::Device(text) => self.emit(CallEvent::Notice(text)),
                     MediaNotice::FirstRemoteFrame => self.on_first_frame(),
@@ -441,19 +243,26 @@ impl Session {
             }
         };
         // Hang up: bye to the peer, close the connection, stop the media.
-        let actions = self.negotiator.handle(NegotiationEvent::HangUp);
+        let actions = self
+            .negotiator
+            .handle(NegotiationEvent::HangUp, Instant::now());
         self.apply(actions, &mut pending).await;
         self.shared.stopped.store(true, Ordering::Relaxed);
         let report = self.report();
-        // Let the bye leave before the client goes.
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        // The client sends what is queued (the bye), then closes and stops, which
+        // ends its events: the call has not ended until the bye is out.
         self.signal.close();
+        let drained = tokio::time::timeout(SIGNAL_CLOSE_LIMIT, async {
+            while signal_events.recv().await.is_some() {}
+        });
+        if drained.await.is_err() {
+            tracing::debug!("the signaling client did not stop in time");
+        }
         let _ = tokio::task::spawn_blocking(move || playout.join()).await;
-        self.emit(CallEvent::Ended(match stop {
-            Stop::HungUp => Ok(()),
-            Stop::Failed(err) => Err(err),
-        }));
-        // The report stays available after the end.
+        self.emit(CallEvent::Ended(stop.outcome()));
+        // Ended is the last event: dropping the session closes the events and
+        // lets go of everything the call held. The report stays available.
+        drop(self);
         while let Some(command) = commands.recv().await {
             if let Command::Report(reply) = command {
                 let _ = reply.send(report.clone());
@@ -465,81 +274,38 @@ impl Session {
         let _ = self.events.send(event);
     }
 
-    fn on_signal(&mut self, event: SignalEvent, pending: &mut VecDeque<NegotiationEvent>) {
-        use NegotiationEvent as N;
-        match event {
-            SignalEvent::Joined(joined) => {
-                self.emit(CallEvent::Joined {
-                    room: joined.room.clone(),
-                    role: joined.role,
-                    resumed: joined.resumed,
-                });
-                pending.push_back(N::Joined {
-                    role: joined.role,
-                    peer: joined.peers.into_iter().next(),
-                    resumed: joined.resumed,
-                });
+    /// Carries out routes in order; `Some` when one ends the session.
+    fn follow(
+        &mut self,
+        routes: Vec<Route>,
+        pending: &mut VecDeque<NegotiationEvent>,
+    ) -> Option<Stop> {
+        for route in routes {
+            match route {
+                Route::Tell(event) => self.emit(event),
+                Route::Negotiate(event) => pending.push_back(event),
+                Route::Stop(err) => return Some(Stop::Failed(err)),
             }
-            SignalEvent::Message(ServerMessage::PeerJoined { id, .. }) => {
-                pending.push_back(N::PeerJoined(id))
-            }
-            SignalEvent::Message(ServerMessage::PeerLeft { id }) => {
-                pending.push_back(N::PeerLeft(id))
-            }
-            SignalEvent::Message(ServerMessage::Offer { from, sdp }) => {
-                pending.push_back(N::RemoteOffer { from, sdp })
-            }
-            SignalEvent::Message(ServerMessage::Answer { from, sdp }) => {
-                pending.push_back(N::RemoteAnswer { from, sdp })
-            }
-            SignalEvent::Message(ServerMessage::Candidate { from, candidate }) => {
-                pending.push_back(N::RemoteCandidate { from, candidate })
-            }
-            SignalEvent::Message(ServerMessage::Bye { from }) => {
-                pending.push_back(N::RemoteBye(from))
-            }
-            SignalEvent::Message(ServerMessage::Error { code, message }) => {
-                tracing::warn!(%code, %message, "the signaling server refused a message");
-            }
-            // The client hands `joined` out as `SignalEvent::Joined` and answers `pong` itself.
-            SignalEvent::Message(ServerMessage::Joined { .. } | ServerMessage::Pong {}) => {}
-            SignalEvent::Reconnecting {
-                attempt,
-                retry_in,
-                cause,
-            } => self.emit(CallEvent::Reconnecting {
-                attempt,
-                retry_in,
-                cause,
-            }),
-            SignalEvent::GaveUp { .. } => {}
         }
+        None
     }
 
-    async fn on_peer_event(&mut self, event: PeerEvent, pending: &mut VecDeque<NegotiationEvent>) {
+    async fn on_peer_event(
+        &mut self,
+        event: PeerEvent,
+        pending: &mut VecDeque<NegotiationEvent>,
+    ) -> Option<Stop> {
         let current = self.peer.as_ref().map(|p| p.generation);
         match event {
             PeerEvent::LocalCandidate(generation, candidate) => {
                 pending.push_back(NegotiationEvent::LocalCandidate(generation, candidate));
             }
             PeerEvent::State(generation, state) => {
-                if Some(generation) != current {
-                    return;
-                }
-                self.emit(CallEvent::ConnectionState(state.to_string()));
-                match state {
-                    RTCPeerConnectionState::Connected => {
-                        pending.push_back(NegotiationEvent::Connected(generation));
-                    }
-                    RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed => {
-                        pending.push_back(NegotiationEvent::Failed(generation));
-                    }
-                    _ => {}
-                }
+                return self.follow(route_peer_state(generation, state, current), pending);
             }
             PeerEvent::Track(generation, track) => {
                 if Some(generation) != current {
-                    return;
+                    return None;
                 }
                 let shared = Arc::clone(&self.shared);
                 match track.kind().await {
@@ -554,185 +320,23 @@ impl Session {
                 }
             }
         }
+        None
     }
 
     fn on_first_frame(&mut self) {
-        if self.timing.frame_seen_this_call || !self.negotiator.is_connected() {
-            return;
-        }
-        self.timing.frame_seen_this_call = true;
-        if self.timing.first_time_to_frame.is_none() {
-            self.timing.first_time_to_frame = self.timing.peer_seen.map(|at| at.elapsed());
-        }
-        self.emit(CallEvent::FirstRemoteFrame);
-    }
-
-    async fn apply(
-        &mut self,
-        actions: Vec<NegotiationAction>,
-        pending: &mut VecDeque<NegotiationEvent>,
-    ) {
-        for action in actions {
-            if let Err(err) = self.apply_one(action, pending).await {
-                tracing::warn!(%err, "call setup step failed");
-                self.emit(CallEvent::Notice(format!("call setup failed: {err}")));
-                if let Some(generation) = self.peer.as_ref().map(|p| p.generation) {
-                    // Do not spin on a peer whose descriptions we cannot use.
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                    pending.push_back(NegotiationEvent::Failed(generation));
-                }
-                return;
-            }
-        }
-    }
-
-    async fn apply_one(
-        &mut self,
-        action: NegotiationAction,
-        pending: &mut VecDeque<NegotiationEvent>,
-    ) -> Result<(), CallError> {
-        let webrtc = |err: webrtc::error::Error| CallError::WebRtc(err.to_string());
-        match action {
-            NegotiationAction::ClosePeerConnection => self.close_peer().await,
-            NegotiationAction::NewPeerConnection(generation) => {
-                let built = build_peer(
-                    &self.settings,
-                    generation,
-                    self.peer_events_tx.clone(),
-                    Arc::clone(&self.shared.target_bps),
-                )
-                .await?;
-                tokio::spawn(run_sender_feedback(
-                    Arc::clone(&built.video),
-                    Arc::clone(&self.shared),
-                ));
-                self.peer = Some(CurrentPeer { generation, built });
-                self.timing.frame_seen_this_call = false;
-            }
-            NegotiationAction::SendOffer(generation) => {
-                let connection = self.connection(generation)?;
-                let offer = connection.create_offer(None).await.map_err(webrtc)?;
-                let sdp = apply_local(connection.as_ref(), offer).await?;
-                self.signal.offer(sdp)?;
-            }
-            NegotiationAction::AnswerOffer(generation, sdp) => {
-                let connection = self.connection(generation)?;
-                let offer = RTCSessionDescription::offer(sdp).map_err(webrtc)?;
-                connection
-                    .set_remote_description(offer)
-                    .await
-                    .map_err(webrtc)?;
-                pending.push_front(NegotiationEvent::RemoteDescriptionApplied(generation));
-                let answer = connection.create_answer(None).await.map_err(webrtc)?;
-                let sdp = apply_local(connection.as_ref(), answer).await?;
-                self.signal.answer(sdp)?;
-                self.start_outbound().await;
-            }
-            NegotiationAction::ApplyAnswer(generation, sdp) => {
-                let connection = self.connection(generation)?;
-                let answer = RTCSessionDescription::answer(sdp).map_err(webrtc)?;
-                connection
-                    .set_remote_description(answer)
-                    .await
-                    .map_err(webrtc)?;
-                pending.push_front(NegotiationEvent::RemoteDescriptionApplied(generation));
-                self.start_outbound().await;
-            }
-            NegotiationAction::AddRemoteCandidate(generation, candidate) => {
-                let connection = self.connection(generation)?;
-                match candidate {
-                    Some(candidate) if !candidate.candidate.is_empty() => {
-                        let init = RTCIceCandidateInit {
-                            candidate: candidate.candidate,
-                            sdp_mid: candidate.sdp_mid,
-                            sdp_mline_index: candidate.sdp_mline_index,
-                            username_fragment: candidate.username_fragment,
-                            ..Default::default()
-                        };
-                        if let Err(err) = connection.add_ice_candidate(init).await {
-                            // One bad candidate (an mDNS name we cannot resolve, a
-                            // protocol we do not speak) must not end the call.
-                            tracing::debug!(%err, "remote candidate not usable");
-                        }
-                    }
-                    _ => tracing::debug!("remote end of candidates"),
-                }
-            }
-            NegotiationAction::SendCandidate(candidate) => self.signal.candidate(candidate)?,
-            NegotiationAction::SendBye => self.signal.bye()?,
-            NegotiationAction::Report(phase) => self.on_phase(&phase),
-        }
-        Ok(())
-    }
-
-    fn connection(
-        &self,
-        generation: Generation,
-    ) -> Result<Arc<dyn webrtc::peer_connection::PeerConnection>, CallError> {
-        self.peer
-            .as_ref()
-            .filter(|p| p.generation == generation)
-            .map(|p| Arc::clone(&p.built.connection))
-            .ok_or_else(|| CallError::WebRtc("the connection was replaced".into()))
-    }
-
-    /// Points the media writers at the current connection's tracks, with the
-    /// payload types the two descriptions agreed on.
-    async fn start_outbound(&self) {
-        if let Some(peer) = &self.peer {
-            let built = &peer.built;
-            let video_pt = negotiated_payload_type(
-                built.video_sender.as_ref(),
-                MIME_TYPE_H264,
-                H264_FMTP,
-                H264_PAYLOAD_TYPE,
-            )
-            .await;
-            let audio_pt = negotiated_payload_type(
-                built.audio_sender.as_ref(),
-                MIME_TYPE_OPUS,
-                OPUS_FMTP,
-                OPUS_PAYLOAD_TYPE,
-            )
-            .await;
-            tracing::debug!(video_pt, audio_pt, "negotiated payload types");
-            let _ = self.video_out.send(Some(Outbound {
-                track: Arc::clone(&built.video),
-                ssrc: built.video_ssrc,
-                payload_type: video_pt,
-            }));
-            let _ = self.audio_out.send(Some(Outbound {
-                track: Arc::clone(&built.audio),
-                ssrc: built.audio_ssrc,
-                payload_type: audio_pt,
-            }));
-        }
-    }
-
-    async fn close_peer(&mut self) {
-        self.shared.sending.store(false, Ordering::Relaxed);
-        let _ = self.video_out.send(None);
-        let _ = self.audio_out.send(None);
-        if let Some(peer) = self.peer.take()
-            && let Err(err) = peer.built.connection.close().await
+        if self
+            .timing
+            .remote_frame(Instant::now(), self.negotiator.is_connected())
         {
-            tracing::debug!(%err, "closing the peer connection");
-        }
-        if let Some(since) = self.timing.connected_at.take() {
-            self.timing.connected_total += since.elapsed();
+            self.emit(CallEvent::FirstRemoteFrame);
         }
     }
 
     fn on_phase(&mut self, phase: &CallPhase) {
         match phase {
-            CallPhase::PeerPresent(_) => self.timing.peer_seen = Some(Instant::now()),
+            CallPhase::PeerPresent(_) => self.timing.peer_present(Instant::now()),
             CallPhase::Connected => {
-                self.timing.calls_connected += 1;
-                self.timing.connected_at = Some(Instant::now());
-                if self.timing.first_time_to_connected.is_none() {
-                    self.timing.first_time_to_connected =
-                        self.timing.peer_seen.map(|at| at.elapsed());
-                }
+                self.timing.connected(Instant::now());
                 self.shared.keyframe_wanted.store(true, Ordering::Relaxed);
                 self.shared.sending.store(true, Ordering::Relaxed);
             }
@@ -741,65 +345,17 @@ impl Session {
         self.emit(CallEvent::Phase(phase.clone()));
     }
 
-    async fn refresh_network(&mut self) {
-        let Some(peer) = &self.peer else { return };
-        if !self.negotiator.is_connected() {
-            return;
-        }
-        let report = peer
-            .built
-            .connection
-            .get_stats(Instant::now(), StatsSelector::None)
-            .await;
-        let mut network = NetworkSummary::default();
-        let mut lost = 0i64;
-        let mut any_inbound = false;
-        for entry in report.iter() {
-            match entry {
-                RTCStatsReportEntry::IceCandidatePair(pair)
-                    if pair.nominated && pair.current_round_trip_time > 0.0 =>
-                {
-                    network.rtt_ms = Some(pair.current_round_trip_time * 1000.0);
-                    self.shared.rtt_us.store(
-                        (pair.current_round_trip_time * 1e6) as u64,
-                        Ordering::Relaxed,
-                    );
-                }
-                RTCStatsReportEntry::InboundRtp(inbound) => {
-                    any_inbound = true;
-                    let received = &inbound.received_rtp_stream_stats;
-                    lost += received.packets_lost.max(0);
-                    if received.rtp_stream_stats.kind == RtpCodecKind::Video {
-                        // Jitter is kept in RTP ticks of the 90 kHz video clock.
-                        network.jitter_ms = Some(received.jitter / 90.0);
-                    }
-                }
-                _ => {}
-            }
-        }
-        if any_inbound {
-            network.packets_lost = Some(lost);
-        }
-        if let Ok(mut shared) = self.shared.network.lock() {
-            *shared = network;
-        }
-    }
-
     fn report(&self) -> CallReport {
-        let mut connected_for = self.timing.connected_total;
-        if let Some(since) = self.timing.connected_at {
-            connected_for += since.elapsed();
-        }
         let context = ReportContext {
             role: self
                 .negotiator
                 .role()
                 .map_or_else(|| "unknown".to_owned(), |r| r.to_string()),
             room: self.room.clone(),
-            time_to_connected: self.timing.first_time_to_connected,
-            time_to_first_remote_frame: self.timing.first_time_to_frame,
-            connected_for,
-            calls_connected: self.timing.calls_connected,
+            time_to_connected: self.timing.time_to_connected(),
+            time_to_first_remote_frame: self.timing.time_to_first_remote_frame(),
+            connected_for: self.timing.connected_for(Instant::now()),
+            calls_connected: self.timing.calls_connected(),
         };
         let counters = self
             .shared
@@ -812,21 +368,10 @@ impl Session {
     }
 }
 
-/// Applies our own offer or answer and returns the SDP to send (as applied,
-/// with whatever candidates were gathered by then).
-async fn apply_local(
-    connection: &dyn webrtc::peer_connection::PeerConnection,
-    description: RTCSessionDescription,
-) -> Result<String, CallError> {
-    let webrtc = |err: webrtc::error::Error| CallError::WebRtc(err.to_string());
-    connection
-        .set_local_description(description)
-        .await
-        .map_err(webrtc)?;
-    let local = connection
-        .local_description()
-        .await
-        .ok_or_else(|| CallError::WebRtc("no local description".into()))?;
-    tracing::debug!(sdp = %local.sdp, kind = %local.sdp_type, "local description");
-    Ok(local.sdp)
+/// Sleeps until `deadline`; forever when there is none.
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
 }

@@ -1,0 +1,211 @@
+//! What a front end holds of a running session: the call's settings
+//! ([`CallConfig`]), its controls ([`CallHandle`]) and its news
+//! ([`CallEvents`] of [`CallEvent`]s).
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use duet_media::source::{AudioSpec, VideoSpec};
+use duet_signal::{Role, RoleRequest};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::CallError;
+use crate::media::{AudioOutput, FrameSlot, MediaShared};
+use crate::negotiation::CallPhase;
+use crate::report::{CallReport, LiveFigures};
+
+/// Everything a call needs to know before it starts (the call options of `docs/cli.md`).
+#[derive(Debug, Clone)]
+pub struct CallConfig {
+    /// Signaling server URL.
+    pub server: String,
+    /// Room to join.
+    pub room: String,
+    /// Seat to ask for.
+    pub role: RoleRequest,
+    /// Video to send.
+    pub video: VideoSpec,
+    /// Audio to send.
+    pub audio: AudioSpec,
+    /// Frequency of the test beeps.
+    pub tone_hz: f32,
+    /// Capture width asked for.
+    pub width: u32,
+    /// Capture height asked for.
+    pub height: u32,
+    /// Capture rate asked for.
+    pub fps: u32,
+    /// Starting and maximum video bitrate, bits per second.
+    pub max_video_bps: u32,
+    /// STUN/TURN servers (`--ice`).
+    pub ice_servers: Vec<String>,
+    /// Where received audio goes.
+    pub audio_output: AudioOutput,
+    /// Keep local pictures for a self-view.
+    pub preview: bool,
+    /// Local addresses to gather ICE candidates on.
+    pub udp_addrs: Vec<String>,
+}
+
+impl CallConfig {
+    /// The defaults of `docs/cli.md` for this server, room and role.
+    pub fn new(server: impl Into<String>, room: impl Into<String>, role: RoleRequest) -> Self {
+        CallConfig {
+            server: server.into(),
+            room: room.into(),
+            role,
+            video: VideoSpec::Camera(0),
+            audio: AudioSpec::Mic(None),
+            tone_hz: 880.0,
+            width: 640,
+            height: 480,
+            fps: 30,
+            max_video_bps: 1_500_000,
+            ice_servers: Vec::new(),
+            audio_output: AudioOutput::Speaker(None),
+            preview: false,
+            // Every interface (webrtc-rs expands the wildcard but skips loopback), and
+            // loopback too: a call between two apps on one machine then works, and
+            // takes the shortest path, even where no network interface is up.
+            udp_addrs: vec!["0.0.0.0:0".to_owned(), "127.0.0.1:0".to_owned()],
+        }
+    }
+}
+
+/// What the session tells its front end, in order.
+#[derive(Debug, Clone)]
+pub enum CallEvent {
+    /// We hold a seat in the room.
+    Joined {
+        /// Room.
+        room: String,
+        /// Effective role.
+        role: Role,
+        /// After a signaling reconnect.
+        resumed: bool,
+    },
+    /// The signaling server is gone; retrying. Media of a connected call keeps flowing.
+    Reconnecting {
+        /// Attempt number.
+        attempt: u32,
+        /// Delay before it.
+        retry_in: Duration,
+        /// What failed.
+        cause: String,
+    },
+    /// Where the call is.
+    Phase(CallPhase),
+    /// The peer connection's state changed (`new`, `connecting`, `connected`, `failed`, ...).
+    ConnectionState(String),
+    /// The first remote picture of this call is ready for display.
+    FirstRemoteFrame,
+    /// Something the person should know (a device fallback).
+    Notice(String),
+    /// The session is over; the last event.
+    Ended(Result<(), CallError>),
+}
+
+pub(super) enum Command {
+    HangUp,
+    Report(oneshot::Sender<CallReport>),
+}
+
+/// Controls a running session. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct CallHandle {
+    pub(super) commands: mpsc::UnboundedSender<Command>,
+    pub(super) shared: Arc<MediaShared>,
+}
+
+impl std::fmt::Debug for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Command::HangUp => "HangUp",
+            Command::Report(_) => "Report",
+        })
+    }
+}
+
+impl CallHandle {
+    /// Hangs up (`bye`) and ends the session; [`CallEvent::Ended`] follows.
+    pub fn hang_up(&self) {
+        let _ = self.commands.send(Command::HangUp);
+    }
+
+    /// The report of everything measured so far.
+    pub async fn report(&self) -> Option<CallReport> {
+        let (tx, rx) = oneshot::channel();
+        self.commands.send(Command::Report(tx)).ok()?;
+        rx.await.ok()
+    }
+
+    /// Mutes or unmutes the microphone (silence is sent while muted).
+    pub fn set_mic_muted(&self, muted: bool) {
+        self.shared.mic_muted.store(muted, Ordering::Relaxed);
+    }
+
+    /// Turns the camera off (the remote sees a dark paused picture) or on.
+    pub fn set_camera_off(&self, off: bool) {
+        self.shared.camera_off.store(off, Ordering::Relaxed);
+    }
+
+    /// Sends video from another source from the next frame on, without
+    /// dropping the call; a source that cannot be opened leaves the current
+    /// one in place and says so in a [`CallEvent::Notice`]. Ignored for
+    /// a call started with `--video none`.
+    pub fn switch_video(&self, spec: VideoSpec) {
+        self.shared.video_switch.request(spec);
+    }
+
+    /// Sends audio from another source, like [`CallHandle::switch_video`].
+    pub fn switch_audio(&self, spec: AudioSpec) {
+        self.shared.audio_switch.request(spec);
+    }
+
+    /// Plays received audio on another speaker (`None`: the default one).
+    pub fn switch_speaker(&self, name: Option<String>) {
+        self.shared.speaker_switch.request(name);
+    }
+
+    /// Figures for a live display; cheap, unlike [`CallHandle::report`].
+    pub fn live(&self) -> LiveFigures {
+        let counters = self.shared.counters.lock();
+        let network = self.shared.network.lock();
+        match (counters, network) {
+            (Ok(counters), Ok(network)) => LiveFigures::new(&counters, &network),
+            _ => LiveFigures::default(),
+        }
+    }
+
+    /// Records the latency of a stamped remote picture at the moment a front
+    /// end showed it (the window, right after painting it): what a person sees,
+    /// as opposed to [`CallReport`]'s decode-time `latency_ms`. Reported as
+    /// `video.display_latency_ms`.
+    pub fn record_display_latency(&self, ms: f64) {
+        self.shared.count(|c| c.display_latency.push(ms));
+    }
+
+    /// The newest remote picture.
+    pub fn remote_video(&self) -> FrameSlot {
+        self.shared.remote_video.clone()
+    }
+
+    /// The newest local picture, when the session keeps a self-view.
+    pub fn local_video(&self) -> Option<FrameSlot> {
+        self.shared.local_video.clone()
+    }
+}
+
+/// The events of a running session.
+#[derive(Debug)]
+pub struct CallEvents {
+    pub(super) events: mpsc::UnboundedReceiver<CallEvent>,
+}
+
+impl CallEvents {
+    /// The next event; `None` after [`CallEvent::Ended`].
+    pub async fn recv(&mut self) -> Option<CallEvent> {
+        self.events.recv().await
+    }
+}
