@@ -1,4 +1,4 @@
-//! Finds the beeps of `test-signals.md` in received audio: their onsets
+//! Finds the beeps of `docs/test-signals.md` in received audio: their onsets
 //! (mouth-to-ear latency) and frequency (which sender they came from).
 //!
 //! Onset rule of the spec: the first 5 ms window whose RMS rises above 0.1 of

@@ -4,7 +4,7 @@
 //! and sound; it knows nothing of WebRTC or signaling.
 //!
 //! - [`frame`]: I420 pictures and 20 ms 48 kHz mono audio frames.
-//! - [`test_video`], [`test_audio`]: the stamped pattern and beeps of `test-signals.md`.
+//! - [`test_video`], [`test_audio`]: the stamped pattern and beeps of `docs/test-signals.md`.
 //! - [`stamp`], [`beep`]: reading them back ([`StampReader`], [`BeepDetector`]).
 //! - [`h264`], [`opus_codec`]: the codecs.
 //! - [`y4m_file`], [`wav_file`]: file sources and the WAV recorder.

@@ -1,4 +1,4 @@
-//! The stamp of `test-signals.md`: 40 black-or-white cells across the top of a
+//! The stamp of `docs/test-signals.md`: 40 black-or-white cells across the top of a
 //! frame carrying its capture time, so a receiver measures latency from the
 //! picture alone.
 //!

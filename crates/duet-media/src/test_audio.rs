@@ -1,4 +1,4 @@
-//! The `test` audio source: the beeps of `test-signals.md` (100 ms sine bursts
+//! The `test` audio source: the beeps of `docs/test-signals.md` (100 ms sine bursts
 //! at amplitude 0.5 starting at every whole second of the wall clock).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

@@ -1,4 +1,4 @@
-//! The `test` video source: the stamped pattern of `test-signals.md` (colour
+//! The `test` video source: the stamped pattern of `docs/test-signals.md` (colour
 //! bars with a moving box under the stamp), paced to the wall clock.
 
 use std::time::{Duration, Instant, SystemTime};
