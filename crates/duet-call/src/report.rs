@@ -9,7 +9,7 @@ use serde::Serialize;
 
 /// Counters the media paths update while the call runs.
 #[derive(Debug, Default, Clone)]
-pub struct MediaCounters {
+pub(crate) struct MediaCounters {
     /// Video frames handed to the network.
     pub frames_sent: u64,
     /// Bytes of video sent.
@@ -79,7 +79,7 @@ pub struct LiveFigures {
 
 impl LiveFigures {
     /// The figures in `counters` and `network` now.
-    pub fn new(counters: &MediaCounters, network: &NetworkSummary) -> LiveFigures {
+    pub(crate) fn new(counters: &MediaCounters, network: &NetworkSummary) -> LiveFigures {
         LiveFigures {
             frames_sent: counters.frames_sent,
             frames_decoded: counters.frames_decoded,
@@ -162,7 +162,7 @@ pub struct CallReport {
 
 /// Inputs for [`CallReport::build`] that are not media counters.
 #[derive(Debug, Clone)]
-pub struct ReportContext {
+pub(crate) struct ReportContext {
     /// Effective role.
     pub role: String,
     /// Room.
@@ -179,7 +179,7 @@ pub struct ReportContext {
 
 impl CallReport {
     /// Builds the report from the counters, the network figures and this process's usage.
-    pub fn build(
+    pub(crate) fn build(
         context: ReportContext,
         counters: &MediaCounters,
         network: NetworkSummary,

@@ -20,7 +20,7 @@ use webrtc::peer_connection::{
 };
 
 use crate::CallError;
-pub use crate::media::AudioOutput;
+use crate::media::AudioOutput;
 use crate::media::{
     DecodeInput, FrameSlot, MediaNotice, MediaShared, Outbound, VideoRequest, run_audio_receiver,
     run_rtp_writer, run_sender_feedback, run_video_receiver, start_audio_playout,

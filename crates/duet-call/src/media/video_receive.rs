@@ -1,0 +1,88 @@
+//! The remote video track: reorder, reassemble, feed the decoder, ask for keyframes.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, mpsc as std_mpsc};
+use std::time::{Duration, Instant};
+
+use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
+
+use super::shared::MediaShared;
+use super::video_decode::DecodeInput;
+use crate::peer::picture_loss_indication;
+use crate::reassembly::{Reassembled, VideoReassembler};
+
+/// Keyframe requests are sent at most this often.
+const PLI_INTERVAL: Duration = Duration::from_millis(300);
+
+/// Reads the remote video track: reorders, reassembles, feeds the decoder, sends PLIs.
+pub(crate) async fn run_video_receiver(
+    track: Arc<dyn TrackRemote>,
+    shared: Arc<MediaShared>,
+    decode: std_mpsc::Sender<DecodeInput>,
+) {
+    let _ = decode.send(DecodeInput::Reset);
+    let mut reassembler = VideoReassembler::new();
+    let mut last_pli: Option<Instant> = None;
+    let mut media_ssrc: Option<u32> = None;
+    // The first picture needs a keyframe; the sender sends one on connect, and a PLI
+    // covers the case where that one was lost.
+    shared.pli_wanted.store(false, Ordering::Relaxed);
+    loop {
+        // Wake for a gap that has waited long enough, or now and then for a PLI
+        // the decoder asked for; otherwise only packets wake this task.
+        let wake = reassembler
+            .next_deadline()
+            .unwrap_or_else(|| Instant::now() + PLI_INTERVAL);
+        let out = tokio::select! {
+            event = track.poll() => match event {
+                Some(TrackRemoteEvent::OnRtpPacket(packet)) => {
+                    media_ssrc = Some(packet.header.ssrc);
+                    let size = packet.payload.len() as u64;
+                    shared.count(|c| c.video_bytes_received += size);
+                    reassembler.push(
+                        packet.header.sequence_number,
+                        packet.header.timestamp,
+                        packet.header.marker,
+                        packet.payload,
+                        Instant::now(),
+                    )
+                }
+                Some(TrackRemoteEvent::OnEnded) | None => break,
+                Some(_) => continue,
+            },
+            _ = tokio::time::sleep_until(wake.into()) => {
+                reassembler.set_rtt(Duration::from_micros(shared.rtt_us.load(Ordering::Relaxed)));
+                reassembler.poll(Instant::now())
+            }
+        };
+        if shared.pli_wanted.load(Ordering::Relaxed)
+            && let Some(ssrc) = media_ssrc
+            && last_pli.is_none_or(|at| at.elapsed() >= PLI_INTERVAL)
+        {
+            shared.pli_wanted.store(false, Ordering::Relaxed);
+            last_pli = Some(Instant::now());
+            if track
+                .write_rtcp(picture_loss_indication(ssrc))
+                .await
+                .is_ok()
+            {
+                shared.count(|c| c.pli_sent += 1);
+            }
+        }
+        for item in out {
+            let input = match item {
+                Reassembled::AccessUnit { data, .. } => {
+                    shared.count(|c| c.frames_received += 1);
+                    DecodeInput::Unit(data)
+                }
+                Reassembled::Lost { packets } => {
+                    tracing::debug!(packets, "video packets lost for good");
+                    DecodeInput::Loss
+                }
+            };
+            if decode.send(input).is_err() {
+                return;
+            }
+        }
+    }
+}
