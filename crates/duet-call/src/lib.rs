@@ -22,6 +22,7 @@ mod session;
 
 pub use media::{AudioOutput, FrameSlot};
 pub use negotiation::{CallPhase, Negotiator};
+pub use peer::ConnectionState;
 pub use report::{AudioReport, CallReport, LiveFigures, NetworkSummary, VideoReport};
 pub use session::{CallConfig, CallEvent, CallEvents, CallHandle, start_call};
 

@@ -22,14 +22,15 @@ use webrtc::peer_connection::{
 use crate::CallError;
 use crate::media::AudioOutput;
 use crate::media::{
-    DecodeInput, FrameSlot, MediaNotice, MediaShared, Outbound, VideoRequest, run_audio_receiver,
-    run_rtp_writer, run_sender_feedback, run_video_receiver, start_audio_playout,
-    start_audio_sender, start_video_decoder, start_video_sender,
+    DecodeChannel, FrameSlot, MediaNotice, MediaShared, MediaThreads, Outbound, VideoRequest,
+    run_audio_receiver, run_rtp_writer, run_sender_feedback, run_video_receiver,
+    start_audio_playout, start_audio_sender, start_video_decoder, start_video_sender,
 };
 use crate::negotiation::{CallPhase, Generation, NegotiationAction, NegotiationEvent, Negotiator};
 use crate::peer::{
-    BuiltPeer, H264_FMTP, H264_PAYLOAD_TYPE, MIME_TYPE_H264, MIME_TYPE_OPUS, OPUS_FMTP,
-    OPUS_PAYLOAD_TYPE, PeerEvent, PeerSettings, build_peer, ice_server, negotiated_payload_type,
+    BuiltPeer, ConnectionState, H264_FMTP, H264_PAYLOAD_TYPE, MIME_TYPE_H264, MIME_TYPE_OPUS,
+    OPUS_FMTP, OPUS_PAYLOAD_TYPE, PeerEvent, PeerSettings, build_peer, ice_server,
+    negotiated_codec,
 };
 use crate::playout::AudioPlayoutBuffer;
 use crate::report::{CallReport, LiveFigures, NetworkSummary, ReportContext};
@@ -115,8 +116,8 @@ pub enum CallEvent {
     },
     /// Where the call is.
     Phase(CallPhase),
-    /// The peer connection's state changed (`new`, `connecting`, `connected`, `failed`, ...).
-    ConnectionState(String),
+    /// The peer connection's state changed.
+    ConnectionState(ConnectionState),
     /// The first remote picture of this call is ready for display.
     FirstRemoteFrame,
     /// Something the person should know (a device fallback).
@@ -187,14 +188,10 @@ impl CallHandle {
         self.shared.speaker_switch.request(name);
     }
 
-    /// Figures for a live display; cheap, unlike [`CallHandle::report`].
+    /// Figures for a live display; cheap (atomic reads and two short locks),
+    /// unlike [`CallHandle::report`]. Meant to be read about once a second.
     pub fn live(&self) -> LiveFigures {
-        let counters = self.shared.counters.lock();
-        let network = self.shared.network.lock();
-        match (counters, network) {
-            (Ok(counters), Ok(network)) => LiveFigures::new(&counters, &network),
-            _ => LiveFigures::default(),
-        }
+        self.shared.live()
     }
 
     /// Records the latency of a stamped remote picture at the moment a front
@@ -202,7 +199,7 @@ impl CallHandle {
     /// as opposed to [`CallReport`]'s decode-time `latency_ms`. Reported as
     /// `video.display_latency_ms`.
     pub fn record_display_latency(&self, ms: f64) {
-        self.shared.count(|c| c.display_latency.push(ms));
+        self.shared.counters.latencies(|l| l.display.push(ms));
     }
 
     /// The newest remote picture.
@@ -239,63 +236,25 @@ pub async fn start_call(config: CallConfig) -> Result<(CallHandle, CallEvents), 
     let (events_tx, events) = mpsc::unbounded_channel();
     let (notices_tx, notices) = mpsc::unbounded_channel();
     let shared = MediaShared::new(config.preview);
+    let mut threads = MediaThreads::new();
 
-    // Sources first: a wrong file is the user's to fix before anyone is called.
-    let video = VideoRequest {
-        spec: config.video.clone(),
-        width: config.width,
-        height: config.height,
-        fps: config.fps,
-        max_bps: config.max_video_bps,
-    };
-    let (video_units, video_notice) =
-        start_video_sender(video, Arc::clone(&shared), notices_tx.clone()).await?;
-    let (audio_units, audio_notice) = start_audio_sender(
-        config.audio.clone(),
-        config.tone_hz,
-        Arc::clone(&shared),
-        notices_tx.clone(),
-    )
-    .await?;
-    let playout_buffer = Arc::new(Mutex::new(AudioPlayoutBuffer::new()));
-    let started = start_audio_playout(
-        config.audio_output.clone(),
-        Arc::clone(&playout_buffer),
-        Arc::clone(&shared),
-        notices_tx.clone(),
-    )
-    .await;
-    let stop_media = |shared: &MediaShared| shared.stopped.store(true, Ordering::Relaxed);
-    let (playout, sink_notice) = match started {
+    let started = start_media(&config, &shared, &notices_tx, &mut threads).await;
+    let (video_units, audio_units, decode, playout_buffer, notices_said) = match started {
         Ok(started) => started,
         Err(err) => {
-            stop_media(&shared);
+            stop_media(&shared, threads).await;
             return Err(err);
         }
     };
-    for notice in [video_notice, audio_notice, sink_notice]
-        .into_iter()
-        .flatten()
-    {
+    for notice in notices_said {
         let _ = events_tx.send(CallEvent::Notice(notice));
     }
-    if video_units.is_none() && audio_units.is_none() {
-        stop_media(&shared);
-        return Err(CallError::NoMedia);
-    }
-    let decode = match start_video_decoder(Arc::clone(&shared), notices_tx.clone()) {
-        Ok(decode) => decode,
-        Err(err) => {
-            stop_media(&shared);
-            return Err(CallError::Media(format!("cannot start the decoder: {err}")));
-        }
-    };
 
     let client_config = ClientConfig::new(&config.server, &config.room, config.role);
     let (signal, mut signal_events) = match duet_signal::connect(client_config).await {
         Ok(connected) => connected,
         Err(err) => {
-            stop_media(&shared);
+            stop_media(&shared, threads).await;
             return Err(err.into());
         }
     };
@@ -331,6 +290,8 @@ pub async fn start_call(config: CallConfig) -> Result<(CallHandle, CallEvents), 
         decode,
         playout_buffer,
         timing: Timing::default(),
+        codecs: Codecs::default(),
+        signaling_reconnects: 0,
     };
     tokio::spawn(session.run(
         first,
@@ -338,7 +299,7 @@ pub async fn start_call(config: CallConfig) -> Result<(CallHandle, CallEvents), 
         peer_events,
         notices,
         commands,
-        playout,
+        threads,
     ));
     Ok((
         CallHandle {
@@ -347,6 +308,75 @@ pub async fn start_call(config: CallConfig) -> Result<(CallHandle, CallEvents), 
         },
         CallEvents { events },
     ))
+}
+
+/// What [`start_media`] started: the encoded units of each sender (`None` for
+/// `none`), the decoder's queue, the playout buffer, and notices for the person.
+type StartedMedia = (
+    Option<mpsc::Receiver<crate::media::EncodedUnit>>,
+    Option<mpsc::Receiver<crate::media::EncodedUnit>>,
+    DecodeChannel,
+    Arc<Mutex<AudioPlayoutBuffer>>,
+    Vec<String>,
+);
+
+/// Starts the media threads (senders, playout, decoder); each joins `threads`.
+/// Sources first: a wrong file is the user's to fix before anyone is called.
+async fn start_media(
+    config: &CallConfig,
+    shared: &Arc<MediaShared>,
+    notices: &mpsc::UnboundedSender<MediaNotice>,
+    threads: &mut MediaThreads,
+) -> Result<StartedMedia, CallError> {
+    let video = VideoRequest {
+        spec: config.video.clone(),
+        width: config.width,
+        height: config.height,
+        fps: config.fps,
+        max_bps: config.max_video_bps,
+    };
+    let (video_units, video_notice) =
+        start_video_sender(video, Arc::clone(shared), notices.clone(), threads).await?;
+    let (audio_units, audio_notice) = start_audio_sender(
+        config.audio.clone(),
+        config.tone_hz,
+        Arc::clone(shared),
+        notices.clone(),
+        threads,
+    )
+    .await?;
+    let playout_buffer = Arc::new(Mutex::new(AudioPlayoutBuffer::new()));
+    let sink_notice = start_audio_playout(
+        config.audio_output.clone(),
+        Arc::clone(&playout_buffer),
+        Arc::clone(shared),
+        notices.clone(),
+        threads,
+    )
+    .await?;
+    if video_units.is_none() && audio_units.is_none() {
+        return Err(CallError::NoMedia);
+    }
+    let decode = start_video_decoder(Arc::clone(shared), notices.clone(), threads)?;
+    let said = [video_notice, audio_notice, sink_notice]
+        .into_iter()
+        .flatten()
+        .collect();
+    Ok((video_units, audio_units, decode, playout_buffer, said))
+}
+
+/// Stops the media threads and waits (boundedly) until they have returned,
+/// so their devices are closed.
+async fn stop_media(shared: &MediaShared, threads: MediaThreads) {
+    shared.stopped.store(true, Ordering::Relaxed);
+    threads.join_async().await;
+}
+
+/// The codecs the current call negotiated (MIME types), for the report.
+#[derive(Debug, Default)]
+struct Codecs {
+    video: Option<String>,
+    audio: Option<String>,
 }
 
 /// When things happened in the current and the first call, for the report.
@@ -378,9 +408,12 @@ struct Session {
     peer_events_tx: mpsc::UnboundedSender<PeerEvent>,
     video_out: watch::Sender<Option<Outbound>>,
     audio_out: watch::Sender<Option<Outbound>>,
-    decode: std::sync::mpsc::Sender<DecodeInput>,
+    decode: DecodeChannel,
     playout_buffer: Arc<Mutex<AudioPlayoutBuffer>>,
     timing: Timing,
+    codecs: Codecs,
+    /// Signaling reconnects that resumed our seat.
+    signaling_reconnects: u64,
 }
 
 /// Why the loop stopped.
@@ -397,7 +430,7 @@ impl Session {
         mut peer_events: mpsc::UnboundedReceiver<PeerEvent>,
         mut notices: mpsc::UnboundedReceiver<MediaNotice>,
         mut commands: mpsc::UnboundedReceiver<Command>,
-        playout: std::thread::JoinHandle<()>,
+        threads: MediaThreads,
     ) {
         let mut pending: VecDeque<NegotiationEvent> = VecDeque::new();
         if let Some(first) = first {
@@ -443,11 +476,13 @@ impl Session {
         let actions = self.negotiator.handle(NegotiationEvent::HangUp);
         self.apply(actions, &mut pending).await;
         self.shared.stopped.store(true, Ordering::Relaxed);
-        let report = self.report();
-        // Let the bye leave before the client goes.
+        // Let the bye leave before the client goes; the media threads stop meanwhile.
         tokio::time::sleep(Duration::from_millis(50)).await;
         self.signal.close();
-        let _ = tokio::task::spawn_blocking(move || playout.join()).await;
+        // Camera, microphone and speaker are closed before anyone hears the call ended
+        // (a "Call again" must be able to open them).
+        threads.join_async().await;
+        let report = self.report();
         self.emit(CallEvent::Ended(match stop {
             Stop::HungUp => Ok(()),
             Stop::Failed(err) => Err(err),
@@ -468,6 +503,9 @@ impl Session {
         use NegotiationEvent as N;
         match event {
             SignalEvent::Joined(joined) => {
+                if joined.resumed {
+                    self.signaling_reconnects += 1;
+                }
                 self.emit(CallEvent::Joined {
                     room: joined.room.clone(),
                     role: joined.role,
@@ -513,7 +551,9 @@ impl Session {
                 if Some(generation) != current {
                     return;
                 }
-                self.emit(CallEvent::ConnectionState(state.to_string()));
+                if let Some(state) = ConnectionState::from_webrtc(state) {
+                    self.emit(CallEvent::ConnectionState(state));
+                }
                 match state {
                     RTCPeerConnectionState::Connected => {
                         pending.push_back(NegotiationEvent::Connected(generation));
@@ -665,24 +705,27 @@ impl Session {
 
     /// Points the media writers at the current connection's tracks, with the
     /// payload types the two descriptions agreed on.
-    async fn start_outbound(&self) {
+    async fn start_outbound(&mut self) {
         if let Some(peer) = &self.peer {
             let built = &peer.built;
-            let video_pt = negotiated_payload_type(
+            let video = negotiated_codec(
                 built.video_sender.as_ref(),
                 MIME_TYPE_H264,
                 H264_FMTP,
                 H264_PAYLOAD_TYPE,
             )
             .await;
-            let audio_pt = negotiated_payload_type(
+            let audio = negotiated_codec(
                 built.audio_sender.as_ref(),
                 MIME_TYPE_OPUS,
                 OPUS_FMTP,
                 OPUS_PAYLOAD_TYPE,
             )
             .await;
-            tracing::debug!(video_pt, audio_pt, "negotiated payload types");
+            tracing::debug!(?video, ?audio, "negotiated codecs");
+            let (video_pt, audio_pt) = (video.payload_type, audio.payload_type);
+            self.codecs.video = video.mime_type.or(self.codecs.video.take());
+            self.codecs.audio = audio.mime_type.or(self.codecs.audio.take());
             let _ = self.video_out.send(Some(Outbound {
                 track: Arc::clone(&built.video),
                 ssrc: built.video_ssrc,
@@ -741,6 +784,9 @@ impl Session {
         let mut network = NetworkSummary::default();
         let mut lost = 0i64;
         let mut any_inbound = false;
+        let (local_type, remote_type) = selected_candidate_types(&report);
+        network.local_candidate_type = local_type;
+        network.remote_candidate_type = remote_type;
         for entry in report.iter() {
             match entry {
                 RTCStatsReportEntry::IceCandidatePair(pair)
@@ -787,15 +833,82 @@ impl Session {
             time_to_first_remote_frame: self.timing.first_time_to_frame,
             connected_for,
             calls_connected: self.timing.calls_connected,
+            video_mime_type: self.codecs.video.clone(),
+            audio_mime_type: self.codecs.audio.clone(),
+            signaling_reconnects: self.signaling_reconnects,
         };
-        let counters = self
-            .shared
-            .counters
-            .lock()
-            .map(|c| c.clone())
-            .unwrap_or_default();
-        let network = self.shared.network.lock().map(|n| *n).unwrap_or_default();
-        CallReport::build(context, &counters, network)
+        CallReport::build(
+            context,
+            &self.shared.counters.snapshot(),
+            self.shared.network(),
+        )
+    }
+}
+
+/// The candidate types (`host`, `srflx`, `prflx`, `relay`) of the selected
+/// candidate pair in a stats report: the pair the transport names as
+/// selected, else the nominated one. A candidate the report does not list
+/// (a peer-reflexive remote learned from a check) has no type here.
+fn selected_candidate_types(
+    report: &webrtc::peer_connection::RTCStatsReport,
+) -> (Option<&'static str>, Option<&'static str>) {
+    let selected_id = report.iter().find_map(|entry| match entry {
+        RTCStatsReportEntry::Transport(transport)
+            if !transport.selected_candidate_pair_id.is_empty() =>
+        {
+            Some(transport.selected_candidate_pair_id.clone())
+        }
+        _ => None,
+    });
+    let pair = report.iter().find_map(|entry| match entry {
+        RTCStatsReportEntry::IceCandidatePair(pair)
+            if selected_id
+                .as_deref()
+                .map_or(pair.nominated, |id| pair.stats.id == id) =>
+        {
+            Some(pair)
+        }
+        _ => None,
+    });
+    let Some(pair) = pair else {
+        return (None, None);
+    };
+    let mut types = (None, None);
+    for entry in report.iter() {
+        match entry {
+            RTCStatsReportEntry::LocalCandidate(candidate)
+                if candidate_stats_is(&candidate.stats.id, &pair.local_candidate_id) =>
+            {
+                types.0 = candidate_type_name(candidate.candidate_type);
+            }
+            RTCStatsReportEntry::RemoteCandidate(candidate)
+                if candidate_stats_is(&candidate.stats.id, &pair.remote_candidate_id) =>
+            {
+                types.1 = candidate_type_name(candidate.candidate_type);
+            }
+            _ => {}
+        }
+    }
+    types
+}
+
+/// Whether the candidate stats with id `stats_id` describe the candidate
+/// `candidate_id` (webrtc prefixes the candidate's id in its stats id).
+fn candidate_stats_is(stats_id: &str, candidate_id: &str) -> bool {
+    !candidate_id.is_empty()
+        && (stats_id == candidate_id || stats_id.ends_with(&format!("_{candidate_id}")))
+}
+
+fn candidate_type_name(
+    candidate_type: webrtc::peer_connection::RTCIceCandidateType,
+) -> Option<&'static str> {
+    use webrtc::peer_connection::RTCIceCandidateType as T;
+    match candidate_type {
+        T::Host => Some("host"),
+        T::Srflx => Some("srflx"),
+        T::Prflx => Some("prflx"),
+        T::Relay => Some("relay"),
+        _ => None,
     }
 }
 

@@ -1,20 +1,23 @@
 //! Received audio: the remote track into the playout buffer, and the playout
-//! thread that decodes, plays and listens for beeps.
+//! thread that decodes and plays it. The sink listens for the test beeps where
+//! it takes the samples (a speaker in its device callback; see
+//! `duet_media::source::AudioSink`), and this thread counts what it heard.
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use duet_media::devices::Speaker;
-use duet_media::frame::unix_ms;
 use duet_media::source::{AudioSink, Notice};
 use duet_media::wav_file::WavRecorder;
-use duet_media::{BeepDetector, MediaError, OpusDecoder};
+use duet_media::{MediaError, OpusDecoder};
 use tokio::sync::mpsc;
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 
+use super::MediaNotice;
+use super::counters::{MediaCounters, bump};
 use super::shared::MediaShared;
-use super::{MediaNotice, Opened, spawn_with_device};
+use super::threads::{MediaThreads, spawn_with_device};
 use crate::CallError;
 use crate::playout::{AudioPlayoutBuffer, Playout};
 
@@ -30,7 +33,7 @@ pub(crate) async fn run_audio_receiver(
     while let Some(event) = track.poll().await {
         match event {
             TrackRemoteEvent::OnRtpPacket(packet) => {
-                shared.count(|c| c.audio_packets_received += 1);
+                bump(&shared.counters.audio_packets_received, 1);
                 if let Ok(mut buffer) = buffer.lock() {
                     buffer.push(packet.header.timestamp, packet.payload, Instant::now());
                 }
@@ -42,15 +45,18 @@ pub(crate) async fn run_audio_receiver(
 }
 
 /// Starts the playout thread: every 20 ms of wall clock it takes what the
-/// buffer says, decodes or conceals it, plays it and listens for beeps.
+/// buffer says, decodes or conceals it, plays it and counts the beeps the sink
+/// heard. Resolves once the sink is open, with a notice if it was replaced.
 pub(crate) async fn start_audio_playout(
     output: AudioOutput,
     buffer: Arc<Mutex<AudioPlayoutBuffer>>,
     shared: Arc<MediaShared>,
     notices: mpsc::UnboundedSender<MediaNotice>,
-) -> Result<Opened, CallError> {
+    threads: &mut MediaThreads,
+) -> Result<Option<Notice>, CallError> {
     spawn_with_device(
         "duet-audio-playout",
+        threads,
         move || open_sink(&output).map(|(sink, notice)| (Some(sink), notice)),
         move |mut sink: AudioSink| {
             let mut decoder = match OpusDecoder::new() {
@@ -60,7 +66,6 @@ pub(crate) async fn start_audio_playout(
                     return;
                 }
             };
-            let mut detector = BeepDetector::new();
             let period = Duration::from_millis(20);
             let mut due = Instant::now() + period;
             let mut ticks = 0u64;
@@ -81,7 +86,8 @@ pub(crate) async fn start_audio_playout(
                                 let _ = notices.send(MediaNotice::Device(notice));
                             }
                             // A recording is finished properly; a speaker just closes.
-                            let old = std::mem::replace(&mut sink, new);
+                            let mut old = std::mem::replace(&mut sink, new);
+                            count_beeps(&shared.counters, &mut old);
                             if let Err(err) = old.finish() {
                                 tracing::warn!(%err, "closing the previous audio output");
                             }
@@ -112,25 +118,16 @@ pub(crate) async fn start_audio_playout(
                     Playout::Missing { next: Some(next) } => decoder.decode_fec(&next),
                     Playout::Missing { next: None } => decoder.decode(None),
                 };
-                let played_at = unix_ms(SystemTime::now()) as f64;
-                detector.push(&samples, played_at);
-                let beeps = detector.take();
-                if !beeps.is_empty() {
-                    shared.count(|c| {
-                        for beep in &beeps {
-                            c.beeps_detected += 1;
-                            c.beep_hz = Some(beep.frequency_hz as f32);
-                            c.audio_latency.push(beep.latency_ms);
-                        }
-                    });
-                }
                 if let Err(err) = sink.play(&samples) {
                     let _ = notices.send(MediaNotice::Device(format!(
                         "{err}; received audio is no longer played"
                     )));
-                    sink = AudioSink::Null;
+                    count_beeps(&shared.counters, &mut sink);
+                    sink = AudioSink::discard();
                 }
+                count_beeps(&shared.counters, &mut sink);
             }
+            count_beeps(&shared.counters, &mut sink);
             if let Err(err) = sink.finish() {
                 let _ = notices.send(MediaNotice::Failed(format!(
                     "cannot finish the audio recording: {err}"
@@ -140,6 +137,22 @@ pub(crate) async fn start_audio_playout(
     )
     .await?
     .ok_or_else(|| CallError::Media("the audio playout thread failed to start".into()))
+}
+
+/// Counts the beeps `sink` heard since the last call.
+fn count_beeps(counters: &MediaCounters, sink: &mut AudioSink) {
+    let beeps = sink.take_beeps();
+    if beeps.is_empty() {
+        return;
+    }
+    for beep in &beeps {
+        counters.beep_heard(beep.frequency_hz as f32);
+    }
+    counters.latencies(|l| {
+        for beep in &beeps {
+            l.audio.push(beep.latency_ms);
+        }
+    });
 }
 
 /// Where received audio goes.
@@ -155,12 +168,12 @@ pub enum AudioOutput {
 
 fn open_sink(output: &AudioOutput) -> Result<(AudioSink, Option<Notice>), MediaError> {
     match output {
-        AudioOutput::Discard => Ok((AudioSink::Null, None)),
-        AudioOutput::Record(path) => Ok((AudioSink::Wav(WavRecorder::create(path)?), None)),
+        AudioOutput::Discard => Ok((AudioSink::discard(), None)),
+        AudioOutput::Record(path) => Ok((AudioSink::record(WavRecorder::create(path)?), None)),
         AudioOutput::Speaker(name) => match Speaker::open(name.as_deref()) {
-            Ok(speaker) => Ok((AudioSink::Speaker(Box::new(speaker)), None)),
+            Ok(speaker) => Ok((AudioSink::speaker(speaker), None)),
             Err(err) => Ok((
-                AudioSink::Null,
+                AudioSink::discard(),
                 Some(format!("{err}; received audio is not played")),
             )),
         },

@@ -9,10 +9,12 @@ use duet_media::frame::FRAME_SAMPLES;
 use duet_media::source::{AudioSource, AudioSpec};
 use tokio::sync::mpsc;
 
+use super::counters::bump;
 use super::device_switch::switched_source;
 use super::rtp_writer::EncodedUnit;
 use super::shared::MediaShared;
-use super::{MediaNotice, Started, spawn_with_device};
+use super::threads::{MediaThreads, spawn_with_device};
+use super::{MediaNotice, Started};
 use crate::CallError;
 
 /// Starts the audio capture-and-encode thread, which opens the source; resolves once it is open.
@@ -21,10 +23,12 @@ pub(crate) async fn start_audio_sender(
     tone_hz: f32,
     shared: Arc<MediaShared>,
     notices: mpsc::UnboundedSender<MediaNotice>,
+    threads: &mut MediaThreads,
 ) -> Result<Started, CallError> {
     let (units, rx) = mpsc::channel(16);
     let started = spawn_with_device(
         "duet-audio-send",
+        threads,
         move || AudioSource::open(&spec, tone_hz),
         move |mut source: AudioSource| {
             let mut encoder = match OpusEncoder::new(32_000) {
@@ -63,7 +67,7 @@ pub(crate) async fn start_audio_sender(
                 };
                 match encoder.encode(samples) {
                     Ok(packet) => {
-                        shared.count(|c| c.audio_packets_sent += 1);
+                        bump(&shared.counters.audio_packets_sent, 1);
                         let _ = units.try_send(EncodedUnit {
                             data: Bytes::from(packet),
                             capture_time: frame.capture_time,
@@ -75,5 +79,5 @@ pub(crate) async fn start_audio_sender(
         },
     )
     .await?;
-    Ok(started.map_or((None, None), |(_, notice)| (Some(rx), notice)))
+    Ok(started.map_or((None, None), |notice| (Some(rx), notice)))
 }

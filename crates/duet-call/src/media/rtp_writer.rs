@@ -12,6 +12,7 @@ use tokio::sync::{mpsc, watch};
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 
+use super::counters::bump;
 use super::shared::MediaShared;
 use crate::peer::count_feedback;
 
@@ -143,10 +144,8 @@ pub(crate) async fn run_sender_feedback(track: Arc<TrackLocalStaticRTP>, shared:
         if keyframe_requests > 0 {
             shared.keyframe_wanted.store(true, Ordering::Relaxed);
         }
-        shared.count(|c| {
-            c.pli_received += keyframe_requests;
-            c.nack_received += nacks;
-        });
+        bump(&shared.counters.pli_received, keyframe_requests);
+        bump(&shared.counters.nack_received, nacks);
     }
 }
 

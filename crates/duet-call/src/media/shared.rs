@@ -6,14 +6,15 @@ use std::sync::{Arc, Mutex};
 use duet_media::source::{AudioSpec, VideoSpec};
 
 use super::FrameSlot;
+use super::counters::MediaCounters;
 use super::device_switch::DeviceSwitch;
-use crate::report::{MediaCounters, NetworkSummary};
+use crate::report::{LiveFigures, NetworkSummary};
 
 /// State the media threads, the tasks and the session share.
 #[derive(Debug)]
 pub(crate) struct MediaShared {
-    /// Counters for the report.
-    pub(crate) counters: Mutex<MediaCounters>,
+    /// Counters for the report (atomics: bumped per packet without a lock).
+    pub(crate) counters: MediaCounters,
     /// Network figures, refreshed every second.
     pub(crate) network: Mutex<NetworkSummary>,
     /// Media flows only while a connection is up.
@@ -48,7 +49,7 @@ impl MediaShared {
     /// Shared state; `preview` keeps local pictures for a self-view.
     pub(crate) fn new(preview: bool) -> Arc<MediaShared> {
         Arc::new(MediaShared {
-            counters: Mutex::new(MediaCounters::default()),
+            counters: MediaCounters::new(),
             network: Mutex::new(NetworkSummary::default()),
             sending: AtomicBool::new(false),
             keyframe_wanted: AtomicBool::new(true),
@@ -66,10 +67,14 @@ impl MediaShared {
         })
     }
 
-    /// Runs `f` on the counters.
-    pub(crate) fn count(&self, f: impl FnOnce(&mut MediaCounters)) {
-        if let Ok(mut counters) = self.counters.lock() {
-            f(&mut counters);
-        }
+    /// Figures for a live display: cheap (atomic reads, two short locks).
+    pub(crate) fn live(&self) -> LiveFigures {
+        let network = self.network.lock().map(|n| *n).unwrap_or_default();
+        self.counters.live(&network)
+    }
+
+    /// The network figures last read.
+    pub(crate) fn network(&self) -> NetworkSummary {
+        self.network.lock().map(|n| *n).unwrap_or_default()
     }
 }

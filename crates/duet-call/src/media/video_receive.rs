@@ -1,26 +1,29 @@
 //! The remote video track: reorder, reassemble, feed the decoder, ask for keyframes.
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, mpsc as std_mpsc};
 use std::time::{Duration, Instant};
 
+use duet_media::h264::is_idr;
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 
+use super::counters::bump;
+use super::decode_queue::{DecodeChannel, Offered};
 use super::shared::MediaShared;
-use super::video_decode::DecodeInput;
 use crate::peer::picture_loss_indication;
 use crate::reassembly::{Reassembled, VideoReassembler};
 
 /// Keyframe requests are sent at most this often.
 const PLI_INTERVAL: Duration = Duration::from_millis(300);
 
-/// Reads the remote video track: reorders, reassembles, feeds the decoder, sends PLIs.
+/// Reads the remote video track: reorders, reassembles, feeds the decoder
+/// through its bounded queue (counting what the queue drops), sends PLIs.
 pub(crate) async fn run_video_receiver(
     track: Arc<dyn TrackRemote>,
     shared: Arc<MediaShared>,
-    decode: std_mpsc::Sender<DecodeInput>,
+    decode: DecodeChannel,
 ) {
-    let _ = decode.send(DecodeInput::Reset);
+    decode.with(|queue| queue.reset());
     let mut reassembler = VideoReassembler::new();
     let mut last_pli: Option<Instant> = None;
     let mut media_ssrc: Option<u32> = None;
@@ -38,7 +41,7 @@ pub(crate) async fn run_video_receiver(
                 Some(TrackRemoteEvent::OnRtpPacket(packet)) => {
                     media_ssrc = Some(packet.header.ssrc);
                     let size = packet.payload.len() as u64;
-                    shared.count(|c| c.video_bytes_received += size);
+                    bump(&shared.counters.video_bytes_received, size);
                     reassembler.push(
                         packet.header.sequence_number,
                         packet.header.timestamp,
@@ -55,6 +58,30 @@ pub(crate) async fn run_video_receiver(
                 reassembler.poll(Instant::now())
             }
         };
+        for item in out {
+            match item {
+                Reassembled::AccessUnit { data, .. } => {
+                    bump(&shared.counters.frames_received, 1);
+                    let keyframe = is_idr(&data);
+                    let offered = decode.with(|queue| queue.offer(data, keyframe));
+                    if let Some(Offered::Dropped {
+                        units,
+                        ask_keyframe,
+                    }) = offered
+                    {
+                        tracing::debug!(units, "decoding is behind: dropped to a keyframe");
+                        bump(&shared.counters.frames_dropped, units);
+                        if ask_keyframe {
+                            shared.pli_wanted.store(true, Ordering::Relaxed);
+                        }
+                    }
+                }
+                Reassembled::Lost { packets } => {
+                    tracing::debug!(packets, "video packets lost for good");
+                    decode.with(|queue| queue.note_loss());
+                }
+            }
+        }
         if shared.pli_wanted.load(Ordering::Relaxed)
             && let Some(ssrc) = media_ssrc
             && last_pli.is_none_or(|at| at.elapsed() >= PLI_INTERVAL)
@@ -66,22 +93,7 @@ pub(crate) async fn run_video_receiver(
                 .await
                 .is_ok()
             {
-                shared.count(|c| c.pli_sent += 1);
-            }
-        }
-        for item in out {
-            let input = match item {
-                Reassembled::AccessUnit { data, .. } => {
-                    shared.count(|c| c.frames_received += 1);
-                    DecodeInput::Unit(data)
-                }
-                Reassembled::Lost { packets } => {
-                    tracing::debug!(packets, "video packets lost for good");
-                    DecodeInput::Loss
-                }
-            };
-            if decode.send(input).is_err() {
-                return;
+                bump(&shared.counters.pli_sent, 1);
             }
         }
     }

@@ -8,10 +8,12 @@ use duet_media::source::{VideoSource, VideoSpec};
 use duet_media::{H264Encoder, VideoFrame};
 use tokio::sync::mpsc;
 
+use super::counters::bump;
 use super::device_switch::switched_source;
 use super::rtp_writer::EncodedUnit;
 use super::shared::MediaShared;
-use super::{MediaNotice, Started, spawn_with_device};
+use super::threads::{MediaThreads, spawn_with_device};
+use super::{MediaNotice, Started};
 use crate::CallError;
 use crate::peer::MIN_VIDEO_BPS;
 
@@ -36,6 +38,7 @@ pub(crate) async fn start_video_sender(
     request: VideoRequest,
     shared: Arc<MediaShared>,
     notices: mpsc::UnboundedSender<MediaNotice>,
+    threads: &mut MediaThreads,
 ) -> Result<Started, CallError> {
     let (units, rx) = mpsc::channel(8);
     let VideoRequest {
@@ -47,6 +50,7 @@ pub(crate) async fn start_video_sender(
     } = request;
     let started = spawn_with_device(
         "duet-video-send",
+        threads,
         move || VideoSource::open(&spec, width, height, fps),
         move |mut source: VideoSource| {
             let mut encoder: Option<H264Encoder> = None;
@@ -74,8 +78,10 @@ pub(crate) async fn start_video_sender(
                 if shared.camera_off.load(Ordering::Relaxed) {
                     frame = paused_picture(&frame);
                 }
+                // Shared with the self-view, not copied: the encoder reads the same planes.
+                let frame = Arc::new(frame);
                 if let Some(preview) = &shared.local_video {
-                    preview.put(frame.clone());
+                    preview.put(Arc::clone(&frame));
                 }
                 if !shared.sending.load(Ordering::Relaxed) {
                     continue;
@@ -108,15 +114,19 @@ pub(crate) async fn start_video_sender(
                 if shared.keyframe_wanted.swap(false, Ordering::Relaxed) {
                     encoder.request_keyframe();
                 }
-                let frame = if (frame.width(), frame.height()) == size {
-                    frame
+                let cropped;
+                let to_encode: &VideoFrame = if (frame.width(), frame.height()) == size {
+                    &frame
                 } else {
                     match crop_to_even(&frame) {
-                        Some(frame) => frame,
+                        Some(frame) => {
+                            cropped = frame;
+                            &cropped
+                        }
                         None => continue,
                     }
                 };
-                let encoded = match encoder.encode(&frame) {
+                let encoded = match encoder.encode(to_encode) {
                     Ok(Some(encoded)) => encoded,
                     Ok(None) => continue,
                     Err(err) => {
@@ -124,11 +134,10 @@ pub(crate) async fn start_video_sender(
                         continue;
                     }
                 };
-                shared.count(|c| {
-                    c.frames_sent += 1;
-                    c.video_bytes_sent += encoded.data.len() as u64;
-                    c.keyframes_sent += u64::from(encoded.keyframe);
-                });
+                let counters = &shared.counters;
+                bump(&counters.frames_sent, 1);
+                bump(&counters.video_bytes_sent, encoded.data.len() as u64);
+                bump(&counters.keyframes_sent, u64::from(encoded.keyframe));
                 let unit = EncodedUnit {
                     data: Bytes::from(encoded.data),
                     capture_time: frame.capture_time,
@@ -141,7 +150,7 @@ pub(crate) async fn start_video_sender(
         },
     )
     .await?;
-    Ok(started.map_or((None, None), |(_, notice)| (Some(rx), notice)))
+    Ok(started.map_or((None, None), |notice| (Some(rx), notice)))
 }
 
 /// What the remote sees with the camera off: a dark picture with a pause sign,
