@@ -35,7 +35,7 @@ use crate::peer::{
 use crate::playout::AudioPlayoutBuffer;
 use crate::report::{CallReport, LiveFigures, NetworkSummary, ReportContext};
 
-/// Everything a call needs to know before it starts (`cli.md`'s call options).
+/// Everything a call needs to know before it starts (`docs/cli.md`'s call options).
 #[derive(Debug, Clone)]
 pub struct CallConfig {
     /// Signaling server URL.
@@ -69,7 +69,7 @@ pub struct CallConfig {
 }
 
 impl CallConfig {
-    /// The defaults of `cli.md` for this server, room and role.
+    /// The defaults of `docs/cli.md` for this server, room and role.
     pub fn new(server: impl Into<String>, room: impl Into<String>, role: RoleRequest) -> Self {
         CallConfig {
             server: server.into(),

@@ -1,4 +1,4 @@
-//! What `--video SRC` and `--audio SRC` name (see `cli.md`), opened with the
+//! What `--video SRC` and `--audio SRC` name (see `docs/cli.md`), opened with the
 //! fallbacks a calling app needs: no camera or microphone means the test
 //! signals, with a notice for the person, never a failed call.
 
