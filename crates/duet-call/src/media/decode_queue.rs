@@ -102,8 +102,10 @@ impl DecodeQueue {
     }
 
     /// Packets were lost for good: the decoder must wait for a keyframe.
+    /// Losses in a row are one mark (the queue stays bounded while the
+    /// decoder is stalled).
     pub(crate) fn note_loss(&mut self) {
-        if !self.awaiting_keyframe {
+        if !self.awaiting_keyframe && self.items.back() != Some(&DecodeInput::Loss) {
             self.items.push_back(DecodeInput::Loss);
         }
     }
@@ -226,6 +228,7 @@ mod tests {
         let mut queue = DecodeQueue::new(3);
         assert_eq!(queue.offer(unit(1), true), Offered::Queued);
         queue.note_loss();
+        queue.note_loss(); // one mark for losses in a row
         assert_eq!(queue.offer(unit(2), false), Offered::Queued);
         assert_eq!(queue.offer(unit(3), false), Offered::Queued);
         assert_eq!(queue.units(), 3);
