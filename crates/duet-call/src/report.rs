@@ -75,9 +75,8 @@ pub struct NetworkSummary {
     pub jitter_ms: Option<f64>,
     /// Type of the local candidate of the pair in use: `host`, `srflx`, `prflx` or `relay`.
     pub local_candidate_type: Option<&'static str>,
-    /// Type of the remote candidate of the pair in use (`null` when the
-    /// statistics do not list it, as for a peer-reflexive candidate learned
-    /// from a connectivity check rather than signalled).
+    /// Type of the remote candidate of the pair in use (a candidate learned
+    /// from a connectivity check rather than signalled is `prflx`).
     pub remote_candidate_type: Option<&'static str>,
 }
 

@@ -847,8 +847,10 @@ impl Session {
 
 /// The candidate types (`host`, `srflx`, `prflx`, `relay`) of the selected
 /// candidate pair in a stats report: the pair the transport names as
-/// selected, else the nominated one. A candidate the report does not list
-/// (a peer-reflexive remote learned from a check) has no type here.
+/// selected, else the nominated one. webrtc lists every signalled remote
+/// candidate in its stats, but not one the ICE agent learned from a
+/// connectivity check: a remote candidate of the pair that is not listed is
+/// therefore peer-reflexive (`prflx`).
 fn selected_candidate_types(
     report: &webrtc::peer_connection::RTCStatsReport,
 ) -> (Option<&'static str>, Option<&'static str>) {
@@ -874,6 +876,7 @@ fn selected_candidate_types(
         return (None, None);
     };
     let mut types = (None, None);
+    let mut remote_listed = false;
     for entry in report.iter() {
         match entry {
             RTCStatsReportEntry::LocalCandidate(candidate)
@@ -884,10 +887,14 @@ fn selected_candidate_types(
             RTCStatsReportEntry::RemoteCandidate(candidate)
                 if candidate_stats_is(&candidate.stats.id, &pair.remote_candidate_id) =>
             {
+                remote_listed = true;
                 types.1 = candidate_type_name(candidate.candidate_type);
             }
             _ => {}
         }
+    }
+    if !remote_listed && !pair.remote_candidate_id.is_empty() {
+        types.1 = Some("prflx");
     }
     types
 }
