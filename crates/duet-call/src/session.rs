@@ -846,64 +846,92 @@ impl Session {
 }
 
 /// The candidate types (`host`, `srflx`, `prflx`, `relay`) of the selected
-/// candidate pair in a stats report: the pair the transport names as
-/// selected, else the nominated one. webrtc lists every signalled remote
-/// candidate in its stats, but not one the ICE agent learned from a
-/// connectivity check: a remote candidate of the pair that is not listed is
-/// therefore peer-reflexive (`prflx`).
+/// candidate pair in a stats report (see [`candidate_types`]).
 fn selected_candidate_types(
     report: &webrtc::peer_connection::RTCStatsReport,
 ) -> (Option<&'static str>, Option<&'static str>) {
-    let selected_id = report.iter().find_map(|entry| match entry {
-        RTCStatsReportEntry::Transport(transport)
-            if !transport.selected_candidate_pair_id.is_empty() =>
-        {
-            Some(transport.selected_candidate_pair_id.clone())
-        }
-        _ => None,
-    });
-    let pair = report.iter().find_map(|entry| match entry {
-        RTCStatsReportEntry::IceCandidatePair(pair)
-            if selected_id
-                .as_deref()
-                .map_or(pair.nominated, |id| pair.stats.id == id) =>
-        {
-            Some(pair)
-        }
-        _ => None,
-    });
-    let Some(pair) = pair else {
-        return (None, None);
-    };
-    let mut types = (None, None);
-    let mut remote_listed = false;
+    let mut selected = None;
+    let mut pairs = Vec::new();
+    let mut candidates = Vec::new();
     for entry in report.iter() {
         match entry {
-            RTCStatsReportEntry::LocalCandidate(candidate)
-                if candidate_stats_is(&candidate.stats.id, &pair.local_candidate_id) =>
+            RTCStatsReportEntry::Transport(transport)
+                if !transport.selected_candidate_pair_id.is_empty() =>
             {
-                types.0 = candidate_type_name(candidate.candidate_type);
+                selected = Some(transport.selected_candidate_pair_id.as_str());
             }
-            RTCStatsReportEntry::RemoteCandidate(candidate)
-                if candidate_stats_is(&candidate.stats.id, &pair.remote_candidate_id) =>
-            {
-                remote_listed = true;
-                types.1 = candidate_type_name(candidate.candidate_type);
-            }
+            RTCStatsReportEntry::IceCandidatePair(pair) => pairs.push(PairIds {
+                id: &pair.stats.id,
+                nominated: pair.nominated,
+                local: &pair.local_candidate_id,
+                remote: &pair.remote_candidate_id,
+            }),
+            RTCStatsReportEntry::LocalCandidate(candidate) => candidates.push((
+                true,
+                candidate.stats.id.as_str(),
+                candidate_type_name(candidate.candidate_type),
+            )),
+            RTCStatsReportEntry::RemoteCandidate(candidate) => candidates.push((
+                false,
+                candidate.stats.id.as_str(),
+                candidate_type_name(candidate.candidate_type),
+            )),
             _ => {}
         }
     }
-    if !remote_listed && !pair.remote_candidate_id.is_empty() {
-        types.1 = Some("prflx");
-    }
-    types
+    candidate_types(selected, &pairs, &candidates)
+}
+
+/// A candidate pair's ids in a stats report.
+struct PairIds<'a> {
+    id: &'a str,
+    nominated: bool,
+    local: &'a str,
+    remote: &'a str,
+}
+
+/// The rule, without webrtc's types: the pair the transport names as
+/// selected (else the nominated one), and the types of its two candidates,
+/// given as (local?, stats id, type). webrtc lists every signalled remote
+/// candidate in its stats, but not one the ICE agent learned from a
+/// connectivity check: a remote candidate of the pair that is not listed is
+/// therefore peer-reflexive (`prflx`).
+fn candidate_types(
+    selected: Option<&str>,
+    pairs: &[PairIds<'_>],
+    candidates: &[(bool, &str, Option<&'static str>)],
+) -> (Option<&'static str>, Option<&'static str>) {
+    let Some(pair) = pairs
+        .iter()
+        .find(|pair| selected.map_or(pair.nominated, |id| pair.id == id))
+    else {
+        return (None, None);
+    };
+    let find = |local: bool, candidate_id: &str| {
+        candidates
+            .iter()
+            .find(|(is_local, stats_id, _)| {
+                *is_local == local && candidate_stats_is(stats_id, candidate_id)
+            })
+            .map(|(_, _, kind)| *kind)
+    };
+    let local = find(true, pair.local).flatten();
+    let remote = match find(false, pair.remote) {
+        Some(kind) => kind,
+        None if !pair.remote.is_empty() => Some("prflx"),
+        None => None,
+    };
+    (local, remote)
 }
 
 /// Whether the candidate stats with id `stats_id` describe the candidate
 /// `candidate_id` (webrtc prefixes the candidate's id in its stats id).
 fn candidate_stats_is(stats_id: &str, candidate_id: &str) -> bool {
     !candidate_id.is_empty()
-        && (stats_id == candidate_id || stats_id.ends_with(&format!("_{candidate_id}")))
+        && (stats_id == candidate_id
+            || stats_id
+                .strip_suffix(candidate_id)
+                .is_some_and(|prefix| prefix.ends_with('_')))
 }
 
 fn candidate_type_name(
@@ -936,4 +964,65 @@ async fn apply_local(
         .ok_or_else(|| CallError::WebRtc("no local description".into()))?;
     tracing::debug!(sdp = %local.sdp, kind = %local.sdp_type, "local description");
     Ok(local.sdp)
+}
+
+#[cfg(test)]
+mod candidate_type_tests {
+    use super::*;
+
+    const CANDIDATES: &[(bool, &str, Option<&str>)] = &[
+        (true, "RTCLocalIceCandidate_a", Some("host")),
+        (true, "RTCLocalIceCandidate_b", Some("srflx")),
+        (false, "RTCRemoteIceCandidate_x", Some("relay")),
+    ];
+
+    fn pair<'a>(id: &'a str, nominated: bool, local: &'a str, remote: &'a str) -> PairIds<'a> {
+        PairIds {
+            id,
+            nominated,
+            local,
+            remote,
+        }
+    }
+
+    #[test]
+    fn the_selected_pair_names_the_candidate_types() {
+        let pairs = [pair("p1", false, "a", "x"), pair("p2", true, "b", "x")];
+        assert_eq!(
+            candidate_types(Some("p1"), &pairs, CANDIDATES),
+            (Some("host"), Some("relay"))
+        );
+        // Without a selected id, the nominated pair.
+        assert_eq!(
+            candidate_types(None, &pairs, CANDIDATES),
+            (Some("srflx"), Some("relay"))
+        );
+    }
+
+    #[test]
+    fn a_remote_candidate_learned_from_a_check_is_peer_reflexive() {
+        let pairs = [pair("p1", true, "a", "learned")];
+        assert_eq!(
+            candidate_types(None, &pairs, CANDIDATES),
+            (Some("host"), Some("prflx"))
+        );
+    }
+
+    #[test]
+    fn no_pair_in_use_gives_no_types() {
+        let pairs = [pair("p1", false, "a", "x")];
+        assert_eq!(candidate_types(None, &pairs, CANDIDATES), (None, None));
+        assert_eq!(
+            candidate_types(Some("gone"), &pairs, CANDIDATES),
+            (None, None)
+        );
+    }
+
+    #[test]
+    fn candidate_ids_match_whole_suffixes_only() {
+        assert!(candidate_stats_is("RTCLocalIceCandidate_abc", "abc"));
+        assert!(candidate_stats_is("abc", "abc"));
+        assert!(!candidate_stats_is("RTCLocalIceCandidate_xabc", "abc"));
+        assert!(!candidate_stats_is("RTCLocalIceCandidate_", ""));
+    }
 }
