@@ -28,6 +28,7 @@
 
 #[path = "../tests/common/browser.rs"]
 mod browser;
+mod desk;
 mod support;
 
 use std::collections::BTreeMap;
@@ -39,9 +40,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use browser::Browser;
+use desk::VirtualDesk;
 use duet_measure::{ProcessUsage, median};
 use serde_json::Value;
-use support::VirtualDesk;
 
 const SIZE: (u32, u32) = (640, 480);
 

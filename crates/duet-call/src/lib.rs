@@ -1,28 +1,30 @@
 //! Duet's call: the two-peer WebRTC session that the window and the headless
 //! mode both drive. It joins the signaling client (`duet-signal`) and the
 //! media (`duet-media`) into a call: H.264 and Opus each way over one peer
-//! connection, set up by the roles of `signaling-v1.md`, re-established when a
+//! connection, set up by the roles of `docs/protocol.md`, re-established when a
 //! peer leaves and another comes, and measured as it runs.
 //!
-//! - [`negotiation`]: the call's rules as a socket-free state machine ([`Negotiator`]).
-//! - [`reassembly`], [`playout`]: RTP back into access units, and adaptive audio playout (no I/O).
-//! - [`peer`]: how a peer connection is built (codecs, interceptors, congestion control).
-//! - [`media`]: capture, encode, packetize; receive, decode, measure.
-//! - [`session`]: the async shell that runs it all ([`start_call`]).
-//! - [`report`]: what was measured, as the headless report of `cli.md`.
+//! Inside (private modules; the public API is re-exported here):
+//! - `negotiation`: the call's rules as a socket-free state machine ([`Negotiator`]).
+//! - `reassembly`, `playout`: RTP back into access units, and adaptive audio playout (no I/O).
+//! - `peer`: how a peer connection is built (codecs, interceptors, congestion control).
+//! - `media`: capture, encode, packetize; receive, decode, measure; one module per job.
+//! - `session`: the async shell that runs it all ([`start_call`]).
+//! - `report`: what was measured, as the headless report of `docs/cli.md` ([`CallReport`]).
 
-pub mod media;
-pub mod negotiation;
-pub mod peer;
-pub mod playout;
-pub mod reassembly;
-pub mod report;
-pub mod session;
+mod media;
+mod negotiation;
+mod peer;
+mod playout;
+mod reassembly;
+mod report;
+mod session;
 
-pub use media::FrameSlot;
-pub use negotiation::{CallPhase, Negotiator};
-pub use report::{CallReport, LiveFigures};
-pub use session::{AudioOutput, CallConfig, CallEvent, CallEvents, CallHandle, start_call};
+pub use media::{AudioOutput, FrameSlot};
+pub use negotiation::{ANSWER_TIMEOUT, CallPhase, Negotiator, RETRY_BACKOFF_FIRST};
+pub use peer::ConnectionState;
+pub use report::{AudioReport, CallReport, LiveFigures, NetworkSummary, VideoReport};
+pub use session::{CallConfig, CallEvent, CallEvents, CallHandle, start_call};
 
 /// Everything that can end or refuse a call.
 #[derive(Debug, Clone, thiserror::Error)]

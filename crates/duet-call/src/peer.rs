@@ -20,7 +20,9 @@ use rtc::peer_connection::configuration::interceptor_registry::{
     CongestionFeedback, configure_congestion_control, register_default_interceptors,
 };
 use rtc::peer_connection::configuration::media_engine::MediaEngine;
-pub use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_H264, MIME_TYPE_OPUS};
+pub(crate) use rtc::peer_connection::configuration::media_engine::{
+    MIME_TYPE_H264, MIME_TYPE_OPUS,
+};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
@@ -42,19 +44,71 @@ use webrtc::rtp_transceiver::RtpSender;
 use crate::CallError;
 use crate::negotiation::Generation;
 
-/// The H.264 format every Duet peer offers and accepts (`cli.md`, issue: WebRTC-compatible baseline).
-pub use duet_media::h264::H264_FMTP;
+/// The H.264 format every Duet peer offers and accepts (`docs/cli.md`; a WebRTC-compatible baseline).
+pub(crate) use duet_media::h264::H264_FMTP;
 /// The Opus format: 48 kHz stereo signalling (mono content), in-band FEC on.
-pub const OPUS_FMTP: &str = "minptime=10;useinbandfec=1";
+pub(crate) const OPUS_FMTP: &str = "minptime=10;useinbandfec=1";
 /// Payload types Duet offers.
-pub const H264_PAYLOAD_TYPE: u8 = 102;
+pub(crate) const H264_PAYLOAD_TYPE: u8 = 102;
 /// Payload type of Opus.
-pub const OPUS_PAYLOAD_TYPE: u8 = 111;
+pub(crate) const OPUS_PAYLOAD_TYPE: u8 = 111;
 /// The lowest video bitrate congestion control may ask for.
-pub const MIN_VIDEO_BPS: u32 = 150_000;
+pub(crate) const MIN_VIDEO_BPS: u32 = 150_000;
+
+/// Where a peer connection is, as the W3C `RTCPeerConnectionState` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ConnectionState {
+    /// Created; no connectivity checks yet.
+    New,
+    /// ICE checks or the DTLS handshake are under way ("checking" at the ICE level).
+    Connecting,
+    /// ICE and DTLS are up: media flows.
+    Connected,
+    /// Connectivity was lost; ICE may still get it back.
+    Disconnected,
+    /// The connection cannot be (re)established.
+    Failed,
+    /// Closed by this peer.
+    Closed,
+}
+
+impl ConnectionState {
+    /// The state webrtc reports, or `None` for its "unspecified" placeholder
+    /// (which a running connection never reports).
+    pub(crate) fn from_webrtc(state: RTCPeerConnectionState) -> Option<ConnectionState> {
+        Some(match state {
+            RTCPeerConnectionState::New => ConnectionState::New,
+            RTCPeerConnectionState::Connecting => ConnectionState::Connecting,
+            RTCPeerConnectionState::Connected => ConnectionState::Connected,
+            RTCPeerConnectionState::Disconnected => ConnectionState::Disconnected,
+            RTCPeerConnectionState::Failed => ConnectionState::Failed,
+            RTCPeerConnectionState::Closed => ConnectionState::Closed,
+            // "Unspecified", and any state a later webrtc adds.
+            _ => return None,
+        })
+    }
+
+    /// The state's name in the W3C API (`new`, `connecting`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConnectionState::New => "new",
+            ConnectionState::Connecting => "connecting",
+            ConnectionState::Connected => "connected",
+            ConnectionState::Disconnected => "disconnected",
+            ConnectionState::Failed => "failed",
+            ConnectionState::Closed => "closed",
+        }
+    }
+}
+
+impl std::fmt::Display for ConnectionState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// What a peer connection tells the session.
-pub enum PeerEvent {
+pub(crate) enum PeerEvent {
     /// A local candidate (`None`: gathering complete).
     LocalCandidate(Generation, Option<duet_signal::IceCandidate>),
     /// The connection state changed.
@@ -126,7 +180,7 @@ impl Drop for ForwardingHandler {
 }
 
 /// Handlers of peer connections not yet freed: a leak check for long sessions and tests.
-pub static HANDLERS_ALIVE: AtomicU64 = AtomicU64::new(0);
+pub(crate) static HANDLERS_ALIVE: AtomicU64 = AtomicU64::new(0);
 
 /// Publishes the congestion controller's target bitrate to the video encoder.
 struct PublishingEstimator {
@@ -231,7 +285,7 @@ impl Interceptor for FeedbackToApplication {
 }
 
 /// Counts an RTCP compound's keyframe requests and NACKs.
-pub fn count_feedback(packets: &[Box<dyn rtc::rtcp::Packet>]) -> (u64, u64) {
+pub(crate) fn count_feedback(packets: &[Box<dyn rtc::rtcp::Packet>]) -> (u64, u64) {
     let mut keyframe_requests = 0;
     let mut nacks = 0;
     for packet in packets {
@@ -246,7 +300,7 @@ pub fn count_feedback(packets: &[Box<dyn rtc::rtcp::Packet>]) -> (u64, u64) {
 }
 
 /// A PLI for the stream with this SSRC.
-pub fn picture_loss_indication(media_ssrc: u32) -> Vec<Box<dyn rtc::rtcp::Packet>> {
+pub(crate) fn picture_loss_indication(media_ssrc: u32) -> Vec<Box<dyn rtc::rtcp::Packet>> {
     vec![Box::new(PictureLossIndication {
         sender_ssrc: 0,
         media_ssrc,
@@ -255,30 +309,30 @@ pub fn picture_loss_indication(media_ssrc: u32) -> Vec<Box<dyn rtc::rtcp::Packet
 
 /// How to build peer connections.
 #[derive(Debug, Clone)]
-pub struct PeerSettings {
+pub(crate) struct PeerSettings {
     /// STUN/TURN servers (`--ice`), as given.
-    pub ice_servers: Vec<String>,
+    pub(crate) ice_servers: Vec<String>,
     /// Starting and maximum video bitrate.
-    pub max_video_bps: u32,
+    pub(crate) max_video_bps: u32,
     /// Local addresses to gather candidates on.
-    pub udp_addrs: Vec<String>,
+    pub(crate) udp_addrs: Vec<String>,
 }
 
 /// A built peer connection with our two outgoing tracks.
-pub struct BuiltPeer {
+pub(crate) struct BuiltPeer {
     /// The connection.
-    pub connection: Arc<dyn PeerConnection>,
+    pub(crate) connection: Arc<dyn PeerConnection>,
     /// Outgoing video.
-    pub video: Arc<TrackLocalStaticRTP>,
+    pub(crate) video: Arc<TrackLocalStaticRTP>,
     /// Outgoing audio.
-    pub audio: Arc<TrackLocalStaticRTP>,
+    pub(crate) audio: Arc<TrackLocalStaticRTP>,
     /// SSRC of the outgoing video.
-    pub video_ssrc: u32,
+    pub(crate) video_ssrc: u32,
     /// SSRC of the outgoing audio.
-    pub audio_ssrc: u32,
+    pub(crate) audio_ssrc: u32,
     /// The senders of the two tracks, which know the negotiated payload types.
-    pub video_sender: Arc<dyn RtpSender>,
-    pub audio_sender: Arc<dyn RtpSender>,
+    pub(crate) video_sender: Arc<dyn RtpSender>,
+    pub(crate) audio_sender: Arc<dyn RtpSender>,
 }
 
 impl std::fmt::Debug for BuiltPeer {
@@ -291,7 +345,7 @@ impl std::fmt::Debug for BuiltPeer {
 }
 
 /// Parses `--ice` values: `stun:host:port`, `turn:host:port`, or `turn:user:pass@host:port`.
-pub fn ice_server(url: &str) -> Result<RTCIceServer, CallError> {
+pub(crate) fn ice_server(url: &str) -> Result<RTCIceServer, CallError> {
     let bad = || CallError::BadIceServer(url.to_owned());
     let (scheme, rest) = url.split_once(':').ok_or_else(bad)?;
     if !matches!(scheme, "stun" | "stuns" | "turn" | "turns") || rest.is_empty() {
@@ -360,7 +414,7 @@ fn local_track(kind: RtpCodecKind, codec: RTCRtpCodec, ssrc: u32, id: &str) -> T
 }
 
 /// Builds a peer connection of generation `generation` with both outgoing tracks added.
-pub async fn build_peer(
+pub(crate) async fn build_peer(
     settings: &PeerSettings,
     generation: Generation,
     events: mpsc::UnboundedSender<PeerEvent>,
@@ -477,30 +531,54 @@ pub async fn build_peer(
     })
 }
 
-/// The payload type to stamp on outgoing packets of `sender` once both
-/// descriptions are applied. An answerer must use the offerer's numbers: a
-/// browser gives H.264 another number than Duet's 102, and packets sent with
-/// ours would be dropped by it.
-pub async fn negotiated_payload_type(
+/// A codec both descriptions agreed on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct NegotiatedCodec {
+    /// Payload type to stamp on outgoing packets.
+    pub(crate) payload_type: u8,
+    /// The codec's MIME type as negotiated (`video/H264`, `audio/opus`);
+    /// `None` when the sender could not say (then Duet's own payload type is used).
+    pub(crate) mime_type: Option<String>,
+}
+
+/// The codec `sender` sends with once both descriptions are applied. An
+/// answerer must use the offerer's payload type: a browser gives H.264 another
+/// number than Duet's 102, and packets sent with ours would be dropped by it.
+pub(crate) async fn negotiated_codec(
     sender: &dyn RtpSender,
     mime_type: &str,
     fmtp: &str,
     ours: u8,
-) -> u8 {
-    match sender.get_parameters().await {
-        Ok(parameters) => {
-            pick_payload_type(&parameters.rtp_parameters.codecs, mime_type, fmtp).unwrap_or(ours)
-        }
+) -> NegotiatedCodec {
+    let parameters = match sender.get_parameters().await {
+        Ok(parameters) => Some(parameters),
         Err(err) => {
             tracing::debug!(%err, "no send parameters; keeping payload type {ours}");
-            ours
+            None
         }
-    }
+    };
+    let picked = parameters
+        .as_ref()
+        .and_then(|p| pick_codec(&p.rtp_parameters.codecs, mime_type, fmtp));
+    picked.map_or(
+        NegotiatedCodec {
+            payload_type: ours,
+            mime_type: None,
+        },
+        |codec| NegotiatedCodec {
+            payload_type: codec.payload_type,
+            mime_type: Some(codec.rtp_codec.mime_type.clone()),
+        },
+    )
 }
 
 /// Of the negotiated codecs, the one of `mime_type` whose format parameters
 /// are exactly ours, else the first of that type.
-fn pick_payload_type(codecs: &[RTCRtpCodecParameters], mime_type: &str, fmtp: &str) -> Option<u8> {
+fn pick_codec<'a>(
+    codecs: &'a [RTCRtpCodecParameters],
+    mime_type: &str,
+    fmtp: &str,
+) -> Option<&'a RTCRtpCodecParameters> {
     let same_params = |line: &str| {
         let mut a: Vec<&str> = line.split(';').map(str::trim).collect();
         let mut b: Vec<&str> = fmtp.split(';').map(str::trim).collect();
@@ -516,7 +594,6 @@ fn pick_payload_type(codecs: &[RTCRtpCodecParameters], mime_type: &str, fmtp: &s
     of_type()
         .find(|c| same_params(&c.rtp_codec.sdp_fmtp_line))
         .or_else(|| of_type().next())
-        .map(|c| c.payload_type)
 }
 
 #[cfg(test)]
@@ -542,18 +619,50 @@ mod tests {
                 "profile-level-id=42e01f;level-asymmetry-allowed=1;packetization-mode=1",
             ),
         ];
+        let pick = |codecs: &[RTCRtpCodecParameters], mime: &str, fmtp: &str| {
+            pick_codec(codecs, mime, fmtp).map(|c| (c.payload_type, c.rtp_codec.mime_type.clone()))
+        };
         assert_eq!(
-            pick_payload_type(&browser_offer, MIME_TYPE_H264, H264_FMTP),
-            Some(109)
+            pick(&browser_offer, MIME_TYPE_H264, H264_FMTP),
+            Some((109, "video/H264".to_owned()))
         );
         assert_eq!(
-            pick_payload_type(&browser_offer[..1], MIME_TYPE_H264, H264_FMTP),
-            Some(103)
+            pick(&browser_offer[..1], MIME_TYPE_H264, H264_FMTP),
+            Some((103, "video/H264".to_owned()))
         );
+        assert_eq!(pick(&browser_offer, MIME_TYPE_OPUS, OPUS_FMTP), None);
+    }
+
+    #[test]
+    fn connection_states_map_from_webrtc_with_the_w3c_names() {
+        use RTCPeerConnectionState as W;
+        let mapped: Vec<String> = [
+            W::New,
+            W::Connecting,
+            W::Connected,
+            W::Disconnected,
+            W::Failed,
+            W::Closed,
+        ]
+        .into_iter()
+        .map(|state| {
+            let ours = ConnectionState::from_webrtc(state).expect("a real state");
+            assert_eq!(ours.to_string(), state.to_string(), "same words as webrtc");
+            ours.to_string()
+        })
+        .collect();
         assert_eq!(
-            pick_payload_type(&browser_offer, MIME_TYPE_OPUS, OPUS_FMTP),
-            None
+            mapped,
+            [
+                "new",
+                "connecting",
+                "connected",
+                "disconnected",
+                "failed",
+                "closed"
+            ]
         );
+        assert_eq!(ConnectionState::from_webrtc(W::Unspecified), None);
     }
 
     #[test]

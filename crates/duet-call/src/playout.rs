@@ -7,7 +7,7 @@
 //! already here) is concealed, or recovered from the next packet's in-band FEC.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 
@@ -83,11 +83,6 @@ impl AudioPlayoutBuffer {
     /// Target depth in packets.
     pub fn target(&self) -> usize {
         self.target
-    }
-
-    /// The delay the buffer adds at its target depth.
-    pub fn target_delay(&self) -> Duration {
-        Duration::from_millis(20 * self.target as u64)
     }
 
     /// Packets buffered now.
@@ -229,6 +224,8 @@ impl AudioPlayoutBuffer {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     fn packet(i: u32) -> Bytes {

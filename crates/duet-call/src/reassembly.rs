@@ -80,11 +80,6 @@ impl VideoReassembler {
         self.rtt = rtt;
     }
 
-    /// Interarrival jitter (RFC 3550) measured so far.
-    pub fn jitter(&self) -> Duration {
-        self.jitter.jitter()
-    }
-
     /// How long a gap is waited for before the frame is given up.
     pub fn gap_wait(&self) -> Duration {
         (self.jitter.jitter() * 3 + self.rtt * 3 / 2 + Duration::from_millis(5))

@@ -1,56 +1,43 @@
-//! What a call measured, and the headless report of `cli.md` built from it.
+//! What a call measured, and the headless report of `docs/cli.md` built from it.
 //! Every figure here is counted or timed by this peer from what it really
 //! sent and received; nothing is estimated from configuration.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use duet_measure::{ProcessUsage, Samples, Summary};
 use serde::Serialize;
 
-/// Counters the media paths update while the call runs.
+/// What the media paths counted, read at one moment (see `media::counters`).
 #[derive(Debug, Default, Clone)]
-pub struct MediaCounters {
-    /// Video frames handed to the network.
-    pub frames_sent: u64,
-    /// Bytes of video sent.
-    pub video_bytes_sent: u64,
-    /// Keyframes sent.
-    pub keyframes_sent: u64,
-    /// Keyframe requests (PLI and FIR) received from the remote.
-    pub pli_received: u64,
-    /// NACKs received from the remote.
-    pub nack_received: u64,
-    /// Whole access units received.
-    pub frames_received: u64,
-    /// Bytes of video received.
-    pub video_bytes_received: u64,
-    /// Frames decoded into pictures.
-    pub frames_decoded: u64,
-    /// Decoded frames whose stamp read back.
-    pub stamped_frames: u64,
+pub(crate) struct CounterSnapshot {
+    pub(crate) frames_sent: u64,
+    pub(crate) video_bytes_sent: u64,
+    pub(crate) keyframes_sent: u64,
+    pub(crate) pli_received: u64,
+    pub(crate) nack_received: u64,
+    pub(crate) frames_received: u64,
+    pub(crate) video_bytes_received: u64,
+    pub(crate) frames_dropped: u64,
+    pub(crate) frames_decoded: u64,
+    pub(crate) stamped_frames: u64,
+    /// `None` until the freeze rule has judged an interval between two frames.
+    pub(crate) freeze_count: Option<u64>,
+    pub(crate) total_freezes_duration: Duration,
     /// One-way video latency from the stamps, read when a frame is decoded.
-    pub video_latency: Samples,
-    /// One-way video latency from the stamps, read where a front end showed the
-    /// picture (empty headless).
-    pub display_latency: Samples,
-    /// Size of the last decoded frame.
-    pub last_size: Option<(u32, u32)>,
-    /// When the first and the latest frame were decoded.
-    pub first_decoded: Option<Instant>,
-    /// When the last frame was decoded.
-    pub last_decoded: Option<Instant>,
-    /// Audio packets sent.
-    pub audio_packets_sent: u64,
-    /// Audio packets received.
-    pub audio_packets_received: u64,
-    /// Beeps heard.
-    pub beeps_detected: u64,
-    /// Frequency of the last beep heard.
-    pub beep_hz: Option<f32>,
+    pub(crate) video_latency: Samples,
+    /// One-way video latency from the stamps, read where a front end showed
+    /// the picture (empty headless).
+    pub(crate) display_latency: Samples,
+    pub(crate) last_size: Option<(u32, u32)>,
+    /// Time from the first to the latest decoded frame.
+    pub(crate) decoding_span: Option<Duration>,
+    pub(crate) audio_packets_sent: u64,
+    pub(crate) audio_packets_received: u64,
+    pub(crate) beeps_detected: u64,
+    pub(crate) beep_hz: Option<f32>,
     /// Mouth-to-ear latency from the beeps.
-    pub audio_latency: Samples,
-    /// Keyframe requests (PLI) this peer sent.
-    pub pli_sent: u64,
+    pub(crate) audio_latency: Samples,
+    pub(crate) pli_sent: u64,
 }
 
 /// Running totals and current figures for a live display (the window's stats
@@ -77,25 +64,8 @@ pub struct LiveFigures {
     pub audio_latency_ms: Option<f64>,
 }
 
-impl LiveFigures {
-    /// The figures in `counters` and `network` now.
-    pub fn new(counters: &MediaCounters, network: &NetworkSummary) -> LiveFigures {
-        LiveFigures {
-            frames_sent: counters.frames_sent,
-            frames_decoded: counters.frames_decoded,
-            video_bytes_sent: counters.video_bytes_sent,
-            video_bytes_received: counters.video_bytes_received,
-            remote_size: counters.last_size,
-            rtt_ms: network.rtt_ms,
-            packets_lost: network.packets_lost,
-            video_latency_ms: counters.video_latency.recent_median(30),
-            audio_latency_ms: counters.audio_latency.recent_median(3),
-        }
-    }
-}
-
 /// Network figures from the peer connection's statistics.
-#[derive(Debug, Default, Clone, Copy, Serialize)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Serialize)]
 pub struct NetworkSummary {
     /// Round-trip time of the selected candidate pair.
     pub rtt_ms: Option<f64>,
@@ -103,16 +73,24 @@ pub struct NetworkSummary {
     pub packets_lost: Option<i64>,
     /// Inbound interarrival jitter of the video stream.
     pub jitter_ms: Option<f64>,
+    /// Type of the local candidate of the pair in use: `host`, `srflx`, `prflx` or `relay`.
+    pub local_candidate_type: Option<&'static str>,
+    /// Type of the remote candidate of the pair in use (a candidate learned
+    /// from a connectivity check rather than signalled is `prflx`).
+    pub remote_candidate_type: Option<&'static str>,
 }
 
 /// The `video` object of the report.
 #[derive(Debug, Clone, Serialize)]
 #[allow(missing_docs)]
 pub struct VideoReport {
-    pub codec: &'static str,
+    /// The negotiated codec (from its MIME type), `null` before any negotiation.
+    pub codec: Option<String>,
     pub frames_sent: u64,
     pub frames_received: u64,
     pub frames_decoded: u64,
+    /// Access units dropped before decoding because decoding fell behind.
+    pub frames_dropped: u64,
     pub stamped_frames: u64,
     pub latency_ms: Option<Summary>,
     pub display_latency_ms: Option<Summary>,
@@ -125,13 +103,20 @@ pub struct VideoReport {
     pub pli_received: u64,
     pub nack_received: u64,
     pub pli_sent: u64,
+    /// Freezes as the W3C webrtc-stats define them (see `media::freeze`);
+    /// "shown" is "decoded and ready for display". `null` until an interval
+    /// between two frames was judged.
+    pub freeze_count: Option<u64>,
+    /// The freezes' durations added up; `null` like `freeze_count`.
+    pub total_freezes_duration_ms: Option<f64>,
 }
 
 /// The `audio` object of the report.
 #[derive(Debug, Clone, Serialize)]
 #[allow(missing_docs)]
 pub struct AudioReport {
-    pub codec: &'static str,
+    /// The negotiated codec (from its MIME type), `null` before any negotiation.
+    pub codec: Option<String>,
     pub packets_sent: u64,
     pub packets_received: u64,
     pub beeps_detected: u64,
@@ -139,7 +124,7 @@ pub struct AudioReport {
     pub latency_ms: Option<Summary>,
 }
 
-/// The headless report (`--stats-json`) of `cli.md`.
+/// The headless report (`--stats-json`) of `docs/cli.md`.
 #[derive(Debug, Clone, Serialize)]
 #[allow(missing_docs)]
 pub struct CallReport {
@@ -158,38 +143,49 @@ pub struct CallReport {
     pub calls_connected: u64,
     /// Peer connections created and not yet freed (a leak shows as a growing number).
     pub peer_connections_alive: u64,
+    /// The short code both peers derive from the DTLS fingerprints; not derived
+    /// yet (issue 15), so always `null`, but present as `docs/cli.md` lists it.
+    pub verification_code: Option<String>,
+    /// ICE restarts. Duet does not restart ICE (a lost connection gets a new
+    /// peer connection instead), so this is a real zero, not a missing figure.
+    pub ice_restarts: u64,
+    /// Signaling reconnects that resumed the seat in the room.
+    pub signaling_reconnects: u64,
 }
 
 /// Inputs for [`CallReport::build`] that are not media counters.
 #[derive(Debug, Clone)]
-pub struct ReportContext {
+pub(crate) struct ReportContext {
     /// Effective role.
-    pub role: String,
+    pub(crate) role: String,
     /// Room.
-    pub room: String,
+    pub(crate) room: String,
     /// Time from learning the peer is present to connected.
-    pub time_to_connected: Option<Duration>,
+    pub(crate) time_to_connected: Option<Duration>,
     /// Time from learning the peer is present to the first decoded remote frame.
-    pub time_to_first_remote_frame: Option<Duration>,
+    pub(crate) time_to_first_remote_frame: Option<Duration>,
     /// Time spent connected.
-    pub connected_for: Duration,
+    pub(crate) connected_for: Duration,
     /// Calls connected.
-    pub calls_connected: u64,
+    pub(crate) calls_connected: u64,
+    /// MIME type of the negotiated video codec (`video/H264`).
+    pub(crate) video_mime_type: Option<String>,
+    /// MIME type of the negotiated audio codec (`audio/opus`).
+    pub(crate) audio_mime_type: Option<String>,
+    /// Signaling reconnects that resumed.
+    pub(crate) signaling_reconnects: u64,
 }
 
 impl CallReport {
     /// Builds the report from the counters, the network figures and this process's usage.
-    pub fn build(
+    pub(crate) fn build(
         context: ReportContext,
-        counters: &MediaCounters,
+        counters: &CounterSnapshot,
         network: NetworkSummary,
     ) -> CallReport {
         let connected_s = context.connected_for.as_secs_f64();
         let per_s = |count: f64| (connected_s > 0.5).then(|| count / connected_s);
-        let decoding_s = match (counters.first_decoded, counters.last_decoded) {
-            (Some(first), Some(last)) if last > first => Some((last - first).as_secs_f64()),
-            _ => None,
-        };
+        let decoding_s = counters.decoding_span.map(|span| span.as_secs_f64());
         let usage = ProcessUsage::this_process();
         CallReport {
             role: context.role,
@@ -199,10 +195,11 @@ impl CallReport {
             time_to_first_remote_frame_ms: context.time_to_first_remote_frame.map(ms),
             duration_s: round(connected_s, 3),
             video: VideoReport {
-                codec: "H264",
+                codec: context.video_mime_type.as_deref().map(codec_name),
                 frames_sent: counters.frames_sent,
                 frames_received: counters.frames_received,
                 frames_decoded: counters.frames_decoded,
+                frames_dropped: counters.frames_dropped,
                 stamped_frames: counters.stamped_frames,
                 latency_ms: counters.video_latency.summary(),
                 display_latency_ms: counters.display_latency.summary(),
@@ -219,9 +216,13 @@ impl CallReport {
                 pli_received: counters.pli_received,
                 nack_received: counters.nack_received,
                 pli_sent: counters.pli_sent,
+                freeze_count: counters.freeze_count,
+                total_freezes_duration_ms: counters
+                    .freeze_count
+                    .map(|_| ms(counters.total_freezes_duration)),
             },
             audio: AudioReport {
-                codec: "opus",
+                codec: context.audio_mime_type.as_deref().map(codec_name),
                 packets_sent: counters.audio_packets_sent,
                 packets_received: counters.audio_packets_received,
                 beeps_detected: counters.beeps_detected,
@@ -234,8 +235,19 @@ impl CallReport {
             calls_connected: context.calls_connected,
             peer_connections_alive: crate::peer::HANDLERS_ALIVE
                 .load(std::sync::atomic::Ordering::Relaxed),
+            verification_code: None,
+            ice_restarts: 0,
+            signaling_reconnects: context.signaling_reconnects,
         }
     }
+}
+
+/// The codec's name as the report gives it: the MIME subtype (`video/H264` → `H264`).
+fn codec_name(mime_type: &str) -> String {
+    mime_type
+        .split_once('/')
+        .map_or(mime_type, |(_, subtype)| subtype)
+        .to_owned()
 }
 
 fn ms(duration: Duration) -> f64 {
@@ -260,10 +272,13 @@ mod tests {
             time_to_first_remote_frame: None,
             connected_for: Duration::ZERO,
             calls_connected: 0,
+            video_mime_type: None,
+            audio_mime_type: None,
+            signaling_reconnects: 0,
         };
         let report = CallReport::build(
             context,
-            &MediaCounters::default(),
+            &CounterSnapshot::default(),
             NetworkSummary::default(),
         );
         let json = serde_json::to_value(&report).expect("serialises");
@@ -276,6 +291,11 @@ mod tests {
             "duration_s",
             "cpu_seconds",
             "max_rss_mb",
+            "calls_connected",
+            "peer_connections_alive",
+            "verification_code",
+            "ice_restarts",
+            "signaling_reconnects",
         ] {
             assert!(json.get(key).is_some(), "{key} missing");
         }
@@ -294,6 +314,11 @@ mod tests {
             "keyframes_sent",
             "pli_received",
             "nack_received",
+            "pli_sent",
+            "frames_dropped",
+            "display_latency_ms",
+            "freeze_count",
+            "total_freezes_duration_ms",
         ] {
             assert!(json["video"].get(key).is_some(), "video.{key} missing");
         }
@@ -307,11 +332,72 @@ mod tests {
         ] {
             assert!(json["audio"].get(key).is_some(), "audio.{key} missing");
         }
-        for key in ["rtt_ms", "packets_lost", "jitter_ms"] {
+        for key in [
+            "rtt_ms",
+            "packets_lost",
+            "jitter_ms",
+            "local_candidate_type",
+            "remote_candidate_type",
+        ] {
             assert!(json["network"].get(key).is_some(), "network.{key} missing");
         }
-        assert!(json["video"]["latency_ms"].is_null());
+        for null in [
+            &json["video"]["latency_ms"],
+            &json["video"]["codec"],
+            &json["video"]["freeze_count"],
+            &json["audio"]["codec"],
+            &json["network"]["local_candidate_type"],
+            &json["verification_code"],
+        ] {
+            assert!(null.is_null(), "{null} where nothing was measured");
+        }
+        assert_eq!(json["ice_restarts"], 0);
         assert_eq!(json["connected"], false);
         assert!(json["max_rss_mb"].as_f64().is_some_and(|mb| mb > 1.0));
+    }
+
+    #[test]
+    fn the_report_names_the_negotiated_codecs_and_the_measured_figures() {
+        let context = ReportContext {
+            role: "callee".into(),
+            room: "duet".into(),
+            time_to_connected: Some(Duration::from_millis(80)),
+            time_to_first_remote_frame: Some(Duration::from_millis(150)),
+            connected_for: Duration::from_secs(10),
+            calls_connected: 1,
+            video_mime_type: Some("video/H264".into()),
+            audio_mime_type: Some("audio/opus".into()),
+            signaling_reconnects: 2,
+        };
+        let counters = CounterSnapshot {
+            frames_decoded: 300,
+            frames_dropped: 4,
+            freeze_count: Some(1),
+            total_freezes_duration: Duration::from_millis(412),
+            ..CounterSnapshot::default()
+        };
+        let network = NetworkSummary {
+            local_candidate_type: Some("host"),
+            remote_candidate_type: Some("srflx"),
+            ..NetworkSummary::default()
+        };
+        let json = serde_json::to_value(CallReport::build(context, &counters, network))
+            .expect("serialises");
+        assert_eq!(json["video"]["codec"], "H264");
+        assert_eq!(json["audio"]["codec"], "opus");
+        assert_eq!(json["video"]["frames_dropped"], 4);
+        assert_eq!(json["video"]["freeze_count"], 1);
+        assert_eq!(json["video"]["total_freezes_duration_ms"], 412.0);
+        assert_eq!(json["network"]["local_candidate_type"], "host");
+        assert_eq!(json["network"]["remote_candidate_type"], "srflx");
+        assert_eq!(json["signaling_reconnects"], 2);
+        assert_eq!(json["connected"], true);
+    }
+
+    #[test]
+    fn codec_names_are_the_mime_subtype() {
+        assert_eq!(codec_name("video/H264"), "H264");
+        assert_eq!(codec_name("audio/opus"), "opus");
+        assert_eq!(codec_name("H264"), "H264");
     }
 }

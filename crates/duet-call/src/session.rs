@@ -29,11 +29,10 @@ use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use tokio::sync::{mpsc, watch};
 
 use crate::CallError;
-pub use crate::media::AudioOutput;
 use crate::media::{
-    DecodeInput, MediaNotice, MediaShared, Outbound, VideoRequest, run_audio_receiver,
-    run_rtp_writer, run_video_receiver, start_audio_playout, start_audio_sender,
-    start_video_decoder, start_video_sender,
+    DecodeChannel, EncodedUnit, MediaNotice, MediaShared, MediaThreads, Outbound, VideoRequest,
+    run_audio_receiver, run_rtp_writer, run_video_receiver, start_audio_playout,
+    start_audio_sender, start_video_decoder, start_video_sender,
 };
 use crate::negotiation::{CallPhase, Generation, NegotiationEvent, Negotiator};
 use crate::peer::{BuiltPeer, PeerEvent, PeerSettings, ice_server};
@@ -58,63 +57,24 @@ pub async fn start_call(config: CallConfig) -> Result<(CallHandle, CallEvents), 
     let (events_tx, events) = mpsc::unbounded_channel();
     let (notices_tx, notices) = mpsc::unbounded_channel();
     let shared = MediaShared::new(config.preview);
-
-    // Sources first: a wrong file is the user's to fix before anyone is called.
-    let video = VideoRequest {
-        spec: config.video.clone(),
-        width: config.width,
-        height: config.height,
-        fps: config.fps,
-        max_bps: config.max_video_bps,
-    };
-    let (video_units, video_notice) =
-        start_video_sender(video, Arc::clone(&shared), notices_tx.clone()).await?;
-    let (audio_units, audio_notice) = start_audio_sender(
-        config.audio.clone(),
-        config.tone_hz,
-        Arc::clone(&shared),
-        notices_tx.clone(),
-    )
-    .await?;
-    let playout_buffer = Arc::new(Mutex::new(AudioPlayoutBuffer::new()));
-    let started = start_audio_playout(
-        config.audio_output.clone(),
-        Arc::clone(&playout_buffer),
-        Arc::clone(&shared),
-        notices_tx.clone(),
-    )
-    .await;
-    let stop_media = |shared: &MediaShared| shared.stopped.store(true, Ordering::Relaxed);
-    let (playout, sink_notice) = match started {
+    let mut threads = MediaThreads::new();
+    let started = start_media(&config, &shared, &notices_tx, &mut threads).await;
+    let (video_units, audio_units, decode, playout_buffer, notices_said) = match started {
         Ok(started) => started,
         Err(err) => {
-            stop_media(&shared);
+            stop_media(&shared, threads).await;
             return Err(err);
         }
     };
-    for notice in [video_notice, audio_notice, sink_notice]
-        .into_iter()
-        .flatten()
-    {
+    for notice in notices_said {
         let _ = events_tx.send(CallEvent::Notice(notice));
     }
-    if video_units.is_none() && audio_units.is_none() {
-        stop_media(&shared);
-        return Err(CallError::NoMedia);
-    }
-    let decode = match start_video_decoder(Arc::clone(&shared), notices_tx.clone()) {
-        Ok(decode) => decode,
-        Err(err) => {
-            stop_media(&shared);
-            return Err(CallError::Media(format!("cannot start the decoder: {err}")));
-        }
-    };
 
     let client_config = ClientConfig::new(&config.server, &config.room, config.role);
     let (signal, mut signal_events) = match duet_signal::connect(client_config).await {
         Ok(connected) => connected,
         Err(err) => {
-            stop_media(&shared);
+            stop_media(&shared, threads).await;
             return Err(err.into());
         }
     };
@@ -150,6 +110,8 @@ pub async fn start_call(config: CallConfig) -> Result<(CallHandle, CallEvents), 
         decode,
         playout_buffer,
         timing: CallTiming::default(),
+        codecs: Codecs::default(),
+        signaling_reconnects: 0,
     };
     tokio::spawn(session.run(
         first,
@@ -157,7 +119,7 @@ pub async fn start_call(config: CallConfig) -> Result<(CallHandle, CallEvents), 
         peer_events,
         notices,
         commands,
-        playout,
+        threads,
     ));
     Ok((
         CallHandle {
@@ -166,6 +128,75 @@ pub async fn start_call(config: CallConfig) -> Result<(CallHandle, CallEvents), 
         },
         CallEvents { events },
     ))
+}
+
+/// What [`start_media`] started: the encoded units of each sender (`None` for
+/// `none`), the decoder's queue, the playout buffer, and notices for the person.
+type StartedMedia = (
+    Option<mpsc::Receiver<EncodedUnit>>,
+    Option<mpsc::Receiver<EncodedUnit>>,
+    DecodeChannel,
+    Arc<Mutex<AudioPlayoutBuffer>>,
+    Vec<String>,
+);
+
+/// Starts the media threads (senders, playout, decoder); each joins `threads`.
+/// Sources first: a wrong file is the user's to fix before anyone is called.
+async fn start_media(
+    config: &CallConfig,
+    shared: &Arc<MediaShared>,
+    notices: &mpsc::UnboundedSender<MediaNotice>,
+    threads: &mut MediaThreads,
+) -> Result<StartedMedia, CallError> {
+    let video = VideoRequest {
+        spec: config.video.clone(),
+        width: config.width,
+        height: config.height,
+        fps: config.fps,
+        max_bps: config.max_video_bps,
+    };
+    let (video_units, video_notice) =
+        start_video_sender(video, Arc::clone(shared), notices.clone(), threads).await?;
+    let (audio_units, audio_notice) = start_audio_sender(
+        config.audio.clone(),
+        config.tone_hz,
+        Arc::clone(shared),
+        notices.clone(),
+        threads,
+    )
+    .await?;
+    let playout_buffer = Arc::new(Mutex::new(AudioPlayoutBuffer::new()));
+    let sink_notice = start_audio_playout(
+        config.audio_output.clone(),
+        Arc::clone(&playout_buffer),
+        Arc::clone(shared),
+        notices.clone(),
+        threads,
+    )
+    .await?;
+    if video_units.is_none() && audio_units.is_none() {
+        return Err(CallError::NoMedia);
+    }
+    let decode = start_video_decoder(Arc::clone(shared), notices.clone(), threads)?;
+    let said = [video_notice, audio_notice, sink_notice]
+        .into_iter()
+        .flatten()
+        .collect();
+    Ok((video_units, audio_units, decode, playout_buffer, said))
+}
+
+/// Stops the media threads and waits (boundedly) until they have returned,
+/// so their devices are closed.
+async fn stop_media(shared: &MediaShared, threads: MediaThreads) {
+    shared.stopped.store(true, Ordering::Relaxed);
+    threads.join_async().await;
+}
+
+/// The codecs the current call negotiated (MIME types), for the report.
+#[derive(Debug, Default)]
+struct Codecs {
+    video: Option<String>,
+    audio: Option<String>,
 }
 
 struct CurrentPeer {
@@ -185,9 +216,12 @@ struct Session {
     peer_events_tx: mpsc::UnboundedSender<PeerEvent>,
     video_out: watch::Sender<Option<Outbound>>,
     audio_out: watch::Sender<Option<Outbound>>,
-    decode: std::sync::mpsc::Sender<DecodeInput>,
+    decode: DecodeChannel,
     playout_buffer: Arc<Mutex<AudioPlayoutBuffer>>,
     timing: CallTiming,
+    codecs: Codecs,
+    /// Signaling reconnects that resumed our seat.
+    signaling_reconnects: u64,
 }
 
 impl Session {
@@ -198,7 +232,7 @@ impl Session {
         mut peer_events: mpsc::UnboundedReceiver<PeerEvent>,
         mut notices: mpsc::UnboundedReceiver<MediaNotice>,
         mut commands: mpsc::UnboundedReceiver<Command>,
-        playout: std::thread::JoinHandle<()>,
+        threads: MediaThreads,
     ) {
         let mut pending: VecDeque<NegotiationEvent> = VecDeque::new();
         let mut stop = None;
@@ -248,7 +282,6 @@ impl Session {
             .handle(NegotiationEvent::HangUp, Instant::now());
         self.apply(actions, &mut pending).await;
         self.shared.stopped.store(true, Ordering::Relaxed);
-        let report = self.report();
         // The client sends what is queued (the bye), then closes and stops, which
         // ends its events: the call has not ended until the bye is out.
         self.signal.close();
@@ -258,7 +291,10 @@ impl Session {
         if drained.await.is_err() {
             tracing::debug!("the signaling client did not stop in time");
         }
-        let _ = tokio::task::spawn_blocking(move || playout.join()).await;
+        // Camera, microphone and speaker are closed before anyone hears the call
+        // ended (a "Call again" must be able to open them).
+        threads.join_async().await;
+        let report = self.report();
         self.emit(CallEvent::Ended(stop.outcome()));
         // Ended is the last event: dropping the session closes the events and
         // lets go of everything the call held. The report stays available.
@@ -282,7 +318,12 @@ impl Session {
     ) -> Option<Stop> {
         for route in routes {
             match route {
-                Route::Tell(event) => self.emit(event),
+                Route::Tell(event) => {
+                    if matches!(event, CallEvent::Joined { resumed: true, .. }) {
+                        self.signaling_reconnects += 1;
+                    }
+                    self.emit(event);
+                }
                 Route::Negotiate(event) => pending.push_back(event),
                 Route::Stop(err) => return Some(Stop::Failed(err)),
             }
@@ -356,15 +397,15 @@ impl Session {
             time_to_first_remote_frame: self.timing.time_to_first_remote_frame(),
             connected_for: self.timing.connected_for(Instant::now()),
             calls_connected: self.timing.calls_connected(),
+            video_mime_type: self.codecs.video.clone(),
+            audio_mime_type: self.codecs.audio.clone(),
+            signaling_reconnects: self.signaling_reconnects,
         };
-        let counters = self
-            .shared
-            .counters
-            .lock()
-            .map(|c| c.clone())
-            .unwrap_or_default();
-        let network = self.shared.network.lock().map(|n| *n).unwrap_or_default();
-        CallReport::build(context, &counters, network)
+        CallReport::build(
+            context,
+            &self.shared.counters.snapshot(),
+            self.shared.network(),
+        )
     }
 }
 

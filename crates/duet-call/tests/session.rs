@@ -7,12 +7,14 @@
 
 use std::time::Duration;
 
-use duet_call::negotiation::{ANSWER_TIMEOUT, RETRY_BACKOFF_FIRST};
+use duet_call::{ANSWER_TIMEOUT, RETRY_BACKOFF_FIRST};
 use duet_call::{
     AudioOutput, CallConfig, CallEvent, CallEvents, CallHandle, CallPhase, start_call,
 };
 use duet_media::source::{AudioSpec, VideoSpec};
-use duet_signal::{ClientConfig, RoleRequest, ServerConfig, SignalEvent, SignalServer};
+use duet_signal::{
+    ClientConfig, RoleRequest, ServerConfig, ServerMessage, SignalEvent, SignalServer,
+};
 
 /// Bound for anything that takes a moment on a busy loopback machine; a hang
 /// fails the test instead of stalling it.
@@ -150,7 +152,7 @@ async fn an_offer_never_answered_is_made_again_on_a_fresh_connection() {
     let waited = tokio::time::timeout(ANSWER_TIMEOUT + RETRY_BACKOFF_FIRST + PATIENCE, async {
         while offers.len() < 2 {
             match heard.recv().await {
-                Some(SignalEvent::Offer { sdp, .. }) => offers.push(sdp),
+                Some(SignalEvent::Message(ServerMessage::Offer { sdp, .. })) => offers.push(sdp),
                 Some(_) => {}
                 None => break,
             }

@@ -4,10 +4,11 @@
 //! then fails with a typed error, and the app falls back to the test sources.
 //! Audio devices are chosen by name, which survives replugging; indexes do not.
 
-use std::collections::VecDeque;
+mod output_queue;
+
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use cpal::traits::{DeviceTrait, HostTrait, StreamTrait};
 use nokhwa::pixel_format::RgbFormat;
@@ -16,7 +17,9 @@ use nokhwa::utils::{
     Resolution,
 };
 
+use self::output_queue::OutputQueue;
 use crate::MediaError;
+use crate::beep::{Beep, BeepDetector};
 use crate::frame::{AudioFrame, FRAME_SAMPLES, SAMPLE_RATE, VideoFrame};
 use crate::resample::{StreamResampler, downmix};
 
@@ -316,12 +319,64 @@ impl Microphone {
 const MAX_QUEUED_MS: usize = 200;
 
 /// An open speaker fed with 48 kHz mono.
+///
+/// It listens for the beeps of the test signal in what it plays, in the
+/// device's output callback: the detector hears exactly the samples the
+/// callback hands to the device, and times them at that callback. The time
+/// is the wall clock on entering the callback plus the delay cpal reports for
+/// the buffer (its `playback` instant minus its `callback` instant: when the
+/// device expects to play the buffer's first sample); where cpal reports no
+/// such delay (a `playback` instant not after `callback`), the callback's wall
+/// clock alone. Take the beeps with [`Speaker::take_beeps`].
 pub struct Speaker {
     _stream: cpal::Stream,
-    queue: Arc<Mutex<VecDeque<f32>>>,
+    state: Arc<Mutex<SpeakerState>>,
     resampler: StreamResampler,
     name: String,
-    max_queued: usize,
+}
+
+/// What [`Speaker::play`] and the output callback share.
+struct SpeakerState {
+    queue: OutputQueue,
+    detector: BeepDetector,
+    beeps: Vec<Beep>,
+    /// Scratch buffers of the callback (kept to avoid allocating in it).
+    mono: Vec<f32>,
+    heard: Vec<f32>,
+}
+
+impl SpeakerState {
+    /// Fills an interleaved device buffer of `channels` channels and listens
+    /// to what goes out, the buffer's first sample played at `first_played`.
+    fn fill(&mut self, data: &mut [f32], channels: usize, first_played: SystemTime) {
+        let frames = data.len() / channels.max(1);
+        self.mono.resize(frames, 0.0);
+        self.queue.pop_into(&mut self.mono, &mut self.heard);
+        for (frame, &sample) in data.chunks_mut(channels.max(1)).zip(&self.mono) {
+            frame.fill(sample);
+        }
+        if !self.heard.is_empty() {
+            self.detector.push(&self.heard, unix_ms_f64(first_played));
+            self.beeps.extend(self.detector.take());
+        }
+    }
+}
+
+/// Milliseconds since the epoch, with the fraction.
+fn unix_ms_f64(time: SystemTime) -> f64 {
+    time.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64() * 1000.0)
+        .unwrap_or(0.0)
+}
+
+/// The delay until a buffer is played, as the device reports it; zero when it
+/// reports none (or something implausible).
+fn playback_delay(timestamp: &cpal::OutputStreamTimestamp) -> Duration {
+    timestamp
+        .playback
+        .checked_duration_since(timestamp.callback)
+        .filter(|delay| *delay < Duration::from_secs(1))
+        .unwrap_or_default()
 }
 
 impl std::fmt::Debug for Speaker {
@@ -347,17 +402,22 @@ impl Speaker {
         let channels = usize::from(config.channels());
         let mut stream_config: cpal::StreamConfig = config.config();
         stream_config.buffer_size = small_buffer(config.buffer_size(), rate);
-        let queue = Arc::new(Mutex::new(VecDeque::new()));
-        let feed = queue.clone();
+        let state = Arc::new(Mutex::new(SpeakerState {
+            queue: OutputQueue::new(rate, rate as usize * MAX_QUEUED_MS / 1000),
+            detector: BeepDetector::new(),
+            beeps: Vec::new(),
+            mono: Vec::new(),
+            heard: Vec::new(),
+        }));
+        let feed = Arc::clone(&state);
         let stream = device
             .build_output_stream(
                 stream_config,
-                move |data: &mut [f32], _: &_| {
-                    let mut queue = feed.lock().unwrap_or_else(|p| p.into_inner());
-                    for frame in data.chunks_mut(channels) {
-                        let sample = queue.pop_front().unwrap_or(0.0);
-                        frame.fill(sample);
-                    }
+                move |data: &mut [f32], info: &cpal::OutputCallbackInfo| {
+                    let handed_at = SystemTime::now();
+                    let first_played = handed_at + playback_delay(&info.timestamp());
+                    let mut state = feed.lock().unwrap_or_else(|p| p.into_inner());
+                    state.fill(data, channels, first_played);
                 },
                 |err| tracing::warn!(%err, "speaker stream error"),
                 None,
@@ -368,10 +428,9 @@ impl Speaker {
             .map_err(|e| MediaError::NoSpeaker(format!("{device_name}: {e}")))?;
         Ok(Speaker {
             _stream: stream,
-            queue,
+            state,
             resampler: StreamResampler::new(SAMPLE_RATE, rate)?,
             name: device_name,
-            max_queued: rate as usize * MAX_QUEUED_MS / 1000,
         })
     }
 
@@ -383,11 +442,15 @@ impl Speaker {
     /// Queues 48 kHz mono samples for playback.
     pub fn play(&mut self, samples: &[f32]) -> Result<(), MediaError> {
         let out = self.resampler.push(samples)?;
-        let mut queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
-        queue.extend(out);
-        let excess = queue.len().saturating_sub(self.max_queued);
-        queue.drain(..excess);
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.queue.push(samples, &out);
         Ok(())
+    }
+
+    /// The beeps heard in what the device was handed since the last call.
+    pub fn take_beeps(&self) -> Vec<Beep> {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        std::mem::take(&mut state.beeps)
     }
 }
 
@@ -435,5 +498,36 @@ mod tests {
             }
             Err(err) => assert!(matches!(err, MediaError::NoMicrophone(_)), "{err}"),
         }
+    }
+
+    #[test]
+    fn the_speaker_callback_times_beeps_at_the_moment_it_hands_them_over() {
+        use crate::test_audio::BeepSource;
+        use std::time::UNIX_EPOCH;
+
+        // A beep made at a whole second, handed to a stereo device 70 ms later.
+        let made = UNIX_EPOCH + Duration::from_millis(1_764_000_000_000 - 400);
+        let mut source = BeepSource::new(880.0, made).expect("valid");
+        let mut state = SpeakerState {
+            queue: OutputQueue::new(SAMPLE_RATE, SAMPLE_RATE as usize),
+            detector: BeepDetector::new(),
+            beeps: Vec::new(),
+            mono: Vec::new(),
+            heard: Vec::new(),
+        };
+        let mut buffer = vec![0.0f32; FRAME_SAMPLES * 2];
+        for _ in 0..60 {
+            let frame = source.generate();
+            state.queue.push(&frame.samples, &frame.samples);
+            let first_played = frame.capture_time + Duration::from_millis(70);
+            state.fill(&mut buffer, 2, first_played);
+            assert_eq!(buffer[0], buffer[1], "both channels carry the sample");
+        }
+        assert_eq!(state.beeps.len(), 1, "{:?}", state.beeps);
+        assert!(
+            (state.beeps[0].latency_ms - 70.0).abs() < 1.0,
+            "{:?}",
+            state.beeps
+        );
     }
 }

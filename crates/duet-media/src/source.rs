@@ -1,11 +1,12 @@
-//! What `--video SRC` and `--audio SRC` name (see `cli.md`), opened with the
+//! What `--video SRC` and `--audio SRC` name (see `docs/cli.md`), opened with the
 //! fallbacks a calling app needs: no camera or microphone means the test
 //! signals, with a notice for the person, never a failed call.
 
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::MediaError;
+use crate::beep::{Beep, BeepDetector};
 use crate::devices::{Camera, Microphone, Speaker};
 use crate::frame::{AudioFrame, VideoFrame};
 use crate::test_audio::BeepSource;
@@ -223,34 +224,89 @@ impl AudioSource {
     }
 }
 
-/// Where received audio goes.
+/// Where received audio goes, listening for the beeps of the test signal in it.
+///
+/// Where beeps are timed depends on the sink. A speaker times them in its
+/// device's output callback, when the samples are handed to the device (see
+/// [`Speaker`]). The headless sinks have no device: discarding and recording
+/// time them here, with the wall clock when the sink takes the samples.
 #[derive(Debug)]
-pub enum AudioSink {
-    /// The speaker.
+pub struct AudioSink {
+    output: SinkOutput,
+    /// Listens in the headless sinks (the speaker listens in its callback).
+    detector: BeepDetector,
+}
+
+#[derive(Debug)]
+enum SinkOutput {
     Speaker(Box<Speaker>),
-    /// Nowhere (headless runs without `--record-audio`).
-    Null,
-    /// A WAV file (`--record-audio`).
+    Discard,
     Wav(WavRecorder),
 }
 
 impl AudioSink {
+    /// Plays on `speaker`.
+    pub fn speaker(speaker: Speaker) -> AudioSink {
+        AudioSink::with(SinkOutput::Speaker(Box::new(speaker)))
+    }
+
+    /// Drops what it is given (headless runs without `--record-audio`).
+    pub fn discard() -> AudioSink {
+        AudioSink::with(SinkOutput::Discard)
+    }
+
+    /// Writes to a WAV file (`--record-audio`).
+    pub fn record(recorder: WavRecorder) -> AudioSink {
+        AudioSink::with(SinkOutput::Wav(recorder))
+    }
+
+    fn with(output: SinkOutput) -> AudioSink {
+        AudioSink {
+            output,
+            detector: BeepDetector::new(),
+        }
+    }
+
     /// Plays or stores 48 kHz mono samples.
     pub fn play(&mut self, samples: &[f32]) -> Result<(), MediaError> {
-        match self {
-            AudioSink::Speaker(speaker) => speaker.play(samples),
-            AudioSink::Null => Ok(()),
-            AudioSink::Wav(recorder) => recorder.write(samples),
+        match &mut self.output {
+            SinkOutput::Speaker(speaker) => speaker.play(samples),
+            SinkOutput::Discard => {
+                listen(&mut self.detector, samples);
+                Ok(())
+            }
+            SinkOutput::Wav(recorder) => {
+                listen(&mut self.detector, samples);
+                recorder.write(samples)
+            }
+        }
+    }
+
+    /// The beeps heard since the last call, timed where the sink takes the
+    /// samples (see [`AudioSink`]).
+    pub fn take_beeps(&mut self) -> Vec<Beep> {
+        match &self.output {
+            SinkOutput::Speaker(speaker) => speaker.take_beeps(),
+            SinkOutput::Discard | SinkOutput::Wav(_) => self.detector.take(),
         }
     }
 
     /// Finishes a WAV file; nothing for the others.
     pub fn finish(self) -> Result<(), MediaError> {
-        match self {
-            AudioSink::Wav(recorder) => recorder.finish(),
-            AudioSink::Speaker(_) | AudioSink::Null => Ok(()),
+        match self.output {
+            SinkOutput::Wav(recorder) => recorder.finish(),
+            SinkOutput::Speaker(_) | SinkOutput::Discard => Ok(()),
         }
     }
+}
+
+/// A headless sink takes the samples now: that is when they are timed.
+fn listen(detector: &mut BeepDetector, samples: &[f32]) {
+    let taken_at = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64() * 1000.0)
+        .unwrap_or(0.0);
+    detector.push(samples, taken_at);
 }
 
 #[cfg(test)]
@@ -298,5 +354,47 @@ mod tests {
     fn a_wrong_file_is_an_error_not_a_fallback() {
         let err = VideoSource::open(&VideoSpec::File("/nonexistent/x.y4m".into()), 640, 480, 30);
         assert!(matches!(err, Err(MediaError::VideoFile { .. })));
+    }
+
+    #[test]
+    fn a_headless_sink_hears_the_beeps_it_takes_timed_when_it_takes_them() {
+        // Start just after a whole second of the wall clock, and take 2 s of
+        // beeps at once: each is timed when taken, a few ms after that second.
+        let past_second = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .expect("after the epoch")
+            .subsec_millis();
+        std::thread::sleep(Duration::from_millis(u64::from(1_010 - past_second)));
+        let made = SystemTime::now() - Duration::from_millis(2_500);
+        let mut source = BeepSource::new(880.0, made).expect("valid");
+        let mut sink = AudioSink::discard();
+        let mut beeps = Vec::new();
+        for _ in 0..100 {
+            let frame = source.generate();
+            sink.play(&frame.samples).expect("discarding cannot fail");
+            beeps.extend(sink.take_beeps());
+        }
+        assert!(!beeps.is_empty());
+        for beep in &beeps {
+            assert!((beep.frequency_hz - 880.0).abs() < 5.0, "{beep:?}");
+            assert!(beep.latency_ms < 300.0, "timed when taken: {beep:?}");
+        }
+        assert!(sink.finish().is_ok());
+    }
+
+    #[test]
+    fn noise_played_to_a_headless_sink_gives_no_beeps() {
+        let mut sink = AudioSink::discard();
+        let mut state = 12_345u32;
+        for _ in 0..250 {
+            let noise: Vec<f32> = (0..960)
+                .map(|_| {
+                    state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                    (state >> 8) as f32 / (1u32 << 24) as f32 * 0.6 - 0.3
+                })
+                .collect();
+            sink.play(&noise).expect("discarding cannot fail");
+        }
+        assert!(sink.take_beeps().is_empty());
     }
 }

@@ -7,7 +7,10 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use duet_call::{AudioOutput, CallConfig, CallError, CallEvent, CallPhase, CallReport, start_call};
+use duet_call::{
+    AudioOutput, CallConfig, CallError, CallEvent, CallPhase, CallReport, ConnectionState,
+    start_call,
+};
 use duet_media::source::{AudioSpec, VideoSpec};
 use duet_signal::{ClientError, ErrorCode, RoleRequest};
 
@@ -203,7 +206,7 @@ async fn headless(args: &CallArgs, role: RoleRequest) -> Result<(), Failure> {
     let duration = args.duration.map(|s| Duration::from_secs_f64(s.max(0.0)));
     let mut connected_at: Option<Instant> = None;
     let mut ever_connected = false;
-    let mut last_state = String::new();
+    let mut last_state: Option<ConnectionState> = None;
     let mut failure: Option<Failure> = None;
     let mut hung_up = false;
     let shutdown = crate::shutdown_signal();
@@ -261,9 +264,9 @@ async fn headless(args: &CallArgs, role: RoleRequest) -> Result<(), Failure> {
                         CallPhase::HungUp => say("hang-up"),
                     },
                     CallEvent::ConnectionState(state) => {
-                        if state != last_state {
+                        if last_state != Some(state) {
                             say(format!("ice: {state}"));
-                            last_state = state;
+                            last_state = Some(state);
                         }
                     }
                     CallEvent::FirstRemoteFrame => say("first remote frame"),
@@ -281,9 +284,9 @@ async fn headless(args: &CallArgs, role: RoleRequest) -> Result<(), Failure> {
             _ = sleep, if !hung_up => {
                 hung_up = true;
                 if !ever_connected {
-                    let reason = if last_state == "failed" {
+                    let reason = if last_state == Some(ConnectionState::Failed) {
                         "ICE failed: no network path to the other peer".to_owned()
-                    } else if last_state.is_empty() {
+                    } else if last_state.is_none() {
                         format!("no call within {} s: the other peer never came", give_up.as_secs())
                     } else {
                         format!("no call within {} s: the connection never completed", give_up.as_secs())

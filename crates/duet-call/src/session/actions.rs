@@ -17,7 +17,7 @@ use crate::media::{Outbound, run_sender_feedback};
 use crate::negotiation::{Generation, NegotiationAction, NegotiationEvent};
 use crate::peer::{
     H264_FMTP, H264_PAYLOAD_TYPE, MIME_TYPE_H264, MIME_TYPE_OPUS, OPUS_FMTP, OPUS_PAYLOAD_TYPE,
-    build_peer, negotiated_payload_type,
+    build_peer, negotiated_codec,
 };
 
 impl Session {
@@ -133,24 +133,27 @@ impl Session {
 
     /// Points the media writers at the current connection's tracks, with the
     /// payload types the two descriptions agreed on.
-    async fn start_outbound(&self) {
+    async fn start_outbound(&mut self) {
         if let Some(peer) = &self.peer {
             let built = &peer.built;
-            let video_pt = negotiated_payload_type(
+            let video = negotiated_codec(
                 built.video_sender.as_ref(),
                 MIME_TYPE_H264,
                 H264_FMTP,
                 H264_PAYLOAD_TYPE,
             )
             .await;
-            let audio_pt = negotiated_payload_type(
+            let audio = negotiated_codec(
                 built.audio_sender.as_ref(),
                 MIME_TYPE_OPUS,
                 OPUS_FMTP,
                 OPUS_PAYLOAD_TYPE,
             )
             .await;
-            tracing::debug!(video_pt, audio_pt, "negotiated payload types");
+            tracing::debug!(?video, ?audio, "negotiated codecs");
+            let (video_pt, audio_pt) = (video.payload_type, audio.payload_type);
+            self.codecs.video = video.mime_type.or(self.codecs.video.take());
+            self.codecs.audio = audio.mime_type.or(self.codecs.audio.take());
             let _ = self.video_out.send(Some(Outbound {
                 track: Arc::clone(&built.video),
                 ssrc: built.video_ssrc,

@@ -13,6 +13,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::CallError;
 use crate::media::{AudioOutput, FrameSlot, MediaShared};
 use crate::negotiation::CallPhase;
+use crate::peer::ConnectionState;
 use crate::report::{CallReport, LiveFigures};
 
 /// Everything a call needs to know before it starts (the call options of `docs/cli.md`).
@@ -96,8 +97,8 @@ pub enum CallEvent {
     },
     /// Where the call is.
     Phase(CallPhase),
-    /// The peer connection's state changed (`new`, `connecting`, `connected`, `failed`, ...).
-    ConnectionState(String),
+    /// The peer connection's state changed.
+    ConnectionState(ConnectionState),
     /// The first remote picture of this call is ready for display.
     FirstRemoteFrame,
     /// Something the person should know (a device fallback).
@@ -168,14 +169,10 @@ impl CallHandle {
         self.shared.speaker_switch.request(name);
     }
 
-    /// Figures for a live display; cheap, unlike [`CallHandle::report`].
+    /// Figures for a live display; cheap (atomic reads and two short locks),
+    /// unlike [`CallHandle::report`]. Meant to be read about once a second.
     pub fn live(&self) -> LiveFigures {
-        let counters = self.shared.counters.lock();
-        let network = self.shared.network.lock();
-        match (counters, network) {
-            (Ok(counters), Ok(network)) => LiveFigures::new(&counters, &network),
-            _ => LiveFigures::default(),
-        }
+        self.shared.live()
     }
 
     /// Records the latency of a stamped remote picture at the moment a front
@@ -183,7 +180,7 @@ impl CallHandle {
     /// as opposed to [`CallReport`]'s decode-time `latency_ms`. Reported as
     /// `video.display_latency_ms`.
     pub fn record_display_latency(&self, ms: f64) {
-        self.shared.count(|c| c.display_latency.push(ms));
+        self.shared.counters.latencies(|l| l.display.push(ms));
     }
 
     /// The newest remote picture.

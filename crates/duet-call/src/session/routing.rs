@@ -8,6 +8,7 @@ use webrtc::peer_connection::RTCPeerConnectionState;
 
 use crate::CallError;
 use crate::negotiation::{Generation, NegotiationEvent};
+use crate::peer::ConnectionState;
 use crate::session::CallEvent;
 
 /// One thing for the session to do with what it heard, in order.
@@ -95,7 +96,10 @@ pub(crate) fn route_peer_state(
     if Some(generation) != current {
         return Vec::new();
     }
-    let mut routes = vec![Route::Tell(CallEvent::ConnectionState(state.to_string()))];
+    let mut routes: Vec<Route> = ConnectionState::from_webrtc(state)
+        .map(|state| Route::Tell(CallEvent::ConnectionState(state)))
+        .into_iter()
+        .collect();
     match state {
         RTCPeerConnectionState::Connected => {
             routes.push(Route::Negotiate(NegotiationEvent::Connected(generation)));
@@ -283,7 +287,7 @@ mod tests {
             [
                 Route::Tell(CallEvent::ConnectionState(state)),
                 Route::Negotiate(NegotiationEvent::Connected(3)),
-            ] if state == "connected"
+            ] if *state == ConnectionState::Connected
         ));
         for lost in [
             RTCPeerConnectionState::Failed,

@@ -1,0 +1,80 @@
+//! State the media threads, the async tasks and the session share.
+
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::{Arc, Mutex};
+
+use duet_media::source::{AudioSpec, VideoSpec};
+
+use super::FrameSlot;
+use super::counters::MediaCounters;
+use super::device_switch::DeviceSwitch;
+use crate::report::{LiveFigures, NetworkSummary};
+
+/// State the media threads, the tasks and the session share.
+#[derive(Debug)]
+pub(crate) struct MediaShared {
+    /// Counters for the report (atomics: bumped per packet without a lock).
+    pub(crate) counters: MediaCounters,
+    /// Network figures, refreshed every second.
+    pub(crate) network: Mutex<NetworkSummary>,
+    /// Media flows only while a connection is up.
+    pub(crate) sending: AtomicBool,
+    /// The encoder must send a keyframe next.
+    pub(crate) keyframe_wanted: AtomicBool,
+    /// Congestion control's target for the current connection (bits per second).
+    pub(crate) target_bps: Arc<AtomicU64>,
+    /// The decoder cannot go on without a keyframe.
+    pub(crate) pli_wanted: AtomicBool,
+    /// Round-trip time in microseconds.
+    pub(crate) rtt_us: AtomicU64,
+    /// The microphone is muted: silence is sent.
+    pub(crate) mic_muted: AtomicBool,
+    /// The camera is off: a dark paused picture is sent.
+    pub(crate) camera_off: AtomicBool,
+    /// Everything stops.
+    pub(crate) stopped: AtomicBool,
+    /// The newest remote picture.
+    pub(crate) remote_video: FrameSlot,
+    /// The newest local picture (self-view), when asked for.
+    pub(crate) local_video: Option<FrameSlot>,
+    /// A new video source for the running call.
+    pub(crate) video_switch: DeviceSwitch<VideoSpec>,
+    /// A new audio source for the running call.
+    pub(crate) audio_switch: DeviceSwitch<AudioSpec>,
+    /// A new speaker (by name; `None` for the default one) for the running call.
+    pub(crate) speaker_switch: DeviceSwitch<Option<String>>,
+}
+
+impl MediaShared {
+    /// Shared state; `preview` keeps local pictures for a self-view.
+    pub(crate) fn new(preview: bool) -> Arc<MediaShared> {
+        Arc::new(MediaShared {
+            counters: MediaCounters::new(),
+            network: Mutex::new(NetworkSummary::default()),
+            sending: AtomicBool::new(false),
+            keyframe_wanted: AtomicBool::new(true),
+            target_bps: Arc::new(AtomicU64::new(0)),
+            pli_wanted: AtomicBool::new(false),
+            rtt_us: AtomicU64::new(0),
+            mic_muted: AtomicBool::new(false),
+            camera_off: AtomicBool::new(false),
+            stopped: AtomicBool::new(false),
+            remote_video: FrameSlot::default(),
+            local_video: preview.then(FrameSlot::default),
+            video_switch: DeviceSwitch::default(),
+            audio_switch: DeviceSwitch::default(),
+            speaker_switch: DeviceSwitch::default(),
+        })
+    }
+
+    /// Figures for a live display: cheap (atomic reads, two short locks).
+    pub(crate) fn live(&self) -> LiveFigures {
+        let network = self.network.lock().map(|n| *n).unwrap_or_default();
+        self.counters.live(&network)
+    }
+
+    /// The network figures last read.
+    pub(crate) fn network(&self) -> NetworkSummary {
+        self.network.lock().map(|n| *n).unwrap_or_default()
+    }
+}

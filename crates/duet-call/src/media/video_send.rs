@@ -1,0 +1,226 @@
+//! Capture and encode of the video this peer sends, on a thread of its own.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use duet_media::source::{VideoSource, VideoSpec};
+use duet_media::{H264Encoder, VideoFrame};
+use tokio::sync::mpsc;
+
+use super::counters::bump;
+use super::device_switch::switched_source;
+use super::rtp_writer::EncodedUnit;
+use super::shared::MediaShared;
+use super::threads::{MediaThreads, spawn_with_device};
+use super::{MediaNotice, Started};
+use crate::CallError;
+use crate::peer::MIN_VIDEO_BPS;
+
+/// What `--video` asks for: opened on the capture thread (a camera handle cannot move between threads).
+#[derive(Debug, Clone)]
+pub(crate) struct VideoRequest {
+    /// Source.
+    pub(crate) spec: VideoSpec,
+    /// Size asked for.
+    pub(crate) width: u32,
+    /// Size asked for.
+    pub(crate) height: u32,
+    /// Frame rate.
+    pub(crate) fps: u32,
+    /// Starting and maximum bitrate.
+    pub(crate) max_bps: u32,
+}
+
+/// Starts the video capture-and-encode thread, which opens the source; resolves once
+/// it is open. `None` units for `--video none`.
+pub(crate) async fn start_video_sender(
+    request: VideoRequest,
+    shared: Arc<MediaShared>,
+    notices: mpsc::UnboundedSender<MediaNotice>,
+    threads: &mut MediaThreads,
+) -> Result<Started, CallError> {
+    let (units, rx) = mpsc::channel(8);
+    let VideoRequest {
+        spec,
+        width,
+        height,
+        fps,
+        max_bps,
+    } = request;
+    let started = spawn_with_device(
+        "duet-video-send",
+        threads,
+        move || VideoSource::open(&spec, width, height, fps),
+        move |mut source: VideoSource| {
+            let mut encoder: Option<H264Encoder> = None;
+            let mut encoded_size = (0, 0);
+            while !shared.stopped.load(Ordering::Relaxed) {
+                if let Some(new) =
+                    switched_source(&shared.video_switch, "video", &notices, |spec| {
+                        VideoSource::open(spec, width, height, fps)
+                    })
+                {
+                    source = new;
+                    // The new picture starts a new chain of references.
+                    shared.keyframe_wanted.store(true, Ordering::Relaxed);
+                }
+                let (mut frame, notice) = match source.next_frame() {
+                    Ok(next) => next,
+                    Err(err) => {
+                        let _ = notices.send(MediaNotice::Failed(format!("video source: {err}")));
+                        return;
+                    }
+                };
+                if let Some(notice) = notice {
+                    let _ = notices.send(MediaNotice::Device(notice));
+                }
+                if shared.camera_off.load(Ordering::Relaxed) {
+                    frame = paused_picture(&frame);
+                }
+                // Shared with the self-view, not copied: the encoder reads the same planes.
+                let frame = Arc::new(frame);
+                if let Some(preview) = &shared.local_video {
+                    preview.put(Arc::clone(&frame));
+                }
+                if !shared.sending.load(Ordering::Relaxed) {
+                    continue;
+                }
+                // A source whose size changes (a camera fallback) needs a new encoder.
+                let size = (frame.width() & !1, frame.height() & !1);
+                if encoder.is_none() || size != encoded_size {
+                    match H264Encoder::new(max_bps, fps) {
+                        Ok(new) => encoder = Some(new),
+                        Err(err) => {
+                            let _ = notices.send(MediaNotice::Failed(err.to_string()));
+                            return;
+                        }
+                    }
+                    encoded_size = size;
+                }
+                let Some(encoder) = encoder.as_mut() else {
+                    continue;
+                };
+                let target = shared.target_bps.load(Ordering::Relaxed) as u32;
+                if target > 0 {
+                    let target = target.clamp(MIN_VIDEO_BPS, max_bps);
+                    let current = encoder.bitrate_bps();
+                    if current.abs_diff(target) > current / 20
+                        && let Err(err) = encoder.set_bitrate(target)
+                    {
+                        tracing::debug!(%err, "bitrate not changed yet");
+                    }
+                }
+                if shared.keyframe_wanted.swap(false, Ordering::Relaxed) {
+                    encoder.request_keyframe();
+                }
+                let cropped;
+                let to_encode: &VideoFrame = if (frame.width(), frame.height()) == size {
+                    &frame
+                } else {
+                    match crop_to_even(&frame) {
+                        Some(frame) => {
+                            cropped = frame;
+                            &cropped
+                        }
+                        None => continue,
+                    }
+                };
+                let encoded = match encoder.encode(to_encode) {
+                    Ok(Some(encoded)) => encoded,
+                    Ok(None) => continue,
+                    Err(err) => {
+                        tracing::warn!(%err, "dropping a frame the encoder refused");
+                        continue;
+                    }
+                };
+                let counters = &shared.counters;
+                bump(&counters.frames_sent, 1);
+                bump(&counters.video_bytes_sent, encoded.data.len() as u64);
+                bump(&counters.keyframes_sent, u64::from(encoded.keyframe));
+                let unit = EncodedUnit {
+                    data: Bytes::from(encoded.data),
+                    capture_time: frame.capture_time,
+                };
+                if units.try_send(unit).is_err() {
+                    // The network side is behind; a dropped frame breaks the chain of references.
+                    shared.keyframe_wanted.store(true, Ordering::Relaxed);
+                }
+            }
+        },
+    )
+    .await?;
+    Ok(started.map_or((None, None), |notice| (Some(rx), notice)))
+}
+
+/// What the remote sees with the camera off: a dark picture with a pause sign,
+/// still sent at the frame rate, so nobody mistakes it for a frozen call.
+fn paused_picture(frame: &VideoFrame) -> VideoFrame {
+    let (w, h) = (frame.width() as usize, frame.height() as usize);
+    let Ok(mut paused) = VideoFrame::black(frame.width(), frame.height(), frame.capture_time)
+    else {
+        return frame.clone();
+    };
+    let (luma, _, _) = paused.planes_mut();
+    luma.fill(40);
+    // Two light bars in the middle, each a tenth of the height wide and a third tall.
+    let bar_w = (h / 10).max(2);
+    let bar_h = (h / 3).max(4);
+    let top = (h - bar_h) / 2;
+    for left in [w / 2 - bar_w * 3 / 2, w / 2 + bar_w / 2] {
+        for row in top..top + bar_h {
+            let start = row * w + left.min(w);
+            let end = (start + bar_w).min((row + 1) * w);
+            luma[start..end].fill(170);
+        }
+    }
+    paused
+}
+
+fn crop_to_even(frame: &VideoFrame) -> Option<VideoFrame> {
+    let (w, h) = (frame.width() & !1, frame.height() & !1);
+    let mut out = VideoFrame::black(w, h, frame.capture_time).ok()?;
+    let (sy, su, sv) = frame.planes();
+    let src_cw = frame.chroma_width();
+    let dst_cw = out.chroma_width();
+    let (dy, du, dv) = out.planes_mut();
+    for row in 0..h as usize {
+        let s = row * frame.width() as usize;
+        dy[row * w as usize..(row + 1) * w as usize].copy_from_slice(&sy[s..s + w as usize]);
+    }
+    for row in 0..(h as usize / 2) {
+        let s = row * src_cw;
+        du[row * dst_cw..(row + 1) * dst_cw].copy_from_slice(&su[s..s + dst_cw]);
+        dv[row * dst_cw..(row + 1) * dst_cw].copy_from_slice(&sv[s..s + dst_cw]);
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::SystemTime;
+
+    use duet_media::StampReader;
+
+    use super::*;
+
+    #[test]
+    fn the_paused_picture_is_dark_with_a_light_pause_sign_and_no_stamp() {
+        let mut frame = VideoFrame::black(640, 480, SystemTime::now()).expect("valid");
+        duet_media::stamp::draw_stamp(&mut frame, 123_456);
+        let paused = paused_picture(&frame);
+        let (luma, _, _) = paused.planes();
+        assert_eq!(luma[0], 40, "dark background");
+        assert_eq!(luma[240 * 640 + 640 / 2 - 48 - 10], 170, "left bar");
+        assert_eq!(luma[240 * 640 + 640 / 2 + 48], 170, "right bar");
+        assert_eq!(luma[240 * 640 + 640 / 2], 40, "gap between the bars");
+        assert!(StampReader::read(&paused).is_none());
+    }
+
+    #[test]
+    fn odd_sized_pictures_are_cropped_to_even_for_the_encoder() {
+        let frame = VideoFrame::black(321, 241, SystemTime::now()).expect("valid");
+        let cropped = crop_to_even(&frame).expect("crops");
+        assert_eq!((cropped.width(), cropped.height()), (320, 240));
+    }
+}
