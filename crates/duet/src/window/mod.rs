@@ -313,6 +313,10 @@ impl eframe::App for CallWindow {
             self.gpu.destroy(gl);
         }
     }
+
+    fn clear_color(&self, _visuals: &egui::Visuals) -> [f32; 4] {
+        view::BACKDROP.to_normalized_gamma_f32()
+    }
 }
 
 /// `duet caller`/`callee`/`call` with a window: calls at once with `config`,
@@ -451,6 +455,10 @@ impl eframe::App for DemoWindow {
         if let Some(gl) = gl {
             self.gpu.destroy(gl);
         }
+    }
+
+    fn clear_color(&self, _visuals: &egui::Visuals) -> [f32; 4] {
+        view::BACKDROP.to_normalized_gamma_f32()
     }
 }
 

@@ -9,6 +9,9 @@ use super::picture::Picture;
 use super::stats::StatsView;
 use super::status::{StatusLine, Tone};
 
+/// The colour behind the pictures: the window's clear colour.
+pub const BACKDROP: Color32 = Color32::from_gray(14);
+
 /// Something the person asked for, by a click or a key.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
@@ -122,8 +125,11 @@ pub fn end_view(ui: &mut egui::Ui, view: &EndView<'_>, id: &str) -> Vec<Action> 
             ui.horizontal_wrapped(|ui| controls(ui, view, &mut actions));
             ui.add_space(4.0);
         });
+    // No fill: the window is cleared to [`BACKDROP`] before drawing. Filling
+    // the picture's area too would draw it twice, which a software renderer
+    // pays for in full.
     egui::CentralPanel::default()
-        .frame(egui::Frame::new().fill(Color32::from_gray(14)))
+        .frame(egui::Frame::new())
         .show(ui, |ui| {
             let area = ui.max_rect();
             match &view.remote {
