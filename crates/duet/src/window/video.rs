@@ -4,7 +4,7 @@
 //! conversion) and hands it to the GPU ([`super::picture`]).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -18,6 +18,8 @@ pub struct VideoFeed {
     slot: FrameSlot,
     /// The picture shown last, with its slot version.
     newest: Option<(Arc<VideoFrame>, u64)>,
+    /// The slot version the UI took last, for the thread.
+    taken: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
@@ -33,9 +35,11 @@ impl std::fmt::Debug for VideoFeed {
 
 impl VideoFeed {
     /// Watches `slot`; `ctx` is asked to repaint for each new picture within
-    /// `repaint_within` (zero: at once). A lenient deadline lets a self-view
-    /// ride on the repaints the remote picture causes anyway, instead of
-    /// doubling the frame rate of the window.
+    /// `repaint_within` (zero: at once). With a deadline, the thread asks only
+    /// if no repaint took the picture by then: a self-view rides on the
+    /// repaints the remote picture causes anyway, instead of doubling the
+    /// frame rate of the window (a repaint asked for later is not cancelled
+    /// by an earlier one in eframe).
     pub fn start(
         name: &'static str,
         slot: FrameSlot,
@@ -43,19 +47,26 @@ impl VideoFeed {
         repaint_within: Duration,
     ) -> VideoFeed {
         let stop = Arc::new(AtomicBool::new(false));
+        let taken = Arc::new(AtomicU64::new(0));
         let thread = std::thread::Builder::new()
             .name(format!("duet-{name}-view"))
             .spawn({
-                let (slot, stop) = (slot.clone(), Arc::clone(&stop));
+                let (slot, stop, taken) = (slot.clone(), Arc::clone(&stop), Arc::clone(&taken));
                 move || {
                     let mut seen = 0;
                     while !stop.load(Ordering::Relaxed) {
-                        if let Some((_, version)) =
-                            slot.wait_newer(seen, Duration::from_millis(100))
-                        {
-                            seen = version;
-                            ctx.request_repaint_after(repaint_within);
+                        let Some((_, version)) = slot.wait_newer(seen, Duration::from_millis(100))
+                        else {
+                            continue;
+                        };
+                        seen = version;
+                        if !repaint_within.is_zero() {
+                            std::thread::sleep(repaint_within);
+                            if taken.load(Ordering::Relaxed) >= version {
+                                continue;
+                            }
                         }
+                        ctx.request_repaint();
                     }
                 }
             })
@@ -65,6 +76,7 @@ impl VideoFeed {
             name,
             slot,
             newest: None,
+            taken,
             stop,
             thread,
         }
@@ -75,6 +87,7 @@ impl VideoFeed {
     pub fn newest(&mut self) -> Option<(Arc<VideoFrame>, u64)> {
         let seen = self.newest.as_ref().map_or(0, |(_, version)| *version);
         if let Some(fresh) = self.slot.wait_newer(seen, Duration::ZERO) {
+            self.taken.store(fresh.1, Ordering::Relaxed);
             self.newest = Some(fresh);
         }
         self.newest.clone()
@@ -142,5 +155,29 @@ mod tests {
             std::thread::sleep(Duration::from_millis(5));
         }
         assert!(asked.load(Ordering::Relaxed) > 0);
+    }
+
+    #[test]
+    fn a_self_view_picture_taken_by_another_repaint_asks_for_none() {
+        let slot = FrameSlot::default();
+        let ctx = egui::Context::default();
+        let asked = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        ctx.set_request_repaint_callback({
+            let asked = Arc::clone(&asked);
+            move |_| {
+                asked.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+        let deadline = Duration::from_millis(300);
+        let mut feed = VideoFeed::start("test", slot.clone(), ctx, deadline);
+        slot.put(VideoFrame::black(64, 48, SystemTime::now()).unwrap());
+        // A repaint for the remote picture draws the self-view too.
+        assert!(feed.newest().is_some());
+        std::thread::sleep(deadline * 2);
+        assert_eq!(asked.load(Ordering::Relaxed), 0, "already drawn");
+        // Alone, the self-view still gets its repaint after the deadline.
+        slot.put(VideoFrame::black(64, 48, SystemTime::now()).unwrap());
+        std::thread::sleep(deadline * 2);
+        assert_eq!(asked.load(Ordering::Relaxed), 1);
     }
 }
