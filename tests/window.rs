@@ -3,7 +3,9 @@
 //! means real decoded video is on screen (not a placeholder), and the mirrored
 //! self-view shows the local camera picture. Closing the window (the
 //! WM_DELETE_WINDOW message a window manager sends for the close button)
-//! must hang up (the other peer hears `bye`) and exit 0 within 2 s.
+//! must hang up (the other peer hears `bye`) and exit 0 within 2 s. A
+//! windowed caller with `--stats-json` reports the latency of the pictures
+//! it showed (`video.display_latency_ms`), which headless peers leave `null`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -13,7 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::screen::{ScreenStamp, find_stamps, png_luma};
-use common::{LivePeer, Scratch, serialised};
+use common::{LivePeer, Scratch, number, peer, report, serialised, start_server};
 
 /// An Xvfb display of our own, stopped when dropped.
 struct VirtualDisplay {
@@ -279,4 +281,82 @@ fn the_demo_shows_both_ends_with_live_video_and_exits_when_closed() {
     let (took, status) = close_and_time(&display, &mut demo, "Duet");
     assert_eq!(status, 0, "stderr: {}", demo.stderr());
     assert!(took < Duration::from_secs(2), "closing took {took:?}");
+}
+
+#[test]
+fn a_windowed_call_writes_its_report_with_the_latency_of_the_pictures_it_showed() {
+    let _one = serialised();
+    let scratch = Scratch::new("window-report");
+    let display = VirtualDisplay::start();
+    let (mut server, url) = start_server(&scratch, "127.0.0.1:0");
+    // The callee's run ends when the caller hangs up (a timed run whose peer left).
+    let mut callee = peer(
+        &scratch,
+        "callee",
+        "callee",
+        &url,
+        "660",
+        &["--room", "window-report", "--duration", "60"],
+    );
+    callee.expect_line(
+        "joined room window-report as callee",
+        Duration::from_secs(30),
+    );
+    let env = window_env(&display, &scratch);
+    let caller_report = scratch.path("caller.json");
+    let mut caller = spawn_window(
+        &[
+            "caller",
+            "--server",
+            &url,
+            "--room",
+            "window-report",
+            "--video",
+            "test",
+            "--audio",
+            "test",
+            "--duration",
+            "6",
+            "--stats-json",
+            caller_report.to_str().unwrap(),
+        ],
+        &scratch,
+        "caller",
+        &env,
+    );
+    let status = caller.wait_for_exit(Duration::from_secs(60));
+    assert!(
+        status.success(),
+        "caller: {status:?}, stderr: {}",
+        caller.stderr()
+    );
+    let status = callee.wait_for_exit(Duration::from_secs(10));
+    assert!(
+        status.success(),
+        "callee: {status:?}, stderr: {}",
+        callee.stderr()
+    );
+
+    let windowed = report(&scratch, "caller");
+    let p50 = number(&windowed, &["video", "display_latency_ms", "p50"]);
+    let max = number(&windowed, &["video", "display_latency_ms", "max"]);
+    assert!(
+        p50 > 0.0 && p50 < 1000.0 && max >= p50,
+        "display latency of a live local call: {:#}",
+        windowed["video"]
+    );
+    // Each shown picture was decoded first.
+    let decode_p50 = number(&windowed, &["video", "latency_ms", "p50"]);
+    assert!(
+        p50 >= decode_p50,
+        "a picture is shown after it is decoded: {:#}",
+        windowed["video"]
+    );
+    let headless = report(&scratch, "callee");
+    assert!(
+        headless["video"]["display_latency_ms"].is_null(),
+        "headless shows nothing: {:#}",
+        headless["video"]
+    );
+    drop(server.child.kill());
 }

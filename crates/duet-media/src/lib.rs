@@ -10,13 +10,11 @@
 //! - [`y4m_file`], [`wav_file`]: file sources and the WAV recorder.
 //! - [`devices`]: cameras (nokhwa), microphones and speakers (cpal).
 //! - [`source`]: `--video`/`--audio` values opened with fallbacks, and audio sinks.
-//! - [`display`]: frames scaled to a window and converted to RGBA.
 
 use std::path::PathBuf;
 
 pub mod beep;
 pub mod devices;
-pub mod display;
 pub mod frame;
 pub mod h264;
 pub mod opus_codec;

@@ -50,7 +50,8 @@ pub struct CallArgs {
     /// Hang up (send bye) after this long connected, then exit.
     #[arg(long, value_name = "SECS")]
     pub duration: Option<f64>,
-    /// With --headless: write the report of cli.md here when the call ends.
+    /// Write the report of docs/cli.md here when the call ends (with a window
+    /// too, which then also measures video latency where pictures are shown).
     #[arg(long, value_name = "FILE")]
     pub stats_json: Option<PathBuf>,
     /// Write the remote audio, as decoded, to a 48 kHz mono WAV.
@@ -118,7 +119,12 @@ impl CallArgs {
 pub fn run(runtime: &tokio::runtime::Runtime, args: CallArgs, role: RoleRequest) -> ExitCode {
     if !args.headless {
         let close_after = args.duration.map(|s| Duration::from_secs_f64(s.max(0.0)));
-        let outcome = crate::window::run_call_window(runtime, args.config(role), close_after);
+        let outcome = crate::window::run_call_window(
+            runtime,
+            args.config(role),
+            close_after,
+            args.stats_json.clone(),
+        );
         return window_exit(outcome);
     }
     match runtime.block_on(headless(&args, role)) {
@@ -138,6 +144,13 @@ pub fn demo(runtime: &tokio::runtime::Runtime) -> ExitCode {
 /// The exit status of a window run: 0 when a call connected, otherwise why not.
 fn window_exit(outcome: anyhow::Result<crate::window::WindowOutcome>) -> ExitCode {
     match outcome {
+        Ok(crate::window::WindowOutcome {
+            report_failure: Some(reason),
+            ..
+        }) => {
+            eprintln!("duet: {reason}");
+            ExitCode::from(exit::FAILURE)
+        }
         Ok(outcome) if outcome.connected => ExitCode::SUCCESS,
         Ok(outcome) => {
             let (status, reason) = match &outcome.failure {
@@ -326,7 +339,8 @@ async fn headless(args: &CallArgs, role: RoleRequest) -> Result<(), Failure> {
     Ok(())
 }
 
-fn write_report(path: &Path, report: &CallReport) -> anyhow::Result<()> {
+/// Writes `report` as pretty JSON (the `--stats-json` file).
+pub(crate) fn write_report(path: &Path, report: &CallReport) -> anyhow::Result<()> {
     let json = serde_json::to_string_pretty(report).context("cannot serialise the report")?;
     std::fs::write(path, json + "\n")
         .with_context(|| format!("cannot write the report to {}", path.display()))

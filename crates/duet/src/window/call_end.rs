@@ -3,6 +3,7 @@
 //! person's choices (mute, camera, devices, hang up, call again). Every method
 //! returns at once: the UI thread never waits on the network or a device.
 
+use std::path::PathBuf;
 use std::sync::mpsc as std_mpsc;
 use std::time::{Duration, Instant};
 
@@ -10,6 +11,7 @@ use duet_call::{AudioOutput, CallConfig, CallError, CallEvent, CallHandle, CallP
 use duet_media::source::{AudioSpec, VideoSpec};
 use eframe::egui;
 
+use super::picture::{GpuPictures, Picture};
 use super::stats::{StatsMeter, StatsView};
 use super::status::CallStatus;
 use super::video::VideoFeed;
@@ -17,6 +19,12 @@ use super::video::VideoFeed;
 /// How late a self-view picture may be drawn: with a remote picture coming,
 /// it is drawn with that; alone, the self-view still moves at 25 fps.
 const SELF_VIEW_REPAINT: Duration = Duration::from_millis(40);
+
+/// How often the running figures are read (the overlay shows rates per second).
+const FIGURES_EVERY: Duration = Duration::from_secs(1);
+
+/// How long the window waits for the session's report when a call ends.
+const REPORT_WAIT: Duration = Duration::from_secs(2);
 
 /// What the session's task tells the window.
 enum Message {
@@ -43,10 +51,22 @@ pub struct CallEnd {
     muted: bool,
     camera_off: bool,
     meter: StatsMeter,
+    /// When the running figures were last read.
+    figures_read: Option<Instant>,
+    /// The call's own stamp reader finds stamps in the remote video (the
+    /// other end sends the test pattern): only then is the display latency
+    /// measured, never on a camera's picture.
+    remote_stamped: bool,
+    gpu: GpuPictures,
+    remote_id: egui::Id,
+    local_id: egui::Id,
     remote: Option<VideoFeed>,
     local: Option<VideoFeed>,
     ever_connected: bool,
+    peer_left: bool,
     last_error: Option<CallError>,
+    report_to: Option<PathBuf>,
+    report_failure: Option<String>,
 }
 
 impl std::fmt::Debug for Message {
@@ -60,11 +80,14 @@ impl std::fmt::Debug for Message {
 }
 
 impl CallEnd {
-    /// An end that will call with `config` (a self-view is always kept).
+    /// An end that will call with `config` (a self-view is always kept),
+    /// drawing its pictures with `gpu` under ids made from `name`.
     pub fn new(
         runtime: tokio::runtime::Handle,
         ctx: egui::Context,
         mut config: CallConfig,
+        gpu: GpuPictures,
+        name: &str,
     ) -> Self {
         config.preview = true;
         let (messages_tx, messages) = std_mpsc::channel();
@@ -82,11 +105,24 @@ impl CallEnd {
             muted: false,
             camera_off: false,
             meter: StatsMeter::default(),
+            figures_read: None,
+            remote_stamped: false,
+            gpu,
+            remote_id: egui::Id::unique((name, "remote picture")),
+            local_id: egui::Id::unique((name, "self-view")),
             remote: None,
             local: None,
             ever_connected: false,
+            peer_left: false,
             last_error: None,
+            report_to: None,
+            report_failure: None,
         }
+    }
+
+    /// Writes the report of `docs/cli.md` to `path` whenever a call ends.
+    pub fn write_report_to(&mut self, path: PathBuf) {
+        self.report_to = Some(path);
     }
 
     /// Starts a call with the current settings (server, room, devices).
@@ -97,6 +133,9 @@ impl CallEnd {
         self.remote = None;
         self.local = None;
         self.meter.reset();
+        self.figures_read = None;
+        self.remote_stamped = false;
+        self.peer_left = false;
         self.running = true;
         self.hang_up_when_started = false;
         self.last_error = None;
@@ -144,7 +183,15 @@ impl CallEnd {
         if let Some(handle) = &self.handle
             && self.status.in_call()
         {
-            self.meter.update(now, handle.live());
+            let due = self
+                .figures_read
+                .is_none_or(|read| now.saturating_duration_since(read) >= FIGURES_EVERY);
+            if due {
+                let figures = handle.live();
+                self.remote_stamped = figures.video_latency_ms.is_some();
+                self.meter.update(now, figures);
+                self.figures_read = Some(now);
+            }
             // The call timer ticks even when no picture arrives.
             self.ctx.request_repaint_after(Duration::from_millis(250));
         }
@@ -173,9 +220,11 @@ impl CallEnd {
             CallEvent::Phase(CallPhase::Connected) => {
                 if !self.status.in_call() {
                     self.meter.reset();
+                    self.figures_read = None;
                 }
                 self.ever_connected = true;
             }
+            CallEvent::Phase(CallPhase::PeerLeft) => self.peer_left = self.ever_connected,
             CallEvent::Notice(text) => tracing::info!("notice: {text}"),
             CallEvent::Ended(result) => {
                 if let Err(err) = result {
@@ -183,7 +232,9 @@ impl CallEnd {
                     self.last_error = Some(err.clone());
                 }
                 self.running = false;
-                self.handle = None;
+                if let Some(handle) = self.handle.take() {
+                    self.write_report(&handle);
+                }
                 self.remote = None;
                 self.local = None;
             }
@@ -331,14 +382,53 @@ impl CallEnd {
         self.meter.view()
     }
 
-    /// The remote and local pictures, uploaded as textures.
-    pub fn textures(&mut self) -> (Option<&egui::TextureHandle>, Option<&egui::TextureHandle>) {
-        let ctx = &self.ctx;
+    /// A call connected and then the other person left (hung up).
+    pub fn peer_left(&self) -> bool {
+        self.peer_left
+    }
+
+    /// Why the report could not be written, if it could not.
+    pub fn report_failure(&self) -> Option<&str> {
+        self.report_failure.as_deref()
+    }
+
+    /// Fetches the ended call's report from the session and writes it.
+    fn write_report(&mut self, handle: &CallHandle) {
+        let Some(path) = &self.report_to else { return };
+        let (tx, rx) = std_mpsc::channel();
+        let handle = handle.clone();
+        self.runtime.spawn(async move {
+            let _ = tx.send(handle.report().await);
+        });
+        let written = match rx.recv_timeout(REPORT_WAIT) {
+            Ok(Some(report)) => crate::call_command::write_report(path, &report),
+            _ => Err(anyhow::anyhow!("the call's report could not be read")),
+        };
+        match written {
+            Ok(()) => self.report_failure = None,
+            Err(err) => {
+                tracing::warn!("{err:#}");
+                self.report_failure = Some(format!("{err:#}"));
+            }
+        }
+    }
+
+    /// The remote picture and the self-view, as the view draws them. The
+    /// remote picture's display latency is measured when it carries stamps.
+    pub fn pictures(&mut self) -> (Option<Picture>, Option<Picture>) {
+        let latency_to = self.handle.clone().filter(|_| self.remote_stamped);
         let remote = match (&mut self.remote, self.status.has_remote_picture()) {
-            (Some(feed), true) => feed.texture(ctx),
+            (Some(feed), true) => feed.newest().map(|(frame, version)| {
+                self.gpu
+                    .picture(self.remote_id, frame, version, false, latency_to)
+            }),
             _ => None,
         };
-        let local = self.local.as_mut().and_then(|feed| feed.texture(ctx));
+        let local = self
+            .local
+            .as_mut()
+            .and_then(VideoFeed::newest)
+            .map(|(frame, version)| self.gpu.picture(self.local_id, frame, version, true, None));
         (remote, local)
     }
 }

@@ -5,14 +5,19 @@
 //! - [`stats`]: the overlay's rates (no I/O).
 //! - [`view`]: drawing, from view structs to [`view::Action`]s.
 //! - [`call_end`]: one end of a call, driving a session on the async runtime.
-//! - [`video`]: pictures converted off the UI thread.
+//! - [`video`]: each new picture wakes the window, and is taken by reference.
+//! - [`picture`]: pictures on the GPU, drawn by paint callbacks; display latency.
+//! - [`yuv_gl`]: the OpenGL program that turns I420 planes into RGB.
 
 pub mod call_end;
+pub mod picture;
 pub mod stats;
 pub mod status;
 pub mod video;
 pub mod view;
+pub mod yuv_gl;
 
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -23,6 +28,7 @@ use duet_signal::RoleRequest;
 use eframe::egui;
 
 use call_end::CallEnd;
+use picture::GpuPictures;
 use view::{Action, DeviceLists, EndView, SettingsForm};
 
 /// How long closing the window waits for the `bye` to go out.
@@ -35,6 +41,8 @@ pub struct WindowOutcome {
     pub connected: bool,
     /// Why no call could be made, when none was.
     pub failure: Option<CallError>,
+    /// Why `--stats-json` could not be written, when it could not.
+    pub report_failure: Option<String>,
 }
 
 /// The app icon, decoded from the PNG in `assets/`.
@@ -215,9 +223,7 @@ fn end_view<'a>(
 ) -> EndView<'a> {
     let line = end.status().line(now);
     let (muted, camera_off, running) = (end.muted(), end.camera_off(), end.running());
-    let (remote, local) = end.textures();
-    let picture = |texture: &egui::TextureHandle| (texture.id(), texture.size_vec2());
-    let (remote, local) = (remote.map(picture), local.map(picture));
+    let (remote, local) = end.pictures();
     EndView {
         title,
         line,
@@ -255,8 +261,10 @@ struct CallWindow {
     choices: ViewChoices,
     interrupted: Arc<AtomicBool>,
     outcome: Arc<Mutex<WindowOutcome>>,
-    /// `--duration`: hang up and close after this long connected.
+    /// `--duration`: hang up and close after this long connected, or when
+    /// the other person hangs up first.
     close_after: Option<Duration>,
+    gpu: GpuPictures,
 }
 
 impl eframe::App for CallWindow {
@@ -264,10 +272,11 @@ impl eframe::App for CallWindow {
         let ctx = ui.ctx().clone();
         let now = Instant::now();
         self.end.poll(now);
-        let timed_out = matches!(
-            (self.close_after, self.end.connected_for(now)),
-            (Some(limit), Some(connected)) if connected >= limit
-        );
+        let timed_out = match (self.close_after, self.end.connected_for(now)) {
+            (Some(limit), Some(connected)) => connected >= limit,
+            (Some(_), None) => self.end.peer_left(),
+            (None, _) => false,
+        };
         if timed_out {
             ctx.send_viewport_cmd(egui::ViewportCommand::Close);
         }
@@ -276,6 +285,7 @@ impl eframe::App for CallWindow {
             if let Ok(mut outcome) = self.outcome.lock() {
                 outcome.connected = self.end.ever_connected();
                 outcome.failure = self.end.last_error().cloned();
+                outcome.report_failure = self.end.report_failure().map(str::to_owned);
             }
             return;
         }
@@ -292,18 +302,32 @@ impl eframe::App for CallWindow {
         }
         let view = end_view(&mut self.end, &self.choices, None, now);
         actions.extend(view::end_view(ui, &view, "call"));
+        self.gpu.finish_frame(&ctx);
         for action in actions {
             self.choices.apply(action, &mut self.end, &self.form, &ctx);
         }
+    }
+
+    fn on_exit(&mut self, gl: Option<&eframe::glow::Context>) {
+        if let Some(gl) = gl {
+            self.gpu.destroy(gl);
+        }
+    }
+
+    fn clear_color(&self, _visuals: &egui::Visuals) -> [f32; 4] {
+        view::BACKDROP.to_normalized_gamma_f32()
     }
 }
 
 /// `duet caller`/`callee`/`call` with a window: calls at once with `config`,
 /// then lets the person hang up, call again, change devices, server and room.
+/// With `report_to`, the report of `docs/cli.md` is written there whenever a
+/// call ends.
 pub fn run_call_window(
     runtime: &tokio::runtime::Runtime,
     config: CallConfig,
     close_after: Option<Duration>,
+    report_to: Option<PathBuf>,
 ) -> anyhow::Result<WindowOutcome> {
     let outcome = Arc::new(Mutex::new(WindowOutcome::default()));
     let title = format!("Duet — room {}", config.room);
@@ -313,7 +337,11 @@ pub fn run_call_window(
         move |ctx, interrupted| {
             let devices = DeviceCatalog::load(ctx.clone());
             let form = form_for(&config);
-            let mut end = CallEnd::new(handle, ctx, config);
+            let gpu = GpuPictures::default();
+            let mut end = CallEnd::new(handle, ctx, config, gpu.clone(), "call");
+            if let Some(path) = report_to {
+                end.write_report_to(path);
+            }
             end.start();
             Box::new(CallWindow {
                 end,
@@ -323,6 +351,7 @@ pub fn run_call_window(
                 interrupted,
                 outcome,
                 close_after,
+                gpu,
             })
         }
     })?;
@@ -347,6 +376,7 @@ struct DemoWindow {
     server_url: String,
     interrupted: Arc<AtomicBool>,
     outcome: Arc<Mutex<WindowOutcome>>,
+    gpu: GpuPictures,
 }
 
 impl eframe::App for DemoWindow {
@@ -413,11 +443,22 @@ impl eframe::App for DemoWindow {
             self.you_choices
                 .apply(action, &mut self.you, &self.form, &ctx);
         }
+        self.gpu.finish_frame(&ctx);
         let them_form = form_for(self.them.config());
         for action in them_actions {
             self.them_choices
                 .apply(action, &mut self.them, &them_form, &ctx);
         }
+    }
+
+    fn on_exit(&mut self, gl: Option<&eframe::glow::Context>) {
+        if let Some(gl) = gl {
+            self.gpu.destroy(gl);
+        }
+    }
+
+    fn clear_color(&self, _visuals: &egui::Visuals) -> [f32; 4] {
+        view::BACKDROP.to_normalized_gamma_f32()
     }
 }
 
@@ -454,8 +495,9 @@ pub fn run_demo(runtime: &tokio::runtime::Runtime) -> anyhow::Result<WindowOutco
         move |ctx, interrupted| {
             let devices = DeviceCatalog::load(ctx.clone());
             let form = form_for(&you);
-            let mut you = CallEnd::new(handle.clone(), ctx.clone(), you);
-            let mut them = CallEnd::new(handle, ctx, them);
+            let gpu = GpuPictures::default();
+            let mut you = CallEnd::new(handle.clone(), ctx.clone(), you, gpu.clone(), "you");
+            let mut them = CallEnd::new(handle, ctx, them, gpu.clone(), "them");
             them.start();
             you.start();
             Box::new(DemoWindow {
@@ -468,6 +510,7 @@ pub fn run_demo(runtime: &tokio::runtime::Runtime) -> anyhow::Result<WindowOutco
                 server_url,
                 interrupted,
                 outcome,
+                gpu,
             })
         }
     });

@@ -1,23 +1,25 @@
 //! Pictures for the window. A [`VideoFeed`] thread sleeps on a call's
-//! [`FrameSlot`], converts each new picture to RGBA (off the UI thread) and
-//! asks the window to repaint; the UI thread only uploads the finished image.
+//! [`FrameSlot`] and only asks the window to repaint when a new picture
+//! arrives; the UI thread then takes the picture by reference (no copy, no
+//! conversion) and hands it to the GPU ([`super::picture`]).
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use duet_call::FrameSlot;
+use duet_media::VideoFrame;
 use eframe::egui;
-
-/// A converted picture waiting to be uploaded, with the slot version it came from.
-type Converted = Option<(egui::ColorImage, u64)>;
 
 /// One video stream on its way to the screen.
 pub struct VideoFeed {
     name: &'static str,
-    converted: Arc<Mutex<Converted>>,
-    texture: Option<(egui::TextureHandle, u64)>,
+    slot: FrameSlot,
+    /// The picture shown last, with its slot version.
+    newest: Option<(Arc<VideoFrame>, u64)>,
+    /// The slot version the UI took last, for the thread.
+    taken: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
@@ -26,51 +28,45 @@ impl std::fmt::Debug for VideoFeed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("VideoFeed")
             .field("name", &self.name)
-            .field(
-                "version",
-                &self.texture.as_ref().map(|(_, version)| version),
-            )
+            .field("version", &self.newest.as_ref().map(|(_, version)| version))
             .finish_non_exhaustive()
     }
 }
 
 impl VideoFeed {
-    /// Starts converting the pictures of `slot`; `ctx` is asked to repaint for
-    /// each one within `repaint_within` (zero: at once). A lenient deadline lets
-    /// a self-view ride on the repaints the remote picture causes anyway,
-    /// instead of doubling the frame rate of the window.
+    /// Watches `slot`; `ctx` is asked to repaint for each new picture within
+    /// `repaint_within` (zero: at once). With a deadline, the thread asks only
+    /// if no repaint took the picture by then: a self-view rides on the
+    /// repaints the remote picture causes anyway, instead of doubling the
+    /// frame rate of the window (a repaint asked for later is not cancelled
+    /// by an earlier one in eframe).
     pub fn start(
         name: &'static str,
         slot: FrameSlot,
         ctx: egui::Context,
         repaint_within: Duration,
     ) -> VideoFeed {
-        let converted: Arc<Mutex<Converted>> = Arc::default();
         let stop = Arc::new(AtomicBool::new(false));
+        let taken = Arc::new(AtomicU64::new(0));
         let thread = std::thread::Builder::new()
             .name(format!("duet-{name}-view"))
             .spawn({
-                let (converted, stop) = (Arc::clone(&converted), Arc::clone(&stop));
+                let (slot, stop, taken) = (slot.clone(), Arc::clone(&stop), Arc::clone(&taken));
                 move || {
                     let mut seen = 0;
-                    let mut rgba = Vec::new();
                     while !stop.load(Ordering::Relaxed) {
-                        let Some((frame, version)) =
-                            slot.wait_newer(seen, Duration::from_millis(100))
+                        let Some((_, version)) = slot.wait_newer(seen, Duration::from_millis(100))
                         else {
                             continue;
                         };
                         seen = version;
-                        if let Err(err) = frame.to_rgba_into(&mut rgba) {
-                            tracing::warn!(%err, "cannot convert a picture for display");
-                            continue;
+                        if !repaint_within.is_zero() {
+                            std::thread::sleep(repaint_within);
+                            if taken.load(Ordering::Relaxed) >= version {
+                                continue;
+                            }
                         }
-                        let size = [frame.width() as usize, frame.height() as usize];
-                        let image = egui::ColorImage::from_rgba_unmultiplied(size, &rgba);
-                        if let Ok(mut converted) = converted.lock() {
-                            *converted = Some((image, version));
-                        }
-                        ctx.request_repaint_after(repaint_within);
+                        ctx.request_repaint();
                     }
                 }
             })
@@ -78,29 +74,23 @@ impl VideoFeed {
             .ok();
         VideoFeed {
             name,
-            converted,
-            texture: None,
+            slot,
+            newest: None,
+            taken,
             stop,
             thread,
         }
     }
 
-    /// The newest picture as a texture, uploading it first if it is new.
-    pub fn texture(&mut self, ctx: &egui::Context) -> Option<&egui::TextureHandle> {
-        let fresh = self.converted.lock().ok().and_then(|mut c| c.take());
-        if let Some((image, version)) = fresh {
-            match &mut self.texture {
-                Some((texture, seen)) => {
-                    texture.set(image, egui::TextureOptions::LINEAR);
-                    *seen = version;
-                }
-                None => {
-                    let texture = ctx.load_texture(self.name, image, egui::TextureOptions::LINEAR);
-                    self.texture = Some((texture, version));
-                }
-            }
+    /// The newest picture and its slot version (which changes with every new
+    /// picture), without waiting and without copying it.
+    pub fn newest(&mut self) -> Option<(Arc<VideoFrame>, u64)> {
+        let seen = self.newest.as_ref().map_or(0, |(_, version)| *version);
+        if let Some(fresh) = self.slot.wait_newer(seen, Duration::ZERO) {
+            self.taken.store(fresh.1, Ordering::Relaxed);
+            self.newest = Some(fresh);
         }
-        self.texture.as_ref().map(|(texture, _)| texture)
+        self.newest.clone()
     }
 }
 
@@ -110,5 +100,84 @@ impl Drop for VideoFeed {
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::time::SystemTime;
+
+    use super::*;
+
+    #[test]
+    fn the_newest_picture_is_shared_not_copied_and_its_version_moves() {
+        let slot = FrameSlot::default();
+        let mut feed = VideoFeed::start(
+            "test",
+            slot.clone(),
+            egui::Context::default(),
+            Duration::ZERO,
+        );
+        assert!(feed.newest().is_none());
+        let frame = Arc::new(VideoFrame::black(64, 48, SystemTime::now()).unwrap());
+        slot.put(Arc::clone(&frame));
+        let (first, version) = feed.newest().unwrap();
+        assert!(Arc::ptr_eq(&first, &frame));
+        assert_eq!(
+            feed.newest().unwrap().1,
+            version,
+            "no new picture, same version"
+        );
+        slot.put(VideoFrame::black(32, 24, SystemTime::now()).unwrap());
+        let (second, newer) = feed.newest().unwrap();
+        assert!(newer > version);
+        assert_eq!(second.width(), 32);
+    }
+
+    #[test]
+    fn a_new_picture_asks_for_a_repaint() {
+        let slot = FrameSlot::default();
+        let ctx = egui::Context::default();
+        let asked = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        ctx.set_request_repaint_callback({
+            let asked = Arc::clone(&asked);
+            move |_| {
+                asked.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+        let _feed = VideoFeed::start("test", slot.clone(), ctx, Duration::ZERO);
+        std::thread::sleep(Duration::from_millis(150));
+        assert_eq!(asked.load(Ordering::Relaxed), 0, "nothing new, no repaint");
+        slot.put(VideoFrame::black(64, 48, SystemTime::now()).unwrap());
+        let waited = std::time::Instant::now();
+        while asked.load(Ordering::Relaxed) == 0 && waited.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(asked.load(Ordering::Relaxed) > 0);
+    }
+
+    #[test]
+    fn a_self_view_picture_taken_by_another_repaint_asks_for_none() {
+        let slot = FrameSlot::default();
+        let ctx = egui::Context::default();
+        let asked = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        ctx.set_request_repaint_callback({
+            let asked = Arc::clone(&asked);
+            move |_| {
+                asked.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+        let deadline = Duration::from_millis(300);
+        let mut feed = VideoFeed::start("test", slot.clone(), ctx, deadline);
+        slot.put(VideoFrame::black(64, 48, SystemTime::now()).unwrap());
+        // A repaint for the remote picture draws the self-view too.
+        assert!(feed.newest().is_some());
+        std::thread::sleep(deadline * 2);
+        assert_eq!(asked.load(Ordering::Relaxed), 0, "already drawn");
+        // Alone, the self-view still gets its repaint after the deadline.
+        slot.put(VideoFrame::black(64, 48, SystemTime::now()).unwrap());
+        std::thread::sleep(deadline * 2);
+        assert_eq!(asked.load(Ordering::Relaxed), 1);
     }
 }

@@ -5,8 +5,12 @@
 use duet_media::source::{AudioSpec, VideoSpec};
 use eframe::egui::{self, Color32, Rect, RichText, Vec2, pos2};
 
+use super::picture::Picture;
 use super::stats::StatsView;
 use super::status::{StatusLine, Tone};
+
+/// The colour behind the pictures: the window's clear colour.
+pub const BACKDROP: Color32 = Color32::from_gray(14);
 
 /// Something the person asked for, by a click or a key.
 #[derive(Debug, Clone, PartialEq)]
@@ -40,10 +44,10 @@ pub struct EndView<'a> {
     pub line: StatusLine,
     /// Device fallbacks and the like.
     pub notices: &'a [String],
-    /// The remote picture: texture and pixel size.
-    pub remote: Option<(egui::TextureId, Vec2)>,
-    /// The self-view.
-    pub local: Option<(egui::TextureId, Vec2)>,
+    /// The remote picture.
+    pub remote: Option<Picture>,
+    /// The self-view (drawn mirrored).
+    pub local: Option<Picture>,
     /// Microphone muted.
     pub muted: bool,
     /// Camera off.
@@ -121,32 +125,25 @@ pub fn end_view(ui: &mut egui::Ui, view: &EndView<'_>, id: &str) -> Vec<Action> 
             ui.horizontal_wrapped(|ui| controls(ui, view, &mut actions));
             ui.add_space(4.0);
         });
+    // No fill: the window is cleared to [`BACKDROP`] before drawing. Filling
+    // the picture's area too would draw it twice, which a software renderer
+    // pays for in full.
     egui::CentralPanel::default()
-        .frame(egui::Frame::new().fill(Color32::from_gray(14)))
+        .frame(egui::Frame::new())
         .show(ui, |ui| {
             let area = ui.max_rect();
-            match view.remote {
-                Some((texture, size)) => {
-                    ui.painter().image(
-                        texture,
-                        fit(area, size),
-                        Rect::from_min_max(pos2(0.0, 0.0), pos2(1.0, 1.0)),
-                        Color32::WHITE,
-                    );
+            match &view.remote {
+                Some(picture) => {
+                    ui.painter().add(picture.shape(fit(area, picture.size)));
                 }
                 None => state_screen(ui, area, &view.line),
             }
-            if let Some((texture, size)) = view.local {
-                // Mirrored, as people expect to see themselves.
-                let pip = picture_in_picture(area, size);
+            if let Some(picture) = &view.local {
+                // The picture mirrors itself, as people expect to see themselves.
+                let pip = picture_in_picture(area, picture.size);
                 ui.painter()
                     .rect_filled(pip.expand(2.0), 4.0, Color32::from_gray(60));
-                ui.painter().image(
-                    texture,
-                    pip,
-                    Rect::from_min_max(pos2(1.0, 0.0), pos2(0.0, 1.0)),
-                    Color32::WHITE,
-                );
+                ui.painter().add(picture.shape(pip));
             }
             if view.show_stats {
                 stats_overlay(ui, area, view.stats);
@@ -539,6 +536,48 @@ mod tests {
             "in the status line and on the state screen"
         );
         shows(&harness, "duet callee --server ws://h:1 --room den");
+    }
+
+    #[test]
+    fn pictures_keep_their_shape_and_the_self_view_stays_small_in_the_corner() {
+        let noop = || std::sync::Arc::new(eframe::egui_glow::CallbackFn::new(|_, _| {}));
+        let mut shown = view(line("In call · 0:02", "", Tone::Good));
+        shown.remote = Some(Picture {
+            size: Vec2::new(640.0, 480.0),
+            paint: noop(),
+        });
+        shown.local = Some(Picture {
+            size: Vec2::new(1280.0, 720.0),
+            paint: noop(),
+        });
+        let harness = harness(shown);
+        let drawn: Vec<Rect> = harness
+            .output()
+            .shapes
+            .iter()
+            .filter_map(|clipped| match &clipped.shape {
+                egui::Shape::Callback(callback) => Some(callback.rect),
+                _ => None,
+            })
+            .collect();
+        let [remote, local] = drawn[..] else {
+            panic!("two pictures drawn: {drawn:?}");
+        };
+        assert!(
+            (remote.aspect_ratio() - 4.0 / 3.0).abs() < 0.01,
+            "{remote:?}"
+        );
+        assert!(
+            (local.aspect_ratio() - 16.0 / 9.0).abs() < 0.01,
+            "{local:?}"
+        );
+        assert!(local.width() <= 360.0 && local.width() < remote.width() / 2.0);
+        assert!(local.center().x > remote.center().x && local.center().y > remote.center().y);
+        assert_eq!(
+            harness.query_all_by_label("In call · 0:02").count(),
+            1,
+            "the picture, not the state screen, fills the middle"
+        );
     }
 
     #[test]
