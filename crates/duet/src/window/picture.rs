@@ -142,7 +142,10 @@ impl GpuPictures {
             gl_finish(painter.gl());
             let now_ms = unix_ms(SystemTime::now());
             for (stamp, handle) in state.shown.drain(..) {
-                handle.record_display_latency(f64::from(stamp::latency_ms(stamp, now_ms)));
+                // Only a live test stamp is a latency (docs/test-signals.md).
+                if let Some(ms) = stamp::live_latency_ms(stamp, now_ms) {
+                    handle.record_display_latency(ms);
+                }
             }
         });
         let layer = egui::LayerId::new(egui::Order::Debug, egui::Id::unique("duet-frame-drawn"));
