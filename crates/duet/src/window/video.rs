@@ -12,6 +12,12 @@ use duet_call::FrameSlot;
 use duet_media::VideoFrame;
 use eframe::egui;
 
+/// How soon a new picture is painted. Not zero: egui answers a request for
+/// an immediate repaint with two frames ("to give some things time to
+/// settle"), which doubled the frames drawn per picture (60 a second for a
+/// 30 fps call, counted by the buffer swaps); a delayed request gets one.
+const SOON: Duration = Duration::from_millis(1);
+
 /// One video stream on its way to the screen.
 pub struct VideoFeed {
     name: &'static str,
@@ -66,7 +72,7 @@ impl VideoFeed {
                                 continue;
                             }
                         }
-                        ctx.request_repaint();
+                        ctx.request_repaint_after(SOON);
                     }
                 }
             })
