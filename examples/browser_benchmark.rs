@@ -33,7 +33,7 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead as _, BufReader};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
@@ -69,6 +69,20 @@ impl Kind {
 /// after it started (calls on loopback connect in well under a second).
 const WINDOW_CONNECTS_WITHIN: Duration = Duration::from_secs(3);
 
+/// `duet ROLE` in `room` with the test signals, writing its report to `report`.
+fn app_command(ctx: &Context, room: &str, role: &str, tone: u32, report: &Path) -> Command {
+    let mut command = Command::new(&ctx.bin);
+    command
+        .args([role, "--server"])
+        .arg(format!("ws://{}", ctx.addr))
+        .args(["--room", room, "--video", "test", "--audio", "test"])
+        .args(["--tone-hz", &tone.to_string()])
+        .args(["--size", &format!("{}x{}", SIZE.0, SIZE.1), "--fps", "30"])
+        .args(["--duration", &ctx.seconds.to_string(), "--stats-json"])
+        .arg(report);
+    command
+}
+
 /// One end of a call.
 enum Peer {
     Native {
@@ -90,14 +104,8 @@ impl Peer {
         match kind {
             Kind::Native => {
                 let report = ctx.dir.join(format!("{room}-{role}.json"));
-                let mut child = Command::new(&ctx.bin)
-                    .args([role, "--headless", "--server"])
-                    .arg(format!("ws://{}", ctx.addr))
-                    .args(["--room", room, "--video", "test", "--audio", "test"])
-                    .args(["--tone-hz", &tone.to_string()])
-                    .args(["--size", &format!("{}x{}", SIZE.0, SIZE.1), "--fps", "30"])
-                    .args(["--duration", &ctx.seconds.to_string(), "--stats-json"])
-                    .arg(&report)
+                let mut child = app_command(ctx, room, role, tone, &report)
+                    .arg("--headless")
                     .stdout(Stdio::piped())
                     .stderr(Stdio::null())
                     .spawn()
@@ -120,14 +128,7 @@ impl Peer {
             }
             Kind::Window => {
                 let report = ctx.dir.join(format!("{room}-{role}.json"));
-                let child = Command::new(&ctx.bin)
-                    .args([role, "--server"])
-                    .arg(format!("ws://{}", ctx.addr))
-                    .args(["--room", room, "--video", "test", "--audio", "test"])
-                    .args(["--tone-hz", &tone.to_string()])
-                    .args(["--size", &format!("{}x{}", SIZE.0, SIZE.1), "--fps", "30"])
-                    .args(["--duration", &ctx.seconds.to_string(), "--stats-json"])
-                    .arg(&report)
+                let child = app_command(ctx, room, role, tone, &report)
                     .envs(ctx.desk.env())
                     .stdout(Stdio::null())
                     .stderr(Stdio::null())

@@ -141,9 +141,8 @@ mod tests {
         assert_eq!(second.width(), 32);
     }
 
-    #[test]
-    fn a_new_picture_asks_for_a_repaint() {
-        let slot = FrameSlot::default();
+    /// A context that counts the repaints asked of it.
+    fn counting_repaints() -> (egui::Context, Arc<std::sync::atomic::AtomicUsize>) {
         let ctx = egui::Context::default();
         let asked = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         ctx.set_request_repaint_callback({
@@ -152,6 +151,13 @@ mod tests {
                 asked.fetch_add(1, Ordering::Relaxed);
             }
         });
+        (ctx, asked)
+    }
+
+    #[test]
+    fn a_new_picture_asks_for_a_repaint() {
+        let slot = FrameSlot::default();
+        let (ctx, asked) = counting_repaints();
         let _feed = VideoFeed::start("test", slot.clone(), ctx, Duration::ZERO);
         std::thread::sleep(Duration::from_millis(150));
         assert_eq!(asked.load(Ordering::Relaxed), 0, "nothing new, no repaint");
@@ -166,14 +172,7 @@ mod tests {
     #[test]
     fn a_self_view_picture_taken_by_another_repaint_asks_for_none() {
         let slot = FrameSlot::default();
-        let ctx = egui::Context::default();
-        let asked = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        ctx.set_request_repaint_callback({
-            let asked = Arc::clone(&asked);
-            move |_| {
-                asked.fetch_add(1, Ordering::Relaxed);
-            }
-        });
+        let (ctx, asked) = counting_repaints();
         let deadline = Duration::from_millis(300);
         let mut feed = VideoFeed::start("test", slot.clone(), ctx, deadline);
         slot.put(VideoFrame::black(64, 48, SystemTime::now()).unwrap());
