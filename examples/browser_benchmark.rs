@@ -66,8 +66,10 @@ impl Kind {
 }
 
 /// A window peer prints no progress lines; it counts as connected this long
-/// after it started (calls on loopback connect in well under a second).
-const WINDOW_CONNECTS_WITHIN: Duration = Duration::from_secs(3);
+/// after it started (its window opens and its call connects on loopback in
+/// under half a second). CPU is measured over the call less this much, so a
+/// window that hangs up after `--duration` is still running when it is read.
+const WINDOW_CONNECTS_WITHIN: Duration = Duration::from_secs(1);
 
 /// `duet ROLE` in `room` with the test signals, writing its report to `report`.
 fn app_command(ctx: &Context, room: &str, role: &str, tone: u32, report: &Path) -> Command {
@@ -325,7 +327,8 @@ fn one_call(
     let cpu_before: Vec<f64> = pids.iter().map(|p| cpu_seconds(p)).collect();
     let window = Instant::now();
     let mut peak = [0.0f64; 2];
-    let length = Duration::from_secs(u64::from(ctx.seconds)) - Duration::from_millis(500);
+    let length = Duration::from_secs(u64::from(ctx.seconds))
+        .saturating_sub(WINDOW_CONNECTS_WITHIN + Duration::from_millis(500));
     while window.elapsed() < length {
         for (i, pids) in pids.iter().enumerate() {
             // Chromium starts helpers as it goes: look again each time.
