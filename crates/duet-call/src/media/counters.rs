@@ -43,7 +43,7 @@ pub(crate) struct MediaCounters {
     pub(crate) frames_dropped: AtomicU64,
     /// Frames decoded into pictures.
     pub(crate) frames_decoded: AtomicU64,
-    /// Decoded frames whose stamp read back.
+    /// Decoded frames with a live test stamp (`docs/test-signals.md`).
     pub(crate) stamped_frames: AtomicU64,
     /// Video freezes (see `freeze`), once the rule judged an interval.
     freezes_judged: AtomicBool,
