@@ -14,7 +14,7 @@ use super::device_switch::switched_source;
 use super::rtp_writer::EncodedUnit;
 use super::shared::MediaShared;
 use super::threads::{MediaThreads, spawn_with_device};
-use super::{MediaNotice, Started};
+use super::{MediaNotice, Started, next_or_fail};
 use crate::CallError;
 
 /// Starts the audio capture-and-encode thread, which opens the source; resolves once it is open.
@@ -47,16 +47,10 @@ pub(crate) async fn start_audio_sender(
                 {
                     source = new;
                 }
-                let (frame, notice) = match source.next_frame() {
-                    Ok(next) => next,
-                    Err(err) => {
-                        let _ = notices.send(MediaNotice::Failed(format!("audio source: {err}")));
-                        return;
-                    }
+                let Some(frame) = next_or_fail(source.next_frame(), "audio source", &notices)
+                else {
+                    return;
                 };
-                if let Some(notice) = notice {
-                    let _ = notices.send(MediaNotice::Device(notice));
-                }
                 if !shared.sending.load(Ordering::Relaxed) {
                     continue;
                 }

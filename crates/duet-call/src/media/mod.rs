@@ -56,6 +56,28 @@ pub(crate) enum MediaNotice {
     Failed(String),
 }
 
+/// What a sender thread does with its source's next frame: the frame, with
+/// any device notice passed on to the person; `None` (and the session told)
+/// when the source failed for good and the thread must end.
+pub(crate) fn next_or_fail<F>(
+    next: Result<(F, Option<Notice>), duet_media::MediaError>,
+    what: &str,
+    notices: &mpsc::UnboundedSender<MediaNotice>,
+) -> Option<F> {
+    match next {
+        Ok((frame, notice)) => {
+            if let Some(notice) = notice {
+                let _ = notices.send(MediaNotice::Device(notice));
+            }
+            Some(frame)
+        }
+        Err(err) => {
+            let _ = notices.send(MediaNotice::Failed(format!("{what}: {err}")));
+            None
+        }
+    }
+}
+
 /// A started sender: its encoded units (`None` for `none`), and a notice when
 /// a device was replaced.
 pub(crate) type Started = (Option<mpsc::Receiver<EncodedUnit>>, Option<Notice>);

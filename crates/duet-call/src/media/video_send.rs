@@ -13,7 +13,7 @@ use super::device_switch::switched_source;
 use super::rtp_writer::EncodedUnit;
 use super::shared::MediaShared;
 use super::threads::{MediaThreads, spawn_with_device};
-use super::{MediaNotice, Started};
+use super::{MediaNotice, Started, next_or_fail};
 use crate::CallError;
 use crate::peer::MIN_VIDEO_BPS;
 
@@ -65,16 +65,10 @@ pub(crate) async fn start_video_sender(
                     // The new picture starts a new chain of references.
                     shared.keyframe_wanted.store(true, Ordering::Relaxed);
                 }
-                let (mut frame, notice) = match source.next_frame() {
-                    Ok(next) => next,
-                    Err(err) => {
-                        let _ = notices.send(MediaNotice::Failed(format!("video source: {err}")));
-                        return;
-                    }
+                let Some(mut frame) = next_or_fail(source.next_frame(), "video source", &notices)
+                else {
+                    return;
                 };
-                if let Some(notice) = notice {
-                    let _ = notices.send(MediaNotice::Device(notice));
-                }
                 if shared.camera_off.load(Ordering::Relaxed) {
                     frame = paused_picture(&frame);
                 }

@@ -73,11 +73,7 @@ impl Session {
             NegotiationAction::AnswerOffer(generation, sdp) => {
                 let connection = self.connection(generation)?;
                 let offer = RTCSessionDescription::offer(sdp).map_err(webrtc)?;
-                connection
-                    .set_remote_description(offer)
-                    .await
-                    .map_err(webrtc)?;
-                pending.push_front(NegotiationEvent::RemoteDescriptionApplied(generation));
+                apply_remote(connection.as_ref(), offer, generation, pending).await?;
                 let answer = connection.create_answer(None).await.map_err(webrtc)?;
                 let sdp = apply_local(connection.as_ref(), answer).await?;
                 self.signal.answer(sdp)?;
@@ -86,11 +82,7 @@ impl Session {
             NegotiationAction::ApplyAnswer(generation, sdp) => {
                 let connection = self.connection(generation)?;
                 let answer = RTCSessionDescription::answer(sdp).map_err(webrtc)?;
-                connection
-                    .set_remote_description(answer)
-                    .await
-                    .map_err(webrtc)?;
-                pending.push_front(NegotiationEvent::RemoteDescriptionApplied(generation));
+                apply_remote(connection.as_ref(), answer, generation, pending).await?;
                 self.start_outbound().await;
             }
             NegotiationAction::AddRemoteCandidate(generation, candidate) => {
@@ -197,4 +189,20 @@ async fn apply_local(
         .ok_or_else(|| CallError::WebRtc("no local description".into()))?;
     tracing::debug!(sdp = %local.sdp, kind = %local.sdp_type, "local description");
     Ok(local.sdp)
+}
+
+/// Applies the remote description of connection `generation` and tells the
+/// negotiator first thing, so held-back candidates can follow.
+async fn apply_remote(
+    connection: &dyn webrtc::peer_connection::PeerConnection,
+    description: RTCSessionDescription,
+    generation: Generation,
+    pending: &mut VecDeque<NegotiationEvent>,
+) -> Result<(), CallError> {
+    connection
+        .set_remote_description(description)
+        .await
+        .map_err(|err| CallError::WebRtc(err.to_string()))?;
+    pending.push_front(NegotiationEvent::RemoteDescriptionApplied(generation));
+    Ok(())
 }
