@@ -3,6 +3,10 @@
 # over 15 s of a 640x480 call with the test signals, windowed under Xvfb
 # (Mesa's software renderer: no GPU here) against the same call headless, and
 # of a window with nothing to show (the error screen) to show it does not spin.
+# The windowed and the headless caller run at the same time (each in a room
+# of its own, against a headless callee) and are sampled over the same 15 s,
+# so a shared, noisy machine slows both alike: each run gives a ratio, and the
+# last line is the median of the runs' ratios.
 # The windowed caller's report also gives the latency of the pictures it
 # showed (video.display_latency_ms, stamps read at paint).
 # Needs a release build: cargo build --release -p duet
@@ -27,37 +31,59 @@ ticks=$(getconf CLK_TCK)
 # cpu_ticks PID: user+system ticks of a process so far.
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
-# measure NAME COMMAND...: starts COMMAND, waits 5 s, then samples 15 s.
-measure() {
-  local name=$1; shift
-  "$@" >/dev/null 2>&1 &
-  local pid=$!
+# sample NAME PID...: CPU and RSS of each PID over the same 15 s, after 5 s.
+# Prints one line per PID and leaves their CPU in the array `cpu`.
+sample() {
   sleep 5
-  local before; before=$(cpu_ticks "$pid")
+  local before=() pid
+  for pid in "$@"; do before+=("$(cpu_ticks "$pid")"); done
   sleep 15
-  local after; after=$(cpu_ticks "$pid")
-  local rss; rss=$(awk '/VmRSS/ {print $2}' "/proc/$pid/status")
-  kill "$pid"; wait "$pid" 2>/dev/null || true
-  awk -v n="$name" -v d=$((after - before)) -v t="$ticks" -v r="$rss" \
-    'BEGIN { printf "%-28s %5.1f %% of a core  %6.1f MB\n", n, 100 * d / t / 15, r / 1024 }'
+  cpu=()
+  local i=0
+  for pid in "$@"; do
+    local after; after=$(cpu_ticks "$pid")
+    local rss; rss=$(awk '/VmRSS/ {print $2}' "/proc/$pid/status")
+    cpu+=("$(awk -v d=$((after - ${before[$i]})) -v t="$ticks" 'BEGIN { printf "%.1f", 100 * d / t / 15 }')")
+    awk -v n="${names[$i]}" -v c="${cpu[$i]}" -v r="$rss" \
+      'BEGIN { printf "%-28s %5.1f %% of a core  %6.1f MB\n", n, c, r / 1024 }'
+    i=$((i + 1))
+  done
 }
 
+ratios=()
 for run in $(seq 1 "$runs"); do
-  room="bench-$run"
-  "$duet" callee --headless --server "$url" --room "$room" --video test --audio test \
-    --tone-hz 660 >/dev/null 2>&1 &
-  callee=$!
-  measure "run $run: caller, window" env DISPLAY="$display" XDG_RUNTIME_DIR="$runtime_dir" \
-    "$duet" caller --server "$url" --room "$room" --video test --audio test \
-    --stats-json "$reports/window-$run.json"
+  callees=()
+  for room in "window-$run" "headless-$run"; do
+    "$duet" callee --headless --server "$url" --room "$room" --video test --audio test \
+      --tone-hz 660 >/dev/null 2>&1 &
+    callees+=($!)
+  done
+  env DISPLAY="$display" XDG_RUNTIME_DIR="$runtime_dir" \
+    "$duet" caller --server "$url" --room "window-$run" --video test --audio test \
+    --stats-json "$reports/window-$run.json" >/dev/null 2>&1 &
+  window=$!
+  "$duet" caller --headless --server "$url" --room "headless-$run" --video test --audio test \
+    >/dev/null 2>&1 &
+  headless=$!
+  names=("run $run: caller, window" "run $run: caller, headless")
+  sample "$window" "$headless"
+  ratios+=("$(awk -v w="${cpu[0]}" -v h="${cpu[1]}" 'BEGIN { printf "%.2f", (h > 0 ? w / h : 0) }')")
+  echo "run $run: window / headless   ${ratios[-1]}x"
+  kill "$window" "$headless"
+  wait "$window" "$headless" 2>/dev/null || true
   # The report is written when the window closes (SIGTERM closes it).
   for _ in $(seq 1 30); do [ -s "$reports/window-$run.json" ] && break; sleep 0.1; done
   printf '%-28s display latency %s\n' "run $run: caller, window" \
     "$(tr -d ' \n' <"$reports/window-$run.json" 2>/dev/null \
       | grep -o '"display_latency_ms":{[^}]*}' || echo 'not reported')"
-  measure "run $run: caller, headless" \
-    "$duet" caller --headless --server "$url" --room "$room" --video test --audio test
-  kill $callee; wait $callee 2>/dev/null || true
-  measure "run $run: window, error screen" env DISPLAY="$display" XDG_RUNTIME_DIR="$runtime_dir" \
-    "$duet" caller --server ws://127.0.0.1:1 --video test --audio test
+  kill "${callees[@]}"; wait "${callees[@]}" 2>/dev/null || true
+
+  env DISPLAY="$display" XDG_RUNTIME_DIR="$runtime_dir" \
+    "$duet" caller --server ws://127.0.0.1:1 --video test --audio test >/dev/null 2>&1 &
+  idle=$!
+  names=("run $run: window, error screen")
+  sample "$idle"
+  kill "$idle"; wait "$idle" 2>/dev/null || true
 done
+printf 'median window / headless ratio over %s runs: %sx\n' "$runs" \
+  "$(printf '%s\n' "${ratios[@]}" | sort -n | awk '{ r[NR] = $1 } END { print (NR % 2 ? r[(NR + 1) / 2] : (r[NR / 2] + r[NR / 2 + 1]) / 2) }')"

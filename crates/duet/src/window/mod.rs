@@ -7,7 +7,7 @@
 //! - [`call_end`]: one end of a call, driving a session on the async runtime.
 //! - [`video`]: each new picture wakes the window, and is taken by reference.
 //! - [`picture`]: pictures on the GPU, drawn by paint callbacks; display latency.
-//! - [`yuv_gl`]: the OpenGL program that turns I420 planes into RGB.
+//! - [`yuv_gl`]: the OpenGL program that turns I420 pictures into RGB.
 
 pub mod call_end;
 mod demo;

@@ -1,5 +1,5 @@
 //! The window's pictures on the GPU, drawn through egui paint callbacks
-//! (`egui_glow`): each picture keeps three plane textures ([`yuv_gl`]),
+//! (`egui_glow`): each picture keeps one texture ([`yuv_gl`]),
 //! refilled only when its [`FrameSlot`](duet_call::FrameSlot) version changes.
 //!
 //! It is also where the window measures what a person sees: when a remote
@@ -22,7 +22,7 @@ use eframe::egui::{self, Vec2};
 use eframe::egui_glow::CallbackFn;
 use eframe::glow::{self, HasContext as _};
 
-use super::yuv_gl::{PlaneTextures, YuvProgram};
+use super::yuv_gl::{PictureTexture, YuvProgram, step_for};
 
 /// One picture as the view draws it: its size in pixels (for the layout) and
 /// the paint callback that draws it into whatever rectangle the view picks.
@@ -73,8 +73,8 @@ enum ProgramState {
 #[derive(Debug, Default)]
 struct GpuState {
     program: ProgramState,
-    /// Per picture: its textures and the slot version they hold.
-    pictures: HashMap<egui::Id, (PlaneTextures, u64)>,
+    /// Per picture: its texture, and the slot version and step it holds.
+    pictures: HashMap<egui::Id, (PictureTexture, (u64, usize))>,
     /// Stamps of remote pictures shown for the first time in the frame being
     /// drawn, with the call to record their latency in.
     shown: Vec<(u32, CallHandle)>,
@@ -94,33 +94,37 @@ impl GpuPictures {
     ) -> Picture {
         let size = Vec2::new(frame.width() as f32, frame.height() as f32);
         let state = Arc::clone(&self.state);
-        let paint = CallbackFn::new(move |_info, painter| {
+        let paint = CallbackFn::new(move |info, painter| {
             let gl = painter.gl();
             let Ok(mut state) = state.lock() else { return };
             let state = &mut *state;
             let Some(program) = built(&mut state.program, gl) else {
                 return;
             };
-            let (textures, uploaded) = match state.pictures.entry(id) {
+            let (texture, uploaded) = match state.pictures.entry(id) {
                 std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
-                std::collections::hash_map::Entry::Vacant(entry) => match PlaneTextures::new(gl) {
-                    Ok(textures) => entry.insert((textures, 0)),
+                std::collections::hash_map::Entry::Vacant(entry) => match PictureTexture::new(gl) {
+                    Ok(texture) => entry.insert((texture, (0, 0))),
                     Err(err) => {
-                        tracing::warn!(%err, "cannot make the textures of a picture");
+                        tracing::warn!(%err, "cannot make the texture of a picture");
                         return;
                     }
                 },
             };
-            if *uploaded != version || !textures.filled() {
-                textures.upload(gl, program, &frame);
-                *uploaded = version;
-                if let Some(handle) = &latency_to
+            let drawn_width = info.viewport_in_pixels().width_px.max(0) as u32;
+            let step = step_for(frame.width(), drawn_width);
+            if *uploaded != (version, step) || !texture.filled() {
+                let first_shown = uploaded.0 != version;
+                texture.upload(gl, program, &frame, step);
+                *uploaded = (version, step);
+                if first_shown
+                    && let Some(handle) = &latency_to
                     && let Some(stamp) = StampReader::read(&frame)
                 {
                     state.shown.push((stamp, handle.clone()));
                 }
             }
-            program.draw(gl, textures, mirrored);
+            program.draw(gl, texture, mirrored);
         });
         Picture {
             size,
@@ -160,8 +164,8 @@ impl GpuPictures {
         let Ok(mut state) = self.state.lock() else {
             return;
         };
-        for (_, (textures, _)) in state.pictures.drain() {
-            textures.destroy(gl);
+        for (_, (texture, _)) in state.pictures.drain() {
+            texture.destroy(gl);
         }
         if let ProgramState::Ready(program) = std::mem::take(&mut state.program) {
             program.destroy(gl);
