@@ -1,5 +1,12 @@
 //! Adaptive audio playout, without sockets or clocks of its own: Opus packets
-//! go in as they arrive, and a 20 ms tick takes out what to play. The buffer
+//! go in as they arrive, and a 20 ms tick takes out what to play.
+//!
+//! Packets are played by the range of samples they cover, from their RTP
+//! timestamp to the end of their audio, not looked up by exact timestamp:
+//! the packet that starts within half a packet of where the previous one
+//! ended is the next one, so a sender whose timestamps step unevenly (a
+//! microphone's capture clock, other implementations) still plays whole, and
+//! only a real gap is concealed. The buffer
 //! starts one packet deep, grows when packets come late (an underrun) or the
 //! measured jitter says it must, and shrinks back by skipping a packet when it
 //! has been deeper than needed for a while. A late packet stalls playout for a
@@ -15,6 +22,9 @@ use crate::reassembly::JitterEstimator;
 
 /// RTP ticks in one 20 ms Opus packet at 48 kHz.
 pub const TICKS_PER_PACKET: u32 = 960;
+/// How far from where the previous packet ended the next may start and still
+/// follow on without a gap: half a packet.
+const SLACK: u64 = TICKS_PER_PACKET as u64 / 2;
 /// Deepest the buffer is allowed to grow, in packets (200 ms).
 const MAX_TARGET: usize = 10;
 /// Ticks in a row the buffer must sit above target before one packet is skipped.
@@ -39,11 +49,20 @@ pub enum Playout {
     },
 }
 
+/// One packet waiting to be played.
+#[derive(Debug)]
+struct Queued {
+    payload: Bytes,
+    /// Samples (RTP ticks) of audio it carries.
+    samples: u64,
+}
+
 /// The adaptive buffer between the network and the speaker.
 #[derive(Debug)]
 pub struct AudioPlayoutBuffer {
-    packets: BTreeMap<u64, Bytes>,
-    /// Extended RTP timestamp of the next packet to play.
+    /// Waiting packets by extended RTP timestamp.
+    packets: BTreeMap<u64, Queued>,
+    /// Extended RTP timestamp where the audio played so far ends.
     next: Option<u64>,
     highest: Option<u64>,
     target: usize,
@@ -95,20 +114,21 @@ impl AudioPlayoutBuffer {
         self.concealed
     }
 
-    /// Adds a packet that arrived at `now`.
-    pub fn push(&mut self, rtp_timestamp: u32, payload: Bytes, now: Instant) {
+    /// Adds a packet that arrived at `now`, carrying `samples` of audio
+    /// (`duet_media::opus_packet_samples`).
+    pub fn push(&mut self, rtp_timestamp: u32, payload: Bytes, samples: u32, now: Instant) {
         let ts = self.extend(rtp_timestamp);
+        let samples = u64::from(samples.max(1));
         self.jitter.on_packet(rtp_timestamp, now);
-        if self.next.is_some_and(|next| ts < next) {
-            return; // too late: already played or concealed
+        if self.next.is_some_and(|next| ts + samples <= next) {
+            return; // too late: its audio was played or concealed
         }
-        self.packets.insert(ts, payload);
+        self.packets.insert(ts, Queued { payload, samples });
         self.update_target();
         while self.packets.len() > MAX_TARGET * 4 {
             // Far behind (the tick stalled): drop the oldest rather than grow without bound.
-            if let Some((&first, _)) = self.packets.iter().next() {
-                self.packets.remove(&first);
-                self.next = Some(first + u64::from(TICKS_PER_PACKET));
+            if let Some((first, queued)) = self.packets.pop_first() {
+                self.next = Some(first + queued.samples);
             }
         }
     }
@@ -125,7 +145,7 @@ impl AudioPlayoutBuffer {
         let Some(next) = self.next else {
             // Start once the first packets fill the target depth.
             if self.packets.len() >= self.target
-                && let Some((&first, _)) = self.packets.iter().next()
+                && let Some((&first, _)) = self.packets.first_key_value()
             {
                 self.next = Some(first);
                 return self.pop();
@@ -141,64 +161,85 @@ impl AudioPlayoutBuffer {
                 .packets
                 .split_off(&self.packets.keys().nth(excess).copied().unwrap_or(next));
             self.packets = keep;
-            if let Some((&first, _)) = self.packets.iter().next() {
+            if let Some((&first, _)) = self.packets.first_key_value() {
                 self.next = Some(first);
                 self.concealed += excess as u64;
                 return self.pop();
             }
+        }
+        // What lies wholly before the cursor overlaps audio already played.
+        while self
+            .packets
+            .first_key_value()
+            .is_some_and(|(&ts, queued)| ts + queued.samples <= next)
+        {
+            self.packets.pop_first();
         }
         // Shrink: sitting above target for a while means the delay is more than needed.
         if self.packets.len() > self.target + 1 {
             self.above_target_for += 1;
             if self.above_target_for >= SHRINK_AFTER {
                 self.above_target_for = 0;
-                self.packets.remove(&next);
-                self.next = Some(next + u64::from(TICKS_PER_PACKET));
+                if let Some((ts, queued)) = self.packets.pop_first() {
+                    self.next = Some(ts + queued.samples);
+                }
                 return self.pop();
             }
         } else {
             self.above_target_for = 0;
         }
-        if let Some(packet) = self.packets.remove(&next) {
-            self.next = Some(next + step);
-            self.misses_in_a_row = 0;
-            self.calm_ticks += 1;
-            if self.calm_ticks >= CALM_TICKS && self.underrun_margin > 0 {
-                self.calm_ticks = 0;
-                self.underrun_margin -= 1;
-                self.update_target();
-            }
-            return Playout::Packet(packet);
-        }
-        if self.packets.is_empty() {
-            self.misses_in_a_row += 1;
-            if self.misses_in_a_row > 10 {
-                // Not late but paused (the sender stopped, or is gone): the underrun
-                // said nothing about jitter, so undo its growth and start over on the
-                // next packet.
-                self.next = None;
+        let first = self.packets.first_key_value().map(|(&ts, _)| ts);
+        match first {
+            Some(ts) if ts <= next + SLACK => {
+                let Some((ts, queued)) = self.packets.pop_first() else {
+                    return Playout::Idle;
+                };
+                self.next = Some(ts + queued.samples);
                 self.misses_in_a_row = 0;
-                self.underrun_margin = self.underrun_margin.saturating_sub(1);
-                self.update_target();
-                return Playout::Idle;
+                self.calm_ticks += 1;
+                if self.calm_ticks >= CALM_TICKS && self.underrun_margin > 0 {
+                    self.calm_ticks = 0;
+                    self.underrun_margin -= 1;
+                    self.update_target();
+                }
+                Playout::Packet(queued.payload)
             }
-            if self.misses_in_a_row == 1 {
-                // Underrun: the packet is late, not lost. Grow so this does not repeat.
-                self.underrun_margin = (self.underrun_margin + 1).min(MAX_TARGET);
-                self.calm_ticks = 0;
-                self.update_target();
+            None => {
+                self.misses_in_a_row += 1;
+                if self.misses_in_a_row > 10 {
+                    // Not late but paused (the sender stopped, or is gone): the underrun
+                    // said nothing about jitter, so undo its growth and start over on the
+                    // next packet.
+                    self.next = None;
+                    self.misses_in_a_row = 0;
+                    self.underrun_margin = self.underrun_margin.saturating_sub(1);
+                    self.update_target();
+                    return Playout::Idle;
+                }
+                if self.misses_in_a_row == 1 {
+                    // Underrun: the packet is late, not lost. Grow so this does not repeat.
+                    self.underrun_margin = (self.underrun_margin + 1).min(MAX_TARGET);
+                    self.calm_ticks = 0;
+                    self.update_target();
+                }
+                // Stall: conceal this tick but keep waiting for the same packet, so the
+                // late one is played when it comes (20 ms more delay) instead of being
+                // thrown away as too late, which would make every late packet a loss.
+                self.concealed += 1;
+                Playout::Missing { next: None }
             }
-            // Stall: conceal this tick but keep waiting for the same packet, so the
-            // late one is played when it comes (20 ms more delay) instead of being
-            // thrown away as too late, which would make every late packet a loss.
-            self.concealed += 1;
-            return Playout::Missing { next: None };
-        }
-        // Something newer is here, so this one is lost (or badly reordered): skip it.
-        self.concealed += 1;
-        self.next = Some(next + step);
-        Playout::Missing {
-            next: self.packets.get(&(next + step)).cloned(),
+            Some(ts) => {
+                // Something later is here and nothing covers the cursor: a packet was
+                // lost (or badly reordered). Conceal one packet's worth, offering the
+                // following packet for its FEC if it starts right after.
+                self.concealed += 1;
+                self.next = Some(next + step);
+                Playout::Missing {
+                    next: (ts <= next + step + SLACK)
+                        .then(|| self.packets.get(&ts).map(|q| q.payload.clone()))
+                        .flatten(),
+                }
+            }
         }
     }
 
@@ -239,7 +280,12 @@ mod tests {
         assert_eq!(buffer.pop(), Playout::Idle);
         for i in 0..50u32 {
             let now = start + Duration::from_millis(u64::from(i) * 20);
-            buffer.push(1000 + i * TICKS_PER_PACKET, packet(i), now);
+            buffer.push(
+                1000 + i * TICKS_PER_PACKET,
+                packet(i),
+                TICKS_PER_PACKET,
+                now,
+            );
             assert_eq!(buffer.pop(), Playout::Packet(packet(i)));
         }
         assert_eq!(buffer.target(), 1);
@@ -250,8 +296,8 @@ mod tests {
     fn a_lost_packet_is_concealed_with_the_next_one_offered_for_fec() {
         let mut buffer = AudioPlayoutBuffer::new();
         let now = Instant::now();
-        buffer.push(0, packet(0), now);
-        buffer.push(2 * TICKS_PER_PACKET, packet(2), now);
+        buffer.push(0, packet(0), TICKS_PER_PACKET, now);
+        buffer.push(2 * TICKS_PER_PACKET, packet(2), TICKS_PER_PACKET, now);
         assert_eq!(buffer.pop(), Playout::Packet(packet(0)));
         assert_eq!(
             buffer.pop(),
@@ -267,17 +313,17 @@ mod tests {
     fn an_underrun_grows_the_buffer_and_a_calm_stream_shrinks_it_back() {
         let mut buffer = AudioPlayoutBuffer::new();
         let now = Instant::now();
-        buffer.push(0, packet(0), now);
+        buffer.push(0, packet(0), TICKS_PER_PACKET, now);
         assert_eq!(buffer.pop(), Playout::Packet(packet(0)));
         assert!(matches!(buffer.pop(), Playout::Missing { next: None }));
         assert_eq!(buffer.target(), 2);
         // Now a burst puts it far above target; after a while one packet is skipped.
         for i in 2..40u32 {
-            buffer.push(i * TICKS_PER_PACKET, packet(i), now);
+            buffer.push(i * TICKS_PER_PACKET, packet(i), TICKS_PER_PACKET, now);
         }
         let depth = buffer.depth();
         for _ in 0..SHRINK_AFTER + 1 {
-            buffer.push(0, packet(0), now); // late duplicate: ignored
+            buffer.push(0, packet(0), TICKS_PER_PACKET, now); // late duplicate: ignored
             buffer.pop();
         }
         assert!(buffer.depth() < depth - SHRINK_AFTER as usize);
@@ -296,7 +342,7 @@ mod tests {
                 Duration::ZERO
             };
             t += Duration::from_millis(20);
-            buffer.push(i * TICKS_PER_PACKET, packet(i), t + late);
+            buffer.push(i * TICKS_PER_PACKET, packet(i), TICKS_PER_PACKET, t + late);
             if i == 6 {
                 assert!(buffer.target() >= 3, "the stall raised the target");
             }
@@ -312,11 +358,11 @@ mod tests {
     fn a_burst_far_above_target_is_cut_at_once_to_keep_the_delay_small() {
         let mut buffer = AudioPlayoutBuffer::new();
         let now = Instant::now();
-        buffer.push(0, packet(0), now);
+        buffer.push(0, packet(0), TICKS_PER_PACKET, now);
         assert_eq!(buffer.pop(), Playout::Packet(packet(0)));
         // Twelve packets at once (a stalled network let go): play the newest few.
         for i in 1..=12u32 {
-            buffer.push(i * TICKS_PER_PACKET, packet(i), now);
+            buffer.push(i * TICKS_PER_PACKET, packet(i), TICKS_PER_PACKET, now);
         }
         let played = buffer.pop();
         assert!(
@@ -331,10 +377,15 @@ mod tests {
     fn a_late_packet_stalls_playout_and_is_still_played() {
         let mut buffer = AudioPlayoutBuffer::new();
         let now = Instant::now();
-        buffer.push(0, packet(0), now);
+        buffer.push(0, packet(0), TICKS_PER_PACKET, now);
         assert_eq!(buffer.pop(), Playout::Packet(packet(0)));
         assert_eq!(buffer.pop(), Playout::Missing { next: None });
-        buffer.push(TICKS_PER_PACKET, packet(1), now + Duration::from_millis(45));
+        buffer.push(
+            TICKS_PER_PACKET,
+            packet(1),
+            TICKS_PER_PACKET,
+            now + Duration::from_millis(45),
+        );
         assert_eq!(buffer.pop(), Playout::Packet(packet(1)), "late, not lost");
     }
 
@@ -345,23 +396,59 @@ mod tests {
         for i in 0..100u32 {
             let wobble = if i % 2 == 0 { 0 } else { 45 };
             let now = start + Duration::from_millis(u64::from(i) * 20 + wobble);
-            buffer.push(i * TICKS_PER_PACKET, packet(i), now);
+            buffer.push(i * TICKS_PER_PACKET, packet(i), TICKS_PER_PACKET, now);
         }
         assert!(buffer.target() >= 3, "target {}", buffer.target());
         assert!(buffer.target() <= MAX_TARGET);
     }
 
     #[test]
+    fn uneven_timestamp_steps_play_whole() {
+        // A sender stamping from its capture clock: steps of 956 to 968, not 960.
+        let steps = [960u32, 956, 968, 961, 959, 964, 957, 960, 966, 955];
+        let mut buffer = AudioPlayoutBuffer::new();
+        let start = Instant::now();
+        let mut ts = 7_000u32;
+        let mut played = 0;
+        for (i, step) in steps.iter().cycle().take(200).enumerate() {
+            let now = start + Duration::from_millis(20 * i as u64);
+            buffer.push(ts, packet(i as u32), TICKS_PER_PACKET, now);
+            ts = ts.wrapping_add(*step);
+            match buffer.pop() {
+                Playout::Packet(_) => played += 1,
+                other => panic!("tick {i}: {other:?}"),
+            }
+        }
+        assert_eq!(played, 200);
+        assert_eq!(buffer.concealed(), 0);
+    }
+
+    #[test]
+    fn longer_packets_move_the_cursor_by_what_they_carry() {
+        // 40 ms packets from another sender: each is followed on at its end.
+        let mut buffer = AudioPlayoutBuffer::new();
+        let now = Instant::now();
+        for i in 0..5u32 {
+            buffer.push(i * 1920, packet(i), 1920, now);
+        }
+        for i in 0..5u32 {
+            assert_eq!(buffer.pop(), Playout::Packet(packet(i)), "packet {i}");
+        }
+        assert_eq!(buffer.concealed(), 0);
+    }
+
+    #[test]
     fn a_long_pause_stops_playout_until_packets_return() {
         let mut buffer = AudioPlayoutBuffer::new();
         let now = Instant::now();
-        buffer.push(0, packet(0), now);
+        buffer.push(0, packet(0), TICKS_PER_PACKET, now);
         buffer.pop();
         let idle = (0..20).filter(|_| buffer.pop() == Playout::Idle).count();
         assert!(idle > 0);
         buffer.push(
             500 * TICKS_PER_PACKET,
             packet(500),
+            TICKS_PER_PACKET,
             now + Duration::from_secs(10),
         );
         let played = (0..5).any(|_| buffer.pop() == Playout::Packet(packet(500)));

@@ -33,6 +33,7 @@ pub(crate) struct CounterSnapshot {
     pub(crate) decoding_span: Option<Duration>,
     pub(crate) audio_packets_sent: u64,
     pub(crate) audio_packets_received: u64,
+    pub(crate) audio_packets_concealed: u64,
     pub(crate) beeps_detected: u64,
     pub(crate) beep_hz: Option<f32>,
     /// Mouth-to-ear latency from the beeps.
@@ -119,6 +120,8 @@ pub struct AudioReport {
     pub codec: Option<String>,
     pub packets_sent: u64,
     pub packets_received: u64,
+    /// 20 ms of audio made up by the receiver for packets lost or late.
+    pub packets_concealed: u64,
     pub beeps_detected: u64,
     pub beep_hz: Option<f64>,
     pub latency_ms: Option<Summary>,
@@ -225,6 +228,7 @@ impl CallReport {
                 codec: context.audio_mime_type.as_deref().map(codec_name),
                 packets_sent: counters.audio_packets_sent,
                 packets_received: counters.audio_packets_received,
+                packets_concealed: counters.audio_packets_concealed,
                 beeps_detected: counters.beeps_detected,
                 beep_hz: counters.beep_hz.map(|hz| round(f64::from(hz), 1)),
                 latency_ms: counters.audio_latency.summary(),
@@ -326,6 +330,7 @@ mod tests {
             "codec",
             "packets_sent",
             "packets_received",
+            "packets_concealed",
             "beeps_detected",
             "beep_hz",
             "latency_ms",

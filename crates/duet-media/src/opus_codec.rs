@@ -8,6 +8,22 @@ use crate::frame::{FRAME_SAMPLES, SAMPLE_RATE};
 
 /// Largest Opus packet we produce (well over what 20 ms at 510 kbit/s needs).
 const MAX_PACKET: usize = 1500;
+/// The longest audio one Opus packet can carry: 120 ms at 48 kHz.
+const MAX_PACKET_SAMPLES: usize = 5760;
+
+/// The samples at 48 kHz that an Opus packet carries, as its table of
+/// contents says; `None` for something that is not an Opus packet. Duet sends
+/// 20 ms packets, other senders also 10, 40 or 60 ms ones: a receiver that
+/// plays by timestamp needs to know how far each packet reaches.
+pub fn opus_packet_samples(packet: &[u8]) -> Option<u32> {
+    if packet.is_empty() {
+        return None;
+    }
+    let samples = opus::packet::get_nb_samples(packet, SAMPLE_RATE).ok()?;
+    u32::try_from(samples)
+        .ok()
+        .filter(|&n| n > 0 && n as usize <= MAX_PACKET_SAMPLES)
+}
 
 /// Opus encoder for one 20 ms mono frame at a time.
 pub struct OpusEncoder {
@@ -96,22 +112,31 @@ impl OpusDecoder {
         Ok(OpusDecoder { decoder })
     }
 
-    /// Decodes a packet into 20 ms of samples. `None` is a lost packet: the
-    /// decoder conceals it (and a corrupt packet is concealed the same way).
+    /// Decodes a packet into the samples it carries (20 ms from Duet; up to
+    /// 120 ms from other senders). `None` is a lost packet: the decoder
+    /// conceals 20 ms of it (and a corrupt packet is concealed the same way).
     pub fn decode(&mut self, packet: Option<&[u8]>) -> Vec<f32> {
-        let mut out = vec![0.0; FRAME_SAMPLES];
-        let result = match packet {
-            Some(packet) => self.decoder.decode_float(packet, &mut out, false),
-            None => self.decoder.decode_float(&[], &mut out, false),
+        let Some(packet) = packet else {
+            return self.conceal();
         };
-        match result {
-            Ok(n) => out.resize(n.min(FRAME_SAMPLES), 0.0),
+        let mut out = vec![0.0; MAX_PACKET_SAMPLES];
+        match self.decoder.decode_float(packet, &mut out, false) {
+            Ok(n) => {
+                out.truncate(n.min(MAX_PACKET_SAMPLES));
+                out
+            }
             Err(err) => {
                 tracing::debug!(%err, "Opus packet undecodable; concealing it");
-                if self.decoder.decode_float(&[], &mut out, false).is_err() {
-                    out.fill(0.0);
-                }
+                self.conceal()
             }
+        }
+    }
+
+    /// 20 ms made up by the decoder's packet-loss concealment.
+    fn conceal(&mut self) -> Vec<f32> {
+        let mut out = vec![0.0; FRAME_SAMPLES];
+        if self.decoder.decode_float(&[], &mut out, false).is_err() {
+            out.fill(0.0);
         }
         out
     }
@@ -127,5 +152,27 @@ impl OpusDecoder {
             return self.decode(None);
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_packet_says_how_much_audio_it_carries() {
+        let mut encoder = OpusEncoder::new(32_000).expect("encoder");
+        let packet = encoder.encode(&[0.1; FRAME_SAMPLES]).expect("encodes");
+        assert_eq!(opus_packet_samples(&packet), Some(FRAME_SAMPLES as u32));
+        let mut decoder = OpusDecoder::new().expect("decoder");
+        assert_eq!(decoder.decode(Some(&packet)).len(), FRAME_SAMPLES);
+        assert_eq!(decoder.decode(None).len(), FRAME_SAMPLES, "concealment");
+    }
+
+    #[test]
+    fn something_that_is_not_opus_has_no_length() {
+        assert_eq!(opus_packet_samples(&[]), None);
+        // A TOC byte of code 3 (arbitrary frame count) with no count byte.
+        assert_eq!(opus_packet_samples(&[0x03]), None);
     }
 }

@@ -3,12 +3,13 @@
 //! signals, with a notice for the person, never a failed call.
 
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::MediaError;
 use crate::beep::{Beep, BeepDetector};
 use crate::devices::{Camera, Microphone, Speaker};
 use crate::frame::{AudioFrame, VideoFrame};
+use crate::mic_wait::MicWait;
 use crate::test_audio::BeepSource;
 use crate::test_video::TestPatternSource;
 use crate::wav_file::{WavRecorder, WavSource};
@@ -163,8 +164,8 @@ impl VideoSource {
 /// An open audio source of any kind, paced in real time.
 #[derive(Debug)]
 pub enum AudioSource {
-    /// A microphone.
-    Mic(Box<Microphone>),
+    /// A microphone, and the waiting for it when it is slow.
+    Mic(Box<Microphone>, MicWait),
     /// The beeps.
     Test(BeepSource),
     /// A looped file.
@@ -189,7 +190,10 @@ impl AudioSource {
             )),
             AudioSpec::File(path) => Ok((Some(AudioSource::File(WavSource::open(path)?)), None)),
             AudioSpec::Mic(name) => match Microphone::open(name.as_deref()) {
-                Ok(mic) => Ok((Some(AudioSource::Mic(Box::new(mic))), None)),
+                Ok(mic) => Ok((
+                    Some(AudioSource::Mic(Box::new(mic), MicWait::default())),
+                    None,
+                )),
                 Err(err) => {
                     tracing::warn!(%err, "using test beeps instead of the microphone");
                     let beeps = BeepSource::new(tone_hz, SystemTime::now())?;
@@ -202,24 +206,15 @@ impl AudioSource {
         }
     }
 
-    /// The next 20 ms. A microphone silent for a second is replaced by the beeps.
+    /// The next 20 ms. A microphone that gives nothing (slow to start, or
+    /// paused) is waited for with silence in its place, never replaced.
     pub fn next_frame(&mut self) -> Result<(AudioFrame, Option<Notice>), MediaError> {
         match self {
             AudioSource::Test(source) => Ok((source.next_frame(), None)),
             AudioSource::File(source) => Ok((source.next_frame(), None)),
-            AudioSource::Mic(mic) => match mic.next_frame(Duration::from_secs(1)) {
-                Some(frame) => Ok((frame, None)),
-                None => {
-                    let mut beeps = BeepSource::new(880.0, SystemTime::now())?;
-                    let frame = beeps.next_frame();
-                    let notice = format!(
-                        "the microphone {} stopped; sending test beeps instead",
-                        mic.name()
-                    );
-                    *self = AudioSource::Test(beeps);
-                    Ok((frame, Some(notice)))
-                }
-            },
+            AudioSource::Mic(mic, wait) => {
+                Ok(wait.next(mic.name(), |timeout| mic.next_frame(timeout)))
+            }
         }
     }
 }
@@ -311,6 +306,8 @@ fn listen(detector: &mut BeepDetector, samples: &[f32]) {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[test]

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use duet_media::devices::Speaker;
 use duet_media::source::{AudioSink, Notice};
 use duet_media::wav_file::WavRecorder;
-use duet_media::{MediaError, OpusDecoder};
+use duet_media::{MediaError, OpusDecoder, opus_packet_samples};
 use tokio::sync::mpsc;
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 
@@ -19,7 +19,7 @@ use super::counters::{MediaCounters, bump};
 use super::shared::MediaShared;
 use super::threads::{MediaThreads, spawn_with_device};
 use crate::CallError;
-use crate::playout::{AudioPlayoutBuffer, Playout};
+use crate::playout::{AudioPlayoutBuffer, Playout, TICKS_PER_PACKET};
 
 /// Reads the remote audio track into the playout buffer.
 pub(crate) async fn run_audio_receiver(
@@ -34,8 +34,14 @@ pub(crate) async fn run_audio_receiver(
         match event {
             TrackRemoteEvent::OnRtpPacket(packet) => {
                 bump(&shared.counters.audio_packets_received, 1);
+                let samples = opus_packet_samples(&packet.payload).unwrap_or(TICKS_PER_PACKET);
                 if let Ok(mut buffer) = buffer.lock() {
-                    buffer.push(packet.header.timestamp, packet.payload, Instant::now());
+                    buffer.push(
+                        packet.header.timestamp,
+                        packet.payload,
+                        samples,
+                        Instant::now(),
+                    );
                 }
             }
             TrackRemoteEvent::OnEnded => break,
@@ -112,6 +118,9 @@ pub(crate) async fn start_audio_playout(
                     }
                     Err(_) => return,
                 };
+                if matches!(next, Playout::Missing { .. }) {
+                    bump(&shared.counters.audio_packets_concealed, 1);
+                }
                 let samples = match next {
                     Playout::Idle => continue,
                     Playout::Packet(packet) => decoder.decode(Some(&packet)),

@@ -65,6 +65,7 @@ pub(crate) async fn start_audio_sender(
                         let _ = units.try_send(EncodedUnit {
                             data: Bytes::from(packet),
                             capture_time: frame.capture_time,
+                            samples: Some(FRAME_SAMPLES as u32),
                         });
                     }
                     Err(err) => tracing::warn!(%err, "dropping audio the encoder refused"),

@@ -56,6 +56,8 @@ pub(crate) struct MediaCounters {
     pub(crate) audio_packets_sent: AtomicU64,
     /// Audio packets received.
     pub(crate) audio_packets_received: AtomicU64,
+    /// 20 ms ticks of audio made up for packets lost or late (concealment or FEC).
+    pub(crate) audio_packets_concealed: AtomicU64,
     /// Beeps heard.
     pub(crate) beeps_detected: AtomicU64,
     /// Frequency of the last beep heard (`f32` bits; 0 for none).
@@ -106,6 +108,7 @@ impl MediaCounters {
             pli_sent: zero(),
             audio_packets_sent: zero(),
             audio_packets_received: zero(),
+            audio_packets_concealed: zero(),
             beeps_detected: zero(),
             beep_hz_bits: AtomicU32::new(0),
             last_size: zero(),
@@ -193,6 +196,7 @@ impl MediaCounters {
             },
             audio_packets_sent: read(&self.audio_packets_sent),
             audio_packets_received: read(&self.audio_packets_received),
+            audio_packets_concealed: read(&self.audio_packets_concealed),
             beeps_detected: read(&self.beeps_detected),
             beep_hz: (beep_hz > 0.0).then_some(beep_hz),
             audio_latency: latencies.audio,

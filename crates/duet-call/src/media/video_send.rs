@@ -135,6 +135,7 @@ pub(crate) async fn start_video_sender(
                 let unit = EncodedUnit {
                     data: Bytes::from(encoded.data),
                     capture_time: frame.capture_time,
+                    samples: None,
                 };
                 if units.try_send(unit).is_err() {
                     // The network side is behind; a dropped frame breaks the chain of references.
