@@ -304,9 +304,12 @@ fn a_windowed_call_writes_its_report_with_the_latency_of_the_pictures_it_showed(
     );
     let env = window_env(&display, &scratch);
     let caller_report = scratch.path("caller.json");
+    let caller_recording = scratch.path("caller.wav");
     let mut caller = spawn_window(
         &[
             "caller",
+            "--record-audio",
+            caller_recording.to_str().unwrap(),
             "--server",
             &url,
             "--room",
@@ -358,5 +361,54 @@ fn a_windowed_call_writes_its_report_with_the_latency_of_the_pictures_it_showed(
         "headless shows nothing: {:#}",
         headless["video"]
     );
+    // The window played the callee's beeps (on a speaker, or nowhere when the
+    // machine has none) and recorded what it played.
+    let recorded = duet_media::wav_file::read_wav(&caller_recording).expect("the recording reads");
+    let bursts = tone_bursts(&recorded);
+    assert!(
+        recorded.len() >= 3 * 48_000 && bursts.len() >= 3,
+        "{:.1} s recorded, bursts at {bursts:?} Hz",
+        recorded.len() as f64 / 48_000.0
+    );
+    assert!(
+        bursts.iter().all(|hz| (hz - 660.0).abs() < 660.0 * 0.03),
+        "the callee's 660 Hz beeps: {bursts:?}"
+    );
     drop(server.child.kill());
+}
+
+/// The frequency of each loud burst in 48 kHz `samples` (20 ms windows over
+/// 0.05 RMS): half-periods counted between its first and last zero crossing,
+/// with a little hysteresis so that faint noise at the edges does not count.
+fn tone_bursts(samples: &[f32]) -> Vec<f64> {
+    let mut bursts = Vec::new();
+    // (first crossing, last crossing, crossings) of the burst under way.
+    let mut burst: Option<(usize, usize, usize)> = None;
+    let mut positive = None;
+    for (index, window) in samples.chunks_exact(960).enumerate() {
+        let rms = (window.iter().map(|s| s * s).sum::<f32>() / 960.0).sqrt();
+        if rms <= 0.05 {
+            if let Some((first, last, crossings)) = burst.take()
+                && crossings > 2
+            {
+                bursts.push((crossings - 1) as f64 / 2.0 * 48_000.0 / (last - first) as f64);
+            }
+            positive = None;
+            continue;
+        }
+        for (offset, &sample) in window.iter().enumerate() {
+            let now = match sample {
+                s if s > 0.02 => Some(true),
+                s if s < -0.02 => Some(false),
+                _ => positive,
+            };
+            if positive.is_some() && now != positive {
+                let at = index * 960 + offset;
+                let (first, _, crossings) = burst.unwrap_or((at, at, 0));
+                burst = Some((first, at, crossings + 1));
+            }
+            positive = now;
+        }
+    }
+    bursts
 }

@@ -168,6 +168,7 @@ async fn start_media(
     let playout_buffer = Arc::new(Mutex::new(AudioPlayoutBuffer::new()));
     let sink_notice = start_audio_playout(
         config.audio_output.clone(),
+        config.record_audio.clone(),
         Arc::clone(&playout_buffer),
         Arc::clone(shared),
         notices.clone(),

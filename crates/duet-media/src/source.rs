@@ -219,16 +219,19 @@ impl AudioSource {
     }
 }
 
-/// Where received audio goes, listening for the beeps of the test signal in it.
+/// Where received audio goes, listening for the beeps of the test signal in
+/// it, and optionally recorded as it is played (`--record-audio`).
 ///
-/// Where beeps are timed depends on the sink. A speaker times them in its
+/// Where beeps are timed depends on the output. A speaker times them in its
 /// device's output callback, when the samples are handed to the device (see
-/// [`Speaker`]). The headless sinks have no device: discarding and recording
-/// time them here, with the wall clock when the sink takes the samples.
+/// [`Speaker`]). Without a device (discarding, headless), they are timed
+/// here, with the wall clock when the sink takes the samples.
 #[derive(Debug)]
 pub struct AudioSink {
     output: SinkOutput,
-    /// Listens in the headless sinks (the speaker listens in its callback).
+    /// A copy of exactly what is played.
+    recording: Option<WavRecorder>,
+    /// Listens when discarding (the speaker listens in its callback).
     detector: BeepDetector,
 }
 
@@ -236,7 +239,6 @@ pub struct AudioSink {
 enum SinkOutput {
     Speaker(Box<Speaker>),
     Discard,
-    Wav(WavRecorder),
 }
 
 impl AudioSink {
@@ -245,34 +247,40 @@ impl AudioSink {
         AudioSink::with(SinkOutput::Speaker(Box::new(speaker)))
     }
 
-    /// Drops what it is given (headless runs without `--record-audio`).
+    /// Drops what it is given (headless runs).
     pub fn discard() -> AudioSink {
         AudioSink::with(SinkOutput::Discard)
-    }
-
-    /// Writes to a WAV file (`--record-audio`).
-    pub fn record(recorder: WavRecorder) -> AudioSink {
-        AudioSink::with(SinkOutput::Wav(recorder))
     }
 
     fn with(output: SinkOutput) -> AudioSink {
         AudioSink {
             output,
+            recording: None,
             detector: BeepDetector::new(),
         }
     }
 
-    /// Plays or stores 48 kHz mono samples.
+    /// Also writes what is played to `recorder` (`--record-audio`).
+    pub fn recording_to(mut self, recorder: WavRecorder) -> AudioSink {
+        self.recording = Some(recorder);
+        self
+    }
+
+    /// Takes the recording away (to carry it on to the sink that replaces this one).
+    pub fn take_recording(&mut self) -> Option<WavRecorder> {
+        self.recording.take()
+    }
+
+    /// Plays (or drops) 48 kHz mono samples, and records them if asked.
     pub fn play(&mut self, samples: &[f32]) -> Result<(), MediaError> {
+        if let Some(recorder) = &mut self.recording {
+            recorder.write(samples)?;
+        }
         match &mut self.output {
             SinkOutput::Speaker(speaker) => speaker.play(samples),
             SinkOutput::Discard => {
                 listen(&mut self.detector, samples);
                 Ok(())
-            }
-            SinkOutput::Wav(recorder) => {
-                listen(&mut self.detector, samples);
-                recorder.write(samples)
             }
         }
     }
@@ -282,15 +290,15 @@ impl AudioSink {
     pub fn take_beeps(&mut self) -> Vec<Beep> {
         match &self.output {
             SinkOutput::Speaker(speaker) => speaker.take_beeps(),
-            SinkOutput::Discard | SinkOutput::Wav(_) => self.detector.take(),
+            SinkOutput::Discard => self.detector.take(),
         }
     }
 
-    /// Finishes a WAV file; nothing for the others.
+    /// Finishes the recording, if there is one.
     pub fn finish(self) -> Result<(), MediaError> {
-        match self.output {
-            SinkOutput::Wav(recorder) => recorder.finish(),
-            SinkOutput::Speaker(_) | SinkOutput::Discard => Ok(()),
+        match self.recording {
+            Some(recorder) => recorder.finish(),
+            None => Ok(()),
         }
     }
 }

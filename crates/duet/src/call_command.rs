@@ -106,11 +106,12 @@ impl CallArgs {
                 .clamp(300_000, 4_000_000) as u32,
         };
         config.ice_servers = self.ice.clone();
-        config.audio_output = match (&self.record_audio, self.headless) {
-            (Some(path), _) => AudioOutput::Record(path.clone()),
-            (None, true) => AudioOutput::Discard,
-            (None, false) => AudioOutput::Speaker(None),
+        config.audio_output = if self.headless {
+            AudioOutput::Discard
+        } else {
+            AudioOutput::Speaker(None)
         };
+        config.record_audio = self.record_audio.clone();
         config
     }
 }

@@ -3,6 +3,7 @@
 //! it takes the samples (a speaker in its device callback; see
 //! `duet_media::source::AudioSink`), and this thread counts what it heard.
 
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -55,6 +56,7 @@ pub(crate) async fn run_audio_receiver(
 /// heard. Resolves once the sink is open, with a notice if it was replaced.
 pub(crate) async fn start_audio_playout(
     output: AudioOutput,
+    record: Option<PathBuf>,
     buffer: Arc<Mutex<AudioPlayoutBuffer>>,
     shared: Arc<MediaShared>,
     notices: mpsc::UnboundedSender<MediaNotice>,
@@ -63,7 +65,14 @@ pub(crate) async fn start_audio_playout(
     spawn_with_device(
         "duet-audio-playout",
         threads,
-        move || open_sink(&output).map(|(sink, notice)| (Some(sink), notice)),
+        move || {
+            let (sink, notice) = open_sink(&output)?;
+            let sink = match record {
+                Some(path) => sink.recording_to(WavRecorder::create(&path)?),
+                None => sink,
+            };
+            Ok((Some(sink), notice))
+        },
         move |mut sink: AudioSink| {
             let mut decoder = match OpusDecoder::new() {
                 Ok(decoder) => decoder,
@@ -91,11 +100,11 @@ pub(crate) async fn start_audio_playout(
                             if let Some(notice) = notice {
                                 let _ = notices.send(MediaNotice::Device(notice));
                             }
-                            // A recording is finished properly; a speaker just closes.
+                            // The recording goes on through the new speaker.
                             let mut old = std::mem::replace(&mut sink, new);
                             count_beeps(&shared.counters, &mut old);
-                            if let Err(err) = old.finish() {
-                                tracing::warn!(%err, "closing the previous audio output");
+                            if let Some(recording) = old.take_recording() {
+                                sink = sink.recording_to(recording);
                             }
                         }
                         Err(err) => {
@@ -129,9 +138,16 @@ pub(crate) async fn start_audio_playout(
                 };
                 if let Err(err) = sink.play(&samples) {
                     let _ = notices.send(MediaNotice::Device(format!(
-                        "{err}; received audio is no longer played"
+                        "{err}; received audio is no longer played or recorded"
                     )));
                     count_beeps(&shared.counters, &mut sink);
+                    // Whatever failed (the speaker or the file), what was
+                    // recorded so far is kept: finish it.
+                    if let Some(recording) = sink.take_recording()
+                        && let Err(err) = recording.finish()
+                    {
+                        tracing::warn!(%err, "finishing the audio recording");
+                    }
                     sink = AudioSink::discard();
                 }
                 count_beeps(&shared.counters, &mut sink);
@@ -164,13 +180,12 @@ fn count_beeps(counters: &MediaCounters, sink: &mut AudioSink) {
     });
 }
 
-/// Where received audio goes.
+/// Where received audio is played (`--record-audio` records it as well,
+/// whichever this is: see `CallConfig::record_audio`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AudioOutput {
-    /// Nowhere (headless without `--record-audio`).
+    /// Nowhere (headless).
     Discard,
-    /// A 48 kHz mono WAV file (`--record-audio`).
-    Record(std::path::PathBuf),
     /// A speaker: the default one, or one by name. Falls back to discarding, with a notice.
     Speaker(Option<String>),
 }
@@ -178,7 +193,6 @@ pub enum AudioOutput {
 fn open_sink(output: &AudioOutput) -> Result<(AudioSink, Option<Notice>), MediaError> {
     match output {
         AudioOutput::Discard => Ok((AudioSink::discard(), None)),
-        AudioOutput::Record(path) => Ok((AudioSink::record(WavRecorder::create(path)?), None)),
         AudioOutput::Speaker(name) => match Speaker::open(name.as_deref()) {
             Ok(speaker) => Ok((AudioSink::speaker(speaker), None)),
             Err(err) => Ok((

@@ -41,8 +41,11 @@ pub struct CallConfig {
     pub max_video_bps: u32,
     /// STUN/TURN servers (`--ice`).
     pub ice_servers: Vec<String>,
-    /// Where received audio goes.
+    /// Where received audio is played.
     pub audio_output: AudioOutput,
+    /// A 48 kHz mono WAV file that gets a copy of the received audio as it
+    /// is played (`--record-audio`).
+    pub record_audio: Option<std::path::PathBuf>,
     /// Keep local pictures for a self-view.
     pub preview: bool,
     /// Local addresses to gather ICE candidates on.
@@ -65,6 +68,7 @@ impl CallConfig {
             max_video_bps: 1_500_000,
             ice_servers: Vec::new(),
             audio_output: AudioOutput::Speaker(None),
+            record_audio: None,
             preview: false,
             // Every interface (webrtc-rs expands the wildcard but skips loopback), and
             // loopback too: a call between two apps on one machine then works, and
