@@ -412,3 +412,58 @@ fn tone_bursts(samples: &[f32]) -> Vec<f64> {
     }
     bursts
 }
+
+#[test]
+fn a_timed_window_closes_when_the_other_person_hangs_up_first() {
+    let _one = serialised();
+    let scratch = Scratch::new("window-peer-hangs-up");
+    let display = VirtualDisplay::start();
+    let (mut server, url) = start_server(&scratch, "127.0.0.1:0");
+    let env = window_env(&display, &scratch);
+    let mut caller = spawn_window(
+        &[
+            "caller",
+            "--server",
+            &url,
+            "--room",
+            "hang-up",
+            "--video",
+            "test",
+            "--audio",
+            "test",
+            "--duration",
+            "120",
+        ],
+        &scratch,
+        "caller",
+        &env,
+    );
+    // The callee's own run is short: it hangs up first.
+    let mut callee = peer(
+        &scratch,
+        "callee",
+        "callee",
+        &url,
+        "660",
+        &["--room", "hang-up", "--duration", "3"],
+    );
+    let status = callee.wait_for_exit(Duration::from_secs(60));
+    assert!(
+        status.success(),
+        "callee: {status:?}, stderr: {}",
+        callee.stderr()
+    );
+    let hung_up = Instant::now();
+    let status = caller.wait_for_exit(Duration::from_secs(10));
+    assert!(
+        status.success(),
+        "the window closes once the other person hung up: {status:?}, stderr: {}",
+        caller.stderr()
+    );
+    assert!(
+        hung_up.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        hung_up.elapsed()
+    );
+    drop(server.child.kill());
+}
