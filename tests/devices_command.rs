@@ -1,5 +1,6 @@
 //! `duet devices` on a machine with or without devices: every kind is listed
-//! or says why not, and the command succeeds.
+//! or says why not, the command succeeds, and the sound libraries' own
+//! chatter stays out of the terminal.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -24,6 +25,15 @@ fn devices_lists_every_kind_and_exits_0() {
         assert!(
             first.starts_with("  "),
             "{heading} has no entry or reason:\n{out}"
+        );
+    }
+    // ALSA and JACK print dozens of lines of their own on a machine without a
+    // sound card or a JACK server (this one): none may reach the terminal.
+    let err = duet.stderr();
+    for chatter in ["ALSA lib", "jack", "Jack", "Cannot connect to server"] {
+        assert!(
+            !err.contains(chatter),
+            "the sound libraries' {chatter:?} lines reached stderr:\n{err}"
         );
     }
 }

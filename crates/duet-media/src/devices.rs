@@ -4,7 +4,11 @@
 //! then fails with a typed error, and the app falls back to the test sources.
 //! Audio devices are chosen by name, which survives replugging; indexes do not.
 
+mod library_chatter;
 mod output_queue;
+
+pub use self::library_chatter::TerminalStderr;
+use self::library_chatter::quietly;
 
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};
@@ -120,6 +124,10 @@ impl Camera {
 
 /// Names of the audio inputs (`input == true`) or outputs present.
 pub fn list_audio_devices(input: bool) -> Result<Vec<String>, MediaError> {
+    quietly(|| audio_devices(input))
+}
+
+fn audio_devices(input: bool) -> Result<Vec<String>, MediaError> {
     let host = cpal::default_host();
     let devices = if input {
         host.input_devices()
@@ -276,6 +284,10 @@ fn build_input(
 impl Microphone {
     /// Opens the default microphone, or the one named `name`.
     pub fn open(name: Option<&str>) -> Result<Microphone, MediaError> {
+        quietly(|| Microphone::open_loudly(name))
+    }
+
+    fn open_loudly(name: Option<&str>) -> Result<Microphone, MediaError> {
         let device = find_device(true, name)?;
         let device_name = device
             .description()
@@ -390,6 +402,10 @@ impl std::fmt::Debug for Speaker {
 impl Speaker {
     /// Opens the default speaker, or the one named `name`.
     pub fn open(name: Option<&str>) -> Result<Speaker, MediaError> {
+        quietly(|| Speaker::open_loudly(name))
+    }
+
+    fn open_loudly(name: Option<&str>) -> Result<Speaker, MediaError> {
         let device = find_device(false, name)?;
         let device_name = device
             .description()

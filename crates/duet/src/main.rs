@@ -103,7 +103,9 @@ fn init_logging() {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        // Duet's lines reach the terminal even while the sound libraries'
+        // chatter is being kept out of it (duet_media::devices::TerminalStderr).
+        .with_writer(duet_media::devices::TerminalStderr::init)
         .with_target(false)
         .init();
 }
