@@ -346,6 +346,11 @@ mod tests {
 
     use super::*;
 
+    /// Each pixel's bytes as the texture gets them.
+    fn bytes(pixels: &[u32]) -> Vec<[u8; 4]> {
+        pixels.iter().map(|word| word.to_le_bytes()).collect()
+    }
+
     #[test]
     fn each_pixel_gets_its_luma_and_the_chroma_of_its_block() {
         // 3x3: chroma is 2x2, the last column and row share the edge samples.
@@ -356,9 +361,8 @@ mod tests {
         v.copy_from_slice(&[20, 21, 22, 23]);
         let mut out = vec![7; 3];
         assert_eq!(interleave_ycbcr(&frame, 1, &mut out), (3, 3));
-        let pixels: Vec<[u8; 4]> = out.iter().map(|word| word.to_le_bytes()).collect();
         assert_eq!(
-            pixels,
+            bytes(&out),
             [
                 [1, 10, 20, 255],
                 [2, 10, 20, 255],
@@ -384,9 +388,8 @@ mod tests {
         v.copy_from_slice(&[20, 21, 22, 23, 24, 25]);
         let mut out = Vec::new();
         assert_eq!(interleave_ycbcr(&frame, 2, &mut out), (3, 2));
-        let pixels: Vec<[u8; 4]> = out.iter().map(|word| word.to_le_bytes()).collect();
         assert_eq!(
-            pixels,
+            bytes(&out),
             [
                 [0, 10, 20, 255],
                 [2, 11, 21, 255],
