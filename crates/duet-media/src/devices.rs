@@ -5,12 +5,13 @@
 //! Audio devices are chosen by name, which survives replugging; indexes do not.
 
 mod library_chatter;
+mod microphone;
 mod output_queue;
 
 pub use self::library_chatter::TerminalStderr;
 use self::library_chatter::quietly;
+pub use self::microphone::Microphone;
 
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -24,8 +25,8 @@ use nokhwa::utils::{
 use self::output_queue::OutputQueue;
 use crate::MediaError;
 use crate::beep::{Beep, BeepDetector};
-use crate::frame::{AudioFrame, FRAME_SAMPLES, SAMPLE_RATE, VideoFrame};
-use crate::resample::{StreamResampler, downmix};
+use crate::frame::{SAMPLE_RATE, VideoFrame};
+use crate::resample::StreamResampler;
 
 /// A camera as listed for the user.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -193,139 +194,6 @@ fn small_buffer(range: &cpal::SupportedBufferSize, rate: u32) -> cpal::BufferSiz
     }
 }
 
-/// An open microphone delivering 20 ms frames at 48 kHz mono.
-pub struct Microphone {
-    _stream: cpal::Stream,
-    frames: Receiver<AudioFrame>,
-    name: String,
-}
-
-impl std::fmt::Debug for Microphone {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Microphone")
-            .field("name", &self.name)
-            .finish_non_exhaustive()
-    }
-}
-
-/// Gathers device callbacks into 20 ms frames at 48 kHz.
-struct CaptureState {
-    channels: usize,
-    resampler: StreamResampler,
-    pending: Vec<f32>,
-    out: SyncSender<AudioFrame>,
-}
-
-impl CaptureState {
-    fn push(&mut self, interleaved: &[f32]) {
-        let mono = downmix(interleaved, self.channels);
-        let resampled = match self.resampler.push(&mono) {
-            Ok(samples) => samples,
-            Err(err) => {
-                tracing::warn!(%err, "microphone resampling failed");
-                return;
-            }
-        };
-        self.pending.extend_from_slice(&resampled);
-        while self.pending.len() >= FRAME_SAMPLES {
-            let samples: Vec<f32> = self.pending.drain(..FRAME_SAMPLES).collect();
-            // The first sample of this frame was heard this long before now.
-            let age = (samples.len() + self.pending.len()) as f64 / f64::from(SAMPLE_RATE);
-            let capture_time = SystemTime::now() - Duration::from_secs_f64(age);
-            match self.out.try_send(AudioFrame {
-                samples,
-                capture_time,
-            }) {
-                Ok(()) | Err(TrySendError::Disconnected(_)) => {}
-                Err(TrySendError::Full(_)) => {
-                    tracing::debug!("audio consumer is behind; dropping a frame")
-                }
-            }
-        }
-    }
-}
-
-fn build_input(
-    device: &cpal::Device,
-    config: &cpal::SupportedStreamConfig,
-    mut state: CaptureState,
-) -> Result<cpal::Stream, cpal::Error> {
-    let mut stream_config: cpal::StreamConfig = config.config();
-    stream_config.buffer_size = small_buffer(config.buffer_size(), stream_config.sample_rate);
-    let on_error = |err| tracing::warn!(%err, "microphone stream error");
-    match config.sample_format() {
-        cpal::SampleFormat::I16 => device.build_input_stream(
-            stream_config,
-            move |data: &[i16], _: &_| {
-                let floats: Vec<f32> = data.iter().map(|&s| f32::from(s) / 32768.0).collect();
-                state.push(&floats);
-            },
-            on_error,
-            None,
-        ),
-        cpal::SampleFormat::I32 => device.build_input_stream(
-            stream_config,
-            move |data: &[i32], _: &_| {
-                let floats: Vec<f32> = data.iter().map(|&s| s as f32 / 2_147_483_648.0).collect();
-                state.push(&floats);
-            },
-            on_error,
-            None,
-        ),
-        _ => device.build_input_stream(
-            stream_config,
-            move |data: &[f32], _: &_| state.push(data),
-            on_error,
-            None,
-        ),
-    }
-}
-
-impl Microphone {
-    /// Opens the default microphone, or the one named `name`.
-    pub fn open(name: Option<&str>) -> Result<Microphone, MediaError> {
-        quietly(|| Microphone::open_loudly(name))
-    }
-
-    fn open_loudly(name: Option<&str>) -> Result<Microphone, MediaError> {
-        let device = find_device(true, name)?;
-        let device_name = device
-            .description()
-            .map(|d| d.name().to_owned())
-            .unwrap_or_else(|_| "microphone".into());
-        let config = device
-            .default_input_config()
-            .map_err(|e| MediaError::NoMicrophone(format!("{device_name}: {e}")))?;
-        let (tx, frames) = sync_channel(16);
-        let state = CaptureState {
-            channels: usize::from(config.channels()),
-            resampler: StreamResampler::new(config.sample_rate(), SAMPLE_RATE)?,
-            pending: Vec::new(),
-            out: tx,
-        };
-        let stream = build_input(&device, &config, state)
-            .map_err(|e| MediaError::NoMicrophone(format!("{device_name}: {e}")))?;
-        stream
-            .play()
-            .map_err(|e| MediaError::NoMicrophone(format!("{device_name}: {e}")))?;
-        Ok(Microphone {
-            _stream: stream,
-            frames,
-            name: device_name,
-        })
-    }
-
-    /// The device's name.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// The next 20 ms, or `None` if the device delivered nothing for `timeout`.
-    pub fn next_frame(&self, timeout: Duration) -> Option<AudioFrame> {
-        self.frames.recv_timeout(timeout).ok()
-    }
-}
-
 /// The most audio the speaker queue holds; beyond it the oldest is dropped so
 /// that delay cannot build up.
 const MAX_QUEUED_MS: usize = 200;
@@ -473,6 +341,7 @@ impl Speaker {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::frame::FRAME_SAMPLES;
 
     // These machines have no camera, microphone or speaker: every call must
     // come back with a typed error (or an empty list), never panic or hang.
@@ -509,7 +378,7 @@ mod tests {
     #[test]
     fn the_default_microphone_opens_or_fails_cleanly() {
         match Microphone::open(None) {
-            Ok(mic) => {
+            Ok(mut mic) => {
                 let _ = mic.next_frame(Duration::from_millis(200));
             }
             Err(err) => assert!(matches!(err, MediaError::NoMicrophone(_)), "{err}"),

@@ -213,7 +213,8 @@ impl AudioSource {
             AudioSource::Test(source) => Ok((source.next_frame(), None)),
             AudioSource::File(source) => Ok((source.next_frame(), None)),
             AudioSource::Mic(mic, wait) => {
-                Ok(wait.next(mic.name(), |timeout| mic.next_frame(timeout)))
+                let name = mic.name().to_owned();
+                Ok(wait.next(&name, |timeout| mic.next_frame(timeout)))
             }
         }
     }
