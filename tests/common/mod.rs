@@ -2,6 +2,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)] // each test file uses a subset
 
 pub mod browser;
+pub mod pulse;
 pub mod screen;
 
 use std::io::{BufRead as _, BufReader};
@@ -29,6 +30,20 @@ pub fn duet_bin() -> PathBuf {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut build = Command::new(cargo);
         build.args(["build", "--quiet", "-p", "duet", "--bin", "duet"]);
+        // `cargo test` hands the test its package's variables (CARGO_MANIFEST_DIR,
+        // CARGO_PKG_NAME, ...). Build scripts that watch them (ring's) would see
+        // them change, rebuild the WebRTC stack and the app here (over a minute
+        // on 2 cores), and again at the next `cargo test`.
+        for (key, _) in std::env::vars_os() {
+            let key = key.to_string_lossy();
+            if key.starts_with("CARGO_PKG_")
+                || key.starts_with("CARGO_MANIFEST_")
+                || key == "CARGO_CRATE_NAME"
+                || key == "CARGO_PRIMARY_PACKAGE"
+            {
+                build.env_remove(&*key);
+            }
+        }
         if release {
             build.arg("--release");
         }
