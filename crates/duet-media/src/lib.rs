@@ -17,7 +17,7 @@ pub mod beep;
 pub mod devices;
 pub mod frame;
 pub mod h264;
-pub mod mic_wait;
+mod mic_wait;
 pub mod opus_codec;
 pub mod resample;
 pub mod source;

@@ -20,7 +20,7 @@ const NOTICE_AFTER: Duration = Duration::from_secs(3);
 /// The waiting, without the device: `next` is handed a way to wait for the
 /// device's next frame.
 #[derive(Debug, Default)]
-pub struct MicWait {
+pub(crate) struct MicWait {
     /// Since when silence has been sent in the microphone's place.
     silent_since: Option<Instant>,
     /// Whether the person was told about this silence.
@@ -30,7 +30,7 @@ pub struct MicWait {
 impl MicWait {
     /// The next 20 ms: the microphone's frame if it comes in time, otherwise
     /// silence; `wait` waits up to the given time for the device's frame.
-    pub fn next(
+    pub(crate) fn next(
         &mut self,
         name: &str,
         mut wait: impl FnMut(Duration) -> Option<AudioFrame>,

@@ -9,7 +9,6 @@ use crate::MediaError;
 use crate::beep::{Beep, BeepDetector};
 use crate::devices::{Camera, Microphone, Speaker};
 use crate::frame::{AudioFrame, VideoFrame};
-use crate::mic_wait::MicWait;
 use crate::test_audio::BeepSource;
 use crate::test_video::TestPatternSource;
 use crate::wav_file::{WavRecorder, WavSource};
@@ -164,8 +163,8 @@ impl VideoSource {
 /// An open audio source of any kind, paced in real time.
 #[derive(Debug)]
 pub enum AudioSource {
-    /// A microphone, and the waiting for it when it is slow.
-    Mic(Box<Microphone>, MicWait),
+    /// A microphone.
+    Mic(Box<Microphone>),
     /// The beeps.
     Test(BeepSource),
     /// A looped file.
@@ -190,10 +189,7 @@ impl AudioSource {
             )),
             AudioSpec::File(path) => Ok((Some(AudioSource::File(WavSource::open(path)?)), None)),
             AudioSpec::Mic(name) => match Microphone::open(name.as_deref()) {
-                Ok(mic) => Ok((
-                    Some(AudioSource::Mic(Box::new(mic), MicWait::default())),
-                    None,
-                )),
+                Ok(mic) => Ok((Some(AudioSource::Mic(Box::new(mic))), None)),
                 Err(err) => {
                     tracing::warn!(%err, "using test beeps instead of the microphone");
                     let beeps = BeepSource::new(tone_hz, SystemTime::now())?;
@@ -212,10 +208,7 @@ impl AudioSource {
         match self {
             AudioSource::Test(source) => Ok((source.next_frame(), None)),
             AudioSource::File(source) => Ok((source.next_frame(), None)),
-            AudioSource::Mic(mic, wait) => {
-                let name = mic.name().to_owned();
-                Ok(wait.next(&name, |timeout| mic.next_frame(timeout)))
-            }
+            AudioSource::Mic(mic) => Ok(mic.next_frame_or_silence()),
         }
     }
 }

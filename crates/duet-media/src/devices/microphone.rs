@@ -13,7 +13,9 @@ use rtrb::{Consumer, Producer, RingBuffer};
 use super::{find_device, quietly, small_buffer};
 use crate::MediaError;
 use crate::frame::{AudioFrame, FRAME_SAMPLES, SAMPLE_RATE};
+use crate::mic_wait::MicWait;
 use crate::resample::StreamResampler;
+use crate::source::Notice;
 
 /// How often the capture thread looks for new samples while it waits.
 const POLL: Duration = Duration::from_millis(5);
@@ -23,6 +25,8 @@ pub struct Microphone {
     _stream: cpal::Stream,
     frames: FrameAssembler,
     name: String,
+    /// The waiting while it gives no sound ([`Microphone::next_frame_or_silence`]).
+    wait: MicWait,
 }
 
 impl std::fmt::Debug for Microphone {
@@ -64,6 +68,7 @@ impl Microphone {
             _stream: stream,
             frames: FrameAssembler::new(consumer, rate, overflowed)?,
             name: device_name,
+            wait: MicWait::default(),
         })
     }
 
@@ -76,6 +81,15 @@ impl Microphone {
     /// within `timeout`.
     pub fn next_frame(&mut self, timeout: Duration) -> Option<AudioFrame> {
         self.frames.next_frame(timeout)
+    }
+
+    /// The next 20 ms of sound, or of silence while the microphone gives
+    /// none (slow to start, or paused), at the pace of real time; with a
+    /// notice once the silence grows long (see `mic_wait`).
+    pub fn next_frame_or_silence(&mut self) -> (AudioFrame, Option<Notice>) {
+        let frames = &mut self.frames;
+        self.wait
+            .next(&self.name, |timeout| frames.next_frame(timeout))
     }
 }
 
