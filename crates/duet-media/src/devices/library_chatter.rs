@@ -18,11 +18,14 @@ use std::fs::File;
 use std::io::{BufRead as _, BufReader, PipeReader, Write};
 use std::os::fd::{AsRawFd as _, FromRawFd as _};
 use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
 
 /// The process's stderr before any capture, kept open for Duet's own lines.
 static TERMINAL: OnceLock<Option<File>> = OnceLock::new();
 /// One capture at a time (stderr is one per process).
 static CAPTURE: Mutex<()> = Mutex::new(());
+/// How long the end of a capture waits for the last captured lines.
+const FORWARDER_GRACE: Duration = Duration::from_millis(500);
 
 fn terminal() -> Option<&'static File> {
     TERMINAL
@@ -87,12 +90,16 @@ fn quietly_into<T>(work: impl FnOnce() -> T, sink: impl FnMut(&str) + Send + 'st
     let Ok((reader, writer)) = std::io::pipe() else {
         return work();
     };
-    let Ok(forwarder) = std::thread::Builder::new()
+    let (done, finished) = std::sync::mpsc::sync_channel::<()>(1);
+    let spawned = std::thread::Builder::new()
         .name("duet-stderr".into())
-        .spawn(move || forward_lines(reader, sink))
-    else {
+        .spawn(move || {
+            forward_lines(reader, sink);
+            let _ = done.send(());
+        });
+    if spawned.is_err() {
         return work();
-    };
+    }
     // SAFETY: both descriptors are open; fd 2 now refers to the pipe.
     let redirected = unsafe { libc::dup2(writer.as_raw_fd(), libc::STDERR_FILENO) } >= 0;
     drop(writer);
@@ -100,9 +107,12 @@ fn quietly_into<T>(work: impl FnOnce() -> T, sink: impl FnMut(&str) + Send + 'st
         let _restore = redirected.then_some(Restore(terminal));
         work()
     };
-    // Stderr is the terminal again, so the pipe has no writer left: the
-    // forwarder reads what is left and stops.
-    let _ = forwarder.join();
+    // Stderr is the terminal again, so the pipe has no writer left and the
+    // forwarder reads what is left and stops. Unless a library started a
+    // process that inherited the pipe as its stderr (libjack starts a JACK
+    // server where one is installed): then the forwarder goes on logging
+    // that process's lines, and Duet does not wait for it.
+    let _ = finished.recv_timeout(FORWARDER_GRACE);
     result
 }
 
@@ -176,6 +186,27 @@ mod tests {
             (terminal.st_dev, terminal.st_ino),
             "stderr restored"
         );
+    }
+
+    #[test]
+    fn a_process_started_inside_that_keeps_stderr_does_not_hold_us_up() {
+        let started = std::time::Instant::now();
+        let mut child = quietly_into(
+            || {
+                std::process::Command::new("sleep")
+                    .arg("5")
+                    .spawn()
+                    .expect("sleep starts")
+            },
+            |_| {},
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+        let _ = child.kill();
+        let _ = child.wait();
     }
 
     #[test]
