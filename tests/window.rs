@@ -377,40 +377,55 @@ fn a_windowed_call_writes_its_report_with_the_latency_of_the_pictures_it_showed(
     drop(server.child.kill());
 }
 
-/// The frequency of each loud burst in 48 kHz `samples` (20 ms windows over
-/// 0.05 RMS): half-periods counted between its first and last zero crossing,
-/// with a little hysteresis so that faint noise at the edges does not count.
+/// The frequency of each loud burst in 48 kHz `samples` (runs of 20 ms
+/// windows over 0.05 RMS), measured over the middle half of the burst: the
+/// half-periods between its first and last zero crossing, with hysteresis at
+/// a tenth of the burst's peak so that noise near zero does not count.
 fn tone_bursts(samples: &[f32]) -> Vec<f64> {
+    let loud: Vec<bool> = samples
+        .chunks_exact(960)
+        .map(|window| (window.iter().map(|s| s * s).sum::<f32>() / 960.0).sqrt() > 0.05)
+        .collect();
     let mut bursts = Vec::new();
-    // (first crossing, last crossing, crossings) of the burst under way.
-    let mut burst: Option<(usize, usize, usize)> = None;
-    let mut positive = None;
-    for (index, window) in samples.chunks_exact(960).enumerate() {
-        let rms = (window.iter().map(|s| s * s).sum::<f32>() / 960.0).sqrt();
-        if rms <= 0.05 {
-            if let Some((first, last, crossings)) = burst.take()
-                && crossings > 2
-            {
-                bursts.push((crossings - 1) as f64 / 2.0 * 48_000.0 / (last - first) as f64);
+    let mut start = None;
+    for (index, &is_loud) in loud.iter().chain([&false]).enumerate() {
+        match (is_loud, start) {
+            (true, None) => start = Some(index),
+            (false, Some(first)) => {
+                let (from, to) = (first * 960, index * 960);
+                let quarter = (to - from) / 4;
+                if let Some(hz) = frequency(&samples[from + quarter..to - quarter]) {
+                    bursts.push(hz);
+                }
+                start = None;
             }
-            positive = None;
-            continue;
-        }
-        for (offset, &sample) in window.iter().enumerate() {
-            let now = match sample {
-                s if s > 0.02 => Some(true),
-                s if s < -0.02 => Some(false),
-                _ => positive,
-            };
-            if positive.is_some() && now != positive {
-                let at = index * 960 + offset;
-                let (first, _, crossings) = burst.unwrap_or((at, at, 0));
-                burst = Some((first, at, crossings + 1));
-            }
-            positive = now;
+            _ => {}
         }
     }
     bursts
+}
+
+/// The frequency of a steady tone, from its zero crossings.
+fn frequency(tone: &[f32]) -> Option<f64> {
+    let peak = tone.iter().fold(0.0f32, |peak, s| peak.max(s.abs()));
+    let threshold = peak / 10.0;
+    let (mut positive, mut first, mut last, mut crossings) = (None, 0, 0, 0usize);
+    for (at, &sample) in tone.iter().enumerate() {
+        let now = match sample {
+            s if s > threshold => Some(true),
+            s if s < -threshold => Some(false),
+            _ => positive,
+        };
+        if positive.is_some() && now != positive {
+            if crossings == 0 {
+                first = at;
+            }
+            last = at;
+            crossings += 1;
+        }
+        positive = now;
+    }
+    (crossings > 2).then(|| (crossings - 1) as f64 / 2.0 * 48_000.0 / (last - first) as f64)
 }
 
 #[test]
