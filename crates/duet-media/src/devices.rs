@@ -152,6 +152,14 @@ fn audio_devices(input: bool) -> Result<Vec<String>, MediaError> {
         .collect())
 }
 
+/// What a device is called for the person: its name, or `fallback` (`"speaker"`).
+fn device_name(device: &cpal::Device, fallback: &str) -> String {
+    device
+        .description()
+        .map(|d| d.name().to_owned())
+        .unwrap_or_else(|_| fallback.to_owned())
+}
+
 fn find_device(input: bool, name: Option<&str>) -> Result<cpal::Device, MediaError> {
     let host = cpal::default_host();
     let missing = |what: String| {
@@ -275,10 +283,7 @@ impl Speaker {
 
     fn open_loudly(name: Option<&str>) -> Result<Speaker, MediaError> {
         let device = find_device(false, name)?;
-        let device_name = device
-            .description()
-            .map(|d| d.name().to_owned())
-            .unwrap_or_else(|_| "speaker".into());
+        let device_name = device_name(&device, "speaker");
         let config = device
             .default_output_config()
             .map_err(|e| MediaError::NoSpeaker(format!("{device_name}: {e}")))?;

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime};
 use cpal::traits::{DeviceTrait, StreamTrait};
 use rtrb::{Consumer, Producer, RingBuffer};
 
-use super::{find_device, quietly, small_buffer};
+use super::{device_name, find_device, quietly, small_buffer};
 use crate::MediaError;
 use crate::frame::{AudioFrame, FRAME_SAMPLES, SAMPLE_RATE};
 use crate::mic_wait::MicWait;
@@ -45,10 +45,7 @@ impl Microphone {
 
     fn open_loudly(name: Option<&str>) -> Result<Microphone, MediaError> {
         let device = find_device(true, name)?;
-        let device_name = device
-            .description()
-            .map(|d| d.name().to_owned())
-            .unwrap_or_else(|_| "microphone".into());
+        let device_name = device_name(&device, "microphone");
         let failed =
             |e: &dyn std::fmt::Display| MediaError::NoMicrophone(format!("{device_name}: {e}"));
         let config = device.default_input_config().map_err(|e| failed(&e))?;
