@@ -348,7 +348,7 @@ fn switching_devices_mid_call_keeps_the_call() {
             config.video = VideoSpec::Test;
             config.audio = AudioSpec::Test;
             config.tone_hz = tone;
-            config.audio_output = AudioOutput::Discard;
+            config.audio_output = AudioOutput::HEADLESS;
             config
         };
         let (callee, mut callee_events) = start_call(config(RoleRequest::Callee, 660.0))

@@ -12,6 +12,7 @@
 //! - `session`: the async shell that runs it all ([`start_call`]).
 //! - `report`: what was measured, as the headless report of `docs/cli.md` ([`CallReport`]).
 
+mod drift;
 mod media;
 mod negotiation;
 mod peer;

@@ -1,5 +1,6 @@
 //! Adaptive audio playout, without sockets or clocks of its own: Opus packets
-//! go in as they arrive, and a 20 ms tick takes out what to play.
+//! go in as they arrive, and the output device, each time it has played what
+//! it was given, takes out what to play next.
 //!
 //! Packets are played by the range of samples they cover, from their RTP
 //! timestamp to the end of their audio, not looked up by exact timestamp:
@@ -8,8 +9,10 @@
 //! microphone's capture clock, other implementations) still plays whole, and
 //! only a real gap is concealed. The buffer
 //! starts one packet deep, grows when packets come late (an underrun) or the
-//! measured jitter says it must, and shrinks back by skipping a packet when it
-//! has been deeper than needed for a while. A late packet stalls playout for a
+//! measured jitter says it must. Its depth is held at target by playing a
+//! touch faster or slower ([`AudioPlayoutBuffer::playout_ratio`], see
+//! `crate::drift`): that absorbs the drift between the sender's and the
+//! device's clocks, and gives back depth no longer needed, without skipping. A late packet stalls playout for a
 //! tick of concealment and is then played; a lost one (something newer is
 //! already here) is concealed, or recovered from the next packet's in-band FEC.
 
@@ -18,6 +21,9 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
+use duet_media::stretch::MAX_STRETCH;
+
+use crate::drift::DriftControl;
 use crate::reassembly::JitterEstimator;
 
 /// RTP ticks in one 20 ms Opus packet at 48 kHz.
@@ -27,8 +33,6 @@ pub const TICKS_PER_PACKET: u32 = 960;
 const SLACK: u64 = TICKS_PER_PACKET as u64 / 2;
 /// Deepest the buffer is allowed to grow, in packets (200 ms).
 const MAX_TARGET: usize = 10;
-/// Ticks in a row the buffer must sit above target before one packet is skipped.
-const SHRINK_AFTER: u32 = 10;
 /// Packets above target beyond which the excess is dropped at once.
 const FAR_ABOVE: usize = 3;
 /// Ticks without an underrun after which one packet of underrun margin is given back (5 s).
@@ -69,8 +73,10 @@ pub struct AudioPlayoutBuffer {
     /// Extra depth earned by underruns, given back after calm periods.
     underrun_margin: usize,
     calm_ticks: u32,
-    above_target_for: u32,
     misses_in_a_row: u32,
+    /// How fast to play, so that the depth holds at target while the
+    /// sender's clock and the device's disagree.
+    drift: DriftControl,
     jitter: JitterEstimator,
     /// Packets played late or concealed, for statistics.
     concealed: u64,
@@ -85,8 +91,8 @@ impl Default for AudioPlayoutBuffer {
             target: 1,
             underrun_margin: 0,
             calm_ticks: 0,
-            above_target_for: 0,
             misses_in_a_row: 0,
+            drift: DriftControl::new(MAX_STRETCH),
             jitter: JitterEstimator::with_clock_rate(48_000),
             concealed: 0,
         }
@@ -107,6 +113,11 @@ impl AudioPlayoutBuffer {
     /// Packets buffered now.
     pub fn depth(&self) -> usize {
         self.packets.len()
+    }
+
+    /// Output samples per received sample to play at now (see [`DriftControl`]).
+    pub fn playout_ratio(&self) -> f64 {
+        self.drift.ratio()
     }
 
     /// Packets that had to be concealed.
@@ -175,19 +186,12 @@ impl AudioPlayoutBuffer {
         {
             self.packets.pop_first();
         }
-        // Shrink: sitting above target for a while means the delay is more than needed.
-        if self.packets.len() > self.target + 1 {
-            self.above_target_for += 1;
-            if self.above_target_for >= SHRINK_AFTER {
-                self.above_target_for = 0;
-                if let Some((ts, queued)) = self.packets.pop_first() {
-                    self.next = Some(ts + queued.samples);
-                }
-                return self.pop();
-            }
-        } else {
-            self.above_target_for = 0;
-        }
+        // Hold the depth at target by playing a touch faster or slower. The
+        // depth is taken before this packet is, so it counts the packet about
+        // to play: `target` packets wait behind it.
+        let queued: u64 = self.packets.values().map(|q| q.samples).sum();
+        let target_ms = (self.target as f64 + 1.0) * f64::from(TICKS_PER_PACKET) / 48.0;
+        self.drift.update(queued as f64 / 48.0, target_ms);
         let first = self.packets.first_key_value().map(|(&ts, _)| ts);
         match first {
             Some(ts) if ts <= next + SLACK => {
@@ -212,6 +216,7 @@ impl AudioPlayoutBuffer {
                     // next packet.
                     self.next = None;
                     self.misses_in_a_row = 0;
+                    self.drift.reset();
                     self.underrun_margin = self.underrun_margin.saturating_sub(1);
                     self.update_target();
                     return Playout::Idle;
@@ -310,23 +315,87 @@ mod tests {
     }
 
     #[test]
-    fn an_underrun_grows_the_buffer_and_a_calm_stream_shrinks_it_back() {
+    fn an_underrun_grows_the_buffer_and_extra_depth_is_played_off_without_a_skip() {
         let mut buffer = AudioPlayoutBuffer::new();
-        let now = Instant::now();
-        buffer.push(0, packet(0), TICKS_PER_PACKET, now);
+        let start = Instant::now();
+        buffer.push(0, packet(0), TICKS_PER_PACKET, start);
         assert_eq!(buffer.pop(), Playout::Packet(packet(0)));
         assert!(matches!(buffer.pop(), Playout::Missing { next: None }));
         assert_eq!(buffer.target(), 2);
-        // Now a burst puts it far above target; after a while one packet is skipped.
-        for i in 2..40u32 {
-            buffer.push(i * TICKS_PER_PACKET, packet(i), TICKS_PER_PACKET, now);
+        // Two packets more than the target asks for arrive at once (more
+        // would be cut at once: see the burst test), then a steady stream:
+        // the extra is played off a touch faster, every packet in order.
+        let mut sent = 1u32;
+        for _ in 0..4 {
+            buffer.push(sent * TICKS_PER_PACKET, packet(sent), TICKS_PER_PACKET, start);
+            sent += 1;
         }
-        let depth = buffer.depth();
-        for _ in 0..SHRINK_AFTER + 1 {
-            buffer.push(0, packet(0), TICKS_PER_PACKET, now); // late duplicate: ignored
-            buffer.pop();
+        let (mut now_ms, mut next_send_ms, mut played) = (0.0f64, 20.0f64, 1u32);
+        while now_ms < 30_000.0 {
+            if next_send_ms <= now_ms {
+                let at = start + Duration::from_secs_f64(next_send_ms / 1000.0);
+                buffer.push(sent * TICKS_PER_PACKET, packet(sent), TICKS_PER_PACKET, at);
+                sent += 1;
+                next_send_ms += 20.0;
+            } else {
+                assert_eq!(buffer.pop(), Playout::Packet(packet(played)));
+                played += 1;
+                now_ms += 20.0 * buffer.playout_ratio();
+            }
         }
-        assert!(buffer.depth() < depth - SHRINK_AFTER as usize);
+        assert!(buffer.depth() <= 2, "depth {}", buffer.depth());
+        assert_eq!(buffer.concealed(), 1);
+    }
+
+    /// A sender whose clock runs `drift` fast (negative: slow) against the
+    /// device, for `minutes`: each pop comes when the device has played the
+    /// previous packet at the ratio the buffer asked for. Returns the deepest
+    /// depth of the first minute, the deepest and shallowest after it, and
+    /// the final ratio.
+    fn simulate_drift(drift: f64, minutes: u64) -> (usize, usize, usize, f64) {
+        let mut buffer = AudioPlayoutBuffer::new();
+        let start = Instant::now();
+        let send_every = 20.0 / (1.0 + drift);
+        let (mut next_send, mut next_pop, mut sent) = (0.0f64, 10.0f64, 0u32);
+        let (mut first_minute, mut deepest, mut shallowest) = (0, 0, usize::MAX);
+        while next_pop < minutes as f64 * 60_000.0 {
+            if next_send <= next_pop {
+                let at = start + Duration::from_secs_f64(next_send / 1000.0);
+                buffer.push(sent * TICKS_PER_PACKET, packet(sent), TICKS_PER_PACKET, at);
+                sent += 1;
+                next_send += send_every;
+            } else {
+                let before = buffer.depth();
+                assert!(
+                    matches!(buffer.pop(), Playout::Packet(_) | Playout::Idle),
+                    "a gap at {next_pop} ms"
+                );
+                if next_pop < 60_000.0 {
+                    first_minute = first_minute.max(before);
+                } else {
+                    deepest = deepest.max(before);
+                    shallowest = shallowest.min(before);
+                }
+                next_pop += 20.0 * buffer.playout_ratio();
+            }
+        }
+        (first_minute, deepest, shallowest, buffer.playout_ratio())
+    }
+
+    #[test]
+    fn a_sender_half_a_percent_fast_or_slow_neither_grows_the_delay_nor_runs_dry() {
+        for drift in [0.005, -0.005] {
+            let (first_minute, deepest, shallowest, ratio) = simulate_drift(drift, 5);
+            // Target 2 (the start's underrun), aimed at with the packet about
+            // to play: 3 deep, give or take the dead band and the packet grid;
+            // one packet more while the drift is being found.
+            assert!(first_minute <= 5, "{drift}: {first_minute} packets deep");
+            assert!(deepest <= 4, "{drift}: {deepest} packets deep");
+            assert!(shallowest >= 1, "{drift}: ran dry");
+            // The ratio settles where it matches the two clocks.
+            let matched = 1.0 / (1.0 + drift);
+            assert!((ratio - matched).abs() < 0.001, "{drift}: ratio {ratio}");
+        }
     }
 
     #[test]

@@ -34,6 +34,7 @@ pub(crate) struct CounterSnapshot {
     pub(crate) audio_packets_sent: u64,
     pub(crate) audio_packets_received: u64,
     pub(crate) audio_packets_concealed: u64,
+    pub(crate) audio_device_underruns: u64,
     pub(crate) beeps_detected: u64,
     pub(crate) beep_hz: Option<f32>,
     /// Mouth-to-ear latency from the beeps.
@@ -122,6 +123,9 @@ pub struct AudioReport {
     pub packets_received: u64,
     /// 20 ms of audio made up by the receiver for packets lost or late.
     pub packets_concealed: u64,
+    /// Times the output device (a speaker, or headless the virtual one) ran
+    /// out of audio after it had started playing: each is heard as a click.
+    pub device_underruns: u64,
     pub beeps_detected: u64,
     pub beep_hz: Option<f64>,
     pub latency_ms: Option<Summary>,
@@ -229,6 +233,7 @@ impl CallReport {
                 packets_sent: counters.audio_packets_sent,
                 packets_received: counters.audio_packets_received,
                 packets_concealed: counters.audio_packets_concealed,
+                device_underruns: counters.audio_device_underruns,
                 beeps_detected: counters.beeps_detected,
                 beep_hz: counters.beep_hz.map(|hz| round(f64::from(hz), 1)),
                 latency_ms: counters.audio_latency.summary(),
@@ -331,6 +336,7 @@ mod tests {
             "packets_sent",
             "packets_received",
             "packets_concealed",
+            "device_underruns",
             "beeps_detected",
             "beep_hz",
             "latency_ms",

@@ -35,7 +35,7 @@ fn test_config(url: &str, role: RoleRequest) -> CallConfig {
     let mut config = CallConfig::new(url, "session-test", role);
     config.video = VideoSpec::Test;
     config.audio = AudioSpec::Test;
-    config.audio_output = AudioOutput::Discard;
+    config.audio_output = AudioOutput::HEADLESS;
     config.width = 320;
     config.height = 240;
     config.fps = 15;

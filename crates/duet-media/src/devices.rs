@@ -6,27 +6,26 @@
 
 mod library_chatter;
 mod microphone;
-mod output_queue;
+mod playback;
+mod speaker;
 
 pub use self::library_chatter::TerminalStderr;
 use self::library_chatter::quietly;
 pub use self::microphone::Microphone;
+pub use self::playback::PlaybackFeeder;
+pub use self::speaker::{Speaker, VirtualSpeaker};
 
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
-use cpal::traits::{DeviceTrait, HostTrait, StreamTrait};
+use cpal::traits::{DeviceTrait, HostTrait};
 use nokhwa::pixel_format::RgbFormat;
 use nokhwa::utils::{
     ApiBackend, CameraFormat, CameraIndex, FrameFormat, RequestedFormat, RequestedFormatType,
     Resolution,
 };
 
-use self::output_queue::OutputQueue;
 use crate::MediaError;
-use crate::beep::{Beep, BeepDetector};
-use crate::frame::{SAMPLE_RATE, VideoFrame};
-use crate::resample::StreamResampler;
+use crate::frame::VideoFrame;
 
 /// A camera as listed for the user.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -202,151 +201,10 @@ fn small_buffer(range: &cpal::SupportedBufferSize, rate: u32) -> cpal::BufferSiz
     }
 }
 
-/// The most audio the speaker queue holds; beyond it the oldest is dropped so
-/// that delay cannot build up.
-const MAX_QUEUED_MS: usize = 200;
-
-/// An open speaker fed with 48 kHz mono.
-///
-/// It listens for the beeps of the test signal in what it plays, in the
-/// device's output callback: the detector hears exactly the samples the
-/// callback hands to the device, and times them at that callback. The time
-/// is the wall clock on entering the callback plus the delay cpal reports for
-/// the buffer (its `playback` instant minus its `callback` instant: when the
-/// device expects to play the buffer's first sample); where cpal reports no
-/// such delay (a `playback` instant not after `callback`), the callback's wall
-/// clock alone. Take the beeps with [`Speaker::take_beeps`].
-pub struct Speaker {
-    _stream: cpal::Stream,
-    state: Arc<Mutex<SpeakerState>>,
-    resampler: StreamResampler,
-    name: String,
-}
-
-/// What [`Speaker::play`] and the output callback share.
-struct SpeakerState {
-    queue: OutputQueue,
-    detector: BeepDetector,
-    beeps: Vec<Beep>,
-    /// Scratch buffers of the callback (kept to avoid allocating in it).
-    mono: Vec<f32>,
-    heard: Vec<f32>,
-}
-
-impl SpeakerState {
-    /// Fills an interleaved device buffer of `channels` channels and listens
-    /// to what goes out, the buffer's first sample played at `first_played`.
-    fn fill(&mut self, data: &mut [f32], channels: usize, first_played: SystemTime) {
-        let frames = data.len() / channels.max(1);
-        self.mono.resize(frames, 0.0);
-        self.queue.pop_into(&mut self.mono, &mut self.heard);
-        for (frame, &sample) in data.chunks_mut(channels.max(1)).zip(&self.mono) {
-            frame.fill(sample);
-        }
-        if !self.heard.is_empty() {
-            self.detector.push(&self.heard, unix_ms_f64(first_played));
-            self.beeps.extend(self.detector.take());
-        }
-    }
-}
-
-/// Milliseconds since the epoch, with the fraction.
-fn unix_ms_f64(time: SystemTime) -> f64 {
-    time.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs_f64() * 1000.0)
-        .unwrap_or(0.0)
-}
-
-/// The delay until a buffer is played, as the device reports it; zero when it
-/// reports none (or something implausible).
-fn playback_delay(timestamp: &cpal::OutputStreamTimestamp) -> Duration {
-    timestamp
-        .playback
-        .checked_duration_since(timestamp.callback)
-        .filter(|delay| *delay < Duration::from_secs(1))
-        .unwrap_or_default()
-}
-
-impl std::fmt::Debug for Speaker {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Speaker")
-            .field("name", &self.name)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Speaker {
-    /// Opens the default speaker, or the one named `name`.
-    pub fn open(name: Option<&str>) -> Result<Speaker, MediaError> {
-        quietly(|| Speaker::open_loudly(name))
-    }
-
-    fn open_loudly(name: Option<&str>) -> Result<Speaker, MediaError> {
-        let device = find_device(false, name)?;
-        let device_name = device_name(&device, "speaker");
-        let config = device
-            .default_output_config()
-            .map_err(|e| MediaError::NoSpeaker(format!("{device_name}: {e}")))?;
-        let rate = config.sample_rate();
-        let channels = usize::from(config.channels());
-        let mut stream_config: cpal::StreamConfig = config.config();
-        stream_config.buffer_size = small_buffer(config.buffer_size(), rate);
-        let state = Arc::new(Mutex::new(SpeakerState {
-            queue: OutputQueue::new(rate, rate as usize * MAX_QUEUED_MS / 1000),
-            detector: BeepDetector::new(),
-            beeps: Vec::new(),
-            mono: Vec::new(),
-            heard: Vec::new(),
-        }));
-        let feed = Arc::clone(&state);
-        let stream = device
-            .build_output_stream(
-                stream_config,
-                move |data: &mut [f32], info: &cpal::OutputCallbackInfo| {
-                    let handed_at = SystemTime::now();
-                    let first_played = handed_at + playback_delay(&info.timestamp());
-                    let mut state = feed.lock().unwrap_or_else(|p| p.into_inner());
-                    state.fill(data, channels, first_played);
-                },
-                |err| tracing::warn!(%err, "speaker stream error"),
-                None,
-            )
-            .map_err(|e| MediaError::NoSpeaker(format!("{device_name}: {e}")))?;
-        stream
-            .play()
-            .map_err(|e| MediaError::NoSpeaker(format!("{device_name}: {e}")))?;
-        Ok(Speaker {
-            _stream: stream,
-            state,
-            resampler: StreamResampler::new(SAMPLE_RATE, rate)?,
-            name: device_name,
-        })
-    }
-
-    /// The device's name.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// Queues 48 kHz mono samples for playback.
-    pub fn play(&mut self, samples: &[f32]) -> Result<(), MediaError> {
-        let out = self.resampler.push(samples)?;
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        state.queue.push(samples, &out);
-        Ok(())
-    }
-
-    /// The beeps heard in what the device was handed since the last call.
-    pub fn take_beeps(&self) -> Vec<Beep> {
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        std::mem::take(&mut state.beeps)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::frame::FRAME_SAMPLES;
+    use std::time::Duration;
 
     // These machines have no camera, microphone or speaker: every call must
     // come back with a typed error (or an empty list), never panic or hang.
@@ -388,36 +246,5 @@ mod tests {
             }
             Err(err) => assert!(matches!(err, MediaError::NoMicrophone(_)), "{err}"),
         }
-    }
-
-    #[test]
-    fn the_speaker_callback_times_beeps_at_the_moment_it_hands_them_over() {
-        use crate::test_audio::BeepSource;
-        use std::time::UNIX_EPOCH;
-
-        // A beep made at a whole second, handed to a stereo device 70 ms later.
-        let made = UNIX_EPOCH + Duration::from_millis(1_764_000_000_000 - 400);
-        let mut source = BeepSource::new(880.0, made).expect("valid");
-        let mut state = SpeakerState {
-            queue: OutputQueue::new(SAMPLE_RATE, SAMPLE_RATE as usize),
-            detector: BeepDetector::new(),
-            beeps: Vec::new(),
-            mono: Vec::new(),
-            heard: Vec::new(),
-        };
-        let mut buffer = vec![0.0f32; FRAME_SAMPLES * 2];
-        for _ in 0..60 {
-            let frame = source.generate();
-            state.queue.push(&frame.samples, &frame.samples);
-            let first_played = frame.capture_time + Duration::from_millis(70);
-            state.fill(&mut buffer, 2, first_played);
-            assert_eq!(buffer[0], buffer[1], "both channels carry the sample");
-        }
-        assert_eq!(state.beeps.len(), 1, "{:?}", state.beeps);
-        assert!(
-            (state.beeps[0].latency_ms - 70.0).abs() < 1.0,
-            "{:?}",
-            state.beeps
-        );
     }
 }

@@ -9,7 +9,9 @@
 //! - [`h264`], [`opus_codec`]: the codecs.
 //! - [`y4m_file`], [`wav_file`]: file sources and the WAV recorder.
 //! - [`devices`]: cameras (nokhwa), microphones and speakers (cpal).
-//! - [`source`]: `--video`/`--audio` values opened with fallbacks, and audio sinks.
+//! - [`source`]: `--video`/`--audio` values opened with fallbacks.
+//! - [`stretch`]: absorbing the drift between the sender's clock and the speaker's.
+//! - [`sink`]: where received audio is played (a speaker, or a virtual one), and what listens to it.
 
 use std::path::PathBuf;
 
@@ -20,8 +22,10 @@ pub mod h264;
 mod mic_wait;
 pub mod opus_codec;
 pub mod resample;
+pub mod sink;
 pub mod source;
 pub mod stamp;
+pub mod stretch;
 pub mod test_audio;
 pub mod test_video;
 pub mod wav_file;

@@ -3,15 +3,14 @@
 //! signals, with a notice for the person, never a failed call.
 
 use std::path::PathBuf;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use crate::MediaError;
-use crate::beep::{Beep, BeepDetector};
-use crate::devices::{Camera, Microphone, Speaker};
+use crate::devices::{Camera, Microphone};
 use crate::frame::{AudioFrame, VideoFrame};
 use crate::test_audio::BeepSource;
 use crate::test_video::TestPatternSource;
-use crate::wav_file::{WavRecorder, WavSource};
+use crate::wav_file::WavSource;
 use crate::y4m_file::Y4mSource;
 
 /// A `--video` value.
@@ -213,102 +212,8 @@ impl AudioSource {
     }
 }
 
-/// Where received audio goes, listening for the beeps of the test signal in
-/// it, and optionally recorded as it is played (`--record-audio`).
-///
-/// Where beeps are timed depends on the output. A speaker times them in its
-/// device's output callback, when the samples are handed to the device (see
-/// [`Speaker`]). Without a device (discarding, headless), they are timed
-/// here, with the wall clock when the sink takes the samples.
-#[derive(Debug)]
-pub struct AudioSink {
-    output: SinkOutput,
-    /// A copy of exactly what is played.
-    recording: Option<WavRecorder>,
-    /// Listens when discarding (the speaker listens in its callback).
-    detector: BeepDetector,
-}
-
-#[derive(Debug)]
-enum SinkOutput {
-    Speaker(Box<Speaker>),
-    Discard,
-}
-
-impl AudioSink {
-    /// Plays on `speaker`.
-    pub fn speaker(speaker: Speaker) -> AudioSink {
-        AudioSink::with(SinkOutput::Speaker(Box::new(speaker)))
-    }
-
-    /// Drops what it is given (headless runs).
-    pub fn discard() -> AudioSink {
-        AudioSink::with(SinkOutput::Discard)
-    }
-
-    fn with(output: SinkOutput) -> AudioSink {
-        AudioSink {
-            output,
-            recording: None,
-            detector: BeepDetector::new(),
-        }
-    }
-
-    /// Also writes what is played to `recorder` (`--record-audio`).
-    pub fn recording_to(mut self, recorder: WavRecorder) -> AudioSink {
-        self.recording = Some(recorder);
-        self
-    }
-
-    /// Takes the recording away (to carry it on to the sink that replaces this one).
-    pub fn take_recording(&mut self) -> Option<WavRecorder> {
-        self.recording.take()
-    }
-
-    /// Plays (or drops) 48 kHz mono samples, and records them if asked.
-    pub fn play(&mut self, samples: &[f32]) -> Result<(), MediaError> {
-        if let Some(recorder) = &mut self.recording {
-            recorder.write(samples)?;
-        }
-        match &mut self.output {
-            SinkOutput::Speaker(speaker) => speaker.play(samples),
-            SinkOutput::Discard => {
-                listen(&mut self.detector, samples);
-                Ok(())
-            }
-        }
-    }
-
-    /// The beeps heard since the last call, timed where the sink takes the
-    /// samples (see [`AudioSink`]).
-    pub fn take_beeps(&mut self) -> Vec<Beep> {
-        match &self.output {
-            SinkOutput::Speaker(speaker) => speaker.take_beeps(),
-            SinkOutput::Discard => self.detector.take(),
-        }
-    }
-
-    /// Finishes the recording, if there is one.
-    pub fn finish(self) -> Result<(), MediaError> {
-        match self.recording {
-            Some(recorder) => recorder.finish(),
-            None => Ok(()),
-        }
-    }
-}
-
-/// A headless sink takes the samples now: that is when they are timed.
-fn listen(detector: &mut BeepDetector, samples: &[f32]) {
-    let taken_at = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs_f64() * 1000.0)
-        .unwrap_or(0.0);
-    detector.push(samples, taken_at);
-}
-
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
 
     use super::*;
 
@@ -353,47 +258,5 @@ mod tests {
     fn a_wrong_file_is_an_error_not_a_fallback() {
         let err = VideoSource::open(&VideoSpec::File("/nonexistent/x.y4m".into()), 640, 480, 30);
         assert!(matches!(err, Err(MediaError::VideoFile { .. })));
-    }
-
-    #[test]
-    fn a_headless_sink_hears_the_beeps_it_takes_timed_when_it_takes_them() {
-        // Start just after a whole second of the wall clock, and take 2 s of
-        // beeps at once: each is timed when taken, a few ms after that second.
-        let past_second = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .expect("after the epoch")
-            .subsec_millis();
-        std::thread::sleep(Duration::from_millis(u64::from(1_010 - past_second)));
-        let made = SystemTime::now() - Duration::from_millis(2_500);
-        let mut source = BeepSource::new(880.0, made).expect("valid");
-        let mut sink = AudioSink::discard();
-        let mut beeps = Vec::new();
-        for _ in 0..100 {
-            let frame = source.generate();
-            sink.play(&frame.samples).expect("discarding cannot fail");
-            beeps.extend(sink.take_beeps());
-        }
-        assert!(!beeps.is_empty());
-        for beep in &beeps {
-            assert!((beep.frequency_hz - 880.0).abs() < 5.0, "{beep:?}");
-            assert!(beep.latency_ms < 300.0, "timed when taken: {beep:?}");
-        }
-        assert!(sink.finish().is_ok());
-    }
-
-    #[test]
-    fn noise_played_to_a_headless_sink_gives_no_beeps() {
-        let mut sink = AudioSink::discard();
-        let mut state = 12_345u32;
-        for _ in 0..250 {
-            let noise: Vec<f32> = (0..960)
-                .map(|_| {
-                    state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-                    (state >> 8) as f32 / (1u32 << 24) as f32 * 0.6 - 0.3
-                })
-                .collect();
-            sink.play(&noise).expect("discarding cannot fail");
-        }
-        assert!(sink.take_beeps().is_empty());
     }
 }

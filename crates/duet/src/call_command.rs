@@ -107,7 +107,7 @@ impl CallArgs {
         };
         config.ice_servers = self.ice.clone();
         config.audio_output = if self.headless {
-            AudioOutput::Discard
+            AudioOutput::HEADLESS
         } else {
             AudioOutput::Speaker(None)
         };

@@ -1,7 +1,14 @@
 //! Received audio: the remote track into the playout buffer, and the playout
-//! thread that decodes and plays it. The sink listens for the test beeps where
-//! it takes the samples (a speaker in its device callback; see
-//! `duet_media::source::AudioSink`), and this thread counts what it heard.
+//! thread that keeps the output device fed from it.
+//!
+//! The device is the clock. Its callback (or a virtual speaker's tick, headless)
+//! takes samples from a lock-free ring (`duet_media::devices::PlaybackFeeder`);
+//! this thread wakes every few milliseconds, tops the ring up to a small lead
+//! by taking the next packet from the buffer, decoding it and stretching it by
+//! the buffer's playout ratio (which absorbs the drift between the sender's
+//! clock and the device's), and reads back what the device played: that is
+//! where beeps are timed, what is recorded, and the echo canceller's far-end
+//! reference.
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -9,7 +16,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use duet_media::devices::Speaker;
-use duet_media::source::{AudioSink, Notice};
+use duet_media::sink::AudioSink;
+use duet_media::source::Notice;
+use duet_media::stretch::ClockStretch;
 use duet_media::wav_file::WavRecorder;
 use duet_media::{MediaError, OpusDecoder, opus_packet_samples};
 use tokio::sync::mpsc;
@@ -21,6 +30,32 @@ use super::shared::MediaShared;
 use super::threads::{MediaThreads, spawn_with_device};
 use crate::CallError;
 use crate::playout::{AudioPlayoutBuffer, Playout, TICKS_PER_PACKET};
+
+/// How often the playout thread looks at the device.
+const POLL: Duration = Duration::from_millis(4);
+/// The least audio kept queued ahead of the device; more when its callbacks
+/// ask for more at once (twice the largest request).
+const MIN_LEAD_MS: f64 = 20.0;
+
+/// Where received audio is played (`--record-audio` records it as well,
+/// whichever this is: see `CallConfig::record_audio`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AudioOutput {
+    /// A virtual speaker (headless): nothing is heard, but audio is played at
+    /// a device's pace, its clock `skew_ppm` parts per million fast or slow.
+    Virtual {
+        /// How far the virtual device's clock is off (0 for none).
+        skew_ppm: i32,
+    },
+    /// A speaker: the default one, or one by name. Falls back to a virtual
+    /// speaker, with a notice.
+    Speaker(Option<String>),
+}
+
+impl AudioOutput {
+    /// A virtual speaker whose clock is right: headless runs.
+    pub const HEADLESS: AudioOutput = AudioOutput::Virtual { skew_ppm: 0 };
+}
 
 /// Reads the remote audio track into the playout buffer.
 pub(crate) async fn run_audio_receiver(
@@ -51,9 +86,8 @@ pub(crate) async fn run_audio_receiver(
     }
 }
 
-/// Starts the playout thread: every 20 ms of wall clock it takes what the
-/// buffer says, decodes or conceals it, plays it and counts the beeps the sink
-/// heard. Resolves once the sink is open, with a notice if it was replaced.
+/// Starts the playout thread. Resolves once the sink is open, with a notice
+/// if it was replaced.
 pub(crate) async fn start_audio_playout(
     output: AudioOutput,
     record: Option<PathBuf>,
@@ -66,102 +100,182 @@ pub(crate) async fn start_audio_playout(
         "duet-audio-playout",
         threads,
         move || {
-            let (sink, notice) = open_sink(&output)?;
-            let sink = match record {
-                Some(path) => sink.recording_to(WavRecorder::create(&path)?),
-                None => sink,
-            };
+            let (mut sink, notice) = open_sink(&output)?;
+            if let Some(path) = record {
+                sink.record_to(WavRecorder::create(&path)?);
+            }
             Ok((Some(sink), notice))
         },
-        move |mut sink: AudioSink| {
-            let mut decoder = match OpusDecoder::new() {
-                Ok(decoder) => decoder,
-                Err(err) => {
+        move |sink: AudioSink| {
+            let playout = match PlayoutLoop::new(sink, buffer, shared, notices) {
+                Ok(playout) => playout,
+                Err((err, notices)) => {
                     let _ = notices.send(MediaNotice::Failed(err.to_string()));
                     return;
                 }
             };
-            let period = Duration::from_millis(20);
-            let mut due = Instant::now() + period;
-            let mut ticks = 0u64;
-            while !shared.stopped.load(Ordering::Relaxed) {
-                let now = Instant::now();
-                if due > now {
-                    std::thread::sleep(due - now);
-                }
-                due += period;
-                if Instant::now() > due + period * 5 {
-                    // Far behind (suspended?): resynchronise rather than burst.
-                    due = Instant::now() + period;
-                }
-                if let Some(name) = shared.speaker_switch.take() {
-                    match open_sink(&AudioOutput::Speaker(name)) {
-                        Ok((new, notice)) => {
-                            if let Some(notice) = notice {
-                                let _ = notices.send(MediaNotice::Device(notice));
-                            }
-                            // The recording goes on through the new speaker.
-                            let mut old = std::mem::replace(&mut sink, new);
-                            count_beeps(&shared.counters, &mut old);
-                            if let Some(recording) = old.take_recording() {
-                                sink = sink.recording_to(recording);
-                            }
-                        }
-                        Err(err) => {
-                            let _ = notices.send(MediaNotice::Device(err.to_string()));
-                        }
-                    }
-                }
-                let next = match buffer.lock() {
-                    Ok(mut buffer) => {
-                        ticks += 1;
-                        if ticks.is_multiple_of(50) {
-                            tracing::debug!(
-                                depth = buffer.depth(),
-                                target = buffer.target(),
-                                concealed = buffer.concealed(),
-                                "audio playout"
-                            );
-                        }
-                        buffer.pop()
-                    }
-                    Err(_) => return,
-                };
-                if matches!(next, Playout::Missing { .. }) {
-                    bump(&shared.counters.audio_packets_concealed, 1);
-                }
-                let samples = match next {
-                    Playout::Idle => continue,
-                    Playout::Packet(packet) => decoder.decode(Some(&packet)),
-                    Playout::Missing { next: Some(next) } => decoder.decode_fec(&next),
-                    Playout::Missing { next: None } => decoder.decode(None),
-                };
-                if let Err(err) = sink.play(&samples) {
-                    let _ = notices.send(MediaNotice::Device(format!(
-                        "{err}; received audio is no longer played or recorded"
-                    )));
-                    count_beeps(&shared.counters, &mut sink);
-                    // Whatever failed (the speaker or the file), what was
-                    // recorded so far is kept: finish it.
-                    if let Some(recording) = sink.take_recording()
-                        && let Err(err) = recording.finish()
-                    {
-                        tracing::warn!(%err, "finishing the audio recording");
-                    }
-                    sink = AudioSink::discard();
-                }
-                count_beeps(&shared.counters, &mut sink);
-            }
-            count_beeps(&shared.counters, &mut sink);
-            if let Err(err) = sink.finish() {
-                let _ = notices.send(MediaNotice::Failed(format!(
-                    "cannot finish the audio recording: {err}"
-                )));
-            }
+            playout.run();
         },
     )
     .await?
     .ok_or_else(|| CallError::Media("the audio playout thread failed to start".into()))
+}
+
+/// The playout thread's state: the sink, the decoder and the stretch.
+struct PlayoutLoop {
+    sink: AudioSink,
+    buffer: Arc<Mutex<AudioPlayoutBuffer>>,
+    shared: Arc<MediaShared>,
+    notices: mpsc::UnboundedSender<MediaNotice>,
+    decoder: OpusDecoder,
+    stretch: ClockStretch,
+    /// Underruns of sinks already closed (a speaker switch starts a new count).
+    earlier_underruns: u64,
+    packets: u64,
+}
+
+type StartError = (MediaError, mpsc::UnboundedSender<MediaNotice>);
+
+impl PlayoutLoop {
+    fn new(
+        sink: AudioSink,
+        buffer: Arc<Mutex<AudioPlayoutBuffer>>,
+        shared: Arc<MediaShared>,
+        notices: mpsc::UnboundedSender<MediaNotice>,
+    ) -> Result<PlayoutLoop, StartError> {
+        let decoder = OpusDecoder::new();
+        let stretch = ClockStretch::new();
+        let (decoder, stretch) = match (decoder, stretch) {
+            (Ok(decoder), Ok(stretch)) => (decoder, stretch),
+            (Err(err), _) | (_, Err(err)) => return Err((err, notices)),
+        };
+        Ok(PlayoutLoop {
+            sink,
+            buffer,
+            shared,
+            notices,
+            decoder,
+            stretch,
+            earlier_underruns: 0,
+            packets: 0,
+        })
+    }
+
+    fn run(mut self) {
+        while !self.shared.stopped.load(Ordering::Relaxed) {
+            if let Some(name) = self.shared.speaker_switch.take() {
+                self.switch_speaker(name);
+            }
+            self.listen();
+            let lead = MIN_LEAD_MS.max(2.0 * self.sink.largest_request_ms());
+            while self.sink.queued_ms() < lead {
+                if !self.play_next() {
+                    break;
+                }
+            }
+            std::thread::sleep(POLL);
+        }
+        self.listen();
+        if let Err(err) = self.sink.finish() {
+            let _ = self.notices.send(MediaNotice::Failed(format!(
+                "cannot finish the audio recording: {err}"
+            )));
+        }
+    }
+
+    /// Decodes (or conceals) what the buffer says comes next, stretched, into
+    /// the sink. False when the thread must end.
+    fn play_next(&mut self) -> bool {
+        let (next, ratio) = match self.buffer.lock() {
+            Ok(mut buffer) => {
+                self.packets += 1;
+                if self.packets.is_multiple_of(250) {
+                    tracing::debug!(
+                        depth = buffer.depth(),
+                        target = buffer.target(),
+                        ratio = buffer.playout_ratio(),
+                        concealed = buffer.concealed(),
+                        "audio playout"
+                    );
+                }
+                (buffer.pop(), buffer.playout_ratio())
+            }
+            Err(_) => return false,
+        };
+        if matches!(next, Playout::Missing { .. }) {
+            bump(&self.shared.counters.audio_packets_concealed, 1);
+        }
+        let samples = match next {
+            // Nothing to play: the device still wants 20 ms of something.
+            Playout::Idle => vec![0.0; TICKS_PER_PACKET as usize],
+            Playout::Packet(packet) => self.decoder.decode(Some(&packet)),
+            Playout::Missing { next: Some(next) } => self.decoder.decode_fec(&next),
+            Playout::Missing { next: None } => self.decoder.decode(None),
+        };
+        self.stretch.set_ratio(ratio);
+        let played = self
+            .stretch
+            .process(&samples)
+            .and_then(|stretched| self.sink.play(stretched));
+        if let Err(err) = played {
+            self.sink_failed(&err);
+        }
+        true
+    }
+
+    /// Reads back what the device played: beeps, the recording, underruns.
+    fn listen(&mut self) {
+        if let Err(err) = self.sink.collect_played(|_| {}) {
+            let _ = self.notices.send(MediaNotice::Device(format!(
+                "{err}; received audio is no longer recorded"
+            )));
+            if let Some(recording) = self.sink.take_recording() {
+                let _ = recording.finish();
+            }
+        }
+        count_beeps(&self.shared.counters, &mut self.sink);
+        let underruns = self.earlier_underruns + self.sink.underruns();
+        self.shared
+            .counters
+            .audio_device_underruns
+            .store(underruns, Ordering::Relaxed);
+    }
+
+    /// The speaker failed: what was recorded is kept, and playing goes on,
+    /// unheard, on a virtual speaker.
+    fn sink_failed(&mut self, err: &MediaError) {
+        let _ = self.notices.send(MediaNotice::Device(format!(
+            "{err}; received audio is no longer played"
+        )));
+        match AudioSink::virtual_speaker(0) {
+            Ok(sink) => self.replace_sink(sink),
+            Err(err) => tracing::warn!(%err, "no virtual speaker to fall back on"),
+        }
+    }
+
+    fn switch_speaker(&mut self, name: Option<String>) {
+        match open_sink(&AudioOutput::Speaker(name)) {
+            Ok((new, notice)) => {
+                if let Some(notice) = notice {
+                    let _ = self.notices.send(MediaNotice::Device(notice));
+                }
+                self.replace_sink(new);
+            }
+            Err(err) => {
+                let _ = self.notices.send(MediaNotice::Device(err.to_string()));
+            }
+        }
+    }
+
+    /// Puts `new` in place of the sink; the recording goes on in the new one.
+    fn replace_sink(&mut self, mut new: AudioSink) {
+        self.listen();
+        if let Some(recording) = self.sink.take_recording() {
+            new.record_to(recording);
+        }
+        self.earlier_underruns += self.sink.underruns();
+        self.sink = new;
+    }
 }
 
 /// Counts the beeps `sink` heard since the last call.
@@ -180,23 +294,13 @@ fn count_beeps(counters: &MediaCounters, sink: &mut AudioSink) {
     });
 }
 
-/// Where received audio is played (`--record-audio` records it as well,
-/// whichever this is: see `CallConfig::record_audio`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AudioOutput {
-    /// Nowhere (headless).
-    Discard,
-    /// A speaker: the default one, or one by name. Falls back to discarding, with a notice.
-    Speaker(Option<String>),
-}
-
 fn open_sink(output: &AudioOutput) -> Result<(AudioSink, Option<Notice>), MediaError> {
     match output {
-        AudioOutput::Discard => Ok((AudioSink::discard(), None)),
+        AudioOutput::Virtual { skew_ppm } => Ok((AudioSink::virtual_speaker(*skew_ppm)?, None)),
         AudioOutput::Speaker(name) => match Speaker::open(name.as_deref()) {
             Ok(speaker) => Ok((AudioSink::speaker(speaker), None)),
             Err(err) => Ok((
-                AudioSink::discard(),
+                AudioSink::virtual_speaker(0)?,
                 Some(format!("{err}; received audio is not played")),
             )),
         },

@@ -58,6 +58,8 @@ pub(crate) struct MediaCounters {
     pub(crate) audio_packets_received: AtomicU64,
     /// 20 ms ticks of audio made up for packets lost or late (concealment or FEC).
     pub(crate) audio_packets_concealed: AtomicU64,
+    /// Times the output device ran out of audio after it had started playing.
+    pub(crate) audio_device_underruns: AtomicU64,
     /// Beeps heard.
     pub(crate) beeps_detected: AtomicU64,
     /// Frequency of the last beep heard (`f32` bits; 0 for none).
@@ -109,6 +111,7 @@ impl MediaCounters {
             audio_packets_sent: zero(),
             audio_packets_received: zero(),
             audio_packets_concealed: zero(),
+            audio_device_underruns: zero(),
             beeps_detected: zero(),
             beep_hz_bits: AtomicU32::new(0),
             last_size: zero(),
@@ -197,6 +200,7 @@ impl MediaCounters {
             audio_packets_sent: read(&self.audio_packets_sent),
             audio_packets_received: read(&self.audio_packets_received),
             audio_packets_concealed: read(&self.audio_packets_concealed),
+            audio_device_underruns: read(&self.audio_device_underruns),
             beeps_detected: read(&self.beeps_detected),
             beep_hz: (beep_hz > 0.0).then_some(beep_hz),
             audio_latency: latencies.audio,

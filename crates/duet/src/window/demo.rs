@@ -139,7 +139,7 @@ pub fn run_demo(runtime: &tokio::runtime::Runtime) -> anyhow::Result<WindowOutco
     them.audio = AudioSpec::Test;
     them.tone_hz = 660.0;
     // Both ends play on one machine: only yours is heard, or it would echo.
-    them.audio_output = AudioOutput::Discard;
+    them.audio_output = AudioOutput::HEADLESS;
 
     let outcome = Arc::new(Mutex::new(WindowOutcome::default()));
     let result = run_window(runtime, "Duet — demo", [1280.0, 680.0], {
