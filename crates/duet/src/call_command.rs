@@ -60,6 +60,16 @@ pub struct CallArgs {
     /// Write the last decoded remote video frame as PNG.
     #[arg(long, value_name = "FILE")]
     pub snapshot: Option<PathBuf>,
+    /// Play received audio on this speaker (`default`: the system's). With a
+    /// window, the one to start with; headless, a speaker is used only when named.
+    #[arg(long, value_name = "NAME")]
+    pub speaker: Option<String>,
+    /// Headless without --speaker: make the virtual speaker's clock run this
+    /// many parts per million fast (negative: slow), as a real sound card's
+    /// may. For testing how the playout absorbs clock drift.
+    #[arg(long, value_name = "PPM", default_value_t = 0, allow_negative_numbers = true,
+          value_parser = clap::value_parser!(i32).range(-50_000..=50_000))]
+    pub output_clock_skew: i32,
     /// Give up when no call has connected after this many seconds (headless).
     #[arg(long, value_name = "SECS", default_value_t = 30.0)]
     pub give_up_after: f64,
@@ -106,10 +116,16 @@ impl CallArgs {
                 .clamp(300_000, 4_000_000) as u32,
         };
         config.ice_servers = self.ice.clone();
-        config.audio_output = if self.headless {
-            AudioOutput::HEADLESS
-        } else {
-            AudioOutput::Speaker(None)
+        let named_speaker = self
+            .speaker
+            .as_ref()
+            .map(|name| Some(name.clone()).filter(|name| name != "default"));
+        config.audio_output = match (self.headless, named_speaker) {
+            (_, Some(name)) => AudioOutput::Speaker(name),
+            (true, None) => AudioOutput::Virtual {
+                skew_ppm: self.output_clock_skew,
+            },
+            (false, None) => AudioOutput::Speaker(None),
         };
         config.record_audio = self.record_audio.clone();
         config
@@ -378,5 +394,34 @@ mod tests {
         assert!(parse_size("640").is_err());
         assert!(parse_size("0x480").is_err());
         assert!(parse_size("axb").is_err());
+    }
+
+    fn output_for(flags: &[&str]) -> AudioOutput {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            call: CallArgs,
+        }
+        let cli = <Cli as clap::Parser>::try_parse_from(std::iter::once("duet").chain(flags.iter().copied()))
+            .expect("flags parse");
+        cli.call.config(RoleRequest::Caller).audio_output
+    }
+
+    #[test]
+    fn headless_plays_on_a_virtual_speaker_unless_a_speaker_is_named() {
+        assert_eq!(output_for(&["--headless"]), AudioOutput::HEADLESS);
+        assert_eq!(
+            output_for(&["--headless", "--output-clock-skew", "-5000"]),
+            AudioOutput::Virtual { skew_ppm: -5000 }
+        );
+        assert_eq!(
+            output_for(&["--headless", "--speaker", "default"]),
+            AudioOutput::Speaker(None)
+        );
+        assert_eq!(
+            output_for(&["--speaker", "duet_a"]),
+            AudioOutput::Speaker(Some("duet_a".into()))
+        );
+        assert_eq!(output_for(&[]), AudioOutput::Speaker(None));
     }
 }
