@@ -7,14 +7,17 @@
 #                             seconds once built
 #   ./scripts/test.sh e2e     the end-to-end tests in `tests/`: the real binary,
 #                             real calls, windows under Xvfb, Chromium
+#   ./scripts/test.sh long    the long audio runs (tests/long_audio.rs): 5 minutes
+#                             of clock drift each way and a 10-minute call on real
+#                             devices, side by side, about 11 minutes; not in CI
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 tier="${1:-all}"
 case "$tier" in
-  all | fast | e2e) ;;
+  all | fast | e2e | long) ;;
   *)
-    echo "usage: $0 [fast|e2e]   (no argument: everything, as CI runs it)" >&2
+    echo "usage: $0 [fast|e2e|long]   (no argument: everything, as CI runs it)" >&2
     exit 2
     ;;
 esac
@@ -29,6 +32,10 @@ case "$tier" in
   e2e)
     echo "== cargo test: end-to-end tests" >&2
     exec cargo test -p duet-e2e --locked
+    ;;
+  long)
+    echo "== cargo test: the long audio runs" >&2
+    exec cargo test -p duet-e2e --locked --test long_audio -- --ignored --nocapture
     ;;
 esac
 

@@ -2,6 +2,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)] // each test file uses a subset
 
 pub mod browser;
+pub mod played;
 pub mod pulse;
 pub mod screen;
 

@@ -13,9 +13,10 @@
 /// Depth error (ms) inside which nothing is corrected: the depth steps by a
 /// whole 20 ms packet, so ±10 ms of it is the packet grid, not drift.
 const DEAD_BAND_MS: f64 = 10.0;
-/// Ratio change per millisecond of error beyond the dead band: 20 ms beyond
-/// asks for 0.5 %, the largest drift two sound cards plausibly have.
-const GAIN_PER_MS: f64 = 0.005 / 20.0;
+/// Ratio change per millisecond of error beyond the dead band: 10 ms beyond
+/// asks for 0.5 %, the largest drift two sound cards plausibly have, so the
+/// depth moves little before a drift is matched.
+const GAIN_PER_MS: f64 = 0.005 / 10.0;
 /// What each packet adds to the lasting correction per millisecond of error
 /// beyond the dead band: a steady drift is then matched with the depth back
 /// at the band's edge, not held further off by the proportional part alone
@@ -23,8 +24,8 @@ const GAIN_PER_MS: f64 = 0.005 / 20.0;
 const INTEGRAL_PER_MS: f64 = 0.005 / 10.0 / 500.0;
 /// The largest change of ratio from one packet to the next.
 const SLEW_PER_PACKET: f64 = 0.000_2;
-/// Weight of each new depth reading in the running average: about 1 s of packets.
-const SMOOTHING: f64 = 1.0 / 50.0;
+/// Weight of each new depth reading in the running average: about 0.5 s of packets.
+const SMOOTHING: f64 = 1.0 / 25.0;
 
 /// The playout ratio that keeps the buffer's depth at its target.
 #[derive(Debug, Clone)]

@@ -327,7 +327,12 @@ mod tests {
         // the extra is played off a touch faster, every packet in order.
         let mut sent = 1u32;
         for _ in 0..4 {
-            buffer.push(sent * TICKS_PER_PACKET, packet(sent), TICKS_PER_PACKET, start);
+            buffer.push(
+                sent * TICKS_PER_PACKET,
+                packet(sent),
+                TICKS_PER_PACKET,
+                start,
+            );
             sent += 1;
         }
         let (mut now_ms, mut next_send_ms, mut played) = (0.0f64, 20.0f64, 1u32);

@@ -26,7 +26,7 @@ pub struct AudioSink {
 #[derive(Debug)]
 enum SinkOutput {
     Speaker(Box<Speaker>),
-    Virtual(VirtualSpeaker),
+    Virtual(Box<VirtualSpeaker>),
 }
 
 impl SinkOutput {
@@ -48,9 +48,8 @@ impl AudioSink {
     /// is played at a device's pace). `skew_ppm` makes its clock run fast or
     /// slow, as a sound card's may (see [`VirtualSpeaker`]).
     pub fn virtual_speaker(skew_ppm: i32) -> Result<AudioSink, MediaError> {
-        Ok(AudioSink::with(SinkOutput::Virtual(VirtualSpeaker::start(
-            skew_ppm,
-        )?)))
+        let speaker = VirtualSpeaker::start(skew_ppm)?;
+        Ok(AudioSink::with(SinkOutput::Virtual(Box::new(speaker))))
     }
 
     fn with(output: SinkOutput) -> AudioSink {
@@ -204,7 +203,11 @@ mod tests {
         assert_eq!(samples.len(), handed);
         assert!(samples.len() > 4_800 + 4_800, "{}", samples.len());
         let first_loud = samples.iter().position(|&s| s == 0.5).expect("played");
-        assert!(samples[first_loud..first_loud + 4_800].iter().all(|&s| s == 0.5));
+        assert!(
+            samples[first_loud..first_loud + 4_800]
+                .iter()
+                .all(|&s| s == 0.5)
+        );
         assert!(samples[first_loud + 4_800..].iter().all(|&s| s == 0.0));
     }
 }

@@ -402,8 +402,10 @@ mod tests {
             #[command(flatten)]
             call: CallArgs,
         }
-        let cli = <Cli as clap::Parser>::try_parse_from(std::iter::once("duet").chain(flags.iter().copied()))
-            .expect("flags parse");
+        let cli = <Cli as clap::Parser>::try_parse_from(
+            std::iter::once("duet").chain(flags.iter().copied()),
+        )
+        .expect("flags parse");
         cli.call.config(RoleRequest::Caller).audio_output
     }
 

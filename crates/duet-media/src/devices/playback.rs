@@ -161,8 +161,11 @@ impl PlaybackFeeder {
                 self.underruns += 1;
             }
             self.scratch.clear();
-            self.pending
-                .played(report.played as usize, report.silent as usize, &mut self.scratch);
+            self.pending.played(
+                report.played as usize,
+                report.silent as usize,
+                &mut self.scratch,
+            );
             if !self.scratch.is_empty() {
                 each(&self.scratch, report.first_heard_unix_ms);
             }

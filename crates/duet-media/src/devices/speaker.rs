@@ -49,7 +49,8 @@ impl Speaker {
     fn open_loudly(name: Option<&str>) -> Result<Speaker, MediaError> {
         let device = find_device(false, name)?;
         let device_name = device_name(&device, "speaker");
-        let failed = |e: &dyn std::fmt::Display| MediaError::NoSpeaker(format!("{device_name}: {e}"));
+        let failed =
+            |e: &dyn std::fmt::Display| MediaError::NoSpeaker(format!("{device_name}: {e}"));
         let config = device.default_output_config().map_err(|e| failed(&e))?;
         let rate = config.sample_rate();
         let channels = usize::from(config.channels());
@@ -203,6 +204,9 @@ mod tests {
         }
         // 300 ms at 48 kHz, give or take a few periods on a busy machine.
         assert!((11_000..=16_000).contains(&heard), "{heard}");
-        assert!(loud + 480 >= heard, "only the first period may be silence: {loud}/{heard}");
+        assert!(
+            loud + 480 >= heard,
+            "only the first period may be silence: {loud}/{heard}"
+        );
     }
 }
