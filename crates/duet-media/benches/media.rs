@@ -1,13 +1,17 @@
 //! Per-frame costs of the media path: H.264 encode and decode, Opus encode and
-//! decode, and I420→RGBA for display. Each runs on one thread.
+//! decode, I420→RGBA for display, and the microphone's audio processing
+//! (against resampling, per 10 ms). Each runs on one thread.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::hint::black_box;
 use std::time::SystemTime;
 
 use criterion::{Criterion, criterion_group, criterion_main};
+use duet_media::audio_processing::PROCESSING_FRAME_SAMPLES;
+use duet_media::resample::StreamResampler;
 use duet_media::{
-    BeepSource, Decoded, H264Decoder, H264Encoder, OpusDecoder, OpusEncoder, TestPatternSource,
+    AudioProcessor, BeepSource, Decoded, H264Decoder, H264Encoder, OpusDecoder, OpusEncoder,
+    ProcessingSettings, TestPatternSource,
 };
 
 fn with_noise(frame: &duet_media::VideoFrame, seed: u64) -> duet_media::VideoFrame {
@@ -110,5 +114,69 @@ fn opus(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, h264, opus);
+/// Per 10 ms at 48 kHz, the unit WebRTC processing works in: one far-end
+/// frame played, one microphone frame processed.
+fn audio_processing(c: &mut Criterion) {
+    // 2 s of noise under a 3 Hz syllable envelope as the far end; the
+    // microphone hears it 30 ms later at half level over faint noise.
+    let len = 2 * 48_000;
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut noise = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+    };
+    let far: Vec<f32> = (0..len)
+        .map(|n| {
+            0.3 * (n as f32 * 3.0 * std::f32::consts::TAU / 48_000.0)
+                .sin()
+                .abs()
+                * noise()
+        })
+        .collect();
+    let mic: Vec<f32> = (0..len)
+        .map(|n| 0.5 * far[(n + len - 1_440) % len] + 0.003 * noise())
+        .collect();
+    let on = |echo_cancel, noise_suppression, auto_gain| ProcessingSettings {
+        echo_cancel,
+        noise_suppression,
+        auto_gain,
+    };
+    for (name, settings) in [
+        ("echo cancel", on(true, false, false)),
+        ("noise suppression", on(false, true, false)),
+        ("all three", ProcessingSettings::default()),
+    ] {
+        let mut processor = AudioProcessor::new(settings);
+        let mut frame = vec![0.0; PROCESSING_FRAME_SAMPLES];
+        let mut n = 0;
+        c.bench_function(&format!("audio processing 10 ms {name}"), |b| {
+            b.iter(|| {
+                let at = n % (len / PROCESSING_FRAME_SAMPLES) * PROCESSING_FRAME_SAMPLES;
+                n += 1;
+                processor.far_end(&far[at..at + PROCESSING_FRAME_SAMPLES]);
+                frame.copy_from_slice(&mic[at..at + PROCESSING_FRAME_SAMPLES]);
+                processor.process(&mut frame).unwrap();
+                black_box(&frame);
+            })
+        });
+    }
+
+    let mut resampler = StreamResampler::new(48_000, 44_100).unwrap();
+    let mut n = 0;
+    c.bench_function("resample 10 ms 48 kHz to 44.1 kHz", |b| {
+        b.iter(|| {
+            let at = n % (len / PROCESSING_FRAME_SAMPLES) * PROCESSING_FRAME_SAMPLES;
+            n += 1;
+            black_box(
+                resampler
+                    .push(&mic[at..at + PROCESSING_FRAME_SAMPLES])
+                    .unwrap(),
+            )
+        })
+    });
+}
+
+criterion_group!(benches, h264, opus, audio_processing);
 criterion_main!(benches);

@@ -10,11 +10,13 @@
 //! - [`y4m_file`], [`wav_file`]: file sources and the WAV recorder.
 //! - [`devices`]: cameras (nokhwa), microphones and speakers (cpal).
 //! - [`source`]: `--video`/`--audio` values opened with fallbacks.
+//! - [`audio_processing`]: echo cancellation, noise suppression and gain for the microphone.
 //! - [`stretch`]: absorbing the drift between the sender's clock and the speaker's.
 //! - [`sink`]: where received audio is played (a speaker, or a virtual one), and what listens to it.
 
 use std::path::PathBuf;
 
+pub mod audio_processing;
 pub mod beep;
 pub mod devices;
 pub mod frame;
@@ -31,6 +33,7 @@ pub mod test_video;
 pub mod wav_file;
 pub mod y4m_file;
 
+pub use audio_processing::{AudioProcessor, ProcessingSettings};
 pub use beep::{Beep, BeepDetector};
 pub use frame::{AudioFrame, VideoFrame};
 pub use h264::{Decoded, EncodedVideo, H264Decoder, H264Encoder};
@@ -104,4 +107,11 @@ pub enum MediaError {
     /// No speaker could be opened.
     #[error("no speaker: {0}")]
     NoSpeaker(String),
+    /// Microphone samples for the audio processor that are not whole 10 ms
+    /// frames (480 samples at 48 kHz).
+    #[error("{0} samples is not a whole number of 10 ms frames (480 samples each)")]
+    PartialAudioFrame(usize),
+    /// The audio processing module refused a frame.
+    #[error("audio processing failed: {0}")]
+    AudioProcessing(String),
 }
