@@ -272,6 +272,12 @@ fn microphone_call_reaches_the_callee_whole(microphone: Microphone) {
             &[
                 "--audio",
                 "mic",
+                // What arrives must be what the microphone heard: a steady
+                // tone is exactly what noise suppression removes and gain
+                // control raises (tests/echo.rs and tests/noise.rs test those).
+                "--no-echo-cancel",
+                "--no-noise-suppression",
+                "--no-auto-gain",
                 "--stats-json",
                 a_json.to_str().expect("UTF-8 path"),
             ],

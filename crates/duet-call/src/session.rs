@@ -31,7 +31,7 @@ use tokio::sync::{mpsc, watch};
 use crate::CallError;
 use crate::media::{
     DecodeChannel, EncodedUnit, MediaNotice, MediaShared, MediaThreads, Outbound, VideoRequest,
-    run_audio_receiver, run_rtp_writer, run_video_receiver, start_audio_playout,
+    echo_reference, run_audio_receiver, run_rtp_writer, run_video_receiver, start_audio_playout,
     start_audio_sender, start_video_decoder, start_video_sender,
 };
 use crate::negotiation::{CallPhase, Generation, NegotiationEvent, Negotiator};
@@ -157,9 +157,12 @@ async fn start_media(
     };
     let (video_units, video_notice) =
         start_video_sender(video, Arc::clone(shared), notices.clone(), threads).await?;
+    shared.set_processing(config.processing);
+    let (played_tap, played_reader) = echo_reference();
     let (audio_units, audio_notice) = start_audio_sender(
         config.audio.clone(),
         config.tone_hz,
+        played_reader,
         Arc::clone(shared),
         notices.clone(),
         threads,
@@ -169,6 +172,7 @@ async fn start_media(
     let sink_notice = start_audio_playout(
         config.audio_output.clone(),
         config.record_audio.clone(),
+        played_tap,
         Arc::clone(&playout_buffer),
         Arc::clone(shared),
         notices.clone(),

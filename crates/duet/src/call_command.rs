@@ -11,6 +11,7 @@ use duet_call::{
     AudioOutput, CallConfig, CallError, CallEvent, CallPhase, CallReport, ConnectionState,
     start_call,
 };
+use duet_media::ProcessingSettings;
 use duet_media::source::{AudioSpec, VideoSpec};
 use duet_signal::{ClientError, ErrorCode, RoleRequest};
 
@@ -70,6 +71,15 @@ pub struct CallArgs {
     #[arg(long, value_name = "PPM", default_value_t = 0, allow_negative_numbers = true,
           value_parser = clap::value_parser!(i32).range(-50_000..=50_000))]
     pub output_clock_skew: i32,
+    /// Send the microphone without echo cancellation.
+    #[arg(long)]
+    pub no_echo_cancel: bool,
+    /// Send the microphone without noise suppression.
+    #[arg(long)]
+    pub no_noise_suppression: bool,
+    /// Send the microphone without automatic gain control.
+    #[arg(long)]
+    pub no_auto_gain: bool,
     /// Give up when no call has connected after this many seconds (headless).
     #[arg(long, value_name = "SECS", default_value_t = 30.0)]
     pub give_up_after: f64,
@@ -128,6 +138,11 @@ impl CallArgs {
             (false, None) => AudioOutput::Speaker(None),
         };
         config.record_audio = self.record_audio.clone();
+        config.processing = ProcessingSettings {
+            echo_cancel: !self.no_echo_cancel,
+            noise_suppression: !self.no_noise_suppression,
+            auto_gain: !self.no_auto_gain,
+        };
         config
     }
 }
@@ -396,17 +411,20 @@ mod tests {
         assert!(parse_size("axb").is_err());
     }
 
-    fn output_for(flags: &[&str]) -> AudioOutput {
+    /// The call configuration these flags make.
+    fn config_for(flags: &[&str]) -> CallConfig {
         #[derive(clap::Parser)]
         struct Cli {
             #[command(flatten)]
             call: CallArgs,
         }
-        let cli = <Cli as clap::Parser>::try_parse_from(
-            std::iter::once("duet").chain(flags.iter().copied()),
-        )
-        .expect("flags parse");
-        cli.call.config(RoleRequest::Caller).audio_output
+        let args = std::iter::once("duet").chain(flags.iter().copied());
+        let cli = <Cli as clap::Parser>::try_parse_from(args).expect("flags parse");
+        cli.call.config(RoleRequest::Caller)
+    }
+
+    fn output_for(flags: &[&str]) -> AudioOutput {
+        config_for(flags).audio_output
     }
 
     #[test]
@@ -425,5 +443,17 @@ mod tests {
             AudioOutput::Speaker(Some("duet_a".into()))
         );
         assert_eq!(output_for(&[]), AudioOutput::Speaker(None));
+    }
+
+    #[test]
+    fn microphone_processing_is_on_unless_each_part_is_switched_off() {
+        let processing = |flags: &[&str]| config_for(flags).processing;
+        assert_eq!(processing(&[]), ProcessingSettings::default());
+        assert_eq!(
+            processing(&["--no-echo-cancel", "--no-noise-suppression", "--no-auto-gain"]),
+            ProcessingSettings::OFF
+        );
+        assert!(!processing(&["--no-echo-cancel"]).echo_cancel);
+        assert!(processing(&["--no-echo-cancel"]).auto_gain);
     }
 }

@@ -26,6 +26,7 @@ use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 
 use super::MediaNotice;
 use super::counters::{MediaCounters, bump};
+use super::echo_reference::PlayedTap;
 use super::shared::MediaShared;
 use super::threads::{MediaThreads, spawn_with_device};
 use crate::CallError;
@@ -91,6 +92,7 @@ pub(crate) async fn run_audio_receiver(
 pub(crate) async fn start_audio_playout(
     output: AudioOutput,
     record: Option<PathBuf>,
+    played: PlayedTap,
     buffer: Arc<Mutex<AudioPlayoutBuffer>>,
     shared: Arc<MediaShared>,
     notices: mpsc::UnboundedSender<MediaNotice>,
@@ -107,7 +109,7 @@ pub(crate) async fn start_audio_playout(
             Ok((Some(sink), notice))
         },
         move |sink: AudioSink| {
-            let playout = match PlayoutLoop::new(sink, buffer, shared, notices) {
+            let playout = match PlayoutLoop::new(sink, played, buffer, shared, notices) {
                 Ok(playout) => playout,
                 Err((err, notices)) => {
                     let _ = notices.send(MediaNotice::Failed(err.to_string()));
@@ -124,6 +126,8 @@ pub(crate) async fn start_audio_playout(
 /// The playout thread's state: the sink, the decoder and the stretch.
 struct PlayoutLoop {
     sink: AudioSink,
+    /// What the device played, for the echo canceller.
+    played: PlayedTap,
     buffer: Arc<Mutex<AudioPlayoutBuffer>>,
     shared: Arc<MediaShared>,
     notices: mpsc::UnboundedSender<MediaNotice>,
@@ -139,6 +143,7 @@ type StartError = (MediaError, mpsc::UnboundedSender<MediaNotice>);
 impl PlayoutLoop {
     fn new(
         sink: AudioSink,
+        played: PlayedTap,
         buffer: Arc<Mutex<AudioPlayoutBuffer>>,
         shared: Arc<MediaShared>,
         notices: mpsc::UnboundedSender<MediaNotice>,
@@ -151,6 +156,7 @@ impl PlayoutLoop {
         };
         Ok(PlayoutLoop {
             sink,
+            played,
             buffer,
             shared,
             notices,
@@ -225,7 +231,8 @@ impl PlayoutLoop {
 
     /// Reads back what the device played: beeps, the recording, underruns.
     fn listen(&mut self) {
-        if let Err(err) = self.sink.collect_played(|_| {}) {
+        let tap = &mut self.played;
+        if let Err(err) = self.sink.collect_played(|samples| tap.push(samples)) {
             let _ = self.notices.send(MediaNotice::Device(format!(
                 "{err}; received audio is no longer recorded"
             )));

@@ -4,13 +4,14 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
-use duet_media::OpusEncoder;
+use duet_media::{AudioProcessor, OpusEncoder};
 use duet_media::frame::FRAME_SAMPLES;
 use duet_media::source::{AudioSource, AudioSpec};
 use tokio::sync::mpsc;
 
 use super::counters::bump;
 use super::device_switch::switched_source;
+use super::echo_reference::PlayedReader;
 use super::rtp_writer::EncodedUnit;
 use super::shared::MediaShared;
 use super::threads::{MediaThreads, spawn_with_device};
@@ -18,9 +19,15 @@ use super::{MediaNotice, Started, next_or_fail};
 use crate::CallError;
 
 /// Starts the audio capture-and-encode thread, which opens the source; resolves once it is open.
+///
+/// A microphone's sound goes through echo cancellation (against `played`,
+/// what this peer's speaker played), noise suppression and gain control, as
+/// `MediaShared::processing` says at each frame. The test beeps and WAV files
+/// are sent as they are: nothing acoustic happened to them.
 pub(crate) async fn start_audio_sender(
     spec: AudioSpec,
     tone_hz: f32,
+    mut played: PlayedReader,
     shared: Arc<MediaShared>,
     notices: mpsc::UnboundedSender<MediaNotice>,
     threads: &mut MediaThreads,
@@ -38,6 +45,7 @@ pub(crate) async fn start_audio_sender(
                     return;
                 }
             };
+            let mut processor = AudioProcessor::new(shared.processing());
             let silence = vec![0.0f32; FRAME_SAMPLES];
             while !shared.stopped.load(Ordering::Relaxed) {
                 if let Some(new) =
@@ -47,10 +55,24 @@ pub(crate) async fn start_audio_sender(
                 {
                     source = new;
                 }
-                let Some(frame) = next_or_fail(source.next_frame(), "audio source", &notices)
+                let Some(mut frame) =
+                    next_or_fail(source.next_frame(), "audio source", &notices)
                 else {
                     return;
                 };
+                let microphone = matches!(source, AudioSource::Mic(_));
+                let settings = shared.processing();
+                if processor.settings() != settings {
+                    processor.set_settings(settings);
+                }
+                played.drain(|samples| {
+                    if microphone {
+                        processor.far_end(samples);
+                    }
+                });
+                if microphone && let Err(err) = processor.process(&mut frame.samples) {
+                    tracing::warn!(%err, "microphone frame sent unprocessed");
+                }
                 if !shared.sending.load(Ordering::Relaxed) {
                     continue;
                 }

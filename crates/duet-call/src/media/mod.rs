@@ -14,13 +14,15 @@
 //! - `rtp_writer`: encoded units onto the current connection as RTP.
 //! - `video_receive`, `video_decode`: the remote video track into pictures,
 //!   through the bounded `decode_queue`; `freeze` counts freezes (no I/O).
-//! - `audio_playout`: the remote audio track into the sink.
+//! - `audio_playout`: the remote audio track into the sink; `echo_reference`:
+//!   what the sink played, back to the capture thread for the echo canceller.
 
 mod audio_playout;
 mod audio_send;
 mod counters;
 mod decode_queue;
 mod device_switch;
+mod echo_reference;
 mod frame_slot;
 mod freeze;
 mod rtp_writer;
@@ -37,6 +39,7 @@ pub use audio_playout::AudioOutput;
 pub(crate) use audio_playout::{run_audio_receiver, start_audio_playout};
 pub(crate) use audio_send::start_audio_sender;
 pub(crate) use decode_queue::DecodeChannel;
+pub(crate) use echo_reference::echo_reference;
 pub use frame_slot::FrameSlot;
 pub(crate) use rtp_writer::{EncodedUnit, Outbound, run_rtp_writer, run_sender_feedback};
 pub(crate) use shared::MediaShared;

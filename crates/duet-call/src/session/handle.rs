@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use duet_media::ProcessingSettings;
 use duet_media::source::{AudioSpec, VideoSpec};
 use duet_signal::{Role, RoleRequest};
 use tokio::sync::{mpsc, oneshot};
@@ -46,6 +47,9 @@ pub struct CallConfig {
     /// A 48 kHz mono WAV file that gets a copy of the received audio as it
     /// is played (`--record-audio`).
     pub record_audio: Option<std::path::PathBuf>,
+    /// Echo cancellation, noise suppression and gain control on the
+    /// microphone (all on unless switched off).
+    pub processing: ProcessingSettings,
     /// Keep local pictures for a self-view.
     pub preview: bool,
     /// Local addresses to gather ICE candidates on.
@@ -69,6 +73,7 @@ impl CallConfig {
             ice_servers: Vec::new(),
             audio_output: AudioOutput::Speaker(None),
             record_audio: None,
+            processing: ProcessingSettings::default(),
             preview: false,
             // Every interface (webrtc-rs expands the wildcard but skips loopback), and
             // loopback too: a call between two apps on one machine then works, and
@@ -171,6 +176,13 @@ impl CallHandle {
     /// Plays received audio on another speaker (`None`: the default one).
     pub fn switch_speaker(&self, name: Option<String>) {
         self.shared.speaker_switch.request(name);
+    }
+
+    /// Switches echo cancellation, noise suppression and gain control on
+    /// the microphone, from the next 20 ms on. The echo canceller keeps what
+    /// it learned while switched off.
+    pub fn set_processing(&self, settings: ProcessingSettings) {
+        self.shared.set_processing(settings);
     }
 
     /// Figures for a live display; cheap (atomic reads and two short locks),

@@ -1,0 +1,163 @@
+//! Echo cancellation end to end, with real audio devices (issue 13).
+//!
+//! Peer A sits in a "room": a PulseAudio null sink that is both A's speaker
+//! (`PULSE_SINK`, `--speaker default`) and, through its monitor, A's
+//! microphone (`PULSE_SOURCE`). Whatever A plays, A's microphone hears at
+//! full level, as a laptop's microphone hears its own speakers. A talker is
+//! in the room too: `paplay` plays a steady 300 Hz tone into the same sink.
+//!
+//! B sends test beeps (880 Hz) and records what it receives. Without echo
+//! cancellation B hears its own beeps come back from A's room; with it (the
+//! default), B's recording must hold at least 30 dB less of them, while A's
+//! talker still reaches B within 3 dB. Noise suppression and gain control
+//! are off for both runs, so the figures are the echo canceller's alone.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::pulse::PulseAudio;
+use common::{LivePeer, Scratch, serialised, start_server};
+use duet_media::wav_file::{WavRecorder, read_wav};
+
+const RATE: f64 = 48_000.0;
+const ROOM: &str = "duet_room_a";
+const TALKER_HZ: f64 = 300.0;
+const BEEP_HZ: f64 = 880.0;
+const CALL_SECONDS: u64 = 16;
+/// The stretch of B's recording measured: the last seconds of the call, once
+/// the echo canceller has had time to learn A's room.
+const MEASURE_SECONDS: f64 = 5.0;
+
+/// A's talker: a steady tone at about −16 dBFS, long enough for the call.
+fn write_talker(path: &Path) {
+    let samples: Vec<f32> = (0..(RATE as usize * (CALL_SECONDS as usize + 10)))
+        .map(|n| (0.22 * (std::f64::consts::TAU * TALKER_HZ * n as f64 / RATE).sin()) as f32)
+        .collect();
+    let mut wav = WavRecorder::create(path).expect("the talker's WAV");
+    wav.write(&samples).expect("written");
+    wav.finish().expect("finished");
+}
+
+/// The level (dB of full scale, RMS, averaged over `samples`) of the
+/// component near `hz`: Goertzel over 100 ms Hann-windowed blocks. Short
+/// blocks, because the receiver may play a touch fast or slow (it absorbs
+/// clock drift by up to 0.7 %), which would move a tone off a long window's
+/// narrow bin; the Hann window keeps a loud tone at one frequency from
+/// leaking into the measure of a quiet one at another.
+fn level_at(samples: &[f32], hz: f64) -> f64 {
+    let block = (RATE / 10.0) as usize;
+    let coefficient = 2.0 * (std::f64::consts::TAU * hz / RATE).cos();
+    let mut total_power = 0.0;
+    let mut blocks = 0;
+    for chunk in samples.chunks_exact(block) {
+        let (mut s1, mut s2) = (0.0f64, 0.0f64);
+        for (n, &x) in chunk.iter().enumerate() {
+            let hann = 0.5 - 0.5 * (std::f64::consts::TAU * n as f64 / block as f64).cos();
+            let s0 = f64::from(x) * hann + coefficient * s1 - s2;
+            s2 = s1;
+            s1 = s0;
+        }
+        // The Hann window halves a sine's amplitude in its bin.
+        let amplitude = 4.0 * (s1 * s1 + s2 * s2 - coefficient * s1 * s2).max(0.0).sqrt()
+            / block as f64;
+        total_power += amplitude * amplitude / 2.0;
+        blocks += 1;
+    }
+    10.0 * (total_power / f64::from(blocks.max(1))).max(1e-18).log10()
+}
+
+/// Runs the call once; returns B's levels of its own beeps and of A's talker.
+fn echo_call(echo_cancel: bool) -> (f64, f64) {
+    let scratch = Scratch::new(if echo_cancel { "echo-on" } else { "echo-off" });
+    let talker = scratch.path("talker.wav");
+    write_talker(&talker);
+    let pulse = PulseAudio::start(if echo_cancel { "echo-on" } else { "echo-off" });
+    pulse.load_null_sink(ROOM);
+    let monitor = format!("{ROOM}.monitor");
+    let (_server, url) = start_server(&scratch, "127.0.0.1:0");
+    let env = pulse.env();
+    let b_env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut a_env = b_env.clone();
+    a_env.extend([("PULSE_SOURCE", monitor.as_str()), ("PULSE_SINK", ROOM)]);
+    let duration = CALL_SECONDS.to_string();
+    let b_wav = scratch.path("B.wav");
+    let mut a_args = vec![
+        "caller",
+        "--headless",
+        "--server",
+        &url,
+        "--video",
+        "none",
+        "--audio",
+        "mic",
+        "--speaker",
+        "default",
+        "--no-noise-suppression",
+        "--no-auto-gain",
+        "--duration",
+        &duration,
+    ];
+    if !echo_cancel {
+        a_args.push("--no-echo-cancel");
+    }
+    let _talking = pulse.play(ROOM, &talker);
+    let mut a = LivePeer::spawn_with_env(&a_args, &scratch.0, "A", &a_env);
+    a.expect_line("waiting for the other peer", Duration::from_secs(30));
+    let b_args = [
+        "callee",
+        "--headless",
+        "--server",
+        &url,
+        "--video",
+        "none",
+        "--audio",
+        "test",
+        "--duration",
+        &duration,
+        "--record-audio",
+        b_wav.to_str().expect("UTF-8 path"),
+    ];
+    let mut b = LivePeer::spawn_with_env(&b_args, &scratch.0, "B", &b_env);
+    for peer in [&mut a, &mut b] {
+        let status = peer.wait_for_exit(Duration::from_secs(CALL_SECONDS + 40));
+        assert!(status.success(), "{}", peer.stderr());
+    }
+    let received = read_wav(&b_wav).expect("B's recording");
+    let measured = (MEASURE_SECONDS * RATE) as usize;
+    assert!(
+        received.len() > measured + RATE as usize,
+        "B recorded only {} samples",
+        received.len()
+    );
+    // The last second may hold the hang-up; measure the seconds before it.
+    let end = received.len() - RATE as usize;
+    let window = &received[end - measured..end];
+    (level_at(window, BEEP_HZ), level_at(window, TALKER_HZ))
+}
+
+#[test]
+fn the_echo_of_the_far_ends_beeps_is_cancelled_and_the_near_talker_still_heard() {
+    let _one = serialised();
+    common::duet_bin();
+    let (echo_off, talker_off) = echo_call(false);
+    let (echo_on, talker_on) = echo_call(true);
+    let reduction = echo_off - echo_on;
+    eprintln!(
+        "B's own beeps coming back: {echo_off:.1} dBFS without echo cancellation, \
+         {echo_on:.1} dBFS with it: {reduction:.1} dB less; A's talker {talker_off:.1} \
+         and {talker_on:.1} dBFS ({:+.1} dB)",
+        talker_on - talker_off
+    );
+    assert!(
+        echo_off > -25.0,
+        "without echo cancellation B should hear its beeps come back ({echo_off:.1} dBFS)"
+    );
+    assert!(reduction >= 30.0, "only {reduction:.1} dB of echo removed");
+    assert!(
+        (talker_on - talker_off).abs() <= 3.0,
+        "A's talker changed by {:+.1} dB",
+        talker_on - talker_off
+    );
+}
