@@ -60,8 +60,8 @@ fn level_at(samples: &[f32], hz: f64) -> f64 {
             s1 = s0;
         }
         // The Hann window halves a sine's amplitude in its bin.
-        let amplitude = 4.0 * (s1 * s1 + s2 * s2 - coefficient * s1 * s2).max(0.0).sqrt()
-            / block as f64;
+        let amplitude =
+            4.0 * (s1 * s1 + s2 * s2 - coefficient * s1 * s2).max(0.0).sqrt() / block as f64;
         total_power += amplitude * amplitude / 2.0;
         blocks += 1;
     }

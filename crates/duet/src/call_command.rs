@@ -450,7 +450,11 @@ mod tests {
         let processing = |flags: &[&str]| config_for(flags).processing;
         assert_eq!(processing(&[]), ProcessingSettings::default());
         assert_eq!(
-            processing(&["--no-echo-cancel", "--no-noise-suppression", "--no-auto-gain"]),
+            processing(&[
+                "--no-echo-cancel",
+                "--no-noise-suppression",
+                "--no-auto-gain"
+            ]),
             ProcessingSettings::OFF
         );
         assert!(!processing(&["--no-echo-cancel"]).echo_cancel);

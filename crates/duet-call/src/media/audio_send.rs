@@ -4,9 +4,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
-use duet_media::{AudioProcessor, OpusEncoder};
 use duet_media::frame::FRAME_SAMPLES;
 use duet_media::source::{AudioSource, AudioSpec};
+use duet_media::{AudioProcessor, OpusEncoder};
 use tokio::sync::mpsc;
 
 use super::counters::bump;
@@ -55,8 +55,7 @@ pub(crate) async fn start_audio_sender(
                 {
                     source = new;
                 }
-                let Some(mut frame) =
-                    next_or_fail(source.next_frame(), "audio source", &notices)
+                let Some(mut frame) = next_or_fail(source.next_frame(), "audio source", &notices)
                 else {
                     return;
                 };

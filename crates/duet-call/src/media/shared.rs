@@ -1,6 +1,6 @@
 //! State the media threads, the async tasks and the session share.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use duet_media::ProcessingSettings;

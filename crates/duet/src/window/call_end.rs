@@ -328,6 +328,14 @@ impl CallEnd {
         self.config.audio_output = AudioOutput::Speaker(name);
     }
 
+    /// Switches the microphone processing, in this call and the next.
+    pub fn set_processing(&mut self, settings: duet_media::ProcessingSettings) {
+        if let Some(handle) = &self.handle {
+            handle.set_processing(settings);
+        }
+        self.config.processing = settings;
+    }
+
     /// Server and room for the next call.
     pub fn set_destination(&mut self, server: &str, room: &str) {
         self.config.server = server.trim().to_owned();

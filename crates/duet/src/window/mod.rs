@@ -210,6 +210,7 @@ impl ViewChoices {
             Action::SwitchVideo(spec) => end.switch_video(spec),
             Action::SwitchAudio(spec) => end.switch_audio(spec),
             Action::SwitchSpeaker(name) => end.switch_speaker(name),
+            Action::SetProcessing(settings) => end.set_processing(settings),
         }
     }
 }
@@ -250,6 +251,7 @@ fn form_for(config: &CallConfig) -> SettingsForm {
             AudioOutput::Speaker(name) => name.clone(),
             _ => None,
         },
+        processing: config.processing,
     }
 }
 

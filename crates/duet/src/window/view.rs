@@ -2,6 +2,7 @@
 //! to what the person asked for ([`Action`]). They hold no call state and do
 //! no I/O, which is what lets `egui_kittest` test them without a call.
 
+use duet_media::ProcessingSettings;
 use duet_media::source::{AudioSpec, VideoSpec};
 use eframe::egui::{self, Color32, Rect, RichText, Vec2, pos2};
 
@@ -33,6 +34,8 @@ pub enum Action {
     SwitchAudio(AudioSpec),
     /// Another speaker (`None`: the default one).
     SwitchSpeaker(Option<String>),
+    /// Echo cancellation, noise suppression or gain control switched.
+    SetProcessing(ProcessingSettings),
 }
 
 /// One end of a call, as it is to be drawn.
@@ -299,6 +302,8 @@ pub struct SettingsForm {
     pub audio: AudioSpec,
     /// Speaker in use (`None`: the default one).
     pub speaker: Option<String>,
+    /// Microphone processing in use.
+    pub processing: ProcessingSettings,
 }
 
 /// [`settings_panel`] on the right-hand side of the window.
@@ -403,6 +408,17 @@ pub fn settings_panel(
             .then_some("No speaker found: sound is not played."),
     ) {
         actions.push(Action::SwitchSpeaker(speaker));
+    }
+    let before = form.processing;
+    let processing = &mut form.processing;
+    ui.checkbox(&mut processing.echo_cancel, "Echo cancellation")
+        .on_hover_text("Removes your speaker's sound from your microphone, so the other person does not hear themselves.");
+    ui.checkbox(&mut processing.noise_suppression, "Noise suppression")
+        .on_hover_text("Removes steady background noise: fans, hum, hiss.");
+    ui.checkbox(&mut processing.auto_gain, "Automatic gain")
+        .on_hover_text("Keeps your voice at a steady level.");
+    if form.processing != before {
+        actions.push(Action::SetProcessing(form.processing));
     }
     actions
 }
@@ -711,6 +727,7 @@ mod tests {
                 video: VideoSpec::Camera(0),
                 audio: AudioSpec::Mic(None),
                 speaker: None,
+                processing: ProcessingSettings::default(),
             },
             actions: Vec::new(),
         };
@@ -758,6 +775,17 @@ mod tests {
         assert_eq!(
             harness.state().actions,
             vec![Action::SwitchSpeaker(Some("Headphones".into()))]
+        );
+
+        harness.state_mut().actions.clear();
+        harness.get_by_label("Echo cancellation").click();
+        harness.run();
+        assert_eq!(
+            harness.state().actions,
+            vec![Action::SetProcessing(ProcessingSettings {
+                echo_cancel: false,
+                ..ProcessingSettings::default()
+            })]
         );
 
         // Typing an M into the room is text, not the mute shortcut.
