@@ -102,7 +102,7 @@ fn echo_call(echo_cancel: bool) -> (f64, f64) {
     if !echo_cancel {
         a_args.push("--no-echo-cancel");
     }
-    let _talking = pulse.play(ROOM, &talker);
+    let mut talking = pulse.play(ROOM, &talker);
     let mut a = LivePeer::spawn_with_env(&a_args, &scratch.0, "A", &a_env);
     a.expect_line("waiting for the other peer", Duration::from_secs(30));
     let b_args = [
@@ -124,6 +124,9 @@ fn echo_call(echo_cancel: bool) -> (f64, f64) {
         let status = peer.wait_for_exit(Duration::from_secs(CALL_SECONDS + 40));
         assert!(status.success(), "{}", peer.stderr());
     }
+    // The talker's file outlasts the call; it is stopped here.
+    let _ = talking.kill();
+    let _ = talking.wait();
     let received = read_wav(&b_wav).expect("B's recording");
     let measured = (MEASURE_SECONDS * RATE) as usize;
     assert!(
