@@ -290,6 +290,19 @@ pub fn peer(
     tone: &str,
     extra: &[&str],
 ) -> LivePeer {
+    peer_with_env(scratch, name, role, url, tone, extra, &[])
+}
+
+/// [`peer`] with extra environment variables (a sound server, a sink).
+pub fn peer_with_env(
+    scratch: &Scratch,
+    name: &str,
+    role: &str,
+    url: &str,
+    tone: &str,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> LivePeer {
     let stats = scratch.path(&format!("{name}.json"));
     let mut args = vec![
         role,
@@ -306,7 +319,7 @@ pub fn peer(
         stats.to_str().unwrap(),
     ];
     args.extend_from_slice(extra);
-    LivePeer::spawn(&args, &scratch.0, name)
+    LivePeer::spawn_with_env(&args, &scratch.0, name, env)
 }
 
 /// The `--stats-json` report a [`peer`] named `name` wrote.
