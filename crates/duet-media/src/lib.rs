@@ -26,6 +26,7 @@ pub mod opus_codec;
 pub mod resample;
 pub mod sink;
 pub mod source;
+pub mod speech_like;
 pub mod stamp;
 pub mod stretch;
 pub mod test_audio;

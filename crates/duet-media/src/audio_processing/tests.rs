@@ -5,6 +5,7 @@
 use std::f32::consts::TAU;
 
 use super::*;
+use crate::speech_like::speech_like;
 
 const RATE: f32 = SAMPLE_RATE as f32;
 const DUET_FRAME: usize = crate::frame::FRAME_SAMPLES;
@@ -47,34 +48,6 @@ fn envelope(i: usize, len: usize, ramp: usize) -> f32 {
     } else {
         0.5 - 0.5 * (std::f32::consts::PI * edge as f32 / ramp as f32).cos()
     }
-}
-
-/// A talker: syllables of 120–300 ms with 60–200 ms gaps, each a harmonic
-/// series on a pitch of 100–220 Hz gliding by up to 20%, harmonics falling
-/// 6 dB per octave up to 3.5 kHz. Peak amplitude about `peak`.
-fn talker(seconds: f32, peak: f32, seed: u64) -> Vec<f32> {
-    let mut rng = Rng::new(seed);
-    let total = (seconds * RATE) as usize;
-    let mut out = Vec::with_capacity(total);
-    while out.len() < total {
-        let len = ms(rng.range(120.0, 300.0));
-        let f0_start = rng.range(100.0, 220.0);
-        let f0_end = f0_start * rng.range(0.8, 1.2);
-        let harmonics = (3500.0 / f0_start.max(f0_end)) as usize;
-        let norm: f32 = (1..=harmonics).map(|k| 1.0 / k as f32).sum();
-        let mut phase = 0.0f32;
-        for i in 0..len {
-            let f0 = f0_start + (f0_end - f0_start) * i as f32 / len as f32;
-            phase = (phase + TAU * f0 / RATE) % TAU;
-            let voice: f32 = (1..=harmonics)
-                .map(|k| (phase * k as f32).sin() / k as f32)
-                .sum();
-            out.push(peak * envelope(i, len, ms(20.0)) * voice / norm);
-        }
-        out.extend(std::iter::repeat_n(0.0, ms(rng.range(60.0, 200.0))));
-    }
-    out.truncate(total);
-    out
 }
 
 fn tone(seconds: f32, hz: f32, amplitude: f32) -> Vec<f32> {
@@ -162,7 +135,7 @@ fn tail(x: &[f32], seconds: f32) -> &[f32] {
 #[test]
 fn echo_is_cancelled_and_the_near_talker_kept() {
     let seconds = 14.0;
-    let far = talker(seconds, 0.5, 1);
+    let far = speech_like(seconds, 0.5, 1);
     let echo = echo_of(&far);
     let settings = only(true, false, false);
 
@@ -290,7 +263,7 @@ fn everything_off_leaves_the_samples_bit_identical() {
 
 #[test]
 fn settings_switched_mid_call_take_effect_and_keep_the_echo_canceller() {
-    let far = talker(16.0, 0.5, 6);
+    let far = speech_like(16.0, 0.5, 6);
     let echo = echo_of(&far);
     let (converge, window) = ((8.0 * RATE) as usize, (1.0 * RATE) as usize);
     let mut processor = AudioProcessor::new(ProcessingSettings::default());
@@ -333,7 +306,7 @@ fn settings_switched_mid_call_take_effect_and_keep_the_echo_canceller() {
 
     // Gain on alone: a quiet talker gets louder.
     processor.set_settings(only(false, false, true));
-    let quiet = talker(4.0, 0.01, 11);
+    let quiet = speech_like(4.0, 0.01, 11);
     let out = call(&mut processor, &[], &quiet, 12);
     let gain = db(power(tail(&out, 1.0)) / power(tail(&quiet, 1.0)));
 
@@ -397,7 +370,7 @@ fn speaking_level(x: &[f32]) -> f64 {
 
 #[test]
 fn a_quiet_talker_is_brought_up() {
-    let loud = talker(10.0, 1.0, 13);
+    let loud = speech_like(10.0, 1.0, 13);
     let scale = 10f64.powf((-40.0 - speaking_level(&loud)) / 20.0) as f32;
     let quiet: Vec<f32> = loud.iter().map(|s| s * scale).collect();
     let out = call(
