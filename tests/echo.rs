@@ -27,12 +27,12 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::pulse::PulseAudio;
+use common::sound::{RATE, tone_level_db, write_wav};
 use common::{LivePeer, Scratch, serialised, start_server};
 use duet_media::BeepSource;
 use duet_media::speech_like::speech_like;
-use duet_media::wav_file::{WavRecorder, read_wav};
+use duet_media::wav_file::read_wav;
 
-const RATE: f64 = 48_000.0;
 const ROOM: &str = "duet_room_a";
 const TALKER_HZ: f64 = 300.0;
 const BEEP_HZ: f64 = 880.0;
@@ -63,40 +63,6 @@ fn write_far_end(path: &Path) {
         .map(|(n, voice)| voice + beeps.sample(n as u64))
         .collect();
     write_wav(path, &samples);
-}
-
-fn write_wav(path: &Path, samples: &[f32]) {
-    let mut wav = WavRecorder::create(path).expect("a WAV in the scratch directory");
-    wav.write(samples).expect("written");
-    wav.finish().expect("finished");
-}
-
-/// The level (dB of full scale, RMS, averaged over `samples`) of the
-/// component near `hz`: Goertzel over 100 ms Hann-windowed blocks. Short
-/// blocks, because the receiver may play a touch fast or slow (it absorbs
-/// clock drift by up to 0.7 %), which would move a tone off a long window's
-/// narrow bin; the Hann window keeps a loud tone at one frequency from
-/// leaking into the measure of a quiet one at another.
-fn level_at(samples: &[f32], hz: f64) -> f64 {
-    let block = (RATE / 10.0) as usize;
-    let coefficient = 2.0 * (std::f64::consts::TAU * hz / RATE).cos();
-    let mut total_power = 0.0;
-    let mut blocks = 0;
-    for chunk in samples.chunks_exact(block) {
-        let (mut s1, mut s2) = (0.0f64, 0.0f64);
-        for (n, &x) in chunk.iter().enumerate() {
-            let hann = 0.5 - 0.5 * (std::f64::consts::TAU * n as f64 / block as f64).cos();
-            let s0 = f64::from(x) * hann + coefficient * s1 - s2;
-            s2 = s1;
-            s1 = s0;
-        }
-        // The Hann window halves a sine's amplitude in its bin.
-        let amplitude =
-            4.0 * (s1 * s1 + s2 * s2 - coefficient * s1 * s2).max(0.0).sqrt() / block as f64;
-        total_power += amplitude * amplitude / 2.0;
-        blocks += 1;
-    }
-    10.0 * (total_power / f64::from(blocks.max(1))).max(1e-18).log10()
 }
 
 /// Runs the call once; returns B's levels of its own beeps and of A's talker.
@@ -170,7 +136,10 @@ fn echo_call(echo_cancel: bool) -> (f64, f64) {
     // The last second may hold the hang-up; measure the seconds before it.
     let end = received.len() - RATE as usize;
     let window = &received[end - measured..end];
-    (level_at(window, BEEP_HZ), level_at(window, TALKER_HZ))
+    (
+        tone_level_db(window, BEEP_HZ),
+        tone_level_db(window, TALKER_HZ),
+    )
 }
 
 #[test]

@@ -5,6 +5,7 @@ pub mod browser;
 pub mod played;
 pub mod pulse;
 pub mod screen;
+pub mod sound;
 
 use std::io::{BufRead as _, BufReader};
 use std::path::PathBuf;
