@@ -1,6 +1,7 @@
 //! Per-frame costs of the media path: H.264 encode and decode, Opus encode and
 //! decode, I420→RGBA for display, and the microphone's audio processing
-//! (against resampling, per 10 ms). Each runs on one thread.
+//! (against resampling, per 10 ms), and the playout's clock-drift stretch (per
+//! 20 ms packet). Each runs on one thread.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::hint::black_box;
@@ -9,6 +10,7 @@ use std::time::SystemTime;
 use criterion::{Criterion, criterion_group, criterion_main};
 use duet_media::audio_processing::PROCESSING_FRAME_SAMPLES;
 use duet_media::resample::StreamResampler;
+use duet_media::stretch::ClockStretch;
 use duet_media::{
     AudioProcessor, BeepSource, Decoded, H264Decoder, H264Encoder, OpusDecoder, OpusEncoder,
     ProcessingSettings, TestPatternSource,
@@ -178,5 +180,20 @@ fn audio_processing(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, h264, opus, audio_processing);
+/// The playout's clock-drift stretch on one 20 ms packet of the speaker's
+/// audio, at 1 (passing through) and at the ±0.5 % a drifting clock needs.
+fn stretch(c: &mut Criterion) {
+    let packet: Vec<f32> = (0..960)
+        .map(|n| 0.3 * (n as f32 * 440.0 * std::f32::consts::TAU / 48_000.0).sin())
+        .collect();
+    for ratio in [1.0, 1.005, 0.995] {
+        let mut stretch = ClockStretch::new().unwrap();
+        stretch.set_ratio(ratio);
+        c.bench_function(&format!("stretch 20 ms at {ratio}"), |b| {
+            b.iter(|| black_box(stretch.process(black_box(&packet)).unwrap().len()))
+        });
+    }
+}
+
+criterion_group!(benches, h264, opus, audio_processing, stretch);
 criterion_main!(benches);
