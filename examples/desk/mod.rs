@@ -3,6 +3,8 @@
 //! (and, through their monitors, microphones).
 #![allow(dead_code)] // each example uses a subset
 
+pub mod probes;
+
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
