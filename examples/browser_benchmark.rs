@@ -32,10 +32,8 @@ mod desk;
 mod support;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
@@ -43,6 +41,7 @@ use browser::Browser;
 use desk::VirtualDesk;
 use duet_measure::{ProcessUsage, median};
 use serde_json::Value;
+use support::LineChild;
 
 const SIZE: (u32, u32) = (640, 480);
 
@@ -70,6 +69,9 @@ impl Kind {
 /// under half a second). CPU is measured over the call less this much, so a
 /// window that hangs up after `--duration` is still running when it is read.
 const WINDOW_CONNECTS_WITHIN: Duration = Duration::from_secs(1);
+/// A native peer hangs up by its `--duration`; it has exited this long after
+/// the benchmark's own measurement window.
+const APP_ENDS_WITHIN: Duration = Duration::from_secs(20);
 
 /// `duet ROLE` in `room` with the test signals, writing its report to `report`.
 fn app_command(ctx: &Context, room: &str, role: &str, tone: u32, report: &Path) -> Command {
@@ -88,9 +90,7 @@ fn app_command(ctx: &Context, room: &str, role: &str, tone: u32, report: &Path) 
 /// One end of a call.
 enum Peer {
     Native {
-        child: Child,
-        lines: Receiver<String>,
-        connected: bool,
+        app: LineChild,
         report: PathBuf,
     },
     Window {
@@ -106,27 +106,10 @@ impl Peer {
         match kind {
             Kind::Native => {
                 let report = ctx.dir.join(format!("{room}-{role}.json"));
-                let mut child = app_command(ctx, room, role, tone, &report)
-                    .arg("--headless")
-                    .stdout(Stdio::piped())
-                    .stderr(Stdio::null())
-                    .spawn()
-                    .context("cannot start a native peer")?;
-                let stdout = BufReader::new(child.stdout.take().context("no stdout")?);
-                let (tx, lines) = std::sync::mpsc::channel();
-                std::thread::spawn(move || {
-                    for line in stdout.lines().map_while(Result::ok) {
-                        if tx.send(line).is_err() {
-                            break;
-                        }
-                    }
-                });
-                Ok(Peer::Native {
-                    child,
-                    lines,
-                    connected: false,
-                    report,
-                })
+                let mut command = app_command(ctx, room, role, tone, &report);
+                command.arg("--headless").stderr(Stdio::null());
+                let app = LineChild::spawn(command, "a native peer")?;
+                Ok(Peer::Native { app, report })
             }
             Kind::Window => {
                 let report = ctx.dir.join(format!("{room}-{role}.json"));
@@ -162,14 +145,7 @@ impl Peer {
 
     fn is_connected(&mut self) -> bool {
         match self {
-            Peer::Native {
-                lines, connected, ..
-            } => {
-                while let Ok(line) = lines.try_recv() {
-                    *connected |= line.contains("connected");
-                }
-                *connected
-            }
+            Peer::Native { app, .. } => app.has_said(|line| line == "connected"),
             Peer::Window { started, .. } => started.elapsed() >= WINDOW_CONNECTS_WITHIN,
             Peer::Browser(browser) => browser.report()["connected"] == true,
         }
@@ -177,25 +153,33 @@ impl Peer {
 
     fn pids(&self) -> Vec<u32> {
         match self {
-            Peer::Native { child, .. } | Peer::Window { child, .. } => vec![child.id()],
+            Peer::Native { app, .. } => vec![app.id()],
+            Peer::Window { child, .. } => vec![child.id()],
             Peer::Browser(browser) => browser.process_ids(),
         }
     }
 
     /// The peer's report once its call has ended.
     fn finish(self) -> anyhow::Result<Value> {
+        let read = |report: PathBuf| -> anyhow::Result<Value> {
+            Ok(serde_json::from_str(&std::fs::read_to_string(report)?)?)
+        };
         match self {
-            Peer::Native {
-                mut child, report, ..
+            Peer::Native { app, report } => {
+                let status = app.finish(APP_ENDS_WITHIN)?;
+                if !status.success() {
+                    bail!("a native peer failed: {status}");
+                }
+                read(report)
             }
-            | Peer::Window {
+            Peer::Window {
                 mut child, report, ..
             } => {
                 let status = child.wait()?;
                 if !status.success() {
-                    bail!("an app peer failed: {status}");
+                    bail!("a window peer failed: {status}");
                 }
-                Ok(serde_json::from_str(&std::fs::read_to_string(report)?)?)
+                read(report)
             }
             Peer::Browser(browser) => {
                 let started = Instant::now();
@@ -405,7 +389,7 @@ fn main() -> anyhow::Result<()> {
     std::fs::create_dir_all(&dir)?;
     let server = support::Server::start(&bin)?;
     let desk = VirtualDesk::start()?;
-    if !desk.audio {
+    if desk.audio.is_none() {
         eprintln!(
             "PulseAudio did not start: window peers measure audio at their sink, not a device"
         );

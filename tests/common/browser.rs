@@ -41,11 +41,22 @@ impl Browser {
 
     /// [`Browser::launch`], choosing what the browser answers a page that asks for devices.
     pub fn launch_with(name: &str, devices: Devices) -> Browser {
-        for binary in [CHROMIUM, CHROMEDRIVER] {
-            assert!(
-                std::path::Path::new(binary).exists(),
-                "{binary} is missing: run ./scripts/install-deps.sh (Debian's chromium and chromium-driver)"
-            );
+        Browser::launch_with_env(name, devices, Vec::<(&str, &str)>::new())
+    }
+
+    /// [`Browser::launch_with`], with `env` added to the environment of
+    /// chromedriver and so of Chromium (which sound server it plays to, say).
+    pub fn launch_with_env<K, V>(
+        name: &str,
+        devices: Devices,
+        env: impl IntoIterator<Item = (K, V)>,
+    ) -> Browser
+    where
+        K: AsRef<std::ffi::OsStr>,
+        V: AsRef<std::ffi::OsStr>,
+    {
+        if let Err(missing) = installed() {
+            panic!("{missing}");
         }
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
@@ -53,6 +64,7 @@ impl Browser {
             .port();
         let driver = Command::new(CHROMEDRIVER)
             .arg(format!("--port={port}"))
+            .envs(env)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -178,6 +190,19 @@ impl Browser {
     /// Process ids of Chromium (every descendant of its driver), for CPU and memory.
     pub fn process_ids(&self) -> Vec<u32> {
         descendants(self.driver.id())
+    }
+}
+
+/// Whether Chromium and chromedriver are here; what to do when they are not.
+pub fn installed() -> Result<(), String> {
+    match [CHROMIUM, CHROMEDRIVER]
+        .into_iter()
+        .find(|binary| !std::path::Path::new(binary).exists())
+    {
+        Some(binary) => Err(format!(
+            "{binary} is missing: run ./scripts/install-deps.sh (Debian's chromium and chromium-driver)"
+        )),
+        None => Ok(()),
     }
 }
 
