@@ -35,8 +35,12 @@ const SLACK: u64 = TICKS_PER_PACKET as u64 / 2;
 const MAX_TARGET: usize = 10;
 /// Packets above target beyond which the excess is dropped at once.
 const FAR_ABOVE: usize = 3;
-/// Ticks without an underrun after which one packet of underrun margin is given back (5 s).
+/// Ticks without an underrun after which one packet of underrun margin is
+/// given back (5 s), at first.
 const CALM_TICKS: u32 = 250;
+/// The longest calm asked for before giving margin back (60 s): reached when
+/// giving it back keeps proving premature.
+const MAX_CALM_TICKS: u32 = 3_000;
 
 /// What to play for one 20 ms tick.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,8 +75,7 @@ pub struct AudioPlayoutBuffer {
     highest: Option<u64>,
     target: usize,
     /// Extra depth earned by underruns, given back after calm periods.
-    underrun_margin: usize,
-    calm_ticks: u32,
+    margin: UnderrunMargin,
     misses_in_a_row: u32,
     /// How fast to play, so that the depth holds at target while the
     /// sender's clock and the device's disagree.
@@ -89,13 +92,79 @@ impl Default for AudioPlayoutBuffer {
             next: None,
             highest: None,
             target: 1,
-            underrun_margin: 0,
-            calm_ticks: 0,
+            margin: UnderrunMargin::default(),
             misses_in_a_row: 0,
             drift: DriftControl::new(MAX_STRETCH),
             jitter: JitterEstimator::with_clock_rate(48_000),
             concealed: 0,
         }
+    }
+}
+
+/// Depth earned by underruns: a packet more for each, given back one at a
+/// time after a calm period. A path whose packets come late now and then
+/// (every few seconds) would otherwise glitch each time the margin was given
+/// back; so when an underrun follows soon after a give-back, the calm asked
+/// for next time doubles (up to a minute), and it halves again after a give-
+/// back that held.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct UnderrunMargin {
+    packets: usize,
+    /// Packets played since the last underrun or give-back.
+    calm_ticks: u32,
+    /// How long a calm gives a packet back.
+    calm_needed: u32,
+    /// A packet was given back and the calm since has not yet lasted
+    /// `calm_needed`: an underrun now says it was given back too soon.
+    probing: bool,
+}
+
+impl Default for UnderrunMargin {
+    fn default() -> Self {
+        UnderrunMargin {
+            packets: 0,
+            calm_ticks: 0,
+            calm_needed: CALM_TICKS,
+            probing: false,
+        }
+    }
+}
+
+impl UnderrunMargin {
+    /// A packet was played on time. True when the margin changed.
+    fn on_played(&mut self) -> bool {
+        self.calm_ticks = self.calm_ticks.saturating_add(1);
+        if self.calm_ticks < self.calm_needed {
+            return false;
+        }
+        self.calm_ticks = 0;
+        if self.probing {
+            // The last give-back held: be a little quicker next time.
+            self.calm_needed = (self.calm_needed / 2).max(CALM_TICKS);
+        }
+        self.probing = self.packets > 0;
+        if self.packets > 0 {
+            self.packets -= 1;
+            return true;
+        }
+        false
+    }
+
+    /// The packet due was not there.
+    fn on_underrun(&mut self) {
+        if self.probing {
+            self.calm_needed = (self.calm_needed * 2).min(MAX_CALM_TICKS);
+            self.probing = false;
+        }
+        self.packets = (self.packets + 1).min(MAX_TARGET);
+        self.calm_ticks = 0;
+    }
+
+    /// The stream paused: the underrun that noticed it said nothing about
+    /// jitter, so its packet is handed back.
+    fn on_pause(&mut self) {
+        self.packets = self.packets.saturating_sub(1);
+        self.probing = false;
     }
 }
 
@@ -147,8 +216,9 @@ impl AudioPlayoutBuffer {
     /// Jitter of J means a packet can be up to ~2J late: keep that much in hand,
     /// plus whatever recent underruns asked for.
     fn update_target(&mut self) {
-        let from_jitter = (self.jitter.jitter().as_secs_f64() * 2.0 / 0.020).ceil() as usize + 1;
-        self.target = (from_jitter + self.underrun_margin).clamp(1, MAX_TARGET);
+        let from_jitter =
+            ((self.jitter.jitter().as_secs_f64() * 2.0 / 0.020).ceil() as usize).max(1);
+        self.target = (from_jitter + self.margin.packets).clamp(1, MAX_TARGET);
     }
 
     /// What to play for the next 20 ms.
@@ -200,10 +270,7 @@ impl AudioPlayoutBuffer {
                 };
                 self.next = Some(ts + queued.samples);
                 self.misses_in_a_row = 0;
-                self.calm_ticks += 1;
-                if self.calm_ticks >= CALM_TICKS && self.underrun_margin > 0 {
-                    self.calm_ticks = 0;
-                    self.underrun_margin -= 1;
+                if self.margin.on_played() {
                     self.update_target();
                 }
                 Playout::Packet(queued.payload)
@@ -217,14 +284,13 @@ impl AudioPlayoutBuffer {
                     self.next = None;
                     self.misses_in_a_row = 0;
                     self.drift.reset();
-                    self.underrun_margin = self.underrun_margin.saturating_sub(1);
+                    self.margin.on_pause();
                     self.update_target();
                     return Playout::Idle;
                 }
                 if self.misses_in_a_row == 1 {
                     // Underrun: the packet is late, not lost. Grow so this does not repeat.
-                    self.underrun_margin = (self.underrun_margin + 1).min(MAX_TARGET);
-                    self.calm_ticks = 0;
+                    self.margin.on_underrun();
                     self.update_target();
                 }
                 // Stall: conceal this tick but keep waiting for the same packet, so the
@@ -418,14 +484,10 @@ mod tests {
             t += Duration::from_millis(20);
             buffer.push(i * TICKS_PER_PACKET, packet(i), TICKS_PER_PACKET, t + late);
             if i == 6 {
-                assert!(buffer.target() >= 3, "the stall raised the target");
+                assert!(buffer.target() >= 2, "the stall raised the target");
             }
         }
-        assert!(
-            buffer.target() <= 2,
-            "target {} after calm",
-            buffer.target()
-        );
+        assert_eq!(buffer.target(), 1, "the target after calm");
     }
 
     #[test]
@@ -501,14 +563,66 @@ mod tests {
     fn longer_packets_move_the_cursor_by_what_they_carry() {
         // 40 ms packets from another sender: each is followed on at its end.
         let mut buffer = AudioPlayoutBuffer::new();
-        let now = Instant::now();
+        let start = Instant::now();
+        buffer.push(0, packet(0), 1920, start);
         for i in 0..5u32 {
-            buffer.push(i * 1920, packet(i), 1920, now);
-        }
-        for i in 0..5u32 {
+            let next = i + 1;
+            let arrives = start + Duration::from_millis(40 * u64::from(next));
+            buffer.push(next * 1920, packet(next), 1920, arrives);
             assert_eq!(buffer.pop(), Playout::Packet(packet(i)), "packet {i}");
         }
         assert_eq!(buffer.concealed(), 0);
+    }
+
+    #[test]
+    fn margin_given_back_too_soon_waits_longer_next_time() {
+        let mut margin = UnderrunMargin::default();
+        margin.on_underrun();
+        assert_eq!(margin.packets, 1);
+        // A packet late by one packet's worth every 8 s: an underrun
+        // whenever no margin is left to absorb it. Each give-back is
+        // followed by an underrun within the next calm, until the calm asked
+        // for outlasts the 8 s.
+        let (mut underruns, mut tick) = (Vec::new(), 0u32);
+        for _ in 0..(5 * 60 * 50) {
+            tick += 1;
+            if tick % 400 == 0 && margin.packets == 0 {
+                margin.on_underrun();
+                underruns.push(tick);
+            } else {
+                margin.on_played();
+            }
+        }
+        assert_eq!(margin.calm_needed, MAX_CALM_TICKS, "{margin:?}");
+        // Glitches further and further apart, the last a minute apart: 7 in
+        // five minutes instead of one every 8 s (37).
+        assert!(underruns.len() <= 8, "{underruns:?}");
+        let gaps: Vec<u32> = underruns.windows(2).map(|w| w[1] - w[0]).collect();
+        assert!(gaps.windows(2).all(|g| g[1] >= g[0]), "{gaps:?}");
+        assert!(
+            gaps.last().is_some_and(|&g| g >= MAX_CALM_TICKS),
+            "{gaps:?}"
+        );
+
+        // A calm that lasts: the margin is given back, and having held, the
+        // next give-back will come sooner.
+        for _ in 0..(10 * 60 * 50) {
+            margin.on_played();
+        }
+        assert_eq!(margin.packets, 0, "{margin:?}");
+        assert_eq!(margin.calm_needed, MAX_CALM_TICKS / 2, "{margin:?}");
+    }
+
+    #[test]
+    fn the_calm_asked_for_never_exceeds_a_minute() {
+        let mut margin = UnderrunMargin::default();
+        for _ in 0..20 {
+            margin.on_underrun();
+            while !margin.on_played() {}
+        }
+        margin.on_underrun();
+        assert_eq!(margin.calm_needed, MAX_CALM_TICKS);
+        assert!(margin.packets <= MAX_TARGET);
     }
 
     #[test]
