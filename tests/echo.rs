@@ -24,11 +24,10 @@
 mod common;
 
 use std::path::Path;
-use std::time::Duration;
 
 use common::pulse::PulseAudio;
 use common::sound::{RATE, tone_level_db, write_wav};
-use common::{LivePeer, Scratch, serialised, start_server};
+use common::{CallSide, Scratch, serialised, start_server};
 use duet_media::BeepSource;
 use duet_media::speech_like::speech_like;
 use duet_media::wav_file::read_wav;
@@ -80,13 +79,8 @@ fn echo_call(echo_cancel: bool) -> (f64, f64) {
     let b_env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let mut a_env = b_env.clone();
     a_env.extend([("PULSE_SOURCE", monitor.as_str()), ("PULSE_SINK", ROOM)]);
-    let duration = CALL_SECONDS.to_string();
     let b_wav = scratch.path("B.wav");
     let mut a_args = vec![
-        "caller",
-        "--headless",
-        "--server",
-        &url,
         "--video",
         "none",
         "--audio",
@@ -95,34 +89,32 @@ fn echo_call(echo_cancel: bool) -> (f64, f64) {
         "default",
         "--no-noise-suppression",
         "--no-auto-gain",
-        "--duration",
-        &duration,
     ];
     if !echo_cancel {
         a_args.push("--no-echo-cancel");
     }
-    let mut talking = pulse.play(ROOM, &talker);
-    let mut a = LivePeer::spawn_with_env(&a_args, &scratch.0, "A", &a_env);
-    a.expect_line("waiting for the other peer", Duration::from_secs(30));
-    let b_args = [
-        "callee",
-        "--headless",
-        "--server",
-        &url,
+    let b_args = vec![
         "--video",
         "none",
         "--audio",
         far_end.to_str().expect("UTF-8 path"),
-        "--duration",
-        &duration,
         "--record-audio",
         b_wav.to_str().expect("UTF-8 path"),
     ];
-    let mut b = LivePeer::spawn_with_env(&b_args, &scratch.0, "B", &b_env);
-    for peer in [&mut a, &mut b] {
-        let status = peer.wait_for_exit(Duration::from_secs(CALL_SECONDS + 40));
-        assert!(status.success(), "{}", peer.stderr());
-    }
+    let mut talking = pulse.play(ROOM, &talker);
+    common::call_headless(
+        &scratch,
+        &url,
+        CallSide {
+            args: a_args,
+            env: a_env,
+        },
+        CallSide {
+            args: b_args,
+            env: b_env,
+        },
+        CALL_SECONDS,
+    );
     // The talker's file outlasts the call; it is stopped here.
     let _ = talking.kill();
     let _ = talking.wait();

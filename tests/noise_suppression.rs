@@ -16,11 +16,10 @@
 mod common;
 
 use std::path::Path;
-use std::time::Duration;
 
 use common::pulse::PulseAudio;
 use common::sound::{RATE, mean_square, write_wav};
-use common::{LivePeer, Scratch, serialised, start_server};
+use common::{CallSide, Scratch, serialised, start_server};
 use duet_media::speech_like::white_noise;
 use duet_media::wav_file::read_wav;
 
@@ -112,49 +111,42 @@ fn noisy_call(noise_suppression: bool) -> (f64, f64) {
     let b_env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let mut a_env = b_env.clone();
     a_env.push(("PULSE_SOURCE", monitor.as_str()));
-    let duration = CALL_SECONDS.to_string();
     let b_wav = scratch.path("B.wav");
     let mut a_args = vec![
-        "caller",
-        "--headless",
-        "--server",
-        &url,
         "--video",
         "none",
         "--audio",
         "mic",
         "--no-echo-cancel",
         "--no-auto-gain",
-        "--duration",
-        &duration,
     ];
     if !noise_suppression {
         a_args.push("--no-noise-suppression");
     }
-    let mut playing = pulse.play(ROOM, &sound);
-    let mut a = LivePeer::spawn_with_env(&a_args, &scratch.0, "A", &a_env);
-    a.expect_line("waiting for the other peer", Duration::from_secs(30));
     // B sends beeps (it must send something); A plays them on its virtual
     // speaker, which no microphone hears.
-    let b_args = [
-        "callee",
-        "--headless",
-        "--server",
-        &url,
+    let b_args = vec![
         "--video",
         "none",
         "--audio",
         "test",
-        "--duration",
-        &duration,
         "--record-audio",
         b_wav.to_str().expect("UTF-8 path"),
     ];
-    let mut b = LivePeer::spawn_with_env(&b_args, &scratch.0, "B", &b_env);
-    for peer in [&mut a, &mut b] {
-        let status = peer.wait_for_exit(Duration::from_secs(CALL_SECONDS + 40));
-        assert!(status.success(), "{}", peer.stderr());
-    }
+    let mut playing = pulse.play(ROOM, &sound);
+    common::call_headless(
+        &scratch,
+        &url,
+        CallSide {
+            args: a_args,
+            env: a_env,
+        },
+        CallSide {
+            args: b_args,
+            env: b_env,
+        },
+        CALL_SECONDS,
+    );
     let _ = playing.kill();
     let _ = playing.wait();
     let received = read_wav(&b_wav).expect("B's recording");

@@ -338,3 +338,37 @@ pub fn serialised() -> MutexGuard<'static, ()> {
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
+
+/// One side of [`call_headless`]: what follows `caller`/`callee --headless
+/// --server URL --duration S` on its command line, and the environment it
+/// runs in (which PulseAudio devices it uses).
+pub struct CallSide<'a> {
+    pub args: Vec<&'a str>,
+    pub env: Vec<(&'a str, &'a str)>,
+}
+
+/// A measured call between two headless peers: A (the caller) starts and
+/// waits in the room, then B (the callee) joins; both hang up by themselves
+/// after `seconds` and must exit 0 (else the test fails with the log of the
+/// one that did not).
+pub fn call_headless(scratch: &Scratch, url: &str, a: CallSide<'_>, b: CallSide<'_>, seconds: u64) {
+    let duration = seconds.to_string();
+    let args = |role: &'static str, side: &CallSide<'_>| -> Vec<String> {
+        [role, "--headless", "--server", url, "--duration", &duration]
+            .iter()
+            .chain(side.args.iter())
+            .map(|s| (*s).to_owned())
+            .collect()
+    };
+    let a_args = args("caller", &a);
+    let a_args: Vec<&str> = a_args.iter().map(String::as_str).collect();
+    let mut caller = LivePeer::spawn_with_env(&a_args, &scratch.0, "A", &a.env);
+    caller.expect_line("waiting for the other peer", Duration::from_secs(30));
+    let b_args = args("callee", &b);
+    let b_args: Vec<&str> = b_args.iter().map(String::as_str).collect();
+    let mut callee = LivePeer::spawn_with_env(&b_args, &scratch.0, "B", &b.env);
+    for peer in [&mut caller, &mut callee] {
+        let status = peer.wait_for_exit(Duration::from_secs(seconds + 40));
+        assert!(status.success(), "{}", peer.stderr());
+    }
+}
