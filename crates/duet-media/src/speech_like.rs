@@ -68,11 +68,12 @@ fn fade(i: usize, len: usize, ramp: usize) -> f32 {
     }
 }
 
-/// xorshift64*: deterministic, and no `rand` dependency for it.
-struct SeededRandom(u64);
+/// xorshift64*: deterministic, and no `rand` dependency for it. Shared with
+/// the crate's tests that need seeded randomness.
+pub(crate) struct SeededRandom(u64);
 
 impl SeededRandom {
-    fn new(seed: u64) -> SeededRandom {
+    pub(crate) fn new(seed: u64) -> SeededRandom {
         SeededRandom(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
     }
 
@@ -84,7 +85,7 @@ impl SeededRandom {
     }
 
     /// Uniform in [lo, hi).
-    fn range(&mut self, lo: f32, hi: f32) -> f32 {
+    pub(crate) fn range(&mut self, lo: f32, hi: f32) -> f32 {
         let unit = (self.next() >> 40) as f32 / (1u64 << 24) as f32;
         lo + (hi - lo) * unit
     }

@@ -5,36 +5,10 @@
 use std::f32::consts::TAU;
 
 use super::*;
-use crate::speech_like::speech_like;
+use crate::speech_like::{SeededRandom, speech_like};
 
 const RATE: f32 = SAMPLE_RATE as f32;
 const DUET_FRAME: usize = crate::frame::FRAME_SAMPLES;
-
-/// xorshift64*: deterministic noise without a rand dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Rng {
-        Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
-    }
-
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    /// Uniform in [0, 1).
-    fn unit(&mut self) -> f32 {
-        (self.next() >> 40) as f32 / (1u64 << 24) as f32
-    }
-
-    /// Uniform in [lo, hi).
-    fn range(&mut self, lo: f32, hi: f32) -> f32 {
-        lo + (hi - lo) * self.unit()
-    }
-}
 
 fn ms(ms: f32) -> usize {
     (ms * RATE / 1000.0) as usize
@@ -97,7 +71,7 @@ fn tone_power(x: &[f32], hz: f32) -> f64 {
 /// hands over 5–20 ms at a time and has always played up to the end of the
 /// microphone frame being processed; the microphone delivers 20 ms frames.
 fn call(processor: &mut AudioProcessor, far: &[f32], mic: &[f32], seed: u64) -> Vec<f32> {
-    let mut rng = Rng::new(seed);
+    let mut rng = SeededRandom::new(seed);
     let mut played = 0;
     let mut out = Vec::with_capacity(mic.len());
     for (n, chunk) in mic.chunks_exact(DUET_FRAME).enumerate() {
@@ -165,7 +139,7 @@ fn echo_is_cancelled_and_the_near_talker_kept() {
 /// Tone bursts of 200 ms at 300–1000 Hz with 200 ms pauses, white noise under
 /// them 5 dB below the bursts. Returns (clean, noisy, burst starts).
 fn bursts_in_noise(seconds: f32, seed: u64) -> (Vec<f32>, Vec<f32>, Vec<usize>) {
-    let mut rng = Rng::new(seed);
+    let mut rng = SeededRandom::new(seed);
     let total = (seconds * RATE) as usize;
     let (burst, period) = (ms(200.0), ms(400.0));
     let mut clean = vec![0.0f32; total];
@@ -236,7 +210,7 @@ fn noise_is_suppressed_and_the_bursts_kept() {
 
 #[test]
 fn everything_off_leaves_the_samples_bit_identical() {
-    let mut rng = Rng::new(5);
+    let mut rng = SeededRandom::new(5);
     let mut processor = AudioProcessor::new(ProcessingSettings::OFF);
     for _ in 0..100 {
         let far: Vec<f32> = (0..700).map(|_| rng.range(-1.0, 1.0)).collect();
