@@ -101,7 +101,7 @@ fn echo_call(echo_cancel: bool) -> (f64, f64) {
         "--record-audio",
         b_wav.to_str().expect("UTF-8 path"),
     ];
-    let mut talking = pulse.play(ROOM, &talker);
+    let talking = pulse.play_during(ROOM, &talker);
     common::call_headless(
         &scratch,
         &url,
@@ -115,9 +115,7 @@ fn echo_call(echo_cancel: bool) -> (f64, f64) {
         },
         CALL_SECONDS,
     );
-    // The talker's file outlasts the call; it is stopped here.
-    let _ = talking.kill();
-    let _ = talking.wait();
+    drop(talking);
     let received = read_wav(&b_wav).expect("B's recording");
     let measured = (MEASURE_SECONDS * RATE) as usize;
     assert!(

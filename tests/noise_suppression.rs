@@ -133,7 +133,7 @@ fn noisy_call(noise_suppression: bool) -> (f64, f64) {
         "--record-audio",
         b_wav.to_str().expect("UTF-8 path"),
     ];
-    let mut playing = pulse.play(ROOM, &sound);
+    let playing = pulse.play_during(ROOM, &sound);
     common::call_headless(
         &scratch,
         &url,
@@ -147,8 +147,7 @@ fn noisy_call(noise_suppression: bool) -> (f64, f64) {
         },
         CALL_SECONDS,
     );
-    let _ = playing.kill();
-    let _ = playing.wait();
+    drop(playing);
     let received = read_wav(&b_wav).expect("B's recording");
     let from = (SETTLED_SECONDS * RATE) as usize;
     let to = received.len().saturating_sub(RATE as usize);

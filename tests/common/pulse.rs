@@ -155,6 +155,13 @@ impl PulseAudio {
             .unwrap_or_else(|err| panic!("cannot run paplay ({err}): {INSTALL_HINT}"))
     }
 
+    /// Plays `wav` into `sink` for as long as the returned guard lives: a
+    /// sound in the room (a talker, a fan) that outlasts the call it is heard
+    /// in and is stopped when the test is done with it.
+    pub fn play_during(&self, sink: &str, wav: &Path) -> PlayingSound {
+        PlayingSound(self.play(sink, wav))
+    }
+
     /// Starts recording `source` into `wav` (48 kHz mono float, `parecord`)
     /// at a low latency.
     pub fn record(&self, source: &str, wav: &Path) -> PulseRecording {
@@ -319,5 +326,15 @@ impl Drop for PulseRecording {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A `paplay` stopped when dropped ([`PulseAudio::play_during`]).
+pub struct PlayingSound(Child);
+
+impl Drop for PlayingSound {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }

@@ -58,8 +58,9 @@ fn samples_in_ms(ms: f32) -> usize {
     (ms * RATE / 1000.0) as usize
 }
 
-/// Raised-cosine fade in and out over `ramp` samples, so syllables do not click.
-fn fade(i: usize, len: usize, ramp: usize) -> f32 {
+/// Raised-cosine fade in and out over `ramp` samples of a burst `len` long,
+/// so syllables (and the crate's test bursts) do not click.
+pub(crate) fn fade(i: usize, len: usize, ramp: usize) -> f32 {
     let edge = i.min(len - 1 - i);
     if edge >= ramp {
         1.0

@@ -5,23 +5,13 @@
 use std::f32::consts::TAU;
 
 use super::*;
-use crate::speech_like::{SeededRandom, speech_like};
+use crate::speech_like::{SeededRandom, fade, speech_like};
 
 const RATE: f32 = SAMPLE_RATE as f32;
 const DUET_FRAME: usize = crate::frame::FRAME_SAMPLES;
 
 fn ms(ms: f32) -> usize {
     (ms * RATE / 1000.0) as usize
-}
-
-/// Raised-cosine fade in and out over `ramp` samples, so bursts do not click.
-fn envelope(i: usize, len: usize, ramp: usize) -> f32 {
-    let edge = i.min(len - 1 - i);
-    if edge >= ramp {
-        1.0
-    } else {
-        0.5 - 0.5 * (std::f32::consts::PI * edge as f32 / ramp as f32).cos()
-    }
 }
 
 fn tone(seconds: f32, hz: f32, amplitude: f32) -> Vec<f32> {
@@ -147,8 +137,7 @@ fn bursts_in_noise(seconds: f32, seed: u64) -> (Vec<f32>, Vec<f32>, Vec<usize>) 
     for start in (0..total - period).step_by(period) {
         let hz = rng.range(300.0, 1_000.0);
         for i in 0..burst {
-            clean[start + i] =
-                0.1 * envelope(i, burst, ms(10.0)) * (TAU * hz * i as f32 / RATE).sin();
+            clean[start + i] = 0.1 * fade(i, burst, ms(10.0)) * (TAU * hz * i as f32 / RATE).sin();
         }
         starts.push(start);
     }
