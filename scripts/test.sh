@@ -9,7 +9,8 @@
 #                             real calls, windows under Xvfb, Chromium
 #   ./scripts/test.sh long    the long audio runs (tests/long_audio.rs): 5 minutes
 #                             of clock drift each way and a 10-minute call on real
-#                             devices, side by side, about 11 minutes; not in CI
+#                             devices, one after the other (side by side, two
+#                             cores starve them), about 16 minutes; not in CI
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -35,7 +36,7 @@ case "$tier" in
     ;;
   long)
     echo "== cargo test: the long audio runs" >&2
-    exec cargo test -p duet-e2e --locked --test long_audio -- --ignored --nocapture
+    exec cargo test -p duet-e2e --locked --test long_audio -- --ignored --nocapture --test-threads=1
     ;;
 esac
 

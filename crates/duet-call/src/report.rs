@@ -30,11 +30,11 @@ pub(crate) struct CounterSnapshot {
     pub(crate) display_latency: Samples,
     pub(crate) last_size: Option<(u32, u32)>,
     /// Time from the first to the latest decoded frame.
-    pub(crate) decoding_span: Option<Duration>,
     pub(crate) audio_packets_sent: u64,
     pub(crate) audio_packets_received: u64,
     pub(crate) audio_packets_concealed: u64,
     pub(crate) audio_device_underruns: u64,
+    pub(crate) audio_device_rate_hz: Option<f64>,
     pub(crate) beeps_detected: u64,
     pub(crate) beep_hz: Option<f32>,
     /// Mouth-to-ear latency from the beeps.
@@ -126,6 +126,11 @@ pub struct AudioReport {
     /// Times the output device (a speaker, or headless the virtual one) ran
     /// out of audio after it had started playing: each is heard as a click.
     pub device_underruns: u64,
+    /// How fast the output device really plays, in samples a second of this
+    /// machine's wall clock (`null` until it has played for 12 s). A device
+    /// off its nominal rate is drift the playout absorbs; a recording of what
+    /// it played is timed by this rate, not the nominal one.
+    pub device_rate_hz: Option<f64>,
     pub beeps_detected: u64,
     pub beep_hz: Option<f64>,
     pub latency_ms: Option<Summary>,
@@ -192,7 +197,6 @@ impl CallReport {
     ) -> CallReport {
         let connected_s = context.connected_for.as_secs_f64();
         let per_s = |count: f64| (connected_s > 0.5).then(|| count / connected_s);
-        let decoding_s = counters.decoding_span.map(|span| span.as_secs_f64());
         let usage = ProcessUsage::this_process();
         CallReport {
             role: context.role,
@@ -212,9 +216,10 @@ impl CallReport {
                 display_latency_ms: counters.display_latency.summary(),
                 width: counters.last_size.map(|(w, _)| w),
                 height: counters.last_size.map(|(_, h)| h),
-                fps_received: decoding_s
-                    .filter(|s| *s > 0.5)
-                    .map(|s| round((counters.frames_decoded.saturating_sub(1)) as f64 / s, 1)),
+                // Over the whole connected time: a call whose video stalled
+                // for half of it received half the frames a second, whatever
+                // the pace between its first and last picture.
+                fps_received: per_s(counters.frames_decoded as f64).map(|v| round(v, 1)),
                 bitrate_kbps_sent: per_s(counters.video_bytes_sent as f64 * 8.0 / 1000.0)
                     .map(|v| round(v, 1)),
                 bitrate_kbps_received: per_s(counters.video_bytes_received as f64 * 8.0 / 1000.0)
@@ -234,6 +239,7 @@ impl CallReport {
                 packets_received: counters.audio_packets_received,
                 packets_concealed: counters.audio_packets_concealed,
                 device_underruns: counters.audio_device_underruns,
+                device_rate_hz: counters.audio_device_rate_hz.map(|hz| round(hz, 2)),
                 beeps_detected: counters.beeps_detected,
                 beep_hz: counters.beep_hz.map(|hz| round(f64::from(hz), 1)),
                 latency_ms: counters.audio_latency.summary(),
@@ -337,6 +343,7 @@ mod tests {
             "packets_received",
             "packets_concealed",
             "device_underruns",
+            "device_rate_hz",
             "beeps_detected",
             "beep_hz",
             "latency_ms",
@@ -397,6 +404,8 @@ mod tests {
         assert_eq!(json["video"]["codec"], "H264");
         assert_eq!(json["audio"]["codec"], "opus");
         assert_eq!(json["video"]["frames_dropped"], 4);
+        // 300 pictures over the 10 s connected, however they were spread.
+        assert_eq!(json["video"]["fps_received"], 30.0);
         assert_eq!(json["video"]["freeze_count"], 1);
         assert_eq!(json["video"]["total_freezes_duration_ms"], 412.0);
         assert_eq!(json["network"]["local_candidate_type"], "host");

@@ -4,11 +4,13 @@
 //! then fails with a typed error, and the app falls back to the test sources.
 //! Audio devices are chosen by name, which survives replugging; indexes do not.
 
+mod device_clock;
 mod library_chatter;
 mod microphone;
 mod playback;
 mod speaker;
 
+pub use self::device_clock::DeviceClock;
 pub use self::library_chatter::TerminalStderr;
 use self::library_chatter::quietly;
 pub use self::microphone::Microphone;

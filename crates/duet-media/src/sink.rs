@@ -117,6 +117,12 @@ impl AudioSink {
         self.feeder().largest_request_ms()
     }
 
+    /// How fast the device really plays, in samples a second of wall clock
+    /// (at its own rate, not 48 kHz), once it has played long enough to tell.
+    pub fn device_rate_hz(&mut self) -> Option<f64> {
+        self.feeder().device_rate_hz()
+    }
+
     /// Times the device ran out of audio after it had started playing.
     pub fn underruns(&mut self) -> u64 {
         self.feeder().underruns()

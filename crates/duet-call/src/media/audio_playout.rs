@@ -241,6 +241,9 @@ impl PlayoutLoop {
             }
         }
         count_beeps(&self.shared.counters, &mut self.sink);
+        self.shared
+            .counters
+            .set_device_rate(self.sink.device_rate_hz());
         let underruns = self.earlier_underruns + self.sink.underruns();
         self.shared
             .counters

@@ -5,7 +5,7 @@
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use duet_measure::Samples;
 
@@ -60,17 +60,14 @@ pub(crate) struct MediaCounters {
     pub(crate) audio_packets_concealed: AtomicU64,
     /// Times the output device ran out of audio after it had started playing.
     pub(crate) audio_device_underruns: AtomicU64,
+    /// The output device's measured rate in Hz (`f64` bits; 0 for none yet).
+    audio_device_rate_bits: AtomicU64,
     /// Beeps heard.
     pub(crate) beeps_detected: AtomicU64,
     /// Frequency of the last beep heard (`f32` bits; 0 for none).
     beep_hz_bits: AtomicU32,
     /// Size of the last decoded frame (width << 32 | height; 0 for none).
     last_size: AtomicU64,
-    /// When the first and the latest frame were decoded, in microseconds after
-    /// `epoch` plus one (0 for none).
-    first_decoded_us: AtomicU64,
-    last_decoded_us: AtomicU64,
-    epoch: Instant,
     latencies: Mutex<Latencies>,
 }
 
@@ -112,28 +109,29 @@ impl MediaCounters {
             audio_packets_received: zero(),
             audio_packets_concealed: zero(),
             audio_device_underruns: zero(),
+            audio_device_rate_bits: zero(),
             beeps_detected: zero(),
             beep_hz_bits: AtomicU32::new(0),
             last_size: zero(),
-            first_decoded_us: zero(),
-            last_decoded_us: zero(),
-            epoch: Instant::now(),
             latencies: Mutex::new(Latencies::default()),
         }
     }
 
-    /// A frame of `width`×`height` was decoded at `at`.
-    pub(crate) fn frame_decoded(&self, width: u32, height: u32, at: Instant) {
+    /// The output device was measured to play `hz` samples a second (`None`: not yet).
+    pub(crate) fn set_device_rate(&self, hz: Option<f64>) {
+        let bits = hz
+            .filter(|hz| hz.is_finite() && *hz > 0.0)
+            .map_or(0, f64::to_bits);
+        self.audio_device_rate_bits.store(bits, Ordering::Relaxed);
+    }
+
+    /// A frame of `width`×`height` was decoded.
+    pub(crate) fn frame_decoded(&self, width: u32, height: u32) {
         bump(&self.frames_decoded, 1);
         self.last_size.store(
             (u64::from(width) << 32) | u64::from(height),
             Ordering::Relaxed,
         );
-        let us = at.saturating_duration_since(self.epoch).as_micros() as u64 + 1;
-        let _ = self
-            .first_decoded_us
-            .compare_exchange(0, us, Ordering::Relaxed, Ordering::Relaxed);
-        self.last_decoded_us.store(us, Ordering::Relaxed);
     }
 
     /// The freeze rule has judged frame intervals; its totals are now `count` and `total`.
@@ -162,11 +160,6 @@ impl MediaCounters {
         (packed != 0).then_some(((packed >> 32) as u32, packed as u32))
     }
 
-    fn decoded_at(&self, us: &AtomicU64) -> Option<Duration> {
-        let us = read(us);
-        (us != 0).then(|| Duration::from_micros(us - 1))
-    }
-
     /// Everything counted so far, for the report.
     pub(crate) fn snapshot(&self) -> CounterSnapshot {
         let latencies = self.latencies.lock().map(|l| l.clone()).unwrap_or_default();
@@ -190,17 +183,12 @@ impl MediaCounters {
             video_latency: latencies.video,
             display_latency: latencies.display,
             last_size: self.last_size(),
-            decoding_span: match (
-                self.decoded_at(&self.first_decoded_us),
-                self.decoded_at(&self.last_decoded_us),
-            ) {
-                (Some(first), Some(last)) => Some(last.saturating_sub(first)),
-                _ => None,
-            },
             audio_packets_sent: read(&self.audio_packets_sent),
             audio_packets_received: read(&self.audio_packets_received),
             audio_packets_concealed: read(&self.audio_packets_concealed),
             audio_device_underruns: read(&self.audio_device_underruns),
+            audio_device_rate_hz: Some(f64::from_bits(read(&self.audio_device_rate_bits)))
+                .filter(|hz| *hz > 0.0),
             beeps_detected: read(&self.beeps_detected),
             beep_hz: (beep_hz > 0.0).then_some(beep_hz),
             audio_latency: latencies.audio,
@@ -239,7 +227,6 @@ mod tests {
         let snapshot = MediaCounters::new().snapshot();
         assert_eq!(snapshot.frames_decoded, 0);
         assert_eq!(snapshot.last_size, None);
-        assert_eq!(snapshot.decoding_span, None);
         assert_eq!(snapshot.beep_hz, None);
         assert_eq!(snapshot.freeze_count, None);
         assert!(snapshot.video_latency.is_empty());
@@ -248,9 +235,8 @@ mod tests {
     #[test]
     fn counts_sizes_spans_and_samples_read_back() {
         let counters = MediaCounters::new();
-        let start = Instant::now();
-        counters.frame_decoded(640, 480, start);
-        counters.frame_decoded(320, 240, start + Duration::from_millis(1500));
+        counters.frame_decoded(640, 480);
+        counters.frame_decoded(320, 240);
         bump(&counters.frames_sent, 3);
         bump(&counters.video_bytes_sent, 1000);
         counters.beep_heard(880.0);
@@ -263,7 +249,6 @@ mod tests {
         assert_eq!(snapshot.frames_decoded, 2);
         assert_eq!(snapshot.frames_sent, 3);
         assert_eq!(snapshot.last_size, Some((320, 240)));
-        assert_eq!(snapshot.decoding_span, Some(Duration::from_millis(1500)));
         assert_eq!(snapshot.beep_hz, Some(880.0));
         assert_eq!(snapshot.beeps_detected, 1);
         assert_eq!(snapshot.freeze_count, Some(2));

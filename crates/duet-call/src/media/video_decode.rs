@@ -66,7 +66,7 @@ pub(crate) fn start_video_decoder(
                     let now = SystemTime::now();
                     let shown_at = Instant::now();
                     let counters = &shared.counters;
-                    counters.frame_decoded(frame.width(), frame.height(), shown_at);
+                    counters.frame_decoded(frame.width(), frame.height());
                     // Only a live test stamp gives a latency (docs/test-signals.md).
                     if let Some(ms) = StampReader::read(&frame)
                         .and_then(|stamp| live_latency_ms(stamp, unix_ms(now)))

@@ -19,6 +19,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use rtrb::{Consumer, Producer, RingBuffer};
 
+use super::DeviceClock;
 use crate::MediaError;
 use crate::frame::SAMPLE_RATE;
 use crate::resample::StreamResampler;
@@ -57,6 +58,7 @@ pub(crate) fn playback_channel(
         underruns: 0,
         dropped: 0,
         largest_request: 0,
+        clock: DeviceClock::new(),
         scratch: Vec::new(),
     };
     let feed = DeviceFeed {
@@ -112,6 +114,8 @@ pub struct PlaybackFeeder {
     dropped: u64,
     /// The most device samples one callback has asked for.
     largest_request: u32,
+    /// How fast the device really plays.
+    clock: DeviceClock,
     scratch: Vec<f32>,
 }
 
@@ -151,7 +155,9 @@ impl PlaybackFeeder {
     /// (milliseconds since the epoch). Silence the device made up is included.
     pub fn take_played(&mut self, mut each: impl FnMut(&[f32], f64)) {
         while let Ok(report) = self.reports.pop() {
-            self.largest_request = self.largest_request.max(report.played + report.silent);
+            let asked = report.played + report.silent;
+            self.largest_request = self.largest_request.max(asked);
+            self.clock.observe(asked, report.first_heard_unix_ms);
             if report.played > 0 {
                 self.started = true;
             } else if report.silent == 0 {
@@ -181,6 +187,12 @@ impl PlaybackFeeder {
     /// milliseconds: what must be queued, at least, when the next one comes.
     pub fn largest_request_ms(&self) -> f64 {
         f64::from(self.largest_request) * 1000.0 / f64::from(self.device_rate)
+    }
+
+    /// Samples a second of wall clock the device really plays (see
+    /// [`DeviceClock`]), once it has played long enough to tell.
+    pub fn device_rate_hz(&self) -> Option<f64> {
+        self.clock.rate_hz()
     }
 
     /// Device samples dropped because the ring was full.
