@@ -2,6 +2,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)] // each test file uses a subset
 
 pub mod browser;
+pub mod netns;
 pub mod played;
 pub mod pulse;
 pub mod screen;
@@ -148,12 +149,20 @@ impl LivePeer {
         name: &str,
         env: &[(&str, &str)],
     ) -> LivePeer {
+        let mut command = Command::new(duet_bin());
+        command.args(args).envs(env.iter().copied());
+        LivePeer::spawn_command(command, dir, name)
+    }
+
+    /// Runs `command`, a `duet` with its arguments however it is reached (in
+    /// a network namespace, say), as [`LivePeer::spawn`] does.
+    pub fn spawn_command(mut command: Command, dir: &std::path::Path, name: &str) -> LivePeer {
         let stderr_path = dir.join(format!("{name}.stderr"));
         let stderr = std::fs::File::create(&stderr_path).unwrap();
-        let mut child = Command::new(duet_bin())
-            .args(args)
-            .env("DUET_LOG", "info")
-            .envs(env.iter().copied())
+        if command.get_envs().all(|(key, _)| key != "DUET_LOG") {
+            command.env("DUET_LOG", "info");
+        }
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(stderr)
@@ -304,6 +313,21 @@ pub fn peer_with_env(
     extra: &[&str],
     env: &[(&str, &str)],
 ) -> LivePeer {
+    let args = peer_args(scratch, name, role, url, tone, extra);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    LivePeer::spawn_with_env(&args, &scratch.0, name, env)
+}
+
+/// The arguments of a headless [`peer`] named `name` (its report goes to
+/// `NAME.json` in `scratch`).
+pub fn peer_args(
+    scratch: &Scratch,
+    name: &str,
+    role: &str,
+    url: &str,
+    tone: &str,
+    extra: &[&str],
+) -> Vec<String> {
     let stats = scratch.path(&format!("{name}.json"));
     let mut args = vec![
         role,
@@ -320,7 +344,7 @@ pub fn peer_with_env(
         stats.to_str().unwrap(),
     ];
     args.extend_from_slice(extra);
-    LivePeer::spawn_with_env(&args, &scratch.0, name, env)
+    args.into_iter().map(str::to_owned).collect()
 }
 
 /// The `--stats-json` report a [`peer`] named `name` wrote.

@@ -11,10 +11,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use rtc::ice::mdns::MulticastDnsMode;
 use rtc::interceptor::{
     Attribute, BandwidthEstimator, EstimatorStats, Gcc, Interceptor, Packet, PacketReport,
     Registry, Slot, StreamInfo, TaggedPacket,
 };
+use rtc::mdns::MulticastSocket;
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::interceptor_registry::{
     CongestionFeedback, configure_congestion_control, register_default_interceptors,
@@ -367,6 +369,22 @@ pub(crate) fn ice_server(url: &str) -> Result<RTCIceServer, CallError> {
     }
 }
 
+/// Whether this machine can resolve the `.local` names that browsers give
+/// their host candidates. mDNS needs a socket in its multicast group, which a
+/// machine without a multicast route cannot join (an offline LAN, a network
+/// namespace, some VPNs: `ENODEV`); webrtc-rs then fails the whole
+/// connection. Without mDNS the call still connects through plain addresses,
+/// so its absence is a debug line, not a dead call.
+fn multicast_dns_mode() -> MulticastDnsMode {
+    match MulticastSocket::new().into_std() {
+        Ok(_probe) => MulticastDnsMode::QueryOnly,
+        Err(err) => {
+            tracing::debug!(%err, "no mDNS here: .local candidates will not be resolved");
+            MulticastDnsMode::Disabled
+        }
+    }
+}
+
 fn h264_codec() -> RTCRtpCodec {
     let feedback = |typ: &str, parameter: &str| RTCPFeedback {
         typ: typ.to_owned(),
@@ -473,6 +491,7 @@ pub(crate) async fn build_peer(
             Some(Duration::from_secs(4)),
             Some(Duration::from_millis(500)),
         )
+        .with_multicast_dns_mode(multicast_dns_mode())
         .build();
 
     let ice_servers = settings

@@ -25,6 +25,7 @@ mod device_switch;
 mod echo_reference;
 mod frame_slot;
 mod freeze;
+mod keyframe_pacer;
 mod rtp_writer;
 mod shared;
 mod threads;

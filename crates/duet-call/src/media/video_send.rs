@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Instant;
 
 use bytes::Bytes;
 use duet_media::source::{VideoSource, VideoSpec};
@@ -10,6 +11,7 @@ use tokio::sync::mpsc;
 
 use super::counters::bump;
 use super::device_switch::switched_source;
+use super::keyframe_pacer::KeyframePacer;
 use super::rtp_writer::EncodedUnit;
 use super::shared::MediaShared;
 use super::threads::{MediaThreads, spawn_with_device};
@@ -55,6 +57,7 @@ pub(crate) async fn start_video_sender(
         move |mut source: VideoSource| {
             let mut encoder: Option<H264Encoder> = None;
             let mut encoded_size = (0, 0);
+            let mut keyframes = KeyframePacer::default();
             while !shared.stopped.load(Ordering::Relaxed) {
                 if let Some(new) =
                     switched_source(&shared.video_switch, "video", &notices, |spec| {
@@ -105,7 +108,8 @@ pub(crate) async fn start_video_sender(
                         tracing::debug!(%err, "bitrate not changed yet");
                     }
                 }
-                if shared.keyframe_wanted.swap(false, Ordering::Relaxed) {
+                let asked = shared.keyframe_wanted.swap(false, Ordering::Relaxed);
+                if keyframes.keyframe_now(asked, Instant::now()) {
                     encoder.request_keyframe();
                 }
                 let cropped;

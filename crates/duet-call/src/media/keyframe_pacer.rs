@@ -1,0 +1,79 @@
+//! How often a keyframe may be sent, whoever asks for one.
+//!
+//! A keyframe is several times the size of the frames around it. After a
+//! burst of loss the receiver asks for one (PLI) on every frame it cannot
+//! decode; answering each request would send a burst of keyframes into the
+//! very link that just lost packets, which loses more and asks for more.
+//! Requests are therefore remembered, never dropped, and answered at most
+//! once per [`MIN_INTERVAL`]: a request that comes sooner is answered when
+//! the interval is over, by one keyframe for all of them.
+
+use std::time::{Duration, Instant};
+
+/// The shortest time between two keyframes sent on request: ten frames at
+/// 30 fps, about what a receiver needs to see the first one arrive (or not)
+/// before it asks again.
+pub(crate) const MIN_INTERVAL: Duration = Duration::from_millis(300);
+
+/// Decides, frame by frame, whether the encoder should make a keyframe.
+#[derive(Debug, Default)]
+pub(crate) struct KeyframePacer {
+    /// A keyframe was asked for and not sent yet.
+    pending: bool,
+    /// When the last keyframe was asked of the encoder.
+    last: Option<Instant>,
+}
+
+impl KeyframePacer {
+    /// Called before encoding a frame at `now`, with whether a keyframe was
+    /// asked for since the last call. True when this frame should be one.
+    pub(crate) fn keyframe_now(&mut self, asked: bool, now: Instant) -> bool {
+        self.pending |= asked;
+        if !self.pending {
+            return false;
+        }
+        if self
+            .last
+            .is_some_and(|last| now.saturating_duration_since(last) < MIN_INTERVAL)
+        {
+            return false;
+        }
+        self.pending = false;
+        self.last = Some(now);
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_request_is_answered_at_once() {
+        let mut pacer = KeyframePacer::default();
+        let now = Instant::now();
+        assert!(!pacer.keyframe_now(false, now));
+        assert!(pacer.keyframe_now(true, now));
+        assert!(!pacer.keyframe_now(false, now + Duration::from_millis(33)));
+    }
+
+    #[test]
+    fn a_storm_of_requests_gets_one_keyframe_per_interval_and_the_last_is_not_forgotten() {
+        let mut pacer = KeyframePacer::default();
+        let start = Instant::now();
+        // A request on every frame for one second, at 30 fps.
+        let keyframes: Vec<u64> = (0..30u64)
+            .filter(|n| pacer.keyframe_now(true, start + Duration::from_millis(n * 33)))
+            .collect();
+        assert_eq!(keyframes, [0, 10, 20], "{keyframes:?}");
+        // One more request just after a keyframe: answered once the interval is over.
+        let last = start + Duration::from_millis(20 * 33);
+        assert!(!pacer.keyframe_now(false, last + Duration::from_millis(300 - 1)));
+        let after = start + Duration::from_millis(30 * 33);
+        assert!(
+            pacer.keyframe_now(false, after),
+            "the pending request is kept"
+        );
+        assert!(!pacer.keyframe_now(false, after + MIN_INTERVAL));
+    }
+}
