@@ -139,6 +139,30 @@ fn a_killed_callee_is_noticed_and_a_new_one_gets_video_without_restarting_the_ca
 }
 
 #[test]
+fn a_headless_run_whose_peer_is_gone_for_good_ends_once_nobody_came_back() {
+    let _one = serialised();
+    let scratch = Scratch::new("gone-for-good");
+    let (_server, url) = start_server(&scratch, "127.0.0.1:0");
+    let args = ["--size", "320x240", "--give-up-after", "4"];
+    let mut caller = peer(&scratch, "caller", "caller", &url, "880", &args);
+    let mut callee = peer(&scratch, "callee", "callee", &url, "660", &args);
+    caller.expect_line("first remote frame", Duration::from_secs(20));
+    callee.signal("KILL");
+    caller.expect_line("peer left", Duration::from_secs(10));
+    let left = std::time::Instant::now();
+    caller.expect_line("no call again within 4 s", Duration::from_secs(10));
+    let status = caller.wait_for_exit(Duration::from_secs(10));
+    // The call connected and the other peer left: that is a call that ended.
+    assert!(status.success(), "{status}: {}", caller.stderr());
+    assert!(
+        left.elapsed() < Duration::from_secs(9),
+        "{:?}",
+        left.elapsed()
+    );
+    assert_eq!(report(&scratch, "caller")["connected"], true);
+}
+
+#[test]
 fn media_keeps_flowing_while_the_server_is_down_and_both_rejoin_when_it_returns() {
     let _one = serialised();
     let scratch = Scratch::new("server-killed");

@@ -251,6 +251,9 @@ async fn headless(args: &CallArgs, role: RoleRequest) -> Result<(), Failure> {
     let duration = args.duration.map(|s| Duration::from_secs_f64(s.max(0.0)));
     let mut connected_at: Option<Instant> = None;
     let mut ever_connected = false;
+    // A call that was up and is gone: since when, and whether the peer left
+    // (the server said so) or the path to it died.
+    let mut gone: Option<(Instant, CallPhase)> = None;
     let mut last_state: Option<ConnectionState> = None;
     let mut failure: Option<Failure> = None;
     let mut hung_up = false;
@@ -261,6 +264,9 @@ async fn headless(args: &CallArgs, role: RoleRequest) -> Result<(), Failure> {
         let deadline = match (connected_at, duration, ever_connected) {
             (Some(at), Some(duration), _) => Some(at + duration),
             (None, _, false) => Some(started + give_up),
+            // Nobody is waiting on a headless run: a call that is gone and
+            // does not come back within the same time ends it.
+            (None, _, true) => gone.as_ref().map(|(since, _)| *since + give_up),
             _ => None,
         };
         let sleep = async {
@@ -291,11 +297,13 @@ async fn headless(args: &CallArgs, role: RoleRequest) -> Result<(), Failure> {
                         CallPhase::Connected => {
                             connected_at = Some(Instant::now());
                             ever_connected = true;
+                            gone = None;
                             say("connected");
                         }
                         CallPhase::PeerLeft => {
                             say("peer left");
                             connected_at = None;
+                            gone = Some((Instant::now(), CallPhase::PeerLeft));
                             // A timed run whose peer hung up first is over: the call ended by bye.
                             if ever_connected && duration.is_some() {
                                 hung_up = true;
@@ -305,6 +313,9 @@ async fn headless(args: &CallArgs, role: RoleRequest) -> Result<(), Failure> {
                         CallPhase::ConnectionLost => {
                             say("connection lost");
                             connected_at = None;
+                            // The peer may still be in the room: this is the
+                            // later of the two losses only if it came first.
+                            gone.get_or_insert((Instant::now(), CallPhase::ConnectionLost));
                         }
                         CallPhase::HungUp => say("hang-up"),
                     },
@@ -328,7 +339,18 @@ async fn headless(args: &CallArgs, role: RoleRequest) -> Result<(), Failure> {
             }
             _ = sleep, if !hung_up => {
                 hung_up = true;
-                if !ever_connected {
+                if let Some((_, how)) = &gone {
+                    say(format!("no call again within {} s", give_up.as_secs()));
+                    if *how == CallPhase::ConnectionLost {
+                        failure = Some(Failure::new(
+                            exit::NOT_CONNECTED,
+                            format!(
+                                "the call was lost and did not come back within {} s",
+                                give_up.as_secs()
+                            ),
+                        ));
+                    }
+                } else if !ever_connected {
                     let reason = if last_state == Some(ConnectionState::Failed) {
                         "ICE failed: no network path to the other peer".to_owned()
                     } else if last_state.is_none() {
