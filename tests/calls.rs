@@ -145,7 +145,7 @@ fn a_headless_run_whose_peer_is_gone_for_good_ends_once_nobody_came_back() {
     let (_server, url) = start_server(&scratch, "127.0.0.1:0");
     let args = ["--size", "320x240", "--give-up-after", "4"];
     let mut caller = peer(&scratch, "caller", "caller", &url, "880", &args);
-    let mut callee = peer(&scratch, "callee", "callee", &url, "660", &args);
+    let callee = peer(&scratch, "callee", "callee", &url, "660", &args);
     caller.expect_line("first remote frame", Duration::from_secs(20));
     callee.signal("KILL");
     caller.expect_line("peer left", Duration::from_secs(10));
