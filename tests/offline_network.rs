@@ -11,7 +11,7 @@ mod common;
 use std::time::Duration;
 
 use common::netns::NetNamespace;
-use common::{LivePeer, Scratch, duet_bin, number, peer_args, report};
+use common::{LivePeer, Scratch, duet_bin, number, peer_args, report, start_server_command};
 
 #[test]
 fn a_machine_without_a_route_out_still_calls() {
@@ -25,9 +25,7 @@ fn a_machine_without_a_route_out_still_calls() {
     );
     let mut serve = namespace.command(duet_bin());
     serve.args(["serve", "--listen", "127.0.0.1:0"]);
-    let mut server = LivePeer::spawn_command(serve, &scratch.0, "server");
-    let addr = server.expect_line("127.0.0.1:", Duration::from_secs(30));
-    let url = format!("ws://{addr}");
+    let (_server, url) = start_server_command(&scratch, serve);
 
     let mut peers: Vec<LivePeer> = [("caller", "660"), ("callee", "880")]
         .into_iter()

@@ -285,7 +285,15 @@ pub fn number(report: &Value, path: &[&str]) -> f64 {
 
 /// `duet serve` on `listen`; returns it and its `ws://` URL.
 pub fn start_server(scratch: &Scratch, listen: &str) -> (LivePeer, String) {
-    let mut server = LivePeer::spawn(&["serve", "--listen", listen], &scratch.0, "server");
+    let mut command = Command::new(duet_bin());
+    command.args(["serve", "--listen", listen]);
+    start_server_command(scratch, command)
+}
+
+/// [`start_server`] from a `duet serve …` command however it is reached (in
+/// a network namespace, say); it must listen on 127.0.0.1.
+pub fn start_server_command(scratch: &Scratch, command: Command) -> (LivePeer, String) {
+    let mut server = LivePeer::spawn_command(command, &scratch.0, "server");
     let addr = server.expect_line("127.0.0.1:", Duration::from_secs(30));
     let url = format!("ws://{addr}");
     (server, url)
