@@ -15,12 +15,16 @@ set -euo pipefail
 #   audio:  PulseAudio with ALSA's pulse plugin: a paced virtual speaker and
 #           microphone (a null sink and its monitor) where there is no sound
 #           card, for measuring audio where the device takes it
+#   network: iproute2's `ip`, for the network namespaces of the tests that
+#           need a network other than this machine's (they run as root, as CI
+#           does)
 packages=(
   build-essential pkg-config libasound2-dev libclang-dev cmake nasm
   libgl1 libglx-mesa0 libgl1-mesa-dri libegl1 libegl-mesa0 libx11-xcb1 libxcursor1
   libxi6 libxrender1 libxkbcommon-x11-0 libfontconfig1 libwayland-client0
   xvfb xauth imagemagick chromium chromium-driver
   pulseaudio pulseaudio-utils libasound2-plugins alsa-utils
+  iproute2
 )
 
 missing=()
