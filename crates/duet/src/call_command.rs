@@ -254,6 +254,8 @@ async fn headless(args: &CallArgs, role: RoleRequest) -> Result<(), Failure> {
     // A call that was up and is gone: since when, and whether the peer left
     // (the server said so) or the path to it died.
     let mut gone: Option<(Instant, CallPhase)> = None;
+    // Why the last attempt to set the call up failed, if it did.
+    let mut setup_failure: Option<String> = None;
     let mut last_state: Option<ConnectionState> = None;
     let mut failure: Option<Failure> = None;
     let mut hung_up = false;
@@ -303,7 +305,9 @@ async fn headless(args: &CallArgs, role: RoleRequest) -> Result<(), Failure> {
                         CallPhase::PeerLeft => {
                             say("peer left");
                             connected_at = None;
-                            gone = Some((Instant::now(), CallPhase::PeerLeft));
+                            if ever_connected {
+                                gone = Some((Instant::now(), CallPhase::PeerLeft));
+                            }
                             // A timed run whose peer hung up first is over: the call ended by bye.
                             if ever_connected && duration.is_some() {
                                 hung_up = true;
@@ -315,7 +319,9 @@ async fn headless(args: &CallArgs, role: RoleRequest) -> Result<(), Failure> {
                             connected_at = None;
                             // The peer may still be in the room: this is the
                             // later of the two losses only if it came first.
-                            gone.get_or_insert((Instant::now(), CallPhase::ConnectionLost));
+                            if ever_connected {
+                                gone.get_or_insert((Instant::now(), CallPhase::ConnectionLost));
+                            }
                         }
                         CallPhase::HungUp => say("hang-up"),
                     },
@@ -327,6 +333,10 @@ async fn headless(args: &CallArgs, role: RoleRequest) -> Result<(), Failure> {
                     }
                     CallEvent::FirstRemoteFrame => say("first remote frame"),
                     CallEvent::Notice(text) => say(format!("notice: {text}")),
+                    CallEvent::SetupFailed(text) => {
+                        say(format!("notice: {text}"));
+                        setup_failure = Some(text);
+                    }
                     CallEvent::Ended(result) => {
                         if let Err(err) = result
                             && failure.is_none()
@@ -353,6 +363,8 @@ async fn headless(args: &CallArgs, role: RoleRequest) -> Result<(), Failure> {
                 } else if !ever_connected {
                     let reason = if last_state == Some(ConnectionState::Failed) {
                         "ICE failed: no network path to the other peer".to_owned()
+                    } else if let Some(setup) = &setup_failure {
+                        format!("no call within {} s: {setup}", give_up.as_secs())
                     } else if last_state.is_none() {
                         format!("no call within {} s: the other peer never came", give_up.as_secs())
                     } else {

@@ -30,7 +30,7 @@ impl Session {
         for action in actions {
             if let Err(err) = self.apply_one(action, pending).await {
                 tracing::warn!(%err, "call setup step failed");
-                self.emit(CallEvent::Notice(format!("call setup failed: {err}")));
+                self.emit(CallEvent::SetupFailed(format!("call setup failed: {err}")));
                 // The negotiator drops the connection; its backoff paces the next
                 // attempt, so a peer whose descriptions we cannot use is no spin.
                 if let Some(generation) = self.peer.as_ref().map(|p| p.generation) {

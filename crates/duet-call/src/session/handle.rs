@@ -112,6 +112,10 @@ pub enum CallEvent {
     FirstRemoteFrame,
     /// Something the person should know (a device fallback).
     Notice(String),
+    /// A step of setting up the connection failed (the line says which and
+    /// why); the call is tried again, and if it never connects this is the
+    /// likeliest reason.
+    SetupFailed(String),
     /// The session is over; the last event.
     Ended(Result<(), CallError>),
 }

@@ -225,7 +225,9 @@ impl CallEnd {
                 self.ever_connected = true;
             }
             CallEvent::Phase(CallPhase::PeerLeft) => self.peer_left = self.ever_connected,
-            CallEvent::Notice(text) => tracing::info!("notice: {text}"),
+            CallEvent::Notice(text) | CallEvent::SetupFailed(text) => {
+                tracing::info!("notice: {text}");
+            }
             CallEvent::Ended(result) => {
                 if let Err(err) = result {
                     tracing::warn!(%err, "the call ended");

@@ -157,7 +157,7 @@ impl CallStatus {
             }
             CallEvent::ConnectionState(_) => {}
             CallEvent::FirstRemoteFrame => self.remote_picture = true,
-            CallEvent::Notice(text) => {
+            CallEvent::Notice(text) | CallEvent::SetupFailed(text) => {
                 if self.notices.last() != Some(text) {
                     self.notices.push(text.clone());
                 }
@@ -514,6 +514,14 @@ mod tests {
         assert_eq!(status.notices(), ["b", "c", "d"]);
         assert!(status.line(Instant::now()).detail.contains("ws://other:1"));
         assert_eq!(*status.stage(), Stage::ConnectingToServer);
+    }
+
+    #[test]
+    fn a_failed_call_setup_is_shown_with_the_notices() {
+        let mut status = status();
+        let failed = "call setup failed: WebRTC: io error: No such device (os error 19)";
+        status.apply(&CallEvent::SetupFailed(failed.into()), Instant::now());
+        assert_eq!(status.notices(), [failed]);
     }
 
     #[test]
