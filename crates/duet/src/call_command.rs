@@ -317,8 +317,8 @@ async fn headless(args: &CallArgs, role: RoleRequest) -> Result<(), Failure> {
                         CallPhase::ConnectionLost => {
                             say("connection lost");
                             connected_at = None;
-                            // The peer may still be in the room: this is the
-                            // later of the two losses only if it came first.
+                            // The peer may still be in the room. If it also
+                            // leaves, `peer left` takes over (and restarts the clock).
                             if ever_connected {
                                 gone.get_or_insert((Instant::now(), CallPhase::ConnectionLost));
                             }
