@@ -15,7 +15,8 @@ set -euo pipefail
 #   audio:  PulseAudio with ALSA's pulse plugin: a paced virtual speaker and
 #           microphone (a null sink and its monitor) where there is no sound
 #           card, for measuring audio where the device takes it
-#   network: iproute2's `ip`, for the network namespaces of the tests that
+#   network: iproute2 (`ip`, `tc`), nftables and iptables (its NFQUEUE
+#           target): the network namespaces and impaired links of the tests that
 #           need a network other than this machine's (they run as root, as CI
 #           does)
 packages=(
@@ -24,7 +25,7 @@ packages=(
   libxi6 libxrender1 libxkbcommon-x11-0 libfontconfig1 libwayland-client0
   xvfb xauth imagemagick chromium chromium-driver
   pulseaudio pulseaudio-utils libasound2-plugins alsa-utils
-  iproute2
+  iproute2 nftables iptables
 )
 
 missing=()

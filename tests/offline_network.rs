@@ -10,16 +10,16 @@ mod common;
 
 use std::time::Duration;
 
-use common::netns::NetNamespace;
 use common::{LivePeer, Scratch, duet_bin, number, peer_args, report, start_server_command};
+use duet_netem::NetNamespace;
 
 #[test]
 fn a_machine_without_a_route_out_still_calls() {
     let _one_at_a_time = common::serialised();
     let scratch = Scratch::new("offline");
-    let namespace = NetNamespace::new("offline");
+    let namespace = NetNamespace::new("offline").unwrap();
     assert_eq!(
-        namespace.ip(&["route", "show"]).trim(),
+        namespace.ip(&["route", "show"]).unwrap().trim(),
         "",
         "the namespace should have no route at all"
     );

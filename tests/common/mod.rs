@@ -2,7 +2,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)] // each test file uses a subset
 
 pub mod browser;
-pub mod netns;
+pub mod network_call;
 pub mod played;
 pub mod pulse;
 pub mod screen;
@@ -291,10 +291,11 @@ pub fn start_server(scratch: &Scratch, listen: &str) -> (LivePeer, String) {
 }
 
 /// [`start_server`] from a `duet serve …` command however it is reached (in
-/// a network namespace, say); it must listen on 127.0.0.1.
+/// a network namespace, say). Its first line on stdout is the address it
+/// listens on.
 pub fn start_server_command(scratch: &Scratch, command: Command) -> (LivePeer, String) {
     let mut server = LivePeer::spawn_command(command, &scratch.0, "server");
-    let addr = server.expect_line("127.0.0.1:", Duration::from_secs(30));
+    let addr = server.expect_line(":", Duration::from_secs(30));
     let url = format!("ws://{addr}");
     (server, url)
 }
@@ -327,7 +328,8 @@ pub fn peer_with_env(
 }
 
 /// The arguments of a headless [`peer`] named `name` (its report goes to
-/// `NAME.json` in `scratch`).
+/// `NAME.json` in `scratch`), sending the test signals unless `extra` says
+/// `--video` or `--audio`.
 pub fn peer_args(
     scratch: &Scratch,
     name: &str,
@@ -337,20 +339,14 @@ pub fn peer_args(
     extra: &[&str],
 ) -> Vec<String> {
     let stats = scratch.path(&format!("{name}.json"));
-    let mut args = vec![
-        role,
-        "--headless",
-        "--server",
-        url,
-        "--video",
-        "test",
-        "--audio",
-        "test",
-        "--tone-hz",
-        tone,
-        "--stats-json",
-        stats.to_str().unwrap(),
-    ];
+    let mut args = vec![role, "--headless", "--server", url];
+    // The test sources, unless `extra` names others.
+    for option in ["--video", "--audio"] {
+        if !extra.contains(&option) {
+            args.extend([option, "test"]);
+        }
+    }
+    args.extend(["--tone-hz", tone, "--stats-json", stats.to_str().unwrap()]);
     args.extend_from_slice(extra);
     args.into_iter().map(str::to_owned).collect()
 }

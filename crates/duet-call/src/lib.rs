@@ -13,6 +13,7 @@
 //! - `report`: what was measured, as the headless report of `docs/cli.md` ([`CallReport`]).
 
 mod drift;
+mod interceptors;
 mod media;
 mod negotiation;
 mod peer;

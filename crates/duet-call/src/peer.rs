@@ -6,28 +6,17 @@
 //! The connection's event handler only forwards events into a channel: its
 //! callbacks run on the connection's own task and must never block.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rtc::ice::mdns::MulticastDnsMode;
-use rtc::interceptor::{
-    Attribute, BandwidthEstimator, EstimatorStats, Gcc, Interceptor, Packet, PacketReport,
-    Registry, Slot, StreamInfo, TaggedPacket,
-};
 use rtc::mdns::MulticastSocket;
 use rtc::media_stream::MediaStreamTrack;
-use rtc::peer_connection::configuration::interceptor_registry::{
-    CongestionFeedback, configure_congestion_control, register_default_interceptors,
-};
 use rtc::peer_connection::configuration::media_engine::MediaEngine;
 pub(crate) use rtc::peer_connection::configuration::media_engine::{
     MIME_TYPE_H264, MIME_TYPE_OPUS,
 };
-use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
-use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
-use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters,
     RTCRtpEncodingParameters, RtpCodecKind,
@@ -44,6 +33,7 @@ use webrtc::peer_connection::{
 use webrtc::rtp_transceiver::RtpSender;
 
 use crate::CallError;
+use crate::interceptors::{VideoBitrates, build_registry};
 use crate::negotiation::Generation;
 
 /// The H.264 format every Duet peer offers and accepts (`docs/cli.md`; a WebRTC-compatible baseline).
@@ -54,6 +44,8 @@ pub(crate) const OPUS_FMTP: &str = "minptime=10;useinbandfec=1";
 pub(crate) const H264_PAYLOAD_TYPE: u8 = 102;
 /// Payload type of Opus.
 pub(crate) const OPUS_PAYLOAD_TYPE: u8 = 111;
+/// Packets behind the newest that SRTP still accepts: ~2 s of video.
+const SRTP_REPLAY_WINDOW: usize = 1024;
 /// The lowest video bitrate congestion control may ask for.
 pub(crate) const MIN_VIDEO_BPS: u32 = 150_000;
 
@@ -183,131 +175,6 @@ impl Drop for ForwardingHandler {
 
 /// Handlers of peer connections not yet freed: a leak check for long sessions and tests.
 pub(crate) static HANDLERS_ALIVE: AtomicU64 = AtomicU64::new(0);
-
-/// Publishes the congestion controller's target bitrate to the video encoder.
-struct PublishingEstimator {
-    inner: Gcc,
-    target_bps: Arc<AtomicU64>,
-}
-
-impl PublishingEstimator {
-    fn publish(&self) {
-        self.target_bps
-            .store(self.inner.target_bitrate() as u64, Ordering::Relaxed);
-    }
-}
-
-impl BandwidthEstimator for PublishingEstimator {
-    fn on_reports(&mut self, now: Instant, reports: &[PacketReport]) {
-        self.inner.on_reports(now, reports);
-        self.publish();
-    }
-
-    fn target_bitrate(&self) -> f64 {
-        self.inner.target_bitrate()
-    }
-
-    fn handle_timeout(&mut self, now: Instant) {
-        self.inner.handle_timeout(now);
-        self.publish();
-    }
-
-    fn poll_timeout(&self) -> Option<Instant> {
-        self.inner.poll_timeout()
-    }
-
-    fn stats(&self) -> EstimatorStats {
-        self.inner.stats()
-    }
-}
-
-/// Marks the inbound RTCP the application acts on (keyframe requests, NACKs) for
-/// delivery to the local track, and passes every packet on unchanged: the
-/// interceptors before it (reports, NACK responder, congestion control) have
-/// already seen it, and dropping any would starve them.
-#[derive(Default)]
-struct FeedbackToApplication {
-    reads: VecDeque<TaggedPacket>,
-    writes: VecDeque<TaggedPacket>,
-}
-
-fn is_feedback_for_application(packet: &dyn rtc::rtcp::Packet) -> bool {
-    let any = packet.as_any();
-    any.is::<PictureLossIndication>()
-        || any.is::<FullIntraRequest>()
-        || any.is::<TransportLayerNack>()
-}
-
-impl rtc::sansio::Protocol<TaggedPacket, TaggedPacket, ()> for FeedbackToApplication {
-    type Rout = TaggedPacket;
-    type Wout = TaggedPacket;
-    type Eout = ();
-    type Error = rtc::shared::error::Error;
-    type Time = Instant;
-
-    fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
-        if let Packet::Rtcp(packets) = &msg.message.packet
-            && packets
-                .iter()
-                .any(|p| is_feedback_for_application(p.as_ref()))
-        {
-            msg.message.add(Attribute::DeliverToApplication);
-        }
-        self.reads.push_back(msg);
-        Ok(())
-    }
-
-    fn poll_read(&mut self) -> Option<TaggedPacket> {
-        self.reads.pop_front()
-    }
-
-    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
-        self.writes.push_back(msg);
-        Ok(())
-    }
-
-    fn poll_write(&mut self) -> Option<TaggedPacket> {
-        self.writes.pop_front()
-    }
-
-    fn handle_timeout(&mut self, _now: Instant) -> Result<(), Self::Error> {
-        Ok(())
-    }
-
-    fn poll_timeout(&mut self) -> Option<Instant> {
-        None
-    }
-}
-
-impl Interceptor for FeedbackToApplication {
-    fn bind_local_stream(&mut self, _info: &StreamInfo) {}
-    fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
-    fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
-    fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
-}
-
-/// Counts an RTCP compound's keyframe requests and NACKs.
-pub(crate) fn count_feedback(packets: &[Box<dyn rtc::rtcp::Packet>]) -> (u64, u64) {
-    let mut keyframe_requests = 0;
-    let mut nacks = 0;
-    for packet in packets {
-        let any = packet.as_any();
-        if any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>() {
-            keyframe_requests += 1;
-        } else if let Some(nack) = any.downcast_ref::<TransportLayerNack>() {
-            nacks += nack.nacks.len() as u64;
-        }
-    }
-    (keyframe_requests, nacks)
-}
-
-/// A PLI for the stream with this SSRC.
-pub(crate) fn picture_loss_indication(media_ssrc: u32) -> Vec<Box<dyn rtc::rtcp::Packet>> {
-    vec![Box::new(PictureLossIndication {
-        sender_ssrc: 0,
-        media_ssrc,
-    })]
-}
 
 /// How to build peer connections.
 #[derive(Debug, Clone)]
@@ -459,24 +326,16 @@ pub(crate) async fn build_peer(
         )
         .map_err(webrtc)?;
 
-    target_bps.store(u64::from(settings.max_video_bps), Ordering::Relaxed);
-    let estimator = PublishingEstimator {
-        inner: Gcc::new(
-            f64::from(settings.max_video_bps),
-            f64::from(MIN_VIDEO_BPS),
-            f64::from(settings.max_video_bps),
-        ),
-        target_bps,
-    };
-    let registry = configure_congestion_control(
-        Registry::new(),
-        estimator,
-        CongestionFeedback::Twcc,
+    let registry = build_registry(
         &mut media,
+        VideoBitrates {
+            min_bps: MIN_VIDEO_BPS,
+            max_bps: settings.max_video_bps,
+        },
+        OPUS_PAYLOAD_TYPE,
+        target_bps,
     )
     .map_err(webrtc)?;
-    let registry = register_default_interceptors(registry, &mut media).map_err(webrtc)?;
-    let registry = registry.with(Slot::from(14_000), FeedbackToApplication::default());
 
     // Faster ICE than the defaults (checks every 200 ms, waits for reflexive
     // candidates): on a LAN or loopback this connects in tens of milliseconds.
@@ -492,6 +351,10 @@ pub(crate) async fn build_peer(
             Some(Duration::from_millis(500)),
         )
         .with_multicast_dns_mode(multicast_dns_mode())
+        // Retransmissions come without RTX, as the packets they replace: SRTP's
+        // default replay window (64 packets, a third of a keyframe) would refuse
+        // the resends of a keyframe's first packets as too old.
+        .with_srtp_replay_protection_window(SRTP_REPLAY_WINDOW)
         .build();
 
     let ice_servers = settings
@@ -695,17 +558,5 @@ mod tests {
         assert!(ice_server("http://nope").is_err());
         assert!(ice_server("turn:nopass@host:1").is_err());
         assert!(ice_server("stun:").is_err());
-    }
-
-    #[test]
-    fn feedback_counting_sees_keyframe_requests_and_each_nacked_packet() {
-        let mut packets = picture_loss_indication(7);
-        packets.push(Box::new(FullIntraRequest::default()));
-        packets.push(Box::new(TransportLayerNack {
-            sender_ssrc: 0,
-            media_ssrc: 7,
-            nacks: vec![Default::default(), Default::default()],
-        }));
-        assert_eq!(count_feedback(&packets), (2, 2));
     }
 }

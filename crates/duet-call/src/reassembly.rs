@@ -14,6 +14,12 @@ use bytes::{Bytes, BytesMut};
 use rtc::rtp::codec::h264::H264Packet;
 use rtc::rtp::packetizer::Depacketizer;
 
+use crate::interceptors::NACK_INTERVAL;
+
+/// The round trip assumed until one is measured (libwebrtc assumes the same):
+/// assuming none would give up on the first second's losses before their
+/// retransmissions could come.
+const ASSUMED_RTT: Duration = Duration::from_millis(100);
 /// The shortest and longest time a gap is waited for.
 const MIN_WAIT: Duration = Duration::from_millis(15);
 const MAX_WAIT: Duration = Duration::from_millis(250);
@@ -54,7 +60,8 @@ pub struct VideoReassembler {
     /// Highest extended sequence number seen.
     highest: Option<u64>,
     jitter: JitterEstimator,
-    rtt: Duration,
+    /// `None` until measured.
+    rtt: Option<Duration>,
 }
 
 impl Default for VideoReassembler {
@@ -64,7 +71,7 @@ impl Default for VideoReassembler {
             next: None,
             highest: None,
             jitter: JitterEstimator::with_clock_rate(90_000),
-            rtt: Duration::ZERO,
+            rtt: None,
         }
     }
 }
@@ -76,13 +83,17 @@ impl VideoReassembler {
     }
 
     /// Tells the reassembler the round-trip time, so it waits long enough for a NACKed packet.
+    /// Zero means not measured yet.
     pub fn set_rtt(&mut self, rtt: Duration) {
-        self.rtt = rtt;
+        self.rtt = (!rtt.is_zero()).then_some(rtt);
     }
 
-    /// How long a gap is waited for before the frame is given up.
+    /// How long a gap is waited for before the frame is given up: the NACK
+    /// goes out at the generator's next tick, its answer takes a round trip,
+    /// and jitter may delay either.
     pub fn gap_wait(&self) -> Duration {
-        (self.jitter.jitter() * 3 + self.rtt * 3 / 2 + Duration::from_millis(5))
+        let rtt = self.rtt.unwrap_or(ASSUMED_RTT);
+        (self.jitter.jitter() * 3 + rtt * 3 / 2 + NACK_INTERVAL + Duration::from_millis(5))
             .clamp(MIN_WAIT, MAX_WAIT)
     }
 
@@ -212,12 +223,14 @@ impl VideoReassembler {
         let mut data = BytesMut::new();
         let mut timestamp = 0;
         let mut broken = false;
+        let mut fragments = FragmentCheck::default();
         for seq in start..=end {
             if let Some(packet) = self.buffer.remove(&seq) {
                 if packet.payload.is_empty() {
                     continue;
                 }
                 timestamp = packet.timestamp;
+                broken |= !fragments.accepts(&packet.payload);
                 match depacketizer.depacketize(&packet.payload) {
                     Ok(nal) => data.extend_from_slice(&nal),
                     Err(err) => {
@@ -228,6 +241,7 @@ impl VideoReassembler {
             }
         }
         self.next = Some(end + 1);
+        broken |= fragments.inside;
         if broken || data.is_empty() {
             Reassembled::Lost {
                 packets: end + 1 - start,
@@ -238,6 +252,36 @@ impl VideoReassembler {
                 rtp_timestamp: timestamp,
             }
         }
+    }
+}
+
+/// Checks that FU-A fragments (RFC 6184) come as whole runs: a start, then
+/// middles, then an end. A frame whose first fragment was lost (say the
+/// stream was joined mid-frame) would otherwise reach the decoder as if
+/// whole, with a NAL unit missing its head.
+#[derive(Debug, Default)]
+struct FragmentCheck {
+    /// Inside a fragmented NAL unit, waiting for its end.
+    inside: bool,
+}
+
+impl FragmentCheck {
+    const FU_A: u8 = 28;
+
+    /// Whether `payload` may follow what came before it.
+    fn accepts(&mut self, payload: &[u8]) -> bool {
+        let nal_type = payload.first().map(|b| b & 0x1f);
+        if nal_type != Some(Self::FU_A) {
+            // A whole NAL unit or an aggregate cannot interrupt a fragmented one.
+            return !std::mem::take(&mut self.inside);
+        }
+        let Some(header) = payload.get(1) else {
+            return false;
+        };
+        let (first, last) = (header & 0x80 != 0, header & 0x40 != 0);
+        let in_order = first != self.inside;
+        self.inside = !last && (first || self.inside);
+        in_order
     }
 }
 
@@ -362,6 +406,50 @@ mod tests {
     }
 
     #[test]
+    fn a_frame_joined_after_its_first_fragment_is_lost_not_decoded() {
+        let stream = Stream::new(100, 2, 3000);
+        let mut reassembler = VideoReassembler::new();
+        let now = Instant::now();
+        let mut out = Vec::new();
+        // The first packet (the start of a fragmented NAL unit) never came.
+        for (seq, ts, marker, payload) in stream.packets.into_iter().skip(1) {
+            out.extend(reassembler.push(seq, ts, marker, payload, now));
+        }
+        assert!(
+            matches!(out.first(), Some(Reassembled::Lost { .. })),
+            "{out:?}"
+        );
+        assert_eq!(units(&out), vec![3000]);
+    }
+
+    #[test]
+    fn fragment_runs_are_checked_start_middle_end() {
+        let fu = |start: bool, end: bool| -> Vec<u8> {
+            vec![28, (u8::from(start) << 7) | (u8::from(end) << 6) | 5, 0]
+        };
+        let single = vec![0x65, 0];
+        let mut check = FragmentCheck::default();
+        assert!(check.accepts(&fu(true, false)));
+        assert!(check.accepts(&fu(false, false)));
+        assert!(check.accepts(&fu(false, true)));
+        assert!(check.accepts(&single));
+        assert!(!check.accepts(&fu(false, true)), "an end without a start");
+        let mut check = FragmentCheck::default();
+        assert!(check.accepts(&fu(true, false)));
+        assert!(
+            !check.accepts(&single),
+            "a whole NAL inside a fragmented one"
+        );
+        let mut check = FragmentCheck::default();
+        assert!(check.accepts(&fu(true, false)));
+        assert!(
+            !check.accepts(&fu(true, false)),
+            "a second start before the end"
+        );
+        assert!(!check.accepts(&[28]), "a fragment without its header");
+    }
+
+    #[test]
     fn padding_only_packets_between_frames_are_skipped_not_lost() {
         let stream = Stream::new(500, 3, 2500);
         let mut reassembler = VideoReassembler::new();
@@ -454,7 +542,10 @@ mod tests {
     #[test]
     fn the_gap_wait_follows_jitter_and_round_trip_within_bounds() {
         let mut reassembler = VideoReassembler::new();
-        assert_eq!(reassembler.gap_wait(), MIN_WAIT);
+        // Before a round trip is measured, 100 ms is assumed.
+        assert_eq!(reassembler.gap_wait(), Duration::from_millis(175));
+        reassembler.set_rtt(Duration::from_micros(200));
+        assert_eq!(reassembler.gap_wait(), Duration::from_micros(25_300));
         reassembler.set_rtt(Duration::from_millis(60));
         assert!(reassembler.gap_wait() >= Duration::from_millis(90));
         reassembler.set_rtt(Duration::from_secs(5));

@@ -20,6 +20,9 @@ pub enum VideoSpec {
     Camera(u32),
     /// `test`: the stamped pattern.
     Test,
+    /// `test:noisy`: the stamped pattern with sensor-like noise, costing
+    /// what a camera costs to encode.
+    NoisyTest,
     /// A `.y4m` file, looped.
     File(PathBuf),
     /// `none`: send no video.
@@ -33,6 +36,7 @@ impl std::str::FromStr for VideoSpec {
         match value {
             "camera" => Ok(VideoSpec::Camera(0)),
             "test" => Ok(VideoSpec::Test),
+            "test:noisy" => Ok(VideoSpec::NoisyTest),
             "none" => Ok(VideoSpec::None),
             _ => {
                 if let Some(index) = value.strip_prefix("camera:") {
@@ -45,7 +49,7 @@ impl std::str::FromStr for VideoSpec {
                     return Ok(VideoSpec::File(value.into()));
                 }
                 Err(format!(
-                    "{value:?} is not a video source: use camera, camera:N, test, a .y4m file or none"
+                    "{value:?} is not a video source: use camera, camera:N, test, test:noisy, a .y4m file or none"
                 ))
             }
         }
@@ -118,6 +122,12 @@ impl VideoSource {
                 Some(VideoSource::Test(TestPatternSource::new(
                     width, height, fps,
                 )?)),
+                None,
+            )),
+            VideoSpec::NoisyTest => Ok((
+                Some(VideoSource::Test(
+                    TestPatternSource::new(width, height, fps)?.with_noise(),
+                )),
                 None,
             )),
             VideoSpec::File(path) => Ok((
@@ -222,6 +232,8 @@ mod tests {
         assert_eq!("camera".parse(), Ok(VideoSpec::Camera(0)));
         assert_eq!("camera:2".parse(), Ok(VideoSpec::Camera(2)));
         assert_eq!("test".parse(), Ok(VideoSpec::Test));
+        assert_eq!("test:noisy".parse(), Ok(VideoSpec::NoisyTest));
+        assert!("test:loud".parse::<VideoSpec>().is_err());
         assert_eq!("clip.y4m".parse(), Ok(VideoSpec::File("clip.y4m".into())));
         assert_eq!("none".parse(), Ok(VideoSpec::None));
         assert!("camera:x".parse::<VideoSpec>().is_err());

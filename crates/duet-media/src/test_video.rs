@@ -1,5 +1,8 @@
 //! The `test` video source: the stamped pattern of `docs/test-signals.md` (colour
-//! bars with a moving box under the stamp), paced to the wall clock.
+//! bars with a moving box under the stamp), paced to the wall clock; and
+//! `test:noisy`, the same with sensor noise on every pixel, which costs an
+//! encoder what a camera costs (the clean pattern costs a twentieth of it, so
+//! a narrow link would never be stressed by it).
 
 use std::time::{Duration, Instant, SystemTime};
 
@@ -69,6 +72,7 @@ pub struct TestPatternSource {
     background: VideoFrame,
     pacer: FramePacer,
     frame_index: u64,
+    noisy: bool,
 }
 
 impl TestPatternSource {
@@ -102,7 +106,15 @@ impl TestPatternSource {
             background,
             pacer: FramePacer::new(Instant::now(), Duration::from_secs(1) / fps),
             frame_index: 0,
+            noisy: false,
         })
+    }
+
+    /// The same pattern with fresh sensor-like noise on every pixel of every
+    /// frame (the stamp stays clean, drawn over it).
+    pub fn with_noise(mut self) -> TestPatternSource {
+        self.noisy = true;
+        self
     }
 
     /// Draws frame number `index` stamped with `capture_time`, without waiting.
@@ -110,6 +122,9 @@ impl TestPatternSource {
         let mut frame = self.background.clone();
         frame.capture_time = capture_time;
         let (width, height) = (frame.width() as usize, frame.height() as usize);
+        if self.noisy {
+            add_sensor_noise(&mut frame, index);
+        }
         // A box that slides across and back below the stamp: real motion to encode.
         let size = (height / 5).max(16);
         let top = cell_size(frame.width()) as usize + height / 3;
@@ -144,6 +159,31 @@ impl TestPatternSource {
     }
 }
 
+/// Adds noise like a camera sensor's in dim indoor light: every sample moves
+/// by up to ±15 levels (triangular, standard deviation 6.5) in luma and
+/// half that in chroma, differently in every frame. xorshift64*: eight
+/// samples' noise from each step, so a 640x480 frame costs well under a
+/// millisecond.
+fn add_sensor_noise(frame: &mut VideoFrame, index: u64) {
+    let mut state = index.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut next = move || {
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        state.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    };
+    let (y, u, v) = frame.planes_mut();
+    for (plane, shift) in [(y, 0u32), (u, 1), (v, 1)] {
+        for chunk in plane.chunks_mut(8) {
+            let bits = next().to_le_bytes();
+            for (px, byte) in chunk.iter_mut().zip(bits) {
+                let noise = (i16::from(byte & 15) + i16::from(byte >> 4) - 15) >> shift;
+                *px = (i16::from(*px) + noise).clamp(16, 235) as u8;
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -163,6 +203,36 @@ mod tests {
             a.planes().0,
             b.planes().0,
             "the picture moves between frames"
+        );
+    }
+
+    #[test]
+    fn noisy_frames_differ_everywhere_but_keep_their_stamp() {
+        let clean = TestPatternSource::new(640, 480, 30).expect("valid");
+        let noisy = TestPatternSource::new(640, 480, 30)
+            .expect("valid")
+            .with_noise();
+        let t = SystemTime::UNIX_EPOCH + Duration::from_millis(1_764_000_000_500);
+        let (a, b) = (noisy.draw(3, t), noisy.draw(4, t));
+        assert_eq!(StampReader::read(&a), StampReader::read(&clean.draw(3, t)));
+        assert!(StampReader::read(&a).is_some());
+        let (ya, yb) = (a.planes().0, b.planes().0);
+        let changed = ya.iter().zip(yb).filter(|(p, q)| p != q).count();
+        assert!(
+            changed > ya.len() * 8 / 10,
+            "noise is fresh in each frame: {changed} of {} samples changed",
+            ya.len()
+        );
+        let clean_y = clean.draw(3, t);
+        let error: f64 = ya
+            .iter()
+            .zip(clean_y.planes().0)
+            .map(|(p, q)| (f64::from(*p) - f64::from(*q)).powi(2))
+            .sum::<f64>()
+            / ya.len() as f64;
+        assert!(
+            (25.0..60.0).contains(&error),
+            "noise power {error:.1} (a sensor's, not a snowstorm's)"
         );
     }
 

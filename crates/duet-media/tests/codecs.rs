@@ -56,6 +56,32 @@ fn every_stamp_reads_back_after_h264_at_320x240() {
     stamped_frames_survive_h264(320, 240);
 }
 
+/// Bits per second the encoder spends on `source` at Duet's default ceiling
+/// (1.5 Mbit/s), keyframe left out.
+fn bitrate_at_default_ceiling(source: &TestPatternSource) -> f64 {
+    let mut encoder = H264Encoder::new(1_500_000, 30).unwrap();
+    let mut bytes = 0;
+    for i in 0..90u64 {
+        let frame = source.draw(i, SystemTime::now());
+        if let Some(encoded) = encoder.encode(&frame).unwrap()
+            && i > 0
+        {
+            bytes += encoded.data.len();
+        }
+    }
+    bytes as f64 * 8.0 / (89.0 / 30.0)
+}
+
+#[test]
+fn the_noisy_pattern_costs_what_a_camera_costs_and_the_clean_one_little() {
+    let clean = bitrate_at_default_ceiling(&TestPatternSource::new(640, 480, 30).unwrap());
+    let noisy =
+        bitrate_at_default_ceiling(&TestPatternSource::new(640, 480, 30).unwrap().with_noise());
+    eprintln!("640x480 at 30 fps: clean {clean:.0} bit/s, noisy {noisy:.0} bit/s");
+    assert!(noisy >= 1_000_000.0, "noisy: {noisy:.0} bit/s");
+    assert!(clean < 300_000.0, "clean: {clean:.0} bit/s");
+}
+
 #[test]
 fn a_lost_access_unit_asks_for_a_keyframe_and_the_keyframe_recovers() {
     let source = TestPatternSource::new(640, 480, 30).unwrap();

@@ -11,7 +11,7 @@ const params = new URLSearchParams(location.search);
 const ROOM_NAME = /^[A-Za-z0-9_-]{1,64}$/;
 const $ = (id) => document.getElementById(id);
 
-/** Options of the page, from its URL: `?room=demo&role=caller&test=1&size=640x480&fps=30&tone=880&ice=stun:…`. */
+/** Options of the page, from its URL: `?room=demo&role=caller&test=1&noisy=1&size=640x480&fps=30&tone=880&ice=stun:…`. */
 function readOptions() {
   const size = /^(\d+)x(\d+)$/.exec(params.get('size') || '640x480');
   const number = (name, fallback) => {
@@ -22,6 +22,7 @@ function readOptions() {
     room: params.get('room'),
     role: (params.get('role') || 'auto').toLowerCase(),
     test: params.get('test') === '1',
+    noisy: params.get('noisy') === '1',
     width: size ? Math.max(320, Number(size[1])) : 640,
     height: size ? Math.max(240, Number(size[2])) : 480,
     fps: number('fps', 30),
@@ -264,8 +265,8 @@ class LocalMedia {
   }
 
   useTestVideo() {
-    const { width, height, fps } = this.options;
-    this.stamped = new StampedVideo(width, height, fps);
+    const { width, height, fps, noisy } = this.options;
+    this.stamped = new StampedVideo(width, height, fps, noisy);
     this.stamped.start();
     this.stream.addTrack(this.stamped.track);
   }

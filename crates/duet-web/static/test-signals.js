@@ -43,13 +43,16 @@ const BARS = ['#c0c0c0', '#c0c000', '#00c0c0', '#00c000', '#c000c0', '#c00000', 
  * captured right after each drawing, so a frame's stamp is its capture time.
  */
 export class StampedVideo {
-  constructor(width, height, fps) {
+  /** `noisy`: sensor-like noise on every pixel, so the picture costs the
+   * encoder what a camera's does (the clean pattern costs a twentieth). */
+  constructor(width, height, fps, noisy = false) {
     this.canvas = document.createElement('canvas');
     this.canvas.width = width;
     this.canvas.height = height;
     this.fps = fps;
     this.frames = 0;
-    this.context = this.canvas.getContext('2d', { alpha: false });
+    this.noise = noisy ? sensorNoise() : null;
+    this.context = this.canvas.getContext('2d', { alpha: false, willReadFrequently: noisy });
     this.stream = this.canvas.captureStream(0);
     this.track = this.stream.getVideoTracks()[0];
     this.timer = null;
@@ -91,6 +94,7 @@ export class StampedVideo {
     const x = phase < travel ? phase : 2 * travel - phase;
     ctx.fillStyle = '#f0f0f0';
     ctx.fillRect(x, Math.floor(height / 2), boxSize, boxSize);
+    if (this.noise) this.addNoise(s);
     ctx.fillStyle = '#000000';
     ctx.fillRect(0, 0, width, s);
     stampCells(nowMs).forEach((bit, i) => {
@@ -100,6 +104,33 @@ export class StampedVideo {
     this.frames += 1;
     this.track.requestFrame();
   }
+
+  /** Fresh noise on everything below the stamp's row: the same table read
+   * from a random place each frame. */
+  addNoise(top) {
+    const { width, height } = this.canvas;
+    const image = this.context.getImageData(0, top, width, height - top);
+    const data = image.data;
+    const noise = this.noise;
+    const mask = noise.length - 1;
+    const offset = Math.floor(Math.random() * noise.length);
+    for (let i = 0; i < data.length; i += 4) {
+      const n = noise[(i + offset) & mask];
+      data[i] += n;
+      data[i + 1] += n;
+      data[i + 2] += n;
+    }
+    this.context.putImageData(image, 0, top);
+  }
+}
+
+/** 2^20 noise values, triangular in ±15 (the native `test:noisy`'s). */
+function sensorNoise() {
+  const noise = new Int8Array(1 << 20);
+  for (let i = 0; i < noise.length; i += 1) {
+    noise[i] = Math.floor(Math.random() * 16) + Math.floor(Math.random() * 16) - 15;
+  }
+  return noise;
 }
 
 /**

@@ -14,7 +14,7 @@ use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 
 use super::counters::bump;
 use super::shared::MediaShared;
-use crate::peer::count_feedback;
+use crate::interceptors::count_feedback;
 
 /// Payload size limit for RTP packets (leaves room for SRTP and extensions under a 1280 MTU).
 const RTP_MTU: usize = 1150;

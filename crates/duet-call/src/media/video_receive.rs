@@ -10,7 +10,7 @@ use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use super::counters::bump;
 use super::decode_queue::{DecodeChannel, Offered};
 use super::shared::MediaShared;
-use crate::peer::picture_loss_indication;
+use crate::interceptors::picture_loss_indication;
 use crate::reassembly::{Reassembled, VideoReassembler};
 
 /// Keyframe requests are sent at most this often.

@@ -463,6 +463,7 @@ fn video_name(spec: &VideoSpec, devices: &DeviceLists) -> String {
             .find(|(i, _)| i == index)
             .map_or_else(|| format!("Camera {index}"), |(_, name)| name.clone()),
         VideoSpec::Test => "Test pattern".to_owned(),
+        VideoSpec::NoisyTest => "Noisy test pattern".to_owned(),
         VideoSpec::File(path) => path.display().to_string(),
         VideoSpec::None => "None".to_owned(),
     }

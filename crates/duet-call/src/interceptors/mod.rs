@@ -1,0 +1,108 @@
+//! The interceptor chain of a Duet peer connection: congestion control
+//! (transport-wide feedback into GCC, whose target drives the encoder and
+//! [`MediaPacer`]), NACK with a fast generator, RTCP reports, and the
+//! feedback the application acts on.
+//!
+//! Built slot by slot rather than with webrtc-rs's `configure_*` helpers:
+//! those put their own pacer and a 100 ms NACK tick in, and replacing a slot
+//! afterwards logs a warning for every call.
+
+mod estimator;
+mod feedback;
+mod pacer;
+mod pacing;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use rtc::interceptor::{
+    CongestionControlBuilder, Gcc, NackGeneratorBuilder, NackResponderBuilder,
+    ReceiverReportBuilder, Registry, SenderReportBuilder, Slot, TwccReceiverBuilder,
+    TwccSenderBuilder,
+};
+use rtc::peer_connection::configuration::interceptor_registry::configure_simulcast_extension_headers;
+use rtc::peer_connection::configuration::media_engine::MediaEngine;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCPFeedback, RTCRtpHeaderExtensionCapability, RtpCodecKind,
+};
+
+pub(crate) use feedback::{count_feedback, picture_loss_indication};
+
+use estimator::PublishingEstimator;
+use feedback::FeedbackToApplication;
+use pacer::MediaPacer;
+
+/// How often missing packets are asked for again. A gap is asked for at the
+/// next tick after it is seen, so this is most of the time a loss costs
+/// beyond a round trip (webrtc-rs's default is 100 ms).
+pub(crate) const NACK_INTERVAL: Duration = Duration::from_millis(20);
+/// How often one packet is asked for before the receiver gives up on it.
+const MAX_NACKS_PER_PACKET: u16 = 10;
+/// Sent packets kept for retransmission: ~2 s of 1.5 Mbit/s video.
+const RESEND_HISTORY: u16 = 4096;
+
+/// Bounds of the congestion controller's target for video.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct VideoBitrates {
+    pub(crate) min_bps: u32,
+    pub(crate) max_bps: u32,
+}
+
+/// Registers the feedback Duet's chain needs in `media` and builds the chain.
+/// `target_bps` is where the congestion controller publishes its target.
+pub(crate) fn build_registry(
+    media: &mut MediaEngine,
+    bitrates: VideoBitrates,
+    audio_payload_type: u8,
+    target_bps: Arc<AtomicU64>,
+) -> Result<Registry, rtc::shared::error::Error> {
+    for kind in [RtpCodecKind::Video, RtpCodecKind::Audio] {
+        media.register_feedback(
+            RTCPFeedback {
+                typ: "transport-cc".to_owned(),
+                parameter: String::new(),
+            },
+            kind,
+        );
+        media.register_header_extension(
+            RTCRtpHeaderExtensionCapability {
+                uri: rtc::sdp::extmap::TRANSPORT_CC_URI.to_owned(),
+            },
+            kind,
+            None,
+        )?;
+    }
+    configure_simulcast_extension_headers(media)?;
+
+    let start = f64::from(bitrates.max_bps);
+    target_bps.store(u64::from(bitrates.max_bps), Ordering::Relaxed);
+    let estimator = PublishingEstimator {
+        inner: Gcc::new(start, f64::from(bitrates.min_bps), start),
+        target_bps,
+    };
+    Ok(Registry::new()
+        .with(
+            Slot::CongestionControl,
+            CongestionControlBuilder::new(estimator).build(),
+        )
+        .with(Slot::Pacer, MediaPacer::new(start, audio_payload_type))
+        .with(Slot::TwccSender, TwccSenderBuilder::new().build())
+        .with(Slot::TwccReceiver, TwccReceiverBuilder::new().build())
+        .with(
+            Slot::NackResponder,
+            NackResponderBuilder::new()
+                .with_size(RESEND_HISTORY)
+                .build(),
+        )
+        .with(
+            Slot::NackGenerator,
+            NackGeneratorBuilder::new()
+                .with_interval(NACK_INTERVAL)
+                .with_max_nacks_per_packet(MAX_NACKS_PER_PACKET)
+                .build(),
+        )
+        .with(Slot::ReceiverReport, ReceiverReportBuilder::new().build())
+        .with(Slot::SenderReport, SenderReportBuilder::new().build())
+        .with(Slot::from(14_000), FeedbackToApplication::default()))
+}

@@ -1,0 +1,124 @@
+//! [`MediaPacer`]: the [`PacingQueue`] as an interceptor in webrtc-rs's chain,
+//! in the pacer's place.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::Instant;
+
+use rtc::interceptor::{Attribute, Interceptor, Packet, StreamInfo, TaggedPacket};
+use rtc::shared::marshal::MarshalSize;
+
+use super::pacing::{PacingDrops, PacingQueue, PacketClass};
+
+/// Sorts outgoing packets into audio, fresh video and retransmissions, and
+/// sends them through a [`PacingQueue`] that follows the congestion
+/// controller's target.
+pub(crate) struct MediaPacer {
+    queue: PacingQueue<TaggedPacket>,
+    /// The payload type that is audio.
+    audio_payload_type: u8,
+    /// Highest sequence number sent per SSRC: a packet at or below it is a
+    /// retransmission (without RTX, a resend is the same packet again).
+    highest: HashMap<u32, u16>,
+    reads: VecDeque<TaggedPacket>,
+    /// What the queue had dropped when last logged.
+    logged_drops: PacingDrops,
+}
+
+impl MediaPacer {
+    pub(crate) fn new(target_bps: f64, audio_payload_type: u8) -> MediaPacer {
+        MediaPacer {
+            queue: PacingQueue::new(target_bps),
+            audio_payload_type,
+            highest: HashMap::new(),
+            reads: VecDeque::new(),
+            logged_drops: PacingDrops::default(),
+        }
+    }
+
+    fn classify(&mut self, packet: &Packet) -> PacketClass {
+        let Packet::Rtp(rtp) = packet else {
+            return PacketClass::Immediate;
+        };
+        let header = &rtp.header;
+        if header.payload_type == self.audio_payload_type {
+            return PacketClass::Immediate;
+        }
+        match self.highest.get_mut(&header.ssrc) {
+            // Newer in RFC 3550's wrapping order.
+            Some(highest) if header.sequence_number.wrapping_sub(*highest) as i16 > 0 => {
+                *highest = header.sequence_number;
+                PacketClass::FreshVideo
+            }
+            Some(_) => PacketClass::Resend,
+            None => {
+                self.highest.insert(header.ssrc, header.sequence_number);
+                PacketClass::FreshVideo
+            }
+        }
+    }
+}
+
+impl rtc::sansio::Protocol<TaggedPacket, TaggedPacket, ()> for MediaPacer {
+    type Rout = TaggedPacket;
+    type Wout = TaggedPacket;
+    type Eout = ();
+    type Error = rtc::shared::error::Error;
+    type Time = Instant;
+
+    fn handle_read(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+        // The congestion controller (wire-most) attaches a new target to the
+        // feedback that produced it, on its way in.
+        if let Some(Attribute::TargetBitrateChanged { bits_per_second }) =
+            msg.message.get(&Attribute::TargetBitrateChanged {
+                bits_per_second: 0.0,
+            })
+        {
+            self.queue.set_target(*bits_per_second);
+        }
+        self.reads.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_read(&mut self) -> Option<TaggedPacket> {
+        self.reads.pop_front()
+    }
+
+    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+        let class = self.classify(&msg.message.packet);
+        let bits = match &msg.message.packet {
+            Packet::Rtp(rtp) => (rtp.marshal_size() * 8) as f64,
+            _ => 0.0,
+        };
+        self.queue.push(msg.now, class, bits, msg);
+        Ok(())
+    }
+
+    fn poll_write(&mut self) -> Option<TaggedPacket> {
+        self.queue.pop_ready()
+    }
+
+    fn handle_timeout(&mut self, now: Instant) -> Result<(), Self::Error> {
+        self.queue.release(now);
+        let drops = self.queue.drops();
+        if drops != self.logged_drops {
+            tracing::debug!(
+                stale_resends = drops.stale_resends,
+                stale_video = drops.stale_video,
+                "send queue dropped packets that waited too long"
+            );
+            self.logged_drops = drops;
+        }
+        Ok(())
+    }
+
+    fn poll_timeout(&mut self) -> Option<Instant> {
+        self.queue.next_release()
+    }
+}
+
+impl Interceptor for MediaPacer {
+    fn bind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
+}

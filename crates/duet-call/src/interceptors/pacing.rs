@@ -1,0 +1,295 @@
+//! The send queue between Duet's media and the network, without sockets.
+//!
+//! webrtc-rs's own pacer is one first-in-first-out queue at exactly the
+//! congestion controller's target, 4096 packets deep: audio waits behind
+//! video, retransmissions behind both, and whenever the encoder overshoots
+//! the target the queue grows into seconds of delay. This one puts audio
+//! and RTCP straight through (charging the budget), fresh video before
+//! retransmissions, paces at [`PACING_FACTOR`] times the target as
+//! libwebrtc does, and throws away what has waited too long to be useful:
+//! nothing here can hold seconds of media.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+/// How much faster than the target the queue drains: bursts (a keyframe)
+/// spread out, but the queue keeps up with an encoder that overshoots.
+pub(crate) const PACING_FACTOR: f64 = 2.5;
+/// The most a burst may be ahead of the rate: 40 ms of it, at least one
+/// full-size packet.
+const BURST: Duration = Duration::from_millis(40);
+const MIN_BURST_BITS: f64 = 12_000.0;
+/// A retransmission that waited this long in the queue is given up: the
+/// receiver has moved on (or will ask again).
+pub(crate) const RESEND_MAX_WAIT: Duration = Duration::from_millis(100);
+/// Fresh video that waited this long is dropped: a picture this late is
+/// worse than a gap the receiver recovers from with a keyframe.
+pub(crate) const FRESH_MAX_WAIT: Duration = Duration::from_millis(500);
+
+/// What a packet is to the queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PacketClass {
+    /// RTCP and audio: small, and late audio is a gap in speech.
+    Immediate,
+    /// Video sent for the first time.
+    FreshVideo,
+    /// Video sent again because the receiver asked for it.
+    Resend,
+}
+
+#[derive(Debug)]
+struct Waiting<T> {
+    since: Instant,
+    bits: f64,
+    item: T,
+}
+
+/// What the queue dropped, for logs and tests.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct PacingDrops {
+    pub(crate) stale_resends: u64,
+    pub(crate) stale_video: u64,
+}
+
+/// The paced send queue.
+#[derive(Debug)]
+pub(crate) struct PacingQueue<T> {
+    rate_bps: f64,
+    budget_bits: f64,
+    last_refill: Option<Instant>,
+    fresh: VecDeque<Waiting<T>>,
+    resends: VecDeque<Waiting<T>>,
+    ready: VecDeque<T>,
+    drops: PacingDrops,
+}
+
+impl<T> PacingQueue<T> {
+    /// A queue for a congestion controller whose target is `target_bps`.
+    pub(crate) fn new(target_bps: f64) -> PacingQueue<T> {
+        let mut queue = PacingQueue {
+            rate_bps: 0.0,
+            budget_bits: 0.0,
+            last_refill: None,
+            fresh: VecDeque::new(),
+            resends: VecDeque::new(),
+            ready: VecDeque::new(),
+            drops: PacingDrops::default(),
+        };
+        queue.set_target(target_bps);
+        queue.budget_bits = queue.burst_bits();
+        queue
+    }
+
+    /// Follows the congestion controller.
+    pub(crate) fn set_target(&mut self, target_bps: f64) {
+        self.rate_bps = (target_bps * PACING_FACTOR).max(MIN_BURST_BITS);
+        self.budget_bits = self.budget_bits.min(self.burst_bits());
+    }
+
+    pub(crate) fn drops(&self) -> PacingDrops {
+        self.drops
+    }
+
+    fn burst_bits(&self) -> f64 {
+        (self.rate_bps * BURST.as_secs_f64()).max(MIN_BURST_BITS)
+    }
+
+    /// Takes a packet of `bits` to send.
+    pub(crate) fn push(&mut self, now: Instant, class: PacketClass, bits: f64, item: T) {
+        self.refill(now);
+        match class {
+            PacketClass::Immediate => {
+                self.budget_bits -= bits;
+                self.ready.push_back(item);
+            }
+            PacketClass::FreshVideo => self.fresh.push_back(Waiting {
+                since: now,
+                bits,
+                item,
+            }),
+            PacketClass::Resend => self.resends.push_back(Waiting {
+                since: now,
+                bits,
+                item,
+            }),
+        }
+        self.release(now);
+    }
+
+    /// Lets out what the budget allows by `now`.
+    pub(crate) fn release(&mut self, now: Instant) {
+        self.refill(now);
+        while self
+            .resends
+            .front()
+            .is_some_and(|w| now.saturating_duration_since(w.since) > RESEND_MAX_WAIT)
+        {
+            self.resends.pop_front();
+            self.drops.stale_resends += 1;
+        }
+        while self
+            .fresh
+            .front()
+            .is_some_and(|w| now.saturating_duration_since(w.since) > FRESH_MAX_WAIT)
+        {
+            self.fresh.pop_front();
+            self.drops.stale_video += 1;
+        }
+        // A packet goes whenever the budget is not in debt; it may take the
+        // budget below zero, so a packet larger than the burst still goes.
+        while self.budget_bits > 0.0 {
+            let Some(next) = self.fresh.pop_front().or_else(|| self.resends.pop_front()) else {
+                break;
+            };
+            self.budget_bits -= next.bits;
+            self.ready.push_back(next.item);
+        }
+    }
+
+    fn refill(&mut self, now: Instant) {
+        if let Some(last) = self.last_refill {
+            let elapsed = now.saturating_duration_since(last).as_secs_f64();
+            self.budget_bits = (self.budget_bits + elapsed * self.rate_bps).min(self.burst_bits());
+        }
+        self.last_refill = Some(now.max(self.last_refill.unwrap_or(now)));
+    }
+
+    /// The next packet to put on the wire.
+    pub(crate) fn pop_ready(&mut self) -> Option<T> {
+        self.ready.pop_front()
+    }
+
+    /// When the budget next lets a waiting packet out; `None` when nothing waits.
+    pub(crate) fn next_release(&self) -> Option<Instant> {
+        if self.fresh.is_empty() && self.resends.is_empty() {
+            return None;
+        }
+        let last = self.last_refill?;
+        let debt = (-self.budget_bits).max(0.0) + 1.0;
+        Some(last + Duration::from_secs_f64(debt / self.rate_bps))
+    }
+
+    /// Packets waiting for the budget.
+    #[cfg(test)]
+    pub(crate) fn waiting(&self) -> usize {
+        self.fresh.len() + self.resends.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PACKET_BITS: f64 = 1200.0 * 8.0;
+
+    /// Runs the queue in 1 ms steps for `ms`; what left, with when.
+    fn drain(queue: &mut PacingQueue<u32>, start: Instant, ms: u64) -> Vec<(u64, u32)> {
+        let mut out = Vec::new();
+        for t in 0..=ms {
+            queue.release(start + Duration::from_millis(t));
+            while let Some(item) = queue.pop_ready() {
+                out.push((t, item));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn audio_goes_at_once_even_behind_a_keyframe() {
+        let start = Instant::now();
+        // 1 Mbit/s target: paced at 2.5 Mbit/s.
+        let mut queue = PacingQueue::new(1_000_000.0);
+        for n in 0..40 {
+            queue.push(start, PacketClass::FreshVideo, PACKET_BITS, n);
+        }
+        while queue.pop_ready().is_some() {}
+        assert!(queue.waiting() > 20, "a 48 kB keyframe is paced");
+        queue.push(start, PacketClass::Immediate, 1000.0, 999);
+        assert_eq!(queue.pop_ready(), Some(999));
+    }
+
+    #[test]
+    fn video_is_paced_at_two_and_a_half_times_the_target() {
+        let start = Instant::now();
+        let mut queue = PacingQueue::new(1_000_000.0);
+        for n in 0..300 {
+            queue.push(start, PacketClass::FreshVideo, PACKET_BITS, n);
+        }
+        let out = drain(&mut queue, start, 400);
+        // 300 packets of 9600 bits at 2.5 Mbit/s: ~1.15 s, but anything
+        // older than FRESH_MAX_WAIT is dropped first.
+        let last_sent = out.last().map(|(t, _)| *t).unwrap_or(0);
+        let sent_by_400 = out.len();
+        let expected = (0.4 * 2_500_000.0 + 0.04 * 2_500_000.0) / PACKET_BITS;
+        assert!(
+            (sent_by_400 as f64 - expected).abs() < 4.0,
+            "{sent_by_400} sent by 400 ms (expected ~{expected:.0}), last at {last_sent} ms"
+        );
+        let in_order = out.windows(2).all(|w| w[0].1 < w[1].1);
+        assert!(in_order);
+    }
+
+    #[test]
+    fn fresh_video_goes_before_resends_and_stale_resends_are_dropped() {
+        let start = Instant::now();
+        let mut queue = PacingQueue::new(200_000.0);
+        // Empty the burst allowance first.
+        queue.push(start, PacketClass::Immediate, 80_000.0, 0);
+        queue.pop_ready();
+        queue.push(start, PacketClass::Resend, PACKET_BITS, 1);
+        queue.push(start, PacketClass::FreshVideo, PACKET_BITS, 2);
+        let out = drain(&mut queue, start, 300);
+        let order: Vec<u32> = out.iter().map(|(_, n)| *n).collect();
+        // 500 kbit/s pacing, 20 kbit burst: the debt of 60 kbit takes 120
+        // ms to repay, by when the resend is past RESEND_MAX_WAIT.
+        assert_eq!(order, vec![2], "{out:?}");
+        assert_eq!(queue.drops().stale_resends, 1);
+    }
+
+    #[test]
+    fn nothing_waits_longer_than_half_a_second() {
+        let start = Instant::now();
+        // A link far too slow for what is pushed: 100 kbit/s target.
+        let mut queue = PacingQueue::new(100_000.0);
+        let mut sent_at = Vec::new();
+        for t in 0..3000u64 {
+            let now = start + Duration::from_millis(t);
+            if t % 10 == 0 {
+                queue.push(now, PacketClass::FreshVideo, PACKET_BITS, t as u32);
+            }
+            queue.release(now);
+            while let Some(pushed) = queue.pop_ready() {
+                sent_at.push(t - u64::from(pushed));
+            }
+        }
+        let worst = sent_at.iter().max().copied().unwrap_or(0);
+        assert!(worst <= 500, "a packet waited {worst} ms");
+        assert!(queue.drops().stale_video > 0);
+    }
+
+    #[test]
+    fn the_next_release_is_when_the_debt_is_repaid() {
+        let start = Instant::now();
+        let mut queue = PacingQueue::new(400_000.0);
+        assert_eq!(queue.next_release(), None);
+        queue.push(
+            start,
+            PacketClass::Immediate,
+            1_000_000.0 * 0.04 + 10_000.0,
+            0,
+        );
+        queue.push(start, PacketClass::FreshVideo, PACKET_BITS, 1);
+        let due = queue.next_release().expect("a packet waits");
+        // 10 kbit of debt at 1 Mbit/s: 10 ms.
+        let wait = due - start;
+        assert!(
+            (Duration::from_millis(9)..Duration::from_millis(11)).contains(&wait),
+            "{wait:?}"
+        );
+        queue.release(due);
+        assert_eq!(
+            std::iter::from_fn(|| queue.pop_ready()).collect::<Vec<_>>(),
+            vec![0, 1]
+        );
+    }
+}

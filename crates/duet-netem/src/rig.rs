@@ -1,0 +1,274 @@
+//! The rig: two peers, each in a namespace of its own, joined by a bridge in
+//! a third (the "hub", where the signaling server runs), with what each
+//! peer's network does to the packets it sends.
+//!
+//! ```text
+//!   peer A 10.99.0.2 ── eth0 ┐            ┌ eth0 ── 10.99.0.3 peer B
+//!                            └─ br0 (hub) ┘
+//!                               10.99.0.1: the server
+//! ```
+//!
+//! Each direction is shaped where it leaves its peer: iptables queues every
+//! packet out of `eth0` to the [`DelayLine`] (delay, jitter, loss), then
+//! `tbf` caps the rate. An outage drops everything arriving at both peers,
+//! on the input hook: a drop on output would make `sendto` fail, which no
+//! real network does.
+
+use std::net::Ipv4Addr;
+
+use crate::RigError;
+use crate::delay_line::{DelayLine, DelayLineCounts};
+use crate::impairment::LinkProfile;
+use crate::namespace::NetNamespace;
+
+const HUB_ADDRESS: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 1);
+const PEER_ADDRESSES: [Ipv4Addr; 2] = [Ipv4Addr::new(10, 99, 0, 2), Ipv4Addr::new(10, 99, 0, 3)];
+/// Each peer namespace has its own netfilter queues, so both use the same.
+const QUEUE: u16 = 0;
+const OUTAGE_TABLE: &str = "duet_outage";
+const CUT_TABLE: &str = "duet_cut";
+
+/// One of the rig's two peers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    A,
+    B,
+}
+
+impl Side {
+    fn index(self) -> usize {
+        match self {
+            Side::A => 0,
+            Side::B => 1,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct PeerNetwork {
+    namespace: NetNamespace,
+    delay_line: Option<DelayLine>,
+}
+
+/// Two peers on a bridge; everything is taken down when dropped.
+#[derive(Debug)]
+pub struct Rig {
+    // Field order is drop order: delay lines stop before the namespaces go.
+    peers: [PeerNetwork; 2],
+    hub: NetNamespace,
+}
+
+impl Rig {
+    /// Builds the namespaces, the bridge and the two links, all clean.
+    pub fn new(label: &str) -> Result<Rig, RigError> {
+        let hub = NetNamespace::new(&format!("{label}-hub"))?;
+        hub.ip(&["link", "add", "br0", "type", "bridge"])?;
+        hub.ip(&["addr", "add", &format!("{HUB_ADDRESS}/24"), "dev", "br0"])?;
+        hub.ip(&["link", "set", "br0", "up"])?;
+        let make_peer = |side: Side| -> Result<PeerNetwork, RigError> {
+            let letter = if side == Side::A { "a" } else { "b" };
+            let namespace = NetNamespace::new(&format!("{label}-{letter}"))?;
+            let port = format!("port-{letter}");
+            hub.ip(&[
+                "link",
+                "add",
+                &port,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "eth0",
+                "netns",
+                namespace.name(),
+            ])?;
+            hub.ip(&["link", "set", &port, "master", "br0", "up"])?;
+            let address = PEER_ADDRESSES[side.index()];
+            namespace.ip(&["addr", "add", &format!("{address}/24"), "dev", "eth0"])?;
+            namespace.ip(&["link", "set", "eth0", "up"])?;
+            Ok(PeerNetwork {
+                namespace,
+                delay_line: None,
+            })
+        };
+        let peers = [make_peer(Side::A)?, make_peer(Side::B)?];
+        Ok(Rig { peers, hub })
+    }
+
+    /// Where the signaling server runs.
+    pub fn hub(&self) -> &NetNamespace {
+        &self.hub
+    }
+
+    /// The hub's address on the bridge, which both peers reach.
+    pub fn hub_address(&self) -> Ipv4Addr {
+        HUB_ADDRESS
+    }
+
+    pub fn namespace(&self, side: Side) -> &NetNamespace {
+        &self.peers[side.index()].namespace
+    }
+
+    pub fn address(&self, side: Side) -> Ipv4Addr {
+        PEER_ADDRESSES[side.index()]
+    }
+
+    /// What the network does to what `from` sends, from now on.
+    pub fn set_link(&mut self, from: Side, profile: LinkProfile) -> Result<(), RigError> {
+        let peer = &mut self.peers[from.index()];
+        if let Some(line) = &peer.delay_line {
+            line.set_profile(profile);
+            return Ok(());
+        }
+        // The queue is bound before any packet is sent to it.
+        peer.delay_line = Some(DelayLine::start(&peer.namespace, QUEUE, profile)?);
+        peer.namespace.run(
+            "iptables",
+            &[
+                "-A",
+                "OUTPUT",
+                "-o",
+                "eth0",
+                "-j",
+                "NFQUEUE",
+                "--queue-num",
+                &QUEUE.to_string(),
+                "--queue-bypass",
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// The same profile both ways.
+    pub fn set_links(&mut self, profile: LinkProfile) -> Result<(), RigError> {
+        self.set_link(Side::A, profile)?;
+        self.set_link(Side::B, profile)
+    }
+
+    /// Caps what `from` can send at `kbit_per_s`, or lifts the cap (`None`).
+    /// The bottleneck's queue holds 100 ms, as a home router's might.
+    pub fn set_rate(&mut self, from: Side, kbit_per_s: Option<u32>) -> Result<(), RigError> {
+        let namespace = self.namespace(from);
+        match kbit_per_s {
+            Some(rate) => namespace
+                .run(
+                    "tc",
+                    &[
+                        "qdisc",
+                        "replace",
+                        "dev",
+                        "eth0",
+                        "root",
+                        "tbf",
+                        "rate",
+                        &format!("{rate}kbit"),
+                        "burst",
+                        "4kb",
+                        "latency",
+                        "100ms",
+                    ],
+                )
+                .map(drop),
+            None => {
+                // Deleting a cap that is not there is not an error.
+                let _ = namespace.run("tc", &["qdisc", "del", "dev", "eth0", "root"]);
+                Ok(())
+            }
+        }
+    }
+
+    /// Switches the network off (everything arriving at either peer is lost)
+    /// or back on.
+    pub fn set_outage(&mut self, on: bool) -> Result<(), RigError> {
+        for peer in &self.peers {
+            let namespace = &peer.namespace;
+            if on {
+                namespace.run("nft", &["add", "table", "inet", OUTAGE_TABLE])?;
+                namespace.run(
+                    "nft",
+                    &[
+                        "add",
+                        "chain",
+                        "inet",
+                        OUTAGE_TABLE,
+                        "input",
+                        "{ type filter hook input priority 0 ; policy drop ; }",
+                    ],
+                )?;
+                namespace.run(
+                    "nft",
+                    &[
+                        "add",
+                        "rule",
+                        "inet",
+                        OUTAGE_TABLE,
+                        "input",
+                        "iif",
+                        "lo",
+                        "accept",
+                    ],
+                )?;
+            } else {
+                namespace.run("nft", &["delete", "table", "inet", OUTAGE_TABLE])?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Breaks `side`'s TCP connections to the hub's `port` without the hub
+    /// hearing of it, as when a NAT forgets a connection or a laptop moves
+    /// to another Wi-Fi: the peer's socket fails at once, while the server
+    /// still holds its end. The peer's reset is dropped on its way out.
+    pub fn cut_tcp_to_hub(&mut self, side: Side, port: u16) -> Result<(), RigError> {
+        let namespace = self.namespace(side);
+        namespace.run("nft", &["add", "table", "inet", CUT_TABLE])?;
+        namespace.run(
+            "nft",
+            &[
+                "add",
+                "chain",
+                "inet",
+                CUT_TABLE,
+                "output",
+                "{ type filter hook output priority 0 ; }",
+            ],
+        )?;
+        namespace.run(
+            "nft",
+            &[
+                "add",
+                "rule",
+                "inet",
+                CUT_TABLE,
+                "output",
+                "tcp",
+                "dport",
+                &port.to_string(),
+                "drop",
+            ],
+        )?;
+        let killed = namespace.run(
+            "ss",
+            &[
+                "-K",
+                "-t",
+                "dst",
+                &HUB_ADDRESS.to_string(),
+                "dport",
+                "=",
+                &format!(":{port}"),
+            ],
+        );
+        let lifted = namespace.run("nft", &["delete", "table", "inet", CUT_TABLE]);
+        killed?;
+        lifted.map(drop)
+    }
+
+    /// What `from`'s delay line has done so far (zero before a profile is set).
+    pub fn counts(&self, from: Side) -> DelayLineCounts {
+        self.peers[from.index()]
+            .delay_line
+            .as_ref()
+            .map(DelayLine::counts)
+            .unwrap_or_default()
+    }
+}
