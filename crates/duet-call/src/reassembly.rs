@@ -22,7 +22,11 @@ use crate::interceptors::NACK_INTERVAL;
 const ASSUMED_RTT: Duration = Duration::from_millis(100);
 /// The shortest and longest time a gap is waited for.
 const MIN_WAIT: Duration = Duration::from_millis(15);
-const MAX_WAIT: Duration = Duration::from_millis(250);
+const MAX_WAIT: Duration = Duration::from_millis(400);
+/// How much of the highest round trip seen is kept at each new reading: the
+/// candidate pair's RTT is one keepalive's, and on a jittery path a single
+/// reading can be half the round trip a retransmission really takes.
+const RTT_MEMORY: f64 = 0.9;
 /// More buffered packets than this means the stream is hopeless: start over.
 const MAX_BUFFERED: usize = 4096;
 
@@ -83,9 +87,16 @@ impl VideoReassembler {
     }
 
     /// Tells the reassembler the round-trip time, so it waits long enough for a NACKed packet.
-    /// Zero means not measured yet.
+    /// Zero means not measured yet. Readings below the round trip in use
+    /// only lower it slowly (see [`RTT_MEMORY`]).
     pub fn set_rtt(&mut self, rtt: Duration) {
-        self.rtt = (!rtt.is_zero()).then_some(rtt);
+        if rtt.is_zero() {
+            return;
+        }
+        self.rtt = Some(match self.rtt {
+            Some(kept) if kept > rtt => rtt.max(kept.mul_f64(RTT_MEMORY)),
+            _ => rtt,
+        });
     }
 
     /// How long a gap is waited for before the frame is given up: the NACK
@@ -547,6 +558,10 @@ mod tests {
         reassembler.set_rtt(Duration::from_micros(200));
         assert_eq!(reassembler.gap_wait(), Duration::from_micros(25_300));
         reassembler.set_rtt(Duration::from_millis(60));
+        assert_eq!(reassembler.gap_wait(), Duration::from_millis(115));
+        // A low reading after a high one lowers the wait only slowly.
+        reassembler.set_rtt(Duration::from_millis(10));
+        assert_eq!(reassembler.gap_wait(), Duration::from_millis(106));
         assert!(reassembler.gap_wait() >= Duration::from_millis(90));
         reassembler.set_rtt(Duration::from_secs(5));
         assert_eq!(reassembler.gap_wait(), MAX_WAIT);

@@ -95,8 +95,10 @@ fn main() -> ExitCode {
 }
 
 /// Duet's own lines at info; the WebRTC stack only when something is wrong.
-const DEFAULT_LOG_FILTER: &str = "info,webrtc=warn,rtc=warn,rtc_ice=warn,rtc_dtls=warn,\
-rtc_sctp=warn,rtc_srtp=warn,rtc_interceptor=warn,rtc_mdns=warn";
+/// The packet handler warns of every duplicate SRTP packet, and with NACK a
+/// duplicate is routine (a resend that crossed its original): errors only.
+const DEFAULT_LOG_FILTER: &str = "info,webrtc=warn,rtc=warn,rtc::peer_connection::handler=error,\
+rtc_ice=warn,rtc_dtls=warn,rtc_sctp=warn,rtc_srtp=warn,rtc_interceptor=warn,rtc_mdns=warn";
 
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("DUET_LOG")

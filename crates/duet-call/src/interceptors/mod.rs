@@ -37,8 +37,11 @@ use pacer::MediaPacer;
 /// next tick after it is seen, so this is most of the time a loss costs
 /// beyond a round trip (webrtc-rs's default is 100 ms).
 pub(crate) const NACK_INTERVAL: Duration = Duration::from_millis(20);
-/// How often one packet is asked for before the receiver gives up on it.
-const MAX_NACKS_PER_PACKET: u16 = 10;
+/// How often one packet is asked for. The generator does not know the round
+/// trip: it asks again every tick until the packet comes, so on a 120 ms
+/// round trip every ask beyond the first brings a duplicate. Three asks 20 ms
+/// apart survive a lost resend (or two) at the cost of two duplicates.
+const MAX_NACKS_PER_PACKET: u16 = 3;
 /// Sent packets kept for retransmission: ~2 s of 1.5 Mbit/s video.
 const RESEND_HISTORY: u16 = 4096;
 

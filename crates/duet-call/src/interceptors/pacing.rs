@@ -4,10 +4,17 @@
 //! congestion controller's target, 4096 packets deep: audio waits behind
 //! video, retransmissions behind both, and whenever the encoder overshoots
 //! the target the queue grows into seconds of delay. This one puts audio
-//! and RTCP straight through (charging the budget), fresh video before
-//! retransmissions, paces at [`PACING_FACTOR`] times the target as
-//! libwebrtc does, and throws away what has waited too long to be useful:
-//! nothing here can hold seconds of media.
+//! and RTCP straight through (charging the budget), retransmissions before
+//! fresh video, paces at [`PACING_FACTOR`] times the target as libwebrtc
+//! does, and throws away what has waited too long to be useful: nothing here
+//! can hold seconds of media.
+//!
+//! Retransmissions go first because the receiver shows frames in order: a
+//! fresh frame cannot be shown before the older one a resend completes, so
+//! a resend held behind a keyframe's burst delays everything after it (and,
+//! held past the receiver's patience, turns a lost packet into a keyframe
+//! request). Their volume is small and bounded: the NACK generator asks a
+//! few times at most, and a resend that waited [`RESEND_MAX_WAIT`] is dropped.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -138,7 +145,7 @@ impl<T> PacingQueue<T> {
         // A packet goes whenever the budget is not in debt; it may take the
         // budget below zero, so a packet larger than the burst still goes.
         while self.budget_bits > 0.0 {
-            let Some(next) = self.fresh.pop_front().or_else(|| self.resends.pop_front()) else {
+            let Some(next) = self.resends.pop_front().or_else(|| self.fresh.pop_front()) else {
                 break;
             };
             self.budget_bits -= next.bits;
@@ -230,19 +237,27 @@ mod tests {
     }
 
     #[test]
-    fn fresh_video_goes_before_resends_and_stale_resends_are_dropped() {
+    fn resends_go_before_fresh_video_and_stale_ones_are_dropped() {
         let start = Instant::now();
         let mut queue = PacingQueue::new(200_000.0);
         // Empty the burst allowance first.
+        queue.push(start, PacketClass::Immediate, 30_000.0, 0);
+        queue.pop_ready();
+        queue.push(start, PacketClass::FreshVideo, PACKET_BITS, 1);
+        queue.push(start, PacketClass::Resend, PACKET_BITS, 2);
+        let out = drain(&mut queue, start, 100);
+        let order: Vec<u32> = out.iter().map(|(_, n)| *n).collect();
+        assert_eq!(order, vec![2, 1], "{out:?}");
+
+        // A resend that cannot go within RESEND_MAX_WAIT is given up.
+        let mut queue = PacingQueue::new(200_000.0);
         queue.push(start, PacketClass::Immediate, 80_000.0, 0);
         queue.pop_ready();
-        queue.push(start, PacketClass::Resend, PACKET_BITS, 1);
-        queue.push(start, PacketClass::FreshVideo, PACKET_BITS, 2);
+        queue.push(start, PacketClass::Resend, PACKET_BITS, 3);
+        queue.push(start, PacketClass::FreshVideo, PACKET_BITS, 4);
         let out = drain(&mut queue, start, 300);
-        let order: Vec<u32> = out.iter().map(|(_, n)| *n).collect();
-        // 500 kbit/s pacing, 20 kbit burst: the debt of 60 kbit takes 120
-        // ms to repay, by when the resend is past RESEND_MAX_WAIT.
-        assert_eq!(order, vec![2], "{out:?}");
+        // 500 kbit/s pacing, 20 kbit burst: the 60 kbit debt takes 120 ms.
+        assert_eq!(out.iter().map(|(_, n)| *n).collect::<Vec<_>>(), vec![4]);
         assert_eq!(queue.drops().stale_resends, 1);
     }
 

@@ -10,6 +10,16 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+use super::video_timing::FrameTiming;
+
+/// An access unit as it came off the network, with what its playout needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ReceivedUnit {
+    /// Annex-B bytes.
+    pub(crate) data: Bytes,
+    pub(crate) timing: FrameTiming,
+}
+
 /// Access units queued at most: about a quarter of a second at 30 fps. A
 /// burst released at once by the reassembler after a recovered loss fits.
 pub(crate) const DECODE_QUEUE_UNITS: usize = 8;
@@ -19,8 +29,7 @@ pub(crate) const DECODE_QUEUE_UNITS: usize = 8;
 pub(crate) enum DecodeInput {
     /// A whole access unit.
     Unit {
-        /// Annex-B bytes.
-        data: Bytes,
+        data: ReceivedUnit,
         /// It starts a new chain of references (an IDR picture).
         keyframe: bool,
     },
@@ -69,7 +78,7 @@ impl DecodeQueue {
     /// Offers an access unit. While there is room it is queued; when the queue
     /// is full the units before the newest keyframe (queued or this one) go,
     /// and without any keyframe everything goes until one comes.
-    pub(crate) fn offer(&mut self, data: Bytes, keyframe: bool) -> Offered {
+    pub(crate) fn offer(&mut self, data: ReceivedUnit, keyframe: bool) -> Offered {
         if self.awaiting_keyframe {
             if !keyframe {
                 return Offered::Dropped {
@@ -205,8 +214,16 @@ impl DecodeChannel {
 mod tests {
     use super::*;
 
-    fn unit(n: u8) -> Bytes {
-        Bytes::from(vec![n])
+    /// A one-byte unit; units with the same byte are equal.
+    fn unit(n: u8) -> ReceivedUnit {
+        static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+        ReceivedUnit {
+            data: Bytes::from(vec![n]),
+            timing: FrameTiming {
+                rtp_timestamp: u32::from(n) * 3000,
+                completed: *EPOCH.get_or_init(std::time::Instant::now),
+            },
+        }
     }
 
     fn drain(queue: &mut DecodeQueue) -> Vec<DecodeInput> {
@@ -217,7 +234,7 @@ mod tests {
         items
             .iter()
             .filter_map(|item| match item {
-                DecodeInput::Unit { data, .. } => Some(data[0]),
+                DecodeInput::Unit { data, .. } => Some(data.data[0]),
                 _ => None,
             })
             .collect()

@@ -13,7 +13,8 @@
 //! - `video_send`, `audio_send`: capture and encode threads.
 //! - `rtp_writer`: encoded units onto the current connection as RTP.
 //! - `video_receive`, `video_decode`: the remote video track into pictures,
-//!   through the bounded `decode_queue`; `freeze` counts freezes (no I/O).
+//!   through the bounded `decode_queue`; `video_timing` says when each picture
+//!   is shown and `freeze` counts freezes (neither does I/O).
 //! - `audio_playout`: the remote audio track into the sink; `echo_reference`:
 //!   what the sink played, back to the capture thread for the echo canceller.
 
@@ -32,6 +33,7 @@ mod threads;
 mod video_decode;
 mod video_receive;
 mod video_send;
+mod video_timing;
 
 use duet_media::source::Notice;
 use tokio::sync::mpsc;

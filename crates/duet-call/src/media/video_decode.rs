@@ -1,13 +1,15 @@
-//! The video decode thread: decodes what the bounded decode queue holds,
-//! reads stamps, counts frames and freezes, and publishes pictures.
+//! The video decode thread: decodes what the bounded decode queue holds and
+//! shows each picture when its playout schedule says (`video_timing`):
+//! reads its stamp, counts freezes and publishes it then.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
 
 use duet_media::frame::unix_ms;
 use duet_media::stamp::live_latency_ms;
-use duet_media::{Decoded, H264Decoder, StampReader};
+use duet_media::{Decoded, H264Decoder, StampReader, VideoFrame};
 use tokio::sync::mpsc;
 
 use super::MediaNotice;
@@ -16,6 +18,7 @@ use super::decode_queue::{DECODE_QUEUE_UNITS, DecodeChannel, DecodeInput};
 use super::freeze::FreezeDetector;
 use super::shared::MediaShared;
 use super::threads::{MediaThreads, spawn};
+use super::video_timing::{FrameTiming, PlayoutSchedule, Showing};
 use crate::CallError;
 
 /// How long the thread waits for input before it looks at the stop flag again.
@@ -38,10 +41,15 @@ pub(crate) fn start_video_decoder(
                 return;
             }
         };
-        let mut first_of_call = true;
-        let mut freezes = FreezeDetector::new();
+        let mut presenter = Presenter::new(Arc::clone(&shared), notices);
         while !shared.stopped.load(Ordering::Relaxed) {
-            let Some(message) = queue.next(INPUT_WAIT) else {
+            let wait = presenter.next_due().map_or(INPUT_WAIT, |due| {
+                due.saturating_duration_since(Instant::now())
+                    .min(INPUT_WAIT)
+            });
+            let message = queue.next(wait);
+            presenter.show_due(Instant::now());
+            let Some(message) = message else {
                 continue;
             };
             let unit = match message {
@@ -56,35 +64,15 @@ pub(crate) fn start_video_decoder(
                         Ok(fresh) => decoder = fresh,
                         Err(err) => tracing::warn!(%err, "keeping the old decoder"),
                     }
-                    first_of_call = true;
-                    freezes.restart();
+                    presenter.restart();
                     continue;
                 }
             };
-            match decoder.decode(&unit, SystemTime::now()) {
+            match decoder.decode(&unit.data, SystemTime::now()) {
                 Decoded::Frame(frame) => {
-                    let now = SystemTime::now();
-                    let shown_at = Instant::now();
-                    let counters = &shared.counters;
-                    counters.frame_decoded(frame.width(), frame.height());
-                    // Only a live test stamp gives a latency (docs/test-signals.md).
-                    if let Some(ms) = StampReader::read(&frame)
-                        .and_then(|stamp| live_latency_ms(stamp, unix_ms(now)))
-                    {
-                        bump(&counters.stamped_frames, 1);
-                        counters.latencies(|l| l.video.push(ms));
-                    }
-                    // Headless, a picture is shown once it is decoded and ready for display.
-                    freezes.on_frame_shown(shown_at);
-                    if freezes.has_judged() {
-                        counters
-                            .set_freezes(freezes.freeze_count(), freezes.total_freezes_duration());
-                    }
-                    shared.remote_video.put(frame);
-                    if first_of_call {
-                        first_of_call = false;
-                        let _ = notices.send(MediaNotice::FirstRemoteFrame);
-                    }
+                    shared.counters.frame_decoded(frame.width(), frame.height());
+                    presenter.on_decoded(frame, unit.timing);
+                    presenter.show_due(Instant::now());
                 }
                 Decoded::Nothing => {}
                 Decoded::NeedKeyframe => shared.pli_wanted.store(true, Ordering::Relaxed),
@@ -94,12 +82,111 @@ pub(crate) fn start_video_decoder(
     Ok(input)
 }
 
+/// Shows decoded pictures when their [`PlayoutSchedule`] says: reads their
+/// stamps, counts freezes and hands them to the front end at that moment,
+/// which is when a person sees them.
+struct Presenter {
+    shared: Arc<MediaShared>,
+    notices: mpsc::UnboundedSender<MediaNotice>,
+    schedule: PlayoutSchedule,
+    /// Decoded pictures waiting for their moment, in order.
+    waiting: VecDeque<(Instant, VideoFrame)>,
+    freezes: FreezeDetector,
+    first_of_call: bool,
+}
+
+impl Presenter {
+    fn new(shared: Arc<MediaShared>, notices: mpsc::UnboundedSender<MediaNotice>) -> Presenter {
+        Presenter {
+            shared,
+            notices,
+            schedule: PlayoutSchedule::new(),
+            waiting: VecDeque::new(),
+            freezes: FreezeDetector::new(),
+            first_of_call: true,
+        }
+    }
+
+    /// A new call: nothing of the old one is shown.
+    fn restart(&mut self) {
+        self.schedule = PlayoutSchedule::new();
+        self.waiting.clear();
+        self.freezes.restart();
+        self.first_of_call = true;
+    }
+
+    fn on_decoded(&mut self, frame: VideoFrame, timing: FrameTiming) {
+        let before = self.schedule.delay();
+        let showing = self.schedule.schedule(timing);
+        let after = self.schedule.delay();
+        if before.abs_diff(after) >= Duration::from_millis(20)
+            || (after.is_zero() && !before.is_zero())
+        {
+            tracing::debug!(
+                ms = after.as_millis() as u64,
+                "pictures are held back to smooth late frames"
+            );
+        }
+        match showing {
+            Showing::At(at) => self.waiting.push_back((at, frame)),
+            Showing::Skip => {
+                tracing::debug!("a picture from a moment that has passed is not shown");
+            }
+        }
+    }
+
+    fn next_due(&self) -> Option<Instant> {
+        self.waiting.front().map(|(at, _)| *at)
+    }
+
+    fn show_due(&mut self, now: Instant) {
+        while self.waiting.front().is_some_and(|(at, _)| *at <= now) {
+            if let Some((_, frame)) = self.waiting.pop_front() {
+                self.show(frame);
+            }
+        }
+    }
+
+    fn show(&mut self, frame: VideoFrame) {
+        let now = SystemTime::now();
+        let shown_at = Instant::now();
+        let counters = &self.shared.counters;
+        // Only a live test stamp gives a latency (docs/test-signals.md).
+        if let Some(ms) =
+            StampReader::read(&frame).and_then(|stamp| live_latency_ms(stamp, unix_ms(now)))
+        {
+            bump(&counters.stamped_frames, 1);
+            counters.latencies(|l| l.video.push(ms));
+        }
+        // Headless, a picture is shown once it is ready for display.
+        if let Some(gap) = self.freezes.on_frame_shown(shown_at) {
+            tracing::debug!(
+                ms = gap.as_millis() as u64,
+                held_back_ms = self.schedule.delay().as_millis() as u64,
+                "the picture froze"
+            );
+        }
+        if self.freezes.has_judged() {
+            counters.set_freezes(
+                self.freezes.freeze_count(),
+                self.freezes.total_freezes_duration(),
+            );
+        }
+        self.shared.remote_video.put(frame);
+        if self.first_of_call {
+            self.first_of_call = false;
+            let _ = self.notices.send(MediaNotice::FirstRemoteFrame);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use bytes::Bytes;
     use duet_media::{H264Encoder, TestPatternSource};
 
     use super::*;
+    use crate::media::decode_queue::ReceivedUnit;
 
     /// The real decoder on its real thread: stamped pictures come out counted
     /// and shown, and the thread returns promptly when the session stops.
@@ -114,11 +201,20 @@ mod tests {
         let mut encoder = H264Encoder::new(500_000, 30).expect("encoder");
         input.with(|queue| queue.reset());
         let mut offered = 0;
+        let start = Instant::now();
         for index in 0..8 {
             let frame = source.draw(index, SystemTime::now());
             if let Ok(Some(encoded)) = encoder.encode(&frame) {
                 let keyframe = encoded.keyframe;
-                input.with(|queue| queue.offer(Bytes::from(encoded.data), keyframe));
+                let unit = ReceivedUnit {
+                    data: Bytes::from(encoded.data),
+                    timing: FrameTiming {
+                        rtp_timestamp: index as u32 * 3000,
+                        // As if each came in on time, 33 ms after the last.
+                        completed: start + Duration::from_millis(index * 33),
+                    },
+                };
+                input.with(|queue| queue.offer(unit, keyframe));
                 offered += 1;
             }
         }
@@ -126,7 +222,7 @@ mod tests {
         let first = tokio::time::timeout(Duration::from_secs(10), notices_rx.recv()).await;
         assert!(matches!(first, Ok(Some(MediaNotice::FirstRemoteFrame))));
         let deadline = Instant::now() + Duration::from_secs(10);
-        while shared.counters.snapshot().frames_decoded < offered && Instant::now() < deadline {
+        while shared.counters.snapshot().stamped_frames < offered && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         let counted = shared.counters.snapshot();

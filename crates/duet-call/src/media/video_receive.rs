@@ -8,8 +8,9 @@ use duet_media::h264::is_idr;
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 
 use super::counters::bump;
-use super::decode_queue::{DecodeChannel, Offered};
+use super::decode_queue::{DecodeChannel, Offered, ReceivedUnit};
 use super::shared::MediaShared;
+use super::video_timing::FrameTiming;
 use crate::interceptors::picture_loss_indication;
 use crate::reassembly::{Reassembled, VideoReassembler};
 
@@ -60,10 +61,21 @@ pub(crate) async fn run_video_receiver(
         };
         for item in out {
             match item {
-                Reassembled::AccessUnit { data, .. } => {
+                Reassembled::AccessUnit {
+                    data,
+                    rtp_timestamp,
+                } => {
                     bump(&shared.counters.frames_received, 1);
                     let keyframe = is_idr(&data);
-                    let offered = decode.with(|queue| queue.offer(data, keyframe));
+                    tracing::trace!(rtp_timestamp, bytes = data.len(), keyframe, "frame whole");
+                    let unit = ReceivedUnit {
+                        data,
+                        timing: FrameTiming {
+                            rtp_timestamp,
+                            completed: Instant::now(),
+                        },
+                    };
+                    let offered = decode.with(|queue| queue.offer(unit, keyframe));
                     if let Some(Offered::Dropped {
                         units,
                         ask_keyframe,

@@ -1,0 +1,231 @@
+//! When each decoded picture is shown, without a clock of its own.
+//!
+//! Pictures are shown as they come unless some came late: a frame that
+//! waited for a retransmission arrives a round trip after its neighbours,
+//! and showing every frame the moment it is ready turns each such wait into
+//! a visible freeze (the W3C rule counts a gap of the average interval plus
+//! 150 ms). So the schedule keeps the late frames of the last few seconds
+//! in view and delays every picture by just enough that such a frame still
+//! leaves a gap shorter than a freeze: nothing on a clean link, a few tens
+//! of milliseconds on a lossy one, never more than [`MAX_DELAY`].
+//!
+//! "Late" is measured against the picture's own RTP clock: a frame's
+//! transit is its completion time minus its RTP time, and the fastest
+//! transit of the last [`WINDOW`] is the baseline; the delay covers all but
+//! the latest 3 % of recent frames.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+/// What a frame's timing is known by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct FrameTiming {
+    /// 90 kHz RTP timestamp.
+    pub(crate) rtp_timestamp: u32,
+    /// When its last packet arrived (the frame became whole).
+    pub(crate) completed: Instant,
+}
+
+/// How far back lateness is remembered.
+const WINDOW: Duration = Duration::from_secs(4);
+/// How much lateness is left uncovered: a gap of the frame interval plus
+/// this stays under the freeze threshold (average + 150 ms) with room for
+/// decoding. Every millisecond covered is a millisecond of delay on every
+/// picture, so the schedule covers only what would otherwise freeze.
+const UNCOVERED_MS: f64 = 80.0;
+/// The share of recent frames whose lateness is covered. The latest few (a
+/// keyframe squeezed through a narrow link, a packet lost twice) would hold
+/// every picture back for seconds to spare one freeze: they are left out.
+const COVERED_SHARE: f64 = 1.0;
+/// The most pictures are held back.
+pub(crate) const MAX_DELAY: Duration = Duration::from_millis(300);
+/// A picture later than this is not shown at all: it belongs to a moment
+/// that has passed (after an outage, resume from what is current).
+const TOO_LATE_MS: f64 = 1000.0;
+/// How fast the delay comes down once late frames stop: 1 ms a frame, 30 ms
+/// a second at 30 fps (a one-off, a keyframe squeezed through a narrow link,
+/// should not hold every picture back for long).
+const DECAY_MS_PER_FRAME: f64 = 1.0;
+const RTP_TICKS_PER_MS: f64 = 90.0;
+
+/// What to do with a decoded picture.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Showing {
+    At(Instant),
+    /// Too late to be worth showing.
+    Skip,
+}
+
+/// The playout schedule of one video stream.
+#[derive(Debug, Default)]
+pub(crate) struct PlayoutSchedule {
+    epoch: Option<Instant>,
+    /// Last RTP timestamp and its unwrapped tick count.
+    last_rtp: Option<(u32, i64)>,
+    /// (completed, transit in ms) of recent frames.
+    history: VecDeque<(Instant, f64)>,
+    delay_ms: f64,
+}
+
+impl PlayoutSchedule {
+    pub(crate) fn new() -> PlayoutSchedule {
+        PlayoutSchedule::default()
+    }
+
+    /// The delay pictures are held back by now.
+    pub(crate) fn delay(&self) -> Duration {
+        Duration::from_secs_f64(self.delay_ms / 1000.0)
+    }
+
+    /// When the frame with `timing` should be shown.
+    pub(crate) fn schedule(&mut self, timing: FrameTiming) -> Showing {
+        let epoch = *self.epoch.get_or_insert(timing.completed);
+        let ticks = self.unwrap(timing.rtp_timestamp);
+        let transit_ms = timing
+            .completed
+            .saturating_duration_since(epoch)
+            .as_secs_f64()
+            * 1000.0
+            - ticks as f64 / RTP_TICKS_PER_MS;
+        self.history.push_back((timing.completed, transit_ms));
+        while self
+            .history
+            .front()
+            .is_some_and(|(at, _)| timing.completed.saturating_duration_since(*at) > WINDOW)
+        {
+            self.history.pop_front();
+        }
+        let base = self
+            .history
+            .iter()
+            .map(|(_, t)| *t)
+            .fold(f64::INFINITY, f64::min);
+        let lateness = transit_ms - base;
+        if lateness > 150.0 {
+            tracing::debug!(
+                lateness_ms = lateness as u64,
+                rtp = timing.rtp_timestamp,
+                "a late picture"
+            );
+        }
+        if lateness > TOO_LATE_MS {
+            return Showing::Skip;
+        }
+        let mut late: Vec<f64> = self
+            .history
+            .iter()
+            .map(|(_, t)| t - base)
+            .filter(|late| *late <= TOO_LATE_MS)
+            .collect();
+        late.sort_by(f64::total_cmp);
+        let rank = ((late.len() as f64 * COVERED_SHARE) as usize).min(late.len().saturating_sub(1));
+        let typical_worst = late.get(rank).copied().unwrap_or(0.0);
+        let needed = (typical_worst - UNCOVERED_MS).clamp(0.0, MAX_DELAY.as_secs_f64() * 1000.0);
+        self.delay_ms = if needed >= self.delay_ms {
+            needed
+        } else {
+            (self.delay_ms - DECAY_MS_PER_FRAME).max(needed)
+        };
+        let wait_ms = (self.delay_ms - lateness).max(0.0);
+        Showing::At(timing.completed + Duration::from_secs_f64(wait_ms / 1000.0))
+    }
+
+    /// RTP timestamps as a count that does not wrap (nor jump back on reordering).
+    fn unwrap(&mut self, rtp: u32) -> i64 {
+        let ticks = match self.last_rtp {
+            None => i64::from(rtp),
+            Some((last, last_ticks)) => last_ticks + i64::from(rtp.wrapping_sub(last) as i32),
+        };
+        self.last_rtp = Some((rtp, ticks));
+        ticks
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Frames at 30 fps (3000 ticks apart) completing `transit(n)` ms after
+    /// their RTP time; how long each waited before being shown.
+    fn run(frames: u32, transit: impl Fn(u32) -> f64) -> (Vec<f64>, PlayoutSchedule) {
+        let start = Instant::now();
+        let mut schedule = PlayoutSchedule::new();
+        let mut waits = Vec::new();
+        for n in 0..frames {
+            let sent_ms = f64::from(n) * 1000.0 / 30.0;
+            let completed = start + Duration::from_secs_f64((sent_ms + transit(n)) / 1000.0);
+            let timing = FrameTiming {
+                rtp_timestamp: 4_294_000_000u32.wrapping_add(n * 3000),
+                completed,
+            };
+            match schedule.schedule(timing) {
+                Showing::At(at) => waits.push((at - completed).as_secs_f64() * 1000.0),
+                Showing::Skip => waits.push(f64::NAN),
+            }
+        }
+        (waits, schedule)
+    }
+
+    #[test]
+    fn a_clean_stream_is_shown_the_moment_it_is_ready() {
+        let (waits, schedule) = run(300, |n| 20.0 + f64::from(n % 3));
+        assert!(waits.iter().all(|w| *w < 1.0), "{waits:?}");
+        assert_eq!(schedule.delay(), Duration::ZERO);
+    }
+
+    #[test]
+    fn retransmission_waits_are_smoothed_into_gaps_shorter_than_a_freeze() {
+        // Every 40th frame waits 230 ms for a resend; the frames behind it
+        // complete right after it (decoding is in order).
+        let transit = |n: u32| {
+            let k = n % 40;
+            if k < 7 && n >= 40 {
+                20.0 + (230.0 - f64::from(k) * 33.3).max(0.0)
+            } else {
+                20.0
+            }
+        };
+        let (waits, schedule) = run(400, transit);
+        // Shown times: completion plus wait. Once the first late frame has
+        // been seen (it cannot be foreseen), no gap between consecutive shown
+        // frames may reach the freeze threshold (~183 ms at 30 fps).
+        let shown: Vec<f64> = (0..400)
+            .map(|n| f64::from(n) * 1000.0 / 30.0 + transit(n) + waits[n as usize])
+            .collect();
+        let gap = |from: usize| {
+            shown[from..]
+                .windows(2)
+                .map(|w| w[1] - w[0])
+                .fold(0.0, f64::max)
+        };
+        assert!(
+            gap(0) > 200.0,
+            "the first wait is a freeze: {:.0} ms",
+            gap(0)
+        );
+        // The W3C threshold here: the 33 ms average plus 150 ms.
+        assert!(gap(60) < 183.0, "worst gap {:.0} ms", gap(60));
+        let delay = schedule.delay().as_secs_f64() * 1000.0;
+        assert!((90.0..=160.0).contains(&delay), "held back {delay:.0} ms");
+    }
+
+    #[test]
+    fn the_delay_comes_back_down_when_late_frames_stop() {
+        let (_, schedule) = run(900, |n| if n == 100 { 300.0 } else { 20.0 });
+        assert_eq!(schedule.delay(), Duration::ZERO);
+        let (_, schedule) = run(260, |n| if n == 100 { 300.0 } else { 20.0 });
+        assert!(schedule.delay() > Duration::from_millis(100));
+    }
+
+    #[test]
+    fn the_delay_is_capped_and_frames_from_the_past_are_skipped() {
+        let (waits, schedule) = run(200, |n| match n {
+            100 => 700.0,
+            150 => 3000.0,
+            _ => 20.0,
+        });
+        assert_eq!(schedule.delay(), MAX_DELAY);
+        assert!(waits[150].is_nan(), "a frame 3 s late is not shown");
+        assert!(waits.iter().filter(|w| w.is_nan()).count() == 1);
+    }
+}
