@@ -141,3 +141,87 @@ fn a_clean_link_carries_the_noisy_picture_at_full_rate() {
         },
     );
 }
+
+/// Both peers' reports of a call on a clean link that loses the network for
+/// `outage` some seconds after it connected, and what each printed.
+fn call_through_outage(label: &str, outage: Duration, seconds: u64) -> ([Value; 2], [String; 2]) {
+    let _one_at_a_time = common::serialised();
+    let mut call = NetworkCall::new(label);
+    // A headless run gives up on a call gone for `--give-up-after`: longer
+    // than the outage, so that what is measured is the coming back.
+    call.start(seconds, &["--give-up-after", "90"]);
+    call.expect_both("connected", Duration::from_secs(20));
+    std::thread::sleep(Duration::from_secs(5));
+    call.rig.set_outage(true).unwrap();
+    std::thread::sleep(outage);
+    call.rig.set_outage(false).unwrap();
+    let reports = call.finish(Duration::from_secs(seconds + 120));
+    for ((name, report), peer) in NAMES.iter().zip(&reports).zip(&call.peers) {
+        eprintln!("{}", summary(name, report));
+        eprintln!("{name}: {}", peer.seen.join(" | "));
+    }
+    if let Ok(dir) = std::env::var("DUET_TEST_KEEP") {
+        for name in NAMES {
+            let _ = std::fs::copy(
+                call.scratch.path(&format!("{name}.stderr")),
+                format!("{dir}/{label}-{name}.stderr"),
+            );
+        }
+    }
+    let said = [0, 1].map(|i| call.peers[i].seen.join(" | "));
+    (reports, said)
+}
+
+#[test]
+fn a_three_second_outage_is_bridged_in_the_same_call_without_stale_pictures() {
+    let (reports, _) = call_through_outage("outage3", Duration::from_secs(3), 20);
+    for report in &reports {
+        let line = summary("", report);
+        assert_eq!(
+            number(report, &["calls_connected"]),
+            1.0,
+            "same call: {line}"
+        );
+        // The outage is one freeze: 3 s, plus at most 1 s to get the picture back.
+        let frozen = number(report, &["video", "total_freezes_duration_ms"]);
+        assert!(
+            (2500.0..=4000.0).contains(&frozen),
+            "frozen {frozen} ms: {line}"
+        );
+        // Nothing from before the outage is shown after it.
+        let oldest = number(report, &["video", "latency_ms", "max"]);
+        assert!(
+            oldest < 500.0,
+            "a picture {oldest} ms old was shown: {line}"
+        );
+    }
+}
+
+#[test]
+fn a_thirty_second_outage_is_survived_and_the_call_comes_back_by_itself() {
+    let (reports, said) = call_through_outage("outage30", Duration::from_secs(30), 15);
+    for (report, said) in reports.iter().zip(&said) {
+        let line = summary("", report);
+        // Both sides say "reconnecting", never that the call ended.
+        assert!(said.contains("| reconnecting |"), "{said}");
+        assert!(!said.contains("connection lost"), "{said}");
+        assert_eq!(
+            number(report, &["calls_connected"]),
+            1.0,
+            "same call: {line}"
+        );
+        assert!(number(report, &["ice_restarts"]) >= 1.0, "{line}: {report}");
+        assert!(number(report, &["signaling_reconnects"]) >= 1.0, "{line}");
+        // Back by itself: one freeze, the outage plus the time signaling and
+        // ICE take to find each other again.
+        let frozen = number(report, &["video", "total_freezes_duration_ms"]);
+        assert!(
+            (29_000.0..=36_000.0).contains(&frozen),
+            "frozen {frozen} ms: {line}"
+        );
+        assert!(
+            number(report, &["video", "latency_ms", "max"]) < 500.0,
+            "{line}"
+        );
+    }
+}

@@ -18,6 +18,16 @@
 //!   failed) the next offer waits [`RETRY_BACKOFF_FIRST`], doubling with every
 //!   further failure up to [`RETRY_BACKOFF_MAX`]. A connected call, or a new
 //!   peer, starts the count again: its first offer goes out at once.
+//!
+//! A connection that was up and whose path died (ICE failed: the network
+//! went away, an address changed) is not dropped: the call is
+//! "reconnecting" and the caller restarts ICE on it, with a new offer over
+//! signaling as soon as signaling is up, again every [`RESTART_INTERVAL`]
+//! while no answer brings it back. The callee answers such an offer on the
+//! same connection: it knows a restart from a new call by the DTLS
+//! fingerprint, which a restart keeps. After [`MAX_RESTARTS`] restarts that
+//! did not bring the path back with signaling up, the connection is dropped
+//! and the call set up afresh.
 
 use std::time::{Duration, Instant};
 
@@ -27,6 +37,13 @@ use duet_signal::{IceCandidate, PeerId, Role};
 /// as soon as the offer arrives, so this covers a lost message or a callee
 /// that cannot use the offer, not a slow network.
 pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a restart offer is given to bring the path back before the
+/// caller restarts again.
+pub const RESTART_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Restarts (offered with signaling up) before the connection is given up.
+pub const MAX_RESTARTS: u32 = 4;
 
 /// The pause after the first failed attempt, before the caller offers again.
 pub const RETRY_BACKOFF_FIRST: Duration = Duration::from_millis(500);
@@ -93,6 +110,9 @@ pub enum NegotiationEvent {
     Connected(Generation),
     /// Connection `generation` failed, or its peer stopped answering.
     Failed(Generation),
+    /// The signaling connection broke (the client is reconnecting): nothing
+    /// sent now would arrive.
+    SignalingLost,
     /// The user hangs up.
     HangUp,
 }
@@ -106,6 +126,9 @@ pub enum NegotiationAction {
     NewPeerConnection(Generation),
     /// Create an offer, apply it locally and send it.
     SendOffer(Generation),
+    /// Create an offer that restarts ICE (new credentials, same DTLS), apply
+    /// it locally and send it.
+    RestartIce(Generation),
     /// Apply this remote offer, then create, apply and send an answer.
     AnswerOffer(Generation, String),
     /// Apply this remote answer.
@@ -135,6 +158,9 @@ pub enum CallPhase {
     PeerLeft,
     /// The connection failed or the peer went silent; trying again if the peer is still there.
     ConnectionLost,
+    /// The path of a call that was up died; the same call is being brought
+    /// back (ICE restart), media resumes when it is.
+    Reconnecting,
     /// We hung up.
     HungUp,
 }
@@ -146,12 +172,14 @@ enum Deadline {
     Answer(Generation, Instant),
     /// The caller offers again (after a failed attempt).
     Retry(Instant),
+    /// The caller's restart of this connection has had its time.
+    Restart(Generation, Instant),
 }
 
 impl Deadline {
     fn at(self) -> Instant {
         match self {
-            Deadline::Answer(_, at) | Deadline::Retry(at) => at,
+            Deadline::Answer(_, at) | Deadline::Retry(at) | Deadline::Restart(_, at) => at,
         }
     }
 }
@@ -164,6 +192,13 @@ struct Connection {
     /// Remote candidates that came before the remote description.
     early_candidates: Vec<Option<IceCandidate>>,
     connected: bool,
+    /// The remote DTLS fingerprint of the offer it answered (callee): a new
+    /// offer with the same one is an ICE restart of this connection.
+    remote_fingerprint: Option<String>,
+    /// Its path died after it was up; it is being restarted.
+    restarting: bool,
+    /// Restarts offered with signaling up since the path died (caller).
+    restarts_tried: u32,
 }
 
 /// The call's state machine: see the module documentation.
@@ -177,6 +212,10 @@ pub struct Negotiator {
     deadline: Option<Deadline>,
     /// Failed attempts since the last connected call or new peer.
     failures: u32,
+    /// Whether signaling can carry messages now.
+    signaling_down: bool,
+    /// ICE restarts offered or answered, for the report.
+    ice_restarts: u64,
 }
 
 impl Negotiator {
@@ -203,6 +242,18 @@ impl Negotiator {
     /// Whether the current connection is connected.
     pub fn is_connected(&self) -> bool {
         self.connection.as_ref().is_some_and(|c| c.connected)
+    }
+
+    /// Whether there is a call to keep: connected, or being restarted.
+    fn call_is_up(&self) -> bool {
+        self.connection
+            .as_ref()
+            .is_some_and(|c| c.connected || c.restarting)
+    }
+
+    /// ICE restarts this call went through (offered as caller, answered as callee).
+    pub fn ice_restarts(&self) -> u64 {
+        self.ice_restarts
     }
 
     /// When [`Negotiator::handle_timeout`] is next due, if anything is timed.
@@ -232,6 +283,11 @@ impl Negotiator {
                     self.offer(now, &mut actions);
                 }
             }
+            Deadline::Restart(generation, _) => {
+                if self.current(generation).is_some_and(|c| c.restarting) {
+                    self.restart(now, &mut actions);
+                }
+            }
         }
         actions
     }
@@ -251,12 +307,13 @@ impl Negotiator {
                 resumed,
             } => {
                 self.role = Some(role);
+                self.signaling_down = false;
                 match peer {
                     Some(peer) => self.peer_arrived(peer, resumed, now, &mut actions),
                     None => {
                         // After a reconnect a connected call keeps going: media does not
                         // need the server, and the peer will rejoin too.
-                        if !(resumed && self.is_connected()) {
+                        if !(resumed && self.call_is_up()) {
                             self.peer = None;
                             self.drop_connection(&mut actions);
                             self.deadline = None;
@@ -266,7 +323,7 @@ impl Negotiator {
                 }
             }
             E::PeerJoined(peer) => {
-                let resumed = self.is_connected();
+                let resumed = self.call_is_up();
                 self.peer_arrived(peer, resumed, now, &mut actions);
             }
             E::PeerLeft(peer) | E::RemoteBye(peer) => {
@@ -283,10 +340,31 @@ impl Negotiator {
                     return actions;
                 }
                 self.peer = Some(from);
-                // Every offer starts a fresh connection: a caller only re-offers after
-                // it dropped its own (restart, failure or a new caller).
+                let fingerprint = dtls_fingerprint(&sdp);
+                if let Some(connection) = &mut self.connection
+                    && (connection.connected || connection.restarting)
+                    && fingerprint.is_some()
+                    && connection.remote_fingerprint == fingerprint
+                {
+                    // The same caller restarting ICE on the call we have.
+                    let generation = connection.generation;
+                    let was_restarting = std::mem::replace(&mut connection.restarting, true);
+                    connection.connected = false;
+                    connection.remote_description = false;
+                    self.ice_restarts += 1;
+                    if !was_restarting {
+                        actions.push(A::Report(CallPhase::Reconnecting));
+                    }
+                    actions.push(A::AnswerOffer(generation, sdp));
+                    return actions;
+                }
+                // Any other offer starts a fresh connection: a caller only offers
+                // anew after it dropped its own (failure, or a new caller).
                 self.drop_connection(&mut actions);
                 let generation = self.open_connection(&mut actions);
+                if let Some(connection) = &mut self.connection {
+                    connection.remote_fingerprint = fingerprint;
+                }
                 actions.push(A::Report(CallPhase::Connecting));
                 actions.push(A::AnswerOffer(generation, sdp));
             }
@@ -335,15 +413,33 @@ impl Negotiator {
                     && !connection.connected
                 {
                     connection.connected = true;
+                    connection.restarting = false;
+                    connection.restarts_tried = 0;
                     self.failures = 0;
+                    if matches!(self.deadline, Some(Deadline::Restart(g, _)) if g == generation) {
+                        self.deadline = None;
+                    }
                     actions.push(A::Report(CallPhase::Connected));
                 }
             }
             E::Failed(generation) => {
-                if self.current(generation).is_some() {
+                let Some(connection) = self.current(generation) else {
+                    return actions;
+                };
+                if connection.connected && !connection.restarting {
+                    // The path of a call that was up died: keep the call.
+                    connection.connected = false;
+                    connection.restarting = true;
+                    actions.push(A::Report(CallPhase::Reconnecting));
+                    if self.role == Some(Role::Caller) {
+                        self.restart(now, &mut actions);
+                    }
+                } else if !connection.restarting {
                     self.attempt_failed(now, &mut actions);
                 }
+                // A restart that fails again waits for its own deadline.
             }
+            E::SignalingLost => self.signaling_down = true,
             E::HangUp => {
                 if self.peer.is_some() {
                     actions.push(A::SendBye);
@@ -365,9 +461,18 @@ impl Negotiator {
         actions: &mut Vec<NegotiationAction>,
     ) {
         use NegotiationAction as A;
-        if resumed && self.is_connected() {
-            // The server restarted (ids are new) but our media never stopped.
+        if resumed && self.call_is_up() {
+            // Signaling came back (or the server restarted: ids are new) but
+            // our call never ended. One being restarted is offered again now:
+            // what was sent while signaling was down is lost.
             self.peer = Some(peer);
+            if self.role == Some(Role::Caller)
+                && let Some(connection) = &mut self.connection
+                && connection.restarting
+            {
+                connection.restarts_tried = 0;
+                self.restart(now, actions);
+            }
             return;
         }
         self.peer = Some(peer.clone());
@@ -386,6 +491,33 @@ impl Negotiator {
         actions.push(NegotiationAction::Report(CallPhase::Connecting));
         actions.push(NegotiationAction::SendOffer(generation));
         self.deadline = Some(Deadline::Answer(generation, now + ANSWER_TIMEOUT));
+    }
+
+    /// Offers an ICE restart of the current connection if signaling can carry
+    /// it, and gives it [`RESTART_INTERVAL`]; after [`MAX_RESTARTS`] the
+    /// connection is given up.
+    fn restart(&mut self, now: Instant, actions: &mut Vec<NegotiationAction>) {
+        let signaling_down = self.signaling_down;
+        let Some(connection) = &mut self.connection else {
+            return;
+        };
+        let generation = connection.generation;
+        if !signaling_down {
+            if connection.restarts_tried >= MAX_RESTARTS {
+                tracing::info!(
+                    generation,
+                    "ICE restarts did not bring the call back; starting over"
+                );
+                self.attempt_failed(now, actions);
+                return;
+            }
+            connection.restarts_tried += 1;
+            // The answer brings a new remote description; candidates wait for it.
+            connection.remote_description = false;
+            self.ice_restarts += 1;
+            actions.push(NegotiationAction::RestartIce(generation));
+        }
+        self.deadline = Some(Deadline::Restart(generation, now + RESTART_INTERVAL));
     }
 
     /// The current connection will not do: drop it. The caller offers again
@@ -409,13 +541,19 @@ impl Negotiator {
             remote_description: false,
             early_candidates: Vec::new(),
             connected: false,
+            remote_fingerprint: None,
+            restarting: false,
+            restarts_tried: 0,
         });
         actions.push(NegotiationAction::NewPeerConnection(generation));
         generation
     }
 
     fn drop_connection(&mut self, actions: &mut Vec<NegotiationAction>) {
-        if matches!(self.deadline, Some(Deadline::Answer(..))) {
+        if matches!(
+            self.deadline,
+            Some(Deadline::Answer(..) | Deadline::Restart(..))
+        ) {
             self.deadline = None;
         }
         if self.connection.take().is_some() {
@@ -430,382 +568,13 @@ impl Negotiator {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use NegotiationAction as A;
-    use NegotiationEvent as E;
-
-    /// A negotiator on a virtual clock: time moves only when a test says so.
-    struct Clocked {
-        negotiator: Negotiator,
-        now: Instant,
-    }
-
-    impl Clocked {
-        fn new() -> Clocked {
-            Clocked {
-                negotiator: Negotiator::new(),
-                now: Instant::now(),
-            }
-        }
-
-        fn handle(&mut self, event: E) -> Vec<A> {
-            self.negotiator.handle(event, self.now)
-        }
-
-        /// Moves the clock on by `by` and wakes the negotiator.
-        fn advance(&mut self, by: Duration) -> Vec<A> {
-            self.now += by;
-            self.negotiator.handle_timeout(self.now)
-        }
-
-        /// How long until the negotiator wants to be woken.
-        fn due_in(&self) -> Option<Duration> {
-            self.negotiator
-                .poll_timeout()
-                .map(|at| at.saturating_duration_since(self.now))
-        }
-    }
-
-    impl std::ops::Deref for Clocked {
-        type Target = Negotiator;
-        fn deref(&self) -> &Negotiator {
-            &self.negotiator
-        }
-    }
-
-    fn peer(name: &str) -> PeerId {
-        PeerId(name.to_owned())
-    }
-
-    fn candidate(line: &str) -> Option<IceCandidate> {
-        Some(IceCandidate {
-            candidate: line.to_owned(),
-            sdp_mid: Some("0".into()),
-            sdp_mline_index: Some(0),
-            username_fragment: None,
-        })
-    }
-
-    fn joined(role: Role, other: Option<&str>) -> E {
-        E::Joined {
-            role,
-            peer: other.map(peer),
-            resumed: false,
-        }
-    }
-
-    #[test]
-    fn a_caller_offers_as_soon_as_a_callee_is_in_the_room_whoever_came_first() {
-        let mut first = Clocked::new();
-        assert_eq!(
-            first.handle(joined(Role::Caller, None)),
-            vec![A::Report(CallPhase::WaitingForPeer)]
-        );
-        let actions = first.handle(E::PeerJoined(peer("b")));
-        assert!(actions.contains(&A::NewPeerConnection(1)));
-        assert_eq!(actions.last(), Some(&A::SendOffer(1)));
-
-        let mut second = Clocked::new();
-        let actions = second.handle(joined(Role::Caller, Some("b")));
-        assert_eq!(actions.last(), Some(&A::SendOffer(1)));
-    }
-
-    #[test]
-    fn a_callee_never_offers_and_answers_every_offer_on_a_fresh_connection() {
-        let mut callee = Clocked::new();
-        let actions = callee.handle(joined(Role::Callee, Some("a")));
-        assert!(!actions.iter().any(|a| matches!(a, A::SendOffer(_))));
-        let actions = callee.handle(E::RemoteOffer {
-            from: peer("a"),
-            sdp: "v=0 first".into(),
-        });
-        assert_eq!(
-            actions,
-            vec![
-                A::NewPeerConnection(1),
-                A::Report(CallPhase::Connecting),
-                A::AnswerOffer(1, "v=0 first".into())
-            ]
-        );
-        // A re-offer (the caller restarted its connection) replaces ours.
-        let actions = callee.handle(E::RemoteOffer {
-            from: peer("a"),
-            sdp: "v=0 again".into(),
-        });
-        assert_eq!(actions[0], A::ClosePeerConnection);
-        assert!(actions.contains(&A::AnswerOffer(2, "v=0 again".into())));
-    }
-
-    #[test]
-    fn candidates_before_the_remote_description_wait_and_none_is_lost() {
-        let mut caller = Clocked::new();
-        caller.handle(joined(Role::Caller, Some("b")));
-        assert!(
-            caller
-                .handle(E::RemoteCandidate {
-                    from: peer("b"),
-                    candidate: candidate("one"),
-                })
-                .is_empty()
-        );
-        caller.handle(E::RemoteCandidate {
-            from: peer("b"),
-            candidate: None,
-        });
-        assert_eq!(
-            caller.handle(E::RemoteAnswer {
-                from: peer("b"),
-                sdp: "answer".into()
-            }),
-            vec![A::ApplyAnswer(1, "answer".into())]
-        );
-        assert_eq!(
-            caller.handle(E::RemoteDescriptionApplied(1)),
-            vec![
-                A::AddRemoteCandidate(1, candidate("one")),
-                A::AddRemoteCandidate(1, None)
-            ]
-        );
-        assert_eq!(
-            caller.handle(E::RemoteCandidate {
-                from: peer("b"),
-                candidate: candidate("two"),
-            }),
-            vec![A::AddRemoteCandidate(1, candidate("two"))]
-        );
-    }
-
-    #[test]
-    fn messages_from_strangers_and_events_of_old_connections_are_ignored() {
-        let mut caller = Clocked::new();
-        caller.handle(joined(Role::Caller, Some("b")));
-        assert!(
-            caller
-                .handle(E::RemoteAnswer {
-                    from: peer("x"),
-                    sdp: "s".into()
-                })
-                .is_empty()
-        );
-        caller.handle(E::Failed(1));
-        caller.advance(RETRY_BACKOFF_FIRST);
-        assert_eq!(caller.generation(), Some(2));
-        assert!(
-            caller
-                .handle(E::LocalCandidate(1, candidate("old")))
-                .is_empty()
-        );
-        assert!(caller.handle(E::Connected(1)).is_empty());
-        assert_eq!(
-            caller.handle(E::LocalCandidate(2, candidate("new"))),
-            vec![A::SendCandidate(candidate("new"))]
-        );
-    }
-
-    #[test]
-    fn peer_left_drops_the_call_and_a_new_peer_gets_a_fresh_one() {
-        let mut caller = Clocked::new();
-        caller.handle(joined(Role::Caller, Some("b")));
-        caller.handle(E::Connected(1));
-        assert!(caller.is_connected());
-        assert_eq!(
-            caller.handle(E::PeerLeft(peer("b"))),
-            vec![A::ClosePeerConnection, A::Report(CallPhase::PeerLeft)]
-        );
-        assert!(caller.peer().is_none());
-        let actions = caller.handle(E::PeerJoined(peer("c")));
-        assert_eq!(actions.last(), Some(&A::SendOffer(2)));
-        // A bye from the peer is the same as it leaving.
-        caller.handle(E::Connected(2));
-        let actions = caller.handle(E::RemoteBye(peer("c")));
-        assert_eq!(actions[0], A::ClosePeerConnection);
-    }
-
-    #[test]
-    fn a_failed_connection_is_offered_again_by_the_caller_after_a_pause() {
-        let mut caller = Clocked::new();
-        caller.handle(joined(Role::Caller, Some("b")));
-        assert_eq!(
-            caller.handle(E::Failed(1)),
-            vec![A::ClosePeerConnection, A::Report(CallPhase::ConnectionLost)]
-        );
-        assert_eq!(caller.generation(), None);
-        assert_eq!(caller.due_in(), Some(RETRY_BACKOFF_FIRST));
-        // Woken early (another timer of the session), it does nothing yet.
-        assert!(
-            caller
-                .advance(RETRY_BACKOFF_FIRST - Duration::from_millis(1))
-                .is_empty()
-        );
-        assert_eq!(
-            caller.advance(Duration::from_millis(1)),
-            vec![
-                A::NewPeerConnection(2),
-                A::Report(CallPhase::Connecting),
-                A::SendOffer(2)
-            ]
-        );
-    }
-
-    #[test]
-    fn a_callee_whose_connection_failed_waits_for_the_next_offer_with_no_timer() {
-        let mut callee = Clocked::new();
-        callee.handle(joined(Role::Callee, Some("a")));
-        callee.handle(E::RemoteOffer {
-            from: peer("a"),
-            sdp: "o".into(),
-        });
-        assert_eq!(callee.due_in(), None, "a callee never waits for an answer");
-        assert_eq!(
-            callee.handle(E::Failed(1)),
-            vec![A::ClosePeerConnection, A::Report(CallPhase::ConnectionLost)]
-        );
-        assert_eq!(callee.due_in(), None);
-        assert!(callee.advance(RETRY_BACKOFF_MAX * 4).is_empty());
-    }
-
-    #[test]
-    fn an_unanswered_offer_is_dropped_and_made_again_on_a_fresh_connection() {
-        let mut caller = Clocked::new();
-        caller.handle(joined(Role::Caller, Some("b")));
-        assert_eq!(caller.due_in(), Some(ANSWER_TIMEOUT));
-        // A candidate from the callee is not an answer.
-        caller.handle(E::RemoteCandidate {
-            from: peer("b"),
-            candidate: candidate("one"),
-        });
-        assert!(
-            caller
-                .advance(ANSWER_TIMEOUT - Duration::from_millis(1))
-                .is_empty()
-        );
-        assert_eq!(
-            caller.advance(Duration::from_millis(1)),
-            vec![A::ClosePeerConnection, A::Report(CallPhase::ConnectionLost)]
-        );
-        assert_eq!(caller.due_in(), Some(RETRY_BACKOFF_FIRST));
-        let actions = caller.advance(RETRY_BACKOFF_FIRST);
-        assert_eq!(actions.last(), Some(&A::SendOffer(2)));
-        assert_eq!(caller.due_in(), Some(ANSWER_TIMEOUT));
-    }
-
-    #[test]
-    fn an_answer_in_time_stops_the_answer_clock() {
-        let mut caller = Clocked::new();
-        caller.handle(joined(Role::Caller, Some("b")));
-        caller.advance(ANSWER_TIMEOUT / 2);
-        caller.handle(E::RemoteAnswer {
-            from: peer("b"),
-            sdp: "answer".into(),
-        });
-        caller.handle(E::RemoteDescriptionApplied(1));
-        assert_eq!(caller.due_in(), None);
-        assert!(caller.advance(ANSWER_TIMEOUT * 2).is_empty());
-        assert_eq!(caller.generation(), Some(1));
-    }
-
-    #[test]
-    fn the_backoff_doubles_with_each_failure_up_to_a_cap_and_restarts_once_connected() {
-        let mut caller = Clocked::new();
-        caller.handle(joined(Role::Caller, Some("b")));
-        let mut pauses = Vec::new();
-        for _ in 0..7 {
-            let generation = caller.generation().expect("a connection");
-            caller.handle(E::Failed(generation));
-            let pause = caller.due_in().expect("a retry is due");
-            pauses.push(pause.as_millis());
-            let actions = caller.advance(pause);
-            assert!(actions.contains(&A::SendOffer(generation + 1)));
-        }
-        assert_eq!(pauses, [500, 1000, 2000, 4000, 8000, 8000, 8000]);
-        // A failure after a connected call is a first failure again.
-        let generation = caller.generation().expect("a connection");
-        caller.handle(E::Connected(generation));
-        caller.handle(E::Failed(generation));
-        assert_eq!(caller.due_in(), Some(RETRY_BACKOFF_FIRST));
-    }
-
-    #[test]
-    fn retry_backoff_is_capped_for_any_number_of_failures() {
-        assert_eq!(retry_backoff(0), RETRY_BACKOFF_FIRST);
-        assert_eq!(retry_backoff(1), RETRY_BACKOFF_FIRST);
-        assert_eq!(retry_backoff(2), RETRY_BACKOFF_FIRST * 2);
-        assert_eq!(retry_backoff(40), RETRY_BACKOFF_MAX);
-        assert_eq!(retry_backoff(u32::MAX), RETRY_BACKOFF_MAX);
-    }
-
-    #[test]
-    fn a_peer_leaving_during_the_pause_cancels_the_retry_and_a_new_peer_is_called_at_once() {
-        let mut caller = Clocked::new();
-        caller.handle(joined(Role::Caller, Some("b")));
-        caller.handle(E::Failed(1));
-        caller.handle(E::Failed(1)); // late, for a connection already dropped: ignored
-        assert_eq!(caller.due_in(), Some(RETRY_BACKOFF_FIRST));
-        caller.handle(E::PeerLeft(peer("b")));
-        assert_eq!(caller.due_in(), None);
-        assert!(caller.advance(RETRY_BACKOFF_MAX).is_empty());
-        let actions = caller.handle(E::PeerJoined(peer("c")));
-        assert_eq!(actions.last(), Some(&A::SendOffer(2)));
-        assert_eq!(caller.due_in(), Some(ANSWER_TIMEOUT));
-    }
-
-    #[test]
-    fn hanging_up_stops_every_timer() {
-        let mut caller = Clocked::new();
-        caller.handle(joined(Role::Caller, Some("b")));
-        assert!(caller.due_in().is_some());
-        caller.handle(E::HangUp);
-        assert_eq!(caller.due_in(), None);
-        assert!(caller.advance(ANSWER_TIMEOUT * 10).is_empty());
-    }
-
-    #[test]
-    fn a_signaling_reconnect_keeps_a_connected_call_untouched() {
-        let mut caller = Clocked::new();
-        caller.handle(joined(Role::Caller, Some("b")));
-        caller.handle(E::Connected(1));
-        // The server came back empty: we rejoin first, then the callee (new id).
-        assert!(
-            caller
-                .handle(E::Joined {
-                    role: Role::Caller,
-                    peer: None,
-                    resumed: true
-                })
-                .is_empty()
-        );
-        assert!(caller.handle(E::PeerJoined(peer("b2"))).is_empty());
-        assert_eq!(caller.peer(), Some(&peer("b2")));
-        assert_eq!(caller.generation(), Some(1));
-    }
-
-    #[test]
-    fn a_reconnect_during_negotiation_starts_over() {
-        let mut caller = Clocked::new();
-        caller.handle(joined(Role::Caller, Some("b")));
-        let actions = caller.handle(E::Joined {
-            role: Role::Caller,
-            peer: Some(peer("b2")),
-            resumed: true,
-        });
-        assert_eq!(actions[0], A::ClosePeerConnection);
-        assert_eq!(actions.last(), Some(&A::SendOffer(2)));
-    }
-
-    #[test]
-    fn hanging_up_says_bye_closes_and_then_ignores_everything() {
-        let mut caller = Clocked::new();
-        caller.handle(joined(Role::Caller, Some("b")));
-        assert_eq!(
-            caller.handle(E::HangUp),
-            vec![
-                A::SendBye,
-                A::ClosePeerConnection,
-                A::Report(CallPhase::HungUp)
-            ]
-        );
-        assert!(caller.handle(E::PeerJoined(peer("c"))).is_empty());
-    }
+/// The `a=fingerprint` value of an SDP (its first, if several): the DTLS
+/// certificate a connection keeps across ICE restarts.
+fn dtls_fingerprint(sdp: &str) -> Option<String> {
+    sdp.lines()
+        .find_map(|line| line.trim().strip_prefix("a=fingerprint:"))
+        .map(|value| value.trim().to_ascii_lowercase())
 }
+
+#[cfg(test)]
+mod tests;

@@ -158,8 +158,8 @@ pub struct CallReport {
     /// The short code both peers derive from the DTLS fingerprints; not derived
     /// yet (issue 15), so always `null`, but present as `docs/cli.md` lists it.
     pub verification_code: Option<String>,
-    /// ICE restarts. Duet does not restart ICE (a lost connection gets a new
-    /// peer connection instead), so this is a real zero, not a missing figure.
+    /// ICE restarts: a call whose path died is restarted on the same
+    /// connection (offered as caller, answered as callee).
     pub ice_restarts: u64,
     /// Signaling reconnects that resumed the seat in the room.
     pub signaling_reconnects: u64,
@@ -186,6 +186,8 @@ pub(crate) struct ReportContext {
     pub(crate) audio_mime_type: Option<String>,
     /// Signaling reconnects that resumed.
     pub(crate) signaling_reconnects: u64,
+    /// ICE restarts offered or answered.
+    pub(crate) ice_restarts: u64,
 }
 
 impl CallReport {
@@ -251,7 +253,7 @@ impl CallReport {
             peer_connections_alive: crate::peer::HANDLERS_ALIVE
                 .load(std::sync::atomic::Ordering::Relaxed),
             verification_code: None,
-            ice_restarts: 0,
+            ice_restarts: context.ice_restarts,
             signaling_reconnects: context.signaling_reconnects,
         }
     }
@@ -290,6 +292,7 @@ mod tests {
             video_mime_type: None,
             audio_mime_type: None,
             signaling_reconnects: 0,
+            ice_restarts: 0,
         };
         let report = CallReport::build(
             context,
@@ -386,6 +389,7 @@ mod tests {
             video_mime_type: Some("video/H264".into()),
             audio_mime_type: Some("audio/opus".into()),
             signaling_reconnects: 2,
+            ice_restarts: 1,
         };
         let counters = CounterSnapshot {
             frames_decoded: 300,
@@ -411,6 +415,7 @@ mod tests {
         assert_eq!(json["network"]["local_candidate_type"], "host");
         assert_eq!(json["network"]["remote_candidate_type"], "srflx");
         assert_eq!(json["signaling_reconnects"], 2);
+        assert_eq!(json["ice_restarts"], 1);
         assert_eq!(json["connected"], true);
     }
 

@@ -381,6 +381,7 @@ impl Session {
     fn on_phase(&mut self, phase: &CallPhase) {
         match phase {
             CallPhase::PeerPresent(_) => self.timing.peer_present(Instant::now()),
+            CallPhase::Reconnecting => self.timing.reconnecting(Instant::now()),
             CallPhase::Connected => {
                 self.timing.connected(Instant::now());
                 self.shared.keyframe_wanted.store(true, Ordering::Relaxed);
@@ -405,6 +406,7 @@ impl Session {
             video_mime_type: self.codecs.video.clone(),
             audio_mime_type: self.codecs.audio.clone(),
             signaling_reconnects: self.signaling_reconnects,
+            ice_restarts: self.negotiator.ice_restarts(),
         };
         CallReport::build(
             context,

@@ -323,6 +323,15 @@ async fn headless(args: &CallArgs, role: RoleRequest) -> Result<(), Failure> {
                                 gone.get_or_insert((Instant::now(), CallPhase::ConnectionLost));
                             }
                         }
+                        CallPhase::Reconnecting => {
+                            say("reconnecting");
+                            connected_at = None;
+                            // The same call is being restarted. If it never comes
+                            // back, the clock below ends the run as for a lost one.
+                            if ever_connected {
+                                gone.get_or_insert((Instant::now(), CallPhase::ConnectionLost));
+                            }
+                        }
                         CallPhase::HungUp => say("hang-up"),
                     },
                     CallEvent::ConnectionState(state) => {

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
+use rtc::peer_connection::configuration::RTCOfferOptions;
 use rtc::peer_connection::transport::RTCIceCandidateInit;
 use webrtc::peer_connection::RTCSessionDescription;
 
@@ -68,6 +69,17 @@ impl Session {
                 let connection = self.connection(generation)?;
                 let offer = connection.create_offer(None).await.map_err(webrtc)?;
                 let sdp = apply_local(connection.as_ref(), offer).await?;
+                self.signal.offer(sdp)?;
+            }
+            NegotiationAction::RestartIce(generation) => {
+                let connection = self.connection(generation)?;
+                let options = RTCOfferOptions { ice_restart: true };
+                let offer = connection
+                    .create_offer(Some(options))
+                    .await
+                    .map_err(webrtc)?;
+                let sdp = apply_local(connection.as_ref(), offer).await?;
+                tracing::info!(generation, "restarting ICE");
                 self.signal.offer(sdp)?;
             }
             NegotiationAction::AnswerOffer(generation, sdp) => {

@@ -72,11 +72,14 @@ pub(crate) fn route_signal(event: SignalEvent, server: &str) -> Vec<Route> {
             attempt,
             retry_in,
             cause,
-        } => vec![Tell(CallEvent::Reconnecting {
-            attempt,
-            retry_in,
-            cause,
-        })],
+        } => vec![
+            Tell(CallEvent::Reconnecting {
+                attempt,
+                retry_in,
+                cause,
+            }),
+            Negotiate(N::SignalingLost),
+        ],
         SignalEvent::GaveUp { cause } => {
             vec![Stop(CallError::Signaling(ClientError::Unreachable {
                 url: server.to_owned(),

@@ -19,6 +19,9 @@ pub(crate) struct CallTiming {
     first_time_to_connected: Option<Duration>,
     first_time_to_frame: Option<Duration>,
     frame_seen_this_call: bool,
+    /// The current call's path died and is being restored: its next
+    /// connection is the same call, not a new one.
+    restoring: bool,
 }
 
 impl CallTiming {
@@ -30,12 +33,23 @@ impl CallTiming {
     /// A fresh peer connection: its first remote picture is news again.
     pub(crate) fn new_connection(&mut self) {
         self.frame_seen_this_call = false;
+        self.restoring = false;
     }
 
-    /// The current call connected.
+    /// The current call's path died; the call is being restored (ICE
+    /// restart). The time until it is back is not connected time.
+    pub(crate) fn reconnecting(&mut self, now: Instant) {
+        self.connection_closed(now);
+        self.restoring = true;
+    }
+
+    /// The current call connected (or came back).
     pub(crate) fn connected(&mut self, now: Instant) {
-        self.calls_connected += 1;
         self.connected_at = Some(now);
+        if std::mem::take(&mut self.restoring) {
+            return;
+        }
+        self.calls_connected += 1;
         if self.first_time_to_connected.is_none() {
             self.first_time_to_connected = self.since_peer_seen(now);
         }
@@ -149,6 +163,21 @@ mod tests {
         assert_eq!(timing.connected_for(t0 + ms(9_000)), ms(1_000));
         timing.connected(t0 + ms(10_000));
         assert_eq!(timing.connected_for(t0 + ms(10_250)), ms(1_250));
+    }
+
+    #[test]
+    fn a_call_brought_back_after_its_path_died_is_one_call_not_counting_the_gap() {
+        let t0 = Instant::now();
+        let mut timing = CallTiming::default();
+        timing.peer_present(t0);
+        timing.new_connection();
+        timing.connected(t0 + ms(100));
+        timing.reconnecting(t0 + ms(5_100));
+        assert_eq!(timing.connected_for(t0 + ms(30_000)), ms(5_000));
+        timing.connected(t0 + ms(35_100));
+        assert_eq!(timing.calls_connected(), 1);
+        assert_eq!(timing.connected_for(t0 + ms(40_100)), ms(10_000));
+        assert_eq!(timing.time_to_connected(), Some(ms(100)));
     }
 
     #[test]

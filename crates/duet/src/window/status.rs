@@ -25,6 +25,12 @@ pub enum Stage {
     PeerLeft,
     /// The connection dropped; trying again while the other person is there.
     ConnectionLost,
+    /// The network under a call went away; the same call comes back by
+    /// itself when it returns (ICE restart).
+    Reconnecting {
+        /// When the call connected, for the timer it keeps.
+        since: Instant,
+    },
     /// We hung up; nothing runs.
     Ended,
     /// The call could not be made, or stopped with an error.
@@ -106,9 +112,12 @@ impl CallStatus {
         &self.notices
     }
 
-    /// Media flows now.
+    /// A call is on: media flows, or its path is being brought back.
     pub fn in_call(&self) -> bool {
-        matches!(self.stage, Stage::InCall { .. })
+        matches!(
+            self.stage,
+            Stage::InCall { .. } | Stage::Reconnecting { .. }
+        )
     }
 
     /// Nothing runs: the person may change the server and room and call (again).
@@ -144,8 +153,16 @@ impl CallStatus {
                         _ => Stage::Connecting,
                     },
                     CallPhase::Connected => match self.stage {
-                        Stage::InCall { since } => Stage::InCall { since },
+                        Stage::InCall { since } | Stage::Reconnecting { since } => {
+                            Stage::InCall { since }
+                        }
                         _ => Stage::InCall { since: now },
+                    },
+                    CallPhase::Reconnecting => match self.stage {
+                        Stage::InCall { since } | Stage::Reconnecting { since } => {
+                            Stage::Reconnecting { since }
+                        }
+                        _ => Stage::Reconnecting { since: now },
                     },
                     CallPhase::PeerLeft => Stage::PeerLeft,
                     CallPhase::ConnectionLost => Stage::ConnectionLost,
@@ -228,6 +245,11 @@ impl CallStatus {
             Stage::ConnectionLost => (
                 "Connection lost — reconnecting…".to_owned(),
                 "Nothing arrives from the other person; trying to reach them again.".to_owned(),
+                Tone::Warning,
+            ),
+            Stage::Reconnecting { since } => (
+                format!("Reconnecting… {}", clock(now.saturating_duration_since(*since))),
+                "The network went away; the call comes back by itself when it returns.".to_owned(),
                 Tone::Warning,
             ),
             Stage::Ended => (
