@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use common::network_call::{NAMES, NetworkCall};
 use common::number;
-use duet_netem::LinkProfile;
+use duet_netem::{LinkProfile, Side};
 use serde_json::Value;
 
 /// One line per peer of what it received, for the log of a failed run.
@@ -224,4 +224,39 @@ fn a_thirty_second_outage_is_survived_and_the_call_comes_back_by_itself() {
             "{line}"
         );
     }
+}
+
+#[test]
+fn a_broken_signaling_connection_resumes_its_seat_and_the_call_goes_on() {
+    let _one_at_a_time = common::serialised();
+    let mut call = NetworkCall::new("sigcut");
+    let seconds = 15;
+    call.start(seconds, &[]);
+    call.expect_both("connected", Duration::from_secs(20));
+    std::thread::sleep(Duration::from_secs(4));
+    let port: u16 = call
+        .url
+        .rsplit(':')
+        .next()
+        .and_then(|port| port.trim_end_matches("/ws").parse().ok())
+        .unwrap();
+    // The caller's TCP connection dies as after a NAT timeout: the server
+    // still holds its end (and the caller's seat) when the caller comes back.
+    call.rig.cut_tcp_to_hub(Side::A, port).unwrap();
+    call.peers[0].expect_line("rejoined room", Duration::from_secs(20));
+    let reports = call.finish(Duration::from_secs(seconds + 60));
+    for (name, report) in NAMES.iter().zip(&reports) {
+        let line = summary(name, report);
+        eprintln!("{line}");
+        assert_eq!(number(report, &["calls_connected"]), 1.0, "{line}");
+        assert_eq!(number(report, &["ice_restarts"]), 0.0, "{line}");
+        assert_eq!(number(report, &["video", "freeze_count"]), 0.0, "{line}");
+        assert!(number(report, &["video", "fps_received"]) >= 28.0, "{line}");
+    }
+    assert!(number(&reports[0], &["signaling_reconnects"]) >= 1.0);
+    let said = call.peers[0].seen.join(" | ");
+    assert!(
+        !said.contains("peer left") && !said.contains("connection lost"),
+        "{said}"
+    );
 }

@@ -135,6 +135,9 @@ pub struct JoinedRoom {
     pub peers: Vec<PeerId>,
     /// `true` when this join followed a reconnect rather than the first connect.
     pub resumed: bool,
+    /// The token that takes this seat back after a broken connection, if the
+    /// server gives one (protocol 1.1).
+    pub resume: Option<String>,
 }
 
 /// What the client hands out, in arrival order: the server's messages as the
@@ -269,7 +272,7 @@ pub async fn connect(config: ClientConfig) -> Result<(SignalSender, SignalEvents
     let url = endpoint_url(&config.server)?;
     RoomName::parse(&config.room).map_err(ClientError::BadRoom)?;
     let tls = tls_settings(&config);
-    let (socket, joined) = open_and_join(&url, &config, &tls, config.role).await?;
+    let (socket, joined) = open_and_join(&url, &config, &tls, config.role, None).await?;
 
     let (commands_tx, commands) = mpsc::unbounded_channel();
     let (events_tx, events) = mpsc::unbounded_channel();
@@ -279,6 +282,7 @@ pub async fn connect(config: ClientConfig) -> Result<(SignalSender, SignalEvents
         config,
         tls,
         role: joined.role,
+        resume: joined.resume.clone(),
         commands,
         events: events_tx,
         pending: VecDeque::new(),
@@ -322,6 +326,7 @@ async fn open_and_join(
     config: &ClientConfig,
     tls: &Arc<rustls::ClientConfig>,
     role: RoleRequest,
+    resume: Option<String>,
 ) -> Result<(Socket, JoinedRoom), ClientError> {
     let attempt = async {
         let ws_config = WebSocketConfig::default()
@@ -342,6 +347,7 @@ async fn open_and_join(
         let join = ClientMessage::Join {
             room: config.room.clone(),
             role: Some(role),
+            resume,
         };
         socket
             .send(Message::text(join.to_json()))
@@ -378,13 +384,16 @@ async fn open_and_join(
                     id,
                     role,
                     peers,
+                    resume,
+                    resumed,
                 }) => {
                     let joined = JoinedRoom {
                         room,
                         id,
                         role,
                         peers,
-                        resumed: false,
+                        resumed,
+                        resume,
                     };
                     return Ok((socket, joined));
                 }
@@ -436,6 +445,10 @@ struct ClientTask {
     tls: Arc<rustls::ClientConfig>,
     /// The seat we hold; rejoins ask for exactly this one so the call keeps its offerer.
     role: Role,
+    /// The server's token for our seat: a rejoin sends it back, so the
+    /// server gives us the seat even while our old connection still looks
+    /// open to it (a NAT timeout, a Wi-Fi change).
+    resume: Option<String>,
     commands: mpsc::UnboundedReceiver<Command>,
     events: mpsc::UnboundedSender<SignalEvent>,
     /// Messages given to the sender while disconnected, sent after the rejoin.
@@ -529,13 +542,21 @@ impl ClientTask {
                 id,
                 role,
                 peers,
-            } => SignalEvent::Joined(JoinedRoom {
-                room,
-                id,
-                role,
-                peers,
-                resumed: false,
-            }),
+                resume,
+                resumed,
+            } => {
+                if resume.is_some() {
+                    self.resume.clone_from(&resume);
+                }
+                SignalEvent::Joined(JoinedRoom {
+                    room,
+                    id,
+                    role,
+                    peers,
+                    resumed,
+                    resume,
+                })
+            }
             ServerMessage::Pong {} => return None,
             ServerMessage::Error { code, .. } if code.close_code().is_some() => {
                 self.emit(SignalEvent::Message(message));
@@ -579,9 +600,14 @@ impl ClientTask {
                     },
                 }
             }
-            match open_and_join(&self.url, &self.config, &self.tls, self.role.into()).await {
+            let resume = self.resume.clone();
+            match open_and_join(&self.url, &self.config, &self.tls, self.role.into(), resume).await
+            {
                 Ok((socket, mut joined)) => {
                     joined.resumed = true;
+                    if joined.resume.is_some() {
+                        self.resume.clone_from(&joined.resume);
+                    }
                     tracing::info!(room = %joined.room, role = %joined.role, "rejoined after reconnect");
                     self.emit(SignalEvent::Joined(joined));
                     return Some(socket);

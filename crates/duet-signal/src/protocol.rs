@@ -183,6 +183,10 @@ pub enum ClientMessage {
         /// Seat asked for; absent or `null` means `auto`.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         role: Option<RoleRequest>,
+        /// The token of a seat this peer held before its connection broke
+        /// (1.1): the server gives the seat back.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        resume: Option<String>,
     },
     /// SDP offer, relayed to the other peer.
     Offer {
@@ -340,6 +344,12 @@ pub enum ServerMessage {
         role: Role,
         /// Ids of the peers already in the room (zero or one).
         peers: Vec<PeerId>,
+        /// The token that takes this seat back after a broken connection (1.1).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        resume: Option<String>,
+        /// This join resumed a seat held before (1.1).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        resumed: bool,
     },
     /// The other peer arrived.
     PeerJoined {
@@ -450,21 +460,24 @@ mod tests {
             parse_ok(r#"{"type":"join","room":"demo"}"#),
             ClientMessage::Join {
                 room: "demo".into(),
-                role: None
+                role: None,
+                resume: None
             }
         );
         assert_eq!(
             parse_ok(r#"{"type":"join","room":"demo","role":null}"#),
             ClientMessage::Join {
                 room: "demo".into(),
-                role: None
+                role: None,
+                resume: None
             }
         );
         assert_eq!(
             parse_ok(r#"{"type":"join","room":"demo","role":"callee"}"#),
             ClientMessage::Join {
                 room: "demo".into(),
-                role: Some(RoleRequest::Callee)
+                role: Some(RoleRequest::Callee),
+                resume: None
             }
         );
     }
@@ -546,6 +559,8 @@ mod tests {
                 id: PeerId("p-1".into()),
                 role: Role::Caller,
                 peers: vec![PeerId("p-2".into())],
+                resume: Some("0123abcd".into()),
+                resumed: true,
             },
             ServerMessage::PeerJoined {
                 id: PeerId("p-2".into()),

@@ -7,10 +7,18 @@
 //! async server in [`crate::server`] only moves bytes to and from it.
 
 use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 use crate::protocol::{
     ClientMessage, ErrorCode, PeerId, Role, RoleRequest, RoomName, ServerMessage,
 };
+
+/// How long a seat's resume token outlives the connection that held it
+/// (protocol 1.1).
+pub const RESUME_GRACE: Duration = Duration::from_secs(60);
+
+/// Close code of a connection whose seat was resumed by another (1.1).
+pub const REPLACED_CLOSE_CODE: u16 = 4000;
 
 /// The server's handle for one WebSocket connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -52,6 +60,20 @@ struct Connection {
     seat: Seat,
     /// Whether a `join` ever succeeded: the join timeout only applies to connections that never joined.
     ever_joined: bool,
+    /// The resume token of the seat it holds.
+    token: Option<String>,
+}
+
+/// A seat as its resume token knows it.
+#[derive(Debug)]
+struct Ticket {
+    room: RoomName,
+    role: Role,
+    peer: PeerId,
+    /// The connection holding the seat; `None` once it was lost.
+    holder: Option<ConnId>,
+    /// When the holder was lost: the token is good for [`RESUME_GRACE`] more.
+    released_at: Option<Instant>,
 }
 
 /// One occupant of a room.
@@ -69,6 +91,8 @@ pub struct RoomRegistry {
     rooms: HashMap<RoomName, Vec<Member>>,
     /// Mixed into peer ids so they are not guessable from connection order.
     id_salt: u64,
+    /// Seats by resume token.
+    tickets: HashMap<String, Ticket>,
 }
 
 impl RoomRegistry {
@@ -78,6 +102,7 @@ impl RoomRegistry {
             connections: HashMap::new(),
             rooms: HashMap::new(),
             id_salt,
+            tickets: HashMap::new(),
         }
     }
 
@@ -90,6 +115,7 @@ impl RoomRegistry {
                 peer: peer.clone(),
                 seat: Seat::Lobby,
                 ever_joined: false,
+                token: None,
             },
         );
         peer
@@ -125,6 +151,7 @@ impl RoomRegistry {
         conn: ConnId,
         code: ErrorCode,
         message: String,
+        now: Instant,
         out: &mut Vec<Action>,
     ) {
         out.push(Action::Send {
@@ -136,11 +163,17 @@ impl RoomRegistry {
             code: code.close_code().unwrap_or(1008),
             reason: code.as_str(),
         });
-        self.disconnect(conn, out);
+        self.disconnect(conn, now, out);
     }
 
-    /// A valid message from `conn`.
-    pub fn handle(&mut self, conn: ConnId, message: ClientMessage, out: &mut Vec<Action>) {
+    /// A valid message from `conn`, at `now`.
+    pub fn handle(
+        &mut self,
+        conn: ConnId,
+        message: ClientMessage,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) {
         let Some(connection) = self.connections.get(&conn) else {
             // Messages can race with a close the registry already processed; nothing to do.
             return;
@@ -150,7 +183,7 @@ impl RoomRegistry {
                 to: conn,
                 message: ServerMessage::Pong {},
             }),
-            ClientMessage::Join { room, role } => {
+            ClientMessage::Join { room, role, resume } => {
                 if matches!(connection.seat, Seat::InRoom { .. }) {
                     out.push(Action::Send {
                         to: conn,
@@ -159,7 +192,11 @@ impl RoomRegistry {
                             "this connection has already joined a room",
                         ),
                     });
-                } else {
+                    return;
+                }
+                self.expire_tickets(now);
+                let resumed = resume.is_some_and(|token| self.resume(conn, &room, token, out));
+                if !resumed {
                     self.join(conn, &room, role.unwrap_or_default(), out);
                 }
             }
@@ -167,10 +204,126 @@ impl RoomRegistry {
         }
     }
 
-    /// The connection is gone (closed, timed out, or refused): tell the other peer.
-    pub fn disconnect(&mut self, conn: ConnId, out: &mut Vec<Action>) {
+    /// The connection is gone (closed, timed out, or refused) at `now`: tell
+    /// the other peer. Its seat's token stays good for [`RESUME_GRACE`].
+    pub fn disconnect(&mut self, conn: ConnId, now: Instant, out: &mut Vec<Action>) {
+        if let Some(token) = self.connections.get(&conn).and_then(|c| c.token.clone())
+            && let Some(ticket) = self.tickets.get_mut(&token)
+        {
+            ticket.holder = None;
+            ticket.released_at = Some(now);
+        }
         self.leave_room(conn, out);
         self.connections.remove(&conn);
+        self.expire_tickets(now);
+    }
+
+    fn expire_tickets(&mut self, now: Instant) {
+        self.tickets.retain(|_, ticket| {
+            ticket
+                .released_at
+                .is_none_or(|at| now.saturating_duration_since(at) < RESUME_GRACE)
+        });
+    }
+
+    /// `join` with a resume token: gives `conn` the seat the token names, if
+    /// it is good and the seat can be had. `false`: handle as a plain join.
+    fn resume(
+        &mut self,
+        conn: ConnId,
+        room_name: &str,
+        token: String,
+        out: &mut Vec<Action>,
+    ) -> bool {
+        let Some(ticket) = self.tickets.get(&token) else {
+            return false;
+        };
+        if ticket.room.as_str() != room_name {
+            return false;
+        }
+        let (room, role, peer, holder) = (
+            ticket.room.clone(),
+            ticket.role,
+            ticket.peer.clone(),
+            ticket.holder,
+        );
+        let members = self.rooms.entry(room.clone()).or_default();
+        let told_left = match holder {
+            // A ghost: the old connection still looks open. It hands over
+            // its seat and is closed; the other peer hears nothing.
+            Some(old) => {
+                if let Some(member) = members.iter_mut().find(|m| m.conn == old) {
+                    member.conn = conn;
+                }
+                if let Some(ghost) = self.connections.get_mut(&old) {
+                    ghost.seat = Seat::Lobby;
+                    ghost.token = None;
+                }
+                out.push(Action::Close {
+                    conn: old,
+                    code: REPLACED_CLOSE_CODE,
+                    reason: "replaced",
+                });
+                false
+            }
+            // Lost a moment ago: the seat comes back if nobody took it.
+            None => {
+                if members.len() >= 2 || members.iter().any(|m| m.role == role) {
+                    if members.is_empty() {
+                        self.rooms.remove(&room);
+                    }
+                    return false;
+                }
+                members.push(Member { conn, role });
+                true
+            }
+        };
+        let others: Vec<ConnId> = members
+            .iter()
+            .filter(|m| m.conn != conn)
+            .map(|m| m.conn)
+            .collect();
+        let peers: Vec<PeerId> = others
+            .iter()
+            .filter_map(|c| self.connections.get(c).map(|c| c.peer.clone()))
+            .collect();
+        if let Some(joiner) = self.connections.get_mut(&conn) {
+            joiner.peer = peer.clone();
+            joiner.seat = Seat::InRoom {
+                room: room.clone(),
+                role,
+            };
+            joiner.ever_joined = true;
+            joiner.token = Some(token.clone());
+        }
+        if let Some(ticket) = self.tickets.get_mut(&token) {
+            ticket.holder = Some(conn);
+            ticket.released_at = None;
+        }
+        out.push(Action::Send {
+            to: conn,
+            message: ServerMessage::Joined {
+                room: room.as_str().to_owned(),
+                id: peer.clone(),
+                role,
+                peers,
+                resume: Some(token),
+                resumed: true,
+            },
+        });
+        if told_left {
+            for other in others {
+                out.push(Action::Send {
+                    to: other,
+                    message: ServerMessage::PeerJoined {
+                        id: peer.clone(),
+                        role,
+                    },
+                });
+            }
+        }
+        tracing::info!(%room, %peer, %role, replaced_ghost = !told_left, "resume");
+        true
     }
 
     fn join(&mut self, conn: ConnId, room_name: &str, asked: RoleRequest, out: &mut Vec<Action>) {
@@ -228,6 +381,19 @@ impl RoomRegistry {
         };
         joiner.ever_joined = true;
         let joiner_id = joiner.peer.clone();
+        // 128 random bits: the seat's key, unguessable by anyone else.
+        let token = format!("{:032x}", rand::random::<u128>());
+        joiner.token = Some(token.clone());
+        self.tickets.insert(
+            token.clone(),
+            Ticket {
+                room: room.clone(),
+                role,
+                peer: joiner_id.clone(),
+                holder: Some(conn),
+                released_at: None,
+            },
+        );
 
         let peers: Vec<PeerId> = present
             .iter()
@@ -240,6 +406,8 @@ impl RoomRegistry {
                 id: joiner_id.clone(),
                 role,
                 peers,
+                resume: Some(token),
+                resumed: false,
             },
         });
         for member in &present {
@@ -292,7 +460,10 @@ impl RoomRegistry {
             }),
         }
         if is_bye {
-            // A hang-up frees the seat; the connection may join again.
+            // A hang-up frees the seat for good; the connection may join again.
+            if let Some(token) = self.connections.get_mut(&conn).and_then(|c| c.token.take()) {
+                self.tickets.remove(&token);
+            }
             self.leave_room(conn, out);
         }
     }
@@ -337,9 +508,15 @@ mod tests {
     use crate::protocol::IceCandidate;
 
     /// A registry and a way to feed it messages as JSON, the way the server does.
+    /// What every `joined` shows as its resume token in these tests; the
+    /// real (random) ones are kept in [`Harness::tokens`].
+    const TOKEN: &str = "TOKEN";
+
     struct Harness {
         registry: RoomRegistry,
         ids: HashMap<ConnId, PeerId>,
+        tokens: HashMap<ConnId, String>,
+        now: Instant,
     }
 
     impl Harness {
@@ -347,6 +524,26 @@ mod tests {
             Harness {
                 registry: RoomRegistry::new(7),
                 ids: HashMap::new(),
+                tokens: HashMap::new(),
+                now: Instant::now(),
+            }
+        }
+
+        /// Keeps each `joined`'s real token and shows it as [`TOKEN`].
+        fn note_tokens(&mut self, out: &mut [Action]) {
+            for action in out {
+                if let Action::Send {
+                    to,
+                    message:
+                        ServerMessage::Joined {
+                            resume: Some(token),
+                            ..
+                        },
+                } = action
+                {
+                    self.tokens
+                        .insert(*to, std::mem::replace(token, TOKEN.into()));
+                }
             }
         }
 
@@ -364,15 +561,16 @@ mod tests {
         fn send(&mut self, conn: ConnId, json: &str) -> Vec<Action> {
             let mut out = Vec::new();
             match ClientMessage::parse(json) {
-                Ok(message) => self.registry.handle(conn, message, &mut out),
+                Ok(message) => self.registry.handle(conn, message, self.now, &mut out),
                 Err(reason) => self.registry.bad_message(conn, reason, &mut out),
             }
+            self.note_tokens(&mut out);
             out
         }
 
         fn close(&mut self, conn: ConnId) -> Vec<Action> {
             let mut out = Vec::new();
-            self.registry.disconnect(conn, &mut out);
+            self.registry.disconnect(conn, self.now, &mut out);
             out
         }
     }
@@ -411,7 +609,9 @@ mod tests {
                     room: "r".into(),
                     id: h.id(a),
                     role: Role::Caller,
-                    peers: vec![]
+                    peers: vec![],
+                    resume: Some(TOKEN.into()),
+                    resumed: false,
                 }
             )]
         );
@@ -425,7 +625,9 @@ mod tests {
                         room: "r".into(),
                         id: h.id(b),
                         role: Role::Callee,
-                        peers: vec![h.id(a)]
+                        peers: vec![h.id(a)],
+                        resume: Some(TOKEN.into()),
+                        resumed: false,
                     }
                 ),
                 send(
@@ -726,11 +928,131 @@ mod tests {
         h.send(a, r#"{"type":"join","room":"r"}"#);
         h.send(b, r#"{"type":"join","room":"r"}"#);
         let mut out = Vec::new();
-        h.registry
-            .refuse(a, ErrorCode::RateLimited, "slow down".into(), &mut out);
+        h.registry.refuse(
+            a,
+            ErrorCode::RateLimited,
+            "slow down".into(),
+            h.now,
+            &mut out,
+        );
         assert_eq!(error_code(&out), Some(ErrorCode::RateLimited));
         assert_eq!(closes(&out), Some(1008));
         assert!(out.contains(&send(b, ServerMessage::PeerLeft { id: h.id(a) })));
+    }
+
+    fn resume_json(token: &str) -> String {
+        format!(r#"{{"type":"join","room":"r","role":"caller","resume":"{token}"}}"#)
+    }
+
+    #[test]
+    fn a_resumed_seat_replaces_its_ghost_and_the_other_peer_hears_nothing() {
+        let mut h = Harness::new();
+        let (a, b, a2) = (h.connect(1), h.connect(2), h.connect(3));
+        h.send(a, r#"{"type":"join","room":"r","role":"caller"}"#);
+        h.send(b, r#"{"type":"join","room":"r","role":"callee"}"#);
+        let token = h.tokens[&a].clone();
+        assert_eq!(token.len(), 32, "128 bits in hex");
+        // The caller comes back on a new connection; its old one still looks open.
+        let out = h.send(a2, &resume_json(&token));
+        assert_eq!(
+            out,
+            vec![
+                Action::Close {
+                    conn: a,
+                    code: REPLACED_CLOSE_CODE,
+                    reason: "replaced"
+                },
+                send(
+                    a2,
+                    ServerMessage::Joined {
+                        room: "r".into(),
+                        id: h.id(a),
+                        role: Role::Caller,
+                        peers: vec![h.id(b)],
+                        resume: Some(TOKEN.into()),
+                        resumed: true,
+                    }
+                ),
+            ]
+        );
+        assert_eq!(h.tokens[&a2], token, "the same token keeps the seat");
+        // The ghost's close is no news to the callee.
+        assert!(h.close(a).is_empty());
+        // Messages flow both ways with the caller's old id.
+        let out = h.send(a2, r#"{"type":"offer","sdp":"x"}"#);
+        assert_eq!(
+            out,
+            vec![send(
+                b,
+                ServerMessage::Offer {
+                    sdp: "x".into(),
+                    from: h.id(a)
+                }
+            )]
+        );
+        assert_eq!(h.send(b, r#"{"type":"bye"}"#).len(), 2);
+    }
+
+    #[test]
+    fn a_seat_lost_a_moment_ago_comes_back_with_its_token_and_the_other_is_told() {
+        let mut h = Harness::new();
+        let (a, b, a2) = (h.connect(1), h.connect(2), h.connect(3));
+        h.send(a, r#"{"type":"join","room":"r","role":"caller"}"#);
+        h.send(b, r#"{"type":"join","room":"r","role":"callee"}"#);
+        let token = h.tokens[&a].clone();
+        assert_eq!(
+            h.close(a),
+            vec![send(b, ServerMessage::PeerLeft { id: h.id(a) })]
+        );
+        h.now += RESUME_GRACE - Duration::from_secs(1);
+        let out = h.send(a2, &resume_json(&token));
+        assert!(out.contains(&send(
+            b,
+            ServerMessage::PeerJoined {
+                id: h.id(a),
+                role: Role::Caller
+            }
+        )));
+        assert!(matches!(
+            &out[0],
+            Action::Send { message: ServerMessage::Joined { resumed: true, id, .. }, .. } if *id == h.id(a)
+        ));
+    }
+
+    #[test]
+    fn expired_unknown_and_hung_up_tokens_are_plain_joins() {
+        let mut h = Harness::new();
+        let (a, a2) = (h.connect(1), h.connect(2));
+        h.send(a, r#"{"type":"join","room":"r","role":"caller"}"#);
+        let token = h.tokens[&a].clone();
+        h.close(a);
+        h.now += RESUME_GRACE;
+        let plain = |out: &[Action], id: &PeerId| {
+            matches!(
+                &out[0],
+                Action::Send { message: ServerMessage::Joined { resumed: false, id: got, .. }, .. } if got == id
+            )
+        };
+        let out = h.send(a2, &resume_json(&token));
+        assert!(plain(&out, &h.id(a2)), "expired: {out:?}");
+
+        let a3 = h.connect(3);
+        let out = h.send(a3, &resume_json("00000000000000000000000000000000"));
+        assert_eq!(
+            error_code(&out),
+            Some(ErrorCode::RoleTaken),
+            "unknown: a plain join"
+        );
+
+        // A seat given up with `bye` cannot be taken back.
+        let mut h = Harness::new();
+        let (a, b, a2) = (h.connect(1), h.connect(2), h.connect(3));
+        h.send(a, r#"{"type":"join","room":"r","role":"caller"}"#);
+        h.send(b, r#"{"type":"join","room":"r","role":"callee"}"#);
+        let token = h.tokens[&a].clone();
+        h.send(a, r#"{"type":"bye"}"#);
+        let out = h.send(a2, &resume_json(&token));
+        assert!(plain(&out, &h.id(a2)), "after bye: {out:?}");
     }
 
     #[test]

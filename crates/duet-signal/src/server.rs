@@ -650,7 +650,7 @@ async fn serve_connection(mut socket: Socket, hub: &Hub) {
                     Some(Ok(frame)) => frame,
                     Some(Err(err)) => {
                         if is_oversized(&err) {
-                            hub.with_rooms(|rooms, out| rooms.refuse(conn, ErrorCode::TooLarge, too_large_text(None), out));
+                            hub.with_rooms(|rooms, out| rooms.refuse(conn, ErrorCode::TooLarge, too_large_text(None), std::time::Instant::now(), out));
                             break Ending::Refused;
                         }
                         tracing::debug!(conn = conn.0, %err, "read failed");
@@ -662,19 +662,20 @@ async fn serve_connection(mut socket: Socket, hub: &Hub) {
                         conn,
                         ErrorCode::RateLimited,
                         format!("more than {} messages in a burst or {}/s sustained", config.rate_limit.burst, config.rate_limit.per_second),
+                        std::time::Instant::now(),
                         out,
                     ));
                     break Ending::Refused;
                 }
                 match frame {
                     Message::Text(text) if text.len() > MAX_FRAME_BYTES => {
-                        hub.with_rooms(|rooms, out| rooms.refuse(conn, ErrorCode::TooLarge, too_large_text(Some(text.len())), out));
+                        hub.with_rooms(|rooms, out| rooms.refuse(conn, ErrorCode::TooLarge, too_large_text(Some(text.len())), std::time::Instant::now(), out));
                         break Ending::Refused;
                     }
                     Message::Text(text) => {
                         let parsed = ClientMessage::parse(text.as_str());
                         hub.with_rooms(|rooms, out| match parsed {
-                            Ok(message) => rooms.handle(conn, message, out),
+                            Ok(message) => rooms.handle(conn, message, std::time::Instant::now(), out),
                             Err(reason) => rooms.bad_message(conn, reason, out),
                         });
                     }
@@ -720,7 +721,9 @@ async fn serve_connection(mut socket: Socket, hub: &Hub) {
         let mut state = hub.lock();
         state.outboxes.remove(&conn);
         let mut actions = Vec::new();
-        state.rooms.disconnect(conn, &mut actions);
+        state
+            .rooms
+            .disconnect(conn, std::time::Instant::now(), &mut actions);
         state.apply(actions);
     }
     let mut close = match ending {

@@ -93,6 +93,8 @@ class Page {
 /**
  * The WebSocket to the server: joins on every (re)connection, reconnects with
  * capped exponential backoff, and stops for good on a final refusal or `close`.
+ * A rejoin sends back the server's resume token (protocol 1.1), so the seat
+ * comes back even while the server still holds the old, dead connection.
  */
 class Signaling {
   constructor({ room, role, onMessage, onLost }) {
@@ -104,6 +106,7 @@ class Signaling {
     this.failures = 0;
     this.final = false;
     this.retry = null;
+    this.resume = null;
   }
 
   get url() {
@@ -115,7 +118,9 @@ class Signaling {
     this.ws = ws;
     ws.onopen = () => {
       this.failures = 0;
-      ws.send(JSON.stringify({ type: 'join', room: this.room, role: this.role }));
+      const join = { type: 'join', room: this.room, role: this.role };
+      if (this.resume) join.resume = this.resume;
+      ws.send(JSON.stringify(join));
     };
     ws.onmessage = (event) => {
       let message;
@@ -138,8 +143,11 @@ class Signaling {
     };
   }
 
-  /** Keeps the role the server gave, so a reconnection takes the same seat. */
-  settle(role) { this.role = role; }
+  /** Keeps the role and resume token the server gave, so a reconnection takes the same seat. */
+  settle(role, resume) {
+    this.role = role;
+    if (typeof resume === 'string') this.resume = resume;
+  }
 
   send(message) {
     if (this.ws && this.ws.readyState === WebSocket.OPEN) this.ws.send(JSON.stringify(message));
@@ -358,7 +366,7 @@ class Call {
     switch (message.type) {
       case 'joined':
         this.role = message.role;
-        this.signaling.settle(message.role);
+        this.signaling.settle(message.role, message.resume);
         this.figures.role = message.role;
         if (Array.isArray(message.peers) && message.peers.length > 0) this.peerPresent(message.peers[0]);
         else if (!this.inCall()) this.waitForPeer();

@@ -155,6 +155,7 @@ mod tests {
                 role: Role::Callee,
                 peers: vec![peer("a")],
                 resumed: true,
+                resume: None,
             }),
             "ws://s",
         );
