@@ -44,14 +44,6 @@ fn call_over(label: &str, profile: LinkProfile, seconds: u64) -> [Value; 2] {
     call.rig.set_links(profile).unwrap();
     call.start(seconds, &[]);
     let reports = call.finish(Duration::from_secs(seconds + 60));
-    if let Ok(dir) = std::env::var("DUET_TEST_KEEP") {
-        for name in NAMES {
-            let _ = std::fs::copy(
-                call.scratch.path(&format!("{name}.stderr")),
-                format!("{dir}/{label}-{name}.stderr"),
-            );
-        }
-    }
     for (name, report) in NAMES.iter().zip(&reports) {
         eprintln!("{}", summary(name, report));
     }
@@ -160,14 +152,6 @@ fn call_through_outage(label: &str, outage: Duration, seconds: u64) -> ([Value; 
         eprintln!("{}", summary(name, report));
         eprintln!("{name}: {}", peer.seen.join(" | "));
     }
-    if let Ok(dir) = std::env::var("DUET_TEST_KEEP") {
-        for name in NAMES {
-            let _ = std::fs::copy(
-                call.scratch.path(&format!("{name}.stderr")),
-                format!("{dir}/{label}-{name}.stderr"),
-            );
-        }
-    }
     let said = [0, 1].map(|i| call.peers[i].seen.join(" | "));
     (reports, said)
 }
@@ -259,4 +243,93 @@ fn a_broken_signaling_connection_resumes_its_seat_and_the_call_goes_on() {
         !said.contains("peer left") && !said.contains("connection lost"),
         "{said}"
     );
+}
+
+/// What `side` sent each second for `seconds` (kbit/s, IP bytes as they
+/// leave it: before the capped link drops any).
+fn sent_per_second(call: &NetworkCall, side: Side, seconds: u32) -> Vec<f64> {
+    let mut rates = Vec::new();
+    let mut last = call.rig.counts(side).bytes;
+    for _ in 0..seconds {
+        std::thread::sleep(Duration::from_secs(1));
+        let now = call.rig.counts(side).bytes;
+        rates.push((now - last) as f64 * 8.0 / 1000.0);
+        last = now;
+    }
+    rates
+}
+
+/// Issue 14's 500 kbit/s target, not yet met every run: the sender follows
+/// the cap (per-second rates 400–530 kbit/s once adapted) and comes back up
+/// within 10 s, but now and then overshoots it for a few seconds, and the
+/// two seconds of adaptation leave video p95 at 450–700 ms. Run it with
+/// `cargo test --test network -- --ignored`.
+#[test]
+#[ignore = "issue 14: the sender still overshoots a 500 kbit/s cap now and then"]
+fn a_narrow_link_is_followed_within_seconds_and_left_when_it_widens() {
+    let _one_at_a_time = common::serialised();
+    let mut call = NetworkCall::new("cap");
+    // The delay line counts what each side sends; a few ms of delay is all.
+    call.rig.set_links(LinkProfile::new(5, 0, 0.0)).unwrap();
+    call.start(40, &[]);
+    call.expect_both("connected", Duration::from_secs(20));
+    let open_before = sent_per_second(&call, Side::A, 3);
+    call.rig.set_rate(Side::A, Some(500)).unwrap();
+    call.rig.set_rate(Side::B, Some(500)).unwrap();
+    let capped = sent_per_second(&call, Side::A, 20);
+    call.rig.set_rate(Side::A, None).unwrap();
+    call.rig.set_rate(Side::B, None).unwrap();
+    let lifted = sent_per_second(&call, Side::A, 12);
+    let reports = call.finish(Duration::from_secs(100));
+    let show = |rates: &[f64]| {
+        rates
+            .iter()
+            .map(|r| format!("{r:.0}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    eprintln!(
+        "A sent, kbit/s: open {} | capped {} | lifted {}",
+        show(&open_before),
+        show(&capped),
+        show(&lifted)
+    );
+    for (name, report) in NAMES.iter().zip(&reports) {
+        eprintln!("{}", summary(name, report));
+    }
+    // Under the cap within 5 s, and staying there: on average below it, no
+    // second more than a probe's 10 % above (the counts include IP and UDP
+    // headers, as the cap does).
+    let settled = &capped[5..];
+    let mean = settled.iter().sum::<f64>() / settled.len() as f64;
+    assert!(mean <= 500.0, "capped: {}", show(&capped));
+    assert!(
+        settled.iter().all(|r| *r <= 550.0),
+        "capped: {}",
+        show(&capped)
+    );
+    // Back up within 10 s of the cap going.
+    assert!(
+        lifted[..10].iter().any(|r| *r > 800.0),
+        "lifted: {}",
+        show(&lifted)
+    );
+    for report in &reports {
+        let line = summary("", report);
+        assert!(number(report, &["video", "fps_received"]) >= 15.0, "{line}");
+        // The whole call's figures, the seconds of adaptation included: no
+        // queue of seconds, and every beep but a few.
+        assert!(
+            number(report, &["video", "latency_ms", "p50"]) < 300.0,
+            "{line}"
+        );
+        assert!(
+            number(report, &["audio", "latency_ms", "p95"]) < 400.0,
+            "{line}"
+        );
+        assert!(
+            number(report, &["audio", "beeps_detected"]) >= 36.0,
+            "{line}"
+        );
+    }
 }

@@ -20,6 +20,7 @@ pub struct NetworkCall {
     /// The caller (in A) and the callee (in B), once started.
     pub peers: Vec<LivePeer>,
     pub server: LivePeer,
+    label: String,
 }
 
 impl NetworkCall {
@@ -36,6 +37,7 @@ impl NetworkCall {
             url,
             peers: Vec::new(),
             server,
+            label: label.to_owned(),
         }
     }
 
@@ -70,10 +72,20 @@ impl NetworkCall {
         }
     }
 
-    /// Waits for both to exit successfully; their reports.
+    /// Waits for both to exit successfully; their reports. With
+    /// `DUET_TEST_KEEP=DIR` their logs are kept in DIR as `LABEL-A.stderr`.
     pub fn finish(&mut self, limit: Duration) -> [Value; 2] {
         for peer in &mut self.peers {
             let status = peer.wait_for_exit(limit);
+            if let Ok(dir) = std::env::var("DUET_TEST_KEEP") {
+                let name = peer
+                    .stderr_path
+                    .file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned();
+                let _ = std::fs::copy(&peer.stderr_path, format!("{dir}/{}-{name}", self.label));
+            }
             assert!(status.success(), "{status}: {}", peer.stderr());
         }
         NAMES.map(|name| report(&self.scratch, name))

@@ -110,6 +110,23 @@ impl VideoFrame {
         (y, u, v)
     }
 
+    /// The picture at half its width and height (each output sample the
+    /// average of a 2x2 block): what the sender encodes when the link cannot
+    /// carry the full size. A stamp survives it (`docs/test-signals.md`: its
+    /// cells scale with the width).
+    pub fn half_size(&self) -> Result<VideoFrame, MediaError> {
+        let (width, height) = (self.width / 2, self.height / 2);
+        let mut half = VideoFrame::black(width, height, self.capture_time)?;
+        let (y, u, v) = self.planes();
+        let chroma_width = self.chroma_width();
+        let half_chroma_width = half.chroma_width();
+        let (hy, hu, hv) = half.planes_mut();
+        downscale_plane(y, self.width as usize, hy, width as usize);
+        downscale_plane(u, chroma_width, hu, half_chroma_width);
+        downscale_plane(v, chroma_width, hv, half_chroma_width);
+        Ok(half)
+    }
+
     /// The Y, U and V planes, writable.
     pub fn planes_mut(&mut self) -> (&mut [u8], &mut [u8], &mut [u8]) {
         let (luma, chroma) = Self::plane_sizes(self.width, self.height);
@@ -195,9 +212,50 @@ pub struct AudioFrame {
     pub capture_time: SystemTime,
 }
 
+/// 2x2 box average of `from` (rows of `from_width`) into `to` (rows of `to_width`).
+fn downscale_plane(from: &[u8], from_width: usize, to: &mut [u8], to_width: usize) {
+    if from_width == 0 || to_width == 0 {
+        return;
+    }
+    for (row, out) in to.chunks_exact_mut(to_width).enumerate() {
+        let top = from.chunks_exact(from_width).nth(2 * row);
+        let bottom = from.chunks_exact(from_width).nth(2 * row + 1).or(top);
+        let (Some(top), Some(bottom)) = (top, bottom) else {
+            return;
+        };
+        for (x, px) in out.iter_mut().enumerate() {
+            let (left, right) = (2 * x, (2 * x + 1).min(from_width - 1));
+            let sum = u16::from(top[left])
+                + u16::from(top[right])
+                + u16::from(bottom[left])
+                + u16::from(bottom[right]);
+            *px = ((sum + 2) / 4) as u8;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn half_size_averages_blocks_and_keeps_the_stamp() {
+        let source = crate::TestPatternSource::new(640, 480, 30).expect("valid");
+        let t = SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(1_764_000_123_456);
+        let frame = source.draw(5, t);
+        let half = frame.half_size().expect("halves");
+        assert_eq!((half.width(), half.height()), (320, 240));
+        assert_eq!(half.capture_time, t);
+        assert_eq!(
+            crate::StampReader::read(&half),
+            crate::StampReader::read(&frame)
+        );
+        let mut grey = VideoFrame::black(4, 2, t).expect("valid");
+        grey.planes_mut()
+            .0
+            .copy_from_slice(&[10, 20, 30, 50, 30, 40, 70, 90]);
+        assert_eq!(grey.half_size().expect("halves").planes().0, &[25, 60]);
+    }
 
     #[test]
     fn rgba_conversion_keeps_grey_grey() {

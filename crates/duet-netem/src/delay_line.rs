@@ -28,6 +28,8 @@ const QUEUE_MAX_LEN: u32 = 4096;
 pub struct DelayLineCounts {
     pub passed: u64,
     pub lost: u64,
+    /// IP bytes of the packets passed and lost: what the sender sent.
+    pub bytes: u64,
 }
 
 #[derive(Debug, Default)]
@@ -36,6 +38,7 @@ struct Shared {
     stop: AtomicBool,
     passed: AtomicU64,
     lost: AtomicU64,
+    bytes: AtomicU64,
 }
 
 /// One direction's delay line; stops (releasing what it holds) when dropped.
@@ -106,6 +109,7 @@ impl DelayLine {
         DelayLineCounts {
             passed: self.shared.passed.load(Ordering::Relaxed),
             lost: self.shared.lost.load(Ordering::Relaxed),
+            bytes: self.shared.bytes.load(Ordering::Relaxed),
         }
     }
 }
@@ -144,6 +148,9 @@ fn serve(mut queue: Queue, shared: &Shared) -> std::io::Result<()> {
                 Err(err) if err.kind() == ErrorKind::WouldBlock => break,
                 Err(err) => return Err(err),
             };
+            shared
+                .bytes
+                .fetch_add(message.get_payload().len() as u64, Ordering::Relaxed);
             let profile = *shared
                 .profile
                 .lock()

@@ -29,7 +29,7 @@ use rtc::rtp_transceiver::rtp_sender::{
 
 pub(crate) use feedback::{count_feedback, picture_loss_indication};
 
-use estimator::PublishingEstimator;
+use estimator::{DeliveryGuard, PublishingEstimator};
 use feedback::FeedbackToApplication;
 use pacer::MediaPacer;
 
@@ -82,6 +82,8 @@ pub(crate) fn build_registry(
     target_bps.store(u64::from(bitrates.max_bps), Ordering::Relaxed);
     let estimator = PublishingEstimator {
         inner: Gcc::new(start, f64::from(bitrates.min_bps), start),
+        guard: DeliveryGuard::default(),
+        min_bps: f64::from(bitrates.min_bps),
         target_bps,
     };
     Ok(Registry::new()

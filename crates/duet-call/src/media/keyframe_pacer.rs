@@ -6,7 +6,10 @@
 //! very link that just lost packets, which loses more and asks for more.
 //! Requests are therefore remembered, never dropped, and answered at most
 //! once per [`MIN_INTERVAL`]: a request that comes sooner is answered when
-//! the interval is over, by one keyframe for all of them.
+//! the interval is over, by one keyframe for all of them. On a narrow link
+//! the interval is longer: keyframes may take at most half the target
+//! bitrate ([`KEYFRAME_SHARE`]), so a 30 kB keyframe at 400 kbit/s holds the
+//! next for 1.2 s.
 
 use std::time::{Duration, Instant};
 
@@ -15,6 +18,9 @@ use std::time::{Duration, Instant};
 /// before it asks again.
 pub(crate) const MIN_INTERVAL: Duration = Duration::from_millis(300);
 
+/// The most of the target bitrate keyframes sent on request may take.
+const KEYFRAME_SHARE: f64 = 0.5;
+
 /// Decides, frame by frame, whether the encoder should make a keyframe.
 #[derive(Debug, Default)]
 pub(crate) struct KeyframePacer {
@@ -22,6 +28,8 @@ pub(crate) struct KeyframePacer {
     pending: bool,
     /// When the last keyframe was asked of the encoder.
     last: Option<Instant>,
+    /// How long after it the next may come.
+    hold: Duration,
 }
 
 impl KeyframePacer {
@@ -34,7 +42,7 @@ impl KeyframePacer {
         }
         if self
             .last
-            .is_some_and(|last| now.saturating_duration_since(last) < MIN_INTERVAL)
+            .is_some_and(|last| now.saturating_duration_since(last) < self.hold.max(MIN_INTERVAL))
         {
             return false;
         }
@@ -42,11 +50,38 @@ impl KeyframePacer {
         self.last = Some(now);
         true
     }
+
+    /// A keyframe of `bytes` went out while the target was `target_bps`.
+    pub(crate) fn keyframe_sent(&mut self, bytes: usize, target_bps: u32) {
+        let bits = bytes as f64 * 8.0;
+        let share = f64::from(target_bps.max(1)) * KEYFRAME_SHARE;
+        self.hold = Duration::from_secs_f64((bits / share).min(5.0));
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn on_a_narrow_link_big_keyframes_hold_the_next_longer() {
+        let start = Instant::now();
+        let mut pacer = KeyframePacer::default();
+        assert!(pacer.keyframe_now(true, start));
+        // 30 kB at 400 kbit/s: half of the link for 1.2 s.
+        pacer.keyframe_sent(30_000, 400_000);
+        let at = |ms| start + Duration::from_millis(ms);
+        assert!(!pacer.keyframe_now(true, at(1_000)));
+        assert!(!pacer.keyframe_now(false, at(1_150)));
+        assert!(
+            pacer.keyframe_now(false, at(1_200)),
+            "the request waited, then went"
+        );
+        // A small keyframe on a wide link: the 300 ms floor holds.
+        pacer.keyframe_sent(5_000, 2_000_000);
+        assert!(!pacer.keyframe_now(true, at(1_400)));
+        assert!(pacer.keyframe_now(false, at(1_500)));
+    }
 
     #[test]
     fn the_first_request_is_answered_at_once() {

@@ -10,7 +10,8 @@
 //! - `device_switch`: changing a source or speaker while the call runs.
 //! - `shared`: the state threads, tasks and session share; `counters`: what they count.
 //! - `threads`: the media threads, owned and joined before a session ends.
-//! - `video_send`, `audio_send`: capture and encode threads.
+//! - `video_send`, `audio_send`: capture and encode threads; `encode_ladder`
+//!   picks the picture size and frame rate the target bitrate can carry.
 //! - `rtp_writer`: encoded units onto the current connection as RTP.
 //! - `video_receive`, `video_decode`: the remote video track into pictures,
 //!   through the bounded `decode_queue`; `video_timing` says when each picture
@@ -24,6 +25,7 @@ mod counters;
 mod decode_queue;
 mod device_switch;
 mod echo_reference;
+mod encode_ladder;
 mod frame_slot;
 mod freeze;
 mod keyframe_pacer;

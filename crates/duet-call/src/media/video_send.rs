@@ -11,6 +11,7 @@ use tokio::sync::mpsc;
 
 use super::counters::bump;
 use super::device_switch::switched_source;
+use super::encode_ladder::EncodeLadder;
 use super::keyframe_pacer::KeyframePacer;
 use super::rtp_writer::EncodedUnit;
 use super::shared::MediaShared;
@@ -56,8 +57,10 @@ pub(crate) async fn start_video_sender(
         move || VideoSource::open(&spec, width, height, fps),
         move |mut source: VideoSource| {
             let mut encoder: Option<H264Encoder> = None;
-            let mut encoded_size = (0, 0);
+            let mut encoded_as = ((0, 0), 0);
             let mut keyframes = KeyframePacer::default();
+            let mut ladder = EncodeLadder::default();
+            let mut captured: u64 = 0;
             while !shared.stopped.load(Ordering::Relaxed) {
                 if let Some(new) =
                     switched_source(&shared.video_switch, "video", &notices, |spec| {
@@ -83,22 +86,53 @@ pub(crate) async fn start_video_sender(
                 if !shared.sending.load(Ordering::Relaxed) {
                     continue;
                 }
-                // A source whose size changes (a camera fallback) needs a new encoder.
+                let target = shared.target_bps.load(Ordering::Relaxed) as u32;
+                // A link too narrow for the picture gets fewer pixels, then frames.
+                let rung = ladder.rung(target, frame.width(), frame.height(), fps, Instant::now());
+                captured += 1;
+                if captured % u64::from(rung.keep_one_in) != 0 {
+                    continue;
+                }
+                let frame = if rung.half_size {
+                    match frame.half_size() {
+                        Ok(half) => Arc::new(half),
+                        Err(_) => frame,
+                    }
+                } else {
+                    frame
+                };
+                // A new size or frame rate (the ladder, a camera fallback) needs a
+                // new encoder, whose first picture is a keyframe.
                 let size = (frame.width() & !1, frame.height() & !1);
-                if encoder.is_none() || size != encoded_size {
-                    match H264Encoder::new(max_bps, fps) {
+                let rate = fps / rung.keep_one_in;
+                if encoder.is_none() || (size, rate) != encoded_as {
+                    if encoder.is_some() {
+                        tracing::debug!(
+                            ?size,
+                            fps = rate,
+                            target,
+                            "encoding a new picture size or rate"
+                        );
+                    }
+                    // Started at the current target: a keyframe at the ceiling
+                    // would be a burst the narrow link it is meant for cannot carry.
+                    let start_bps = if target > 0 {
+                        target.clamp(MIN_VIDEO_BPS, max_bps)
+                    } else {
+                        max_bps
+                    };
+                    match H264Encoder::new(start_bps, rate.max(1)) {
                         Ok(new) => encoder = Some(new),
                         Err(err) => {
                             let _ = notices.send(MediaNotice::Failed(err.to_string()));
                             return;
                         }
                     }
-                    encoded_size = size;
+                    encoded_as = (size, rate);
                 }
                 let Some(encoder) = encoder.as_mut() else {
                     continue;
                 };
-                let target = shared.target_bps.load(Ordering::Relaxed) as u32;
                 if target > 0 {
                     let target = target.clamp(MIN_VIDEO_BPS, max_bps);
                     let current = encoder.bitrate_bps();
@@ -136,6 +170,9 @@ pub(crate) async fn start_video_sender(
                 bump(&counters.frames_sent, 1);
                 bump(&counters.video_bytes_sent, encoded.data.len() as u64);
                 bump(&counters.keyframes_sent, u64::from(encoded.keyframe));
+                if encoded.keyframe {
+                    keyframes.keyframe_sent(encoded.data.len(), encoder.bitrate_bps());
+                }
                 let unit = EncodedUnit {
                     data: Bytes::from(encoded.data),
                     capture_time: frame.capture_time,

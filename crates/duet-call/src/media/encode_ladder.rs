@@ -1,0 +1,189 @@
+//! How much picture the target bitrate can carry, without a clock of its
+//! own: full size, half size, or half size at half the frame rate.
+//!
+//! A noisy 640x480 picture costs ~1.4 Mbit/s at good quality; squeezed into
+//! 300 kbit/s the encoder overshoots its target (a keyframe alone is a
+//! third of a second of the link) and the picture falls apart. Browsers
+//! answer a narrow link with fewer pixels and frames; so does Duet. A rung
+//! is left downward when the target has been below what it needs for
+//! [`DOWN_AFTER`], and upward when the target has carried the rung above
+//! with room to spare for [`UP_AFTER`].
+
+use std::time::{Duration, Instant};
+
+/// Bits a rung needs per pixel it sends (~0.06 bpp: 550 kbit/s for 640x480
+/// at 30 fps, 140 kbit/s for 320x240).
+const MIN_BITS_PER_PIXEL: f64 = 0.06;
+/// Going back up needs this much more than the rung above needs.
+const UP_MARGIN: f64 = 1.4;
+const DOWN_AFTER: Duration = Duration::from_millis(1000);
+const UP_AFTER: Duration = Duration::from_secs(3);
+/// The smallest width Duet halves to: below it the stamp of the test
+/// signals cannot be read, and faces get hard to make out.
+const MIN_WIDTH: u32 = 320;
+
+/// What to encode from each captured picture.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Rung {
+    /// Encode at half width and height.
+    pub(crate) half_size: bool,
+    /// Encode one picture in this many.
+    pub(crate) keep_one_in: u32,
+}
+
+const RUNGS: [Rung; 3] = [
+    Rung {
+        half_size: false,
+        keep_one_in: 1,
+    },
+    Rung {
+        half_size: true,
+        keep_one_in: 1,
+    },
+    Rung {
+        half_size: true,
+        keep_one_in: 2,
+    },
+];
+
+/// Picks the rung for the current target.
+#[derive(Debug, Default)]
+pub(crate) struct EncodeLadder {
+    step: usize,
+    /// Since when the target has been too low for this rung.
+    short_since: Option<Instant>,
+    /// Since when the target has been enough for the rung above.
+    ample_since: Option<Instant>,
+}
+
+impl EncodeLadder {
+    /// The rung for a picture of `width`x`height` captured at `fps`, with
+    /// congestion control's `target_bps`, at `now`.
+    pub(crate) fn rung(
+        &mut self,
+        target_bps: u32,
+        width: u32,
+        height: u32,
+        fps: u32,
+        now: Instant,
+    ) -> Rung {
+        let can_halve = width / 2 >= MIN_WIDTH;
+        let needs = |step: usize| {
+            let rung = RUNGS[step];
+            let (w, h) = if rung.half_size && can_halve {
+                (width / 2, height / 2)
+            } else {
+                (width, height)
+            };
+            let rate = f64::from(fps) / f64::from(rung.keep_one_in);
+            f64::from(w) * f64::from(h) * rate * MIN_BITS_PER_PIXEL
+        };
+        let target = f64::from(target_bps);
+        if self.step + 1 < RUNGS.len() && target < needs(self.step) {
+            let since = *self.short_since.get_or_insert(now);
+            if now.saturating_duration_since(since) >= DOWN_AFTER {
+                self.step += 1;
+                self.short_since = None;
+                self.ample_since = None;
+            }
+        } else {
+            self.short_since = None;
+        }
+        if self.step > 0 && target >= needs(self.step - 1) * UP_MARGIN {
+            let since = *self.ample_since.get_or_insert(now);
+            if now.saturating_duration_since(since) >= UP_AFTER {
+                self.step -= 1;
+                self.ample_since = None;
+                self.short_since = None;
+            }
+        } else {
+            self.ample_since = None;
+        }
+        let rung = RUNGS[self.step];
+        Rung {
+            half_size: rung.half_size && can_halve,
+            keep_one_in: rung.keep_one_in,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FULL: Rung = Rung {
+        half_size: false,
+        keep_one_in: 1,
+    };
+    const HALF: Rung = Rung {
+        half_size: true,
+        keep_one_in: 1,
+    };
+    const HALF_SLOW: Rung = Rung {
+        half_size: true,
+        keep_one_in: 2,
+    };
+
+    /// The rung after each second at each target, for 640x480 at 30 fps.
+    fn walk(targets_kbps: &[u32]) -> Vec<Rung> {
+        let start = Instant::now();
+        let mut ladder = EncodeLadder::default();
+        let mut rungs = Vec::new();
+        for (second, kbps) in targets_kbps.iter().enumerate() {
+            let mut rung = FULL;
+            for tick in 0..10u64 {
+                let now = start + Duration::from_millis(second as u64 * 1000 + tick * 100);
+                rung = ladder.rung(kbps * 1000, 640, 480, 30, now);
+            }
+            rungs.push(rung);
+        }
+        rungs
+    }
+
+    #[test]
+    fn a_narrow_link_halves_the_picture_then_the_frame_rate() {
+        let rungs = walk(&[1500, 1500, 400, 400, 400, 100, 100, 100]);
+        assert_eq!(
+            rungs,
+            vec![FULL, FULL, FULL, HALF, HALF, HALF, HALF_SLOW, HALF_SLOW]
+        );
+    }
+
+    #[test]
+    fn coming_back_up_waits_for_a_lasting_margin() {
+        let rungs = walk(&[100, 100, 100, 400, 400, 400, 400, 1000, 1000, 1000, 1000]);
+        assert_eq!(rungs[2], HALF_SLOW);
+        // 400 kbit/s carries half size at 30 fps with room: up after 3 s.
+        assert_eq!(&rungs[3..7], &[HALF_SLOW, HALF_SLOW, HALF_SLOW, HALF]);
+        // 1 Mbit/s carries full size (550 × 1.4 = 770 needed): up after 3 s.
+        assert_eq!(&rungs[7..], &[HALF, HALF, HALF, FULL]);
+        // A target that dips below the margin starts the wait again.
+        let rungs = walk(&[100, 100, 100, 400, 400, 150, 400, 400, 400, 400]);
+        assert_eq!(rungs[2], HALF_SLOW);
+        assert_eq!(rungs[8], HALF_SLOW);
+        assert_eq!(rungs[9], HALF);
+    }
+
+    #[test]
+    fn a_small_picture_is_never_halved_below_320_wide() {
+        let start = Instant::now();
+        let mut ladder = EncodeLadder::default();
+        let mut rung = FULL;
+        for tick in 0..50u64 {
+            rung = ladder.rung(
+                50_000,
+                320,
+                240,
+                30,
+                start + Duration::from_millis(tick * 100),
+            );
+        }
+        assert_eq!(
+            rung,
+            Rung {
+                half_size: false,
+                keep_one_in: 2
+            }
+        );
+    }
+}
