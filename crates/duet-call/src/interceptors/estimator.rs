@@ -273,9 +273,8 @@ mod tests {
         }
         assert_eq!(guard.ceiling, None);
         // The queue grows to 90 ms: back off to 85 % of what arrives.
-        let mut at = start;
         for n in 100..130u32 {
-            at = start + Duration::from_millis(u64::from(n) * 10);
+            let at = start + Duration::from_millis(u64::from(n) * 10);
             guard.record(at, 625, true);
             guard.record_delay(at, 20.0 + f64::from(n - 100) * 3.0);
             guard.update_ceiling(at);
@@ -285,7 +284,7 @@ mod tests {
         assert!(guard.limit(2_000_000.0) <= ceiling);
         // The queue drains; a second later the ceiling is 10 % higher.
         for n in 130..230u32 {
-            at = start + Duration::from_millis(u64::from(n) * 10);
+            let at = start + Duration::from_millis(u64::from(n) * 10);
             guard.record(at, 625, true);
             guard.record_delay(at, 20.0);
             guard.update_ceiling(at);

@@ -90,7 +90,7 @@ pub(crate) async fn start_video_sender(
                 // A link too narrow for the picture gets fewer pixels, then frames.
                 let rung = ladder.rung(target, frame.width(), frame.height(), fps, Instant::now());
                 captured += 1;
-                if captured % u64::from(rung.keep_one_in) != 0 {
+                if !captured.is_multiple_of(u64::from(rung.keep_one_in)) {
                     continue;
                 }
                 let frame = if rung.half_size {

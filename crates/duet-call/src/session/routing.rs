@@ -268,7 +268,7 @@ mod tests {
     }
 
     #[test]
-    fn a_signaling_reconnect_is_news_for_the_front_end_only() {
+    fn a_signaling_reconnect_is_news_for_the_front_end_and_the_negotiator() {
         let routes = route_signal(
             SignalEvent::Reconnecting {
                 attempt: 2,
@@ -277,9 +277,13 @@ mod tests {
             },
             "ws://s",
         );
+        // The negotiator holds back ICE restart offers while signaling is down.
         assert!(matches!(
             &routes[..],
-            [Route::Tell(CallEvent::Reconnecting { attempt: 2, .. })]
+            [
+                Route::Tell(CallEvent::Reconnecting { attempt: 2, .. }),
+                Route::Negotiate(NegotiationEvent::SignalingLost)
+            ]
         ));
     }
 
