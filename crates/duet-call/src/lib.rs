@@ -1,13 +1,17 @@
 //! Duet's call: the two-peer WebRTC session that the window and the headless
 //! mode both drive. It joins the signaling client (`duet-signal`) and the
 //! media (`duet-media`) into a call: H.264 and Opus each way over one peer
-//! connection, set up by the roles of `docs/protocol.md`, re-established when a
-//! peer leaves and another comes, and measured as it runs.
+//! connection, set up by the roles of `docs/protocol.md`, restarted (ICE
+//! restart) when its network path dies, re-established when a peer leaves and
+//! another comes, and measured as it runs.
 //!
 //! Inside (private modules; the public API is re-exported here):
 //! - `negotiation`: the call's rules as a socket-free state machine ([`Negotiator`]).
 //! - `reassembly`, `playout`: RTP back into access units, and adaptive audio playout (no I/O).
-//! - `peer`: how a peer connection is built (codecs, interceptors, congestion control).
+//! - `peer`: how a peer connection is built (codecs, settings, tracks).
+//! - `interceptors`: its RTP/RTCP chain: congestion control kept within what
+//!   the path delivers, a send queue that puts audio first and never holds
+//!   seconds, fast NACK, the feedback the application acts on.
 //! - `media`: capture, encode, packetize; receive, decode, measure; one module per job.
 //! - `session`: the async shell that runs it all ([`start_call`]).
 //! - `report`: what was measured, as the headless report of `docs/cli.md` ([`CallReport`]).
