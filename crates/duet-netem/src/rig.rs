@@ -28,6 +28,23 @@ const QUEUE: u16 = 0;
 const OUTAGE_TABLE: &str = "duet_outage";
 const CUT_TABLE: &str = "duet_cut";
 
+/// A table of its own with one filter chain on `hook` (with `policy`, say
+/// `"policy drop ;"`, or nothing) holding one rule; deleting the table undoes it.
+fn nft_chain(
+    namespace: &NetNamespace,
+    table: &str,
+    hook: &str,
+    policy: &str,
+    rule: &[&str],
+) -> Result<(), RigError> {
+    namespace.run("nft", &["add", "table", "inet", table])?;
+    let spec = format!("{{ type filter hook {hook} priority 0 ; {policy} }}");
+    namespace.run("nft", &["add", "chain", "inet", table, hook, &spec])?;
+    let mut args = vec!["add", "rule", "inet", table, hook];
+    args.extend_from_slice(rule);
+    namespace.run("nft", &args).map(drop)
+}
+
 /// One of the rig's two peers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Side {
@@ -182,30 +199,12 @@ impl Rig {
         for peer in &self.peers {
             let namespace = &peer.namespace;
             if on {
-                namespace.run("nft", &["add", "table", "inet", OUTAGE_TABLE])?;
-                namespace.run(
-                    "nft",
-                    &[
-                        "add",
-                        "chain",
-                        "inet",
-                        OUTAGE_TABLE,
-                        "input",
-                        "{ type filter hook input priority 0 ; policy drop ; }",
-                    ],
-                )?;
-                namespace.run(
-                    "nft",
-                    &[
-                        "add",
-                        "rule",
-                        "inet",
-                        OUTAGE_TABLE,
-                        "input",
-                        "iif",
-                        "lo",
-                        "accept",
-                    ],
+                nft_chain(
+                    namespace,
+                    OUTAGE_TABLE,
+                    "input",
+                    "policy drop ;",
+                    &["iif", "lo", "accept"],
                 )?;
             } else {
                 namespace.run("nft", &["delete", "table", "inet", OUTAGE_TABLE])?;
@@ -220,31 +219,13 @@ impl Rig {
     /// still holds its end. The peer's reset is dropped on its way out.
     pub fn cut_tcp_to_hub(&mut self, side: Side, port: u16) -> Result<(), RigError> {
         let namespace = self.namespace(side);
-        namespace.run("nft", &["add", "table", "inet", CUT_TABLE])?;
-        namespace.run(
-            "nft",
-            &[
-                "add",
-                "chain",
-                "inet",
-                CUT_TABLE,
-                "output",
-                "{ type filter hook output priority 0 ; }",
-            ],
-        )?;
-        namespace.run(
-            "nft",
-            &[
-                "add",
-                "rule",
-                "inet",
-                CUT_TABLE,
-                "output",
-                "tcp",
-                "dport",
-                &port.to_string(),
-                "drop",
-            ],
+        let dport = port.to_string();
+        nft_chain(
+            namespace,
+            CUT_TABLE,
+            "output",
+            "",
+            &["tcp", "dport", &dport, "drop"],
         )?;
         let killed = namespace.run(
             "ss",

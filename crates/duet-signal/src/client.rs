@@ -140,6 +140,30 @@ pub struct JoinedRoom {
     pub resume: Option<String>,
 }
 
+impl JoinedRoom {
+    /// The seat a `joined` message gives; `None` for any other message.
+    fn from_message(message: ServerMessage) -> Option<JoinedRoom> {
+        match message {
+            ServerMessage::Joined {
+                room,
+                id,
+                role,
+                peers,
+                resume,
+                resumed,
+            } => Some(JoinedRoom {
+                room,
+                id,
+                role,
+                peers,
+                resumed,
+                resume,
+            }),
+            _ => None,
+        }
+    }
+}
+
 /// What the client hands out, in arrival order: the server's messages as the
 /// protocol types them ([`ServerMessage`]), and what only the client knows
 /// (that it holds a seat, that it lost the server and is reconnecting, that it
@@ -379,23 +403,10 @@ async fn open_and_join(
                 }
             };
             match ServerMessage::parse(&text) {
-                Ok(ServerMessage::Joined {
-                    room,
-                    id,
-                    role,
-                    peers,
-                    resume,
-                    resumed,
-                }) => {
-                    let joined = JoinedRoom {
-                        room,
-                        id,
-                        role,
-                        peers,
-                        resumed,
-                        resume,
-                    };
-                    return Ok((socket, joined));
+                Ok(message @ ServerMessage::Joined { .. }) => {
+                    if let Some(joined) = JoinedRoom::from_message(message) {
+                        return Ok((socket, joined));
+                    }
                 }
                 Ok(ServerMessage::Error { code, message }) => {
                     return Err(ClientError::Rejected { code, message });
@@ -537,25 +548,12 @@ impl ClientTask {
             }
         };
         let event = match message {
-            ServerMessage::Joined {
-                room,
-                id,
-                role,
-                peers,
-                resume,
-                resumed,
-            } => {
-                if resume.is_some() {
-                    self.resume.clone_from(&resume);
+            message @ ServerMessage::Joined { .. } => {
+                let joined = JoinedRoom::from_message(message)?;
+                if joined.resume.is_some() {
+                    self.resume.clone_from(&joined.resume);
                 }
-                SignalEvent::Joined(JoinedRoom {
-                    room,
-                    id,
-                    role,
-                    peers,
-                    resumed,
-                    resume,
-                })
+                SignalEvent::Joined(joined)
             }
             ServerMessage::Pong {} => return None,
             ServerMessage::Error { code, .. } if code.close_code().is_some() => {
