@@ -314,20 +314,17 @@ async fn headless(args: &CallArgs, role: RoleRequest) -> Result<(), Failure> {
                                 call.hang_up();
                             }
                         }
-                        CallPhase::ConnectionLost => {
-                            say("connection lost");
+                        CallPhase::ConnectionLost | CallPhase::Reconnecting => {
+                            say(if phase == CallPhase::Reconnecting {
+                                "reconnecting"
+                            } else {
+                                "connection lost"
+                            });
                             connected_at = None;
-                            // The peer may still be in the room. If it also
-                            // leaves, `peer left` takes over (and restarts the clock).
-                            if ever_connected {
-                                gone.get_or_insert((Instant::now(), CallPhase::ConnectionLost));
-                            }
-                        }
-                        CallPhase::Reconnecting => {
-                            say("reconnecting");
-                            connected_at = None;
-                            // The same call is being restarted. If it never comes
-                            // back, the clock below ends the run as for a lost one.
+                            // The peer may still be in the room, or the call is being
+                            // restarted. If it never comes back, the clock below ends
+                            // the run; if the peer also leaves, `peer left` takes over
+                            // (and restarts the clock).
                             if ever_connected {
                                 gone.get_or_insert((Instant::now(), CallPhase::ConnectionLost));
                             }

@@ -67,7 +67,6 @@ pub(crate) async fn run_video_receiver(
                 } => {
                     bump(&shared.counters.frames_received, 1);
                     let keyframe = is_idr(&data);
-                    tracing::trace!(rtp_timestamp, bytes = data.len(), keyframe, "frame whole");
                     let unit = ReceivedUnit {
                         data,
                         timing: FrameTiming {

@@ -11,8 +11,8 @@
 //!
 //! "Late" is measured against the picture's own RTP clock: a frame's
 //! transit is its completion time minus its RTP time, and the fastest
-//! transit of the last [`WINDOW`] is the baseline; the delay covers all but
-//! the latest 3 % of recent frames.
+//! transit of the last [`WINDOW`] is the baseline; the delay covers the
+//! latest frame of that window, less [`UNCOVERED_MS`].
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -33,10 +33,6 @@ const WINDOW: Duration = Duration::from_secs(4);
 /// decoding. Every millisecond covered is a millisecond of delay on every
 /// picture, so the schedule covers only what would otherwise freeze.
 const UNCOVERED_MS: f64 = 80.0;
-/// The share of recent frames whose lateness is covered. The latest few (a
-/// keyframe squeezed through a narrow link, a packet lost twice) would hold
-/// every picture back for seconds to spare one freeze: they are left out.
-const COVERED_SHARE: f64 = 1.0;
 /// The most pictures are held back.
 pub(crate) const MAX_DELAY: Duration = Duration::from_millis(300);
 /// A picture later than this is not shown at all: it belongs to a moment
@@ -111,16 +107,13 @@ impl PlayoutSchedule {
         if lateness > TOO_LATE_MS {
             return Showing::Skip;
         }
-        let mut late: Vec<f64> = self
+        let worst = self
             .history
             .iter()
             .map(|(_, t)| t - base)
             .filter(|late| *late <= TOO_LATE_MS)
-            .collect();
-        late.sort_by(f64::total_cmp);
-        let rank = ((late.len() as f64 * COVERED_SHARE) as usize).min(late.len().saturating_sub(1));
-        let typical_worst = late.get(rank).copied().unwrap_or(0.0);
-        let needed = (typical_worst - UNCOVERED_MS).clamp(0.0, MAX_DELAY.as_secs_f64() * 1000.0);
+            .fold(0.0, f64::max);
+        let needed = (worst - UNCOVERED_MS).clamp(0.0, MAX_DELAY.as_secs_f64() * 1000.0);
         self.delay_ms = if needed >= self.delay_ms {
             needed
         } else {
