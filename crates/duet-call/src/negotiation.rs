@@ -9,11 +9,16 @@
 //!
 //! Time is an input, as in quinn and str0m: every event comes with the moment
 //! it happened, [`Negotiator::poll_timeout`] says when the negotiator next
-//! wants to be woken, and [`Negotiator::handle_timeout`] wakes it. Its two
-//! timed rules, both the caller's (the callee only ever answers):
+//! wants to be woken, and [`Negotiator::handle_timeout`] wakes it. Its timed
+//! rules are the caller's (the callee only ever answers):
 //!
 //! - An offer not answered within [`ANSWER_TIMEOUT`] is a failed attempt: the
 //!   connection is dropped and a fresh one offers again after a pause.
+//! - An answered connection not connected within [`CONNECT_TIMEOUT`] is a
+//!   failed attempt too. webrtc-rs reports no error for a DTLS handshake
+//!   that lost the same flight eight times: the connection stays
+//!   "connecting" until ICE fails as well, 14 s to 21 s after the start on
+//!   the test network.
 //! - After a failed attempt (no answer, a failed connection, a setup step that
 //!   failed) the next offer waits [`RETRY_BACKOFF_FIRST`], doubling with every
 //!   further failure up to [`RETRY_BACKOFF_MAX`]. A connected call, or a new
@@ -37,6 +42,11 @@ use duet_signal::{IceCandidate, PeerId, Role};
 /// as soon as the offer arrives, so this covers a lost message or a callee
 /// that cannot use the offer, not a slow network.
 pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long an answered connection has to connect (ICE and DTLS). On a
+/// clean path it takes a few hundred milliseconds, with 5 % loss a few
+/// seconds (DTLS resends a lost flight after 1 s).
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long a restart offer is given to bring the path back before the
 /// caller restarts again.
@@ -170,6 +180,8 @@ pub enum CallPhase {
 enum Deadline {
     /// The answer to the offer of this connection is due.
     Answer(Generation, Instant),
+    /// This answered connection is due to connect.
+    Connect(Generation, Instant),
     /// The caller offers again (after a failed attempt).
     Retry(Instant),
     /// The caller's restart of this connection has had its time.
@@ -179,7 +191,10 @@ enum Deadline {
 impl Deadline {
     fn at(self) -> Instant {
         match self {
-            Deadline::Answer(_, at) | Deadline::Retry(at) | Deadline::Restart(_, at) => at,
+            Deadline::Answer(_, at)
+            | Deadline::Connect(_, at)
+            | Deadline::Retry(at)
+            | Deadline::Restart(_, at) => at,
         }
     }
 }
@@ -272,6 +287,15 @@ impl Negotiator {
             Deadline::Answer(generation, _) => {
                 if self.current(generation).is_some() {
                     tracing::info!(generation, "no answer to our offer; trying again");
+                    self.attempt_failed(now, &mut actions);
+                }
+            }
+            Deadline::Connect(generation, _) => {
+                if self.current(generation).is_some_and(|c| !c.connected) {
+                    tracing::info!(
+                        generation,
+                        "answered but not connected within {CONNECT_TIMEOUT:?}; trying again"
+                    );
                     self.attempt_failed(now, &mut actions);
                 }
             }
@@ -399,7 +423,7 @@ impl Negotiator {
                         actions.push(A::AddRemoteCandidate(generation, candidate));
                     }
                     if matches!(self.deadline, Some(Deadline::Answer(g, _)) if g == generation) {
-                        self.deadline = None;
+                        self.deadline = Some(Deadline::Connect(generation, now + CONNECT_TIMEOUT));
                     }
                 }
             }
@@ -416,7 +440,10 @@ impl Negotiator {
                     connection.restarting = false;
                     connection.restarts_tried = 0;
                     self.failures = 0;
-                    if matches!(self.deadline, Some(Deadline::Restart(g, _)) if g == generation) {
+                    if matches!(
+                        self.deadline,
+                        Some(Deadline::Restart(g, _) | Deadline::Connect(g, _)) if g == generation
+                    ) {
                         self.deadline = None;
                     }
                     actions.push(A::Report(CallPhase::Connected));
@@ -552,7 +579,7 @@ impl Negotiator {
     fn drop_connection(&mut self, actions: &mut Vec<NegotiationAction>) {
         if matches!(
             self.deadline,
-            Some(Deadline::Answer(..) | Deadline::Restart(..))
+            Some(Deadline::Answer(..) | Deadline::Connect(..) | Deadline::Restart(..))
         ) {
             self.deadline = None;
         }

@@ -27,6 +27,7 @@ const PEER_ADDRESSES: [Ipv4Addr; 2] = [Ipv4Addr::new(10, 99, 0, 2), Ipv4Addr::ne
 const QUEUE: u16 = 0;
 const OUTAGE_TABLE: &str = "duet_outage";
 const CUT_TABLE: &str = "duet_cut";
+const DTLS_TABLE: &str = "duet_dtls";
 
 /// A table of its own with one filter chain on `hook` (with `policy`, say
 /// `"policy drop ;"`, or nothing) holding one rule; deleting the table undoes it.
@@ -208,6 +209,29 @@ impl Rig {
                 )?;
             } else {
                 namespace.run("nft", &["delete", "table", "inet", OUTAGE_TABLE])?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Drops every DTLS record on its way into either peer, or lets them
+    /// through again: ICE (STUN) and everything else still pass, so a call
+    /// finds its path and then cannot finish its handshake, as when the
+    /// same handshake flight is lost again and again. DTLS is told apart by
+    /// its first byte, a content type of 20 to 63 (RFC 7983).
+    pub fn set_dtls_blocked(&mut self, on: bool) -> Result<(), RigError> {
+        for peer in &self.peers {
+            let namespace = &peer.namespace;
+            if on {
+                nft_chain(
+                    namespace,
+                    DTLS_TABLE,
+                    "input",
+                    "",
+                    &["udp", "length", ">", "8", "@th,64,8", "20-63", "drop"],
+                )?;
+            } else {
+                namespace.run("nft", &["delete", "table", "inet", DTLS_TABLE])?;
             }
         }
         Ok(())

@@ -269,9 +269,43 @@ fn an_answer_in_time_stops_the_answer_clock() {
         sdp: "answer".into(),
     });
     caller.handle(E::RemoteDescriptionApplied(1));
+    assert_eq!(
+        caller.due_in(),
+        Some(CONNECT_TIMEOUT),
+        "now the connect clock runs"
+    );
+    caller.advance(CONNECT_TIMEOUT / 2);
+    caller.handle(E::Connected(1));
     assert_eq!(caller.due_in(), None);
-    assert!(caller.advance(ANSWER_TIMEOUT * 2).is_empty());
+    assert!(caller.advance(CONNECT_TIMEOUT * 2).is_empty());
     assert_eq!(caller.generation(), Some(1));
+}
+
+/// webrtc-rs leaves a DTLS handshake that gave up "connecting" for some 20 s
+/// before it closes the connection: an answered call that has not connected
+/// in time is dropped and offered again, on a fresh connection.
+#[test]
+fn an_answered_connection_that_never_connects_is_dropped_and_made_again() {
+    let mut caller = Clocked::new();
+    caller.handle(joined(Role::Caller, Some("b")));
+    caller.handle(E::RemoteAnswer {
+        from: peer("b"),
+        sdp: "answer".into(),
+    });
+    caller.handle(E::RemoteDescriptionApplied(1));
+    assert!(
+        caller
+            .advance(CONNECT_TIMEOUT - Duration::from_millis(1))
+            .is_empty()
+    );
+    assert_eq!(
+        caller.advance(Duration::from_millis(1)),
+        vec![A::ClosePeerConnection, A::Report(CallPhase::ConnectionLost)]
+    );
+    let actions = caller.advance(RETRY_BACKOFF_FIRST);
+    assert_eq!(actions.last(), Some(&A::SendOffer(2)));
+    // The old connection's late "connected" is not news.
+    assert!(caller.handle(E::Connected(1)).is_empty());
 }
 
 #[test]
