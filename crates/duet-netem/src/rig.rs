@@ -197,21 +197,7 @@ impl Rig {
     /// Switches the network off (everything arriving at either peer is lost)
     /// or back on.
     pub fn set_outage(&mut self, on: bool) -> Result<(), RigError> {
-        for peer in &self.peers {
-            let namespace = &peer.namespace;
-            if on {
-                nft_chain(
-                    namespace,
-                    OUTAGE_TABLE,
-                    "input",
-                    "policy drop ;",
-                    &["iif", "lo", "accept"],
-                )?;
-            } else {
-                namespace.run("nft", &["delete", "table", "inet", OUTAGE_TABLE])?;
-            }
-        }
-        Ok(())
+        self.set_input_filter(OUTAGE_TABLE, "policy drop ;", &["iif", "lo", "accept"], on)
     }
 
     /// Drops every DTLS record on its way into either peer, or lets them
@@ -220,18 +206,25 @@ impl Rig {
     /// same handshake flight is lost again and again. DTLS is told apart by
     /// its first byte, a content type of 20 to 63 (RFC 7983).
     pub fn set_dtls_blocked(&mut self, on: bool) -> Result<(), RigError> {
+        let dtls = ["udp", "length", ">", "8", "@th,64,8", "20-63", "drop"];
+        self.set_input_filter(DTLS_TABLE, "", &dtls, on)
+    }
+
+    /// Puts `table`'s input chain (`policy`, one `rule`) on both peers, or
+    /// takes it away.
+    fn set_input_filter(
+        &mut self,
+        table: &str,
+        policy: &str,
+        rule: &[&str],
+        on: bool,
+    ) -> Result<(), RigError> {
         for peer in &self.peers {
             let namespace = &peer.namespace;
             if on {
-                nft_chain(
-                    namespace,
-                    DTLS_TABLE,
-                    "input",
-                    "",
-                    &["udp", "length", ">", "8", "@th,64,8", "20-63", "drop"],
-                )?;
+                nft_chain(namespace, table, "input", policy, rule)?;
             } else {
-                namespace.run("nft", &["delete", "table", "inet", DTLS_TABLE])?;
+                namespace.run("nft", &["delete", "table", "inet", table])?;
             }
         }
         Ok(())
