@@ -17,6 +17,7 @@
 //! - `report`: what was measured, as the headless report of `docs/cli.md` ([`CallReport`]).
 
 mod drift;
+mod host_addrs;
 mod interceptors;
 mod media;
 mod negotiation;

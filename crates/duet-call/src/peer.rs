@@ -6,6 +6,7 @@
 //! The connection's event handler only forwards events into a channel: its
 //! callbacks run on the connection's own task and must never block.
 
+use crate::host_addrs::{host_candidate_addrs, other_interface_up};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -374,7 +375,10 @@ pub(crate) async fn build_peer(
         .with_interceptor_registry(registry)
         .with_setting_engine(setting_engine)
         .with_handler(handler)
-        .with_udp_addrs(settings.udp_addrs.clone())
+        .with_udp_addrs(host_candidate_addrs(
+            &settings.udp_addrs,
+            other_interface_up(),
+        ))
         .build()
         .await
         .map_err(webrtc)?;

@@ -76,8 +76,9 @@ impl CallConfig {
             processing: ProcessingSettings::default(),
             preview: false,
             // Every interface (webrtc-rs expands the wildcard but skips loopback), and
-            // loopback too: a call between two apps on one machine then works, and
-            // takes the shortest path, even where no network interface is up.
+            // loopback too, which is kept only where no other interface is up
+            // (`host_addrs`): a call between two apps on one machine then works
+            // even where no network is.
             udp_addrs: vec!["0.0.0.0:0".to_owned(), "127.0.0.1:0".to_owned()],
         }
     }
