@@ -64,6 +64,18 @@ fn joined(role: Role, other: Option<&str>) -> E {
     }
 }
 
+/// A caller whose first offer was answered: connection 1, not yet connected.
+fn answered_caller() -> Clocked {
+    let mut caller = Clocked::new();
+    caller.handle(joined(Role::Caller, Some("b")));
+    caller.handle(E::RemoteAnswer {
+        from: peer("b"),
+        sdp: "answer".into(),
+    });
+    caller.handle(E::RemoteDescriptionApplied(1));
+    caller
+}
+
 #[test]
 fn a_caller_offers_as_soon_as_a_callee_is_in_the_room_whoever_came_first() {
     let mut first = Clocked::new();
@@ -286,13 +298,7 @@ fn an_answer_in_time_stops_the_answer_clock() {
 /// in time is dropped and offered again, on a fresh connection.
 #[test]
 fn an_answered_connection_that_never_connects_is_dropped_and_made_again() {
-    let mut caller = Clocked::new();
-    caller.handle(joined(Role::Caller, Some("b")));
-    caller.handle(E::RemoteAnswer {
-        from: peer("b"),
-        sdp: "answer".into(),
-    });
-    caller.handle(E::RemoteDescriptionApplied(1));
+    let mut caller = answered_caller();
     assert!(
         caller
             .advance(CONNECT_TIMEOUT - Duration::from_millis(1))
@@ -344,13 +350,7 @@ fn sdp_with_fingerprint(fingerprint: &str) -> String {
 
 #[test]
 fn a_caller_whose_path_died_restarts_ice_on_the_same_connection() {
-    let mut caller = Clocked::new();
-    caller.handle(joined(Role::Caller, Some("b")));
-    caller.handle(E::RemoteAnswer {
-        from: peer("b"),
-        sdp: "answer".into(),
-    });
-    caller.handle(E::RemoteDescriptionApplied(1));
+    let mut caller = answered_caller();
     caller.handle(E::Connected(1));
     assert_eq!(
         caller.handle(E::Failed(1)),
