@@ -102,6 +102,7 @@ pub fn end_view(ui: &mut egui::Ui, view: &EndView<'_>, id: &str) -> Vec<Action> 
     let mut actions = Vec::new();
     egui::Panel::top(format!("{id}-status"))
         .resizable(false)
+        .frame(bar_frame(ui.style()))
         .show(ui, |ui| {
             ui.add_space(4.0);
             if let Some(title) = view.title {
@@ -118,6 +119,7 @@ pub fn end_view(ui: &mut egui::Ui, view: &EndView<'_>, id: &str) -> Vec<Action> 
         });
     egui::Panel::bottom(format!("{id}-controls"))
         .resizable(false)
+        .frame(bar_frame(ui.style()))
         .show(ui, |ui| {
             ui.add_space(4.0);
             for notice in view.notices {
@@ -153,6 +155,15 @@ pub fn end_view(ui: &mut egui::Ui, view: &EndView<'_>, id: &str) -> Vec<Action> 
             }
         });
     actions
+}
+
+/// The status and control bars: laid out as egui's panels are, but not
+/// filled, so they show the [`BACKDROP`] the window is cleared to. A software
+/// renderer blends a panel's fill over every pixel of it, 30 times a second:
+/// the two fills cost about 3 % of a core of a 960x720 window under Xvfb
+/// (BENCHMARKS.md, "The window's cost").
+fn bar_frame(style: &egui::Style) -> egui::Frame {
+    egui::Frame::side_top_panel(style).fill(Color32::TRANSPARENT)
 }
 
 fn controls(ui: &mut egui::Ui, view: &EndView<'_>, actions: &mut Vec<Action>) {
