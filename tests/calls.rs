@@ -88,6 +88,92 @@ fn callee_then_caller_see_and_hear_each_other() {
     call_both_ways("callee", "caller", "callee-first");
 }
 
+/// The reports' `verification_code`: four pictures and six digits.
+fn verification_code(report: &Value) -> String {
+    let code = report["verification_code"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no verification code: {report:#}"))
+        .to_owned();
+    let parts: Vec<&str> = code.split(' ').collect();
+    assert_eq!(parts.len(), 6, "{code}");
+    assert!(
+        parts[4..]
+            .iter()
+            .all(|p| p.len() == 3 && p.bytes().all(|b| b.is_ascii_digit()))
+    );
+    code
+}
+
+#[test]
+fn a_caller_without_a_room_makes_a_private_one_and_both_ends_get_the_same_code() {
+    let _one = serialised();
+    let scratch = Scratch::new("new-room");
+    let (_server, url) = start_server(&scratch, "127.0.0.1:0");
+    let caller_report = scratch.path("caller.json");
+    let mut caller = LivePeer::spawn(
+        &[
+            "caller",
+            "--headless",
+            "--server",
+            &url,
+            "--video",
+            "test",
+            "--audio",
+            "test",
+            "--size",
+            "320x240",
+            "--duration",
+            "3",
+            "--stats-json",
+            caller_report.to_str().unwrap(),
+        ],
+        &scratch.0,
+        "caller",
+    );
+    let joins = caller.expect_line("the other person joins with: ", Duration::from_secs(30));
+    let command = joins.split_once("joins with: ").unwrap().1.to_owned();
+    let room = command.rsplit_once("--room ").unwrap().1.to_owned();
+    assert_eq!(command, format!("duet callee --server {url} --room {room}"));
+    assert_eq!(room.len(), 19, "80 bits in four groups: {room}");
+    let link = caller.expect_line("or in a browser: ", Duration::from_secs(5));
+    assert!(link.ends_with(&format!("/?room={room}")), "{link}");
+    caller.expect_line(
+        &format!("joined room {room} as caller"),
+        Duration::from_secs(30),
+    );
+
+    // A callee must be told the room.
+    let mut lost = LivePeer::spawn(
+        &["callee", "--headless", "--server", &url],
+        &scratch.0,
+        "lost",
+    );
+    assert_eq!(lost.wait_for_exit(Duration::from_secs(20)).code(), Some(1));
+    assert!(lost.stderr().contains("--room"), "{}", lost.stderr());
+
+    let mut callee = peer(
+        &scratch,
+        "callee",
+        "callee",
+        &url,
+        "660",
+        &["--room", &room, "--size", "320x240", "--duration", "3"],
+    );
+    for end in [&mut caller, &mut callee] {
+        end.expect_line("verification code: ", Duration::from_secs(20));
+        end.expect_line("connected", Duration::from_secs(20));
+    }
+    assert!(caller.wait_for_exit(Duration::from_secs(20)).success());
+    assert!(callee.wait_for_exit(Duration::from_secs(20)).success());
+    let (caller, callee) = (report(&scratch, "caller"), report(&scratch, "callee"));
+    assert_eq!(caller["room"], room.as_str());
+    assert_eq!(
+        verification_code(&caller),
+        verification_code(&callee),
+        "nobody in between: the same code on both ends"
+    );
+}
+
 #[test]
 fn a_third_peer_is_told_the_room_is_full_and_exits_non_zero() {
     let _one = serialised();

@@ -262,7 +262,15 @@ fn microphone_call_reaches_the_callee_whole(microphone: Microphone) {
         scratch.path("B.json"),
         scratch.path("B.wav"),
     );
-    let common_args = ["--headless", "--server", &url, "--video", "test"];
+    let common_args = [
+        "--headless",
+        "--server",
+        &url,
+        "--room",
+        "duet",
+        "--video",
+        "test",
+    ];
     let small = ["--size", "320x240", "--duration", CALL_SECONDS];
     let mut a = LivePeer::spawn_with_env(
         &[

@@ -105,6 +105,8 @@ fn a_call_without_test_signals_reports_no_latency_and_no_beeps() {
             "--headless",
             "--server",
             &url,
+            "--room",
+            "duet",
             "--video",
             video.to_str().unwrap(),
             "--audio",

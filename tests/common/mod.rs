@@ -347,6 +347,10 @@ pub fn peer_args(
         }
     }
     args.extend(["--tone-hz", tone, "--stats-json", stats.to_str().unwrap()]);
+    // Each test has a server of its own: one room name does for all.
+    if !extra.contains(&"--room") {
+        args.extend(["--room", "duet"]);
+    }
     args.extend_from_slice(extra);
     args.into_iter().map(str::to_owned).collect()
 }
@@ -382,8 +386,14 @@ pub struct CallSide<'a> {
 pub fn call_headless(scratch: &Scratch, url: &str, a: CallSide<'_>, b: CallSide<'_>, seconds: u64) {
     let duration = seconds.to_string();
     let args = |role: &'static str, side: &CallSide<'_>| -> Vec<String> {
+        let room: &[&str] = if side.args.contains(&"--room") {
+            &[]
+        } else {
+            &["--room", "duet"]
+        };
         [role, "--headless", "--server", url, "--duration", &duration]
             .iter()
+            .chain(room)
             .chain(side.args.iter())
             .map(|s| (*s).to_owned())
             .collect()

@@ -14,6 +14,7 @@
 //!   seconds, fast NACK, the feedback the application acts on.
 //! - `media`: capture, encode, packetize; receive, decode, measure; one module per job.
 //! - `session`: the async shell that runs it all ([`start_call`]).
+//! - `verification`: the short code two people compare to rule out anyone in the middle.
 //! - `report`: what was measured, as the headless report of `docs/cli.md` ([`CallReport`]).
 
 mod drift;
@@ -26,12 +27,14 @@ mod playout;
 mod reassembly;
 mod report;
 mod session;
+mod verification;
 
 pub use media::{AudioOutput, FrameSlot};
 pub use negotiation::{ANSWER_TIMEOUT, CallPhase, Negotiator, RETRY_BACKOFF_FIRST};
 pub use peer::ConnectionState;
 pub use report::{AudioReport, CallReport, LiveFigures, NetworkSummary, VideoReport};
 pub use session::{CallConfig, CallEvent, CallEvents, CallHandle, start_call};
+pub use verification::{EMOJI as VERIFICATION_EMOJI, VerificationCode};
 
 /// Everything that can end or refuse a call.
 #[derive(Debug, Clone, thiserror::Error)]

@@ -70,6 +70,11 @@ pub fn retry_backoff(failures: u32) -> Duration {
         .min(RETRY_BACKOFF_MAX)
 }
 
+/// Remote candidates taken per remote description; more are dropped. A
+/// browser on a machine with many interfaces sends a few dozen at most; a
+/// peer that sends thousands would have each one checked, paired and kept.
+pub const MAX_REMOTE_CANDIDATES: u32 = 64;
+
 /// A peer connection's generation: increases with every new connection.
 pub type Generation = u64;
 
@@ -206,6 +211,10 @@ struct Connection {
     remote_description: bool,
     /// Remote candidates that came before the remote description.
     early_candidates: Vec<Option<IceCandidate>>,
+    /// Remote candidates taken since the last remote description came
+    /// (at most [`MAX_REMOTE_CANDIDATES`]), and whether dropping more was said.
+    remote_candidates: u32,
+    candidates_dropped: bool,
     connected: bool,
     /// The remote DTLS fingerprint of the offer it answered (callee): a new
     /// offer with the same one is an ICE restart of this connection.
@@ -214,6 +223,23 @@ struct Connection {
     restarting: bool,
     /// Restarts offered with signaling up since the path died (caller).
     restarts_tried: u32,
+}
+
+impl Connection {
+    /// Counts a remote candidate against [`MAX_REMOTE_CANDIDATES`]; `false`
+    /// (said once per connection) when it is one too many.
+    fn take_remote_candidate(&mut self) -> bool {
+        if self.remote_candidates < MAX_REMOTE_CANDIDATES {
+            self.remote_candidates += 1;
+            return true;
+        }
+        if !std::mem::replace(&mut self.candidates_dropped, true) {
+            tracing::warn!(
+                "the other peer sent more than {MAX_REMOTE_CANDIDATES} candidates; dropping the rest"
+            );
+        }
+        false
+    }
 }
 
 /// The call's state machine: see the module documentation.
@@ -364,7 +390,7 @@ impl Negotiator {
                     return actions;
                 }
                 self.peer = Some(from);
-                let fingerprint = dtls_fingerprint(&sdp);
+                let fingerprint = crate::verification::fingerprint(&sdp);
                 if let Some(connection) = &mut self.connection
                     && (connection.connected || connection.restarting)
                     && fingerprint.is_some()
@@ -375,6 +401,7 @@ impl Negotiator {
                     let was_restarting = std::mem::replace(&mut connection.restarting, true);
                     connection.connected = false;
                     connection.remote_description = false;
+                    connection.remote_candidates = 0;
                     self.ice_restarts += 1;
                     if !was_restarting {
                         actions.push(A::Report(CallPhase::Reconnecting));
@@ -406,13 +433,19 @@ impl Negotiator {
                 if self.peer.as_ref() != Some(&from) {
                     return actions;
                 }
+                let Some(connection) = &mut self.connection else {
+                    // The callee makes its connection on the offer, which comes first;
+                    // a candidate with no connection at all belongs to a dropped call.
+                    return actions;
+                };
+                if candidate.is_some() && !connection.take_remote_candidate() {
+                    return actions;
+                }
                 match &mut self.connection {
                     Some(connection) if connection.remote_description => {
                         actions.push(A::AddRemoteCandidate(connection.generation, candidate));
                     }
                     Some(connection) => connection.early_candidates.push(candidate),
-                    // The callee makes its connection on the offer, which comes first;
-                    // a candidate with no connection at all belongs to a dropped call.
                     None => {}
                 }
             }
@@ -541,6 +574,7 @@ impl Negotiator {
             connection.restarts_tried += 1;
             // The answer brings a new remote description; candidates wait for it.
             connection.remote_description = false;
+            connection.remote_candidates = 0;
             self.ice_restarts += 1;
             actions.push(NegotiationAction::RestartIce(generation));
         }
@@ -567,6 +601,8 @@ impl Negotiator {
             generation,
             remote_description: false,
             early_candidates: Vec::new(),
+            remote_candidates: 0,
+            candidates_dropped: false,
             connected: false,
             remote_fingerprint: None,
             restarting: false,
@@ -597,11 +633,5 @@ impl Negotiator {
 
 /// The `a=fingerprint` value of an SDP (its first, if several): the DTLS
 /// certificate a connection keeps across ICE restarts.
-fn dtls_fingerprint(sdp: &str) -> Option<String> {
-    sdp.lines()
-        .find_map(|line| line.trim().strip_prefix("a=fingerprint:"))
-        .map(|value| value.trim().to_ascii_lowercase())
-}
-
 #[cfg(test)]
 mod tests;

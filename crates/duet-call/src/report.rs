@@ -155,8 +155,8 @@ pub struct CallReport {
     pub calls_connected: u64,
     /// Peer connections created and not yet freed (a leak shows as a growing number).
     pub peer_connections_alive: u64,
-    /// The short code both peers derive from the DTLS fingerprints; not derived
-    /// yet (issue 15), so always `null`, but present as `docs/cli.md` lists it.
+    /// The short code both peers derive from the two DTLS fingerprints
+    /// (`docs/protocol.md`): equal on both sides of a call nobody intercepts.
     pub verification_code: Option<String>,
     /// ICE restarts: a call whose path died is restarted on the same
     /// connection (offered as caller, answered as callee).
@@ -188,6 +188,8 @@ pub(crate) struct ReportContext {
     pub(crate) signaling_reconnects: u64,
     /// ICE restarts offered or answered.
     pub(crate) ice_restarts: u64,
+    /// The last connection's verification code.
+    pub(crate) verification_code: Option<String>,
 }
 
 impl CallReport {
@@ -252,7 +254,7 @@ impl CallReport {
             calls_connected: context.calls_connected,
             peer_connections_alive: crate::peer::HANDLERS_ALIVE
                 .load(std::sync::atomic::Ordering::Relaxed),
-            verification_code: None,
+            verification_code: context.verification_code,
             ice_restarts: context.ice_restarts,
             signaling_reconnects: context.signaling_reconnects,
         }
@@ -293,6 +295,7 @@ mod tests {
             audio_mime_type: None,
             signaling_reconnects: 0,
             ice_restarts: 0,
+            verification_code: None,
         };
         let report = CallReport::build(
             context,
@@ -390,6 +393,7 @@ mod tests {
             audio_mime_type: Some("audio/opus".into()),
             signaling_reconnects: 2,
             ice_restarts: 1,
+            verification_code: Some("🐶 🚀 🍕 🔑 048 213".into()),
         };
         let counters = CounterSnapshot {
             frames_decoded: 300,
@@ -416,6 +420,7 @@ mod tests {
         assert_eq!(json["network"]["remote_candidate_type"], "srflx");
         assert_eq!(json["signaling_reconnects"], 2);
         assert_eq!(json["ice_restarts"], 1);
+        assert_eq!(json["verification_code"], "🐶 🚀 🍕 🔑 048 213");
         assert_eq!(json["connected"], true);
     }
 

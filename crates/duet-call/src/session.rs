@@ -38,6 +38,7 @@ use crate::negotiation::{CallPhase, Generation, NegotiationEvent, Negotiator};
 use crate::peer::{BuiltPeer, PeerEvent, PeerSettings, ice_server};
 use crate::playout::AudioPlayoutBuffer;
 use crate::report::{CallReport, ReportContext};
+use crate::verification::VerificationCode;
 use handle::Command;
 pub use handle::{CallConfig, CallEvent, CallEvents, CallHandle};
 use routing::{Route, Stop, route_peer_state, route_signal};
@@ -111,6 +112,7 @@ pub async fn start_call(config: CallConfig) -> Result<(CallHandle, CallEvents), 
         playout_buffer,
         timing: CallTiming::default(),
         codecs: Codecs::default(),
+        verification: None,
         signaling_reconnects: 0,
     };
     tokio::spawn(session.run(
@@ -225,6 +227,8 @@ struct Session {
     playout_buffer: Arc<Mutex<AudioPlayoutBuffer>>,
     timing: CallTiming,
     codecs: Codecs,
+    /// The verification code of the current (or last) connection.
+    verification: Option<VerificationCode>,
     /// Signaling reconnects that resumed our seat.
     signaling_reconnects: u64,
 }
@@ -407,6 +411,7 @@ impl Session {
             audio_mime_type: self.codecs.audio.clone(),
             signaling_reconnects: self.signaling_reconnects,
             ice_restarts: self.negotiator.ice_restarts(),
+            verification_code: self.verification.as_ref().map(ToString::to_string),
         };
         CallReport::build(
             context,

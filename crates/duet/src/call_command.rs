@@ -15,15 +15,18 @@ use duet_media::ProcessingSettings;
 use duet_media::source::{AudioSpec, VideoSpec};
 use duet_signal::{ClientError, ErrorCode, RoleRequest};
 
+use crate::invitation::{Invitation, new_room_name};
+
 /// The call options of `cli.md`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct CallArgs {
     /// Signaling server, ws:// or wss://; /ws is appended when the URL has no path.
     #[arg(long, value_name = "URL", default_value = "ws://127.0.0.1:8787")]
     pub server: String,
-    /// Room to join.
-    #[arg(long, value_name = "NAME", default_value = "duet")]
-    pub room: String,
+    /// Room to join. A caller without one makes a new room nobody can guess
+    /// and prints how the other person joins it; a callee needs one.
+    #[arg(long, value_name = "NAME")]
+    pub room: Option<String>,
     /// Video to send: camera, camera:N, test, a .y4m file, or none.
     #[arg(long, value_name = "SRC", default_value = "camera")]
     pub video: VideoSpec,
@@ -112,8 +115,37 @@ pub mod exit {
 }
 
 impl CallArgs {
+    /// The room to join: the one given, or (not as callee) a new one, with
+    /// the invitation to it printed for the person to pass on.
+    fn resolve_room(&mut self, role: RoleRequest) -> Result<(), Failure> {
+        if self.room.is_some() {
+            return Ok(());
+        }
+        if role == RoleRequest::Callee {
+            return Err(Failure::new(
+                exit::FAILURE,
+                "a callee needs --room NAME: the caller shows the room it made and the command that joins it",
+            ));
+        }
+        let room = new_room_name();
+        let invitation = Invitation::new(&self.server, &room, role);
+        say(format!(
+            "new room {room} (only people who know its name can join)"
+        ));
+        say(format!(
+            "the other person joins with: {}",
+            invitation.command()
+        ));
+        if let Some(link) = invitation.browser_link() {
+            say(format!("or in a browser: {link}"));
+        }
+        self.room = Some(room);
+        Ok(())
+    }
+
     fn config(&self, role: RoleRequest) -> CallConfig {
-        let mut config = CallConfig::new(&self.server, &self.room, role);
+        let room = self.room.as_deref().unwrap_or_default();
+        let mut config = CallConfig::new(&self.server, room, role);
         config.video = self.video.clone();
         config.audio = self.audio.clone();
         config.tone_hz = self.tone_hz;
@@ -148,7 +180,11 @@ impl CallArgs {
 }
 
 /// Runs a call, in a window or headless; returns the process exit status.
-pub fn run(runtime: &tokio::runtime::Runtime, args: CallArgs, role: RoleRequest) -> ExitCode {
+pub fn run(runtime: &tokio::runtime::Runtime, mut args: CallArgs, role: RoleRequest) -> ExitCode {
+    if let Err(failure) = args.resolve_room(role) {
+        eprintln!("duet: {}", failure.reason);
+        return ExitCode::from(failure.status);
+    }
     if !args.headless {
         let close_after = args.duration.map(|s| Duration::from_secs_f64(s.max(0.0)));
         let outcome = crate::window::run_call_window(
@@ -338,6 +374,10 @@ async fn headless(args: &CallArgs, role: RoleRequest) -> Result<(), Failure> {
                         }
                     }
                     CallEvent::FirstRemoteFrame => say("first remote frame"),
+                    CallEvent::Verification(code) => say(format!(
+                        "verification code: {code} ({}): the same on both sides means nobody is in between",
+                        code.names().join(", ")
+                    )),
                     CallEvent::Notice(text) => say(format!("notice: {text}")),
                     CallEvent::SetupFailed(text) => {
                         say(format!("notice: {text}"));
@@ -461,6 +501,42 @@ mod tests {
         let args = std::iter::once("duet").chain(flags.iter().copied());
         let cli = <Cli as clap::Parser>::try_parse_from(args).expect("flags parse");
         cli.call.config(RoleRequest::Caller)
+    }
+
+    fn args_for(flags: &[&str]) -> CallArgs {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            call: CallArgs,
+        }
+        let args = std::iter::once("duet").chain(flags.iter().copied());
+        <Cli as clap::Parser>::try_parse_from(args)
+            .expect("flags parse")
+            .call
+    }
+
+    #[test]
+    fn a_caller_without_a_room_makes_a_new_one_and_a_callee_must_name_one() {
+        let mut caller = args_for(&["--headless"]);
+        caller
+            .resolve_room(RoleRequest::Caller)
+            .expect("a new room");
+        let room = caller.room.clone().expect("a room");
+        assert_eq!(room.len(), 19, "{room}");
+        assert_eq!(caller.config(RoleRequest::Caller).room, room);
+
+        let mut again = args_for(&["--headless"]);
+        again.resolve_room(RoleRequest::Auto).expect("a new room");
+        assert_ne!(again.room, Some(room), "every new room is another");
+
+        let mut callee = args_for(&["--headless"]);
+        let failure = callee.resolve_room(RoleRequest::Callee).unwrap_err();
+        assert!(failure.reason.contains("--room"), "{}", failure.reason);
+        assert_eq!(failure.status, exit::FAILURE);
+
+        let mut named = args_for(&["--room", "kitchen"]);
+        named.resolve_room(RoleRequest::Callee).expect("named");
+        assert_eq!(named.room.as_deref(), Some("kitchen"));
     }
 
     fn output_for(flags: &[&str]) -> AudioOutput {

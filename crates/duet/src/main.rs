@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 use duet_signal::{RoleRequest, ServerConfig, SignalServer, TlsFiles};
 
 mod call_command;
+mod invitation;
 mod window;
 use call_command::CallArgs;
 

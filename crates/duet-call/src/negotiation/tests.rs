@@ -172,6 +172,46 @@ fn candidates_before_the_remote_description_wait_and_none_is_lost() {
 }
 
 #[test]
+fn a_flood_of_remote_candidates_is_cut_at_the_limit_and_a_restart_takes_new_ones() {
+    let mut caller = answered_caller();
+    let added = |actions: Vec<A>| {
+        actions
+            .iter()
+            .filter(|a| matches!(a, A::AddRemoteCandidate(_, Some(_))))
+            .count()
+    };
+    let mut taken = 0;
+    for i in 0..1000 {
+        taken += added(caller.handle(E::RemoteCandidate {
+            from: peer("b"),
+            candidate: candidate(&format!("c{i}")),
+        }));
+    }
+    assert_eq!(taken, MAX_REMOTE_CANDIDATES as usize);
+    // The end of candidates still gets through.
+    assert_eq!(
+        caller.handle(E::RemoteCandidate {
+            from: peer("b"),
+            candidate: None,
+        }),
+        vec![A::AddRemoteCandidate(1, None)]
+    );
+    // The path dies: the restart's answer brings a new round of candidates.
+    caller.handle(E::Connected(1));
+    assert!(caller.handle(E::Failed(1)).contains(&A::RestartIce(1)));
+    caller.handle(E::RemoteAnswer {
+        from: peer("b"),
+        sdp: "answer 2".into(),
+    });
+    caller.handle(E::RemoteDescriptionApplied(1));
+    let after_restart = added(caller.handle(E::RemoteCandidate {
+        from: peer("b"),
+        candidate: candidate("new path"),
+    }));
+    assert_eq!(after_restart, 1);
+}
+
+#[test]
 fn messages_from_strangers_and_events_of_old_connections_are_ignored() {
     let mut caller = Clocked::new();
     caller.handle(joined(Role::Caller, Some("b")));
@@ -455,10 +495,10 @@ fn a_callee_answers_a_restart_on_its_connection_and_a_new_caller_afresh() {
 #[test]
 fn the_dtls_fingerprint_is_read_from_the_sdp() {
     assert_eq!(
-        dtls_fingerprint(&sdp_with_fingerprint("AB:CD")),
+        crate::verification::fingerprint(&sdp_with_fingerprint("AB:CD")),
         Some("sha-256 ab:cd".into())
     );
-    assert_eq!(dtls_fingerprint("v=0\r\n"), None);
+    assert_eq!(crate::verification::fingerprint("v=0\r\n"), None);
 }
 
 #[test]

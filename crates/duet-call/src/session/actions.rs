@@ -20,6 +20,7 @@ use crate::peer::{
     H264_FMTP, H264_PAYLOAD_TYPE, MIME_TYPE_H264, MIME_TYPE_OPUS, OPUS_FMTP, OPUS_PAYLOAD_TYPE,
     build_peer, negotiated_codec,
 };
+use crate::verification::VerificationCode;
 
 impl Session {
     /// Carries out `actions` in order; a step that fails fails the connection.
@@ -84,17 +85,21 @@ impl Session {
             }
             NegotiationAction::AnswerOffer(generation, sdp) => {
                 let connection = self.connection(generation)?;
-                let offer = RTCSessionDescription::offer(sdp).map_err(webrtc)?;
+                let offer = RTCSessionDescription::offer(sdp.clone()).map_err(webrtc)?;
                 apply_remote(connection.as_ref(), offer, generation, pending).await?;
                 let answer = connection.create_answer(None).await.map_err(webrtc)?;
-                let sdp = apply_local(connection.as_ref(), answer).await?;
-                self.signal.answer(sdp)?;
+                let local = apply_local(connection.as_ref(), answer).await?;
+                self.verify(&local, &sdp);
+                self.signal.answer(local)?;
                 self.start_outbound().await;
             }
             NegotiationAction::ApplyAnswer(generation, sdp) => {
                 let connection = self.connection(generation)?;
-                let answer = RTCSessionDescription::answer(sdp).map_err(webrtc)?;
+                let answer = RTCSessionDescription::answer(sdp.clone()).map_err(webrtc)?;
                 apply_remote(connection.as_ref(), answer, generation, pending).await?;
+                if let Some(local) = connection.local_description().await {
+                    self.verify(&local.sdp, &sdp);
+                }
                 self.start_outbound().await;
             }
             NegotiationAction::AddRemoteCandidate(generation, candidate) => {
@@ -168,6 +173,21 @@ impl Session {
                 ssrc: built.audio_ssrc,
                 payload_type: audio_pt,
             }));
+        }
+    }
+
+    /// Derives the verification code of the connection whose descriptions
+    /// were just applied, and shows it.
+    fn verify(&mut self, local_sdp: &str, remote_sdp: &str) {
+        let code = VerificationCode::from_descriptions(local_sdp, remote_sdp);
+        if code.is_none() {
+            tracing::warn!("a description without a DTLS fingerprint: no verification code");
+        }
+        if code != self.verification {
+            self.verification = code.clone();
+            if let Some(code) = code {
+                self.emit(CallEvent::Verification(code));
+            }
         }
     }
 

@@ -16,6 +16,7 @@ use crate::media::{AudioOutput, FrameSlot, MediaShared};
 use crate::negotiation::CallPhase;
 use crate::peer::ConnectionState;
 use crate::report::{CallReport, LiveFigures};
+use crate::verification::VerificationCode;
 
 /// Everything a call needs to know before it starts (the call options of `docs/cli.md`).
 #[derive(Debug, Clone)]
@@ -111,6 +112,9 @@ pub enum CallEvent {
     ConnectionState(ConnectionState),
     /// The first remote picture of this call is ready for display.
     FirstRemoteFrame,
+    /// The connection's verification code, for the two people to compare
+    /// (a new one with each new connection).
+    Verification(VerificationCode),
     /// Something the person should know (a device fallback).
     Notice(String),
     /// A step of setting up the connection failed (the line says which and

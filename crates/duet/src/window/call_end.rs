@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use duet_call::{AudioOutput, CallConfig, CallError, CallEvent, CallHandle, CallPhase, start_call};
 use duet_media::source::{AudioSpec, VideoSpec};
+use duet_signal::RoleRequest;
 use eframe::egui;
 
 use super::picture::{GpuPictures, Picture};
@@ -338,10 +339,16 @@ impl CallEnd {
         self.config.processing = settings;
     }
 
-    /// Server and room for the next call.
+    /// Server and room for the next call; an empty room is a new one
+    /// (`crate::invitation`), except for a callee, who must join one.
     pub fn set_destination(&mut self, server: &str, room: &str) {
         self.config.server = server.trim().to_owned();
-        self.config.room = room.trim().to_owned();
+        let room = room.trim();
+        self.config.room = if room.is_empty() && self.config.role != RoleRequest::Callee {
+            crate::invitation::new_room_name()
+        } else {
+            room.to_owned()
+        };
     }
 
     /// The call's settings.

@@ -94,13 +94,13 @@ impl eframe::App for DemoWindow {
             });
         for action in you_actions {
             self.you_choices
-                .apply(action, &mut self.you, &self.form, &ctx);
+                .apply(action, &mut self.you, &mut self.form, &ctx);
         }
         self.gpu.finish_frame(&ctx);
-        let them_form = form_for(self.them.config());
+        let mut them_form = form_for(self.them.config());
         for action in them_actions {
             self.them_choices
-                .apply(action, &mut self.them, &them_form, &ctx);
+                .apply(action, &mut self.them, &mut them_form, &ctx);
         }
     }
 

@@ -29,7 +29,7 @@ use eframe::egui;
 use call_end::CallEnd;
 pub use demo::run_demo;
 use picture::GpuPictures;
-use view::{Action, DeviceLists, EndView, SettingsForm};
+use view::{Action, CodeView, DeviceLists, EndView, InvitationView, SettingsForm};
 
 /// How long closing the window waits for the `bye` to go out.
 const HANG_UP_LIMIT: Duration = Duration::from_millis(1500);
@@ -189,7 +189,7 @@ impl ViewChoices {
         &mut self,
         action: Action,
         end: &mut CallEnd,
-        form: &SettingsForm,
+        form: &mut SettingsForm,
         ctx: &egui::Context,
     ) {
         match action {
@@ -198,6 +198,8 @@ impl ViewChoices {
             Action::HangUpOrCall => {
                 if !end.running() {
                     end.set_destination(&form.server, &form.room);
+                    // An empty room became a new one: show which.
+                    form.room.clone_from(&end.config().room);
                 }
                 end.hang_up_or_call();
             }
@@ -211,6 +213,7 @@ impl ViewChoices {
             Action::SwitchAudio(spec) => end.switch_audio(spec),
             Action::SwitchSpeaker(name) => end.switch_speaker(name),
             Action::SetProcessing(settings) => end.set_processing(settings),
+            Action::Copy(text) => ctx.copy_text(text),
         }
     }
 }
@@ -238,6 +241,16 @@ fn end_view<'a>(
         show_stats: choices.show_stats,
         fullscreen: choices.fullscreen,
         settings_open: choices.settings_open,
+        invitation: end.status().waiting().then(|| {
+            let invitation = end.status().invitation();
+            InvitationView {
+                link: invitation.browser_link(),
+                text: invitation.text(),
+            }
+        }),
+        verification: end.status().verification().map(|code| CodeView {
+            code: format!("{} · {}", code.names().join(" · "), code.digits()),
+        }),
     }
 }
 
@@ -306,7 +319,8 @@ impl eframe::App for CallWindow {
         actions.extend(view::end_view(ui, &view, "call"));
         self.gpu.finish_frame(&ctx);
         for action in actions {
-            self.choices.apply(action, &mut self.end, &self.form, &ctx);
+            self.choices
+                .apply(action, &mut self.end, &mut self.form, &ctx);
         }
     }
 

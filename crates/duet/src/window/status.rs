@@ -4,8 +4,10 @@
 
 use std::time::{Duration, Instant};
 
-use duet_call::{CallError, CallEvent, CallPhase};
+use duet_call::{CallError, CallEvent, CallPhase, VerificationCode};
 use duet_signal::{ClientError, ErrorCode, Role, RoleRequest};
+
+use crate::invitation::Invitation;
 
 /// The stage of one call attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,6 +84,8 @@ pub struct CallStatus {
     signaling_lost: Option<String>,
     notices: Vec<String>,
     remote_picture: bool,
+    /// The current connection's code, for the two people to compare.
+    verification: Option<VerificationCode>,
 }
 
 /// Notices kept for display; older ones scroll away.
@@ -99,6 +103,7 @@ impl CallStatus {
             signaling_lost: None,
             notices: Vec::new(),
             remote_picture: false,
+            verification: None,
         }
     }
 
@@ -110,6 +115,27 @@ impl CallStatus {
     /// Device fallbacks and other things the person should know, newest last.
     pub fn notices(&self) -> &[String] {
         &self.notices
+    }
+
+    /// How the other person joins this call.
+    pub fn invitation(&self) -> Invitation {
+        let role = match self.role {
+            Some(Role::Caller) => RoleRequest::Caller,
+            Some(Role::Callee) => RoleRequest::Callee,
+            None => self.asked_role,
+        };
+        Invitation::new(&self.server, &self.room, role)
+    }
+
+    /// In the room, alone (or again, after the other person left): the
+    /// invitation is worth passing on.
+    pub fn waiting(&self) -> bool {
+        matches!(self.stage, Stage::Waiting | Stage::PeerLeft) && self.signaling_lost.is_none()
+    }
+
+    /// The verification code of the call that is on, to compare aloud.
+    pub fn verification(&self) -> Option<&VerificationCode> {
+        self.verification.as_ref().filter(|_| self.in_call())
     }
 
     /// A call is on: media flows, or its path is being brought back.
@@ -174,6 +200,7 @@ impl CallStatus {
             }
             CallEvent::ConnectionState(_) => {}
             CallEvent::FirstRemoteFrame => self.remote_picture = true,
+            CallEvent::Verification(code) => self.verification = Some(code.clone()),
             CallEvent::Notice(text) | CallEvent::SetupFailed(text) => {
                 if self.notices.last() != Some(text) {
                     self.notices.push(text.clone());
@@ -220,7 +247,7 @@ impl CallStatus {
                 format!(
                     "Room “{}”. They join with: {}",
                     self.room,
-                    self.join_command()
+                    self.invitation().command()
                 ),
                 Tone::Busy,
             ),
@@ -272,16 +299,6 @@ impl CallStatus {
             detail,
             tone,
         }
-    }
-
-    /// The command the other person runs to join this call.
-    fn join_command(&self) -> String {
-        let other = match (self.role, self.asked_role) {
-            (Some(Role::Caller), _) | (None, RoleRequest::Caller) => "callee",
-            (Some(Role::Callee), _) | (None, RoleRequest::Callee) => "caller",
-            (None, RoleRequest::Auto) => "call",
-        };
-        format!("duet {other} --server {} --room {}", self.server, self.room)
     }
 
     fn problem(&self, err: &CallError) -> Problem {

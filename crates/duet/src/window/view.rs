@@ -36,6 +36,25 @@ pub enum Action {
     SwitchSpeaker(Option<String>),
     /// Echo cancellation, noise suppression or gain control switched.
     SetProcessing(ProcessingSettings),
+    /// Put this text on the clipboard (the invitation to the call).
+    Copy(String),
+}
+
+/// How the other person joins, while this end waits for them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InvitationView {
+    /// The browser page's address for the call, if the server has one.
+    pub link: Option<String>,
+    /// What "Copy invitation" puts on the clipboard: the command and the link.
+    pub text: String,
+}
+
+/// The call's verification code as the window shows it: the pictures by
+/// their names (egui's fonts have no emoji), then the digits.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CodeView {
+    /// `dog · rocket · pizza · key · 048 213`.
+    pub code: String,
 }
 
 /// One end of a call, as it is to be drawn.
@@ -65,6 +84,10 @@ pub struct EndView<'a> {
     pub fullscreen: bool,
     /// The settings panel is open.
     pub settings_open: bool,
+    /// While waiting: how the other person joins.
+    pub invitation: Option<InvitationView>,
+    /// While in a call: the code to compare.
+    pub verification: Option<CodeView>,
 }
 
 /// The keyboard shortcuts pressed this frame; none while a text field has the keyboard.
@@ -114,7 +137,26 @@ pub fn end_view(ui: &mut egui::Ui, view: &EndView<'_>, id: &str) -> Vec<Action> 
                     .strong()
                     .color(tone_colour(view.line.tone)),
             );
-            ui.label(RichText::new(&view.line.detail).weak());
+            ui.horizontal_wrapped(|ui| {
+                ui.label(RichText::new(&view.line.detail).weak());
+                if let Some(code) = &view.verification {
+                    ui.label(RichText::new(format!("Verification code: {}", code.code)).strong())
+                        .on_hover_text(
+                            "Read it to the other person. The same code on both screens \
+                             means nobody sits in between, not even the server.",
+                        );
+                }
+            });
+            if let Some(invitation) = &view.invitation {
+                ui.horizontal_wrapped(|ui| {
+                    if let Some(link) = &invitation.link {
+                        ui.label(RichText::new(format!("or in a browser: {link}")).weak());
+                    }
+                    if ui.button("Copy invitation").clicked() {
+                        actions.push(Action::Copy(invitation.text.clone()));
+                    }
+                });
+            }
             ui.add_space(4.0);
         });
     egui::Panel::bottom(format!("{id}-controls"))
@@ -353,7 +395,7 @@ pub fn settings_panel(
     let label = ui.label("Room");
     ui.add_enabled(
         can_edit_destination,
-        egui::TextEdit::singleline(&mut form.room).hint_text("duet"),
+        egui::TextEdit::singleline(&mut form.room).hint_text("empty: a new room"),
     )
     .labelled_by(label.id);
     if !can_edit_destination {
@@ -532,6 +574,8 @@ mod tests {
             show_stats: false,
             fullscreen: false,
             settings_open: false,
+            invitation: None,
+            verification: None,
         }
     }
 
@@ -624,6 +668,43 @@ mod tests {
             harness.run();
             assert_eq!(harness.state(), &vec![action], "{label}");
         }
+    }
+
+    #[test]
+    fn a_waiting_end_shows_the_link_and_copies_the_invitation() {
+        let mut waiting = view(line(
+            "Waiting for the other person",
+            "Room “k7m2”. They join with: duet callee --server ws://h:1 --room k7m2",
+            Tone::Busy,
+        ));
+        waiting.invitation = Some(InvitationView {
+            link: Some("http://h:1/?room=k7m2".into()),
+            text: "duet callee --server ws://h:1 --room k7m2\nhttp://h:1/?room=k7m2".into(),
+        });
+        let mut harness = harness(waiting);
+        shows(&harness, "or in a browser: http://h:1/?room=k7m2");
+        harness.get_by_label("Copy invitation").click();
+        harness.run();
+        assert_eq!(
+            harness.state(),
+            &vec![Action::Copy(
+                "duet callee --server ws://h:1 --room k7m2\nhttp://h:1/?room=k7m2".into()
+            )]
+        );
+    }
+
+    #[test]
+    fn a_call_shows_its_verification_code_and_no_invitation() {
+        let mut in_call = view(line("In call · 0:05", "Room “k7m2”", Tone::Good));
+        in_call.verification = Some(CodeView {
+            code: "dog · rocket · pizza · key · 048 213".into(),
+        });
+        let harness = harness(in_call);
+        shows(
+            &harness,
+            "Verification code: dog · rocket · pizza · key · 048 213",
+        );
+        assert_eq!(harness.query_all_by_label("Copy invitation").count(), 0);
     }
 
     #[test]
