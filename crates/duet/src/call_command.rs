@@ -530,7 +530,9 @@ mod tests {
         assert_ne!(again.room, Some(room), "every new room is another");
 
         let mut callee = args_for(&["--headless"]);
-        let failure = callee.resolve_room(RoleRequest::Callee).unwrap_err();
+        let failure = callee
+            .resolve_room(RoleRequest::Callee)
+            .expect_err("a callee without a room");
         assert!(failure.reason.contains("--room"), "{}", failure.reason);
         assert_eq!(failure.status, exit::FAILURE);
 
