@@ -127,6 +127,24 @@ fn browser_and_native_call(browser_role: &str) {
         native.stderr()
     );
     let native_report = report(&scratch, "native");
+    let code = native_report["verification_code"]
+        .as_str()
+        .unwrap_or_default();
+    assert_eq!(
+        code.split(' ').count(),
+        6,
+        "a code of 4 pictures and 6 digits: {native_report:#}"
+    );
+    assert_eq!(
+        browser.report()["verification_code"].as_str(),
+        Some(code),
+        "the page and the app derive the same code from the same two certificates"
+    );
+    assert!(
+        browser.text("code").ends_with(code),
+        "the page shows it: {:?}",
+        browser.text("code")
+    );
 
     // The page hears the native bye in words, and waits for the next peer.
     browser.wait_for_state("peer-left", Duration::from_secs(10));
@@ -197,6 +215,25 @@ fn the_page_says_when_the_room_is_full_and_asks_for_a_room_when_none_is_given() 
     browser.open(&format!("http://{addr}/"));
     browser.wait_for_state("form", Duration::from_secs(10));
     assert!(browser.text("join-form").contains("Room"));
+
+    // "New call": a room nobody can guess, and the words to share it.
+    browser.eval("document.querySelector('input[name=test]').checked = true; document.getElementById('new-call').click(); return true;");
+    browser.wait_for_state("waiting", Duration::from_secs(20));
+    let room = browser.report()["room"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let groups: Vec<&str> = room.split('-').collect();
+    assert!(
+        groups.len() == 4 && groups.iter().all(|g| g.len() == 4),
+        "80 bits in four groups of four: {room:?}"
+    );
+    let detail = browser.text("calm-detail");
+    assert!(
+        detail.contains(&format!("http://{addr}/?room={room}"))
+            && detail.contains(&format!("duet callee --server ws://{addr} --room {room}")),
+        "detail: {detail:?}"
+    );
 }
 
 #[test]

@@ -204,9 +204,8 @@ mod tests {
         assert_eq!(VerificationCode::from_descriptions("", B), None);
     }
 
-    /// The same figures the browser page's implementation is checked against
-    /// (`crates/duet-web/static/duet.js`, `verificationCode`): if this changes,
-    /// the two sides of a native-browser call stop agreeing.
+    /// The documented derivation, step by step: if this changes, the two
+    /// sides of a native-browser call stop agreeing.
     #[test]
     fn the_derivation_is_the_documented_one() {
         let code = VerificationCode::from_descriptions(A, B).unwrap();
@@ -222,7 +221,10 @@ mod tests {
             | u32::from(d[7]);
         assert_eq!(code.digits, number % 1_000_000);
         let text = code.to_string();
-        assert_eq!(text.split(' ').count(), 6, "{text}");
+        // What the page's `verificationCode` (`crates/duet-web/static/privacy.js`)
+        // gives for the same two descriptions, checked with node.
+        assert_eq!(text, "🦄 👍 🔔 ⏰ 611 227");
+        assert_eq!(code.names(), ["unicorn", "thumbs up", "bell", "clock"]);
         assert!(text.ends_with(&code.digits()));
         assert_eq!(code.digits().len(), 7);
     }

@@ -6,6 +6,7 @@
 // to one RTCPeerConnection at a time, and `Page` turns states into words.
 
 import { StampedVideo, StampReader, BeepSender, BeepListener, percentiles, median } from '/test-signals.js';
+import { newRoomName, verificationCode } from '/privacy.js';
 
 const params = new URLSearchParams(location.search);
 const ROOM_NAME = /^[A-Za-z0-9_-]{1,64}$/;
@@ -430,10 +431,16 @@ class Call {
     const link = `${location.origin}/?room=${encodeURIComponent(this.options.room)}`;
     const server = `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}`;
     this.page.showRemote(false);
+    const command = `duet ${other} --server ${server} --room ${this.options.room}`;
+    // The clipboard is offered on https and localhost only; elsewhere the words can be selected.
+    const copy = navigator.clipboard
+      ? [['Copy invitation', () => navigator.clipboard.writeText(`${link}\n${command}`).catch(() => {})]]
+      : [];
     this.page.show('waiting', {
       status: `Waiting for the other person in room “${this.options.room}”`,
       title: 'Waiting for the other person',
-      detail: `Send them this link: ${link}\nor, with the Duet app: duet ${other} --server ${server} --room ${this.options.room}`,
+      detail: `Send them this link: ${link}\nor, with the Duet app: ${command}`,
+      actions: copy,
     });
   }
 
@@ -579,6 +586,7 @@ class Call {
       this.figures.connectedAt = Date.now();
       this.everConnected = true;
       this.page.show('in-call', { status: 'In call', tone: 'good', title: 'In call — waiting for the picture…' });
+      this.showVerification();
       if (this.page.timerStart === null) this.page.startTimer();
       if (this.figures.reader?.firstFrameAt) this.page.showRemote(true);
     } else if (state === 'disconnected') {
@@ -593,6 +601,18 @@ class Call {
         detail: 'No network path between the two of you works (any more). On different networks a TURN server helps: add ?ice=turn:user:pass@host:port to this page’s address.',
       });
       if (this.role === 'caller' && this.peer !== null) setTimeout(() => { if (this.peer !== null && !this.inCall()) this.offer().catch((e) => this.failed(e)); }, 1000);
+    }
+  }
+
+  /** The connection's verification code, in the header: the same code on both screens means nobody is in between. */
+  showVerification() {
+    const code = this.pc ? verificationCode(this.pc.localDescription?.sdp, this.pc.currentRemoteDescription?.sdp) : null;
+    this.figures.verification = code;
+    const shown = $('code');
+    shown.hidden = code === null;
+    if (code) {
+      shown.textContent = `Code ${code.text}`;
+      shown.title = `Read it to the other person (${code.names.join(', ')}). The same code on both screens means nobody sits in between, not even the server.`;
     }
   }
 
@@ -614,6 +634,7 @@ class Call {
     this.figures.reader?.stop();
     this.figures.listener?.stop?.();
     this.remoteStream = null;
+    $('code').hidden = true;
     $('remote').srcObject = null;
     this.page.showRemote(false);
     this.page.stopTimer();
@@ -736,6 +757,7 @@ class Call {
         latency_ms: percentiles(listener ? listener.latencies : []),
       },
       network: { ...f.network },
+      verification_code: f.verification ? f.verification.text : null,
     };
   }
 }
@@ -751,6 +773,7 @@ function emptyFigures(options) {
     error: null,
     reader: null,
     listener: null,
+    verification: null,
     video: {
       codec: null, frames_sent: null, frames_received: null, frames_decoded: null,
       width: null, height: null, fps_received: null, bitrate_kbps_sent: null, bitrate_kbps_received: null,
@@ -783,6 +806,12 @@ function showJoinForm(options) {
   document.body.dataset.state = 'form';
   if (options.room) $('room-input').value = options.room;
   $('role-input').value = ['caller', 'callee'].includes(options.role) ? options.role : 'auto';
+  // A new call: a room nobody can guess, which this page then offers to share.
+  $('new-call').addEventListener('click', () => {
+    const next = new URLSearchParams({ room: newRoomName(), role: 'caller' });
+    if (form.elements.test.checked) next.set('test', '1');
+    location.search = next.toString();
+  });
   $('room-input').focus();
 }
 
