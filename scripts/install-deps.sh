@@ -18,14 +18,15 @@ set -euo pipefail
 #   network: iproute2 (`ip`, `tc`), nftables and iptables (its NFQUEUE
 #           target): the network namespaces and impaired links of the tests that
 #           need a network other than this machine's (they run as root, as CI
-#           does)
+#           does); coturn, the TURN server that relays calls between two NATs
+#           (the tests start it themselves; it is not left running)
 packages=(
   build-essential pkg-config libasound2-dev libclang-dev cmake nasm
   libgl1 libglx-mesa0 libgl1-mesa-dri libegl1 libegl-mesa0 libx11-xcb1 libxcursor1
   libxi6 libxrender1 libxkbcommon-x11-0 libfontconfig1 libwayland-client0
   xvfb xauth imagemagick chromium chromium-driver
   pulseaudio pulseaudio-utils libasound2-plugins alsa-utils
-  iproute2 nftables iptables
+  iproute2 nftables iptables coturn
 )
 
 missing=()

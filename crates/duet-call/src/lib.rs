@@ -19,6 +19,7 @@
 
 mod drift;
 mod host_addrs;
+mod ice_servers;
 mod interceptors;
 mod media;
 mod negotiation;
@@ -29,6 +30,7 @@ mod report;
 mod session;
 mod verification;
 
+pub use ice_servers::{IceServer, IceServerError};
 pub use media::{AudioOutput, FrameSlot};
 pub use negotiation::{ANSWER_TIMEOUT, CallPhase, Negotiator, RETRY_BACKOFF_FIRST};
 pub use peer::ConnectionState;
@@ -48,9 +50,9 @@ pub enum CallError {
     /// Neither video nor audio to send.
     #[error("no media to send: both --video and --audio are none")]
     NoMedia,
-    /// An `--ice` value that is not a STUN or TURN URL.
-    #[error("{0:?} is not a STUN or TURN server: use stun:HOST:PORT or turn:USER:PASS@HOST:PORT")]
-    BadIceServer(String),
+    /// An `--ice` value that is not a STUN or TURN server Duet can use.
+    #[error("{0}")]
+    BadIceServer(#[from] IceServerError),
     /// The WebRTC stack refused something.
     #[error("WebRTC: {0}")]
     WebRtc(String),

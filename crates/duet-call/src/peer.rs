@@ -14,6 +14,7 @@ use std::time::Duration;
 use rtc::ice::mdns::MulticastDnsMode;
 use rtc::mdns::MulticastSocket;
 use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::configuration::RTCIceTransportPolicy;
 use rtc::peer_connection::configuration::media_engine::MediaEngine;
 pub(crate) use rtc::peer_connection::configuration::media_engine::{
     MIME_TYPE_H264, MIME_TYPE_OPUS,
@@ -28,12 +29,12 @@ use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_remote::TrackRemote;
 use webrtc::peer_connection::{
     PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfigurationBuilder,
-    RTCIceGatheringState, RTCIceServer, RTCPeerConnectionIceEvent, RTCPeerConnectionState,
-    SettingEngineBuilder,
+    RTCIceGatheringState, RTCPeerConnectionIceEvent, RTCPeerConnectionState, SettingEngineBuilder,
 };
 use webrtc::rtp_transceiver::RtpSender;
 
 use crate::CallError;
+use crate::ice_servers::IceServer;
 use crate::interceptors::{VideoBitrates, build_registry};
 use crate::negotiation::Generation;
 
@@ -180,8 +181,10 @@ pub(crate) static HANDLERS_ALIVE: AtomicU64 = AtomicU64::new(0);
 /// How to build peer connections.
 #[derive(Debug, Clone)]
 pub(crate) struct PeerSettings {
-    /// STUN/TURN servers (`--ice`), as given.
-    pub(crate) ice_servers: Vec<String>,
+    /// STUN/TURN servers: `--ice` and those the signaling server handed out.
+    pub(crate) ice_servers: Vec<IceServer>,
+    /// Only relayed candidates (`--ice-transport relay`).
+    pub(crate) relay_only: bool,
     /// Starting and maximum video bitrate.
     pub(crate) max_video_bps: u32,
     /// Local addresses to gather candidates on.
@@ -211,29 +214,6 @@ impl std::fmt::Debug for BuiltPeer {
             .field("video_ssrc", &self.video_ssrc)
             .field("audio_ssrc", &self.audio_ssrc)
             .finish_non_exhaustive()
-    }
-}
-
-/// Parses `--ice` values: `stun:host:port`, `turn:host:port`, or `turn:user:pass@host:port`.
-pub(crate) fn ice_server(url: &str) -> Result<RTCIceServer, CallError> {
-    let bad = || CallError::BadIceServer(url.to_owned());
-    let (scheme, rest) = url.split_once(':').ok_or_else(bad)?;
-    if !matches!(scheme, "stun" | "stuns" | "turn" | "turns") || rest.is_empty() {
-        return Err(bad());
-    }
-    match rest.rsplit_once('@') {
-        Some((credentials, host)) => {
-            let (user, pass) = credentials.split_once(':').ok_or_else(bad)?;
-            Ok(RTCIceServer {
-                urls: vec![format!("{scheme}:{host}")],
-                username: user.to_owned(),
-                credential: pass.to_owned(),
-            })
-        }
-        None => Ok(RTCIceServer {
-            urls: vec![url.to_owned()],
-            ..Default::default()
-        }),
     }
 }
 
@@ -346,6 +326,9 @@ pub(crate) async fn build_peer(
         .with_ice_connection_attempts(Some(Duration::from_millis(50)), Some(25))
         .with_host_acceptance_min_wait(Some(Duration::ZERO))
         .with_prflx_acceptance_min_wait(Some(Duration::ZERO))
+        // A relayed pair is taken as soon as it works, not 2 s later: where
+        // only a relay connects, that wait was most of the time to connect.
+        .with_relay_acceptance_min_wait(Some(Duration::ZERO))
         .with_ice_timeouts(
             Some(Duration::from_secs(2)),
             Some(Duration::from_secs(4)),
@@ -358,13 +341,15 @@ pub(crate) async fn build_peer(
         .with_srtp_replay_protection_window(SRTP_REPLAY_WINDOW)
         .build();
 
-    let ice_servers = settings
-        .ice_servers
-        .iter()
-        .map(|url| ice_server(url))
-        .collect::<Result<Vec<_>, _>>()?;
+    let ice_servers = settings.ice_servers.iter().map(IceServer::to_rtc).collect();
+    let policy = if settings.relay_only {
+        RTCIceTransportPolicy::Relay
+    } else {
+        RTCIceTransportPolicy::All
+    };
     let configuration = RTCConfigurationBuilder::new()
         .with_ice_servers(ice_servers)
+        .with_ice_transport_policy(policy)
         .build();
 
     HANDLERS_ALIVE.fetch_add(1, Ordering::Relaxed);
@@ -549,18 +534,5 @@ mod tests {
             ]
         );
         assert_eq!(ConnectionState::from_webrtc(W::Unspecified), None);
-    }
-
-    #[test]
-    fn ice_servers_parse_as_cli_md_writes_them() {
-        let stun = ice_server("stun:stun.example.org:3478").expect("valid");
-        assert_eq!(stun.urls, vec!["stun:stun.example.org:3478"]);
-        let turn = ice_server("turn:alice:s3cret@turn.example.org:3478").expect("valid");
-        assert_eq!(turn.urls, vec!["turn:turn.example.org:3478"]);
-        assert_eq!(turn.username, "alice");
-        assert_eq!(turn.credential, "s3cret");
-        assert!(ice_server("http://nope").is_err());
-        assert!(ice_server("turn:nopass@host:1").is_err());
-        assert!(ice_server("stun:").is_err());
     }
 }

@@ -29,13 +29,14 @@ use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use tokio::sync::{mpsc, watch};
 
 use crate::CallError;
+use crate::ice_servers::IceServer;
 use crate::media::{
     DecodeChannel, EncodedUnit, MediaNotice, MediaShared, MediaThreads, Outbound, VideoRequest,
     echo_reference, run_audio_receiver, run_rtp_writer, run_video_receiver, start_audio_playout,
     start_audio_sender, start_video_decoder, start_video_sender,
 };
 use crate::negotiation::{CallPhase, Generation, NegotiationEvent, Negotiator};
-use crate::peer::{BuiltPeer, PeerEvent, PeerSettings, ice_server};
+use crate::peer::{BuiltPeer, PeerEvent, PeerSettings};
 use crate::playout::AudioPlayoutBuffer;
 use crate::report::{CallReport, ReportContext};
 use crate::verification::VerificationCode;
@@ -52,9 +53,11 @@ const SIGNAL_CLOSE_LIMIT: Duration = Duration::from_secs(2);
 /// session in the background. Fails at once when the server cannot be reached,
 /// the room is full or the role taken, or a source cannot be opened.
 pub async fn start_call(config: CallConfig) -> Result<(CallHandle, CallEvents), CallError> {
-    for url in &config.ice_servers {
-        ice_server(url)?;
-    }
+    let ice_servers = config
+        .ice_servers
+        .iter()
+        .map(|url| IceServer::parse(url))
+        .collect::<Result<Vec<_>, _>>()?;
     let (events_tx, events) = mpsc::unbounded_channel();
     let (notices_tx, notices) = mpsc::unbounded_channel();
     let shared = MediaShared::new(config.preview);
@@ -94,7 +97,8 @@ pub async fn start_call(config: CallConfig) -> Result<(CallHandle, CallEvents), 
     let (peer_events_tx, peer_events) = mpsc::unbounded_channel();
     let session = Session {
         settings: PeerSettings {
-            ice_servers: config.ice_servers.clone(),
+            ice_servers,
+            relay_only: config.relay_only,
             max_video_bps: config.max_video_bps,
             udp_addrs: config.udp_addrs.clone(),
         },

@@ -5,7 +5,8 @@
 //! network namespaces on a bridge ([`Rig`]), per direction a delay line
 //! ([`DelayLine`], NFQUEUE: delay, jitter with reordering, loss), a rate cap
 //! (`tbf`) and an outage (nftables). Needs root, iproute2, iptables and
-//! nftables.
+//! nftables. [`NatRig`] puts two peers behind two routers that translate
+//! addresses (NAT), as two people at home are, for calls through STUN and TURN.
 //!
 //! What a link does to a packet is decided in [`LinkProfile`] and
 //! [`ReleaseQueue`], without sockets; the delay line is the thin loop that
@@ -14,11 +15,13 @@
 mod delay_line;
 mod impairment;
 mod namespace;
+mod nat;
 mod rig;
 
 pub use delay_line::{DelayLine, DelayLineCounts};
 pub use impairment::{LinkProfile, ReleaseQueue};
 pub use namespace::{NamespaceHandle, NetNamespace, enter};
+pub use nat::{NatKind, NatRig, PUBLIC_ADDRESS};
 pub use rig::{Rig, Side};
 
 /// Why a part of the rig could not be built or changed.

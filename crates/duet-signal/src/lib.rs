@@ -4,6 +4,7 @@
 //! - [`rooms`]: the room rules as a socket-free state machine ([`RoomRegistry`]).
 //! - [`server`]: the async server around it (`duet serve`), WebSocket at `/ws`;
 //!   a binary may serve more on the same listener ([`SignalServer::with_routes`]).
+//! - [`turn`]: short-lived TURN credentials for the peers it serves.
 //! - [`client`]: a reconnecting client that hands out the server's messages
 //!   ([`SignalEvent`]) and a typed sender.
 //!
@@ -15,6 +16,7 @@ mod limits;
 pub mod protocol;
 pub mod rooms;
 pub mod server;
+pub mod turn;
 
 pub use client::{
     ClientConfig, ClientError, JoinedRoom, SignalEvent, SignalEvents, SignalSender, connect,
@@ -26,3 +28,4 @@ pub use protocol::{
 };
 pub use rooms::RoomRegistry;
 pub use server::{RunningServer, ServerConfig, ServerError, SignalServer, TlsFiles};
+pub use turn::{IceServerEntry, TurnConfig};

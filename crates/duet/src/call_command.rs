@@ -46,8 +46,14 @@ pub struct CallArgs {
     #[arg(long, value_name = "KBPS", value_parser = clap::value_parser!(u32).range(150..=20_000))]
     pub bitrate: Option<u32>,
     /// STUN or TURN server (stun:HOST:PORT, turn:USER:PASS@HOST:PORT); repeatable.
+    /// The password is what follows the last `:` before `@` (a user may hold
+    /// colons); either part may be percent-encoded.
     #[arg(long, value_name = "URL")]
     pub ice: Vec<String>,
+    /// `relay`: only relayed candidates, so the other person never learns
+    /// this machine's addresses (needs a TURN server).
+    #[arg(long, value_name = "all|relay", default_value = "all", value_parser = ["all", "relay"])]
+    pub ice_transport: String,
     /// No window and no sound device: run the call, print progress lines, exit.
     #[arg(long)]
     pub headless: bool,
@@ -158,6 +164,7 @@ impl CallArgs {
                 .clamp(300_000, 4_000_000) as u32,
         };
         config.ice_servers = self.ice.clone();
+        config.relay_only = self.ice_transport == "relay";
         let named_speaker = self
             .speaker
             .as_ref()

@@ -41,8 +41,11 @@ pub struct CallConfig {
     pub fps: u32,
     /// Starting and maximum video bitrate, bits per second.
     pub max_video_bps: u32,
-    /// STUN/TURN servers (`--ice`).
+    /// STUN/TURN servers (`--ice`); those the signaling server hands out are added.
     pub ice_servers: Vec<String>,
+    /// Only relayed candidates (`--ice-transport relay`): the other peer never
+    /// learns this machine's addresses.
+    pub relay_only: bool,
     /// Where received audio is played.
     pub audio_output: AudioOutput,
     /// A 48 kHz mono WAV file that gets a copy of the received audio as it
@@ -72,6 +75,7 @@ impl CallConfig {
             fps: 30,
             max_video_bps: 1_500_000,
             ice_servers: Vec::new(),
+            relay_only: false,
             audio_output: AudioOutput::Speaker(None),
             record_audio: None,
             processing: ProcessingSettings::default(),

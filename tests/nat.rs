@@ -1,0 +1,212 @@
+//! Calls across NATs (issue 16): two peers behind two routers that translate
+//! their addresses (`duet_netem::NatRig`), `duet serve` and a real coturn on
+//! the public network between them. With routers that give each destination
+//! a port of its own, only the TURN relay joins the two; with routers that
+//! keep a port per source, STUN's reflexive addresses do. Needs root and
+//! coturn (`scripts/install-deps.sh`).
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use common::{LivePeer, Scratch, duet_bin, number, peer_args, report, start_server_command};
+use duet_netem::{NatKind, NatRig, PUBLIC_ADDRESS, Side};
+use serde_json::Value;
+
+const TURN_SECRET: &str = "duet-test-secret";
+const TURN_PORT: u16 = 3478;
+
+/// A coturn on the public network that takes short-lived credentials made
+/// with [`TURN_SECRET`]; stopped when dropped.
+struct Coturn {
+    _process: LivePeer,
+}
+
+impl Coturn {
+    fn start(rig: &NatRig, scratch: &Scratch) -> Coturn {
+        let public = PUBLIC_ADDRESS.to_string();
+        let mut command = rig.public().command("turnserver");
+        command.args([
+            "-n",
+            "--use-auth-secret",
+            "--static-auth-secret",
+            TURN_SECRET,
+            "--realm",
+            "duet.test",
+            "--listening-ip",
+            &public,
+            "--relay-ip",
+            &public,
+            "--listening-port",
+            &TURN_PORT.to_string(),
+            "--min-port",
+            "50000",
+            "--max-port",
+            "50999",
+            "--no-tls",
+            "--no-dtls",
+            "--no-cli",
+            "--fingerprint",
+            "--log-file",
+            "stdout",
+            "--simple-log",
+            // Its own files, not the system's.
+            "--pidfile",
+            scratch.path("turnserver.pid").to_str().unwrap(),
+            "--db",
+            scratch.path("turndb").to_str().unwrap(),
+        ]);
+        let mut coturn = LivePeer::spawn_command(command, &scratch.0, "coturn");
+        // The last line of its start-up: its listeners are open by then.
+        coturn.expect_line("IO method (admin thread)", Duration::from_secs(20));
+        Coturn { _process: coturn }
+    }
+}
+
+/// `turn:USER:PASS@…` with coturn's short-lived credentials for `name`,
+/// expiring `valid_for` from now (negative: already expired).
+fn hand_typed_turn(name: &str, valid_for: i64) -> String {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let username = format!("{}:{name}", now + valid_for);
+    let password = duet_signal::turn::password(TURN_SECRET, &username);
+    format!("turn:{username}:{password}@{PUBLIC_ADDRESS}:{TURN_PORT}")
+}
+
+/// The rig, `duet serve` on the public network, and a scratch directory.
+struct NatCall {
+    rig: NatRig,
+    scratch: Scratch,
+    url: String,
+    _server: LivePeer,
+}
+
+impl NatCall {
+    fn new(label: &str, kind: NatKind, serve_args: &[&str]) -> NatCall {
+        let scratch = Scratch::new(label);
+        let rig = NatRig::new(label, kind).expect("the NAT rig needs root, iproute2 and nftables");
+        let mut serve = rig.public().command(duet_bin());
+        serve.args(["serve", "--listen", &format!("{PUBLIC_ADDRESS}:0")]);
+        serve.args(serve_args);
+        let (server, url) = start_server_command(&scratch, serve);
+        NatCall {
+            rig,
+            scratch,
+            url,
+            _server: server,
+        }
+    }
+
+    /// Caller in A, callee in B, each with `extra[i]`, for a short call.
+    fn peers(&self, extra: [&[&str]; 2]) -> Vec<LivePeer> {
+        let mut peers = Vec::new();
+        for (index, (side, name, role, tone)) in [
+            (Side::A, "A", "caller", "660"),
+            (Side::B, "B", "callee", "880"),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let mut command = self.rig.peer(side).command(duet_bin());
+            let mut args = vec!["--size", "320x240", "--duration", "3"];
+            args.extend_from_slice(extra[index]);
+            command.args(peer_args(&self.scratch, name, role, &self.url, tone, &args));
+            if let Ok(filter) = std::env::var("DUET_TEST_LOG") {
+                command.env("DUET_LOG", filter);
+            }
+            let mut peer = LivePeer::spawn_command(command, &self.scratch.0, name);
+            if side == Side::A {
+                peer.expect_line("waiting for the other peer", Duration::from_secs(30));
+            }
+            peers.push(peer);
+        }
+        peers
+    }
+
+    /// Both exit 0; their reports.
+    fn finish(&self, peers: &mut [LivePeer]) -> [Value; 2] {
+        for peer in peers.iter_mut() {
+            let status = peer.wait_for_exit(Duration::from_secs(60));
+            assert!(status.success(), "{status}: {}", peer.stderr());
+        }
+        ["A", "B"].map(|name| report(&self.scratch, name))
+    }
+}
+
+/// Pictures and beeps arrived both ways.
+fn assert_media_both_ways(reports: &[Value; 2]) {
+    for report in reports {
+        assert_eq!(report["connected"], true, "{report:#}");
+        assert!(
+            number(report, &["video", "stamped_frames"]) > 30.0,
+            "{:#}",
+            report["video"]
+        );
+        assert!(
+            number(report, &["audio", "beeps_detected"]) >= 2.0,
+            "{:#}",
+            report["audio"]
+        );
+    }
+}
+
+fn candidate_types(report: &Value) -> (String, String) {
+    let network = &report["network"];
+    (
+        network["local_candidate_type"]
+            .as_str()
+            .unwrap_or("none")
+            .to_owned(),
+        network["remote_candidate_type"]
+            .as_str()
+            .unwrap_or("none")
+            .to_owned(),
+    )
+}
+
+fn turnserver_installed() -> bool {
+    Command::new("turnserver").arg("--help").output().is_ok()
+}
+
+#[test]
+fn behind_two_nats_only_the_relay_connects_and_hand_typed_credentials_work() {
+    assert!(
+        turnserver_installed(),
+        "coturn is missing: run scripts/install-deps.sh"
+    );
+    let _one = common::serialised();
+    let call = NatCall::new("nat-relay", NatKind::Symmetric, &[]);
+    let _coturn = Coturn::start(&call.rig, &call.scratch);
+
+    // Without TURN there is no way through: the topology forces the relay.
+    let give_up: &[&str] = &["--give-up-after", "8"];
+    let mut peers = call.peers([give_up, give_up]);
+    for peer in &mut peers {
+        assert_eq!(
+            peer.wait_for_exit(Duration::from_secs(40)).code(),
+            Some(5),
+            "{}",
+            peer.stderr()
+        );
+    }
+
+    // coturn's short-lived credentials typed by hand: the user name holds a colon.
+    let (a, b) = (
+        hand_typed_turn("duet-a", 600),
+        hand_typed_turn("duet-b", 600),
+    );
+    let mut peers = call.peers([&["--ice", &a], &["--ice", &b]]);
+    let reports = call.finish(&mut peers);
+    assert_media_both_ways(&reports);
+    for report in &reports {
+        let (local, remote) = candidate_types(report);
+        assert!(
+            local == "relay" || remote == "relay",
+            "not relayed: {local}/{remote}"
+        );
+    }
+}
