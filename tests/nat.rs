@@ -129,9 +129,17 @@ impl NatCall {
 
     /// Both exit 0; their reports.
     fn finish(&self, peers: &mut [LivePeer]) -> [Value; 2] {
-        for peer in peers.iter_mut() {
-            let status = peer.wait_for_exit(Duration::from_secs(60));
-            assert!(status.success(), "{status}: {}", peer.stderr());
+        let statuses: Vec<_> = peers
+            .iter_mut()
+            .map(|peer| peer.wait_for_exit(Duration::from_secs(60)))
+            .collect();
+        // Both logs: why one end failed is often in the other's.
+        if !statuses.iter().all(|status| status.success()) {
+            let logs: Vec<String> = peers.iter().map(LivePeer::stderr).collect();
+            panic!(
+                "{statuses:?}\n--- A ---\n{}\n--- B ---\n{}",
+                logs[0], logs[1]
+            );
         }
         ["A", "B"].map(|name| report(&self.scratch, name))
     }
@@ -194,6 +202,22 @@ fn behind_two_nats_only_the_relay_connects_and_hand_typed_credentials_work() {
         );
     }
 
+    // Expired credentials: coturn refuses them, and the person is told so.
+    let expired = hand_typed_turn("duet-a", -60);
+    let mut peers = call.peers([&["--ice", &expired, "--give-up-after", "8"], give_up]);
+    peers[0].expect_line(
+        "notice: TURN refused the credentials",
+        Duration::from_secs(20),
+    );
+    for peer in &mut peers {
+        assert_eq!(
+            peer.wait_for_exit(Duration::from_secs(40)).code(),
+            Some(5),
+            "{}",
+            peer.stderr()
+        );
+    }
+
     // coturn's short-lived credentials typed by hand: the user name holds a colon.
     let (a, b) = (
         hand_typed_turn("duet-a", 600),
@@ -208,5 +232,50 @@ fn behind_two_nats_only_the_relay_connects_and_hand_typed_credentials_work() {
             local == "relay" || remote == "relay",
             "not relayed: {local}/{remote}"
         );
+    }
+}
+
+#[test]
+fn through_nats_that_keep_ports_stun_connects_and_relay_only_hides_the_addresses() {
+    assert!(
+        turnserver_installed(),
+        "coturn is missing: run scripts/install-deps.sh"
+    );
+    let _one = common::serialised();
+    let call = NatCall::new("nat-stun", NatKind::EndpointIndependent, &[]);
+    let _coturn = Coturn::start(&call.rig, &call.scratch);
+
+    // STUN only: each learns its router's public address, and the two punch through.
+    let stun = format!("stun:{PUBLIC_ADDRESS}:{TURN_PORT}");
+    let mut peers = call.peers([&["--ice", &stun], &["--ice", &stun]]);
+    let reports = call.finish(&mut peers);
+    assert_media_both_ways(&reports);
+    for report in &reports {
+        let (local, remote) = candidate_types(report);
+        assert!(local != "relay" && remote != "relay", "{local}/{remote}");
+        assert!(
+            ["srflx", "prflx"].contains(&local.as_str())
+                || ["srflx", "prflx"].contains(&remote.as_str()),
+            "through the NATs' public addresses: {local}/{remote}"
+        );
+    }
+
+    // Relay only: nothing but the relay's address is offered, so neither
+    // peer's own or public address reaches the other.
+    let (a, b) = (
+        hand_typed_turn("duet-a", 600),
+        hand_typed_turn("duet-b", 600),
+    );
+    let mut peers = call.peers([
+        &["--ice", &a, "--ice-transport", "relay"],
+        &["--ice", &b, "--ice-transport", "relay"],
+    ]);
+    let reports = call.finish(&mut peers);
+    assert_media_both_ways(&reports);
+    for report in &reports {
+        // The other side's relay may be learned from its first check
+        // (peer-reflexive) before its candidate arrives: the same address.
+        let (local, remote) = candidate_types(report);
+        assert_eq!(local, "relay", "{local}/{remote}");
     }
 }

@@ -28,6 +28,7 @@ mod playout;
 mod reassembly;
 mod report;
 mod session;
+mod turn_check;
 mod verification;
 
 pub use ice_servers::{IceServer, IceServerError};

@@ -39,6 +39,7 @@ use crate::negotiation::{CallPhase, Generation, NegotiationEvent, Negotiator};
 use crate::peer::{BuiltPeer, PeerEvent, PeerSettings};
 use crate::playout::AudioPlayoutBuffer;
 use crate::report::{CallReport, ReportContext};
+use crate::turn_check::check_turn;
 use crate::verification::VerificationCode;
 use handle::Command;
 pub use handle::{CallConfig, CallEvent, CallEvents, CallHandle};
@@ -73,6 +74,7 @@ pub async fn start_call(config: CallConfig) -> Result<(CallHandle, CallEvents), 
     for notice in notices_said {
         let _ = events_tx.send(CallEvent::Notice(notice));
     }
+    check_turn_servers(&ice_servers, &events_tx);
 
     let client_config = ClientConfig::new(&config.server, &config.room, config.role);
     let (signal, mut signal_events) = match duet_signal::connect(client_config).await {
@@ -422,6 +424,21 @@ impl Session {
             &self.shared.counters.snapshot(),
             self.shared.network(),
         )
+    }
+}
+
+/// Checks each TURN server in the background; a refusal or silence becomes a
+/// notice (`turn_check`).
+fn check_turn_servers(servers: &[IceServer], events: &mpsc::UnboundedSender<CallEvent>) {
+    for server in servers.iter().filter(|server| server.is_turn()).cloned() {
+        let events = events.clone();
+        tokio::spawn(async move {
+            let verdict = check_turn(&server).await;
+            tracing::debug!(url = %server.url, ?verdict, "TURN check");
+            if let Some(notice) = verdict.notice(&server) {
+                let _ = events.send(CallEvent::Notice(notice));
+            }
+        });
     }
 }
 

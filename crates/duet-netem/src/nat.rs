@@ -139,6 +139,33 @@ impl NatRig {
                 rule.push("random");
             }
             router.run("nft", &rule)?;
+            // Nothing unasked for comes in, as at any home router. Dropped
+            // before conntrack confirms it, such a packet leaves no entry
+            // behind; one that got through would hold the public port the
+            // peer's next packet out needs, and the router would pick
+            // another: a new mapping per destination after all.
+            router.run("nft", &["add", "table", "inet", "guard"])?;
+            let spec = "{ type filter hook prerouting priority -150 ; }";
+            router.run(
+                "nft",
+                &["add", "chain", "inet", "guard", "prerouting", spec],
+            )?;
+            router.run(
+                "nft",
+                &[
+                    "add",
+                    "rule",
+                    "inet",
+                    "guard",
+                    "prerouting",
+                    "iifname",
+                    "wan",
+                    "ct",
+                    "state",
+                    "new",
+                    "drop",
+                ],
+            )?;
             Ok(Home { peer, router })
         };
         let homes = [make_home(Side::A)?, make_home(Side::B)?];
