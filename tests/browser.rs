@@ -145,6 +145,12 @@ fn browser_and_native_call(browser_role: &str) {
         "the page shows it: {:?}",
         browser.text("code")
     );
+    // On one machine the two talk directly, and both reports say so.
+    assert_eq!(
+        native_report["network"]["path"], "direct",
+        "{native_report:#}"
+    );
+    assert_eq!(browser.report()["network"]["path"], "direct");
 
     // The page hears the native bye in words, and waits for the next peer.
     browser.wait_for_state("peer-left", Duration::from_secs(10));

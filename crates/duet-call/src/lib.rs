@@ -35,7 +35,7 @@ pub use ice_servers::{IceServer, IceServerError};
 pub use media::{AudioOutput, FrameSlot};
 pub use negotiation::{ANSWER_TIMEOUT, CallPhase, Negotiator, RETRY_BACKOFF_FIRST};
 pub use peer::ConnectionState;
-pub use report::{AudioReport, CallReport, LiveFigures, NetworkSummary, VideoReport};
+pub use report::{AudioReport, CallReport, LiveFigures, NetworkSummary, PathKind, VideoReport};
 pub use session::{CallConfig, CallEvent, CallEvents, CallHandle, start_call};
 pub use verification::{EMOJI as VERIFICATION_EMOJI, VerificationCode};
 

@@ -64,6 +64,8 @@ pub struct LiveFigures {
     pub video_latency_ms: Option<f64>,
     /// Mouth-to-ear latency of the newest beeps (median).
     pub audio_latency_ms: Option<f64>,
+    /// Which way the packets go.
+    pub path: Option<PathKind>,
 }
 
 /// Network figures from the peer connection's statistics.
@@ -80,6 +82,44 @@ pub struct NetworkSummary {
     /// Type of the remote candidate of the pair in use (a candidate learned
     /// from a connectivity check rather than signalled is `prflx`).
     pub remote_candidate_type: Option<&'static str>,
+    /// Which way the call's packets go, from those two types.
+    pub path: Option<PathKind>,
+}
+
+/// Which way a call's packets go, in the words a person understands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PathKind {
+    /// Straight between the two machines' own addresses (the same network,
+    /// or public addresses).
+    Direct,
+    /// Through a router's translated address (STUN, or one learned from a check).
+    ThroughNat,
+    /// Through a TURN relay: works everywhere, costs a detour.
+    Relayed,
+}
+
+impl PathKind {
+    /// The path of a pair of these local and remote candidate types.
+    pub fn of(local: &str, remote: &str) -> PathKind {
+        let types = [local, remote];
+        if types.contains(&"relay") {
+            PathKind::Relayed
+        } else if types.iter().any(|t| matches!(*t, "srflx" | "prflx")) {
+            PathKind::ThroughNat
+        } else {
+            PathKind::Direct
+        }
+    }
+
+    /// For the stats overlay.
+    pub fn words(self) -> &'static str {
+        match self {
+            PathKind::Direct => "direct",
+            PathKind::ThroughNat => "through NAT",
+            PathKind::Relayed => "relayed (TURN)",
+        }
+    }
 }
 
 /// The `video` object of the report.
@@ -405,6 +445,7 @@ mod tests {
         let network = NetworkSummary {
             local_candidate_type: Some("host"),
             remote_candidate_type: Some("srflx"),
+            path: Some(PathKind::of("host", "srflx")),
             ..NetworkSummary::default()
         };
         let json = serde_json::to_value(CallReport::build(context, &counters, network))
@@ -418,10 +459,20 @@ mod tests {
         assert_eq!(json["video"]["total_freezes_duration_ms"], 412.0);
         assert_eq!(json["network"]["local_candidate_type"], "host");
         assert_eq!(json["network"]["remote_candidate_type"], "srflx");
+        assert_eq!(json["network"]["path"], "through_nat");
         assert_eq!(json["signaling_reconnects"], 2);
         assert_eq!(json["ice_restarts"], 1);
         assert_eq!(json["verification_code"], "🐶 🚀 🍕 🔑 048 213");
         assert_eq!(json["connected"], true);
+    }
+
+    #[test]
+    fn the_path_is_relayed_if_either_end_relays_and_through_nat_if_translated() {
+        assert_eq!(PathKind::of("host", "host"), PathKind::Direct);
+        assert_eq!(PathKind::of("srflx", "host"), PathKind::ThroughNat);
+        assert_eq!(PathKind::of("host", "prflx"), PathKind::ThroughNat);
+        assert_eq!(PathKind::of("relay", "prflx"), PathKind::Relayed);
+        assert_eq!(PathKind::of("host", "relay"), PathKind::Relayed);
     }
 
     #[test]

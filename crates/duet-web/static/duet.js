@@ -29,13 +29,21 @@ function readOptions() {
     fps: number('fps', 30),
     tone: number('tone', 880),
     iceServers: params.getAll('ice').map(iceServer).filter(Boolean),
+    relayOnly: params.get('relay') === '1',
   };
 }
 
-/** `stun:host:port` or `turn:user:pass@host:port`, as the native app's --ice. */
+/**
+ * `stun:host:port` or `turn:user:pass@host:port`, as the native app's --ice:
+ * the password follows the last `:` before the `@` (coturn's short-lived
+ * users are `EXPIRY:NAME`), and either part may be percent-encoded.
+ */
 function iceServer(url) {
-  const turn = /^(turns?):([^:@]+):([^@]+)@(.+)$/.exec(url);
-  if (turn) return { urls: `${turn[1]}:${turn[4]}`, username: turn[2], credential: turn[3] };
+  const turn = /^(turns?):(.+):([^:@]+)@([^@]+)$/.exec(url);
+  if (turn) {
+    const decode = (text) => { try { return decodeURIComponent(text); } catch { return text; } };
+    return { urls: `${turn[1]}:${turn[4]}`, username: decode(turn[2]), credential: decode(turn[3]) };
+  }
   return /^(stun|turns?):/.test(url) ? { urls: url } : null;
 }
 
@@ -326,6 +334,7 @@ class Call {
     this.pc = null;
     this.generation = 0;
     this.pendingCandidates = [];
+    this.serverIceServers = [];
     this.remoteStream = null;
     this.figures = emptyFigures(options);
     this.rates = null;
@@ -367,6 +376,7 @@ class Call {
     switch (message.type) {
       case 'joined':
         this.role = message.role;
+        if (Array.isArray(message.ice_servers)) this.serverIceServers = message.ice_servers;
         this.signaling.settle(message.role, message.resume);
         this.figures.role = message.role;
         if (Array.isArray(message.peers) && message.peers.length > 0) this.peerPresent(message.peers[0]);
@@ -468,7 +478,12 @@ class Call {
   newPeer(asCaller) {
     this.closePeer();
     const generation = ++this.generation;
-    const pc = new RTCPeerConnection({ iceServers: this.options.iceServers, bundlePolicy: 'max-bundle' });
+    const pc = new RTCPeerConnection({
+      // Those given in the address, and those the server handed out in `joined`.
+      iceServers: [...this.options.iceServers, ...this.serverIceServers],
+      iceTransportPolicy: this.options.relayOnly ? 'relay' : 'all',
+      bundlePolicy: 'max-bundle',
+    });
     this.pc = pc;
     this.pendingCandidates = [];
     this.figures = { ...emptyFigures(this.options), role: this.role, peerKnownAt: this.figures.peerKnownAt };
@@ -478,6 +493,7 @@ class Call {
       if (current()) this.signaling.send({ type: 'candidate', candidate: event.candidate ? event.candidate.toJSON() : null });
     };
     pc.ontrack = (event) => { if (current()) this.onRemoteTrack(event.track); };
+    pc.onicecandidateerror = (event) => { if (current()) this.onTurnError(event); };
     pc.onconnectionstatechange = () => { if (current()) this.onConnectionState(pc.connectionState); };
     if (asCaller) {
       const video = pc.addTransceiver(this.media.outgoingVideo() ?? 'video', { direction: 'sendrecv', streams: [this.media.stream] });
@@ -604,6 +620,18 @@ class Call {
     }
   }
 
+  /** A TURN server that refused us or did not answer: one notice, and the call goes on with direct paths. */
+  onTurnError({ url, errorCode, errorText }) {
+    if (!url || !url.startsWith('turn')) return;
+    if (errorCode === 401) {
+      this.page.notice(`TURN refused the credentials (${url}): they are wrong or expired; the call can use direct paths only.`);
+    } else if (errorCode === 701) {
+      this.page.notice(`The TURN server ${url} does not answer; the call can use direct paths only.`);
+    } else if (errorCode >= 400) {
+      this.page.notice(`TURN refused a relay (${url}: ${errorCode} ${errorText}); the call can use direct paths only.`);
+    }
+  }
+
   /** The connection's verification code, in the header: the same code on both screens means nobody is in between. */
   showVerification() {
     const code = this.pc ? verificationCode(this.pc.localDescription?.sdp, this.pc.currentRemoteDescription?.sdp) : null;
@@ -717,8 +745,13 @@ class Call {
         f.audio.packets_received = s.packetsReceived ?? null;
       } else if (s.type === 'outbound-rtp' && s.kind === 'audio') {
         f.audio.packets_sent = s.packetsSent ?? null;
-      } else if (s.type === 'candidate-pair' && s.nominated && s.state === 'succeeded' && s.currentRoundTripTime != null) {
-        f.network.rtt_ms = s.currentRoundTripTime * 1000;
+      } else if (s.type === 'candidate-pair' && s.nominated && s.state === 'succeeded') {
+        if (s.currentRoundTripTime != null) f.network.rtt_ms = s.currentRoundTripTime * 1000;
+        const local = report.get(s.localCandidateId)?.candidateType ?? null;
+        const remote = report.get(s.remoteCandidateId)?.candidateType ?? null;
+        f.network.local_candidate_type = local;
+        f.network.remote_candidate_type = remote;
+        f.network.path = pathKind(local, remote);
       }
     });
     if (this.rates) {
@@ -780,8 +813,19 @@ function emptyFigures(options) {
       keyframes_sent: null, pli_received: null, nack_received: null, encoder: null, sent_size: `${options.width}x${options.height}`,
     },
     audio: { codec: null, packets_sent: null, packets_received: null },
-    network: { rtt_ms: null, packets_lost: null, jitter_ms: null },
+    network: {
+      rtt_ms: null, packets_lost: null, jitter_ms: null,
+      local_candidate_type: null, remote_candidate_type: null, path: null,
+    },
   };
+}
+
+/** Which way the packets go, as the app's report says it: `direct`, `through_nat` or `relayed`. */
+function pathKind(local, remote) {
+  if (local === null || remote === null) return null;
+  if (local === 'relay' || remote === 'relay') return 'relayed';
+  if ([local, remote].some((t) => t === 'srflx' || t === 'prflx')) return 'through_nat';
+  return 'direct';
 }
 
 function renderStats(report) {
@@ -793,6 +837,7 @@ function renderStats(report) {
     `video  ${v.codec ?? '–'} ${v.width ?? '–'}x${v.height ?? '–'} @ ${v.fps_received ?? '–'} fps`,
     `       in ${v.bitrate_kbps_received ?? '–'} kbit/s, out ${v.bitrate_kbps_sent ?? '–'} kbit/s`,
     `audio  ${a.codec ?? '–'}`,
+    `path   ${{ direct: 'direct', through_nat: 'through NAT', relayed: 'relayed (TURN)' }[n.path] ?? '–'}`,
     `rtt    ${ms(n.rtt_ms)}   lost ${n.packets_lost ?? '–'}`,
     `latency video ${ms(v.latency_ms.p50)}  audio ${ms(a.latency_ms.p50)}`,
   ].join('\n');

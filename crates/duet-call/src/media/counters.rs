@@ -214,6 +214,7 @@ impl MediaCounters {
             packets_lost: network.packets_lost,
             video_latency_ms,
             audio_latency_ms,
+            path: network.path,
         }
     }
 }

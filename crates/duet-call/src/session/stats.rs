@@ -9,7 +9,7 @@ use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use webrtc::peer_connection::{RTCStatsReportEntry, StatsSelector};
 
 use super::Session;
-use crate::report::NetworkSummary;
+use crate::report::{NetworkSummary, PathKind};
 
 impl Session {
     /// Reads the current connection's statistics into the shared network figures.
@@ -29,6 +29,9 @@ impl Session {
         let (local_type, remote_type) = selected_candidate_types(&report);
         network.local_candidate_type = local_type;
         network.remote_candidate_type = remote_type;
+        if let (Some(local), Some(remote)) = (local_type, remote_type) {
+            network.path = Some(PathKind::of(local, remote));
+        }
         for entry in report.iter() {
             match entry {
                 RTCStatsReportEntry::IceCandidatePair(pair)

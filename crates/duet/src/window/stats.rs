@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use duet_call::LiveFigures;
+use duet_call::{LiveFigures, PathKind};
 
 /// What the overlay shows.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -26,6 +26,8 @@ pub struct StatsView {
     pub video_latency_ms: Option<f64>,
     /// Mouth-to-ear latency of the newest beeps.
     pub audio_latency_ms: Option<f64>,
+    /// Which way the packets go.
+    pub path: Option<PathKind>,
 }
 
 impl StatsView {
@@ -45,7 +47,8 @@ impl StatsView {
                 self.fps_out, self.kbps_out
             ),
             format!(
-                "network    RTT {} · {} packets lost",
+                "network    {} · RTT {} · {} packets lost",
+                self.path.map_or("–", PathKind::words),
                 ms(self.rtt_ms),
                 self.packets_lost.map_or("–".to_owned(), |n| n.to_string())
             ),
@@ -91,6 +94,7 @@ impl StatsMeter {
             packets_lost: figures.packets_lost,
             video_latency_ms: figures.video_latency_ms,
             audio_latency_ms: figures.audio_latency_ms,
+            path: figures.path,
         });
         self.previous = Some((now, figures));
     }
@@ -126,6 +130,7 @@ mod tests {
             packets_lost: Some(0),
             video_latency_ms: Some(4.0),
             audio_latency_ms: Some(47.0),
+            path: Some(PathKind::Relayed),
         };
         meter.update(t0 + Duration::from_millis(500), later);
         assert!(meter.view().is_none(), "too soon for a rate");
@@ -137,6 +142,10 @@ mod tests {
         assert_eq!(view.kbps_in, 500.0);
         let lines = view.lines().join("\n");
         assert!(lines.contains("640×480 · 29 fps · 500 kbit/s"), "{lines}");
+        assert!(
+            lines.contains("network    relayed (TURN) · RTT 2 ms"),
+            "{lines}"
+        );
         assert!(lines.contains("RTT 2 ms · 0 packets lost"), "{lines}");
         assert!(lines.contains("video 4 ms · audio 47 ms"), "{lines}");
     }

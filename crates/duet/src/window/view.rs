@@ -767,6 +767,7 @@ mod tests {
             packets_lost: Some(2),
             video_latency_ms: Some(4.0),
             audio_latency_ms: Some(47.0),
+            path: Some(duet_call::PathKind::Direct),
         }));
         let mut shown = view(line("In call · 0:05", "", Tone::Good));
         shown.show_stats = true;
@@ -774,7 +775,7 @@ mod tests {
         let harness = harness(shown);
         harness.get_by_label_contains("640×480 · 30 fps · 900 kbit/s");
         harness.get_by_label_contains("30 fps · 1000 kbit/s");
-        harness.get_by_label_contains("RTT 1 ms · 2 packets lost");
+        harness.get_by_label_contains("direct · RTT 1 ms · 2 packets lost");
         harness.get_by_label_contains("video 4 ms · audio 47 ms");
 
         let mut waiting = view(line("In call · 0:00", "", Tone::Good));
