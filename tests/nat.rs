@@ -133,6 +133,15 @@ impl NatCall {
             .iter_mut()
             .map(|peer| peer.wait_for_exit(Duration::from_secs(60)))
             .collect();
+        // DUET_TEST_KEEP=DIR keeps the peers' logs (with DUET_TEST_LOG=debug, say).
+        if let Ok(dir) = std::env::var("DUET_TEST_KEEP") {
+            for (peer, name) in peers.iter().zip(["A", "B"]) {
+                let _ = std::fs::write(
+                    format!("{dir}/{name}-{}.stderr", std::process::id()),
+                    peer.stderr(),
+                );
+            }
+        }
         // Both logs: why one end failed is often in the other's.
         if !statuses.iter().all(|status| status.success()) {
             let logs: Vec<String> = peers.iter().map(LivePeer::stderr).collect();
@@ -141,7 +150,22 @@ impl NatCall {
                 logs[0], logs[1]
             );
         }
-        ["A", "B"].map(|name| report(&self.scratch, name))
+        let reports = ["A", "B"].map(|name| report(&self.scratch, name));
+        // For BENCHMARKS.md (`--nocapture`): how long each end took.
+        for (name, report) in ["A", "B"].iter().zip(&reports) {
+            eprintln!(
+                "{name}: path {} ({}/{}), connected after {} ms, first picture after {} ms, \
+                 video latency p50 {} ms, audio p50 {} ms",
+                report["network"]["path"],
+                report["network"]["local_candidate_type"],
+                report["network"]["remote_candidate_type"],
+                report["time_to_connected_ms"],
+                report["time_to_first_remote_frame_ms"],
+                report["video"]["latency_ms"]["p50"],
+                report["audio"]["latency_ms"]["p50"],
+            );
+        }
+        reports
     }
 }
 
