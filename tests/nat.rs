@@ -305,3 +305,43 @@ fn through_nats_that_keep_ports_stun_connects_and_relay_only_hides_the_addresses
         assert_eq!(local, "relay", "{local}/{remote}");
     }
 }
+
+#[test]
+fn behind_two_nats_the_credentials_the_server_hands_out_relay_the_call() {
+    assert!(
+        turnserver_installed(),
+        "coturn is missing: run scripts/install-deps.sh"
+    );
+    let _one = common::serialised();
+    // The secret as a file, as a deployment would keep it.
+    let secret_file = std::env::temp_dir().join(format!("duet-turn-secret-{}", std::process::id()));
+    std::fs::write(&secret_file, format!("{TURN_SECRET}\n")).unwrap();
+    let turn_url = format!("turn:{PUBLIC_ADDRESS}:{TURN_PORT}");
+    let call = NatCall::new(
+        "nat-served",
+        NatKind::Symmetric,
+        &[
+            "--turn-url",
+            &turn_url,
+            "--turn-secret-file",
+            secret_file.to_str().unwrap(),
+            "--turn-ttl",
+            "600",
+        ],
+    );
+    let _ = std::fs::remove_file(&secret_file);
+    let _coturn = Coturn::start(&call.rig, &call.scratch);
+
+    // No --ice at all: the peers take the server's TURN server and credentials.
+    let mut peers = call.peers([&[], &[]]);
+    let reports = call.finish(&mut peers);
+    assert_media_both_ways(&reports);
+    for report in &reports {
+        let (local, remote) = candidate_types(report);
+        assert!(
+            local == "relay" || remote == "relay",
+            "not relayed: {local}/{remote}"
+        );
+        assert_eq!(report["network"]["path"], "relayed");
+    }
+}

@@ -105,6 +105,33 @@ impl IceServer {
         })
     }
 
+    /// A server the signaling server handed out (`ice_servers` in `joined`):
+    /// its URL without credentials, and the credentials beside it.
+    pub fn from_parts(
+        url: &str,
+        username: &str,
+        credential: &str,
+    ) -> Result<IceServer, IceServerError> {
+        if url.contains('@') {
+            return Err(IceServerError::NotAnIceServer(redacted(url)));
+        }
+        let with_credentials = match url.split_once(':') {
+            Some((scheme, address)) if !username.is_empty() => {
+                let encode = |text: &str| {
+                    percent_encoding::utf8_percent_encode(text, percent_encoding::NON_ALPHANUMERIC)
+                        .to_string()
+                };
+                format!(
+                    "{scheme}:{}:{}@{address}",
+                    encode(username),
+                    encode(credential)
+                )
+            }
+            _ => url.to_owned(),
+        };
+        IceServer::parse(&with_credentials)
+    }
+
     /// Whether this is a TURN (relay) server.
     pub fn is_turn(&self) -> bool {
         self.url.starts_with("turn:")
@@ -212,6 +239,23 @@ mod tests {
             IceServer::parse("turn:host:3478"),
             Err(IceServerError::NoCredentials(_))
         ));
+    }
+
+    #[test]
+    fn servers_handed_out_by_the_signaling_server_keep_their_credentials_whole() {
+        let turn = IceServer::from_parts(
+            "turn:10.0.0.1:3478?transport=udp",
+            "1764463600:p-3f2a",
+            "q1+/w2=",
+        )
+        .unwrap();
+        assert_eq!(turn.url, "turn:10.0.0.1:3478?transport=udp");
+        assert_eq!(turn.username, "1764463600:p-3f2a");
+        assert_eq!(turn.credential, "q1+/w2=");
+        let stun = IceServer::from_parts("stun:10.0.0.1:3478", "", "").unwrap();
+        assert_eq!(stun.url, "stun:10.0.0.1:3478");
+        assert!(IceServer::from_parts("turns:h:5349", "u", "p").is_err());
+        assert!(IceServer::from_parts("turn:u:p@h:1", "u", "p").is_err());
     }
 
     #[test]

@@ -24,7 +24,9 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use duet_signal::{ClientConfig, ClientError, SignalEvent, SignalEvents, SignalSender};
+use duet_signal::{
+    ClientConfig, ClientError, IceServerEntry, SignalEvent, SignalEvents, SignalSender,
+};
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use tokio::sync::{mpsc, watch};
 
@@ -98,6 +100,8 @@ pub async fn start_call(config: CallConfig) -> Result<(CallHandle, CallEvents), 
     let (commands_tx, commands) = mpsc::unbounded_channel();
     let (peer_events_tx, peer_events) = mpsc::unbounded_channel();
     let session = Session {
+        given_ice_servers: ice_servers.clone(),
+        server_ice_servers_checked: false,
         settings: PeerSettings {
             ice_servers,
             relay_only: config.relay_only,
@@ -219,6 +223,11 @@ struct CurrentPeer {
 
 struct Session {
     settings: PeerSettings,
+    /// STUN/TURN servers from the command line; those of the signaling
+    /// server join them in `settings`.
+    given_ice_servers: Vec<IceServer>,
+    /// Whether the signaling server's TURN servers were checked yet.
+    server_ice_servers_checked: bool,
     room: String,
     server: String,
     negotiator: Negotiator,
@@ -252,7 +261,7 @@ impl Session {
         let mut pending: VecDeque<NegotiationEvent> = VecDeque::new();
         let mut stop = None;
         if let Some(first) = first {
-            stop = self.follow(route_signal(first, &self.server), &mut pending);
+            stop = self.on_signal(first, &mut pending);
         }
         let mut stats_tick = tokio::time::interval(Duration::from_secs(1));
         stats_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -267,7 +276,7 @@ impl Session {
             let timer = self.negotiator.poll_timeout();
             tokio::select! {
                 event = signal_events.recv() => match event {
-                    Some(event) => stop = self.follow(route_signal(event, &self.server), &mut pending),
+                    Some(event) => stop = self.on_signal(event, &mut pending),
                     None => break Stop::Failed(CallError::Signaling(ClientError::Stopped)),
                 },
                 () = sleep_until(timer) => {
@@ -344,6 +353,47 @@ impl Session {
             }
         }
         None
+    }
+
+    fn on_signal(
+        &mut self,
+        event: SignalEvent,
+        pending: &mut VecDeque<NegotiationEvent>,
+    ) -> Option<Stop> {
+        if let SignalEvent::Joined(joined) = &event {
+            self.take_server_ice_servers(&joined.ice_servers);
+        }
+        self.follow(route_signal(event, &self.server), pending)
+    }
+
+    /// Uses the STUN/TURN servers the signaling server handed out, beside
+    /// those given on the command line; their credentials are fresh with each
+    /// `joined`. The TURN ones are checked the first time.
+    fn take_server_ice_servers(&mut self, entries: &[IceServerEntry]) {
+        let mut handed_out = Vec::new();
+        for entry in entries {
+            for url in &entry.urls {
+                match IceServer::from_parts(url, &entry.username, &entry.credential) {
+                    Ok(server) => handed_out.push(server),
+                    Err(err) => {
+                        tracing::warn!(%err, "an ICE server from the signaling server cannot be used")
+                    }
+                }
+            }
+        }
+        if handed_out.is_empty() {
+            return;
+        }
+        if !self.server_ice_servers_checked {
+            self.server_ice_servers_checked = true;
+            check_turn_servers(&handed_out, &self.events);
+        }
+        self.settings.ice_servers = self
+            .given_ice_servers
+            .iter()
+            .cloned()
+            .chain(handed_out)
+            .collect();
     }
 
     async fn on_peer_event(

@@ -138,6 +138,8 @@ pub struct JoinedRoom {
     /// The token that takes this seat back after a broken connection, if the
     /// server gives one (protocol 1.1).
     pub resume: Option<String>,
+    /// STUN/TURN servers the server handed out (protocol 1.1).
+    pub ice_servers: Vec<crate::turn::IceServerEntry>,
 }
 
 impl JoinedRoom {
@@ -151,6 +153,7 @@ impl JoinedRoom {
                 peers,
                 resume,
                 resumed,
+                ice_servers,
             } => Some(JoinedRoom {
                 room,
                 id,
@@ -158,6 +161,7 @@ impl JoinedRoom {
                 peers,
                 resumed,
                 resume,
+                ice_servers,
             }),
             _ => None,
         }

@@ -9,6 +9,8 @@ use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
+pub use crate::turn::IceServerEntry;
+
 /// Largest text frame the server accepts; larger frames get `too_large` and close code 1009.
 pub const MAX_FRAME_BYTES: usize = 64 * 1024;
 
@@ -350,6 +352,10 @@ pub enum ServerMessage {
         /// This join resumed a seat held before (1.1).
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         resumed: bool,
+        /// STUN/TURN servers with short-lived credentials, for a server
+        /// configured with TURN (1.1); peers use them besides their own.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        ice_servers: Vec<IceServerEntry>,
     },
     /// The other peer arrived.
     PeerJoined {
@@ -561,6 +567,11 @@ mod tests {
                 peers: vec![PeerId("p-2".into())],
                 resume: Some("0123abcd".into()),
                 resumed: true,
+                ice_servers: vec![IceServerEntry {
+                    urls: vec!["turn:t.example:3478?transport=udp".into()],
+                    username: "1764460000:p-1".into(),
+                    credential: "q1w2=".into(),
+                }],
             },
             ServerMessage::PeerJoined {
                 id: PeerId("p-2".into()),

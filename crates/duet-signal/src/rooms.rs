@@ -309,6 +309,8 @@ impl RoomRegistry {
                 peers,
                 resume: Some(token),
                 resumed: true,
+                // The server adds TURN credentials (it knows the clock and the secret).
+                ice_servers: Vec::new(),
             },
         });
         if told_left {
@@ -408,6 +410,8 @@ impl RoomRegistry {
                 peers,
                 resume: Some(token),
                 resumed: false,
+                // The server adds TURN credentials (it knows the clock and the secret).
+                ice_servers: Vec::new(),
             },
         });
         for member in &present {
@@ -612,6 +616,7 @@ mod tests {
                     peers: vec![],
                     resume: Some(TOKEN.into()),
                     resumed: false,
+                    ice_servers: Vec::new(),
                 }
             )]
         );
@@ -628,6 +633,7 @@ mod tests {
                         peers: vec![h.id(a)],
                         resume: Some(TOKEN.into()),
                         resumed: false,
+                        ice_servers: Vec::new(),
                     }
                 ),
                 send(
@@ -971,6 +977,7 @@ mod tests {
                         peers: vec![h.id(b)],
                         resume: Some(TOKEN.into()),
                         resumed: true,
+                        ice_servers: Vec::new(),
                     }
                 ),
             ]

@@ -41,6 +41,7 @@ use tokio_util::task::TaskTracker;
 use crate::limits::{RateLimit, RateLimiter};
 use crate::protocol::{ClientMessage, ErrorCode, MAX_FRAME_BYTES, ServerMessage, WS_PATH};
 use crate::rooms::{Action, ConnId, RoomRegistry};
+use crate::turn::TurnConfig;
 
 /// Frames up to this size are read whole, so that the `too_large` error and the
 /// 1009 close reach the peer cleanly. Larger frames are cut off by the
@@ -76,6 +77,8 @@ pub struct ServerConfig {
     pub outbox_capacity: usize,
     /// How long shutdown waits for connections to take their close frames.
     pub shutdown_grace: Duration,
+    /// TURN servers whose short-lived credentials every `joined` carries.
+    pub turn: Option<TurnConfig>,
 }
 
 impl Default for ServerConfig {
@@ -88,6 +91,7 @@ impl Default for ServerConfig {
             max_connections: 50_000,
             outbox_capacity: 256,
             shutdown_grace: Duration::from_millis(1500),
+            turn: None,
         }
     }
 }
@@ -413,6 +417,14 @@ struct HubState {
     rooms: RoomRegistry,
     outboxes: HashMap<ConnId, Arc<Outbox>>,
     outbox_capacity: usize,
+    turn: Option<TurnConfig>,
+}
+
+/// Seconds since the Unix epoch: TURN credentials expire by the wall clock.
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs())
 }
 
 impl HubState {
@@ -420,9 +432,18 @@ impl HubState {
     fn apply(&mut self, actions: Vec<Action>) {
         for action in actions {
             let (to, outgoing) = match action {
-                Action::Send { to, message } => {
+                Action::Send { to, mut message } => {
                     if let ServerMessage::Error { code, message } = &message {
                         tracing::info!(conn = to.0, %code, %message, "error");
+                    }
+                    if let (
+                        Some(turn),
+                        ServerMessage::Joined {
+                            id, ice_servers, ..
+                        },
+                    ) = (&self.turn, &mut message)
+                    {
+                        ice_servers.push(turn.credentials_for(&id.0, unix_now()));
                     }
                     (to, Outgoing::Text(message.to_json().into()))
                 }
@@ -463,6 +484,7 @@ impl Hub {
                 rooms: RoomRegistry::new(rand::random()),
                 outboxes: HashMap::new(),
                 outbox_capacity: config.outbox_capacity,
+                turn: config.turn.clone(),
             }),
             config,
             next_conn: AtomicU64::new(1),

@@ -3,17 +3,17 @@
 //! The binary's edge: command-line parsing, logging and process signals.
 //! Everything with rules lives in the library crates.
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use duet_signal::{RoleRequest, ServerConfig, SignalServer, TlsFiles};
+use duet_signal::RoleRequest;
 
 mod call_command;
 mod invitation;
+mod serve_command;
 mod window;
 use call_command::CallArgs;
+use serve_command::ServeArgs;
 
 /// A private video call between two people.
 #[derive(Debug, Parser)]
@@ -45,19 +45,6 @@ enum Command {
     Devices,
 }
 
-#[derive(Debug, clap::Args)]
-struct ServeArgs {
-    /// Address and port to listen on; port 0 picks a free port.
-    #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:8787")]
-    listen: SocketAddr,
-    /// PEM certificate chain: serve wss:// instead of ws://.
-    #[arg(long, value_name = "PEM", requires = "tls_key")]
-    tls_cert: Option<PathBuf>,
-    /// PEM private key for --tls-cert.
-    #[arg(long, value_name = "PEM", requires = "tls_cert")]
-    tls_key: Option<PathBuf>,
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
@@ -74,7 +61,9 @@ fn main() -> ExitCode {
     // The window must own the main thread, so the runtime runs beside it
     // rather than around it.
     let result: anyhow::Result<ExitCode> = match cli.command {
-        Command::Serve(args) => runtime.block_on(serve(args)).map(|()| ExitCode::SUCCESS),
+        Command::Serve(args) => runtime
+            .block_on(serve_command::serve(args))
+            .map(|()| ExitCode::SUCCESS),
         Command::Caller(args) => Ok(call_command::run(&runtime, args, RoleRequest::Caller)),
         Command::Callee(args) => Ok(call_command::run(&runtime, args, RoleRequest::Callee)),
         Command::Call { role, args } => Ok(call_command::run(&runtime, args, role)),
@@ -111,31 +100,6 @@ fn init_logging() {
         .with_writer(duet_media::devices::TerminalStderr::init)
         .with_target(false)
         .init();
-}
-
-async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    // Each connection is a file descriptor; the default soft limit (often 1024) is far too low.
-    if let Err(err) = rlimit::increase_nofile_limit(u64::MAX) {
-        tracing::warn!(%err, "could not raise the open-file limit");
-    }
-    let tls = match (args.tls_cert, args.tls_key) {
-        (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
-        _ => None,
-    };
-    // Signaling and the browser client on one listener: the page connects
-    // back to the server that served it.
-    let server = SignalServer::bind(args.listen, tls.as_ref(), ServerConfig::default())?
-        .with_routes(duet_web::routes());
-    // The first line of output is the address, for scripts that start the server on port 0.
-    println!("{}", server.local_addr());
-    let http = server.url().replacen("ws", "http", 1);
-    tracing::info!(
-        "signaling at {}/ws, browser client at {http}/, health check at {http}/healthz",
-        server.url(),
-    );
-    server.run(shutdown_signal()).await?;
-    tracing::info!("stopped");
-    Ok(())
 }
 
 /// What `duet devices` prints: every kind of device, or why there is none.

@@ -156,6 +156,7 @@ mod tests {
                 peers: vec![peer("a")],
                 resumed: true,
                 resume: None,
+                ice_servers: Vec::new(),
             }),
             "ws://s",
         );
