@@ -345,3 +345,102 @@ fn behind_two_nats_the_credentials_the_server_hands_out_relay_the_call() {
         assert_eq!(report["network"]["path"], "relayed");
     }
 }
+
+#[test]
+fn a_browser_behind_one_nat_and_the_app_behind_another_meet_through_the_servers_relay() {
+    assert!(
+        turnserver_installed(),
+        "coturn is missing: run scripts/install-deps.sh"
+    );
+    common::browser::installed().unwrap_or_else(|missing| panic!("{missing}"));
+    let _one = common::serialised();
+    let turn_url = format!("turn:{PUBLIC_ADDRESS}:{TURN_PORT}");
+    let secret_file = std::env::temp_dir().join(format!("duet-turn-web-{}", std::process::id()));
+    std::fs::write(&secret_file, TURN_SECRET).unwrap();
+    let call = NatCall::new(
+        "nat-web",
+        NatKind::Symmetric,
+        &[
+            "--turn-url",
+            &turn_url,
+            "--turn-secret-file",
+            secret_file.to_str().unwrap(),
+        ],
+    );
+    let _ = std::fs::remove_file(&secret_file);
+    let _coturn = Coturn::start(&call.rig, &call.scratch);
+    let page_url = format!(
+        "{}/?room=duet&role=caller&test=1&size=320x240",
+        call.url.replacen("ws://", "http://", 1)
+    );
+
+    // Chromium behind router A: the thread that starts it (and talks to it)
+    // lives in A's network, and so do the processes it starts.
+    let home = call.rig.peer(Side::A).open().unwrap();
+    let (to_test, from_browser) = std::sync::mpsc::channel();
+    let (go_on, wait_for_test) = std::sync::mpsc::channel::<()>();
+    let browser_side = std::thread::spawn(move || {
+        duet_netem::enter(&home).unwrap();
+        let browser = common::browser::Browser::launch("nat-web");
+        browser.open(&page_url);
+        browser.wait_for_state("waiting", Duration::from_secs(30));
+        to_test.send(None).unwrap();
+        let page = browser.wait_for_report(Duration::from_secs(40), |r| {
+            // Sound: a headless Chromium in a network namespace has no sound
+            // server to play to, so the page may hear no beep; packets say audio came.
+            r["video"]["stamped_frames"].as_f64() >= Some(30.0)
+                && r["audio"]["packets_received"].as_f64() >= Some(100.0)
+                && r["network"]["path"].is_string()
+        });
+        to_test.send(Some(page)).unwrap();
+        // Stay in the call until the app has hung up.
+        let _ = wait_for_test.recv_timeout(Duration::from_secs(60));
+    });
+    assert_eq!(
+        from_browser.recv_timeout(Duration::from_secs(90)).unwrap(),
+        None
+    );
+
+    let mut command = call.rig.peer(Side::B).command(duet_bin());
+    command.args(peer_args(
+        &call.scratch,
+        "B",
+        "callee",
+        &call.url,
+        "660",
+        &["--size", "320x240", "--duration", "6"],
+    ));
+    let mut app = LivePeer::spawn_command(command, &call.scratch.0, "B");
+    let page = from_browser
+        .recv_timeout(Duration::from_secs(60))
+        .unwrap()
+        .expect("the page's report");
+    let status = app.wait_for_exit(Duration::from_secs(60));
+    let _ = go_on.send(());
+    browser_side.join().unwrap();
+    assert!(status.success(), "{status}: {}", app.stderr());
+    let app_report = report(&call.scratch, "B");
+    assert_eq!(page["network"]["path"], "relayed", "{:#}", page["network"]);
+    assert_eq!(
+        app_report["network"]["path"], "relayed",
+        "{:#}",
+        app_report["network"]
+    );
+    assert!(
+        number(&app_report, &["video", "stamped_frames"]) > 30.0,
+        "{:#}",
+        app_report["video"]
+    );
+    assert!(
+        number(&app_report, &["audio", "packets_received"]) >= 100.0,
+        "{:#}",
+        app_report["audio"]
+    );
+    eprintln!(
+        "browser A: connected after {} ms, first picture after {} ms; app B: connected after {} ms, first picture after {} ms",
+        page["time_to_connected_ms"],
+        page["time_to_first_remote_frame_ms"],
+        app_report["time_to_connected_ms"],
+        app_report["time_to_first_remote_frame_ms"],
+    );
+}
