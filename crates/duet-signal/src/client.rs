@@ -26,6 +26,7 @@ use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 use url::Url;
 
 use crate::limits::Backoff;
+use crate::log_text::excerpt;
 use crate::protocol::{
     ClientMessage, ErrorCode, IceCandidate, MAX_FRAME_BYTES, PeerId, Role, RoleRequest, RoomName,
     ServerMessage, WS_PATH,
@@ -412,7 +413,9 @@ async fn open_and_join(
                     return Err(ClientError::Rejected { code, message });
                 }
                 Ok(other) => tracing::debug!(?other, "ignored before joined"),
-                Err(err) => tracing::warn!(%err, "unreadable message from the server"),
+                Err(err) => {
+                    tracing::warn!(err = %excerpt(&err.to_string()), "unreadable message from the server")
+                }
             }
         }
     };
@@ -543,7 +546,7 @@ impl ClientTask {
             Ok(message) => message,
             Err(err) => {
                 // A newer server may send message types we do not know; skip them.
-                tracing::warn!(%err, "ignoring an unreadable message from the server");
+                tracing::warn!(err = %excerpt(&err.to_string()), "ignoring an unreadable message from the server");
                 return None;
             }
         };
@@ -606,7 +609,7 @@ impl ClientTask {
                     if joined.resume.is_some() {
                         self.resume.clone_from(&joined.resume);
                     }
-                    tracing::info!(room = %joined.room, role = %joined.role, "rejoined after reconnect");
+                    tracing::info!(role = %joined.role, "rejoined after reconnect");
                     self.emit(SignalEvent::Joined(joined));
                     return Some(socket);
                 }

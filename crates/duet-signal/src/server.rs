@@ -11,7 +11,7 @@
 //! the same listener (`duet serve` adds the browser client) hands its routes to
 //! [`SignalServer::with_routes`].
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -25,22 +25,24 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use bytes::Bytes;
 use futures_util::{SinkExt as _, StreamExt as _};
 use hyper_util::rt::TokioIo;
-use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::protocol::frame::Frame;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
-use tokio_tungstenite::tungstenite::{self, Message, Utf8Bytes};
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::admission::{AdmissionLimits, AdmissionTicket, SharedAdmission};
 use crate::limits::{RateLimit, RateLimiter};
+use crate::listener::{Acceptor, ConnectionInfo, HttpDeadlines};
+use crate::log_text::excerpt;
+use crate::origin::{BadOrigin, OriginPolicy};
+use crate::outbox::{Outbox, OutboxLimits, Outgoing};
 use crate::protocol::{ClientMessage, ErrorCode, MAX_FRAME_BYTES, ServerMessage, WS_PATH};
 use crate::rooms::{Action, ConnId, RoomRegistry};
+use crate::ws_write::{Socket, WriteError, by_deadline, close_gracefully, send_text};
 
 /// Frames up to this size are read whole, so that the `too_large` error and the
 /// 1009 close reach the peer cleanly. Larger frames are cut off by the
@@ -48,15 +50,6 @@ use crate::rooms::{Action, ConnId, RoomRegistry};
 /// unread rest of the frame makes the kernel reset the connection, which may
 /// discard them at the peer. This bounds the memory one connection can pin.
 const HARD_FRAME_LIMIT: usize = 2 * 1024 * 1024;
-
-/// Longer messages go out as several frames of at most this size. The
-/// WebSocket layer keeps its write buffer at the size of the largest frame it
-/// ever wrote; with 4 KiB offers relayed on every connection, that was 4 KB
-/// held by each of 10,000 connections for nothing.
-const FRAGMENT_BYTES: usize = 1024;
-
-/// A WebSocket of the server, on the connection hyper upgraded.
-type Socket = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
 
 /// Tunables of the server; the defaults are what `duet serve` uses.
 #[derive(Debug, Clone)]
@@ -74,8 +67,32 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// Messages queued for one connection before it is considered too slow and closed.
     pub outbox_capacity: usize,
+    /// Bytes queued for one connection before it is considered too slow and closed
+    /// (an empty queue still takes one message of any size).
+    pub outbox_max_bytes: usize,
+    /// Longest a single write (message, ping, close frame) may wait for the peer
+    /// to take it; a connection whose write stalls longer is dropped. The join and
+    /// idle timeouts fire at most this late.
+    pub write_timeout: Duration,
     /// How long shutdown waits for connections to take their close frames.
     pub shutdown_grace: Duration,
+    /// Limit for the TLS handshake and for each HTTP request head, including the
+    /// wait for the next request on a kept-alive connection.
+    pub header_read_timeout: Duration,
+    /// Longest HTTP life of a connection that does not upgrade to a WebSocket.
+    pub http_connection_lifetime: Duration,
+    /// Connections that have not completed the WebSocket upgrade, from all addresses;
+    /// more are refused at once (HTTP 503).
+    pub max_pending_connections: usize,
+    /// Open connections from one client address (IPv4, or IPv6 /64); more are refused
+    /// at once (HTTP 429). Behind a reverse proxy every client has the proxy's address.
+    pub max_connections_per_address: usize,
+    /// `join` messages from one client address; beyond it the joining connection gets
+    /// `rate_limited` and is closed.
+    pub joins_per_address: RateLimit,
+    /// Web origins (`https://example.com`) whose pages may open `/ws` besides the
+    /// server's own; requests without `Origin` (not from a browser) are always allowed.
+    pub allowed_origins: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -87,7 +104,18 @@ impl Default for ServerConfig {
             rate_limit: RateLimit::default(),
             max_connections: 50_000,
             outbox_capacity: 256,
+            outbox_max_bytes: 512 * 1024,
+            write_timeout: Duration::from_secs(5),
             shutdown_grace: Duration::from_millis(1500),
+            header_read_timeout: Duration::from_secs(10),
+            http_connection_lifetime: Duration::from_secs(60),
+            max_pending_connections: 1024,
+            max_connections_per_address: 256,
+            joins_per_address: RateLimit {
+                burst: 60,
+                per_second: 1.0,
+            },
+            allowed_origins: Vec::new(),
         }
     }
 }
@@ -120,6 +148,9 @@ pub enum ServerError {
         /// What is wrong with it.
         reason: String,
     },
+    /// An allowed origin is not an origin.
+    #[error(transparent)]
+    Origin(#[from] BadOrigin),
     /// The HTTP server failed while running.
     #[error("server failed: {0}")]
     Serve(#[from] std::io::Error),
@@ -132,6 +163,7 @@ pub struct SignalServer {
     local_addr: SocketAddr,
     tls: Option<Arc<rustls::ServerConfig>>,
     config: ServerConfig,
+    origins: OriginPolicy,
     /// Answers every request the signaling routes do not.
     other_routes: Option<Router>,
 }
@@ -144,6 +176,7 @@ impl SignalServer {
         config: ServerConfig,
     ) -> Result<SignalServer, ServerError> {
         let tls = tls.map(load_tls).transpose()?;
+        let origins = OriginPolicy::new(&config.allowed_origins)?;
         let listener = std::net::TcpListener::bind(addr)
             .map_err(|source| ServerError::Bind { addr, source })?;
         let local_addr = listener
@@ -157,6 +190,7 @@ impl SignalServer {
             local_addr,
             tls,
             config,
+            origins,
             other_routes: None,
         })
     }
@@ -196,7 +230,7 @@ impl SignalServer {
         shutdown: impl Future<Output = ()>,
         kill: impl Future<Output = ()>,
     ) -> Result<(), ServerError> {
-        let hub = Arc::new(Hub::new(self.config));
+        let hub = Arc::new(Hub::new(self.config, self.origins));
         let mut app = Router::new()
             .route(WS_PATH, get(upgrade))
             .route("/healthz", get(|| async { "ok" }))
@@ -204,44 +238,25 @@ impl SignalServer {
         if let Some(routes) = self.other_routes {
             app = app.fallback_service(routes);
         }
-        let handle = axum_server::Handle::new();
-        let serving = {
-            let handle = handle.clone();
-            let make_service = app.into_make_service();
-            let listener = self.listener;
-            async move {
-                // Signaling is many small messages in both directions: without
-                // TCP_NODELAY, Nagle's algorithm and delayed ACKs hold some of
-                // them back for ~40 ms.
-                let nodelay = axum_server::accept::NoDelayAcceptor::new();
-                match self.tls {
-                    Some(tls) => {
-                        let tls = axum_server::tls_rustls::RustlsConfig::from_config(tls);
-                        let acceptor =
-                            axum_server::tls_rustls::RustlsAcceptor::new(tls).acceptor(nodelay);
-                        axum_server::from_tcp(listener)?
-                            .acceptor(acceptor)
-                            .handle(handle)
-                            .serve(make_service)
-                            .await
-                    }
-                    None => {
-                        axum_server::from_tcp(listener)?
-                            .acceptor(nodelay)
-                            .handle(handle)
-                            .serve(make_service)
-                            .await
-                    }
-                }
-            }
+        let acceptor = Acceptor {
+            listener: tokio::net::TcpListener::from_std(self.listener)?,
+            tls: self.tls.map(tokio_rustls::TlsAcceptor::from),
+            router: app,
+            admission: hub.admission.clone(),
+            deadlines: HttpDeadlines {
+                header_read: hub.config.header_read_timeout,
+                lifetime: hub.config.http_connection_lifetime,
+            },
+            tracker: hub.tracker.clone(),
+            shutdown: hub.shutdown.clone(),
+            killed: hub.killed.clone(),
         };
-        tokio::pin!(serving);
+        let accepting = tokio::spawn(acceptor.run());
         tokio::select! {
-            result = &mut serving => return result.map_err(ServerError::Serve),
             () = shutdown => {}
             () = kill => {
-                handle.shutdown();
                 hub.killed.cancel();
+                let _ = accepting.await;
                 return Ok(());
             }
         }
@@ -250,15 +265,14 @@ impl SignalServer {
             hub.connection_count()
         );
         let grace = hub.config.shutdown_grace;
-        handle.graceful_shutdown(Some(grace));
         hub.shutdown.cancel();
+        // The listener closes with the accept loop: no new connection waits in its backlog.
+        let _ = accepting.await;
         hub.tracker.close();
-        let drained = async {
-            let _ = (&mut serving).await;
-            hub.tracker.wait().await;
-        };
+        let drained = hub.tracker.wait();
         if tokio::time::timeout(grace, drained).await.is_err() {
-            tracing::warn!("some connections did not close within {grace:?}");
+            tracing::warn!("some connections did not close within {grace:?}; dropping them");
+            hub.killed.cancel();
         }
         Ok(())
     }
@@ -355,64 +369,11 @@ fn load_tls(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>, ServerError> 
     Ok(Arc::new(config))
 }
 
-/// What the connection task writes next.
-#[derive(Debug)]
-enum Outgoing {
-    Text(Utf8Bytes),
-    Close { code: u16, reason: &'static str },
-}
-
-/// The way into a connection task from the outside.
-/// What waits to be written to one connection. A queue that costs nothing
-/// while empty: a channel allocates a block of slots up front, 1.5 KB on each
-/// of 10,000 connections.
-#[derive(Debug, Default)]
-struct Outbox {
-    queue: Mutex<VecDeque<Outgoing>>,
-    ready: Notify,
-    /// Cancelled to drop a connection that cannot keep up with what it is sent.
-    kill: CancellationToken,
-}
-
-impl Outbox {
-    fn lock(&self) -> MutexGuard<'_, VecDeque<Outgoing>> {
-        self.queue
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    /// Queues `outgoing`; false when `capacity` messages are already waiting.
-    fn push(&self, outgoing: Outgoing, capacity: usize) -> bool {
-        let mut queue = self.lock();
-        if queue.len() >= capacity {
-            return false;
-        }
-        queue.push_back(outgoing);
-        drop(queue);
-        self.ready.notify_one();
-        true
-    }
-
-    fn try_pop(&self) -> Option<Outgoing> {
-        self.lock().pop_front()
-    }
-
-    /// The next message; cancel-safe (a message is only taken when returned).
-    async fn pop(&self) -> Outgoing {
-        loop {
-            if let Some(outgoing) = self.try_pop() {
-                return outgoing;
-            }
-            self.ready.notified().await;
-        }
-    }
-}
-
 #[derive(Debug)]
 struct HubState {
     rooms: RoomRegistry,
     outboxes: HashMap<ConnId, Arc<Outbox>>,
-    outbox_capacity: usize,
+    outbox_limits: OutboxLimits,
 }
 
 impl HubState {
@@ -422,7 +383,8 @@ impl HubState {
             let (to, outgoing) = match action {
                 Action::Send { to, message } => {
                     if let ServerMessage::Error { code, message } = &message {
-                        tracing::info!(conn = to.0, %code, %message, "error");
+                        // The message may quote what the client sent.
+                        tracing::info!(conn = to.0, %code, message = %excerpt(message), "error");
                     }
                     (to, Outgoing::Text(message.to_json().into()))
                 }
@@ -431,7 +393,7 @@ impl HubState {
             let Some(outbox) = self.outboxes.get(&to) else {
                 continue;
             };
-            if !outbox.push(outgoing, self.outbox_capacity) {
+            if !outbox.push(outgoing, self.outbox_limits) {
                 tracing::warn!(
                     conn = to.0,
                     "connection is not reading its messages; dropping it"
@@ -448,6 +410,8 @@ struct Hub {
     /// One lock around the rooms and the outboxes; held only to compute and queue, never across an await.
     state: Mutex<HubState>,
     config: ServerConfig,
+    origins: OriginPolicy,
+    admission: Arc<SharedAdmission>,
     next_conn: AtomicU64,
     live_connections: AtomicUsize,
     shutdown: CancellationToken,
@@ -457,13 +421,22 @@ struct Hub {
 }
 
 impl Hub {
-    fn new(config: ServerConfig) -> Hub {
+    fn new(config: ServerConfig, origins: OriginPolicy) -> Hub {
         Hub {
             state: Mutex::new(HubState {
                 rooms: RoomRegistry::new(rand::random()),
                 outboxes: HashMap::new(),
-                outbox_capacity: config.outbox_capacity,
+                outbox_limits: OutboxLimits {
+                    messages: config.outbox_capacity,
+                    bytes: config.outbox_max_bytes,
+                },
             }),
+            admission: SharedAdmission::new(AdmissionLimits {
+                max_pending: config.max_pending_connections,
+                connections_per_address: config.max_connections_per_address,
+                joins_per_address: config.joins_per_address,
+            }),
+            origins,
             config,
             next_conn: AtomicU64::new(1),
             live_connections: AtomicUsize::new(0),
@@ -501,6 +474,23 @@ async fn upgrade(State(hub): State<Arc<Hub>>, mut request: Request) -> Response 
     if hub.shutdown.is_cancelled() {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
     }
+    let Some(info) = request.extensions().get::<ConnectionInfo>().cloned() else {
+        // Every request comes through the accept loop, which attaches it.
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    };
+    let headers = request.headers();
+    let origin = headers.get(header::ORIGIN).map(HeaderValue::as_bytes);
+    if !hub
+        .origins
+        .allows(origin, headers.get(header::HOST).map(HeaderValue::as_bytes))
+    {
+        tracing::debug!(peer = %info.peer, origin = %excerpt(&String::from_utf8_lossy(origin.unwrap_or_default())), "origin refused");
+        return (
+            StatusCode::FORBIDDEN,
+            "this page's origin may not open /ws: only the server's own origin and the origins it allows\n",
+        )
+            .into_response();
+    }
     let Some(accept) = websocket_key(request.headers())
         .map(|key| tungstenite::handshake::derive_accept_key(key.as_bytes()))
     else {
@@ -533,13 +523,14 @@ async fn upgrade(State(hub): State<Arc<Hub>>, mut request: Request) -> Response 
         async move {
             match on_upgrade.await {
                 Ok(upgraded) => {
+                    info.ticket.upgraded();
                     let socket = WebSocketStream::from_raw_socket(
                         TokioIo::new(upgraded),
                         Role::Server,
                         Some(socket_config()),
                     )
                     .await;
-                    serve_connection(socket, &hub).await;
+                    serve_connection(socket, &hub, &info.ticket).await;
                 }
                 Err(err) => tracing::debug!(%err, "websocket upgrade failed"),
             }
@@ -584,32 +575,6 @@ fn socket_config() -> WebSocketConfig {
         .max_frame_size(Some(HARD_FRAME_LIMIT))
 }
 
-/// Sends a text message, a long one as fragments of at most [`FRAGMENT_BYTES`].
-async fn send_text(socket: &mut Socket, text: Utf8Bytes) -> Result<(), tungstenite::Error> {
-    if text.len() <= FRAGMENT_BYTES {
-        return socket.send(Message::Text(text)).await;
-    }
-    let bytes = Bytes::from(text);
-    let count = bytes.len().div_ceil(FRAGMENT_BYTES);
-    for index in 0..count {
-        let chunk =
-            bytes.slice(index * FRAGMENT_BYTES..((index + 1) * FRAGMENT_BYTES).min(bytes.len()));
-        let opcode = if index == 0 {
-            OpCode::Data(Data::Text)
-        } else {
-            OpCode::Data(Data::Continue)
-        };
-        socket
-            .feed(Message::Frame(Frame::message(
-                chunk,
-                opcode,
-                index + 1 == count,
-            )))
-            .await?;
-    }
-    socket.flush().await
-}
-
 /// How a connection's read loop ended.
 #[derive(Debug)]
 enum Ending {
@@ -621,7 +586,7 @@ enum Ending {
     Refused,
 }
 
-async fn serve_connection(mut socket: Socket, hub: &Hub) {
+async fn serve_connection(mut socket: Socket, hub: &Hub, ticket: &AdmissionTicket) {
     let conn = ConnId(hub.next_conn.fetch_add(1, Ordering::Relaxed));
     let outbox = Arc::new(Outbox::default());
     {
@@ -674,6 +639,16 @@ async fn serve_connection(mut socket: Socket, hub: &Hub) {
                     }
                     Message::Text(text) => {
                         let parsed = ClientMessage::parse(text.as_str());
+                        if matches!(parsed, Ok(ClientMessage::Join { .. })) && !ticket.join() {
+                            hub.with_rooms(|rooms, out| rooms.refuse(
+                                conn,
+                                ErrorCode::RateLimited,
+                                "too many joins from your address; wait a minute".into(),
+                                std::time::Instant::now(),
+                                out,
+                            ));
+                            break Ending::Refused;
+                        }
                         hub.with_rooms(|rooms, out| match parsed {
                             Ok(message) => rooms.handle(conn, message, std::time::Instant::now(), out),
                             Err(reason) => rooms.bad_message(conn, reason, out),
@@ -687,8 +662,7 @@ async fn serve_connection(mut socket: Socket, hub: &Hub) {
             }
             outgoing = outbox.pop() => match outgoing {
                 Outgoing::Text(text) => {
-                    if let Err(err) = send_text(&mut socket, text).await {
-                        tracing::debug!(conn = conn.0, %err, "write failed");
+                    if !write_in_loop(hub, conn, &outbox, send_text(&mut socket, text)).await {
                         break Ending::Gone;
                     }
                 }
@@ -699,7 +673,7 @@ async fn serve_connection(mut socket: Socket, hub: &Hub) {
                     tracing::info!(conn = conn.0, "no sign of life for {:?}; dropping the connection", config.idle_timeout);
                     break Ending::Gone;
                 }
-                if socket.send(Message::Ping(Default::default())).await.is_err() {
+                if !write_in_loop(hub, conn, &outbox, socket.send(Message::Ping(Default::default()))).await {
                     break Ending::Gone;
                 }
             }
@@ -731,11 +705,20 @@ async fn serve_connection(mut socket: Socket, hub: &Hub) {
         Ending::Close { code, reason } => Some((code, reason)),
         Ending::Refused => None,
     };
-    // Flush what was queued before the close: an error must reach the peer before its close frame.
+    // Flush what was queued before the close: an error must reach the peer before
+    // its close frame. All of it, close frame included, by one deadline.
+    let mut budget = config.write_timeout;
+    if hub.shutdown.is_cancelled() {
+        budget = budget.min(config.shutdown_grace);
+    }
+    let deadline = Instant::now() + budget;
     while let Some(outgoing) = outbox.try_pop() {
         match outgoing {
             Outgoing::Text(text) => {
-                if send_text(&mut socket, text).await.is_err() {
+                if by_deadline(deadline, send_text(&mut socket, text))
+                    .await
+                    .is_err()
+                {
                     return;
                 }
             }
@@ -746,7 +729,43 @@ async fn serve_connection(mut socket: Socket, hub: &Hub) {
         }
     }
     let (code, reason) = close.unwrap_or((1000, "closing"));
-    close_gracefully(socket, code, reason).await;
+    tokio::select! {
+        () = close_gracefully(socket, code, reason, deadline) => {}
+        () = hub.killed.cancelled() => {}
+    }
+}
+
+/// One write of a connection's read loop, by [`ServerConfig::write_timeout`];
+/// abandoned when the server stops or the connection is dropped for falling
+/// behind. False when the connection should be dropped.
+async fn write_in_loop(
+    hub: &Hub,
+    conn: ConnId,
+    outbox: &Outbox,
+    write: impl Future<Output = Result<(), tungstenite::Error>>,
+) -> bool {
+    let deadline = Instant::now() + hub.config.write_timeout;
+    let result = tokio::select! {
+        result = by_deadline(deadline, write) => result,
+        () = outbox.kill.cancelled() => return false,
+        () = hub.shutdown.cancelled() => return false,
+        () = hub.killed.cancelled() => return false,
+    };
+    match result {
+        Ok(()) => true,
+        Err(WriteError::Stalled) => {
+            tracing::info!(
+                conn = conn.0,
+                "a write waited {:?} for the peer; dropping the connection",
+                hub.config.write_timeout
+            );
+            false
+        }
+        Err(err) => {
+            tracing::debug!(conn = conn.0, %err, "write failed");
+            false
+        }
+    }
 }
 
 fn too_large_text(len: Option<usize>) -> String {
@@ -758,24 +777,4 @@ fn too_large_text(len: Option<usize>) -> String {
 
 fn is_oversized(err: &tungstenite::Error) -> bool {
     matches!(err, tungstenite::Error::Capacity(_))
-}
-
-/// Sends a close frame and waits briefly for the peer's, so that what was sent
-/// before it (an error message) is not lost to a TCP reset.
-async fn close_gracefully(mut socket: Socket, code: u16, reason: &'static str) {
-    let frame = CloseFrame {
-        code: CloseCode::from(code),
-        reason: Utf8Bytes::from_static(reason),
-    };
-    if socket.send(Message::Close(Some(frame))).await.is_err() {
-        return;
-    }
-    let drain = async {
-        while let Some(Ok(frame)) = socket.next().await {
-            if matches!(frame, Message::Close(_)) {
-                break;
-            }
-        }
-    };
-    let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
 }
