@@ -16,7 +16,9 @@ use futures_util::FutureExt as _;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::either::Either;
 use tokio_util::sync::CancellationToken;
@@ -32,6 +34,12 @@ const PRUNE_EVERY: Duration = Duration::from_secs(10);
 
 /// How often a summary of refused connections may be logged.
 const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// Refused plain-HTTP connections being told why at once; past this, they are just closed.
+const MAX_REFUSALS_ANSWERING: usize = 64;
+
+/// How long a refused connection is given to take its answer.
+const REFUSAL_LINGER: Duration = Duration::from_secs(1);
 
 /// Pause after an accept error that is not fd exhaustion (ENOBUFS, ENOMEM…).
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
@@ -141,6 +149,7 @@ impl Acceptor {
         let mut reserve = FdReserve::new();
         let mut refusals = RefusalLog::new();
         let mut last_prune = Instant::now();
+        let answering = Arc::new(Semaphore::new(MAX_REFUSALS_ANSWERING));
         loop {
             let accepted = tokio::select! {
                 biased;
@@ -176,8 +185,15 @@ impl Acceptor {
                         Refusal::TooManyFromAddress => refusals.per_address += 1,
                     }
                     tracing::debug!(%peer, reason = refusal.reason(), "connection refused");
-                    if self.tls.is_none() {
-                        refuse_plain(&stream, refusal);
+                    if self.tls.is_none()
+                        && let Ok(permit) = answering.clone().try_acquire_owned()
+                    {
+                        tokio::spawn(async move {
+                            let _ =
+                                tokio::time::timeout(REFUSAL_LINGER, refuse_plain(stream, refusal))
+                                    .await;
+                            drop(permit);
+                        });
                     }
                     continue;
                 }
@@ -202,9 +218,10 @@ impl Acceptor {
     }
 }
 
-/// Answers a refused plain-HTTP connection with one line, without waiting:
-/// what the socket does not take at once is dropped with it.
-fn refuse_plain(stream: &TcpStream, refusal: Refusal) {
+/// Answers a refused plain-HTTP connection with one line, then reads what
+/// the client sent until it closes: closing with its request unread would
+/// reset the connection and could discard the answer before the client reads it.
+async fn refuse_plain(mut stream: TcpStream, refusal: Refusal) {
     let status = match refusal {
         Refusal::TooManyPending => "503 Service Unavailable",
         Refusal::TooManyFromAddress => "429 Too Many Requests",
@@ -214,7 +231,11 @@ fn refuse_plain(stream: &TcpStream, refusal: Refusal) {
         "HTTP/1.1 {status}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
         body.len()
     );
-    let _ = stream.try_write(response.as_bytes());
+    if stream.write_all(response.as_bytes()).await.is_err() || stream.shutdown().await.is_err() {
+        return;
+    }
+    let mut sink = [0u8; 1024];
+    while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
 }
 
 #[allow(clippy::too_many_arguments)] // one connection's whole context, passed once
