@@ -48,8 +48,10 @@ use crate::ws_write::{Socket, WriteError, by_deadline, close_gracefully, send_te
 /// 1009 close reach the peer cleanly. Larger frames are cut off by the
 /// WebSocket layer at their header: the error and close are still sent, but the
 /// unread rest of the frame makes the kernel reset the connection, which may
-/// discard them at the peer. This bounds the memory one connection can pin.
-const HARD_FRAME_LIMIT: usize = 2 * 1024 * 1024;
+/// discard them at the peer. This bounds the memory one connection can pin
+/// (a client may trickle a frame of this size and hold it), so it is kept at
+/// four times the protocol's limit.
+const HARD_FRAME_LIMIT: usize = 256 * 1024;
 
 /// Tunables of the server; the defaults are what `duet serve` uses.
 #[derive(Debug, Clone)]

@@ -122,6 +122,73 @@ async fn a_client_that_floods_joins_and_never_reads_is_dropped_and_pins_nothing(
     drop(flooder);
 }
 
+/// A joined peer that never reads while its partner sends it 60 KB offers:
+/// the partner must hear `peer-left` without the silent peer doing anything.
+async fn a_silent_partner_is_dropped(config: ServerConfig) -> Duration {
+    let server = start_server(config);
+    let mut talker = RawPeer::connect(server.url()).await;
+    talker.join("stall", "caller").await;
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(2048).unwrap();
+    let stream = socket.connect(addr_of(&server)).await.unwrap();
+    let (mut silent, _) = tokio_tungstenite::client_async(format!("{}/ws", server.url()), stream)
+        .await
+        .unwrap();
+    silent
+        .send(Message::text(
+            r#"{"type":"join","room":"stall","role":"callee"}"#,
+        ))
+        .await
+        .unwrap();
+    assert!(matches!(
+        talker.message().await,
+        ServerMessage::PeerJoined { .. }
+    ));
+    let started = Instant::now();
+    let offer = format!(r#"{{"type":"offer","sdp":"{}"}}"#, "s".repeat(60_000));
+    loop {
+        talker.send_text(offer.clone()).await;
+        let heard = tokio::time::timeout(Duration::from_millis(20), talker.message()).await;
+        if let Ok(message) = heard {
+            assert!(
+                matches!(message, ServerMessage::PeerLeft { .. }),
+                "{message:?}"
+            );
+            break;
+        }
+        assert!(
+            started.elapsed() < PATIENCE,
+            "the silent peer is still in the room after {PATIENCE:?}"
+        );
+    }
+    drop(silent);
+    started.elapsed()
+}
+
+#[tokio::test]
+async fn a_peer_whose_writes_stall_is_dropped_by_the_write_deadline() {
+    let waited = a_silent_partner_is_dropped(ServerConfig {
+        write_timeout: Duration::from_millis(300),
+        outbox_capacity: 100_000,
+        outbox_max_bytes: 1 << 30,
+        ..ServerConfig::default()
+    })
+    .await;
+    eprintln!("peer-left after {waited:?}");
+}
+
+#[tokio::test]
+async fn a_peer_whose_outbox_passes_its_byte_bound_is_dropped_even_mid_write() {
+    let waited = a_silent_partner_is_dropped(ServerConfig {
+        write_timeout: Duration::from_secs(3600),
+        outbox_capacity: 100_000,
+        outbox_max_bytes: 256 * 1024,
+        ..ServerConfig::default()
+    })
+    .await;
+    eprintln!("peer-left after {waited:?}");
+}
+
 #[tokio::test]
 async fn slow_request_heads_and_idle_keep_alive_are_cut_off() {
     let config = ServerConfig {
