@@ -12,6 +12,8 @@
 
 mod admission;
 pub mod client;
+mod connection;
+mod hub;
 mod limits;
 mod listener;
 mod log_text;
@@ -20,6 +22,7 @@ mod outbox;
 pub mod protocol;
 pub mod rooms;
 pub mod server;
+mod tls;
 mod ws_write;
 
 pub use client::{
