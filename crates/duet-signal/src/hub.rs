@@ -40,8 +40,8 @@ impl HubState {
             let Some(outbox) = self.outboxes.get(&to) else {
                 continue;
             };
-            if !outbox.push(outgoing, self.outbox_limits) {
-                tracing::warn!(
+            if !outbox.push(outgoing, self.outbox_limits) && !outbox.kill.is_cancelled() {
+                tracing::info!(
                     conn = to.0,
                     "connection is not reading its messages; dropping it"
                 );

@@ -262,6 +262,23 @@ async fn connections_past_the_address_budget_are_refused_until_one_closes() {
 }
 
 #[tokio::test]
+async fn each_client_address_has_its_own_budget() {
+    let config = ServerConfig {
+        max_connections_per_address: 1,
+        ..ServerConfig::default()
+    };
+    let server = start_server(config);
+    let mut first = RawPeer::connect(server.url()).await;
+    assert_eq!(try_websocket(server.url(), None).await.err(), Some(429));
+    let from_elsewhere = duet_signal::ClientConfig {
+        local_address: Some("127.0.0.2".parse().unwrap()),
+        ..duet_signal::ClientConfig::new(server.url(), "elsewhere", duet_signal::RoleRequest::Auto)
+    };
+    let (_tx, _events) = duet_signal::connect(from_elsewhere).await.unwrap();
+    first.assert_open().await;
+}
+
+#[tokio::test]
 async fn connections_that_never_upgrade_are_capped_and_websockets_do_not_count() {
     let config = ServerConfig {
         max_pending_connections: 2,
