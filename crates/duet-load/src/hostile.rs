@@ -4,7 +4,7 @@
 //! Three kinds, in turn:
 //! - **never-reading:** a WebSocket with a 2 KiB receive buffer that joins a
 //!   room with another never-reading client and sends it a 60 KB offer every
-//!   50 ms, reading nothing: the server's writes to it stall.
+//!   200 ms, reading nothing: the server's writes to it stall.
 //! - **slowloris:** a request head sent one byte every 500 ms, never finished.
 //! - **half-open:** a WebSocket that joins a room of its own and then goes
 //!   silent (no reads, writes or pongs) without closing, as a peer whose
@@ -25,9 +25,11 @@ use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::tungstenite::Message;
 
 /// Longest life of one hostile connection before it starts over.
-const HOLD: Duration = Duration::from_secs(30);
+const HOLD: Duration = Duration::from_secs(15);
 /// Loopback addresses the hostile clients come from.
 const ADDRESSES: u8 = 8;
+/// How often a never-reading client sends its partner an offer.
+const OFFER_EVERY: Duration = Duration::from_millis(200);
 /// Size of the never-reading clients' offers.
 const OFFER_BYTES: usize = 60_000;
 
@@ -49,25 +51,31 @@ pub struct Hostile {
     pub counts: Arc<HostileCounts>,
 }
 
-#[derive(Debug, Clone, Copy)]
-enum Kind {
+/// One kind of hostile client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum HostileKind {
+    /// Joins, sends its partner 60 KB offers, never reads.
     NeverReading,
+    /// Sends a request head one byte at a time, never finishing it.
     Slowloris,
+    /// Joins, then neither reads, writes nor closes.
     HalfOpen,
 }
 
 impl Hostile {
-    /// Starts `count` hostile clients against the server at `addr`.
-    pub fn start(addr: SocketAddr, count: usize) -> Hostile {
+    /// Starts `count` hostile clients against the server at `addr`: all of
+    /// kind `only` if given, otherwise half never-reading (in pairs sharing a
+    /// room) and a quarter each of the others.
+    pub fn start(addr: SocketAddr, count: usize, only: Option<HostileKind>) -> Hostile {
         let stop = Arc::new(AtomicBool::new(false));
         let counts = Arc::new(HostileCounts::default());
         let mut tasks = tokio::task::JoinSet::new();
         for index in 0..count {
-            // Half never-reading (in pairs sharing a room), a quarter each of the others.
-            let kind = match index % 4 {
-                0 | 1 => Kind::NeverReading,
-                2 => Kind::Slowloris,
-                _ => Kind::HalfOpen,
+            let kind = match (only, index % 4) {
+                (Some(kind), _) => kind,
+                (None, 0 | 1) => HostileKind::NeverReading,
+                (None, 2) => HostileKind::Slowloris,
+                (None, _) => HostileKind::HalfOpen,
             };
             let local = IpAddr::V4(Ipv4Addr::new(
                 127,
@@ -81,11 +89,13 @@ impl Hostile {
                 tokio::time::sleep(Duration::from_millis(index as u64 * 37 % 5000)).await;
                 while !stop.load(Ordering::Relaxed) {
                     let cut = match kind {
-                        Kind::NeverReading => {
+                        HostileKind::NeverReading => {
                             never_reading(addr, local, index / 4, &stop, &counts).await
                         }
-                        Kind::Slowloris => slowloris(addr, local, &stop, &counts).await,
-                        Kind::HalfOpen => half_open(addr, local, index, &stop, &counts).await,
+                        HostileKind::Slowloris => slowloris(addr, local, &stop, &counts).await,
+                        HostileKind::HalfOpen => {
+                            half_open(addr, local, index, &stop, &counts).await
+                        }
                     };
                     let counter = if cut {
                         &counts.cut_by_server
@@ -162,7 +172,7 @@ async fn never_reading(
             return;
         }
         loop {
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep(OFFER_EVERY).await;
             if socket.send(Message::text(offer.clone())).await.is_err() {
                 return;
             }

@@ -11,6 +11,10 @@
 //! separate `duet serve` process (spawned here, or named by `--server-pid`), so
 //! its peak RSS and CPU time are read from `/proc` without sharing our heap.
 //! Percentiles and process usage are `duet-measure`'s, as in every Duet report.
+//!
+//! Honest connections come from 127.1.x.y, 40 per address. With `--hostile N`,
+//! N hostile clients (never-reading, slowloris, half-open; `hostile.rs`) keep
+//! coming and going from 127.2.0.1–8 throughout the run.
 
 use std::io::BufRead as _;
 use std::path::PathBuf;
@@ -58,6 +62,9 @@ struct Args {
     /// half-open; see `hostile.rs`).
     #[arg(long, default_value_t = 0)]
     hostile: usize,
+    /// Make every hostile client of this kind (default: a mix).
+    #[arg(long, value_enum, requires = "hostile")]
+    hostile_kind: Option<hostile::HostileKind>,
     /// Write the report as JSON to this file as well.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -252,7 +259,7 @@ impl Report {
             opt(self.server_peak_cpu_percent, " % of one core"),
         ) + &match self.hostile {
             Some(h) => format!(
-                "hostile clients      {} ({} connections: {} cut off or refused by the server, {} left alone until they gave up)\n",
+                "hostile clients      {} ({} connections: {} cut off or refused by the server, {} ended by the client after 15 s or at the end)\n",
                 h.clients, h.opened, h.cut_by_server, h.held_to_the_end
             ),
             None => String::new(),
@@ -301,7 +308,7 @@ async fn run(args: &Args) -> anyhow::Result<Report> {
                 .trim_start_matches("ws://")
                 .parse()
                 .context("--hostile needs a ws://IP:PORT server")?;
-            Some(hostile::Hostile::start(addr, count))
+            Some(hostile::Hostile::start(addr, count, args.hostile_kind))
         }
     };
 

@@ -232,7 +232,7 @@ async fn serve_connection(mut socket: Socket, hub: &Hub, ticket: &AdmissionTicke
             }
             outgoing = outbox.pop() => match outgoing {
                 Outgoing::Text(text) => {
-                    if !write_in_loop(hub, conn, &outbox, send_text(&mut socket, text)).await {
+                    if !Box::pin(write_in_loop(hub, conn, &outbox, send_text(&mut socket, text))).await {
                         break Ending::Gone;
                     }
                 }
@@ -243,7 +243,7 @@ async fn serve_connection(mut socket: Socket, hub: &Hub, ticket: &AdmissionTicke
                     tracing::info!(conn = conn.0, "no sign of life for {:?}; dropping the connection", config.idle_timeout);
                     break Ending::Gone;
                 }
-                if !write_in_loop(hub, conn, &outbox, socket.send(Message::Ping(Default::default()))).await {
+                if !Box::pin(write_in_loop(hub, conn, &outbox, socket.send(Message::Ping(Default::default())))).await {
                     break Ending::Gone;
                 }
             }
@@ -270,13 +270,25 @@ async fn serve_connection(mut socket: Socket, hub: &Hub, ticket: &AdmissionTicke
             .disconnect(conn, std::time::Instant::now(), &mut actions);
         state.apply(actions);
     }
-    let mut close = match ending {
+    let close = match ending {
         Ending::Gone => return,
         Ending::Close { code, reason } => Some((code, reason)),
         Ending::Refused => None,
     };
-    // Flush what was queued before the close: an error must reach the peer before
-    // its close frame. All of it, close frame included, by one deadline.
+    // Boxed, as are the writes in the loop: a task's future is as large as its
+    // largest state, and 10,000 idle connections should not carry these.
+    Box::pin(finish(socket, hub, &outbox, close)).await;
+}
+
+/// Flushes what was queued before the close (an error must reach the peer
+/// before its close frame), then closes: all of it by one deadline.
+async fn finish(
+    mut socket: Socket,
+    hub: &Hub,
+    outbox: &Outbox,
+    mut close: Option<(u16, &'static str)>,
+) {
+    let config = &hub.config;
     let mut budget = config.write_timeout;
     if hub.shutdown.is_cancelled() {
         budget = budget.min(config.shutdown_grace);
