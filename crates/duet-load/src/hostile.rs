@@ -4,7 +4,7 @@
 //! Three kinds, in turn:
 //! - **never-reading:** a WebSocket with a 2 KiB receive buffer that joins a
 //!   room with another never-reading client and sends it a 60 KB offer every
-//!   200 ms, reading nothing: the server's writes to it stall.
+//!   second, reading nothing: the server's writes to it stall.
 //! - **slowloris:** a request head sent one byte every 500 ms, never finished.
 //! - **half-open:** a WebSocket that joins a room of its own and then goes
 //!   silent (no reads, writes or pongs) without closing, as a peer whose
@@ -29,7 +29,7 @@ const HOLD: Duration = Duration::from_secs(15);
 /// Loopback addresses the hostile clients come from.
 const ADDRESSES: u8 = 8;
 /// How often a never-reading client sends its partner an offer.
-const OFFER_EVERY: Duration = Duration::from_millis(200);
+const OFFER_EVERY: Duration = Duration::from_secs(1);
 /// Size of the never-reading clients' offers.
 const OFFER_BYTES: usize = 60_000;
 

@@ -67,6 +67,8 @@ pub(crate) struct Acceptor {
     pub router: Router,
     pub admission: Arc<SharedAdmission>,
     pub deadlines: HttpDeadlines,
+    /// `SO_SNDBUF` of each accepted socket, if set.
+    pub send_buffer_bytes: Option<usize>,
     pub tracker: TaskTracker,
     /// Stop accepting and close idle HTTP connections gracefully.
     pub shutdown: CancellationToken,
@@ -202,6 +204,9 @@ impl Acceptor {
             // TCP_NODELAY, Nagle's algorithm and delayed ACKs hold some of
             // them back for ~40 ms.
             let _ = stream.set_nodelay(true);
+            if let Some(bytes) = self.send_buffer_bytes {
+                let _ = socket2::SockRef::from(&stream).set_send_buffer_size(bytes);
+            }
             let info = ConnectionInfo { peer, ticket };
             let task = serve_http(
                 stream,

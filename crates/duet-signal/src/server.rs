@@ -61,6 +61,11 @@ pub struct ServerConfig {
     pub header_read_timeout: Duration,
     /// Longest HTTP life of a connection that does not upgrade to a WebSocket.
     pub http_connection_lifetime: Duration,
+    /// Kernel send buffer of each accepted socket (`SO_SNDBUF`; `None` keeps the
+    /// kernel's autotuning, which lets one client that does not read pin
+    /// megabytes of kernel memory). Signaling messages are small; a client that
+    /// stops reading fills this quickly and its writes then stall and time out.
+    pub send_buffer_bytes: Option<usize>,
     /// Connections that have not completed the WebSocket upgrade, from all addresses;
     /// more are refused at once (HTTP 503).
     pub max_pending_connections: usize,
@@ -84,11 +89,12 @@ impl Default for ServerConfig {
             rate_limit: RateLimit::default(),
             max_connections: 50_000,
             outbox_capacity: 256,
-            outbox_max_bytes: 256 * 1024,
+            outbox_max_bytes: 128 * 1024,
             write_timeout: Duration::from_secs(5),
             shutdown_grace: Duration::from_millis(1500),
             header_read_timeout: Duration::from_secs(10),
             http_connection_lifetime: Duration::from_secs(60),
+            send_buffer_bytes: Some(64 * 1024),
             max_pending_connections: 1024,
             max_connections_per_address: 256,
             joins_per_address: RateLimit {
@@ -227,6 +233,7 @@ impl SignalServer {
                 header_read: hub.config.header_read_timeout,
                 lifetime: hub.config.http_connection_lifetime,
             },
+            send_buffer_bytes: hub.config.send_buffer_bytes,
             tracker: hub.tracker.clone(),
             shutdown: hub.shutdown.clone(),
             killed: hub.killed.clone(),
