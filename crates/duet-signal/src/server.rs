@@ -89,7 +89,7 @@ impl Default for ServerConfig {
             rate_limit: RateLimit::default(),
             max_connections: 50_000,
             outbox_capacity: 256,
-            outbox_max_bytes: 128 * 1024,
+            outbox_max_bytes: 64 * 1024,
             write_timeout: Duration::from_secs(5),
             shutdown_grace: Duration::from_millis(1500),
             header_read_timeout: Duration::from_secs(10),
