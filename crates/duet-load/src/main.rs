@@ -11,6 +11,10 @@
 //! separate `duet serve` process (spawned here, or named by `--server-pid`), so
 //! its peak RSS and CPU time are read from `/proc` without sharing our heap.
 //! Percentiles and process usage are `duet-measure`'s, as in every Duet report.
+//!
+//! Honest connections come from 127.1.x.y, 40 per address. With `--hostile N`,
+//! N hostile clients (never-reading, slowloris, half-open; `hostile.rs`) keep
+//! coming and going from 127.2.0.1–8 throughout the run.
 
 use std::io::BufRead as _;
 use std::path::PathBuf;
@@ -18,6 +22,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+
+mod hostile;
 
 use anyhow::{Context as _, bail};
 use clap::Parser;
@@ -52,9 +58,31 @@ struct Args {
     /// Connection attempts in flight at once while ramping up.
     #[arg(long, default_value_t = 200)]
     connect_concurrency: usize,
+    /// Hostile clients kept coming and going meanwhile (never-reading, slowloris,
+    /// half-open; see `hostile.rs`).
+    #[arg(long, default_value_t = 0)]
+    hostile: usize,
+    /// Make every hostile client of this kind (default: a mix).
+    #[arg(long, value_enum, requires = "hostile")]
+    hostile_kind: Option<hostile::HostileKind>,
     /// Write the report as JSON to this file as well.
     #[arg(long)]
     json: Option<PathBuf>,
+}
+
+/// Honest connections per client address (127.1.x.y): below the server's
+/// default per-address join burst, as real clients come from many addresses.
+const CONNECTIONS_PER_ADDRESS: usize = 40;
+
+/// The loopback address honest connection `index` comes from.
+fn honest_address(index: usize) -> std::net::IpAddr {
+    let k = index / CONNECTIONS_PER_ADDRESS;
+    std::net::IpAddr::V4(std::net::Ipv4Addr::new(
+        127,
+        1,
+        (k / 250) as u8,
+        (k % 250 + 1) as u8,
+    ))
 }
 
 /// Size of the simulated offer and answer.
@@ -72,7 +100,7 @@ fn main() -> anyhow::Result<()> {
     // Each connection is a file descriptor here and one at the server.
     let limit =
         rlimit::increase_nofile_limit(u64::MAX).context("cannot raise the open-file limit")?;
-    if limit < args.connections as u64 + 64 {
+    if limit < (args.connections + args.hostile) as u64 + 64 {
         bail!(
             "the open-file limit is {limit}; {} connections need more",
             args.connections
@@ -167,6 +195,16 @@ struct Report {
     server_peak_rss_mb: Option<f64>,
     server_cpu_s: Option<f64>,
     server_peak_cpu_percent: Option<f64>,
+    hostile: Option<HostileReport>,
+}
+
+/// What the hostile clients did.
+#[derive(Debug, Clone, Copy)]
+struct HostileReport {
+    clients: usize,
+    opened: u64,
+    cut_by_server: u64,
+    held_to_the_end: u64,
 }
 
 /// Nearest-rank percentiles of durations in microseconds, in milliseconds.
@@ -219,7 +257,13 @@ impl Report {
             opt(self.server_peak_rss_mb, " MB"),
             opt(self.server_cpu_s, " s"),
             opt(self.server_peak_cpu_percent, " % of one core"),
-        )
+        ) + &match self.hostile {
+            Some(h) => format!(
+                "hostile clients      {} ({} connections: {} cut off or refused by the server, {} ended by the client after 15 s or at the end)\n",
+                h.clients, h.opened, h.cut_by_server, h.held_to_the_end
+            ),
+            None => String::new(),
+        }
     }
 
     fn json(&self) -> serde_json::Value {
@@ -236,6 +280,12 @@ impl Report {
             "server_peak_rss_mb": self.server_peak_rss_mb,
             "server_cpu_s": self.server_cpu_s,
             "server_peak_cpu_percent": self.server_peak_cpu_percent,
+            "hostile": self.hostile.map(|h| serde_json::json!({
+                "clients": h.clients,
+                "opened": h.opened,
+                "cut_by_server": h.cut_by_server,
+                "held_to_the_end": h.held_to_the_end,
+            })),
         })
     }
 }
@@ -251,6 +301,16 @@ async fn run(args: &Args) -> anyhow::Result<Report> {
     let pid = args.server_pid.or(spawned.as_ref().map(|s| s.child.id()));
     let sampler = pid.map(CpuSampler::start);
     let clock = Instant::now();
+    let hostile = match args.hostile {
+        0 => None,
+        count => {
+            let addr = url
+                .trim_start_matches("ws://")
+                .parse()
+                .context("--hostile needs a ws://IP:PORT server")?;
+            Some(hostile::Hostile::start(addr, count, args.hostile_kind))
+        }
+    };
 
     // Ramp-up: every room's callee, then its caller, as a real pair would arrive.
     let ramp_started = Instant::now();
@@ -261,8 +321,14 @@ async fn run(args: &Args) -> anyhow::Result<Report> {
         joins.spawn(async move {
             let _permit = gate.acquire_owned().await?;
             let name = format!("load-{room}");
-            let callee = join(&url, &name, RoleRequest::Callee).await?;
-            let caller = join(&url, &name, RoleRequest::Caller).await?;
+            let callee = join(&url, &name, RoleRequest::Callee, honest_address(2 * room)).await?;
+            let caller = join(
+                &url,
+                &name,
+                RoleRequest::Caller,
+                honest_address(2 * room + 1),
+            )
+            .await?;
             anyhow::Ok((room, callee, caller))
         });
     }
@@ -299,6 +365,10 @@ async fn run(args: &Args) -> anyhow::Result<Report> {
         received.push(result.context("a connection task failed")?);
     }
     let load_s = load_started.elapsed().as_secs_f64();
+    let hostile = match hostile {
+        Some(hostile) => Some(hostile.stop().await),
+        None => None,
+    };
 
     let (server_peak_rss_mb, server_cpu_s, server_peak_cpu_percent) = match (pid, sampler) {
         (Some(pid), Some(sampler)) => {
@@ -328,6 +398,12 @@ async fn run(args: &Args) -> anyhow::Result<Report> {
         server_peak_rss_mb,
         server_cpu_s,
         server_peak_cpu_percent,
+        hostile: hostile.map(|counts| HostileReport {
+            clients: args.hostile,
+            opened: counts.opened.load(Ordering::Relaxed),
+            cut_by_server: counts.cut_by_server.load(Ordering::Relaxed),
+            held_to_the_end: counts.held_to_the_end.load(Ordering::Relaxed),
+        }),
     })
 }
 
@@ -338,10 +414,16 @@ struct Peer {
     join_us: u32,
 }
 
-async fn join(url: &str, room: &str, role: RoleRequest) -> anyhow::Result<Peer> {
+async fn join(
+    url: &str,
+    room: &str,
+    role: RoleRequest,
+    from: std::net::IpAddr,
+) -> anyhow::Result<Peer> {
     let started = Instant::now();
     let config = ClientConfig {
         connect_timeout: Duration::from_secs(30),
+        local_address: Some(from),
         ..ClientConfig::new(url, room, role)
     };
     let (tx, mut events) = duet_signal::connect(config)

@@ -11,13 +11,14 @@
 //! `bad_room`) ends the client instead of looping.
 
 use std::collections::VecDeque;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures_util::{SinkExt, Stream, StreamExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -26,6 +27,7 @@ use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 use url::Url;
 
 use crate::limits::Backoff;
+use crate::log_text::excerpt;
 use crate::protocol::{
     ClientMessage, ErrorCode, IceCandidate, MAX_FRAME_BYTES, PeerId, Role, RoleRequest, RoomName,
     ServerMessage, WS_PATH,
@@ -56,6 +58,10 @@ pub struct ClientConfig {
     pub dead_after: Duration,
     /// TLS settings for `wss://`; `None` trusts the WebPKI roots.
     pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// Local address to connect from; `None` lets the system choose. A load
+    /// test spreads its connections over loopback addresses with it, as real
+    /// clients come from many addresses.
+    pub local_address: Option<IpAddr>,
 }
 
 impl ClientConfig {
@@ -72,6 +78,7 @@ impl ClientConfig {
             keepalive: Duration::from_secs(5),
             dead_after: Duration::from_secs(15),
             tls: None,
+            local_address: None,
         }
     }
 }
@@ -348,6 +355,38 @@ fn tls_settings(config: &ClientConfig) -> Arc<rustls::ClientConfig> {
     })
 }
 
+/// A TCP connection to `url`'s host from `local` (port chosen by the system).
+async fn connect_from(local: IpAddr, url: &Url) -> std::io::Result<TcpStream> {
+    let host = url
+        .host_str()
+        .ok_or_else(|| std::io::Error::other("the URL has no host"))?
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    let port = url.port_or_known_default().unwrap_or(80);
+    let mut last = None;
+    for remote in tokio::net::lookup_host((host, port)).await? {
+        if remote.is_ipv4() != local.is_ipv4() {
+            continue;
+        }
+        let socket = if local.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        socket.bind(SocketAddr::new(local, 0))?;
+        match socket.connect(remote).await {
+            Ok(stream) => {
+                stream.set_nodelay(true)?;
+                return Ok(stream);
+            }
+            Err(err) => last = Some(err),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        std::io::Error::other(format!("{host} has no address of the family of {local}"))
+    }))
+}
+
 /// One attempt: WebSocket handshake, `join`, and the server's answer, within the connect timeout.
 async fn open_and_join(
     url: &Url,
@@ -361,14 +400,35 @@ async fn open_and_join(
             .read_buffer_size(16 * 1024)
             .max_message_size(Some(4 * MAX_FRAME_BYTES))
             .max_frame_size(Some(4 * MAX_FRAME_BYTES));
-        let (mut socket, _response) = tokio_tungstenite::connect_async_tls_with_config(
-            url.as_str(),
-            Some(ws_config),
-            true,
-            Some(Connector::Rustls(tls.clone())),
-        )
-        .await
-        .map_err(|err| ClientError::Unreachable {
+        let connector = Some(Connector::Rustls(tls.clone()));
+        let handshake = match config.local_address {
+            None => {
+                tokio_tungstenite::connect_async_tls_with_config(
+                    url.as_str(),
+                    Some(ws_config),
+                    true,
+                    connector,
+                )
+                .await
+            }
+            Some(local) => {
+                let stream =
+                    connect_from(local, url)
+                        .await
+                        .map_err(|err| ClientError::Unreachable {
+                            url: url.to_string(),
+                            reason: err.to_string(),
+                        })?;
+                tokio_tungstenite::client_async_tls_with_config(
+                    url.as_str(),
+                    stream,
+                    Some(ws_config),
+                    connector,
+                )
+                .await
+            }
+        };
+        let (mut socket, _response) = handshake.map_err(|err| ClientError::Unreachable {
             url: url.to_string(),
             reason: describe_ws_error(&err),
         })?;
@@ -416,7 +476,9 @@ async fn open_and_join(
                     return Err(ClientError::Rejected { code, message });
                 }
                 Ok(other) => tracing::debug!(?other, "ignored before joined"),
-                Err(err) => tracing::warn!(%err, "unreadable message from the server"),
+                Err(err) => {
+                    tracing::warn!(err = %excerpt(&err.to_string()), "unreadable message from the server")
+                }
             }
         }
     };
@@ -547,7 +609,7 @@ impl ClientTask {
             Ok(message) => message,
             Err(err) => {
                 // A newer server may send message types we do not know; skip them.
-                tracing::warn!(%err, "ignoring an unreadable message from the server");
+                tracing::warn!(err = %excerpt(&err.to_string()), "ignoring an unreadable message from the server");
                 return None;
             }
         };
@@ -610,7 +672,7 @@ impl ClientTask {
                     if joined.resume.is_some() {
                         self.resume.clone_from(&joined.resume);
                     }
-                    tracing::info!(room = %joined.room, role = %joined.role, "rejoined after reconnect");
+                    tracing::info!(role = %joined.role, "rejoined after reconnect");
                     self.emit(SignalEvent::Joined(joined));
                     return Some(socket);
                 }

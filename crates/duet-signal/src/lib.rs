@@ -11,18 +11,28 @@
 //! This crate knows nothing of media, WebRTC or browsers; it only carries
 //! their messages.
 
+mod admission;
 pub mod client;
+mod connection;
+mod hub;
 mod limits;
+mod listener;
+mod log_text;
+mod origin;
+mod outbox;
 pub mod protocol;
 pub mod rooms;
 pub mod server;
+mod tls;
 pub mod turn;
+mod ws_write;
 
 pub use client::{
     ClientConfig, ClientError, JoinedRoom, SignalEvent, SignalEvents, SignalSender, connect,
     endpoint_url,
 };
 pub use limits::RateLimit;
+pub use origin::BadOrigin;
 pub use protocol::{
     ClientMessage, ErrorCode, IceCandidate, PeerId, Role, RoleRequest, ServerMessage,
 };

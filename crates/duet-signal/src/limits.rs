@@ -53,6 +53,13 @@ impl RateLimiter {
             false
         }
     }
+
+    /// Whether the bucket would be full at `now`: a limiter in that state
+    /// remembers nothing and may be forgotten.
+    pub fn is_full(&self, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.last);
+        self.tokens + elapsed.as_secs_f64() * self.limit.per_second >= f64::from(self.limit.burst)
+    }
 }
 
 /// Capped exponential backoff for reconnecting; jitter is passed in so this stays deterministic.

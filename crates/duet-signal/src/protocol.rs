@@ -215,7 +215,7 @@ pub enum ClientMessage {
 impl ClientMessage {
     /// Parses one text frame. The error is a sentence suitable for a `bad_message` reply.
     pub fn parse(text: &str) -> Result<ClientMessage, String> {
-        serde_json::from_str(text).map_err(|err| describe_parse_error(text, &err))
+        serde_json::from_str(text).map_err(|err| cap_reason(describe_parse_error(text, &err)))
     }
 
     /// The message as one JSON text frame.
@@ -233,6 +233,19 @@ impl ClientMessage {
                 | ClientMessage::Bye {}
         )
     }
+}
+
+/// Longest `bad_message` reason sent back: serde's errors quote the offending
+/// value, and a 60 KB value echoed back would double what a flooding client
+/// makes the server buffer.
+const MAX_REASON_CHARS: usize = 200;
+
+fn cap_reason(mut reason: String) -> String {
+    if let Some((cut, _)) = reason.char_indices().nth(MAX_REASON_CHARS) {
+        reason.truncate(cut);
+        reason.push('…');
+    }
+    reason
 }
 
 /// Turns serde's error into a sentence that names what was wrong, classifying the
@@ -452,6 +465,22 @@ fn to_json<T: Serialize>(value: &T) -> String {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn bad_message_reasons_quote_at_most_a_short_prefix() {
+        let role = "r".repeat(60_000);
+        let reason =
+            ClientMessage::parse(&format!(r#"{{"type":"join","room":"a","role":"{role}"}}"#))
+                .expect_err("an unknown role");
+        assert!(
+            reason.starts_with("invalid \"join\" message: unknown variant"),
+            "{reason}"
+        );
+        assert_eq!(reason.chars().count(), MAX_REASON_CHARS + 1);
+        let kind = "k".repeat(60_000);
+        let reason = ClientMessage::parse(&format!(r#"{{"type":"{kind}"}}"#)).expect_err("unknown");
+        assert!(reason.ends_with('…') && reason.len() < 300, "{reason}");
+    }
 
     fn parse_ok(text: &str) -> ClientMessage {
         match ClientMessage::parse(text) {

@@ -324,7 +324,9 @@ impl RoomRegistry {
                 });
             }
         }
-        tracing::info!(%room, %peer, %role, replaced_ghost = !told_left, "resume");
+        // Room names are secrets of their two people: debug only.
+        tracing::info!(%peer, %role, replaced_ghost = !told_left, "resume");
+        tracing::debug!(%room, %peer, "resumed in room");
         true
     }
 
@@ -423,7 +425,8 @@ impl RoomRegistry {
                 },
             });
         }
-        tracing::info!(%room, peer = %joiner_id, %role, asked = %asked, "join");
+        tracing::info!(peer = %joiner_id, %role, asked = %asked, "join");
+        tracing::debug!(%room, peer = %joiner_id, "joined room");
         self.rooms
             .entry(room)
             .or_default()
@@ -494,7 +497,8 @@ impl RoomRegistry {
                 self.rooms.remove(&room);
             }
         }
-        tracing::info!(%room, %peer, %role, "leave");
+        tracing::info!(%peer, %role, "leave");
+        tracing::debug!(%room, %peer, "left room");
     }
 }
 

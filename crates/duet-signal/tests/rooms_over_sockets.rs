@@ -146,7 +146,14 @@ async fn long_messages_arrive_whole_though_the_server_sends_them_in_fragments() 
 
 #[tokio::test]
 async fn no_message_ever_crosses_rooms_with_100_rooms_in_parallel() {
-    let server = start_server(ServerConfig::default());
+    // 200 joins from one address: more than its default budget.
+    let server = start_server(ServerConfig {
+        joins_per_address: duet_signal::RateLimit {
+            burst: 1000,
+            per_second: 100.0,
+        },
+        ..ServerConfig::default()
+    });
     let url = server.url().to_owned();
     let mut rooms = Vec::new();
     for r in 0..100 {

@@ -41,6 +41,10 @@ impl RawPeer {
         RawPeer { socket }
     }
 
+    pub fn from_socket(socket: WebSocketStream<MaybeTlsStream<TcpStream>>) -> RawPeer {
+        RawPeer { socket }
+    }
+
     pub async fn send_text(&mut self, text: impl Into<String>) {
         self.socket.send(Message::text(text.into())).await.unwrap();
     }
