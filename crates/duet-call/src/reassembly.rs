@@ -403,6 +403,9 @@ impl FragmentCheck {
     }
 }
 
+/// The largest change in transit time counted as jitter.
+const MAX_TRANSIT_CHANGE_S: f64 = 3.0;
+
 /// RFC 3550 interarrival jitter of an RTP stream, kept in seconds.
 #[derive(Debug)]
 pub struct JitterEstimator {
@@ -436,14 +439,20 @@ impl JitterEstimator {
                 -last_arrival.duration_since(arrived).as_secs_f64()
             };
             let d = (wall - media).abs();
-            self.jitter_s += (d - self.jitter_s) / 16.0;
+            // Seconds off: the sender's timeline moved (a restart, a wild
+            // timestamp), which says nothing about the network; start anew
+            // from this packet rather than wait minutes for the estimate to
+            // come back down.
+            if d < MAX_TRANSIT_CHANGE_S {
+                self.jitter_s += (d - self.jitter_s) / 16.0;
+            }
         }
         self.last = Some((timestamp, arrived));
     }
 
     /// The estimate.
     pub fn jitter(&self) -> Duration {
-        Duration::from_secs_f64(self.jitter_s.clamp(0.0, 10.0))
+        Duration::from_secs_f64(self.jitter_s.clamp(0.0, MAX_TRANSIT_CHANGE_S))
     }
 }
 
