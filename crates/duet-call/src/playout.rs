@@ -41,6 +41,12 @@ const CALM_TICKS: u32 = 250;
 /// The longest calm asked for before giving margin back (60 s): reached when
 /// giving it back keeps proving premature.
 const MAX_CALM_TICKS: u32 = 3_000;
+/// Packets further than this ahead of the one playing (10 s) are dropped:
+/// a wild timestamp, not audio that will be reached while the stream goes on.
+const MAX_AHEAD: u64 = 480_000;
+/// Packets in a row that come too late to play before the sender's timeline
+/// is taken to have moved back (a restart), and playout starts over on it.
+const LATE_RESTART: u32 = 10;
 
 /// What to play for one 20 ms tick.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,6 +69,8 @@ struct Queued {
     payload: Bytes,
     /// Samples (RTP ticks) of audio it carries.
     samples: u64,
+    /// Order of arrival.
+    arrival: u64,
 }
 
 /// The adaptive buffer between the network and the speaker.
@@ -77,6 +85,10 @@ pub struct AudioPlayoutBuffer {
     /// Extra depth earned by underruns, given back after calm periods.
     margin: UnderrunMargin,
     misses_in_a_row: u32,
+    /// Packets that came too late to play, in a row.
+    late_in_a_row: u32,
+    /// Packets pushed so far (orders arrivals).
+    arrivals: u64,
     /// How fast to play, so that the depth holds at target while the
     /// sender's clock and the device's disagree.
     drift: DriftControl,
@@ -94,6 +106,8 @@ impl Default for AudioPlayoutBuffer {
             target: 1,
             margin: UnderrunMargin::default(),
             misses_in_a_row: 0,
+            late_in_a_row: 0,
+            arrivals: 0,
             drift: DriftControl::new(MAX_STRETCH),
             jitter: JitterEstimator::with_clock_rate(48_000),
             concealed: 0,
@@ -201,9 +215,27 @@ impl AudioPlayoutBuffer {
         let samples = u64::from(samples.max(1));
         self.jitter.on_packet(rtp_timestamp, now);
         if self.next.is_some_and(|next| ts + samples <= next) {
-            return; // too late: its audio was played or concealed
+            // Too late: its audio was played or concealed. Unless nothing
+            // comes in time any more: the sender's timeline moved back.
+            self.late_in_a_row += 1;
+            if self.late_in_a_row <= LATE_RESTART {
+                return;
+            }
+            self.packets.clear();
+            self.next = None;
+            self.drift.reset();
         }
-        self.packets.insert(ts, Queued { payload, samples });
+        self.late_in_a_row = 0;
+        self.arrivals += 1;
+        let arrival = self.arrivals;
+        self.packets.insert(
+            ts,
+            Queued {
+                payload,
+                samples,
+                arrival,
+            },
+        );
         self.update_target();
         while self.packets.len() > MAX_TARGET * 4 {
             // Far behind (the tick stalled): drop the oldest rather than grow without bound.
@@ -238,10 +270,17 @@ impl AudioPlayoutBuffer {
         // rather than seconds of lag.
         if self.packets.len() > self.target + FAR_ABOVE {
             let excess = self.packets.len() - (self.target + 1);
-            let keep = self
+            // Keep what arrived last: the newest audio of a burst, and never
+            // packets that a wild timestamp left far ahead long ago.
+            let mut by_arrival: Vec<(u64, u64)> = self
                 .packets
-                .split_off(&self.packets.keys().nth(excess).copied().unwrap_or(next));
-            self.packets = keep;
+                .iter()
+                .map(|(&ts, q)| (q.arrival, ts))
+                .collect();
+            by_arrival.sort_unstable();
+            for (_, ts) in &by_arrival[..excess] {
+                self.packets.remove(ts);
+            }
             if let Some((&first, _)) = self.packets.first_key_value() {
                 self.next = Some(first);
                 self.concealed += excess as u64;
@@ -269,6 +308,9 @@ impl AudioPlayoutBuffer {
                     return Playout::Idle;
                 };
                 self.next = Some(ts + queued.samples);
+                // The stream goes on from here: what lies far ahead of it
+                // is a wild timestamp that would only skew the depth.
+                drop(self.packets.split_off(&(ts + MAX_AHEAD)));
                 self.misses_in_a_row = 0;
                 if self.margin.on_played() {
                     self.update_target();
@@ -641,5 +683,92 @@ mod tests {
         );
         let played = (0..5).any(|_| buffer.pop() == Playout::Packet(packet(500)));
         assert!(played);
+    }
+
+    #[test]
+    fn packets_a_wild_timestamp_left_far_ahead_are_dropped_not_jumped_to() {
+        // Found by `a_steady_stream_after_any_history_is_played` (shrunk): a
+        // few packets far ahead stayed queued while the stream went on below
+        // them, until a cut kept them as "the newest" and jumped an hour
+        // ahead, dropping everything after as too late.
+        let mut buffer = AudioPlayoutBuffer::new();
+        let start = Instant::now();
+        let wild = 1_000_000_000u32;
+        for i in 0..4 {
+            buffer.push(
+                wild + i * TICKS_PER_PACKET,
+                packet(900 + i),
+                TICKS_PER_PACKET,
+                start,
+            );
+        }
+        let mut played = Vec::new();
+        for i in 0..400u32 {
+            let now = start + Duration::from_millis(u64::from(i) * 20);
+            buffer.push(i * TICKS_PER_PACKET, packet(i), TICKS_PER_PACKET, now);
+            played.push(buffer.pop());
+        }
+        assert!(
+            played[..2]
+                .iter()
+                .all(|p| matches!(p, Playout::Packet(_) | Playout::Idle)),
+            "{played:?}"
+        );
+        let skipped = played
+            .iter()
+            .filter(|p| !matches!(p, Playout::Packet(_)))
+            .count();
+        assert!(skipped <= 1, "{skipped} ticks not played");
+        assert!(
+            played
+                .iter()
+                .all(|p| !matches!(p, Playout::Packet(b) if b[..] >= packet(900)[..]))
+        );
+        assert!(buffer.depth() <= 2, "depth {}", buffer.depth());
+
+        // One such packet, too few for a cut, is dropped as soon as the
+        // stream plays on: it would count in the depth the drift control holds.
+        let mut buffer = AudioPlayoutBuffer::new();
+        buffer.push(0, packet(0), TICKS_PER_PACKET, start);
+        buffer.push(wild, packet(900), TICKS_PER_PACKET, start);
+        assert_eq!(buffer.pop(), Playout::Packet(packet(0)));
+        assert_eq!(buffer.depth(), 0);
+    }
+
+    #[test]
+    fn a_sender_timeline_that_moves_back_restarts_playout_on_it() {
+        let mut buffer = AudioPlayoutBuffer::new();
+        let start = Instant::now();
+        let mut tick = 0u64;
+        let mut step = |buffer: &mut AudioPlayoutBuffer, ts: u32, n: u32| {
+            tick += 1;
+            buffer.push(
+                ts,
+                packet(n),
+                TICKS_PER_PACKET,
+                start + Duration::from_millis(tick * 20),
+            );
+            buffer.pop()
+        };
+        for i in 0..50u32 {
+            step(&mut buffer, 5_000_000 + i * TICKS_PER_PACKET, i);
+        }
+        // The sender restarts its timestamps from zero.
+        let after: Vec<Playout> = (0..40u32)
+            .map(|i| step(&mut buffer, i * TICKS_PER_PACKET, 1000 + i))
+            .collect();
+        let back = after
+            .iter()
+            .position(|p| matches!(p, Playout::Packet(b) if b[..] >= packet(1000)[..]))
+            .expect("the new timeline is played");
+        assert!(
+            back <= LATE_RESTART as usize + 3,
+            "after {back} ticks: {after:?}"
+        );
+        assert!(
+            after[back..]
+                .iter()
+                .all(|p| matches!(p, Playout::Packet(_)))
+        );
     }
 }

@@ -307,3 +307,167 @@ fn copy_plane(src: &[u8], stride: usize, dst: &mut [u8], width: usize) -> Option
     }
     Some(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::OnceLock;
+    use std::sync::mpsc;
+    use std::time::{Duration, SystemTime};
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Real access units: a keyframe and the P pictures after it, of a
+    /// moving pattern, encoded once for every case.
+    fn encoded() -> &'static [EncodedVideo] {
+        static UNITS: OnceLock<Vec<EncodedVideo>> = OnceLock::new();
+        UNITS.get_or_init(|| {
+            let mut encoder = H264Encoder::new(400_000, 30).expect("encoder");
+            (0..6u32)
+                .filter_map(|n| {
+                    let mut frame = VideoFrame::black(160, 96, SystemTime::now()).expect("frame");
+                    let (y, u, v) = frame.planes_mut();
+                    for (i, px) in y.iter_mut().enumerate() {
+                        *px = ((i as u32 % 160 + n * 7) ^ (i as u32 / 160 * 3)) as u8;
+                    }
+                    u.fill(90 + n as u8);
+                    v.fill(160);
+                    encoder.encode(&frame).expect("encodes")
+                })
+                .collect()
+        })
+    }
+
+    /// What a lossy or hostile path may do to an access unit's bytes.
+    #[derive(Debug, Clone)]
+    enum Damage {
+        Truncate(prop::sample::Index),
+        Flip(prop::sample::Index, u8),
+        Insert(prop::sample::Index, Vec<u8>),
+        Remove(prop::sample::Index, prop::sample::Index),
+        /// Bytes of another unit in the middle of this one.
+        Splice(prop::sample::Index, usize, prop::sample::Index),
+    }
+
+    fn damage() -> impl Strategy<Value = Damage> {
+        prop_oneof![
+            any::<prop::sample::Index>().prop_map(Damage::Truncate),
+            (any::<prop::sample::Index>(), 1u8..=255).prop_map(|(i, x)| Damage::Flip(i, x)),
+            (
+                any::<prop::sample::Index>(),
+                proptest::collection::vec(any::<u8>(), 1..16)
+            )
+                .prop_map(|(i, b)| Damage::Insert(i, b)),
+            (any::<prop::sample::Index>(), any::<prop::sample::Index>())
+                .prop_map(|(a, b)| Damage::Remove(a, b)),
+            (
+                any::<prop::sample::Index>(),
+                0usize..6,
+                any::<prop::sample::Index>()
+            )
+                .prop_map(|(at, unit, from)| Damage::Splice(at, unit, from)),
+        ]
+    }
+
+    fn apply(unit: &mut Vec<u8>, damage: &Damage) {
+        let units = encoded();
+        match damage {
+            Damage::Truncate(at) => {
+                let at = at.index(unit.len() + 1);
+                unit.truncate(at);
+            }
+            Damage::Flip(at, x) if !unit.is_empty() => {
+                let at = at.index(unit.len());
+                unit[at] ^= x;
+            }
+            Damage::Insert(at, bytes) => {
+                let at = at.index(unit.len() + 1);
+                unit.splice(at..at, bytes.iter().copied());
+            }
+            Damage::Remove(a, b) if !unit.is_empty() => {
+                let (a, b) = (a.index(unit.len()), b.index(unit.len()));
+                unit.drain(a.min(b)..a.max(b));
+            }
+            Damage::Splice(at, other, from) => {
+                let other = &units[other % units.len()].data;
+                let from = from.index(other.len());
+                let at = at.index(unit.len() + 1);
+                unit.splice(at..at, other[from..].iter().copied());
+            }
+            _ => {}
+        }
+    }
+
+    /// Property cases: few in the test suite (each decodes real pictures),
+    /// `PROPTEST_CASES` for longer runs (docs/fuzzing.md).
+    fn cases() -> u32 {
+        std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(64)
+    }
+
+    /// Decodes `units` in order on another thread; `None` if it took longer
+    /// than a generous deadline (stuck). Each outcome: a picture's size, or
+    /// none.
+    fn decode_all(units: Vec<Vec<u8>>) -> Option<Vec<Option<(u32, u32)>>> {
+        let (done, outcome) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut decoder = H264Decoder::new().expect("decoder");
+            let sizes: Vec<_> = units
+                .iter()
+                .map(|unit| match decoder.decode(unit, SystemTime::now()) {
+                    Decoded::Frame(frame) => Some((frame.width(), frame.height())),
+                    Decoded::Nothing | Decoded::NeedKeyframe => None,
+                })
+                .collect();
+            let _ = done.send(sizes);
+        });
+        outcome.recv_timeout(Duration::from_secs(20)).ok()
+    }
+
+    #[test]
+    fn the_real_units_decode_to_pictures_of_their_size() {
+        assert!(encoded()[0].keyframe);
+        let units = encoded().iter().map(|e| e.data.clone()).collect();
+        let sizes = decode_all(units).expect("decodes in time");
+        assert!(sizes.iter().all(|s| *s == Some((160, 96))), "{sizes:?}");
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(cases()))]
+
+        /// Real access units, truncated, corrupted and spliced, in any order
+        /// (after a clean keyframe or not, so that damaged P pictures reach
+        /// openh264 too): the decoder answers each (a picture, nothing, or
+        /// "need a keyframe") without panicking or hanging, and a picture it
+        /// gives has a size `VideoFrame` allows.
+        #[test]
+        fn damaged_access_units_give_an_answer_never_a_panic_or_a_hang(
+            clean_start in any::<bool>(),
+            script in proptest::collection::vec(
+                (0usize..6, proptest::collection::vec(damage(), 0..4)),
+                1..8,
+            ),
+        ) {
+            let units = encoded();
+            let mut damaged = Vec::new();
+            if clean_start {
+                damaged.push(units[0].data.clone());
+            }
+            for (unit, damages) in &script {
+                let mut bytes = units[unit % units.len()].data.clone();
+                for d in damages {
+                    apply(&mut bytes, d);
+                }
+                damaged.push(bytes);
+            }
+            let sizes = decode_all(damaged);
+            prop_assert!(sizes.is_some(), "the decoder did not answer within 20 s");
+            for (w, h) in sizes.into_iter().flatten().flatten() {
+                prop_assert!(w > 0 && h > 0 && w <= 8192 && h <= 8192, "{}x{}", w, h);
+            }
+        }
+    }
+}

@@ -1073,4 +1073,376 @@ mod tests {
             (0..10_000).map(|n| registry.connect(ConnId(n))).collect();
         assert_eq!(ids.len(), 10_000);
     }
+
+    mod properties {
+        use std::collections::HashSet;
+
+        use proptest::prelude::*;
+
+        use super::*;
+
+        /// Something that happens to the server: a client's message, a
+        /// connection opening or going, the server closing one it was told
+        /// to close, time passing. Connections are picked by index among
+        /// those open (`gone`: among those already gone, whose messages
+        /// can still race with their close).
+        #[derive(Debug, Clone)]
+        enum Step {
+            Connect,
+            Join {
+                conn: usize,
+                room: usize,
+                role: usize,
+                /// A token some `joined` handed out, or one nobody did.
+                resume: Option<Option<usize>>,
+            },
+            Relay {
+                conn: usize,
+                kind: usize,
+            },
+            Ping {
+                conn: usize,
+            },
+            Bad {
+                conn: usize,
+            },
+            Refuse {
+                conn: usize,
+            },
+            Disconnect {
+                conn: usize,
+            },
+            /// The server carries out a `Close` it was told to do.
+            Close {
+                which: usize,
+            },
+            MessageFromGone {
+                conn: usize,
+                kind: usize,
+            },
+            Wait {
+                secs: u64,
+            },
+        }
+
+        fn step() -> impl Strategy<Value = Step> {
+            let conn = 0usize..8;
+            prop_oneof![
+                3 => Just(Step::Connect),
+                6 => (
+                    conn.clone(),
+                    0usize..4,
+                    0usize..4,
+                    prop::option::of(prop::option::weighted(0.9, 0usize..16))
+                )
+                    .prop_map(|(conn, room, role, resume)| Step::Join { conn, room, role, resume }),
+                4 => (conn.clone(), 0usize..4).prop_map(|(conn, kind)| Step::Relay { conn, kind }),
+                1 => conn.clone().prop_map(|conn| Step::Ping { conn }),
+                1 => conn.clone().prop_map(|conn| Step::Bad { conn }),
+                1 => conn.clone().prop_map(|conn| Step::Refuse { conn }),
+                3 => conn.clone().prop_map(|conn| Step::Disconnect { conn }),
+                2 => (0usize..8).prop_map(|which| Step::Close { which }),
+                1 => (conn, 0usize..5).prop_map(|(conn, kind)| Step::MessageFromGone { conn, kind }),
+                2 => prop_oneof![0u64..5, 30u64..90].prop_map(|secs| Step::Wait { secs }),
+            ]
+        }
+
+        const ROOMS: [&str; 4] = ["kitchen", "garden", "kitchen", "no spaces allowed!"];
+
+        fn relay_json(kind: usize) -> &'static str {
+            match kind % 5 {
+                0 => r#"{"type":"offer","sdp":"v=0 o"}"#,
+                1 => r#"{"type":"answer","sdp":"v=0 a"}"#,
+                2 => r#"{"type":"candidate","candidate":{"candidate":"candidate:x","sdpMid":"0"}}"#,
+                3 => r#"{"type":"bye"}"#,
+                _ => r#"{"type":"join","room":"kitchen"}"#,
+            }
+        }
+
+        /// The server's side of the registry: which connections it holds
+        /// open, and the closes it was asked for and has not yet done.
+        struct Server {
+            registry: RoomRegistry,
+            open: Vec<ConnId>,
+            gone: Vec<ConnId>,
+            to_close: Vec<ConnId>,
+            tokens: Vec<String>,
+            next_conn: u64,
+            now: Instant,
+            /// When the registry last had reason to expire tickets: a join
+            /// of a connection not yet in a room, or a connection ending.
+            looked: Option<Instant>,
+        }
+
+        impl Server {
+            fn pick(&self, i: usize) -> Option<ConnId> {
+                (!self.open.is_empty()).then(|| self.open[i % self.open.len()])
+            }
+
+            fn message(&mut self, conn: ConnId, json: &str, out: &mut Vec<Action>) {
+                let message = ClientMessage::parse(json).expect("valid message");
+                self.registry.handle(conn, message, self.now, out);
+            }
+
+            fn gone(&mut self, conn: ConnId) {
+                self.open.retain(|c| *c != conn);
+                self.to_close.retain(|c| *c != conn);
+                self.gone.push(conn);
+            }
+
+            /// Runs one step; the actions it gave, and the connection it ended (if any).
+            fn run(&mut self, step: &Step) -> (Vec<Action>, Option<ConnId>) {
+                let mut out = Vec::new();
+                let mut ended = None;
+                match *step {
+                    Step::Connect => {
+                        self.next_conn += 1;
+                        let conn = ConnId(self.next_conn);
+                        self.registry.connect(conn);
+                        self.open.push(conn);
+                    }
+                    Step::Join {
+                        conn,
+                        room,
+                        role,
+                        ref resume,
+                    } => {
+                        let Some(conn) = self.pick(conn) else {
+                            return (out, None);
+                        };
+                        let seated = self.registry.connections.get(&conn);
+                        if seated.is_some_and(|c| c.seat == Seat::Lobby) {
+                            self.looked = Some(self.now);
+                        }
+                        let role = [
+                            "",
+                            r#","role":"auto""#,
+                            r#","role":"caller""#,
+                            r#","role":"callee""#,
+                        ][role];
+                        let resume = match resume {
+                            None => String::new(),
+                            Some(Some(i)) if !self.tokens.is_empty() => {
+                                format!(r#","resume":"{}""#, self.tokens[i % self.tokens.len()])
+                            }
+                            Some(_) => r#","resume":"0123456789abcdef0123456789abcdef""#.into(),
+                        };
+                        let json = format!(
+                            r#"{{"type":"join","room":{}{role}{resume}}}"#,
+                            serde_json::json!(ROOMS[room])
+                        );
+                        self.message(conn, &json, &mut out);
+                    }
+                    Step::Relay { conn, kind } => {
+                        if let Some(conn) = self.pick(conn) {
+                            self.message(conn, relay_json(kind), &mut out);
+                        }
+                    }
+                    Step::Ping { conn } => {
+                        if let Some(conn) = self.pick(conn) {
+                            self.message(conn, r#"{"type":"ping"}"#, &mut out);
+                        }
+                    }
+                    Step::Bad { conn } => {
+                        if let Some(conn) = self.pick(conn) {
+                            self.registry.bad_message(conn, "not json".into(), &mut out);
+                        }
+                    }
+                    Step::Refuse { conn } => {
+                        if let Some(conn) = self.pick(conn) {
+                            let code = ErrorCode::RateLimited;
+                            self.registry.refuse(
+                                conn,
+                                code,
+                                "slow down".into(),
+                                self.now,
+                                &mut out,
+                            );
+                            self.gone(conn);
+                            ended = Some(conn);
+                        }
+                    }
+                    Step::Disconnect { conn } => {
+                        if let Some(conn) = self.pick(conn) {
+                            self.registry.disconnect(conn, self.now, &mut out);
+                            self.gone(conn);
+                            ended = Some(conn);
+                        }
+                    }
+                    Step::Close { which } => {
+                        if !self.to_close.is_empty() {
+                            let conn = self.to_close[which % self.to_close.len()];
+                            self.registry.disconnect(conn, self.now, &mut out);
+                            self.gone(conn);
+                            ended = Some(conn);
+                        }
+                    }
+                    Step::MessageFromGone { conn, kind } => {
+                        if !self.gone.is_empty() {
+                            let conn = self.gone[conn % self.gone.len()];
+                            self.message(conn, relay_json(kind), &mut out);
+                            // A message racing its connection's close does nothing.
+                            assert!(out.is_empty(), "{out:?}");
+                        }
+                    }
+                    Step::Wait { secs } => self.now += Duration::from_secs(secs),
+                }
+                for action in &out {
+                    match action {
+                        Action::Send {
+                            message:
+                                ServerMessage::Joined {
+                                    resume: Some(token),
+                                    ..
+                                },
+                            ..
+                        } => {
+                            self.tokens.push(token.clone());
+                        }
+                        Action::Close { conn, .. }
+                            if self.open.contains(conn) && !self.to_close.contains(conn) =>
+                        {
+                            self.to_close.push(*conn);
+                        }
+                        _ => {}
+                    }
+                }
+                if ended.is_some() {
+                    self.looked = Some(self.now);
+                }
+                (out, ended)
+            }
+
+            /// What must hold between any two steps.
+            fn check(
+                &self,
+                step: &Step,
+                out: &[Action],
+                ended: Option<ConnId>,
+            ) -> Result<(), TestCaseError> {
+                let registry = &self.registry;
+                let open: HashSet<ConnId> = self.open.iter().copied().collect();
+                let known: HashSet<ConnId> = registry.connections.keys().copied().collect();
+                prop_assert_eq!(
+                    &known,
+                    &open,
+                    "the registry's connections are the open ones"
+                );
+                for action in out {
+                    let to = match action {
+                        Action::Send { to, .. } => *to,
+                        Action::Close { conn, .. } => *conn,
+                    };
+                    prop_assert!(
+                        open.contains(&to) || Some(to) == ended,
+                        "{:?} addresses {:?}, which is not open",
+                        step,
+                        to
+                    );
+                }
+                for (room, members) in &registry.rooms {
+                    prop_assert!(
+                        (1..=2).contains(&members.len()),
+                        "{} has {} members",
+                        room,
+                        members.len()
+                    );
+                    if let [a, b] = members.as_slice() {
+                        prop_assert!(a.role != b.role && a.conn != b.conn, "{:?}", members);
+                    }
+                    for member in members {
+                        let connection = registry.connections.get(&member.conn);
+                        prop_assert!(connection.is_some(), "a seat held by a gone connection");
+                        let seat = connection.map(|c| &c.seat);
+                        prop_assert_eq!(
+                            seat,
+                            Some(&Seat::InRoom {
+                                room: room.clone(),
+                                role: member.role
+                            })
+                        );
+                    }
+                }
+                for (conn, connection) in &registry.connections {
+                    if let Seat::InRoom { room, .. } = &connection.seat {
+                        let seated = registry
+                            .rooms
+                            .get(room)
+                            .is_some_and(|m| m.iter().any(|m| m.conn == *conn));
+                        prop_assert!(seated, "{:?} thinks it is in {} but is not", conn, room);
+                    }
+                    if let Some(token) = &connection.token {
+                        let holder = registry.tickets.get(token).and_then(|t| t.holder);
+                        prop_assert_eq!(holder, Some(*conn));
+                    }
+                }
+                for (token, ticket) in &registry.tickets {
+                    match ticket.holder {
+                        Some(holder) => {
+                            let connection = registry.connections.get(&holder);
+                            prop_assert!(
+                                connection.is_some(),
+                                "a ticket held by a gone connection"
+                            );
+                            prop_assert_eq!(connection.and_then(|c| c.token.as_ref()), Some(token));
+                            prop_assert!(ticket.released_at.is_none());
+                        }
+                        None => {
+                            // A resumable seat: released, and gone once its grace
+                            // is over and the registry next looks (a join or a close).
+                            let released = ticket.released_at;
+                            prop_assert!(released.is_some(), "a ticket neither held nor released");
+                            if let (Some(at), Some(looked)) = (released, self.looked) {
+                                let age = looked.saturating_duration_since(at);
+                                prop_assert!(age < RESUME_GRACE, "an expired ticket kept");
+                            }
+                        }
+                    }
+                }
+                Ok(())
+            }
+        }
+
+        proptest! {
+            // 256 cases, or `PROPTEST_CASES` (docs/fuzzing.md).
+
+            /// Any interleaving of connections, joins (fresh or resumed),
+            /// relays, hang-ups, refusals, closes and time: never a panic,
+            /// never more than two in a room or two of one role, every
+            /// action addressed to an open connection (or the one just
+            /// ended), no seat held by a connection that is gone except as a
+            /// resumable ticket, and those expire after their grace.
+            #[test]
+            fn any_sequence_of_events_keeps_the_rooms_consistent(
+                steps in proptest::collection::vec(step(), 1..150),
+            ) {
+                let mut server = Server {
+                    registry: RoomRegistry::new(7),
+                    open: Vec::new(),
+                    gone: Vec::new(),
+                    to_close: Vec::new(),
+                    tokens: Vec::new(),
+                    next_conn: 0,
+                    now: Instant::now(),
+                    looked: None,
+                };
+                for step in &steps {
+                    let (out, ended) = server.run(step);
+                    server.check(step, &out, ended)?;
+                }
+                // Everyone leaves; after the grace nothing is left.
+                for conn in server.open.clone() {
+                    let mut out = Vec::new();
+                    server.registry.disconnect(conn, server.now, &mut out);
+                }
+                let mut out = Vec::new();
+                server.now += RESUME_GRACE;
+                server.registry.connect(ConnId(u64::MAX));
+                server.registry.disconnect(ConnId(u64::MAX), server.now, &mut out);
+                prop_assert_eq!(server.registry.room_count(), 0);
+                prop_assert_eq!(server.registry.connection_count(), 0);
+                prop_assert!(server.registry.tickets.is_empty());
+            }
+        }
+    }
 }

@@ -211,13 +211,7 @@ impl PlayoutLoop {
         if matches!(next, Playout::Missing { .. }) {
             bump(&self.shared.counters.audio_packets_concealed, 1);
         }
-        let samples = match next {
-            // Nothing to play: the device still wants 20 ms of something.
-            Playout::Idle => vec![0.0; TICKS_PER_PACKET as usize],
-            Playout::Packet(packet) => self.decoder.decode(Some(&packet)),
-            Playout::Missing { next: Some(next) } => self.decoder.decode_fec(&next),
-            Playout::Missing { next: None } => self.decoder.decode(None),
-        };
+        let samples = decode_tick(&mut self.decoder, next);
         self.stretch.set_ratio(ratio);
         let played = self
             .stretch
@@ -288,6 +282,29 @@ impl PlayoutLoop {
     }
 }
 
+/// The audio for one tick of playout: the packet decoded, the missing one
+/// rebuilt from the next one's FEC or concealed, or silence.
+fn decode_tick(decoder: &mut OpusDecoder, next: Playout) -> Vec<f32> {
+    match next {
+        // Nothing to play: the device still wants 20 ms of something.
+        Playout::Idle => vec![0.0; TICKS_PER_PACKET as usize],
+        // As long as the buffer counted it (`run_audio_receiver`): what is
+        // not Opus by its table of contents is concealed, and a packet that
+        // does not decode to its length is cut or padded to it, so that the
+        // device is fed exactly the timeline the buffer moved through.
+        Playout::Packet(packet) => match opus_packet_samples(&packet) {
+            Some(samples) => {
+                let mut audio = decoder.decode(Some(&packet));
+                audio.resize(samples as usize, 0.0);
+                audio
+            }
+            None => decoder.decode(None),
+        },
+        Playout::Missing { next: Some(next) } => decoder.decode_fec(&next),
+        Playout::Missing { next: None } => decoder.decode(None),
+    }
+}
+
 /// Counts the beeps `sink` heard since the last call.
 fn count_beeps(counters: &MediaCounters, sink: &mut AudioSink) {
     let beeps = sink.take_beeps();
@@ -314,5 +331,220 @@ fn open_sink(output: &AudioOutput) -> Result<(AudioSink, Option<Notice>), MediaE
                 Some(format!("{err}; received audio is not played")),
             )),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::OnceLock;
+
+    use bytes::Bytes;
+    use duet_media::OpusEncoder;
+    use duet_media::stretch::MAX_STRETCH;
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// The most packets the buffer holds (`playout::MAX_TARGET` times four).
+    const DEPTH_CAP: usize = 40;
+    /// The longest audio one Opus packet carries (120 ms).
+    const MAX_PACKET_SAMPLES: usize = 5760;
+
+    /// Real 20 ms Opus packets of a tone, encoded once.
+    fn opus_packets() -> &'static [Bytes] {
+        static PACKETS: OnceLock<Vec<Bytes>> = OnceLock::new();
+        PACKETS.get_or_init(|| {
+            let mut encoder = OpusEncoder::new(32_000).expect("encoder");
+            (0..8)
+                .map(|n| {
+                    let tone: Vec<f32> = (0..TICKS_PER_PACKET as usize)
+                        .map(|i| ((n * 960 + i) as f32 * 0.05).sin() * 0.3)
+                        .collect();
+                    Bytes::from(encoder.encode(&tone).expect("encodes"))
+                })
+                .collect()
+        })
+    }
+
+    /// A packet's payload: real Opus, or bytes that may not be Opus at all.
+    fn payload() -> impl Strategy<Value = Bytes> {
+        prop_oneof![
+            4 => (0usize..8).prop_map(|i| opus_packets()[i].clone()),
+            1 => proptest::collection::vec(any::<u8>(), 0..64).prop_map(Bytes::from),
+        ]
+    }
+
+    #[derive(Debug, Clone)]
+    enum Event {
+        /// A packet a step after the previous one (a packet on, a repeat, a
+        /// little back or ahead), or at any timestamp at all.
+        Packet {
+            step: i64,
+            anywhere: Option<u32>,
+            payload: Bytes,
+            later_ms: u16,
+        },
+        /// Several packets in a row arriving at once.
+        Burst { packets: u8 },
+        /// The device plays this many ticks with nothing arriving.
+        Ticks { ticks: u8 },
+    }
+
+    fn event() -> impl Strategy<Value = Event> {
+        let step = prop_oneof![
+            6 => Just(i64::from(TICKS_PER_PACKET)),
+            1 => Just(0i64),
+            1 => -20_000i64..20_000,
+            1 => (1i64..60).prop_map(|n| n * i64::from(TICKS_PER_PACKET)),
+        ];
+        prop_oneof![
+            8 => (step, prop::option::weighted(0.05, any::<u32>()), payload(), 0u16..120)
+                .prop_map(|(step, anywhere, payload, later_ms)| Event::Packet {
+                    step,
+                    anywhere,
+                    payload,
+                    later_ms,
+                }),
+            1 => (1u8..60).prop_map(|packets| Event::Burst { packets }),
+            3 => (1u8..30).prop_map(|ticks| Event::Ticks { ticks }),
+        ]
+    }
+
+    /// Feeds the receiver's side of a call: packets as the network hands
+    /// them over, ticks as the device asks, each tick decoded as the
+    /// playout thread does. Checks after every step what must always hold.
+    struct Call {
+        buffer: AudioPlayoutBuffer,
+        decoder: OpusDecoder,
+        ts: u32,
+        now: Instant,
+    }
+
+    impl Call {
+        fn new(first_ts: u32) -> Call {
+            Call {
+                buffer: AudioPlayoutBuffer::new(),
+                decoder: OpusDecoder::new().expect("decoder"),
+                ts: first_ts,
+                now: Instant::now(),
+            }
+        }
+
+        fn push(&mut self, payload: Bytes) -> Result<(), TestCaseError> {
+            // As `run_audio_receiver` does.
+            let samples = opus_packet_samples(&payload).unwrap_or(TICKS_PER_PACKET);
+            self.buffer.push(self.ts, payload, samples, self.now);
+            self.check()
+        }
+
+        /// One tick; what it played.
+        fn tick(&mut self) -> Result<Playout, TestCaseError> {
+            let next = self.buffer.pop();
+            let samples = decode_tick(&mut self.decoder, next.clone());
+            match &next {
+                Playout::Packet(p) => {
+                    let counted = opus_packet_samples(p).unwrap_or(TICKS_PER_PACKET);
+                    prop_assert_eq!(samples.len(), counted as usize);
+                }
+                _ => prop_assert_eq!(samples.len(), TICKS_PER_PACKET as usize),
+            }
+            prop_assert!(samples.len() <= MAX_PACKET_SAMPLES);
+            prop_assert!(samples.iter().all(|s| s.is_finite()));
+            self.now += Duration::from_millis(20);
+            self.check()?;
+            Ok(next)
+        }
+
+        fn check(&self) -> Result<(), TestCaseError> {
+            prop_assert!(
+                self.buffer.depth() <= DEPTH_CAP,
+                "depth {}",
+                self.buffer.depth()
+            );
+            prop_assert!((1..=10).contains(&self.buffer.target()));
+            let ratio = self.buffer.playout_ratio();
+            prop_assert!(ratio.is_finite() && (ratio - 1.0).abs() <= MAX_STRETCH + 1e-9);
+            Ok(())
+        }
+
+        fn event(&mut self, event: Event) -> Result<(), TestCaseError> {
+            match event {
+                Event::Packet {
+                    step,
+                    anywhere,
+                    payload,
+                    later_ms,
+                } => {
+                    self.ts = anywhere.unwrap_or(self.ts.wrapping_add_signed(step as i32));
+                    self.now += Duration::from_millis(u64::from(later_ms));
+                    self.push(payload)?;
+                }
+                Event::Burst { packets } => {
+                    for _ in 0..packets {
+                        self.ts = self.ts.wrapping_add(TICKS_PER_PACKET);
+                        self.push(opus_packets()[0].clone())?;
+                    }
+                }
+                Event::Ticks { ticks } => {
+                    for _ in 0..ticks {
+                        self.tick()?;
+                    }
+                }
+            }
+            Ok(())
+        }
+    }
+
+    proptest! {
+        // 256 cases, or `PROPTEST_CASES` (docs/fuzzing.md).
+
+        /// Packets in any order, with gaps, duplicates, bursts, starvation and
+        /// timestamps that wrap or jump anywhere: no panic, the queue within
+        /// its cap, the playout ratio within the stretch's bounds, and every
+        /// tick's audio as long as what it stands for (20 ms, or the
+        /// packet's own length).
+        #[test]
+        fn any_arrival_order_keeps_the_buffer_bounded_and_every_tick_whole(
+            first_ts in prop_oneof![any::<u32>(), (0u32..20_000).prop_map(|d| u32::MAX - d)],
+            events in proptest::collection::vec(event(), 1..200),
+        ) {
+            let mut call = Call::new(first_ts);
+            for event in events {
+                call.event(event)?;
+            }
+        }
+
+        /// Whatever came before, a steady stream that then starts anywhere
+        /// is soon played packet after packet: no earlier packet, however
+        /// wild its timestamp, keeps playout stuck.
+        #[test]
+        fn a_steady_stream_after_any_history_is_played(
+            first_ts in any::<u32>(),
+            events in proptest::collection::vec(event(), 0..100),
+            restart_ts in any::<u32>(),
+        ) {
+            let mut call = Call::new(first_ts);
+            for event in events {
+                call.event(event)?;
+            }
+            call.ts = restart_ts;
+            let mut played = Vec::new();
+            for _ in 0..150 {
+                call.ts = call.ts.wrapping_add(TICKS_PER_PACKET);
+                call.push(opus_packets()[1].clone())?;
+                played.push(call.tick()?);
+            }
+            let stuck = played[100..].iter().filter(|p| !matches!(p, Playout::Packet(_))).count();
+            let kinds: Vec<&str> = played
+                .iter()
+                .map(|p| match p {
+                    Playout::Packet(p) if *p == opus_packets()[1] => "new",
+                    Playout::Packet(_) => "old",
+                    Playout::Missing { .. } => "missing",
+                    Playout::Idle => "idle",
+                })
+                .collect();
+            prop_assert_eq!(stuck, 0, "{:?}", kinds);
+        }
     }
 }
