@@ -116,3 +116,63 @@ fn a_missing_certificate_is_a_one_line_error_naming_the_file() {
     assert!(stderr.contains("/nonexistent/cert.pem"), "{stderr}");
     assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
 }
+
+/// The status line of a WebSocket upgrade request to `/ws` with `origin`.
+fn upgrade_status(addr: &str, origin: Option<&str>) -> String {
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let origin = origin.map_or(String::new(), |o| format!("Origin: {o}\r\n"));
+    write!(
+        stream,
+        "GET /ws HTTP/1.1\r\nHost: {addr}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n{origin}\r\n"
+    )
+    .unwrap();
+    let mut answer = [0u8; 512];
+    let read = stream.read(&mut answer).unwrap();
+    String::from_utf8_lossy(&answer[..read])
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[test]
+fn pages_from_other_origins_are_refused_unless_allowed() {
+    let mut server = DuetProcess::spawn(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--allow-origin",
+        "https://duet.example",
+    ]);
+    let addr = server.line();
+    let own = format!("http://{addr}");
+    for (origin, expected) in [
+        (None, "101"),
+        (Some(own.as_str()), "101"),
+        (Some("https://duet.example"), "101"),
+        (Some("https://elsewhere.example"), "403"),
+    ] {
+        let status = upgrade_status(&addr, origin);
+        assert!(status.contains(expected), "{origin:?}: {status}");
+    }
+}
+
+#[test]
+fn turn_without_a_secret_is_a_one_line_error() {
+    let mut server = DuetProcess::spawn(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--turn-url",
+        "turn:10.0.0.1:3478",
+    ]);
+    let (status, _) = server.wait_for_exit(Duration::from_secs(10));
+    assert!(!status.success());
+    let stderr = server.stderr();
+    assert!(stderr.contains("--turn-url needs the secret"), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+}

@@ -43,8 +43,12 @@ impl HubState {
                         // The message may quote what the client sent.
                         tracing::info!(conn = to.0, %code, message = %excerpt(message), "error");
                     }
-                    if let (Some(turn), ServerMessage::Joined { id, ice_servers, .. }) =
-                        (&self.turn, &mut message)
+                    if let (
+                        Some(turn),
+                        ServerMessage::Joined {
+                            id, ice_servers, ..
+                        },
+                    ) = (&self.turn, &mut message)
                     {
                         ice_servers.push(turn.credentials_for(&id.0, unix_now()));
                     }

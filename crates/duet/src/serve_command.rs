@@ -37,10 +37,32 @@ pub struct ServeArgs {
     /// A file whose first line is the secret shared with the TURN server.
     #[arg(long, value_name = "FILE")]
     turn_secret_file: Option<PathBuf>,
+    /// A web origin (`https://example.org`) whose pages may open /ws besides
+    /// the server's own; repeatable. Programs that send no Origin (the app)
+    /// are always let in.
+    #[arg(long, value_name = "ORIGIN")]
+    allow_origin: Vec<String>,
+    /// Open connections allowed from one client address (an IPv4 address or
+    /// an IPv6 /64). Behind a reverse proxy every client has the proxy's address.
+    #[arg(long, value_name = "N", default_value_t = ServerConfig::default().max_connections_per_address,
+          value_parser = positive)]
+    max_connections_per_ip: usize,
+    /// Connections allowed at once that have not finished their WebSocket upgrade.
+    #[arg(long, value_name = "N", default_value_t = ServerConfig::default().max_pending_connections,
+          value_parser = positive)]
+    max_pending: usize,
     /// How long the handed-out credentials stay valid, in seconds.
     #[arg(long, value_name = "SECS", default_value_t = 3600,
           value_parser = clap::value_parser!(u64).range(60..=7 * 24 * 3600))]
     turn_ttl: u64,
+}
+
+/// A count of at least one (none would refuse everyone).
+fn positive(value: &str) -> Result<usize, String> {
+    match value.parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!("{value:?} is not a count of at least 1")),
+    }
 }
 
 impl ServeArgs {
@@ -105,6 +127,9 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     let config = ServerConfig {
         turn: args.turn()?,
+        allowed_origins: args.allow_origin.clone(),
+        max_connections_per_address: args.max_connections_per_ip,
+        max_pending_connections: args.max_pending,
         ..ServerConfig::default()
     };
     let tls = match (args.tls_cert, args.tls_key) {
