@@ -93,7 +93,7 @@ pub enum PathKind {
     /// Straight between the two machines' own addresses (the same network,
     /// or public addresses).
     Direct,
-    /// Through a router's translated address (STUN, or one learned from a check).
+    /// Through a router's translated address, as STUN learned it.
     ThroughNat,
     /// Through a TURN relay: works everywhere, costs a detour.
     Relayed,
@@ -101,11 +101,16 @@ pub enum PathKind {
 
 impl PathKind {
     /// The path of a pair of these local and remote candidate types.
+    ///
+    /// A peer-reflexive (`prflx`) candidate says only that a connectivity
+    /// check came from an address not signalled yet: behind a NAT, or just a
+    /// browser's host address hidden behind an mDNS name. It does not by
+    /// itself make a path "through NAT"; a server-reflexive one does.
     pub fn of(local: &str, remote: &str) -> PathKind {
         let types = [local, remote];
         if types.contains(&"relay") {
             PathKind::Relayed
-        } else if types.iter().any(|t| matches!(*t, "srflx" | "prflx")) {
+        } else if types.contains(&"srflx") {
             PathKind::ThroughNat
         } else {
             PathKind::Direct
@@ -470,7 +475,10 @@ mod tests {
     fn the_path_is_relayed_if_either_end_relays_and_through_nat_if_translated() {
         assert_eq!(PathKind::of("host", "host"), PathKind::Direct);
         assert_eq!(PathKind::of("srflx", "host"), PathKind::ThroughNat);
-        assert_eq!(PathKind::of("host", "prflx"), PathKind::ThroughNat);
+        // A browser's host address hidden behind an mDNS name is learned
+        // from its first check: peer-reflexive, and still direct.
+        assert_eq!(PathKind::of("host", "prflx"), PathKind::Direct);
+        assert_eq!(PathKind::of("prflx", "srflx"), PathKind::ThroughNat);
         assert_eq!(PathKind::of("relay", "prflx"), PathKind::Relayed);
         assert_eq!(PathKind::of("host", "relay"), PathKind::Relayed);
     }

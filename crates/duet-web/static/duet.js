@@ -824,7 +824,8 @@ function emptyFigures(options) {
 function pathKind(local, remote) {
   if (local === null || remote === null) return null;
   if (local === 'relay' || remote === 'relay') return 'relayed';
-  if ([local, remote].some((t) => t === 'srflx' || t === 'prflx')) return 'through_nat';
+  // Peer-reflexive alone may be an mDNS-hidden host address: not a NAT by itself.
+  if (local === 'srflx' || remote === 'srflx') return 'through_nat';
   return 'direct';
 }
 
