@@ -79,25 +79,53 @@ fn hand_typed_turn(name: &str, valid_for: i64) -> String {
 
 /// The rig, `duet serve` on the public network, and a scratch directory.
 struct NatCall {
+    // Field order is drop order: the server and coturn stop before the rig goes.
+    _server: LivePeer,
+    _coturn: Coturn,
     rig: NatRig,
     scratch: Scratch,
     url: String,
-    _server: LivePeer,
+    _one_at_a_time: std::sync::MutexGuard<'static, ()>,
+}
+
+/// What `duet serve` is told about TURN.
+#[derive(Clone, Copy, PartialEq)]
+enum Serve {
+    /// Nothing: peers bring their own `--ice`.
+    Plain,
+    /// `--turn-url` and the secret (from a file, as a deployment keeps it):
+    /// every `joined` carries credentials.
+    HandingOutTurn,
 }
 
 impl NatCall {
-    fn new(label: &str, kind: NatKind, serve_args: &[&str]) -> NatCall {
+    /// One test at a time: the rig, coturn and `duet serve` on the public network.
+    fn new(label: &str, kind: NatKind, serve: Serve) -> NatCall {
+        assert!(
+            turnserver_installed(),
+            "coturn is missing: run scripts/install-deps.sh"
+        );
+        let one_at_a_time = common::serialised();
         let scratch = Scratch::new(label);
         let rig = NatRig::new(label, kind).expect("the NAT rig needs root, iproute2 and nftables");
-        let mut serve = rig.public().command(duet_bin());
-        serve.args(["serve", "--listen", &format!("{PUBLIC_ADDRESS}:0")]);
-        serve.args(serve_args);
-        let (server, url) = start_server_command(&scratch, serve);
+        let coturn = Coturn::start(&rig, &scratch);
+        let secret_file = scratch.path("turn-secret");
+        std::fs::write(&secret_file, format!("{TURN_SECRET}\n")).unwrap();
+        let turn_url = format!("turn:{PUBLIC_ADDRESS}:{TURN_PORT}");
+        let mut command = rig.public().command(duet_bin());
+        command.args(["serve", "--listen", &format!("{PUBLIC_ADDRESS}:0")]);
+        if serve == Serve::HandingOutTurn {
+            command.args(["--turn-url", &turn_url, "--turn-secret-file"]);
+            command.arg(&secret_file);
+        }
+        let (server, url) = start_server_command(&scratch, command);
         NatCall {
             rig,
             scratch,
             url,
             _server: server,
+            _coturn: coturn,
+            _one_at_a_time: one_at_a_time,
         }
     }
 
@@ -150,6 +178,16 @@ impl NatCall {
                 logs[0], logs[1]
             );
         }
+        for peer in peers.iter() {
+            // A candidate the relay or the other peer can never reach (a
+            // loopback address, say) makes coturn refuse its permission.
+            let stderr = peer.stderr();
+            assert!(
+                !stderr.contains("permission request failed")
+                    && !stderr.contains("Failed to write packet"),
+                "a peer offered or used an address nobody can reach: {stderr}"
+            );
+        }
         let reports = ["A", "B"].map(|name| report(&self.scratch, name));
         // For BENCHMARKS.md (`--nocapture`): how long each end took.
         for (name, report) in ["A", "B"].iter().zip(&reports) {
@@ -200,19 +238,25 @@ fn candidate_types(report: &Value) -> (String, String) {
     )
 }
 
+/// Both ends' packets went through the relay.
+fn assert_relayed(reports: &[Value; 2]) {
+    for report in reports {
+        let (local, remote) = candidate_types(report);
+        assert!(
+            local == "relay" || remote == "relay",
+            "not relayed: {local}/{remote}"
+        );
+        assert_eq!(report["network"]["path"], "relayed");
+    }
+}
+
 fn turnserver_installed() -> bool {
     Command::new("turnserver").arg("--help").output().is_ok()
 }
 
 #[test]
 fn behind_two_nats_only_the_relay_connects_and_hand_typed_credentials_work() {
-    assert!(
-        turnserver_installed(),
-        "coturn is missing: run scripts/install-deps.sh"
-    );
-    let _one = common::serialised();
-    let call = NatCall::new("nat-relay", NatKind::Symmetric, &[]);
-    let _coturn = Coturn::start(&call.rig, &call.scratch);
+    let call = NatCall::new("nat-relay", NatKind::Symmetric, Serve::Plain);
 
     // Without TURN there is no way through: the topology forces the relay.
     let give_up: &[&str] = &["--give-up-after", "8"];
@@ -252,24 +296,12 @@ fn behind_two_nats_only_the_relay_connects_and_hand_typed_credentials_work() {
     let mut peers = call.peers([&["--ice", &a], &["--ice", &b]]);
     let reports = call.finish(&mut peers);
     assert_media_both_ways(&reports);
-    for report in &reports {
-        let (local, remote) = candidate_types(report);
-        assert!(
-            local == "relay" || remote == "relay",
-            "not relayed: {local}/{remote}"
-        );
-    }
+    assert_relayed(&reports);
 }
 
 #[test]
 fn through_nats_that_keep_ports_stun_connects_and_relay_only_hides_the_addresses() {
-    assert!(
-        turnserver_installed(),
-        "coturn is missing: run scripts/install-deps.sh"
-    );
-    let _one = common::serialised();
-    let call = NatCall::new("nat-stun", NatKind::EndpointIndependent, &[]);
-    let _coturn = Coturn::start(&call.rig, &call.scratch);
+    let call = NatCall::new("nat-stun", NatKind::EndpointIndependent, Serve::Plain);
 
     // STUN only: each learns its router's public address, and the two punch through.
     let stun = format!("stun:{PUBLIC_ADDRESS}:{TURN_PORT}");
@@ -308,67 +340,19 @@ fn through_nats_that_keep_ports_stun_connects_and_relay_only_hides_the_addresses
 
 #[test]
 fn behind_two_nats_the_credentials_the_server_hands_out_relay_the_call() {
-    assert!(
-        turnserver_installed(),
-        "coturn is missing: run scripts/install-deps.sh"
-    );
-    let _one = common::serialised();
-    // The secret as a file, as a deployment would keep it.
-    let secret_file = std::env::temp_dir().join(format!("duet-turn-secret-{}", std::process::id()));
-    std::fs::write(&secret_file, format!("{TURN_SECRET}\n")).unwrap();
-    let turn_url = format!("turn:{PUBLIC_ADDRESS}:{TURN_PORT}");
-    let call = NatCall::new(
-        "nat-served",
-        NatKind::Symmetric,
-        &[
-            "--turn-url",
-            &turn_url,
-            "--turn-secret-file",
-            secret_file.to_str().unwrap(),
-            "--turn-ttl",
-            "600",
-        ],
-    );
-    let _ = std::fs::remove_file(&secret_file);
-    let _coturn = Coturn::start(&call.rig, &call.scratch);
+    let call = NatCall::new("nat-served", NatKind::Symmetric, Serve::HandingOutTurn);
 
     // No --ice at all: the peers take the server's TURN server and credentials.
     let mut peers = call.peers([&[], &[]]);
     let reports = call.finish(&mut peers);
     assert_media_both_ways(&reports);
-    for report in &reports {
-        let (local, remote) = candidate_types(report);
-        assert!(
-            local == "relay" || remote == "relay",
-            "not relayed: {local}/{remote}"
-        );
-        assert_eq!(report["network"]["path"], "relayed");
-    }
+    assert_relayed(&reports);
 }
 
 #[test]
 fn a_browser_behind_one_nat_and_the_app_behind_another_meet_through_the_servers_relay() {
-    assert!(
-        turnserver_installed(),
-        "coturn is missing: run scripts/install-deps.sh"
-    );
     common::browser::installed().unwrap_or_else(|missing| panic!("{missing}"));
-    let _one = common::serialised();
-    let turn_url = format!("turn:{PUBLIC_ADDRESS}:{TURN_PORT}");
-    let secret_file = std::env::temp_dir().join(format!("duet-turn-web-{}", std::process::id()));
-    std::fs::write(&secret_file, TURN_SECRET).unwrap();
-    let call = NatCall::new(
-        "nat-web",
-        NatKind::Symmetric,
-        &[
-            "--turn-url",
-            &turn_url,
-            "--turn-secret-file",
-            secret_file.to_str().unwrap(),
-        ],
-    );
-    let _ = std::fs::remove_file(&secret_file);
-    let _coturn = Coturn::start(&call.rig, &call.scratch);
+    let call = NatCall::new("nat-web", NatKind::Symmetric, Serve::HandingOutTurn);
     let page_url = format!(
         "{}/?room=duet&role=caller&test=1&size=320x240",
         call.url.replacen("ws://", "http://", 1)
