@@ -134,6 +134,22 @@ async fn tcp_from(
     socket.connect(addr).await.ok()
 }
 
+/// A WebSocket to the server from `local` (counted as opened once the TCP
+/// connection is up); `None` when the server refused it before or at the upgrade.
+async fn websocket_from(
+    local: IpAddr,
+    addr: SocketAddr,
+    receive_buffer: Option<u32>,
+    counts: &HostileCounts,
+) -> Option<tokio_tungstenite::WebSocketStream<TcpStream>> {
+    let stream = tcp_from(local, addr, receive_buffer).await?;
+    counts.opened.fetch_add(1, Ordering::Relaxed);
+    tokio_tungstenite::client_async(format!("ws://{addr}/ws"), stream)
+        .await
+        .ok()
+        .map(|(socket, _)| socket)
+}
+
 /// Runs `f` until it ends (true: the server cut it off), [`HOLD`] passes or
 /// the run stops (false).
 async fn for_at_most(stop: &AtomicBool, f: impl std::future::Future<Output = ()>) -> bool {
@@ -156,13 +172,7 @@ async fn never_reading(
     stop: &AtomicBool,
     counts: &HostileCounts,
 ) -> bool {
-    let Some(stream) = tcp_from(local, addr, Some(2048)).await else {
-        return true;
-    };
-    counts.opened.fetch_add(1, Ordering::Relaxed);
-    let Ok((mut socket, _)) =
-        tokio_tungstenite::client_async(format!("ws://{addr}/ws"), stream).await
-    else {
+    let Some(mut socket) = websocket_from(local, addr, Some(2048), counts).await else {
         return true;
     };
     let join = format!(r#"{{"type":"join","room":"hostile-{pair}"}}"#);
@@ -216,13 +226,7 @@ async fn half_open(
     stop: &AtomicBool,
     counts: &HostileCounts,
 ) -> bool {
-    let Some(stream) = tcp_from(local, addr, None).await else {
-        return true;
-    };
-    counts.opened.fetch_add(1, Ordering::Relaxed);
-    let Ok((mut socket, _)) =
-        tokio_tungstenite::client_async(format!("ws://{addr}/ws"), stream).await
-    else {
+    let Some(mut socket) = websocket_from(local, addr, None, counts).await else {
         return true;
     };
     if socket
