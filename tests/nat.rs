@@ -11,7 +11,7 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::{LivePeer, Scratch, duet_bin, number, peer_args, report, start_server_command};
+use common::{LivePeer, Scratch, duet_bin, number, peer_in, report, start_server_command};
 use duet_netem::{NatKind, NatRig, PUBLIC_ADDRESS, Side};
 use serde_json::Value;
 
@@ -139,14 +139,10 @@ impl NatCall {
         .into_iter()
         .enumerate()
         {
-            let mut command = self.rig.peer(side).command(duet_bin());
             let mut args = vec!["--size", "320x240", "--duration", "3"];
             args.extend_from_slice(extra[index]);
-            command.args(peer_args(&self.scratch, name, role, &self.url, tone, &args));
-            if let Ok(filter) = std::env::var("DUET_TEST_LOG") {
-                command.env("DUET_LOG", filter);
-            }
-            let mut peer = LivePeer::spawn_command(command, &self.scratch.0, name);
+            let namespace = self.rig.peer(side);
+            let mut peer = peer_in(namespace, &self.scratch, name, role, &self.url, tone, &args);
             if side == Side::A {
                 peer.expect_line("waiting for the other peer", Duration::from_secs(30));
             }
@@ -238,6 +234,14 @@ fn candidate_types(report: &Value) -> (String, String) {
     )
 }
 
+/// Both give up without a call (exit status 5).
+fn assert_no_call(peers: &mut [LivePeer]) {
+    for peer in peers {
+        let status = peer.wait_for_exit(Duration::from_secs(40));
+        assert_eq!(status.code(), Some(5), "{}", peer.stderr());
+    }
+}
+
 /// Both ends' packets went through the relay.
 fn assert_relayed(reports: &[Value; 2]) {
     for report in reports {
@@ -261,14 +265,7 @@ fn behind_two_nats_only_the_relay_connects_and_hand_typed_credentials_work() {
     // Without TURN there is no way through: the topology forces the relay.
     let give_up: &[&str] = &["--give-up-after", "8"];
     let mut peers = call.peers([give_up, give_up]);
-    for peer in &mut peers {
-        assert_eq!(
-            peer.wait_for_exit(Duration::from_secs(40)).code(),
-            Some(5),
-            "{}",
-            peer.stderr()
-        );
-    }
+    assert_no_call(&mut peers);
 
     // Expired credentials: coturn refuses them, and the person is told so.
     let expired = hand_typed_turn("duet-a", -60);
@@ -279,14 +276,7 @@ fn behind_two_nats_only_the_relay_connects_and_hand_typed_credentials_work() {
     if !peers[0].seen.iter().any(|line| line.contains(refused)) {
         peers[0].expect_line(refused, Duration::from_secs(20));
     }
-    for peer in &mut peers {
-        assert_eq!(
-            peer.wait_for_exit(Duration::from_secs(40)).code(),
-            Some(5),
-            "{}",
-            peer.stderr()
-        );
-    }
+    assert_no_call(&mut peers);
 
     // coturn's short-lived credentials typed by hand: the user name holds a colon.
     let (a, b) = (
@@ -385,16 +375,15 @@ fn a_browser_behind_one_nat_and_the_app_behind_another_meet_through_the_servers_
         None
     );
 
-    let mut command = call.rig.peer(Side::B).command(duet_bin());
-    command.args(peer_args(
+    let mut app = peer_in(
+        call.rig.peer(Side::B),
         &call.scratch,
         "B",
         "callee",
         &call.url,
         "660",
         &["--size", "320x240", "--duration", "6"],
-    ));
-    let mut app = LivePeer::spawn_command(command, &call.scratch.0, "B");
+    );
     let page = from_browser
         .recv_timeout(Duration::from_secs(60))
         .unwrap()

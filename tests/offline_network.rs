@@ -10,7 +10,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{LivePeer, Scratch, duet_bin, number, peer_args, report, start_server_command};
+use common::{LivePeer, Scratch, duet_bin, number, peer_in, report, start_server_command};
 use duet_netem::NetNamespace;
 
 #[test]
@@ -30,16 +30,15 @@ fn a_machine_without_a_route_out_still_calls() {
     let mut peers: Vec<LivePeer> = [("caller", "660"), ("callee", "880")]
         .into_iter()
         .map(|(role, tone)| {
-            let mut command = namespace.command(duet_bin());
-            command.args(peer_args(
+            peer_in(
+                &namespace,
                 &scratch,
                 role,
                 role,
                 &url,
                 tone,
                 &["--duration", "4"],
-            ));
-            LivePeer::spawn_command(command, &scratch.0, role)
+            )
         })
         .collect();
     for peer in &mut peers {

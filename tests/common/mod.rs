@@ -355,6 +355,25 @@ pub fn peer_args(
     args.into_iter().map(str::to_owned).collect()
 }
 
+/// A headless [`peer`] run inside `namespace` (a network of its own).
+/// `DUET_TEST_LOG=debug` (say) shows what it did, in its stderr.
+pub fn peer_in(
+    namespace: &duet_netem::NetNamespace,
+    scratch: &Scratch,
+    name: &str,
+    role: &str,
+    url: &str,
+    tone: &str,
+    extra: &[&str],
+) -> LivePeer {
+    let mut command = namespace.command(duet_bin());
+    command.args(peer_args(scratch, name, role, url, tone, extra));
+    if let Ok(filter) = std::env::var("DUET_TEST_LOG") {
+        command.env("DUET_LOG", filter);
+    }
+    LivePeer::spawn_command(command, &scratch.0, name)
+}
+
 /// The `--stats-json` report a [`peer`] named `name` wrote.
 pub fn report(scratch: &Scratch, name: &str) -> Value {
     let text = std::fs::read_to_string(scratch.path(&format!("{name}.json")))

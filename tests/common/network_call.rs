@@ -8,7 +8,7 @@ use std::time::Duration;
 use duet_netem::{Rig, Side};
 use serde_json::Value;
 
-use super::{LivePeer, Scratch, duet_bin, peer_args, report, start_server_command};
+use super::{LivePeer, Scratch, duet_bin, peer_in, report, start_server_command};
 
 /// The two peers are named after their sides.
 pub const NAMES: [&str; 2] = ["A", "B"];
@@ -49,15 +49,10 @@ impl NetworkCall {
             (Side::A, NAMES[0], "caller", "660"),
             (Side::B, NAMES[1], "callee", "880"),
         ] {
-            let mut command = self.rig.namespace(side).command(duet_bin());
             let mut args = vec!["--video", "test:noisy", "--duration", &seconds];
             args.extend_from_slice(extra);
-            command.args(peer_args(&self.scratch, name, role, &self.url, tone, &args));
-            // DUET_TEST_LOG=debug (say) shows what the peers did, in their stderr.
-            if let Ok(filter) = std::env::var("DUET_TEST_LOG") {
-                command.env("DUET_LOG", filter);
-            }
-            let mut peer = LivePeer::spawn_command(command, &self.scratch.0, name);
+            let namespace = self.rig.namespace(side);
+            let mut peer = peer_in(namespace, &self.scratch, name, role, &self.url, tone, &args);
             if side == Side::A {
                 peer.expect_line("waiting for the other peer", Duration::from_secs(30));
             }
