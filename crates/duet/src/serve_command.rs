@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
+use duet_call::{IceServer, IceServerError};
 use duet_signal::{ServerConfig, SignalServer, TlsFiles, TurnConfig};
 
 /// Where the TURN secret may come from besides the command line, which other
@@ -98,16 +99,17 @@ fn turn_config(
         ),
         (false, Some(secret)) => {
             for url in urls {
-                let address = url.strip_prefix("turn:").with_context(|| {
-                    format!("--turn-url {url:?}: a TURN URL is turn:HOST:PORT (relays over UDP)")
-                })?;
-                if address.contains('@') {
+                if url.contains('@') {
                     bail!(
                         "--turn-url {url:?}: no user or password in the URL; the server makes them"
                     );
                 }
-                if address.contains("transport=tcp") {
-                    bail!("--turn-url {url:?}: Duet relays over UDP only; drop ?transport=tcp");
+                // The peers' own rules for a server (`turns:` and TCP are
+                // refused there too); its credentials are the server's to add.
+                match IceServer::from_parts(url, "", "") {
+                    Err(IceServerError::NoCredentials(_)) => {}
+                    Err(err) => bail!("--turn-url: {err}"),
+                    Ok(_) => bail!("--turn-url {url:?}: a TURN URL is turn:HOST:PORT"),
                 }
             }
             Ok(Some(TurnConfig {
