@@ -417,3 +417,72 @@ fn a_browser_behind_one_nat_and_the_app_behind_another_meet_through_the_servers_
         app_report["time_to_first_remote_frame_ms"],
     );
 }
+
+#[test]
+fn a_page_given_expired_turn_credentials_says_the_relay_refused_them() {
+    common::browser::installed().unwrap_or_else(|missing| panic!("{missing}"));
+    let call = NatCall::new("nat-web-401", NatKind::Symmetric, Serve::Plain);
+    let expired = hand_typed_turn("duet-page", -60);
+    let page_url = format!(
+        "{}/?room=duet&role=caller&test=1&size=320x240&ice={}",
+        call.url.replacen("ws://", "http://", 1),
+        percent_encoded(&expired)
+    );
+
+    let home = call.rig.peer(Side::A).open().unwrap();
+    let (to_test, from_browser) = std::sync::mpsc::channel();
+    let browser_side = std::thread::spawn(move || {
+        duet_netem::enter(&home).unwrap();
+        let browser = common::browser::Browser::launch("nat-web-401");
+        browser.open(&page_url);
+        browser.wait_for_state("waiting", Duration::from_secs(30));
+        to_test.send(None).unwrap();
+        // The page asks coturn for a relay once the other peer is there and
+        // the connection starts gathering; coturn answers 401 twice.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let mut notices = browser.text("notices");
+        while !notices.contains("TURN refused the credentials")
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(200));
+            notices = browser.text("notices");
+        }
+        to_test.send(Some(notices)).unwrap();
+    });
+    assert_eq!(
+        from_browser.recv_timeout(Duration::from_secs(90)).unwrap(),
+        None
+    );
+    let mut app = peer_in(
+        call.rig.peer(Side::B),
+        &call.scratch,
+        "B",
+        "callee",
+        &call.url,
+        "660",
+        &["--size", "320x240", "--give-up-after", "8"],
+    );
+    let notices = from_browser
+        .recv_timeout(Duration::from_secs(60))
+        .unwrap()
+        .expect("the page's notices");
+    browser_side.join().unwrap();
+    let _ = app.wait_for_exit(Duration::from_secs(30));
+    assert!(
+        notices.contains("TURN refused the credentials")
+            && notices.contains(&format!("{PUBLIC_ADDRESS}:{TURN_PORT}")),
+        "the page's notices: {notices:?}"
+    );
+}
+
+/// `text` with every byte outside `A-Za-z0-9-._~` percent-encoded, for a query.
+fn percent_encoded(text: &str) -> String {
+    text.bytes()
+        .map(|byte| match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (byte as char).to_string()
+            }
+            _ => format!("%{byte:02X}"),
+        })
+        .collect()
+}
