@@ -151,6 +151,16 @@ fn browser_and_native_call(browser_role: &str) {
         "{native_report:#}"
     );
     assert_eq!(browser.report()["network"]["path"], "direct");
+    // The page's freezes come from Chromium's own count, as the app's from its own.
+    let page_now = browser.report();
+    for field in ["freeze_count", "total_freezes_duration_ms"] {
+        assert!(
+            page_now["video"][field].is_number(),
+            "the page's report has video.{field}: {:#}",
+            page_now["video"]
+        );
+    }
+    assert_eq!(page_now["signaling_reconnects"], 0, "{page_now:#}");
 
     // The page hears the native bye in words, and waits for the next peer.
     browser.wait_for_state("peer-left", Duration::from_secs(10));

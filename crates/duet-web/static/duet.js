@@ -116,6 +116,9 @@ class Signaling {
     this.final = false;
     this.retry = null;
     this.resume = null;
+    /** Connections opened after the first: how often the page came back to the server. */
+    this.reconnects = 0;
+    this.opened = false;
   }
 
   get url() {
@@ -127,6 +130,8 @@ class Signaling {
     this.ws = ws;
     ws.onopen = () => {
       this.failures = 0;
+      if (this.opened) this.reconnects += 1;
+      this.opened = true;
       const join = { type: 'join', room: this.room, role: this.role };
       if (this.resume) join.resume = this.resume;
       ws.send(JSON.stringify(join));
@@ -730,6 +735,8 @@ class Call {
         f.video.width = s.frameWidth ?? null;
         f.video.height = s.frameHeight ?? null;
         f.video.fps_received = s.framesPerSecond ?? null;
+        f.video.freeze_count = s.freezeCount ?? null;
+        f.video.total_freezes_duration_ms = s.totalFreezesDuration != null ? Math.round(s.totalFreezesDuration * 1000) : null;
         f.network.packets_lost = (s.packetsLost ?? 0);
         f.network.jitter_ms = s.jitter != null ? s.jitter * 1000 : null;
         totals.videoIn = s.bytesReceived ?? 0;
@@ -790,6 +797,7 @@ class Call {
         latency_ms: percentiles(listener ? listener.latencies : []),
       },
       network: { ...f.network },
+      signaling_reconnects: this.signaling ? this.signaling.reconnects : 0,
       verification_code: f.verification ? f.verification.text : null,
     };
   }
@@ -809,7 +817,8 @@ function emptyFigures(options) {
     verification: null,
     video: {
       codec: null, frames_sent: null, frames_received: null, frames_decoded: null,
-      width: null, height: null, fps_received: null, bitrate_kbps_sent: null, bitrate_kbps_received: null,
+      width: null, height: null, fps_received: null, freeze_count: null, total_freezes_duration_ms: null,
+      bitrate_kbps_sent: null, bitrate_kbps_received: null,
       keyframes_sent: null, pli_received: null, nack_received: null, encoder: null, sent_size: `${options.width}x${options.height}`,
     },
     audio: { codec: null, packets_sent: null, packets_received: null },
