@@ -185,6 +185,10 @@ fn a_clean_link_carries_the_noisy_picture_at_full_rate() {
 fn call_through_outage(label: &str, outage: Duration, seconds: u64) -> ([Value; 2], [String; 2]) {
     let _one_at_a_time = common::serialised();
     let mut call = NetworkCall::new(label);
+    // Some delay, as a real link has: the delay line is then in the path
+    // while the outage's rules come and go (their going once stopped the
+    // line for good, and the call with it).
+    call.rig.set_links(LinkProfile::new(10, 0, 0.0)).unwrap();
     // A headless run gives up on a call gone for `--give-up-after`: longer
     // than the outage, so that what is measured is the coming back.
     call.start(seconds, &["--give-up-after", "90"]);

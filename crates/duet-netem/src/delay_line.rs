@@ -146,6 +146,9 @@ fn serve(mut queue: Queue, shared: &Shared) -> std::io::Result<()> {
             let mut message = match queue.recv() {
                 Ok(message) => message,
                 Err(err) if err.kind() == ErrorKind::WouldBlock => break,
+                // The kernel's answer to a verdict on a packet it had
+                // already dropped (see `give_verdict`): nothing to do.
+                Err(err) if err.kind() == ErrorKind::NotFound => continue,
                 Err(err) => return Err(err),
             };
             shared
@@ -160,7 +163,7 @@ fn serve(mut queue: Queue, shared: &Shared) -> std::io::Result<()> {
                 None => {
                     shared.lost.fetch_add(1, Ordering::Relaxed);
                     message.set_verdict(Verdict::Drop);
-                    queue.verdict(message)?;
+                    give_verdict(&mut queue, message)?;
                 }
             }
         }
@@ -168,7 +171,7 @@ fn serve(mut queue: Queue, shared: &Shared) -> std::io::Result<()> {
         while let Some(mut message) = held.pop_due(now) {
             shared.passed.fetch_add(1, Ordering::Relaxed);
             message.set_verdict(Verdict::Accept);
-            queue.verdict(message)?;
+            give_verdict(&mut queue, message)?;
         }
         let idle = held.next_due().map_or(IDLE_POLL, |due| {
             due.saturating_duration_since(now).min(IDLE_POLL)
@@ -179,7 +182,18 @@ fn serve(mut queue: Queue, shared: &Shared) -> std::io::Result<()> {
     // delivered it.
     while let Some(mut message) = held.pop_due(Instant::now() + Duration::from_secs(3600)) {
         message.set_verdict(Verdict::Accept);
-        queue.verdict(message)?;
+        give_verdict(&mut queue, message)?;
     }
     Ok(())
+}
+
+/// Hands the kernel its verdict on `message`. A packet the kernel no longer
+/// holds is not an error of the line: the kernel drops every queued packet of
+/// a namespace when a netfilter hook there goes away (an outage's table being
+/// deleted, say), and then answers the verdict with `ENOENT`.
+fn give_verdict(queue: &mut Queue, message: nfq::Message) -> std::io::Result<()> {
+    match queue.verdict(message) {
+        Err(err) if err.kind() == ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
 }
