@@ -20,8 +20,11 @@
 //!
 //! ```sh
 //! cargo build -p duet
-//! cargo run --example network_benchmark -- 30
+//! cargo run --example network_benchmark -- 30 [outage]
 //! ```
+//!
+//! The first argument is the seconds each call lasts once connected; the
+//! second, if given, keeps only the profiles whose name holds it.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[path = "../tests/common/mod.rs"]
@@ -35,12 +38,16 @@ use common::network_call::NetworkCall;
 use duet_netem::{LinkProfile, Side};
 use serde_json::Value;
 
-/// A network to call across.
+/// A network to call across, and an outage in the middle of the call.
 struct Profile {
     name: &'static str,
     label: &'static str,
     link: LinkProfile,
+    outage: Option<Duration>,
 }
+
+/// When the outage starts, after both are connected.
+const OUTAGE_AFTER: Duration = Duration::from_secs(5);
 
 fn main() -> anyhow::Result<()> {
     let seconds: u64 = std::env::args()
@@ -48,24 +55,34 @@ fn main() -> anyhow::Result<()> {
         .map(|arg| arg.parse())
         .transpose()?
         .unwrap_or(30);
+    // Only the profiles whose name holds this, if given ("loss", "outage").
+    let only = std::env::args().nth(2).unwrap_or_default();
     common::browser::installed().map_err(anyhow::Error::msg)?;
     let profiles = [
         Profile {
             name: "2 % loss, 40 ± 10 ms",
             label: "nb-loss2",
             link: LinkProfile::new(40, 10, 2.0),
+            outage: None,
         },
         Profile {
             name: "5 % loss, 60 ± 30 ms",
             label: "nb-loss5",
             link: LinkProfile::new(60, 30, 5.0),
+            outage: None,
+        },
+        Profile {
+            name: "3 s outage, 10 ms each way",
+            label: "nb-out3",
+            link: LinkProfile::new(10, 0, 0.0),
+            outage: Some(Duration::from_secs(3)),
         },
     ];
     println!(
         "| profile | pair | peer | fps | frames decoded / received | freezes (total) | video p50 / p95 ms | kbit/s received | beeps heard |"
     );
     println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
-    for profile in &profiles {
+    for profile in profiles.iter().filter(|p| p.name.contains(&only)) {
         let native = native_call(profile, seconds);
         let browsers = browser_call(profile, seconds);
         for (pair, reports) in [("native↔native", native), ("Chromium↔Chromium", browsers)] {
@@ -81,7 +98,11 @@ fn main() -> anyhow::Result<()> {
 fn native_call(profile: &Profile, seconds: u64) -> [Value; 2] {
     let mut call = NetworkCall::new(profile.label);
     call.rig.set_links(profile.link).unwrap();
-    call.start(seconds, &[]);
+    call.start(seconds, &["--give-up-after", "90"]);
+    if let Some(outage) = profile.outage {
+        call.expect_both("connected", Duration::from_secs(30));
+        cut(&mut call, outage);
+    }
     call.finish(Duration::from_secs(seconds + 120))
 }
 
@@ -127,13 +148,22 @@ fn browser_call(profile: &Profile, seconds: u64) -> [Value; 2] {
             assert!(heard.recv_timeout(Duration::from_secs(90)).unwrap().1.is_none());
         }
     }
+    let mut connected = 0;
     let mut reports = [Value::Null, Value::Null];
     while reports.iter().any(Value::is_null) {
         let (index, report) = heard
             .recv_timeout(Duration::from_secs(3 * seconds + 120))
             .expect("both pages report");
-        if let Some(report) = report {
-            reports[index] = report;
+        match report {
+            None => {
+                connected += 1;
+                if connected == 2
+                    && let Some(outage) = profile.outage
+                {
+                    cut(&mut call, outage);
+                }
+            }
+            Some(report) => reports[index] = report,
         }
     }
     for side in sides {
@@ -153,6 +183,14 @@ fn call_report(browser: &Browser, seconds: u64) -> Value {
         }
         std::thread::sleep(Duration::from_millis(250));
     }
+}
+
+/// The network gone both ways for `outage`, some seconds into the call.
+fn cut(call: &mut NetworkCall, outage: Duration) {
+    std::thread::sleep(OUTAGE_AFTER);
+    call.rig.set_outage(true).unwrap();
+    std::thread::sleep(outage);
+    call.rig.set_outage(false).unwrap();
 }
 
 /// What one peer received, as the table's cells.
