@@ -141,11 +141,18 @@ fn browser_call(profile: &Profile, seconds: u64) -> [Value; 2] {
             }
             browser.wait_for_state("in-call", Duration::from_secs(60));
             said.send((index, None)).unwrap();
-            said.send((index, Some(call_report(&browser, seconds)))).unwrap();
+            said.send((index, Some(call_report(&browser, seconds))))
+                .unwrap();
         }));
         if index == 0 {
             // The callee joins once the caller waits in the room.
-            assert!(heard.recv_timeout(Duration::from_secs(90)).unwrap().1.is_none());
+            assert!(
+                heard
+                    .recv_timeout(Duration::from_secs(90))
+                    .unwrap()
+                    .1
+                    .is_none()
+            );
         }
     }
     let mut connected = 0;
