@@ -339,58 +339,107 @@ fn behind_two_nats_the_credentials_the_server_hands_out_relay_the_call() {
     assert_relayed(&reports);
 }
 
+/// Chromium behind router A, in a call with the app behind router B.
+struct PageAndApp<T> {
+    /// What the page's work returned.
+    page: T,
+    /// The app, as the callee.
+    app: LivePeer,
+    leave: std::sync::mpsc::Sender<()>,
+    browser_side: std::thread::JoinHandle<()>,
+}
+
+impl<T> PageAndApp<T> {
+    /// Opens the page (`query` after `/?`, as the caller) in Chromium behind
+    /// router A and waits until it is in the room; then starts the app behind
+    /// router B as the callee with `app_args`, while `on_page` runs on the
+    /// page. The thread that starts Chromium (and talks to it) lives in A's
+    /// network, and so do the processes it starts.
+    fn start(
+        call: &NatCall,
+        name: &str,
+        query: &str,
+        app_args: &[&str],
+        on_page: impl FnOnce(&common::browser::Browser) -> T + Send + 'static,
+    ) -> PageAndApp<T>
+    where
+        T: Send + 'static,
+    {
+        common::browser::installed().unwrap_or_else(|missing| panic!("{missing}"));
+        let page_url = format!(
+            "{}/?role=caller&{query}",
+            call.url.replacen("ws://", "http://", 1)
+        );
+        let home = call.rig.peer(Side::A).open().unwrap();
+        let (to_test, from_browser) = std::sync::mpsc::channel();
+        let (leave, wait_to_leave) = std::sync::mpsc::channel::<()>();
+        let name = name.to_owned();
+        let browser_side = std::thread::spawn(move || {
+            duet_netem::enter(&home).unwrap();
+            let browser = common::browser::Browser::launch(&name);
+            browser.open(&page_url);
+            browser.wait_for_state("waiting", Duration::from_secs(30));
+            to_test.send(None).unwrap();
+            to_test.send(Some(on_page(&browser))).unwrap();
+            // Stay in the call until the test is done with it.
+            let _ = wait_to_leave.recv_timeout(Duration::from_secs(60));
+        });
+        assert!(
+            from_browser
+                .recv_timeout(Duration::from_secs(90))
+                .unwrap()
+                .is_none()
+        );
+        let app = peer_in(
+            call.rig.peer(Side::B),
+            &call.scratch,
+            "B",
+            "callee",
+            &call.url,
+            "660",
+            app_args,
+        );
+        let page = from_browser
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap()
+            .expect("what the page's work returned");
+        PageAndApp {
+            page,
+            app,
+            leave,
+            browser_side,
+        }
+    }
+
+    /// The page leaves once the app has exited; the page's result and the
+    /// app's exit status.
+    fn finish(mut self) -> (T, std::process::ExitStatus, LivePeer) {
+        let status = self.app.wait_for_exit(Duration::from_secs(60));
+        let _ = self.leave.send(());
+        self.browser_side.join().unwrap();
+        (self.page, status, self.app)
+    }
+}
+
 #[test]
 fn a_browser_behind_one_nat_and_the_app_behind_another_meet_through_the_servers_relay() {
-    common::browser::installed().unwrap_or_else(|missing| panic!("{missing}"));
     let call = NatCall::new("nat-web", NatKind::Symmetric, Serve::HandingOutTurn);
-    let page_url = format!(
-        "{}/?room=duet&role=caller&test=1&size=320x240",
-        call.url.replacen("ws://", "http://", 1)
-    );
-
-    // Chromium behind router A: the thread that starts it (and talks to it)
-    // lives in A's network, and so do the processes it starts.
-    let home = call.rig.peer(Side::A).open().unwrap();
-    let (to_test, from_browser) = std::sync::mpsc::channel();
-    let (go_on, wait_for_test) = std::sync::mpsc::channel::<()>();
-    let browser_side = std::thread::spawn(move || {
-        duet_netem::enter(&home).unwrap();
-        let browser = common::browser::Browser::launch("nat-web");
-        browser.open(&page_url);
-        browser.wait_for_state("waiting", Duration::from_secs(30));
-        to_test.send(None).unwrap();
-        let page = browser.wait_for_report(Duration::from_secs(40), |r| {
-            // Sound: a headless Chromium in a network namespace has no sound
-            // server to play to, so the page may hear no beep; packets say audio came.
-            r["video"]["stamped_frames"].as_f64() >= Some(30.0)
-                && r["audio"]["packets_received"].as_f64() >= Some(100.0)
-                && r["network"]["path"].is_string()
-        });
-        to_test.send(Some(page)).unwrap();
-        // Stay in the call until the app has hung up.
-        let _ = wait_for_test.recv_timeout(Duration::from_secs(60));
-    });
-    assert_eq!(
-        from_browser.recv_timeout(Duration::from_secs(90)).unwrap(),
-        None
-    );
-
-    let mut app = peer_in(
-        call.rig.peer(Side::B),
-        &call.scratch,
-        "B",
-        "callee",
-        &call.url,
-        "660",
+    let (page, status, app) = PageAndApp::start(
+        &call,
+        "nat-web",
+        "room=duet&test=1&size=320x240",
         &["--size", "320x240", "--duration", "6"],
-    );
-    let page = from_browser
-        .recv_timeout(Duration::from_secs(60))
-        .unwrap()
-        .expect("the page's report");
-    let status = app.wait_for_exit(Duration::from_secs(60));
-    let _ = go_on.send(());
-    browser_side.join().unwrap();
+        |browser| {
+            browser.wait_for_report(Duration::from_secs(40), |r| {
+                // Sound: a headless Chromium in a network namespace has no sound
+                // server to play to, so the page may hear no beep; packets say audio came.
+                r["video"]["stamped_frames"].as_f64() >= Some(30.0)
+                    && r["audio"]["packets_received"].as_f64() >= Some(100.0)
+                    && r["network"]["path"].is_string()
+            })
+        },
+    )
+    .finish();
     assert!(status.success(), "{status}: {}", app.stderr());
     let app_report = report(&call.scratch, "B");
     assert_eq!(page["network"]["path"], "relayed", "{:#}", page["network"]);
@@ -420,54 +469,32 @@ fn a_browser_behind_one_nat_and_the_app_behind_another_meet_through_the_servers_
 
 #[test]
 fn a_page_given_expired_turn_credentials_says_the_relay_refused_them() {
-    common::browser::installed().unwrap_or_else(|missing| panic!("{missing}"));
     let call = NatCall::new("nat-web-401", NatKind::Symmetric, Serve::Plain);
     let expired = hand_typed_turn("duet-page", -60);
-    let page_url = format!(
-        "{}/?room=duet&role=caller&test=1&size=320x240&ice={}",
-        call.url.replacen("ws://", "http://", 1),
+    let query = format!(
+        "room=duet&test=1&size=320x240&ice={}",
         percent_encoded(&expired)
     );
-
-    let home = call.rig.peer(Side::A).open().unwrap();
-    let (to_test, from_browser) = std::sync::mpsc::channel();
-    let browser_side = std::thread::spawn(move || {
-        duet_netem::enter(&home).unwrap();
-        let browser = common::browser::Browser::launch("nat-web-401");
-        browser.open(&page_url);
-        browser.wait_for_state("waiting", Duration::from_secs(30));
-        to_test.send(None).unwrap();
-        // The page asks coturn for a relay once the other peer is there and
-        // the connection starts gathering; coturn answers 401 twice.
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        let mut notices = browser.text("notices");
-        while !notices.contains("TURN refused the credentials")
-            && std::time::Instant::now() < deadline
-        {
-            std::thread::sleep(Duration::from_millis(200));
-            notices = browser.text("notices");
-        }
-        to_test.send(Some(notices)).unwrap();
-    });
-    assert_eq!(
-        from_browser.recv_timeout(Duration::from_secs(90)).unwrap(),
-        None
-    );
-    let mut app = peer_in(
-        call.rig.peer(Side::B),
-        &call.scratch,
-        "B",
-        "callee",
-        &call.url,
-        "660",
+    let (notices, _, _) = PageAndApp::start(
+        &call,
+        "nat-web-401",
+        &query,
         &["--size", "320x240", "--give-up-after", "8"],
-    );
-    let notices = from_browser
-        .recv_timeout(Duration::from_secs(60))
-        .unwrap()
-        .expect("the page's notices");
-    browser_side.join().unwrap();
-    let _ = app.wait_for_exit(Duration::from_secs(30));
+        |browser| {
+            // The page asks coturn for a relay once the other peer is there
+            // and the connection starts gathering; coturn answers 401 twice.
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            let mut notices = browser.text("notices");
+            while !notices.contains("TURN refused the credentials")
+                && std::time::Instant::now() < deadline
+            {
+                std::thread::sleep(Duration::from_millis(200));
+                notices = browser.text("notices");
+            }
+            notices
+        },
+    )
+    .finish();
     assert!(
         notices.contains("TURN refused the credentials")
             && notices.contains(&format!("{PUBLIC_ADDRESS}:{TURN_PORT}")),
