@@ -20,15 +20,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tokio_util::sync::CancellationToken;
 
 use crate::connection::upgrade;
-use crate::hub::Hub;
+use crate::hub::{Hub, ServerStore};
 use crate::limits::RateLimit;
 use crate::listener::{Acceptor, HttpDeadlines};
 use crate::origin::{BadOrigin, OriginPolicy};
 use crate::protocol::WS_PATH;
+use crate::redis_store::{LEASE_RENEWAL, RedisConfig, RedisStore};
+use crate::relay_bus;
+use crate::room_store::{InstanceId, MemoryStore, StoreError};
 use crate::tls::load_tls;
 use crate::turn::TurnConfig;
 
@@ -81,6 +87,8 @@ pub struct ServerConfig {
     pub allowed_origins: Vec<String>,
     /// TURN servers whose short-lived credentials every `joined` carries.
     pub turn: Option<TurnConfig>,
+    /// Share rooms with other instances through this Redis; `None` keeps them in memory.
+    pub redis: Option<RedisConfig>,
 }
 
 impl Default for ServerConfig {
@@ -106,6 +114,7 @@ impl Default for ServerConfig {
             },
             allowed_origins: Vec::new(),
             turn: None,
+            redis: None,
         }
     }
 }
@@ -141,6 +150,9 @@ pub enum ServerError {
     /// An allowed origin is not an origin.
     #[error(transparent)]
     Origin(#[from] BadOrigin),
+    /// Redis (given with `--redis`) did not answer at start.
+    #[error("cannot use Redis: {0}")]
+    Redis(#[from] StoreError),
     /// The HTTP server failed while running.
     #[error("server failed: {0}")]
     Serve(#[from] std::io::Error),
@@ -220,10 +232,29 @@ impl SignalServer {
         shutdown: impl Future<Output = ()>,
         kill: impl Future<Output = ()>,
     ) -> Result<(), ServerError> {
-        let hub = Arc::new(Hub::new(self.config, self.origins));
+        let instance = InstanceId(rand::random());
+        let (store, subscription) = match &self.config.redis {
+            None => (ServerStore::Memory(MemoryStore::default()), None),
+            Some(redis) => {
+                let store = RedisStore::connect(redis.clone(), instance).await?;
+                // Subscribed before the first connection is accepted, so no
+                // message for this instance's peers can go unheard.
+                let subscription = relay_bus::subscribe(store.client(), &store.channel(instance))
+                    .await
+                    .map_err(|err| StoreError::Unreachable(err.to_string()))?;
+                (ServerStore::Redis(store), Some(subscription))
+            }
+        };
+        let hub = Arc::new(Hub::new(self.config, self.origins, store, instance));
+        if let Some(subscription) = subscription {
+            tokio::spawn(relay_bus::listen(hub.clone(), subscription));
+            tokio::spawn(keep_lease(hub.clone()));
+            tracing::info!(%instance, "sharing rooms through Redis");
+        }
         let mut app = Router::new()
             .route(WS_PATH, get(upgrade))
-            .route("/healthz", get(|| async { "ok" }))
+            .route("/healthz", get(healthz))
+            .route("/metrics", get(metrics))
             .with_state(hub.clone());
         if let Some(routes) = self.other_routes {
             app = app.fallback_service(routes);
@@ -265,6 +296,11 @@ impl SignalServer {
             tracing::warn!("some connections did not close within {grace:?}; dropping them");
             hub.killed.cancel();
         }
+        if let Some(store) = hub.redis_store()
+            && let Err(err) = store.drop_lease().await
+        {
+            tracing::warn!(%err, "could not give up this instance's lease; it runs out by itself");
+        }
         Ok(())
     }
 
@@ -287,6 +323,59 @@ impl SignalServer {
             stop,
             kill,
             task,
+        }
+    }
+}
+
+/// `200 ok`; with Redis, `503` while Redis does not answer (this instance
+/// cannot seat anyone then).
+async fn healthz(State(hub): State<Arc<Hub>>) -> Response {
+    if hub.redis_store().is_some() && !hub.metrics.redis_up() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "redis unreachable\n").into_response();
+    }
+    "ok".into_response()
+}
+
+/// The Prometheus text page.
+async fn metrics(State(hub): State<Arc<Hub>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        hub.metrics_page(),
+    )
+        .into_response()
+}
+
+/// Renews this instance's lease in Redis, measuring the round trip, and
+/// frees seats whose connections were lost while Redis was away.
+async fn keep_lease(hub: Arc<Hub>) {
+    let Some(store) = hub.redis_store().cloned() else {
+        return;
+    };
+    let mut ticks = tokio::time::interval(LEASE_RENEWAL);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            () = hub.shutdown.cancelled() => return,
+            () = hub.killed.cancelled() => return,
+        }
+        match store.renew_lease().await {
+            Ok(rtt) => {
+                if !hub.metrics.redis_up() {
+                    tracing::info!("Redis answers again");
+                }
+                hub.metrics.redis_round_trip(Some(rtt));
+                hub.retry_releases().await;
+            }
+            Err(err) => {
+                if hub.metrics.redis_up() {
+                    tracing::warn!(%err, "Redis does not answer; new joins are refused until it does");
+                }
+                hub.metrics.redis_round_trip(None);
+            }
         }
     }
 }
