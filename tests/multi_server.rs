@@ -163,3 +163,93 @@ fn a_peer_whose_instance_is_killed_resumes_through_haproxy_and_the_call_goes_on(
     assert_media_flowed(&caller, &callee, 880.0);
     assert_media_flowed(&callee, &caller, 660.0);
 }
+
+/// What a fresh connection to `addr` hears in answer to joining `room`:
+/// the `type` of the first message, and its `code` when it is an error.
+fn join_answer(addr: &str, room: &str) -> (String, Option<String>) {
+    use futures_util::{SinkExt as _, StreamExt as _};
+    use tokio_tungstenite::tungstenite::Message;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let (mut socket, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws"))
+            .await
+            .unwrap();
+        let join = format!(r#"{{"type":"join","room":"{room}"}}"#);
+        socket.send(Message::text(join)).await.unwrap();
+        let answer = tokio::time::timeout(Duration::from_secs(10), socket.next())
+            .await
+            .expect("an answer within 10 s");
+        let Some(Ok(Message::Text(text))) = answer else {
+            panic!("no answer to a join: {answer:?}");
+        };
+        let answer: Value = serde_json::from_str(&text).unwrap();
+        (
+            answer["type"].as_str().unwrap_or_default().to_owned(),
+            answer["code"].as_str().map(str::to_owned),
+        )
+    })
+}
+
+/// Polls `addr`'s health check until it answers with `status`.
+fn wait_for_health(addr: &str, status: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while !http_get(addr, "/healthz").starts_with(&format!("HTTP/1.1 {status}")) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{addr} never answered {status}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn while_redis_restarts_joins_are_refused_the_call_goes_on_and_no_room_is_left_half_joined() {
+    let _one = serialised();
+    let scratch = Scratch::new("redis-restart");
+    let mut redis = Redis::start(&scratch);
+    let (_one_server, one) = start_instance(&scratch, "instance1", &redis.url());
+    let (_two_server, two) = start_instance(&scratch, "instance2", &redis.url());
+    let args = [SMALL[0], SMALL[1], "--duration", "10"];
+    let mut caller = peer(&scratch, "caller", "caller", &format!("ws://{one}"), "880", &args);
+    caller.expect_line("waiting for the other peer", Duration::from_secs(30));
+    let mut callee = peer(&scratch, "callee", "callee", &format!("ws://{two}"), "660", &args);
+    for peer in [&mut caller, &mut callee] {
+        peer.expect_line("first remote frame", Duration::from_secs(20));
+    }
+
+    redis.kill();
+    wait_for_health(&one, "503");
+    assert_eq!(
+        join_answer(&one, "elsewhere"),
+        ("error".to_owned(), Some("unavailable".to_owned())),
+        "a join is refused, clearly, while Redis is away"
+    );
+    redis.restart();
+    wait_for_health(&one, "200");
+    wait_for_health(&two, "200");
+
+    // Both seats of the call are still taken, whole: a third peer finds the room full.
+    assert_eq!(
+        join_answer(&two, "duet"),
+        ("error".to_owned(), Some("room_full".to_owned()))
+    );
+    // And joins work again.
+    assert_eq!(join_answer(&one, "elsewhere").0, "joined");
+
+    assert!(caller.wait_for_exit(Duration::from_secs(30)).success());
+    assert!(callee.wait_for_exit(Duration::from_secs(30)).success());
+    for peer in [&caller, &callee] {
+        assert!(
+            !peer.seen.iter().any(|line| line.contains("peer left")),
+            "{:?}",
+            peer.seen
+        );
+    }
+    let (caller, callee) = (report(&scratch, "caller"), report(&scratch, "callee"));
+    assert_eq!(number(&caller, &["calls_connected"]), 1.0);
+    assert_media_flowed(&caller, &callee, 880.0);
+    assert_media_flowed(&callee, &caller, 660.0);
+}
