@@ -213,9 +213,23 @@ fn while_redis_restarts_joins_are_refused_the_call_goes_on_and_no_room_is_left_h
     let (_one_server, one) = start_instance(&scratch, "instance1", &redis.url());
     let (_two_server, two) = start_instance(&scratch, "instance2", &redis.url());
     let args = [SMALL[0], SMALL[1], "--duration", "10"];
-    let mut caller = peer(&scratch, "caller", "caller", &format!("ws://{one}"), "880", &args);
+    let mut caller = peer(
+        &scratch,
+        "caller",
+        "caller",
+        &format!("ws://{one}"),
+        "880",
+        &args,
+    );
     caller.expect_line("waiting for the other peer", Duration::from_secs(30));
-    let mut callee = peer(&scratch, "callee", "callee", &format!("ws://{two}"), "660", &args);
+    let mut callee = peer(
+        &scratch,
+        "callee",
+        "callee",
+        &format!("ws://{two}"),
+        "660",
+        &args,
+    );
     for peer in [&mut caller, &mut callee] {
         peer.expect_line("first remote frame", Duration::from_secs(20));
     }

@@ -30,7 +30,7 @@ use crate::turn::TurnConfig;
 #[derive(Debug)]
 pub(crate) enum ServerStore {
     Memory(MemoryStore),
-    Redis(RedisStore),
+    Redis(Box<RedisStore>),
 }
 
 impl RoomStore for ServerStore {
@@ -134,7 +134,7 @@ impl Hub {
     /// The Redis store, when rooms are shared.
     pub(crate) fn redis_store(&self) -> Option<&RedisStore> {
         match self.rooms.store() {
-            ServerStore::Redis(store) => Some(store),
+            ServerStore::Redis(store) => Some(store.as_ref()),
             ServerStore::Memory(_) => None,
         }
     }

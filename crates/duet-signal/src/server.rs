@@ -199,7 +199,7 @@ impl SignalServer {
 
     /// Serves `routes` on the same listener, beside the signaling endpoints.
     ///
-    /// `/ws` and `/healthz` stay the server's own: `routes` answers only the
+    /// `/ws`, `/healthz` and `/metrics` stay the server's own: `routes` answers only the
     /// requests they do not match, so no route handed in can shadow the
     /// protocol (and none can collide with it, which would panic in axum's
     /// `merge`). Without this, every other path gets `404`.
@@ -242,7 +242,7 @@ impl SignalServer {
                 let subscription = relay_bus::subscribe(store.client(), &store.channel(instance))
                     .await
                     .map_err(|err| StoreError::Unreachable(err.to_string()))?;
-                (ServerStore::Redis(store), Some(subscription))
+                (ServerStore::Redis(Box::new(store)), Some(subscription))
             }
         };
         let hub = Arc::new(Hub::new(self.config, self.origins, store, instance));

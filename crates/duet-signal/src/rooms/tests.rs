@@ -64,7 +64,7 @@ impl Harness {
                 let store = runtime
                     .block_on(RedisStore::connect(config, InstanceId(1)))
                     .expect("the test's redis-server answers");
-                (ServerStore::Redis(store), Some(redis))
+                (ServerStore::Redis(Box::new(store)), Some(redis))
             }
         };
         Harness {
