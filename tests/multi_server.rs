@@ -10,7 +10,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::scale_out::{Haproxy, Redis, http_get, metric, start_instance};
+use common::scale_out::{Haproxy, Instance, Redis};
 use common::{Scratch, number, peer, report, serialised};
 use serde_json::Value;
 
@@ -58,46 +58,30 @@ fn a_caller_on_one_instance_and_a_callee_on_another_see_and_hear_each_other() {
     let _one = serialised();
     let scratch = Scratch::new("two-instances");
     let redis = Redis::start(&scratch);
-    let (_one_server, one) = start_instance(&scratch, "instance1", &redis.url());
-    let (_two_server, two) = start_instance(&scratch, "instance2", &redis.url());
+    let one = Instance::start(&scratch, "instance1", &redis.url(), &[]);
+    let two = Instance::start(&scratch, "instance2", &redis.url(), &[]);
     let args = [SMALL[0], SMALL[1], "--duration", "6"];
-    let mut caller = peer(
-        &scratch,
-        "caller",
-        "caller",
-        &format!("ws://{one}"),
-        "880",
-        &args,
-    );
+    let mut caller = peer(&scratch, "caller", "caller", &one.url(), "880", &args);
     caller.expect_line("waiting for the other peer", Duration::from_secs(30));
-    let mut callee = peer(
-        &scratch,
-        "callee",
-        "callee",
-        &format!("ws://{two}"),
-        "660",
-        &args,
-    );
+    let mut callee = peer(&scratch, "callee", "callee", &two.url(), "660", &args);
     for peer in [&mut caller, &mut callee] {
         peer.expect_line("first remote frame", Duration::from_secs(20));
     }
 
     // Each instance holds one peer; the offer, answer and candidates crossed
     // over Redis, and both instances say so.
-    for addr in [&one, &two] {
-        assert_eq!(metric(addr, "duet_joined_peers"), Some(1.0), "{addr}");
-        assert_eq!(metric(addr, "duet_connections"), Some(1.0), "{addr}");
-        assert!(
-            metric(addr, "duet_messages_forwarded_total") >= Some(1.0),
-            "{addr}"
-        );
-        assert!(
-            metric(addr, "duet_messages_received_total") >= Some(1.0),
-            "{addr}"
-        );
-        assert_eq!(metric(addr, "duet_redis_up"), Some(1.0), "{addr}");
-        assert!(metric(addr, "duet_redis_round_trip_seconds").is_some_and(|s| s > 0.0));
-        assert!(http_get(addr, "/healthz").starts_with("HTTP/1.1 200"));
+    for instance in [&one, &two] {
+        let addr = &instance.addr;
+        assert_eq!(instance.metric("duet_joined_peers"), Some(1.0), "{addr}");
+        assert_eq!(instance.metric("duet_connections"), Some(1.0), "{addr}");
+        let forwarded = instance.metric("duet_messages_forwarded_total");
+        assert!(forwarded >= Some(1.0), "{addr}: {forwarded:?}");
+        let received = instance.metric("duet_messages_received_total");
+        assert!(received >= Some(1.0), "{addr}: {received:?}");
+        assert_eq!(instance.metric("duet_redis_up"), Some(1.0), "{addr}");
+        let rtt = instance.metric("duet_redis_round_trip_seconds");
+        assert!(rtt.is_some_and(|s| s > 0.0), "{rtt:?}");
+        assert!(instance.get("/healthz").starts_with("HTTP/1.1 200"));
     }
 
     assert!(caller.wait_for_exit(Duration::from_secs(30)).success());
@@ -112,9 +96,10 @@ fn a_peer_whose_instance_is_killed_resumes_through_haproxy_and_the_call_goes_on(
     let _one = serialised();
     let scratch = Scratch::new("instance-killed");
     let redis = Redis::start(&scratch);
-    let (mut first, one) = start_instance(&scratch, "instance1", &redis.url());
-    let (_second, two) = start_instance(&scratch, "instance2", &redis.url());
-    let haproxy = Haproxy::start(&scratch, [&one, &two]);
+    let behind = ["--proxy-protocol"];
+    let mut one = Instance::start(&scratch, "instance1", &redis.url(), &behind);
+    let two = Instance::start(&scratch, "instance2", &redis.url(), &behind);
+    let haproxy = Haproxy::start(&scratch, [&one.addr, &two.addr]);
     let url = format!("ws://{}", haproxy.addr);
     let args = [SMALL[0], SMALL[1], "--duration", "10"];
     let mut caller = peer(&scratch, "caller", "caller", &url, "880", &args);
@@ -124,16 +109,16 @@ fn a_peer_whose_instance_is_killed_resumes_through_haproxy_and_the_call_goes_on(
         peer.expect_line("first remote frame", Duration::from_secs(20));
     }
     // HAProxy sends each new peer to the instance with fewer connections.
-    assert_eq!(metric(&one, "duet_joined_peers"), Some(1.0));
-    assert_eq!(metric(&two, "duet_joined_peers"), Some(1.0));
-    let moved_role = if without_colours(&first.stderr()).contains("role=caller") {
+    assert_eq!(one.metric("duet_joined_peers"), Some(1.0));
+    assert_eq!(two.metric("duet_joined_peers"), Some(1.0));
+    let moved_role = if without_colours(&one.process.stderr()).contains("role=caller") {
         "caller"
     } else {
         "callee"
     };
 
-    first.signal("KILL");
-    first.wait_for_exit(Duration::from_secs(5));
+    one.process.signal("KILL");
+    one.process.wait_for_exit(Duration::from_secs(5));
     let (moved, _stayed) = if moved_role == "caller" {
         (&mut caller, &mut callee)
     } else {
@@ -144,8 +129,8 @@ fn a_peer_whose_instance_is_killed_resumes_through_haproxy_and_the_call_goes_on(
         &format!("rejoined room duet as {moved_role}"),
         Duration::from_secs(15),
     );
-    assert_eq!(metric(&two, "duet_joined_peers"), Some(2.0));
-    assert_eq!(metric(&two, "duet_resumes_total"), Some(1.0));
+    assert_eq!(two.metric("duet_joined_peers"), Some(2.0));
+    assert_eq!(two.metric("duet_resumes_total"), Some(1.0));
 
     assert!(caller.wait_for_exit(Duration::from_secs(30)).success());
     assert!(callee.wait_for_exit(Duration::from_secs(30)).success());
@@ -193,13 +178,17 @@ fn join_answer(addr: &str, room: &str) -> (String, Option<String>) {
     })
 }
 
-/// Polls `addr`'s health check until it answers with `status`.
-fn wait_for_health(addr: &str, status: &str) {
+/// Polls an instance's health check until it answers with `status`.
+fn wait_for_health(instance: &Instance, status: &str) {
     let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    while !http_get(addr, "/healthz").starts_with(&format!("HTTP/1.1 {status}")) {
+    while !instance
+        .get("/healthz")
+        .starts_with(&format!("HTTP/1.1 {status}"))
+    {
         assert!(
             std::time::Instant::now() < deadline,
-            "{addr} never answered {status}"
+            "{} never answered {status}",
+            instance.addr
         );
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -210,26 +199,12 @@ fn while_redis_restarts_joins_are_refused_the_call_goes_on_and_no_room_is_left_h
     let _one = serialised();
     let scratch = Scratch::new("redis-restart");
     let mut redis = Redis::start(&scratch);
-    let (_one_server, one) = start_instance(&scratch, "instance1", &redis.url());
-    let (_two_server, two) = start_instance(&scratch, "instance2", &redis.url());
+    let one = Instance::start(&scratch, "instance1", &redis.url(), &[]);
+    let two = Instance::start(&scratch, "instance2", &redis.url(), &[]);
     let args = [SMALL[0], SMALL[1], "--duration", "10"];
-    let mut caller = peer(
-        &scratch,
-        "caller",
-        "caller",
-        &format!("ws://{one}"),
-        "880",
-        &args,
-    );
+    let mut caller = peer(&scratch, "caller", "caller", &one.url(), "880", &args);
     caller.expect_line("waiting for the other peer", Duration::from_secs(30));
-    let mut callee = peer(
-        &scratch,
-        "callee",
-        "callee",
-        &format!("ws://{two}"),
-        "660",
-        &args,
-    );
+    let mut callee = peer(&scratch, "callee", "callee", &two.url(), "660", &args);
     for peer in [&mut caller, &mut callee] {
         peer.expect_line("first remote frame", Duration::from_secs(20));
     }
@@ -237,7 +212,7 @@ fn while_redis_restarts_joins_are_refused_the_call_goes_on_and_no_room_is_left_h
     redis.kill();
     wait_for_health(&one, "503");
     assert_eq!(
-        join_answer(&one, "elsewhere"),
+        join_answer(&one.addr, "elsewhere"),
         ("error".to_owned(), Some("unavailable".to_owned())),
         "a join is refused, clearly, while Redis is away"
     );
@@ -247,11 +222,11 @@ fn while_redis_restarts_joins_are_refused_the_call_goes_on_and_no_room_is_left_h
 
     // Both seats of the call are still taken, whole: a third peer finds the room full.
     assert_eq!(
-        join_answer(&two, "duet"),
+        join_answer(&two.addr, "duet"),
         ("error".to_owned(), Some("room_full".to_owned()))
     );
     // And joins work again.
-    assert_eq!(join_answer(&one, "elsewhere").0, "joined");
+    assert_eq!(join_answer(&one.addr, "elsewhere").0, "joined");
 
     assert!(caller.wait_for_exit(Duration::from_secs(30)).success());
     assert!(callee.wait_for_exit(Duration::from_secs(30)).success());

@@ -89,13 +89,51 @@ impl Drop for Redis {
     }
 }
 
-/// `duet serve --redis URL` on a free port; returns it and its `ADDR:PORT`.
-pub fn start_instance(scratch: &Scratch, name: &str, redis_url: &str) -> (LivePeer, String) {
-    let mut command = Command::new(duet_bin());
-    command.args(["serve", "--listen", "127.0.0.1:0", "--redis", redis_url]);
-    let mut server = LivePeer::spawn_command(command, &scratch.0, name);
-    let addr = server.expect_line(":", Duration::from_secs(30));
-    (server, addr)
+/// A `duet serve --redis URL` instance on a free port.
+pub struct Instance {
+    pub process: LivePeer,
+    /// `ADDR:PORT`.
+    pub addr: String,
+    /// Started with `--proxy-protocol`: every connection must begin with a PROXY header.
+    proxied: bool,
+}
+
+impl Instance {
+    /// Starts one, with `extra` options after `--redis URL`.
+    pub fn start(scratch: &Scratch, name: &str, redis_url: &str, extra: &[&str]) -> Instance {
+        let mut command = Command::new(duet_bin());
+        command.args(["serve", "--listen", "127.0.0.1:0", "--redis", redis_url]);
+        command.args(extra);
+        let mut process = LivePeer::spawn_command(command, &scratch.0, name);
+        let addr = process.expect_line(":", Duration::from_secs(30));
+        Instance {
+            process,
+            addr,
+            proxied: extra.contains(&"--proxy-protocol"),
+        }
+    }
+
+    /// Its `ws://` URL.
+    pub fn url(&self) -> String {
+        format!("ws://{}", self.addr)
+    }
+
+    /// A GET straight to it (with a `PROXY UNKNOWN` header when it expects one).
+    pub fn get(&self, path: &str) -> String {
+        let prefix = if self.proxied {
+            "PROXY UNKNOWN\r\n"
+        } else {
+            ""
+        };
+        http_get_after(&self.addr, path, prefix)
+    }
+
+    /// The value of an unlabelled metric on its `/metrics` page.
+    pub fn metric(&self, name: &str) -> Option<f64> {
+        let page = self.get("/metrics");
+        page.lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+    }
 }
 
 /// `haproxy` with the repository's `deploy/haproxy.cfg`, in front of `backends`.
@@ -133,8 +171,8 @@ impl Drop for Haproxy {
     }
 }
 
-/// A plain HTTP GET; the whole response, head and body.
-pub fn http_get(addr: &str, path: &str) -> String {
+/// A plain HTTP GET after `prefix` bytes; the whole response, head and body.
+fn http_get_after(addr: &str, path: &str, prefix: &str) -> String {
     use std::io::{Read as _, Write as _};
     let mut stream = TcpStream::connect(addr).expect("the server listens");
     stream
@@ -142,7 +180,7 @@ pub fn http_get(addr: &str, path: &str) -> String {
         .expect("a socket option");
     write!(
         stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        "{prefix}GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
     )
     .expect("the request goes out");
     let mut response = String::new();
@@ -150,11 +188,4 @@ pub fn http_get(addr: &str, path: &str) -> String {
         .read_to_string(&mut response)
         .expect("a response comes back");
     response
-}
-
-/// The value of an unlabelled metric on an instance's `/metrics` page.
-pub fn metric(addr: &str, name: &str) -> Option<f64> {
-    let page = http_get(addr, "/metrics");
-    page.lines()
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
 }

@@ -89,6 +89,10 @@ pub struct ServerConfig {
     pub turn: Option<TurnConfig>,
     /// Share rooms with other instances through this Redis; `None` keeps them in memory.
     pub redis: Option<RedisConfig>,
+    /// Every connection starts with a PROXY protocol v1 header (HAProxy's
+    /// `send-proxy`): the client address in it is the one the per-address
+    /// limits count. Only for a server that only a load balancer can reach.
+    pub proxy_protocol: bool,
 }
 
 impl Default for ServerConfig {
@@ -115,6 +119,7 @@ impl Default for ServerConfig {
             allowed_origins: Vec::new(),
             turn: None,
             redis: None,
+            proxy_protocol: false,
         }
     }
 }
@@ -272,6 +277,7 @@ impl SignalServer {
             tracker: hub.tracker.clone(),
             shutdown: hub.shutdown.clone(),
             killed: hub.killed.clone(),
+            proxy_protocol: hub.config.proxy_protocol,
         };
         let accepting = tokio::spawn(acceptor.run());
         tokio::select! {

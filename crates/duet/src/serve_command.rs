@@ -61,6 +61,11 @@ pub struct ServeArgs {
     /// it, rooms live in this process only.
     #[arg(long, value_name = "URL", value_parser = redis_url)]
     redis: Option<String>,
+    /// Every connection starts with a PROXY protocol v1 header (HAProxy's
+    /// send-proxy) naming the client's address, which the per-address limits
+    /// then count. Only for a server that nothing but the load balancer can reach.
+    #[arg(long)]
+    proxy_protocol: bool,
 }
 
 /// A `redis://` URL (TLS to Redis is not built in: keep Redis on a private network).
@@ -151,6 +156,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         max_connections_per_address: args.max_connections_per_ip,
         max_pending_connections: args.max_pending,
         redis: args.redis.clone().map(RedisConfig::new),
+        proxy_protocol: args.proxy_protocol,
         ..ServerConfig::default()
     };
     let tls = match (args.tls_cert, args.tls_key) {
