@@ -296,12 +296,12 @@ impl Report {
                 format!("between instances    {n} of the relayed messages (over Redis)\n")
             })
             + &match self.hostile {
-            Some(h) => format!(
-                "hostile clients      {} ({} connections: {} cut off or refused by the server, {} ended by the client after 15 s or at the end)\n",
-                h.clients, h.opened, h.cut_by_server, h.held_to_the_end
-            ),
-            None => String::new(),
-        }
+                Some(h) => format!(
+                    "hostile clients      {} ({} connections: {} cut off or refused by the server, {} ended by the client after 15 s or at the end)\n",
+                    h.clients, h.opened, h.cut_by_server, h.held_to_the_end
+                ),
+                None => String::new(),
+            }
     }
 
     fn json(&self) -> serde_json::Value {

@@ -51,7 +51,10 @@ fn wait_for_port(port: u16, what: &str) -> anyhow::Result<()> {
 }
 
 impl ScaleOut {
-    pub(crate) fn start(duet: Option<&std::path::PathBuf>, haproxy_config: &Path) -> anyhow::Result<ScaleOut> {
+    pub(crate) fn start(
+        duet: Option<&std::path::PathBuf>,
+        haproxy_config: &Path,
+    ) -> anyhow::Result<ScaleOut> {
         let redis_port = free_port()?;
         let redis = Command::new("redis-server")
             .args(["--port", &redis_port.to_string(), "--bind", "127.0.0.1"])
@@ -95,7 +98,12 @@ impl ScaleOut {
     pub(crate) fn forwarded(&self) -> Option<u64> {
         self.instances
             .iter()
-            .map(|instance| metric(instance.url.trim_start_matches("ws://"), "duet_messages_forwarded_total"))
+            .map(|instance| {
+                metric(
+                    instance.url.trim_start_matches("ws://"),
+                    "duet_messages_forwarded_total",
+                )
+            })
             .sum()
     }
 }

@@ -257,6 +257,13 @@ impl Hub {
                     };
                     self.forward(to.instance, envelope).await;
                 }
+                Action::ForwardPartner { to, partner } => {
+                    let envelope = Envelope::Partner {
+                        conn: to.conn,
+                        partner,
+                    };
+                    self.forward(to.instance, envelope).await;
+                }
                 Action::ForwardClose { to, code } => {
                     self.forward(
                         to.instance,

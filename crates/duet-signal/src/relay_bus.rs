@@ -1,7 +1,10 @@
 //! How instances sharing Redis pass messages to each other's connections:
 //! one pub/sub channel per instance, carrying envelopes of a connection id
 //! and the message's JSON exactly as the sending instance serialised it. The
-//! receiver queues the JSON as it came, without parsing it again.
+//! receiver queues the JSON as it came, without parsing it again. Two small
+//! control envelopes ride the same channel, in order with the messages: where
+//! a connection's partner now is, and "close this one, its seat was resumed
+//! elsewhere".
 //!
 //! Pub/sub delivers only to whoever listens at that moment: an instance
 //! reconnects its subscription when Redis comes back, and messages sent
@@ -15,6 +18,7 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use crate::hub::Hub;
 use crate::outbox::Outgoing;
+use crate::room_store::{Holder, InstanceId};
 use crate::rooms::{ConnId, REPLACED_CLOSE_CODE};
 
 /// Pause before subscribing again after the subscription was lost.
@@ -27,10 +31,15 @@ pub(crate) enum Envelope {
     Text { conn: ConnId, text: Utf8Bytes },
     /// Close the connection with this code.
     Close { conn: ConnId, code: u16 },
+    /// The connection's partner is now there (`None`: it is alone).
+    Partner {
+        conn: ConnId,
+        partner: Option<Holder>,
+    },
 }
 
 impl Envelope {
-    /// `T<conn> <json>` or `C<conn> <code>`.
+    /// `T<conn> <json>`, `C<conn> <code>`, or `P<conn> <instance>:<conn>` (`P<conn> -`).
     pub(crate) fn encode(&self) -> Vec<u8> {
         match self {
             Envelope::Text { conn, text } => {
@@ -39,6 +48,11 @@ impl Envelope {
                 bytes
             }
             Envelope::Close { conn, code } => format!("C{} {code}", conn.0).into_bytes(),
+            Envelope::Partner { conn, partner } => match partner {
+                Some(at) => format!("P{} {}:{}", conn.0, at.instance, at.conn.0),
+                None => format!("P{} -", conn.0),
+            }
+            .into_bytes(),
         }
     }
 
@@ -56,22 +70,39 @@ impl Envelope {
                 conn,
                 code: std::str::from_utf8(body).ok()?.parse().ok()?,
             }),
+            b'P' => {
+                let body = std::str::from_utf8(body).ok()?;
+                let partner = match body {
+                    "-" => None,
+                    _ => {
+                        let (instance, at) = body.split_once(':')?;
+                        Some(Holder {
+                            instance: InstanceId(u64::from_str_radix(instance, 16).ok()?),
+                            conn: ConnId(at.parse().ok()?),
+                        })
+                    }
+                };
+                Some(Envelope::Partner { conn, partner })
+            }
             _ => None,
         }
     }
 
-    /// What the connection's task does with it.
-    fn into_outgoing(self) -> (ConnId, Outgoing) {
+    /// Carries it out on this instance.
+    fn deliver(self, hub: &Hub) {
         match self {
-            Envelope::Text { conn, text } => (conn, Outgoing::Text(text)),
+            Envelope::Text { conn, text } => hub.queue(conn, Outgoing::Text(text)),
             Envelope::Close { conn, code } => {
                 let reason = if code == REPLACED_CLOSE_CODE {
+                    // Its seat went to a connection on another instance.
+                    hub.rooms.replaced(conn);
                     "replaced"
                 } else {
                     "closing"
                 };
-                (conn, Outgoing::Close { code, reason })
+                hub.queue(conn, Outgoing::Close { code, reason });
             }
+            Envelope::Partner { conn, partner } => hub.rooms.set_partner(conn, partner),
         }
     }
 }
@@ -130,9 +161,10 @@ fn deliver(hub: &Hub, payload: &[u8]) {
         tracing::warn!("an envelope from another instance could not be read; dropped");
         return;
     };
-    hub.metrics.received();
-    let (conn, outgoing) = envelope.into_outgoing();
-    hub.queue(conn, outgoing);
+    if matches!(envelope, Envelope::Text { .. }) {
+        hub.metrics.received();
+    }
+    envelope.deliver(hub);
 }
 
 #[cfg(test)]
@@ -155,7 +187,30 @@ mod tests {
             code: 4000,
         };
         assert_eq!(Envelope::decode(&close.encode()), Some(close));
-        for bad in [&b""[..], b"T", b"Tx {}", b"X1 {}", b"C1 nope", b"T1 \xff"] {
+        let moved = Envelope::Partner {
+            conn: ConnId(3),
+            partner: Some(Holder {
+                instance: InstanceId(0xabc),
+                conn: ConnId(12),
+            }),
+        };
+        assert_eq!(&moved.encode(), b"P3 0000000000000abc:12");
+        assert_eq!(Envelope::decode(&moved.encode()), Some(moved));
+        let alone = Envelope::Partner {
+            conn: ConnId(3),
+            partner: None,
+        };
+        assert_eq!(Envelope::decode(&alone.encode()), Some(alone));
+        for bad in [
+            &b""[..],
+            b"T",
+            b"Tx {}",
+            b"X1 {}",
+            b"C1 nope",
+            b"T1 \xff",
+            b"P1 zz:1",
+            b"P1 1",
+        ] {
             assert_eq!(Envelope::decode(bad), None, "{bad:?}");
         }
     }

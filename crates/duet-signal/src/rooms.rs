@@ -10,6 +10,11 @@
 //! meanwhile, deciding again if it did; so the rules stay here, whole, and the
 //! same rule tests (below) run against both stores. A peer seated on another
 //! instance is addressed with [`Action::Forward`].
+//!
+//! Relays do not ask the store: each connection keeps where its partner is,
+//! and whoever changes a room tells the other member (on its own instance
+//! directly, on another with [`Action::ForwardPartner`], which goes before
+//! the `peer-joined` it explains).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, MutexGuard};
@@ -67,6 +72,14 @@ pub enum Action {
         /// The message.
         message: ServerMessage,
     },
+    /// Tell a connection of another instance where its partner now is
+    /// (`None`: alone), so its relays need not ask the store.
+    ForwardPartner {
+        /// The connection told, and its instance.
+        to: Holder,
+        /// Where its partner is.
+        partner: Option<Holder>,
+    },
     /// Close a connection of another instance.
     ForwardClose {
         /// Connection to close and its instance.
@@ -90,6 +103,9 @@ struct Connection {
     /// The seat it took, as far as this instance knows; the store has the
     /// last word (another connection may have resumed it).
     seat: Option<HeldSeat>,
+    /// Where the other peer of its room is, as this instance was last told:
+    /// relays go there without a round trip to the store.
+    partner: Option<Holder>,
     /// Whether a `join` ever succeeded: the join timeout only applies to connections that never joined.
     ever_joined: bool,
 }
@@ -178,10 +194,36 @@ impl<S: RoomStore> RoomRegistry<S> {
             Connection {
                 peer: peer.clone(),
                 seat: None,
+                partner: None,
                 ever_joined: false,
             },
         );
         peer
+    }
+
+    /// `conn`'s partner is now at `partner` (told by another instance).
+    pub fn set_partner(&self, conn: ConnId, partner: Option<Holder>) {
+        if let Some(connection) = self.connections().get_mut(&conn) {
+            connection.partner = partner;
+        }
+    }
+
+    /// `conn`'s seat was resumed by a connection on another instance: it
+    /// holds nothing any more (it is being closed).
+    pub fn replaced(&self, conn: ConnId) {
+        if let Some(connection) = self.connections().get_mut(&conn) {
+            connection.seat = None;
+            connection.partner = None;
+        }
+    }
+
+    /// Tells `to` (here or on another instance) where its partner is.
+    fn tell_partner(&self, to: Holder, partner: Option<Holder>, out: &mut Vec<Action>) {
+        if to.instance == self.instance {
+            self.set_partner(to.conn, partner);
+        } else {
+            out.push(Action::ForwardPartner { to, partner });
+        }
     }
 
     /// Number of open connections on this instance.
@@ -368,6 +410,7 @@ impl<S: RoomStore> RoomRegistry<S> {
                 if ghost.instance == self.instance {
                     if let Some(old) = self.connections().get_mut(&ghost.conn) {
                         old.seat = None;
+                        old.partner = None;
                     }
                     out.push(Action::Close {
                         conn: ghost.conn,
@@ -461,6 +504,7 @@ impl<S: RoomStore> RoomRegistry<S> {
                 token: token.clone(),
             });
             joiner.ever_joined = true;
+            joiner.partner = before.iter().find(|s| s.token != token).map(|s| s.holder);
         }
         let others: Vec<&SeatRecord> = before.iter().filter(|s| s.token != token).collect();
         out.push(Action::Send {
@@ -476,8 +520,10 @@ impl<S: RoomStore> RoomRegistry<S> {
                 ice_servers: Vec::new(),
             },
         });
-        if how != Taken::FromGhost {
-            for other in others {
+        for other in others {
+            // Where the joiner is goes first: the other peer answers `peer-joined` at once.
+            self.tell_partner(other.holder, Some(self.holder(conn)), out);
+            if how != Taken::FromGhost {
                 out.push(self.send_to(
                     other.holder,
                     ServerMessage::PeerJoined {
@@ -579,43 +625,17 @@ impl<S: RoomStore> RoomRegistry<S> {
                 ),
             });
         };
-        let Some((peer, seat)) = self
+        // The partner as last told: no round trip to the store per message.
+        let Some((peer, partner)) = self
             .connections()
             .get(&conn)
-            .and_then(|c| c.seat.clone().map(|seat| (c.peer.clone(), seat)))
+            .and_then(|c| c.seat.as_ref().map(|_| (c.peer.clone(), c.partner)))
         else {
             return not_joined(out);
         };
-        let seats = match self.store.seats(&seat.room, now).await {
-            Ok(seats) => seats,
-            Err(err) => {
-                tracing::warn!(%err, "a message could not be relayed");
-                out.push(Action::Send {
-                    to: conn,
-                    message: ServerMessage::error(
-                        ErrorCode::Unavailable,
-                        "the server cannot reach its room store; the message was dropped",
-                    ),
-                });
-                return;
-            }
-        };
-        let me = self.holder(conn);
-        if !seats
-            .iter()
-            .any(|s| s.token == seat.token && s.holder == me)
-        {
-            // Another connection resumed this seat (this one is a ghost
-            // about to be closed), or the store lost it.
-            if let Some(connection) = self.connections().get_mut(&conn) {
-                connection.seat = None;
-            }
-            return not_joined(out);
-        }
         let is_bye = matches!(message, ClientMessage::Bye {});
-        let partner = seats.iter().find(|s| s.token != seat.token);
         match (partner, ServerMessage::relayed(message, peer.clone())) {
-            (Some(to), Some(message)) => out.push(self.send_to(to.holder, message)),
+            (Some(to), Some(message)) => out.push(self.send_to(to, message)),
             _ => out.push(Action::Send {
                 to: conn,
                 message: ServerMessage::error(
@@ -626,10 +646,10 @@ impl<S: RoomStore> RoomRegistry<S> {
         }
         if is_bye {
             // A hang-up frees the seat for good; the connection may join again.
-            let taken = self
-                .connections()
-                .get_mut(&conn)
-                .and_then(|c| c.seat.take());
+            let taken = self.connections().get_mut(&conn).and_then(|c| {
+                c.partner = None;
+                c.seat.take()
+            });
             if let Some(seat) = taken {
                 let release = PendingRelease { conn, peer, seat };
                 if let Err(err) = self.leave(&release, false, now, out).await {
@@ -683,6 +703,7 @@ impl<S: RoomStore> RoomRegistry<S> {
             };
             if self.store.change(change, now).await? {
                 for other in after {
+                    self.tell_partner(other.holder, None, out);
                     out.push(
                         self.send_to(other.holder, ServerMessage::PeerLeft { id: peer.clone() }),
                     );

@@ -165,7 +165,7 @@ impl Harness {
 fn addressee(action: &Action) -> ConnId {
     match action {
         Action::Send { to, .. } | Action::Close { conn: to, .. } => *to,
-        Action::Forward { .. } | Action::ForwardClose { .. } => {
+        Action::Forward { .. } | Action::ForwardPartner { .. } | Action::ForwardClose { .. } => {
             panic!("one instance forwards nothing: {action:?}")
         }
     }
@@ -740,16 +740,25 @@ fn a_peer_on_another_instance_is_reached_through_it_and_resumes_there() {
         instance: InstanceId(2),
         conn: ConnId(1),
     };
+    // The caller's instance learns where its partner is before it hears of it.
     assert_eq!(
-        out[1],
-        Action::Forward {
-            to: on_one,
-            message: ServerMessage::PeerJoined {
-                id: callee.clone(),
-                role: Role::Callee
+        out[1..],
+        [
+            Action::ForwardPartner {
+                to: on_one,
+                partner: Some(on_two)
+            },
+            Action::Forward {
+                to: on_one,
+                message: ServerMessage::PeerJoined {
+                    id: callee.clone(),
+                    role: Role::Callee
+                }
             }
-        }
+        ]
     );
+    // What instance one's bus does with that envelope.
+    one.set_partner(ConnId(1), Some(on_two));
     let Action::Send {
         message: ServerMessage::Joined {
             resume: Some(token),
@@ -790,7 +799,9 @@ fn a_peer_on_another_instance_is_reached_through_it_and_resumes_there() {
         "{out:?}"
     );
     assert_eq!(out.len(), 2, "the caller is told nothing");
-    // The old connection's messages and close change nothing now.
+    // Instance two closes the old connection (its bus marks it replaced
+    // first); its messages and its close change nothing now.
+    two.replaced(ConnId(1));
     let out = run(&two, 1, r#"{"type":"answer","sdp":"late"}"#);
     assert_eq!(error_code(&out), Some(ErrorCode::NotJoined));
     let mut out = Vec::new();
@@ -1064,7 +1075,9 @@ mod properties {
             for action in out {
                 let to = match action {
                     Action::Send { to, .. } | Action::Close { conn: to, .. } => *to,
-                    Action::Forward { .. } | Action::ForwardClose { .. } => {
+                    Action::Forward { .. }
+                    | Action::ForwardPartner { .. }
+                    | Action::ForwardClose { .. } => {
                         return Err(TestCaseError::fail("one instance forwards nothing"));
                     }
                 };
@@ -1113,6 +1126,13 @@ mod properties {
                         conn,
                         held.room
                     );
+                    let partner = rooms
+                        .iter()
+                        .filter(|(room, _)| *room == held.room)
+                        .flat_map(|(_, seats)| seats)
+                        .find(|s| s.token != held.token)
+                        .map(|s| s.holder);
+                    prop_assert_eq!(connection.partner, partner, "{:?}'s partner", conn);
                 }
             }
             Ok(())
