@@ -820,6 +820,76 @@ fn a_peer_on_another_instance_is_reached_through_it_and_resumes_there() {
     );
 }
 
+#[test]
+fn a_seat_lost_while_redis_was_away_is_freed_when_it_answers_again() {
+    let dir = std::env::temp_dir().join(format!("duet-redis-restart-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a scratch directory");
+    let mut redis = RedisServer::start_keeping_data(&dir);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    let [one, two] = two_instances(&runtime, &redis);
+    let run = |registry: &RoomRegistry<RedisStore>, json: &str| {
+        let mut out = Vec::new();
+        let message = ClientMessage::parse(json).expect("valid");
+        runtime.block_on(registry.handle(ConnId(1), message, Instant::now(), &mut out));
+        out
+    };
+    let caller = one.connect(ConnId(1));
+    two.connect(ConnId(1));
+    run(&one, &join_json("caller"));
+    run(&two, &join_json("callee"));
+    let on_two = Holder {
+        instance: InstanceId(2),
+        conn: ConnId(1),
+    };
+
+    redis.kill();
+    // The caller's connection ends while Redis is away: its seat cannot be
+    // freed, and nobody is told anything yet.
+    let mut out = Vec::new();
+    runtime.block_on(one.disconnect(ConnId(1), Instant::now(), &mut out));
+    assert!(out.is_empty(), "{out:?}");
+    assert!(!runtime.block_on(one.retry_releases(Instant::now(), &mut out)));
+    assert!(out.is_empty(), "{out:?}");
+
+    redis.restart();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let out = loop {
+        let mut out = Vec::new();
+        if runtime.block_on(one.retry_releases(Instant::now(), &mut out)) {
+            break out;
+        }
+        assert!(Instant::now() < deadline, "the seat was never freed");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(
+        out,
+        [
+            Action::ForwardPartner {
+                to: on_two,
+                partner: None
+            },
+            Action::Forward {
+                to: on_two,
+                message: ServerMessage::PeerLeft { id: caller }
+            }
+        ]
+    );
+    // The caller's seat is free again, the callee's still taken: nothing half-joined.
+    one.connect(ConnId(2));
+    let mut out = Vec::new();
+    let join = ClientMessage::parse(&join_json("caller")).expect("valid");
+    runtime.block_on(one.handle(ConnId(2), join, Instant::now(), &mut out));
+    assert!(
+        matches!(&out[0], Action::Send { message: ServerMessage::Joined { peers, .. }, .. } if peers.len() == 1),
+        "{out:?}"
+    );
+    drop(redis);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 mod properties {
     use std::collections::HashSet;
 
