@@ -194,6 +194,18 @@ impl Hub {
         self.apply(actions).await;
     }
 
+    /// Releases the seats of instances that died, telling their partners.
+    pub(crate) async fn reap(&self) -> Result<(), StoreError> {
+        let Some(store) = self.redis_store() else {
+            return Ok(());
+        };
+        let lost = store.reap().await?;
+        let mut actions = Vec::new();
+        self.rooms.peers_lost(&lost, &mut actions);
+        self.apply(actions).await;
+        Ok(())
+    }
+
     /// What `/metrics` shows.
     pub(crate) fn metrics_page(&self) -> String {
         self.metrics.render(&Gauges {

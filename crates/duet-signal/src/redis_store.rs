@@ -6,14 +6,19 @@
 //!   of one role nor more than two peers.
 //! - `released:TOKEN`: `ROOM|ROLE|PEER`, a seat whose connection was lost,
 //!   expiring after the resume grace (Redis's own expiry).
-//! - `lease:INSTANCE`: present while that instance lives. Every instance
-//!   renews its own every [`LEASE_RENEWAL`]; a seat held by an instance
-//!   whose lease ran out is released by the next reader, so a crashed
-//!   instance's seats go away while its peers can still resume them.
+//! - `lease:INSTANCE`: present while that instance lives; every instance
+//!   renews its own every [`LEASE_RENEWAL`] and is listed in `instances`.
+//! - `held:INSTANCE`: the seats (`ROOMKEY|ROLE`) that instance's connections
+//!   hold, kept with every change of a room.
 //!
-//! Each operation is one Lua script, so Redis runs it whole: reading a room
-//! (releasing dead seats on the way) and changing it only if it is still as
-//! read. No two instances can interleave inside a join.
+//! A crashed instance's lease runs out after [`LEASE`]; the next instance to
+//! look ([`RedisStore::reap`], every lease renewal) releases its seats
+//! (resumable for the grace, as a lost connection's are) and names the peers
+//! who must hear `peer-left`.
+//!
+//! Each operation is one Lua script, so Redis runs it whole: reading a room,
+//! changing it only if it is still as read, reaping a dead instance. No two
+//! instances can interleave inside a join.
 
 use std::time::{Duration, Instant};
 
@@ -37,25 +42,52 @@ pub const LEASE_RENEWAL: Duration = Duration::from_secs(2);
 /// (a join is refused rather than left hanging).
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Reads a room, refreshing the reader's own lease and releasing seats of
-/// instances whose lease is gone.
-/// KEYS[1] room; ARGV: prefix, own instance, lease ms, grace ms, room name.
+/// Reads a room, refreshing the reader's own lease.
+/// KEYS[1] room; ARGV: prefix, own instance, lease ms.
 const SEATS: &str = r"
 redis.call('SET', ARGV[1]..'lease:'..ARGV[2], '1', 'PX', ARGV[3])
 local out = {}
 for _, role in ipairs({'caller', 'callee'}) do
   local seat = redis.call('HGET', KEYS[1], role)
   if seat then
-    local peer, token, inst = string.match(seat, '^([^|]*)|([^|]*)|([^|]*)|')
-    if inst and redis.call('EXISTS', ARGV[1]..'lease:'..inst) == 1 then
-      table.insert(out, role)
-      table.insert(out, seat)
-    else
-      redis.call('HDEL', KEYS[1], role)
-      if token then
-        redis.call('SET', ARGV[1]..'released:'..token, ARGV[5]..'|'..role..'|'..peer, 'PX', ARGV[4])
+    table.insert(out, role)
+    table.insert(out, seat)
+  end
+end
+return out
+";
+
+/// Releases the seats of every instance whose lease ran out; returns, for
+/// each seat released whose room has another peer, the released peer's id,
+/// the other peer's role and seat.
+/// ARGV: prefix, grace ms.
+const REAP: &str = r"
+local out = {}
+local roomprefix = ARGV[1]..'room:'
+for _, inst in ipairs(redis.call('SMEMBERS', ARGV[1]..'instances')) do
+  if redis.call('EXISTS', ARGV[1]..'lease:'..inst) == 0 then
+    for _, held in ipairs(redis.call('SMEMBERS', ARGV[1]..'held:'..inst)) do
+      local roomkey, role = string.match(held, '^(.*)|(%a+)$')
+      local seat = roomkey and redis.call('HGET', roomkey, role)
+      if seat then
+        local peer, token, owner = string.match(seat, '^([^|]*)|([^|]*)|([^|]*)|')
+        if owner == inst then
+          redis.call('HDEL', roomkey, role)
+          local room = string.sub(roomkey, string.len(roomprefix) + 1)
+          redis.call('SET', ARGV[1]..'released:'..token, room..'|'..role..'|'..peer, 'PX', ARGV[2])
+          local other = 'caller'
+          if role == 'caller' then other = 'callee' end
+          local partner = redis.call('HGET', roomkey, other)
+          if partner then
+            table.insert(out, peer)
+            table.insert(out, other)
+            table.insert(out, partner)
+          end
+        end
       end
     end
+    redis.call('DEL', ARGV[1]..'held:'..inst)
+    redis.call('SREM', ARGV[1]..'instances', inst)
   end
 end
 return out
@@ -66,15 +98,33 @@ return out
 /// callee ('' for an empty seat), released token, its record, grace ms,
 /// reclaimed token ('' for none), prefix.
 const CHANGE: &str = r"
-if (redis.call('HGET', KEYS[1], 'caller') or '') ~= ARGV[1]
-  or (redis.call('HGET', KEYS[1], 'callee') or '') ~= ARGV[2] then
+local old = {
+  caller = redis.call('HGET', KEYS[1], 'caller') or '',
+  callee = redis.call('HGET', KEYS[1], 'callee') or '',
+}
+if old.caller ~= ARGV[1] or old.callee ~= ARGV[2] then
   return 0
 end
 if ARGV[8] ~= '' and redis.call('DEL', ARGV[9]..'released:'..ARGV[8]) == 0 then
   return 0
 end
-if ARGV[3] == '' then redis.call('HDEL', KEYS[1], 'caller') else redis.call('HSET', KEYS[1], 'caller', ARGV[3]) end
-if ARGV[4] == '' then redis.call('HDEL', KEYS[1], 'callee') else redis.call('HSET', KEYS[1], 'callee', ARGV[4]) end
+local function held(seat)
+  return ARGV[9]..'held:'..string.match(seat, '^[^|]*|[^|]*|([^|]*)|')
+end
+local new = { caller = ARGV[3], callee = ARGV[4] }
+for _, role in ipairs({'caller', 'callee'}) do
+  if old[role] ~= new[role] then
+    if old[role] ~= '' then
+      redis.call('SREM', held(old[role]), KEYS[1]..'|'..role)
+    end
+    if new[role] == '' then
+      redis.call('HDEL', KEYS[1], role)
+    else
+      redis.call('HSET', KEYS[1], role, new[role])
+      redis.call('SADD', held(new[role]), KEYS[1]..'|'..role)
+    end
+  end
+end
 if ARGV[5] ~= '' then
   redis.call('SET', ARGV[9]..'released:'..ARGV[5], ARGV[6], 'PX', ARGV[7])
 end
@@ -113,6 +163,7 @@ pub struct RedisStore {
     instance: InstanceId,
     seats_script: Script,
     change_script: Script,
+    reap_script: Script,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -152,6 +203,7 @@ impl RedisStore {
             instance,
             seats_script: Script::new(SEATS),
             change_script: Script::new(CHANGE),
+            reap_script: Script::new(REAP),
         };
         store.renew_lease().await?;
         Ok(store)
@@ -176,15 +228,43 @@ impl RedisStore {
     pub async fn renew_lease(&self) -> Result<Duration, StoreError> {
         let started = Instant::now();
         let mut connection = self.connection.clone();
-        redis::cmd("SET")
-            .arg(format!("{}lease:{}", self.config.prefix, self.instance))
+        let prefix = &self.config.prefix;
+        redis::pipe()
+            .atomic()
+            .cmd("SET")
+            .arg(format!("{prefix}lease:{}", self.instance))
             .arg("1")
             .arg("PX")
             .arg(millis(LEASE))
+            .ignore()
+            .cmd("SADD")
+            .arg(format!("{prefix}instances"))
+            .arg(self.instance.to_string())
+            .ignore()
             .query_async::<()>(&mut connection)
             .await
             .map_err(unreachable)?;
         Ok(started.elapsed())
+    }
+
+    /// Releases the seats of instances whose lease ran out (they crashed, or
+    /// lost Redis for longer than [`LEASE`]); returns each released peer with
+    /// the seat of the peer left alone in its room, who must be told.
+    pub async fn reap(&self) -> Result<Vec<(PeerId, SeatRecord)>, StoreError> {
+        let mut connection = self.connection.clone();
+        let flat: Vec<String> = self
+            .reap_script
+            .arg(&self.config.prefix)
+            .arg(millis(self.config.resume_grace))
+            .invoke_async(&mut connection)
+            .await
+            .map_err(unreachable)?;
+        flat.chunks(3)
+            .map(|triple| match triple {
+                [peer, role, seat] => Ok((PeerId(peer.clone()), decode_seat(role, seat)?)),
+                _ => Err(StoreError::Corrupt("an odd reply to a reap".into())),
+            })
+            .collect()
     }
 
     /// Gives up this instance's lease (on a clean shutdown, after its seats were freed).
@@ -280,8 +360,6 @@ impl RoomStore for RedisStore {
             .arg(&self.config.prefix)
             .arg(self.instance.to_string())
             .arg(millis(LEASE))
-            .arg(millis(self.config.resume_grace))
-            .arg(room.as_str())
             .invoke_async(&mut connection)
             .await
             .map_err(unreachable)?;

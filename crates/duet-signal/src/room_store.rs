@@ -90,8 +90,7 @@ pub enum StoreError {
 /// Storage of rooms, seats and resume tokens, shared by all connections (and,
 /// for a shared store, all instances). Seats come back ordered caller first.
 pub trait RoomStore: Send + Sync {
-    /// The seats of `room` at `now`; seats of instances that are gone are
-    /// released (resumable for the grace) rather than returned.
+    /// The seats of `room` at `now`.
     fn seats(
         &self,
         room: &RoomName,

@@ -226,6 +226,16 @@ impl<S: RoomStore> RoomRegistry<S> {
         }
     }
 
+    /// Peers lost with an instance that died, each with the seat of the
+    /// peer left alone in its room: that one hears `peer-left`.
+    pub fn peers_lost(&self, lost: &[(PeerId, SeatRecord)], out: &mut Vec<Action>) {
+        for (peer, alone) in lost {
+            self.tell_partner(alone.holder, None, out);
+            out.push(self.send_to(alone.holder, ServerMessage::PeerLeft { id: peer.clone() }));
+            tracing::info!(%peer, "lost with its instance");
+        }
+    }
+
     /// Number of open connections on this instance.
     pub fn connection_count(&self) -> usize {
         self.connections().len()

@@ -354,8 +354,9 @@ async fn metrics(State(hub): State<Arc<Hub>>) -> Response {
         .into_response()
 }
 
-/// Renews this instance's lease in Redis, measuring the round trip, and
-/// frees seats whose connections were lost while Redis was away.
+/// Renews this instance's lease in Redis, measuring the round trip, frees
+/// seats whose connections were lost while Redis was away, and releases the
+/// seats of instances that died.
 async fn keep_lease(hub: Arc<Hub>) {
     let Some(store) = hub.redis_store().cloned() else {
         return;
@@ -375,6 +376,9 @@ async fn keep_lease(hub: Arc<Hub>) {
                 }
                 hub.metrics.redis_round_trip(Some(rtt));
                 hub.retry_releases().await;
+                if let Err(err) = hub.reap().await {
+                    tracing::warn!(%err, "could not look for instances that died");
+                }
             }
             Err(err) => {
                 if hub.metrics.redis_up() {

@@ -821,6 +821,98 @@ fn a_peer_on_another_instance_is_reached_through_it_and_resumes_there() {
 }
 
 #[test]
+fn when_an_instance_dies_its_seats_are_released_and_their_partners_told() {
+    let redis = RedisServer::start();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    let [one, two] = two_instances(&runtime, &redis);
+    let run = |registry: &RoomRegistry<RedisStore>, conn: u64, json: &str| {
+        let mut out = Vec::new();
+        let message = ClientMessage::parse(json).expect("valid");
+        runtime.block_on(registry.handle(ConnId(conn), message, Instant::now(), &mut out));
+        out
+    };
+    one.connect(ConnId(1));
+    let callee = two.connect(ConnId(1));
+    run(&one, 1, &join_json("caller"));
+    let out = run(&two, 1, &join_json("callee"));
+    let Action::Send {
+        message: ServerMessage::Joined {
+            resume: Some(token),
+            ..
+        },
+        ..
+    } = &out[0]
+    else {
+        panic!("{out:?}");
+    };
+    one.set_partner(
+        ConnId(1),
+        Some(Holder {
+            instance: InstanceId(2),
+            conn: ConnId(1),
+        }),
+    );
+    // While instance two lives, there is nothing to reap.
+    assert!(
+        runtime
+            .block_on(one.store().reap())
+            .expect("redis answers")
+            .is_empty()
+    );
+
+    // Instance two dies: its lease runs out (here: is dropped at once).
+    runtime
+        .block_on(two.store().drop_lease())
+        .expect("redis answers");
+    let lost = runtime.block_on(one.store().reap()).expect("redis answers");
+    let mut out = Vec::new();
+    one.peers_lost(&lost, &mut out);
+    assert_eq!(
+        out,
+        [send(
+            ConnId(1),
+            ServerMessage::PeerLeft { id: callee.clone() }
+        )]
+    );
+    assert_eq!(
+        error_code(&run(&one, 1, r#"{"type":"offer","sdp":"x"}"#)),
+        Some(ErrorCode::NoPeer),
+        "the caller is alone now"
+    );
+    assert!(
+        runtime
+            .block_on(one.store().reap())
+            .expect("redis answers")
+            .is_empty(),
+        "once"
+    );
+    // The callee comes back through instance one with its token, and is announced.
+    one.connect(ConnId(2));
+    let out = run(
+        &one,
+        2,
+        &format!(r#"{{"type":"join","room":"r","role":"callee","resume":"{token}"}}"#),
+    );
+    assert!(
+        matches!(&out[0], Action::Send { message: ServerMessage::Joined { resumed: true, id, .. }, .. } if *id == callee),
+        "{out:?}"
+    );
+    assert_eq!(
+        out[1],
+        send(
+            ConnId(1),
+            ServerMessage::PeerJoined {
+                id: callee,
+                role: Role::Callee
+            }
+        )
+    );
+}
+
+#[test]
 fn a_seat_lost_while_redis_was_away_is_freed_when_it_answers_again() {
     let dir = std::env::temp_dir().join(format!("duet-redis-restart-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("a scratch directory");
