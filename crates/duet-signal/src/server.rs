@@ -157,7 +157,7 @@ pub enum ServerError {
     Origin(#[from] BadOrigin),
     /// Redis (given with `--redis`) did not answer at start.
     #[error("cannot use Redis: {0}")]
-    Redis(#[from] StoreError),
+    Redis(StoreError),
     /// The HTTP server failed while running.
     #[error("server failed: {0}")]
     Serve(#[from] std::io::Error),
@@ -241,12 +241,14 @@ impl SignalServer {
         let (store, subscription) = match &self.config.redis {
             None => (ServerStore::Memory(MemoryStore::default()), None),
             Some(redis) => {
-                let store = RedisStore::connect(redis.clone(), instance).await?;
+                let store = RedisStore::connect(redis.clone(), instance)
+                    .await
+                    .map_err(ServerError::Redis)?;
                 // Subscribed before the first connection is accepted, so no
                 // message for this instance's peers can go unheard.
                 let subscription = relay_bus::subscribe(store.client(), &store.channel(instance))
                     .await
-                    .map_err(|err| StoreError::Unreachable(err.to_string()))?;
+                    .map_err(|err| ServerError::Redis(StoreError::Unreachable(err.to_string())))?;
                 (ServerStore::Redis(Box::new(store)), Some(subscription))
             }
         };
