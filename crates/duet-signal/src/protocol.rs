@@ -296,8 +296,7 @@ pub enum ErrorCode {
     RateLimited,
     /// The server cannot reach the room store it shares with other instances
     /// (an extension of this server, not in the spec's table): a `join` is
-    /// refused and its connection closed with 1013 (try again later); a relay
-    /// message is dropped and the connection stays open.
+    /// refused and its connection closed with 1013 (try again later).
     Unavailable,
     /// A code this client does not know (sent by a newer server).
     #[serde(other)]
