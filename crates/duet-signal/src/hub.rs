@@ -295,6 +295,13 @@ impl Hub {
             // Only a shared store seats peers on other instances.
             return;
         };
+        if !self.metrics.redis_up() {
+            // Redis did not answer the last lease renewal: do not hold this
+            // connection's task for a timeout per message.
+            self.metrics.forward_failed();
+            tracing::debug!("Redis is away; a message for another instance was lost");
+            return;
+        }
         if let Err(err) = store.publish(instance, envelope.encode()).await {
             self.metrics.forward_failed();
             tracing::warn!(%err, "a message for another instance was lost");

@@ -102,6 +102,11 @@ impl Metrics {
         }
     }
 
+    /// Redis answered at start (before the first lease renewal is timed).
+    pub(crate) fn redis_answered(&self) {
+        self.redis_up.store(true, Ordering::Relaxed);
+    }
+
     pub(crate) fn redis_up(&self) -> bool {
         self.redis_up.load(Ordering::Relaxed)
     }

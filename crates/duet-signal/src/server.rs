@@ -254,6 +254,7 @@ impl SignalServer {
         };
         let hub = Arc::new(Hub::new(self.config, self.origins, store, instance));
         if let Some(subscription) = subscription {
+            hub.metrics.redis_answered();
             tokio::spawn(relay_bus::listen(hub.clone(), subscription));
             tokio::spawn(keep_lease(hub.clone()));
             tracing::info!(%instance, "sharing rooms through Redis");
