@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use crate::protocol::{ErrorCode, ServerMessage};
 
 /// Every code `errors_total` is labelled with.
-const CODES: [ErrorCode; 11] = [
+const CODES: [ErrorCode; 10] = [
     ErrorCode::RoomFull,
     ErrorCode::RoleTaken,
     ErrorCode::BadRoom,
@@ -18,7 +18,6 @@ const CODES: [ErrorCode; 11] = [
     ErrorCode::NoPeer,
     ErrorCode::TooLarge,
     ErrorCode::RateLimited,
-    ErrorCode::Unavailable,
     ErrorCode::Unknown,
 ];
 

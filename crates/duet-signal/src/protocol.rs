@@ -294,10 +294,6 @@ pub enum ErrorCode {
     TooLarge,
     /// More messages than the server's limit. Closes the connection with code 1008.
     RateLimited,
-    /// The server cannot reach the room store it shares with other instances
-    /// (an extension of this server, not in the spec's table): a `join` is
-    /// refused and its connection closed with 1013 (try again later).
-    Unavailable,
     /// A code this client does not know (sent by a newer server).
     #[serde(other)]
     Unknown,
@@ -314,7 +310,6 @@ impl ErrorCode {
             | ErrorCode::NotJoined
             | ErrorCode::AlreadyJoined
             | ErrorCode::NoPeer
-            | ErrorCode::Unavailable
             | ErrorCode::Unknown => None,
         }
     }
@@ -339,7 +334,6 @@ impl ErrorCode {
             ErrorCode::NoPeer => "no_peer",
             ErrorCode::TooLarge => "too_large",
             ErrorCode::RateLimited => "rate_limited",
-            ErrorCode::Unavailable => "unavailable",
             ErrorCode::Unknown => "unknown",
         }
     }

@@ -33,7 +33,10 @@ pub const RESUME_GRACE: Duration = Duration::from_secs(60);
 /// Close code of a connection whose seat was resumed by another (1.1).
 pub const REPLACED_CLOSE_CODE: u16 = 4000;
 
-/// Close code after `unavailable`: "try again later" (RFC 6455).
+/// Close code of a join refused while the room store does not answer: "try
+/// again later" (RFC 6455). No error message goes before it: the protocol's
+/// codes are a closed list, and a client that sees its connection closed
+/// reconnects with backoff, which is what it should do.
 pub const TRY_AGAIN_CLOSE_CODE: u16 = 1013;
 
 /// Times a change is decided again because another connection changed the
@@ -492,17 +495,10 @@ impl<S: RoomStore> RoomRegistry<S> {
 /// The store did not answer: the join is refused, and may be tried again later.
 fn unavailable(conn: ConnId, err: &StoreError, out: &mut Vec<Action>) {
     tracing::warn!(%err, "a join was refused");
-    out.push(Action::Send {
-        to: conn,
-        message: ServerMessage::error(
-            ErrorCode::Unavailable,
-            "the server cannot reach its room store right now; try again in a moment",
-        ),
-    });
     out.push(Action::Close {
         conn,
         code: TRY_AGAIN_CLOSE_CODE,
-        reason: ErrorCode::Unavailable.as_str(),
+        reason: "room store unreachable; try again later",
     });
 }
 
