@@ -20,6 +20,9 @@ set -euo pipefail
 #           need a network other than this machine's (they run as root, as CI
 #           does); coturn, the TURN server that relays calls between two NATs
 #           (the tests start it themselves; it is not left running)
+#   scale-out: redis-server (rooms shared by several `duet serve --redis`
+#           instances) and haproxy (the load balancer in front of them); the
+#           multi-server tests start both themselves on free ports
 packages=(
   build-essential pkg-config libasound2-dev libclang-dev cmake nasm
   libgl1 libglx-mesa0 libgl1-mesa-dri libegl1 libegl-mesa0 libx11-xcb1 libxcursor1
@@ -27,6 +30,7 @@ packages=(
   xvfb xauth imagemagick chromium chromium-driver
   pulseaudio pulseaudio-utils libasound2-plugins alsa-utils
   iproute2 nftables iptables coturn
+  redis-server haproxy
 )
 
 missing=()

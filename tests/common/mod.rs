@@ -5,6 +5,7 @@ pub mod browser;
 pub mod network_call;
 pub mod played;
 pub mod pulse;
+pub mod scale_out;
 pub mod screen;
 pub mod sound;
 

@@ -12,6 +12,10 @@
 //! its peak RSS and CPU time are read from `/proc` without sharing our heap.
 //! Percentiles and process usage are `duet-measure`'s, as in every Duet report.
 //!
+//! With `--scale-out`, the load goes through HAProxy to two `duet serve
+//! --redis` instances (`scale_out.rs`), and the report gives each one's RSS
+//! and CPU.
+//!
 //! Honest connections come from 127.1.x.y, 40 per address. With `--hostile N`,
 //! N hostile clients (never-reading, slowloris, half-open; `hostile.rs`) keep
 //! coming and going from 127.2.0.1–8 throughout the run.
@@ -24,6 +28,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 mod hostile;
+mod scale_out;
 
 use anyhow::{Context as _, bail};
 use clap::Parser;
@@ -65,6 +70,13 @@ struct Args {
     /// Make every hostile client of this kind (default: a mix).
     #[arg(long, value_enum, requires = "hostile")]
     hostile_kind: Option<hostile::HostileKind>,
+    /// Spawn two `duet serve --redis --proxy-protocol` instances sharing a
+    /// spawned `redis-server`, behind a spawned HAProxy, and load them through it.
+    #[arg(long, conflicts_with = "server")]
+    scale_out: bool,
+    /// HAProxy's configuration for `--scale-out`.
+    #[arg(long, default_value = "deploy/haproxy.cfg")]
+    haproxy_config: PathBuf,
     /// Write the report as JSON to this file as well.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -128,6 +140,14 @@ struct SpawnedServer {
     url: String,
 }
 
+/// One server process's usage over the run.
+#[derive(Debug, Clone, Copy)]
+struct ServerUsage {
+    peak_rss_mb: Option<f64>,
+    cpu_s: Option<f64>,
+    peak_cpu_percent: Option<f64>,
+}
+
 impl Drop for SpawnedServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -135,7 +155,7 @@ impl Drop for SpawnedServer {
     }
 }
 
-fn spawn_server(duet: Option<&PathBuf>) -> anyhow::Result<SpawnedServer> {
+fn spawn_server(duet: Option<&PathBuf>, extra: &[&str]) -> anyhow::Result<SpawnedServer> {
     let duet = match duet {
         Some(path) => path.clone(),
         None => std::env::current_exe()
@@ -144,6 +164,7 @@ fn spawn_server(duet: Option<&PathBuf>) -> anyhow::Result<SpawnedServer> {
     };
     let mut child = Command::new(&duet)
         .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(extra)
         .env("DUET_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -192,9 +213,10 @@ struct Report {
     errors: u64,
     ramp_s: f64,
     load_s: f64,
-    server_peak_rss_mb: Option<f64>,
-    server_cpu_s: Option<f64>,
-    server_peak_cpu_percent: Option<f64>,
+    /// One per server process (two with `--scale-out`).
+    servers: Vec<ServerUsage>,
+    /// With `--scale-out`: relayed messages that crossed between instances.
+    forwarded: Option<u64>,
     hostile: Option<HostileReport>,
 }
 
@@ -239,9 +261,7 @@ impl Report {
              relay ms             {}\n\
              relayed              {} of {} ({:.0} msg/s during the load phase)\n\
              lost                 {}\n\
-             errors               {}\n\
-             server peak RSS      {}\n\
-             server CPU           {} in all, peak {}\n",
+             errors               {}\n",
             self.connections,
             self.connections / 2,
             self.rounds,
@@ -254,16 +274,34 @@ impl Report {
             self.relayed as f64 / self.load_s,
             self.lost,
             self.errors,
-            opt(self.server_peak_rss_mb, " MB"),
-            opt(self.server_cpu_s, " s"),
-            opt(self.server_peak_cpu_percent, " % of one core"),
-        ) + &match self.hostile {
-            Some(h) => format!(
-                "hostile clients      {} ({} connections: {} cut off or refused by the server, {} ended by the client after 15 s or at the end)\n",
-                h.clients, h.opened, h.cut_by_server, h.held_to_the_end
-            ),
-            None => String::new(),
-        }
+        ) + &self
+            .servers
+            .iter()
+            .enumerate()
+            .map(|(i, usage)| {
+                let name = if self.servers.len() > 1 {
+                    format!("instance {}", i + 1)
+                } else {
+                    "server".to_owned()
+                };
+                format!(
+                    "{name:<11}peak RSS {}\n{name:<11}CPU      {} in all, peak {}\n",
+                    opt(usage.peak_rss_mb, " MB"),
+                    opt(usage.cpu_s, " s"),
+                    opt(usage.peak_cpu_percent, " % of one core"),
+                )
+            })
+            .collect::<String>()
+            + &self.forwarded.map_or(String::new(), |n| {
+                format!("between instances    {n} of the relayed messages (over Redis)\n")
+            })
+            + &match self.hostile {
+                Some(h) => format!(
+                    "hostile clients      {} ({} connections: {} cut off or refused by the server, {} ended by the client after 15 s or at the end)\n",
+                    h.clients, h.opened, h.cut_by_server, h.held_to_the_end
+                ),
+                None => String::new(),
+            }
     }
 
     fn json(&self) -> serde_json::Value {
@@ -277,9 +315,15 @@ impl Report {
             "expected": self.expected,
             "lost": self.lost,
             "errors": self.errors,
-            "server_peak_rss_mb": self.server_peak_rss_mb,
-            "server_cpu_s": self.server_cpu_s,
-            "server_peak_cpu_percent": self.server_peak_cpu_percent,
+            "server_peak_rss_mb": self.servers.first().and_then(|u| u.peak_rss_mb),
+            "server_cpu_s": self.servers.first().and_then(|u| u.cpu_s),
+            "server_peak_cpu_percent": self.servers.first().and_then(|u| u.peak_cpu_percent),
+            "servers": self.servers.iter().map(|u| serde_json::json!({
+                "peak_rss_mb": u.peak_rss_mb,
+                "cpu_s": u.cpu_s,
+                "peak_cpu_percent": u.peak_cpu_percent,
+            })).collect::<Vec<_>>(),
+            "forwarded": self.forwarded,
             "hostile": self.hostile.map(|h| serde_json::json!({
                 "clients": h.clients,
                 "opened": h.opened,
@@ -291,15 +335,26 @@ impl Report {
 }
 
 async fn run(args: &Args) -> anyhow::Result<Report> {
-    let (url, spawned) = match &args.server {
-        Some(url) => (url.clone(), None),
+    let (url, spawned, scale_out) = match &args.server {
+        Some(url) => (url.clone(), None, None),
+        None if args.scale_out => {
+            let scale_out = scale_out::ScaleOut::start(args.duet.as_ref(), &args.haproxy_config)?;
+            (scale_out.url.clone(), None, Some(scale_out))
+        }
         None => {
-            let server = spawn_server(args.duet.as_ref())?;
-            (server.url.clone(), Some(server))
+            let server = spawn_server(args.duet.as_ref(), &[])?;
+            (server.url.clone(), Some(server), None)
         }
     };
-    let pid = args.server_pid.or(spawned.as_ref().map(|s| s.child.id()));
-    let sampler = pid.map(CpuSampler::start);
+    let pids: Vec<u32> = match &scale_out {
+        Some(scale_out) => scale_out.instances.iter().map(|s| s.child.id()).collect(),
+        None => args
+            .server_pid
+            .or(spawned.as_ref().map(|s| s.child.id()))
+            .into_iter()
+            .collect(),
+    };
+    let samplers: Vec<CpuSampler> = pids.iter().copied().map(CpuSampler::start).collect();
     let clock = Instant::now();
     let hostile = match args.hostile {
         0 => None,
@@ -370,14 +425,18 @@ async fn run(args: &Args) -> anyhow::Result<Report> {
         None => None,
     };
 
-    let (server_peak_rss_mb, server_cpu_s, server_peak_cpu_percent) = match (pid, sampler) {
-        (Some(pid), Some(sampler)) => {
-            let (cpu, peak) = sampler.stop().await;
-            (ProcessUsage::of(pid).map(|u| u.max_rss_mb), cpu, peak)
-        }
-        _ => (None, None, None),
-    };
+    let mut servers = Vec::with_capacity(pids.len());
+    for (pid, sampler) in pids.into_iter().zip(samplers) {
+        let (cpu_s, peak_cpu_percent) = sampler.stop().await;
+        servers.push(ServerUsage {
+            peak_rss_mb: ProcessUsage::of(pid).map(|u| u.max_rss_mb),
+            cpu_s,
+            peak_cpu_percent,
+        });
+    }
+    let forwarded = scale_out.as_ref().and_then(scale_out::ScaleOut::forwarded);
     drop(spawned);
+    drop(scale_out);
 
     let expected = MESSAGES_PER_SETUP * u64::from(args.rounds) * (args.connections as u64 / 2);
     let relayed: u64 = received.iter().map(|r| r.messages).sum();
@@ -395,9 +454,8 @@ async fn run(args: &Args) -> anyhow::Result<Report> {
         errors,
         ramp_s,
         load_s,
-        server_peak_rss_mb,
-        server_cpu_s,
-        server_peak_cpu_percent,
+        servers,
+        forwarded,
         hostile: hostile.map(|counts| HostileReport {
             clients: args.hostile,
             opened: counts.opened.load(Ordering::Relaxed),

@@ -159,12 +159,7 @@ enum Ending {
 async fn serve_connection(mut socket: Socket, hub: &Hub, ticket: &AdmissionTicket) {
     let conn = ConnId(hub.next_conn.fetch_add(1, Ordering::Relaxed));
     let outbox = Arc::new(Outbox::default());
-    {
-        let mut state = hub.lock();
-        let peer = state.rooms.connect(conn);
-        state.outboxes.insert(conn, Arc::clone(&outbox));
-        tracing::debug!(conn = conn.0, %peer, "connected");
-    }
+    hub.connect(conn, Arc::clone(&outbox));
 
     let config = &hub.config;
     let mut limiter = RateLimiter::new(config.rate_limit, Instant::now().into_std());
@@ -185,7 +180,7 @@ async fn serve_connection(mut socket: Socket, hub: &Hub, ticket: &AdmissionTicke
                     Some(Ok(frame)) => frame,
                     Some(Err(err)) => {
                         if is_oversized(&err) {
-                            hub.with_rooms(|rooms, out| rooms.refuse(conn, ErrorCode::TooLarge, too_large_text(None), std::time::Instant::now(), out));
+                            Box::pin(hub.refuse(conn, ErrorCode::TooLarge, too_large_text(None))).await;
                             break Ending::Refused;
                         }
                         tracing::debug!(conn = conn.0, %err, "read failed");
@@ -193,40 +188,36 @@ async fn serve_connection(mut socket: Socket, hub: &Hub, ticket: &AdmissionTicke
                     }
                 };
                 if !matches!(frame, Message::Pong(_)) && !limiter.allow(last_heard.into_std()) {
-                    hub.with_rooms(|rooms, out| rooms.refuse(
+                    Box::pin(hub.refuse(
                         conn,
                         ErrorCode::RateLimited,
                         format!("more than {} messages in a burst or {}/s sustained", config.rate_limit.burst, config.rate_limit.per_second),
-                        std::time::Instant::now(),
-                        out,
-                    ));
+                    )).await;
                     break Ending::Refused;
                 }
                 match frame {
                     Message::Text(text) if text.len() > MAX_FRAME_BYTES => {
-                        hub.with_rooms(|rooms, out| rooms.refuse(conn, ErrorCode::TooLarge, too_large_text(Some(text.len())), std::time::Instant::now(), out));
+                        Box::pin(hub.refuse(conn, ErrorCode::TooLarge, too_large_text(Some(text.len())))).await;
                         break Ending::Refused;
                     }
                     Message::Text(text) => {
                         let parsed = ClientMessage::parse(text.as_str());
                         if matches!(parsed, Ok(ClientMessage::Join { .. })) && !ticket.join() {
-                            hub.with_rooms(|rooms, out| rooms.refuse(
+                            Box::pin(hub.refuse(
                                 conn,
                                 ErrorCode::RateLimited,
                                 "too many joins from your address; wait a minute".into(),
-                                std::time::Instant::now(),
-                                out,
-                            ));
+                            )).await;
                             break Ending::Refused;
                         }
-                        hub.with_rooms(|rooms, out| match parsed {
-                            Ok(message) => rooms.handle(conn, message, std::time::Instant::now(), out),
-                            Err(reason) => rooms.bad_message(conn, reason, out),
-                        });
+                        match parsed {
+                            Ok(message) => Box::pin(hub.handle(conn, message)).await,
+                            Err(reason) => hub.bad_message(conn, reason).await,
+                        }
                     }
-                    Message::Binary(_) => hub.with_rooms(|rooms, out| {
-                        rooms.bad_message(conn, "binary frames are not part of the protocol; send JSON as text".into(), out);
-                    }),
+                    Message::Binary(_) => {
+                        hub.bad_message(conn, "binary frames are not part of the protocol; send JSON as text".into()).await;
+                    }
                     Message::Ping(_) | Message::Pong(_) | Message::Close(_) | Message::Frame(_) => {}
                 }
             }
@@ -249,7 +240,7 @@ async fn serve_connection(mut socket: Socket, hub: &Hub, ticket: &AdmissionTicke
             }
             () = &mut join_deadline, if !join_checked => {
                 join_checked = true;
-                if !hub.lock().rooms.has_joined(conn) {
+                if !hub.rooms.has_joined(conn) {
                     tracing::info!(conn = conn.0, "no join within {:?}", config.join_timeout);
                     break Ending::Close { code: 1008, reason: "no join within the join timeout" };
                 }
@@ -261,15 +252,7 @@ async fn serve_connection(mut socket: Socket, hub: &Hub, ticket: &AdmissionTicke
     };
 
     // Leave the room first so the partner hears `peer-left` without waiting for our close handshake.
-    {
-        let mut state = hub.lock();
-        state.outboxes.remove(&conn);
-        let mut actions = Vec::new();
-        state
-            .rooms
-            .disconnect(conn, std::time::Instant::now(), &mut actions);
-        state.apply(actions);
-    }
+    Box::pin(hub.disconnect(conn)).await;
     let close = match ending {
         Ending::Gone => return,
         Ending::Close { code, reason } => Some((code, reason)),

@@ -74,6 +74,9 @@ pub(crate) struct Acceptor {
     pub shutdown: CancellationToken,
     /// Drop everything at once.
     pub killed: CancellationToken,
+    /// Every connection starts with a PROXY protocol v1 header (from a load
+    /// balancer), whose client address counts instead of the socket's.
+    pub proxy_protocol: bool,
 }
 
 /// Counts refusals and logs them at most every [`REFUSAL_LOG_EVERY`].
@@ -179,6 +182,11 @@ impl Acceptor {
                     continue;
                 }
             };
+            if self.proxy_protocol {
+                let task = self.behind_proxy(stream, peer, http.clone(), answering.clone());
+                tokio::spawn(self.tracker.track_future(task));
+                continue;
+            }
             let ticket = match self.admission.admit(peer.ip()) {
                 Ok(ticket) => Arc::new(ticket),
                 Err(refusal) => {
@@ -200,13 +208,7 @@ impl Acceptor {
                     continue;
                 }
             };
-            // Signaling is many small messages in both directions: without
-            // TCP_NODELAY, Nagle's algorithm and delayed ACKs hold some of
-            // them back for ~40 ms.
-            let _ = stream.set_nodelay(true);
-            if let Some(bytes) = self.send_buffer_bytes {
-                let _ = socket2::SockRef::from(&stream).set_send_buffer_size(bytes);
-            }
+            self.tune(&stream);
             let info = ConnectionInfo { peer, ticket };
             let task = serve_http(
                 stream,
@@ -221,6 +223,110 @@ impl Acceptor {
             tokio::spawn(self.tracker.track_future(task));
         }
     }
+}
+
+impl Acceptor {
+    fn tune(&self, stream: &TcpStream) {
+        // Signaling is many small messages in both directions: without
+        // TCP_NODELAY, Nagle's algorithm and delayed ACKs hold some of
+        // them back for ~40 ms.
+        let _ = stream.set_nodelay(true);
+        if let Some(bytes) = self.send_buffer_bytes {
+            let _ = socket2::SockRef::from(stream).set_send_buffer_size(bytes);
+        }
+    }
+
+    /// A connection from a load balancer: its PROXY header first (by the
+    /// header deadline), then admission by the client address it names.
+    fn behind_proxy(
+        &self,
+        mut stream: TcpStream,
+        proxy: SocketAddr,
+        http: http1::Builder,
+        answering: Arc<Semaphore>,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        self.tune(&stream);
+        let admission = self.admission.clone();
+        let (tls, router, deadlines) = (self.tls.clone(), self.router.clone(), self.deadlines);
+        let (shutdown, killed) = (self.shutdown.clone(), self.killed.clone());
+        async move {
+            let header =
+                tokio::time::timeout(deadlines.header_read, read_proxy_header(&mut stream));
+            let peer = match header.await {
+                Ok(Ok(Some(client))) => client,
+                Ok(Ok(None)) => proxy,
+                Ok(Err(reason)) => {
+                    tracing::debug!(%proxy, reason, "not a PROXY protocol header; closing");
+                    return;
+                }
+                Err(_) => return,
+            };
+            let ticket = match admission.admit(peer.ip()) {
+                Ok(ticket) => Arc::new(ticket),
+                Err(refusal) => {
+                    tracing::debug!(%peer, reason = refusal.reason(), "connection refused");
+                    if tls.is_none()
+                        && let Ok(permit) = answering.try_acquire_owned()
+                    {
+                        let _ = tokio::time::timeout(REFUSAL_LINGER, refuse_plain(stream, refusal))
+                            .await;
+                        drop(permit);
+                    }
+                    return;
+                }
+            };
+            let info = ConnectionInfo { peer, ticket };
+            serve_http(stream, info, tls, router, http, deadlines, shutdown, killed).await;
+        }
+    }
+}
+
+/// The longest PROXY protocol v1 header (its specification, section 2.1).
+const MAX_PROXY_HEADER: usize = 107;
+
+/// Reads a PROXY protocol v1 header, byte by byte so nothing after it is taken.
+async fn read_proxy_header(stream: &mut TcpStream) -> Result<Option<SocketAddr>, &'static str> {
+    let mut line = Vec::with_capacity(MAX_PROXY_HEADER);
+    while !line.ends_with(b"\r\n") {
+        if line.len() >= MAX_PROXY_HEADER {
+            return Err("longer than a PROXY header can be");
+        }
+        let mut byte = [0u8; 1];
+        match stream.read(&mut byte).await {
+            Ok(1) => line.push(byte[0]),
+            _ => return Err("closed before its PROXY header ended"),
+        }
+    }
+    parse_proxy_header(&line)
+}
+
+/// The client address of a PROXY protocol v1 header (`PROXY TCP4 SRC DST
+/// SRCPORT DSTPORT\r\n`); `None` for `PROXY UNKNOWN` (the proxy's own
+/// connection, a health check say).
+pub(crate) fn parse_proxy_header(line: &[u8]) -> Result<Option<SocketAddr>, &'static str> {
+    let line = std::str::from_utf8(line).map_err(|_| "not text")?;
+    let line = line.strip_suffix("\r\n").ok_or("no CRLF")?;
+    let mut words = line.split(' ');
+    if words.next() != Some("PROXY") {
+        return Err("does not start with PROXY");
+    }
+    match words.next() {
+        Some("UNKNOWN") => return Ok(None),
+        Some("TCP4" | "TCP6") => {}
+        _ => return Err("neither TCP4, TCP6 nor UNKNOWN"),
+    }
+    let (Some(source), Some(_destination), Some(port), Some(_), None) = (
+        words.next(),
+        words.next(),
+        words.next(),
+        words.next(),
+        words.next(),
+    ) else {
+        return Err("not five fields");
+    };
+    let ip: std::net::IpAddr = source.parse().map_err(|_| "a bad source address")?;
+    let port: u16 = port.parse().map_err(|_| "a bad source port")?;
+    Ok(Some(SocketAddr::new(ip, port)))
 }
 
 /// Answers a refused plain-HTTP connection with one line, then reads what
@@ -292,5 +398,42 @@ async fn serve_http(
         _ = &mut connection => {}
         () = &mut lifetime => {}
         () = killed.cancelled() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proxy_headers_give_the_client_address_and_bad_ones_are_refused() {
+        let header = |text: &str| parse_proxy_header(text.as_bytes());
+        assert_eq!(
+            header("PROXY TCP4 203.0.113.7 10.0.0.1 51234 8787\r\n"),
+            Ok(Some(
+                "203.0.113.7:51234"
+                    .parse()
+                    .unwrap_or_else(|_| unreachable!())
+            ))
+        );
+        assert_eq!(
+            header("PROXY TCP6 2001:db8::1 2001:db8::2 4000 443\r\n"),
+            Ok(Some(
+                "[2001:db8::1]:4000"
+                    .parse()
+                    .unwrap_or_else(|_| unreachable!())
+            ))
+        );
+        assert_eq!(header("PROXY UNKNOWN\r\n"), Ok(None));
+        for bad in [
+            "GET / HTTP/1.1\r\n",
+            "PROXY TCP4 1.2.3.4 5.6.7.8 1 2",
+            "PROXY TCP4 1.2.3.4 5.6.7.8 1\r\n",
+            "PROXY TCP4 nope 5.6.7.8 1 2\r\n",
+            "PROXY TCP4 1.2.3.4 5.6.7.8 99999 2\r\n",
+            "PROXY UDP4 1.2.3.4 5.6.7.8 1 2\r\n",
+        ] {
+            assert!(header(bad).is_err(), "{bad:?}");
+        }
     }
 }

@@ -2,15 +2,28 @@
 //!
 //! [`RoomRegistry`] takes events about connections (a message arrived, the
 //! connection went away) and answers with [`Action`]s (send this to that
-//! connection, close that one). It owns no sockets and no clock, so every rule
-//! (seats, roles, relay, errors) is unit-tested below without any I/O; the
-//! async server in [`crate::server`] only moves bytes to and from it.
+//! connection, close that one). It owns no sockets and no clock. Who sits in
+//! which room lives in a [`RoomStore`]: in this process's memory
+//! ([`MemoryStore`](crate::MemoryStore)), or in Redis, shared by several
+//! instances ([`RedisStore`](crate::RedisStore)). The registry decides on what
+//! it read from the store and writes back only if the room did not change
+//! meanwhile, deciding again if it did; so the rules stay here, whole (taking
+//! a seat in `seating`, the rest below), and the same rule tests
+//! (`rooms/tests.rs`) run against both stores. A peer seated on another
+//! instance is addressed with [`Action::Forward`].
+//!
+//! Relays do not ask the store: each connection keeps where its partner is,
+//! and whoever changes a room tells the other member (on its own instance
+//! directly, on another with [`Action::ForwardPartner`], which goes before
+//! the `peer-joined` it explains).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use crate::protocol::{
-    ClientMessage, ErrorCode, PeerId, Role, RoleRequest, RoomName, ServerMessage,
+use crate::protocol::{ClientMessage, ErrorCode, PeerId, Role, RoomName, ServerMessage};
+use crate::room_store::{
+    Holder, InstanceId, ReleasedSeat, RoomChange, RoomStore, SeatRecord, StoreError,
 };
 
 /// How long a seat's resume token outlives the connection that held it
@@ -19,6 +32,17 @@ pub const RESUME_GRACE: Duration = Duration::from_secs(60);
 
 /// Close code of a connection whose seat was resumed by another (1.1).
 pub const REPLACED_CLOSE_CODE: u16 = 4000;
+
+/// Close code of a join refused while the room store does not answer: "try
+/// again later" (RFC 6455). No error message goes before it: the protocol's
+/// codes are a closed list, and a client that sees its connection closed
+/// reconnects with backoff, which is what it should do.
+pub const TRY_AGAIN_CLOSE_CODE: u16 = 1013;
+
+/// Times a change is decided again because another connection changed the
+/// room first. A room has two seats, so two tries settle any race between
+/// two joiners; the rest is margin.
+const ATTEMPTS: usize = 8;
 
 /// The server's handle for one WebSocket connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -43,101 +67,207 @@ pub enum Action {
         /// Short reason for the close frame.
         reason: &'static str,
     },
+    /// Send a message to a connection of another instance.
+    Forward {
+        /// Receiving connection and its instance.
+        to: Holder,
+        /// The message.
+        message: ServerMessage,
+    },
+    /// Tell a connection of another instance where its partner now is
+    /// (`None`: alone), so its relays need not ask the store.
+    ForwardPartner {
+        /// The connection told, and its instance.
+        to: Holder,
+        /// Where its partner is.
+        partner: Option<Holder>,
+    },
+    /// Close a connection of another instance.
+    ForwardClose {
+        /// Connection to close and its instance.
+        to: Holder,
+        /// WebSocket close code.
+        code: u16,
+    },
 }
 
-/// Where a connection stands.
+/// A seat this connection took.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Seat {
-    /// Connected, no successful `join` yet (or left the room with `bye`).
-    Lobby,
-    /// Holds a seat in a room.
-    InRoom { room: RoomName, role: Role },
+struct HeldSeat {
+    room: RoomName,
+    role: Role,
+    token: String,
 }
 
 #[derive(Debug)]
 struct Connection {
     peer: PeerId,
-    seat: Seat,
+    /// The seat it took, as far as this instance knows; the store has the
+    /// last word (another connection may have resumed it).
+    seat: Option<HeldSeat>,
+    /// Where the other peer of its room is, as this instance was last told:
+    /// relays go there without a round trip to the store.
+    partner: Option<Holder>,
     /// Whether a `join` ever succeeded: the join timeout only applies to connections that never joined.
     ever_joined: bool,
-    /// The resume token of the seat it holds.
-    token: Option<String>,
 }
 
-/// A seat as its resume token knows it.
-#[derive(Debug)]
-struct Ticket {
-    room: RoomName,
-    role: Role,
-    peer: PeerId,
-    /// The connection holding the seat; `None` once it was lost.
-    holder: Option<ConnId>,
-    /// When the holder was lost: the token is good for [`RESUME_GRACE`] more.
-    released_at: Option<Instant>,
-}
-
-/// One occupant of a room.
+/// A seat whose lost connection could not be taken out of the store (it was
+/// unreachable); [`RoomRegistry::retry_releases`] tries again.
 #[derive(Debug, Clone)]
-struct Member {
+struct PendingRelease {
     conn: ConnId,
-    role: Role,
+    peer: PeerId,
+    seat: HeldSeat,
 }
 
-/// Who is in which room and in which seat; the whole of the server's shared state.
+/// The room rules over a [`RoomStore`]; the connections of this instance are its own.
 #[derive(Debug)]
-pub struct RoomRegistry {
-    connections: HashMap<ConnId, Connection>,
-    /// Occupants by room; a room exists only while it has at least one member, and never more than two.
-    rooms: HashMap<RoomName, Vec<Member>>,
+pub struct RoomRegistry<S> {
+    store: S,
+    /// This instance: seats it hands out are held by it.
+    instance: InstanceId,
     /// Mixed into peer ids so they are not guessable from connection order.
     id_salt: u64,
-    /// Seats by resume token.
-    tickets: HashMap<String, Ticket>,
+    /// This instance's connections. Never locked across an await.
+    connections: Mutex<HashMap<ConnId, Connection>>,
+    /// Seats to take out of the store once it answers again.
+    pending: Mutex<Vec<PendingRelease>>,
 }
 
-impl RoomRegistry {
-    /// An empty registry. `id_salt` makes peer ids unpredictable; tests pass a constant.
-    pub fn new(id_salt: u64) -> RoomRegistry {
+impl<S: RoomStore> RoomRegistry<S> {
+    /// An empty registry over `store`. `id_salt` makes peer ids unpredictable
+    /// (tests pass a constant); `instance` tells this instance's seats from
+    /// those of the others sharing the store.
+    pub fn new(store: S, instance: InstanceId, id_salt: u64) -> RoomRegistry<S> {
         RoomRegistry {
-            connections: HashMap::new(),
-            rooms: HashMap::new(),
+            store,
+            instance,
             id_salt,
-            tickets: HashMap::new(),
+            connections: Mutex::new(HashMap::new()),
+            pending: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The store the seats are kept in.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// This instance's id.
+    pub fn instance(&self) -> InstanceId {
+        self.instance
+    }
+
+    fn connections(&self) -> MutexGuard<'_, HashMap<ConnId, Connection>> {
+        // Every update below is made whole before the guard drops.
+        self.connections
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn holder(&self, conn: ConnId) -> Holder {
+        Holder {
+            instance: self.instance,
+            conn,
+        }
+    }
+
+    /// `message` for `to`, wherever it is.
+    fn send_to(&self, to: Holder, message: ServerMessage) -> Action {
+        if to.instance == self.instance {
+            Action::Send {
+                to: to.conn,
+                message,
+            }
+        } else {
+            Action::Forward { to, message }
         }
     }
 
     /// Registers a new connection and returns the peer id it will be known by.
-    pub fn connect(&mut self, conn: ConnId) -> PeerId {
-        let peer = PeerId(format!("p-{:016x}", splitmix64(conn.0 ^ self.id_salt)));
-        self.connections.insert(
+    pub fn connect(&self, conn: ConnId) -> PeerId {
+        let peer = PeerId(format!(
+            "p-{:016x}",
+            splitmix64(conn.0 ^ self.id_salt ^ self.instance.0.rotate_left(17))
+        ));
+        self.connections().insert(
             conn,
             Connection {
                 peer: peer.clone(),
-                seat: Seat::Lobby,
+                seat: None,
+                partner: None,
                 ever_joined: false,
-                token: None,
             },
         );
         peer
     }
 
-    /// Number of open connections.
-    pub fn connection_count(&self) -> usize {
-        self.connections.len()
+    /// `conn`'s partner is now at `partner` (told by another instance).
+    pub fn set_partner(&self, conn: ConnId, partner: Option<Holder>) {
+        if let Some(connection) = self.connections().get_mut(&conn) {
+            connection.partner = partner;
+        }
     }
 
-    /// Number of rooms with at least one peer.
+    /// `conn`'s seat was resumed by a connection on another instance: it
+    /// holds nothing any more (it is being closed).
+    pub fn replaced(&self, conn: ConnId) {
+        if let Some(connection) = self.connections().get_mut(&conn) {
+            connection.seat = None;
+            connection.partner = None;
+        }
+    }
+
+    /// Tells `to` (here or on another instance) where its partner is.
+    fn tell_partner(&self, to: Holder, partner: Option<Holder>, out: &mut Vec<Action>) {
+        if to.instance == self.instance {
+            self.set_partner(to.conn, partner);
+        } else {
+            out.push(Action::ForwardPartner { to, partner });
+        }
+    }
+
+    /// Peers lost with an instance that died, each with the seat of the
+    /// peer left alone in its room: that one hears `peer-left`.
+    pub fn peers_lost(&self, lost: &[(PeerId, SeatRecord)], out: &mut Vec<Action>) {
+        for (peer, alone) in lost {
+            self.tell_partner(alone.holder, None, out);
+            out.push(self.send_to(alone.holder, ServerMessage::PeerLeft { id: peer.clone() }));
+            tracing::info!(%peer, "lost with its instance");
+        }
+    }
+
+    /// Number of open connections on this instance.
+    pub fn connection_count(&self) -> usize {
+        self.connections().len()
+    }
+
+    /// This instance's connections that hold a seat.
+    pub fn seated_count(&self) -> usize {
+        self.connections()
+            .values()
+            .filter(|c| c.seat.is_some())
+            .count()
+    }
+
+    /// Rooms with at least one peer on this instance.
     pub fn room_count(&self) -> usize {
-        self.rooms.len()
+        let connections = self.connections();
+        let rooms: HashSet<&RoomName> = connections
+            .values()
+            .filter_map(|c| c.seat.as_ref().map(|s| &s.room))
+            .collect();
+        rooms.len()
     }
 
     /// Whether the connection ever joined a room (the join timeout closes those that did not).
     pub fn has_joined(&self, conn: ConnId) -> bool {
-        self.connections.get(&conn).is_some_and(|c| c.ever_joined)
+        self.connections().get(&conn).is_some_and(|c| c.ever_joined)
     }
 
     /// A frame from `conn` that is not a valid message.
-    pub fn bad_message(&mut self, conn: ConnId, reason: String, out: &mut Vec<Action>) {
+    pub fn bad_message(&self, conn: ConnId, reason: String, out: &mut Vec<Action>) {
         out.push(Action::Send {
             to: conn,
             message: ServerMessage::error(ErrorCode::BadMessage, reason),
@@ -146,8 +276,8 @@ impl RoomRegistry {
 
     /// A connection is refused for a cause of the error table that closes it
     /// (`too_large`, `rate_limited`): send the error, close, and leave the room.
-    pub fn refuse(
-        &mut self,
+    pub async fn refuse(
+        &self,
         conn: ConnId,
         code: ErrorCode,
         message: String,
@@ -163,20 +293,21 @@ impl RoomRegistry {
             code: code.close_code().unwrap_or(1008),
             reason: code.as_str(),
         });
-        self.disconnect(conn, now, out);
+        self.disconnect(conn, now, out).await;
     }
 
     /// A valid message from `conn`, at `now`.
-    pub fn handle(
-        &mut self,
+    pub async fn handle(
+        &self,
         conn: ConnId,
         message: ClientMessage,
         now: Instant,
         out: &mut Vec<Action>,
     ) {
-        let Some(connection) = self.connections.get(&conn) else {
+        let seated = match self.connections().get(&conn) {
+            Some(connection) => connection.seat.is_some(),
             // Messages can race with a close the registry already processed; nothing to do.
-            return;
+            None => return,
         };
         match message {
             ClientMessage::Ping {} => out.push(Action::Send {
@@ -184,7 +315,7 @@ impl RoomRegistry {
                 message: ServerMessage::Pong {},
             }),
             ClientMessage::Join { room, role, resume } => {
-                if matches!(connection.seat, Seat::InRoom { .. }) {
+                if seated {
                     out.push(Action::Send {
                         to: conn,
                         message: ServerMessage::error(
@@ -194,250 +325,70 @@ impl RoomRegistry {
                     });
                     return;
                 }
-                self.expire_tickets(now);
-                let resumed = resume.is_some_and(|token| self.resume(conn, &room, token, out));
-                if !resumed {
-                    self.join(conn, &room, role.unwrap_or_default(), out);
+                let resumed = match resume {
+                    Some(token) => self.resume(conn, &room, token, now, out).await,
+                    None => Ok(false),
+                };
+                match resumed {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        self.join(conn, &room, role.unwrap_or_default(), now, out)
+                            .await
+                    }
+                    Err(err) => unavailable(conn, &err, out),
                 }
             }
-            relay => self.relay(conn, relay, out),
+            relay => self.relay(conn, relay, now, out).await,
         }
     }
 
     /// The connection is gone (closed, timed out, or refused) at `now`: tell
-    /// the other peer. Its seat's token stays good for [`RESUME_GRACE`].
-    pub fn disconnect(&mut self, conn: ConnId, now: Instant, out: &mut Vec<Action>) {
-        if let Some(token) = self.connections.get(&conn).and_then(|c| c.token.clone())
-            && let Some(ticket) = self.tickets.get_mut(&token)
+    /// the other peer. Its seat's token stays good for the store's grace.
+    pub async fn disconnect(&self, conn: ConnId, now: Instant, out: &mut Vec<Action>) {
+        let left = self.connections().remove(&conn);
+        if let Some(Connection {
+            peer,
+            seat: Some(seat),
+            ..
+        }) = left
         {
-            ticket.holder = None;
-            ticket.released_at = Some(now);
+            let release = PendingRelease { conn, peer, seat };
+            if let Err(err) = self.leave(&release, true, now, out).await {
+                tracing::warn!(%err, "a seat could not be freed; retrying when the store answers");
+                self.pending_releases().push(release);
+            }
         }
-        self.leave_room(conn, out);
-        self.connections.remove(&conn);
-        self.expire_tickets(now);
     }
 
-    fn expire_tickets(&mut self, now: Instant) {
-        self.tickets.retain(|_, ticket| {
-            ticket
-                .released_at
-                .is_none_or(|at| now.saturating_duration_since(at) < RESUME_GRACE)
-        });
+    fn pending_releases(&self) -> MutexGuard<'_, Vec<PendingRelease>> {
+        self.pending
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// `join` with a resume token: gives `conn` the seat the token names, if
-    /// it is good and the seat can be had. `false`: handle as a plain join.
-    fn resume(
-        &mut self,
+    /// Frees the seats of connections lost while the store was unreachable;
+    /// the server calls this when the store answers again. `true` when none is left.
+    pub async fn retry_releases(&self, now: Instant, out: &mut Vec<Action>) -> bool {
+        let pending = std::mem::take(&mut *self.pending_releases());
+        let mut failed = Vec::new();
+        for release in pending {
+            if self.leave(&release, true, now, out).await.is_err() {
+                failed.push(release);
+            }
+        }
+        let mut pending = self.pending_releases();
+        pending.extend(failed);
+        pending.is_empty()
+    }
+
+    async fn relay(
+        &self,
         conn: ConnId,
-        room_name: &str,
-        token: String,
+        message: ClientMessage,
+        now: Instant,
         out: &mut Vec<Action>,
-    ) -> bool {
-        let Some(ticket) = self.tickets.get(&token) else {
-            return false;
-        };
-        if ticket.room.as_str() != room_name {
-            return false;
-        }
-        let (room, role, peer, holder) = (
-            ticket.room.clone(),
-            ticket.role,
-            ticket.peer.clone(),
-            ticket.holder,
-        );
-        let members = self.rooms.entry(room.clone()).or_default();
-        let told_left = match holder {
-            // A ghost: the old connection still looks open. It hands over
-            // its seat and is closed; the other peer hears nothing.
-            Some(old) => {
-                if let Some(member) = members.iter_mut().find(|m| m.conn == old) {
-                    member.conn = conn;
-                }
-                if let Some(ghost) = self.connections.get_mut(&old) {
-                    ghost.seat = Seat::Lobby;
-                    ghost.token = None;
-                }
-                out.push(Action::Close {
-                    conn: old,
-                    code: REPLACED_CLOSE_CODE,
-                    reason: "replaced",
-                });
-                false
-            }
-            // Lost a moment ago: the seat comes back if nobody took it.
-            None => {
-                if members.len() >= 2 || members.iter().any(|m| m.role == role) {
-                    if members.is_empty() {
-                        self.rooms.remove(&room);
-                    }
-                    return false;
-                }
-                members.push(Member { conn, role });
-                true
-            }
-        };
-        let others: Vec<ConnId> = members
-            .iter()
-            .filter(|m| m.conn != conn)
-            .map(|m| m.conn)
-            .collect();
-        let peers: Vec<PeerId> = others
-            .iter()
-            .filter_map(|c| self.connections.get(c).map(|c| c.peer.clone()))
-            .collect();
-        if let Some(joiner) = self.connections.get_mut(&conn) {
-            joiner.peer = peer.clone();
-            joiner.seat = Seat::InRoom {
-                room: room.clone(),
-                role,
-            };
-            joiner.ever_joined = true;
-            joiner.token = Some(token.clone());
-        }
-        if let Some(ticket) = self.tickets.get_mut(&token) {
-            ticket.holder = Some(conn);
-            ticket.released_at = None;
-        }
-        out.push(Action::Send {
-            to: conn,
-            message: ServerMessage::Joined {
-                room: room.as_str().to_owned(),
-                id: peer.clone(),
-                role,
-                peers,
-                resume: Some(token),
-                resumed: true,
-                // The server adds TURN credentials (it knows the clock and the secret).
-                ice_servers: Vec::new(),
-            },
-        });
-        if told_left {
-            for other in others {
-                out.push(Action::Send {
-                    to: other,
-                    message: ServerMessage::PeerJoined {
-                        id: peer.clone(),
-                        role,
-                    },
-                });
-            }
-        }
-        // Room names are secrets of their two people: debug only.
-        tracing::info!(%peer, %role, replaced_ghost = !told_left, "resume");
-        tracing::debug!(%room, %peer, "resumed in room");
-        true
-    }
-
-    fn join(&mut self, conn: ConnId, room_name: &str, asked: RoleRequest, out: &mut Vec<Action>) {
-        let fail = |out: &mut Vec<Action>, code: ErrorCode, message: String| {
-            out.push(Action::Send {
-                to: conn,
-                message: ServerMessage::error(code, message),
-            });
-            out.push(Action::Close {
-                conn,
-                code: code.close_code().unwrap_or(1000),
-                reason: code.as_str(),
-            });
-        };
-        let room = match RoomName::parse(room_name) {
-            Ok(room) => room,
-            Err(reason) => return fail(out, ErrorCode::BadRoom, reason),
-        };
-        let members = self.rooms.get(&room).map(Vec::as_slice).unwrap_or_default();
-        let role = match (members, asked) {
-            ([], RoleRequest::Auto) => Role::Callee,
-            ([], RoleRequest::Caller) => Role::Caller,
-            ([], RoleRequest::Callee) => Role::Callee,
-            ([other], RoleRequest::Auto) => other.role.other(),
-            ([other], wanted) => {
-                let wanted = match wanted {
-                    RoleRequest::Caller => Role::Caller,
-                    _ => Role::Callee,
-                };
-                if other.role == wanted {
-                    return fail(
-                        out,
-                        ErrorCode::RoleTaken,
-                        format!("the {wanted} role in room {room} is already taken"),
-                    );
-                }
-                wanted
-            }
-            _ => {
-                return fail(
-                    out,
-                    ErrorCode::RoomFull,
-                    format!("room {room} already has two people in it"),
-                );
-            }
-        };
-
-        let present: Vec<Member> = members.to_vec();
-        let Some(joiner) = self.connections.get_mut(&conn) else {
-            return;
-        };
-        joiner.seat = Seat::InRoom {
-            room: room.clone(),
-            role,
-        };
-        joiner.ever_joined = true;
-        let joiner_id = joiner.peer.clone();
-        // 128 random bits: the seat's key, unguessable by anyone else.
-        let token = format!("{:032x}", rand::random::<u128>());
-        joiner.token = Some(token.clone());
-        self.tickets.insert(
-            token.clone(),
-            Ticket {
-                room: room.clone(),
-                role,
-                peer: joiner_id.clone(),
-                holder: Some(conn),
-                released_at: None,
-            },
-        );
-
-        let peers: Vec<PeerId> = present
-            .iter()
-            .filter_map(|m| self.connections.get(&m.conn).map(|c| c.peer.clone()))
-            .collect();
-        out.push(Action::Send {
-            to: conn,
-            message: ServerMessage::Joined {
-                room: room.as_str().to_owned(),
-                id: joiner_id.clone(),
-                role,
-                peers,
-                resume: Some(token),
-                resumed: false,
-                // The server adds TURN credentials (it knows the clock and the secret).
-                ice_servers: Vec::new(),
-            },
-        });
-        for member in &present {
-            out.push(Action::Send {
-                to: member.conn,
-                message: ServerMessage::PeerJoined {
-                    id: joiner_id.clone(),
-                    role,
-                },
-            });
-        }
-        tracing::info!(peer = %joiner_id, %role, asked = %asked, "join");
-        tracing::debug!(%room, peer = %joiner_id, "joined room");
-        self.rooms
-            .entry(room)
-            .or_default()
-            .push(Member { conn, role });
-    }
-
-    fn relay(&mut self, conn: ConnId, message: ClientMessage, out: &mut Vec<Action>) {
-        let Some(sender) = self.connections.get(&conn) else {
-            return;
-        };
-        let Seat::InRoom { room, .. } = &sender.seat else {
+    ) {
+        let not_joined = |out: &mut Vec<Action>| {
             out.push(Action::Send {
                 to: conn,
                 message: ServerMessage::error(
@@ -445,19 +396,18 @@ impl RoomRegistry {
                     "join a room before sending call messages",
                 ),
             });
-            return;
+        };
+        // The partner as last told: no round trip to the store per message.
+        let Some((peer, partner)) = self
+            .connections()
+            .get(&conn)
+            .and_then(|c| c.seat.as_ref().map(|_| (c.peer.clone(), c.partner)))
+        else {
+            return not_joined(out);
         };
         let is_bye = matches!(message, ClientMessage::Bye {});
-        let partner = self
-            .rooms
-            .get(room)
-            .and_then(|members| members.iter().find(|m| m.conn != conn))
-            .map(|m| m.conn);
-        match (
-            partner,
-            ServerMessage::relayed(message, sender.peer.clone()),
-        ) {
-            (Some(to), Some(message)) => out.push(Action::Send { to, message }),
+        match (partner, ServerMessage::relayed(message, peer.clone())) {
+            (Some(to), Some(message)) => out.push(self.send_to(to, message)),
             _ => out.push(Action::Send {
                 to: conn,
                 message: ServerMessage::error(
@@ -468,38 +418,88 @@ impl RoomRegistry {
         }
         if is_bye {
             // A hang-up frees the seat for good; the connection may join again.
-            if let Some(token) = self.connections.get_mut(&conn).and_then(|c| c.token.take()) {
-                self.tickets.remove(&token);
+            let taken = self.connections().get_mut(&conn).and_then(|c| {
+                c.partner = None;
+                c.seat.take()
+            });
+            if let Some(seat) = taken {
+                let release = PendingRelease { conn, peer, seat };
+                if let Err(err) = self.leave(&release, false, now, out).await {
+                    tracing::warn!(%err, "a hung-up seat could not be freed; retrying when the store answers");
+                    self.pending_releases().push(release);
+                }
             }
-            self.leave_room(conn, out);
         }
     }
 
-    /// Takes `conn` out of its room, telling the other member.
-    fn leave_room(&mut self, conn: ConnId, out: &mut Vec<Action>) {
-        let Some(connection) = self.connections.get_mut(&conn) else {
-            return;
-        };
-        let Seat::InRoom { room, role } = std::mem::replace(&mut connection.seat, Seat::Lobby)
-        else {
-            return;
-        };
-        let peer = connection.peer.clone();
-        if let Some(members) = self.rooms.get_mut(&room) {
-            members.retain(|m| m.conn != conn);
-            for member in members.iter() {
-                out.push(Action::Send {
-                    to: member.conn,
-                    message: ServerMessage::PeerLeft { id: peer.clone() },
-                });
+    /// Takes a seat out of its room (if `release.conn` still holds it) and
+    /// tells the other member; `resumable`: its token stays good for the grace.
+    async fn leave(
+        &self,
+        release: &PendingRelease,
+        resumable: bool,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) -> Result<(), StoreError> {
+        let PendingRelease { conn, peer, seat } = release;
+        let me = self.holder(*conn);
+        for _ in 0..ATTEMPTS {
+            let seats = self.store.seats(&seat.room, now).await?;
+            if !seats
+                .iter()
+                .any(|s| s.token == seat.token && s.holder == me)
+            {
+                // Resumed by another connection, or gone with the store: not ours to free.
+                return Ok(());
             }
-            if members.is_empty() {
-                self.rooms.remove(&room);
+            let after: Vec<SeatRecord> = seats
+                .iter()
+                .filter(|s| s.token != seat.token)
+                .cloned()
+                .collect();
+            let change = RoomChange {
+                room: &seat.room,
+                expected: &seats,
+                seats: after.clone(),
+                release: resumable.then(|| {
+                    (
+                        seat.token.clone(),
+                        ReleasedSeat {
+                            room: seat.room.clone(),
+                            role: seat.role,
+                            peer: peer.clone(),
+                        },
+                    )
+                }),
+                reclaim: None,
+            };
+            if self.store.change(change, now).await? {
+                for other in after {
+                    self.tell_partner(other.holder, None, out);
+                    out.push(
+                        self.send_to(other.holder, ServerMessage::PeerLeft { id: peer.clone() }),
+                    );
+                }
+                tracing::info!(%peer, role = %seat.role, "leave");
+                tracing::debug!(room = %seat.room, %peer, "left room");
+                return Ok(());
             }
         }
-        tracing::info!(%peer, %role, "leave");
-        tracing::debug!(%room, %peer, "left room");
+        Err(StoreError::Unreachable(format!(
+            "room {} changed {ATTEMPTS} times while a seat was freed",
+            seat.room
+        )))
     }
+}
+
+/// The store did not answer: the join is refused, and may be tried again later.
+fn unavailable(conn: ConnId, err: &StoreError, out: &mut Vec<Action>) {
+    tracing::warn!(%err, "a join was refused");
+    out.push(Action::Close {
+        conn,
+        code: TRY_AGAIN_CLOSE_CODE,
+        reason: "room store unreachable; try again later",
+    });
 }
 
 /// A bijective 64-bit mix (SplitMix64's finaliser): distinct inputs give distinct ids.
@@ -510,939 +510,6 @@ fn splitmix64(mut x: u64) -> u64 {
     x ^ (x >> 31)
 }
 
+mod seating;
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::protocol::IceCandidate;
-
-    /// A registry and a way to feed it messages as JSON, the way the server does.
-    /// What every `joined` shows as its resume token in these tests; the
-    /// real (random) ones are kept in [`Harness::tokens`].
-    const TOKEN: &str = "TOKEN";
-
-    struct Harness {
-        registry: RoomRegistry,
-        ids: HashMap<ConnId, PeerId>,
-        tokens: HashMap<ConnId, String>,
-        now: Instant,
-    }
-
-    impl Harness {
-        fn new() -> Harness {
-            Harness {
-                registry: RoomRegistry::new(7),
-                ids: HashMap::new(),
-                tokens: HashMap::new(),
-                now: Instant::now(),
-            }
-        }
-
-        /// Keeps each `joined`'s real token and shows it as [`TOKEN`].
-        fn note_tokens(&mut self, out: &mut [Action]) {
-            for action in out {
-                if let Action::Send {
-                    to,
-                    message:
-                        ServerMessage::Joined {
-                            resume: Some(token),
-                            ..
-                        },
-                } = action
-                {
-                    self.tokens
-                        .insert(*to, std::mem::replace(token, TOKEN.into()));
-                }
-            }
-        }
-
-        fn connect(&mut self, n: u64) -> ConnId {
-            let conn = ConnId(n);
-            let id = self.registry.connect(conn);
-            self.ids.insert(conn, id);
-            conn
-        }
-
-        fn id(&self, conn: ConnId) -> PeerId {
-            self.ids[&conn].clone()
-        }
-
-        fn send(&mut self, conn: ConnId, json: &str) -> Vec<Action> {
-            let mut out = Vec::new();
-            match ClientMessage::parse(json) {
-                Ok(message) => self.registry.handle(conn, message, self.now, &mut out),
-                Err(reason) => self.registry.bad_message(conn, reason, &mut out),
-            }
-            self.note_tokens(&mut out);
-            out
-        }
-
-        fn close(&mut self, conn: ConnId) -> Vec<Action> {
-            let mut out = Vec::new();
-            self.registry.disconnect(conn, self.now, &mut out);
-            out
-        }
-    }
-
-    fn send(to: ConnId, message: ServerMessage) -> Action {
-        Action::Send { to, message }
-    }
-
-    fn error_code(actions: &[Action]) -> Option<ErrorCode> {
-        actions.iter().find_map(|a| match a {
-            Action::Send {
-                message: ServerMessage::Error { code, .. },
-                ..
-            } => Some(*code),
-            _ => None,
-        })
-    }
-
-    fn closes(actions: &[Action]) -> Option<u16> {
-        actions.iter().find_map(|a| match a {
-            Action::Close { code, .. } => Some(*code),
-            _ => None,
-        })
-    }
-
-    #[test]
-    fn first_caller_then_callee_are_paired_and_told_about_each_other() {
-        let mut h = Harness::new();
-        let (a, b) = (h.connect(1), h.connect(2));
-        let out = h.send(a, r#"{"type":"join","room":"r","role":"caller"}"#);
-        assert_eq!(
-            out,
-            vec![send(
-                a,
-                ServerMessage::Joined {
-                    room: "r".into(),
-                    id: h.id(a),
-                    role: Role::Caller,
-                    peers: vec![],
-                    resume: Some(TOKEN.into()),
-                    resumed: false,
-                    ice_servers: Vec::new(),
-                }
-            )]
-        );
-        let out = h.send(b, r#"{"type":"join","room":"r","role":"callee"}"#);
-        assert_eq!(
-            out,
-            vec![
-                send(
-                    b,
-                    ServerMessage::Joined {
-                        room: "r".into(),
-                        id: h.id(b),
-                        role: Role::Callee,
-                        peers: vec![h.id(a)],
-                        resume: Some(TOKEN.into()),
-                        resumed: false,
-                        ice_servers: Vec::new(),
-                    }
-                ),
-                send(
-                    a,
-                    ServerMessage::PeerJoined {
-                        id: h.id(b),
-                        role: Role::Callee
-                    }
-                ),
-            ]
-        );
-    }
-
-    #[test]
-    fn auto_takes_callee_in_an_empty_room_and_the_free_seat_otherwise() {
-        let mut h = Harness::new();
-        let (a, b) = (h.connect(1), h.connect(2));
-        let out = h.send(a, r#"{"type":"join","room":"r"}"#);
-        assert!(matches!(
-            &out[0],
-            Action::Send {
-                message: ServerMessage::Joined {
-                    role: Role::Callee,
-                    ..
-                },
-                ..
-            }
-        ));
-        let out = h.send(b, r#"{"type":"join","room":"r","role":"auto"}"#);
-        assert!(matches!(
-            &out[0],
-            Action::Send {
-                message: ServerMessage::Joined {
-                    role: Role::Caller,
-                    ..
-                },
-                ..
-            }
-        ));
-
-        let mut h = Harness::new();
-        let (a, b) = (h.connect(1), h.connect(2));
-        h.send(a, r#"{"type":"join","room":"r","role":"caller"}"#);
-        let out = h.send(b, r#"{"type":"join","room":"r"}"#);
-        assert!(matches!(
-            &out[0],
-            Action::Send {
-                message: ServerMessage::Joined {
-                    role: Role::Callee,
-                    ..
-                },
-                ..
-            }
-        ));
-    }
-
-    #[test]
-    fn a_third_peer_gets_room_full_and_is_closed() {
-        let mut h = Harness::new();
-        let (a, b, c) = (h.connect(1), h.connect(2), h.connect(3));
-        h.send(a, r#"{"type":"join","room":"r"}"#);
-        h.send(b, r#"{"type":"join","room":"r"}"#);
-        let out = h.send(c, r#"{"type":"join","room":"r","role":"caller"}"#);
-        assert_eq!(error_code(&out), Some(ErrorCode::RoomFull));
-        assert_eq!(closes(&out), Some(1000));
-        assert!(out.iter().all(|a| match a {
-            Action::Send { to, .. } | Action::Close { conn: to, .. } => *to == c,
-        }));
-    }
-
-    #[test]
-    fn asking_for_a_held_role_gets_role_taken_and_is_closed() {
-        let mut h = Harness::new();
-        let (a, b) = (h.connect(1), h.connect(2));
-        h.send(a, r#"{"type":"join","room":"r","role":"callee"}"#);
-        let out = h.send(b, r#"{"type":"join","room":"r","role":"callee"}"#);
-        assert_eq!(error_code(&out), Some(ErrorCode::RoleTaken));
-        assert_eq!(closes(&out), Some(1000));
-        // The seat holder is not disturbed, and the seat stays free for a caller.
-        let c = h.connect(3);
-        let out = h.send(c, r#"{"type":"join","room":"r","role":"caller"}"#);
-        assert!(matches!(
-            &out[0],
-            Action::Send {
-                message: ServerMessage::Joined {
-                    role: Role::Caller,
-                    ..
-                },
-                ..
-            }
-        ));
-    }
-
-    #[test]
-    fn bad_room_names_are_refused_and_closed() {
-        let mut h = Harness::new();
-        for room in ["", "has space", "ünï", &"x".repeat(65)] {
-            let c = h.connect(1);
-            let out = h.send(
-                c,
-                &format!(r#"{{"type":"join","room":{}}}"#, serde_json::json!(room)),
-            );
-            assert_eq!(error_code(&out), Some(ErrorCode::BadRoom), "{room:?}");
-            assert_eq!(closes(&out), Some(1000));
-            assert!(!h.registry.has_joined(c));
-        }
-    }
-
-    #[test]
-    fn relay_adds_from_and_goes_only_to_the_partner() {
-        let mut h = Harness::new();
-        let (a, b, x) = (h.connect(1), h.connect(2), h.connect(3));
-        h.send(a, r#"{"type":"join","room":"r","role":"caller"}"#);
-        h.send(b, r#"{"type":"join","room":"r","role":"callee"}"#);
-        h.send(x, r#"{"type":"join","room":"other"}"#);
-        assert_eq!(
-            h.send(a, r#"{"type":"offer","sdp":"v=0 o"}"#),
-            vec![send(
-                b,
-                ServerMessage::Offer {
-                    sdp: "v=0 o".into(),
-                    from: h.id(a)
-                }
-            )]
-        );
-        assert_eq!(
-            h.send(b, r#"{"type":"answer","sdp":"v=0 a"}"#),
-            vec![send(
-                a,
-                ServerMessage::Answer {
-                    sdp: "v=0 a".into(),
-                    from: h.id(b)
-                }
-            )]
-        );
-        assert_eq!(
-            h.send(
-                b,
-                r#"{"type":"candidate","candidate":{"candidate":"candidate:x","sdpMid":"0"}}"#
-            ),
-            vec![send(
-                a,
-                ServerMessage::Candidate {
-                    candidate: Some(IceCandidate {
-                        candidate: "candidate:x".into(),
-                        sdp_mid: Some("0".into()),
-                        sdp_mline_index: None,
-                        username_fragment: None
-                    }),
-                    from: h.id(b)
-                }
-            )]
-        );
-        assert_eq!(
-            h.send(x, r#"{"type":"offer","sdp":"lonely"}"#)
-                .iter()
-                .map(|a| match a {
-                    Action::Send { to, .. } | Action::Close { conn: to, .. } => *to,
-                })
-                .collect::<Vec<_>>(),
-            vec![x],
-            "a message from another room reaches no one else"
-        );
-    }
-
-    #[test]
-    fn relay_before_join_is_not_joined_and_keeps_the_connection() {
-        let mut h = Harness::new();
-        let a = h.connect(1);
-        for msg in [
-            r#"{"type":"offer","sdp":"x"}"#,
-            r#"{"type":"answer","sdp":"x"}"#,
-            r#"{"type":"candidate","candidate":null}"#,
-            r#"{"type":"bye"}"#,
-        ] {
-            let out = h.send(a, msg);
-            assert_eq!(error_code(&out), Some(ErrorCode::NotJoined), "{msg}");
-            assert_eq!(closes(&out), None);
-        }
-    }
-
-    #[test]
-    fn relay_while_alone_is_no_peer_and_dropped() {
-        let mut h = Harness::new();
-        let a = h.connect(1);
-        h.send(a, r#"{"type":"join","room":"r"}"#);
-        let out = h.send(a, r#"{"type":"offer","sdp":"x"}"#);
-        assert_eq!(error_code(&out), Some(ErrorCode::NoPeer));
-        assert_eq!(out.len(), 1);
-    }
-
-    #[test]
-    fn second_join_is_already_joined_and_keeps_the_seat() {
-        let mut h = Harness::new();
-        let (a, b) = (h.connect(1), h.connect(2));
-        h.send(a, r#"{"type":"join","room":"r"}"#);
-        let out = h.send(a, r#"{"type":"join","room":"elsewhere"}"#);
-        assert_eq!(error_code(&out), Some(ErrorCode::AlreadyJoined));
-        assert_eq!(closes(&out), None);
-        let out = h.send(b, r#"{"type":"join","room":"r"}"#);
-        assert!(
-            matches!(&out[0], Action::Send { message: ServerMessage::Joined { peers, .. }, .. } if peers.len() == 1)
-        );
-    }
-
-    #[test]
-    fn bad_messages_keep_the_connection_and_do_not_count_as_join() {
-        let mut h = Harness::new();
-        let a = h.connect(1);
-        let out = h.send(a, "{nope");
-        assert_eq!(error_code(&out), Some(ErrorCode::BadMessage));
-        assert_eq!(closes(&out), None);
-        assert!(!h.registry.has_joined(a));
-        let out = h.send(a, r#"{"type":"join","room":"r"}"#);
-        assert!(matches!(
-            &out[0],
-            Action::Send {
-                message: ServerMessage::Joined { .. },
-                ..
-            }
-        ));
-        assert!(h.registry.has_joined(a));
-    }
-
-    #[test]
-    fn ping_is_answered_before_and_after_join() {
-        let mut h = Harness::new();
-        let a = h.connect(1);
-        assert_eq!(
-            h.send(a, r#"{"type":"ping"}"#),
-            vec![send(a, ServerMessage::Pong {})]
-        );
-        h.send(a, r#"{"type":"join","room":"r"}"#);
-        assert_eq!(
-            h.send(a, r#"{"type":"ping"}"#),
-            vec![send(a, ServerMessage::Pong {})]
-        );
-    }
-
-    #[test]
-    fn bye_is_relayed_then_peer_left_and_the_seat_is_free_again() {
-        let mut h = Harness::new();
-        let (a, b) = (h.connect(1), h.connect(2));
-        h.send(a, r#"{"type":"join","room":"r","role":"caller"}"#);
-        h.send(b, r#"{"type":"join","room":"r","role":"callee"}"#);
-        let out = h.send(b, r#"{"type":"bye"}"#);
-        assert_eq!(
-            out,
-            vec![
-                send(a, ServerMessage::Bye { from: h.id(b) }),
-                send(a, ServerMessage::PeerLeft { id: h.id(b) }),
-            ]
-        );
-        // b may join again on the same connection, and gets the callee seat back.
-        let out = h.send(b, r#"{"type":"join","room":"r","role":"callee"}"#);
-        assert!(matches!(
-            &out[0],
-            Action::Send {
-                message: ServerMessage::Joined {
-                    role: Role::Callee,
-                    ..
-                },
-                ..
-            }
-        ));
-        // Relay after bye but before re-join is not_joined.
-        let c = h.connect(3);
-        h.send(c, r#"{"type":"join","room":"s"}"#);
-        h.send(c, r#"{"type":"bye"}"#);
-        assert_eq!(
-            error_code(&h.send(c, r#"{"type":"offer","sdp":"x"}"#)),
-            Some(ErrorCode::NotJoined)
-        );
-    }
-
-    #[test]
-    fn closing_tells_the_partner_and_empties_the_room() {
-        let mut h = Harness::new();
-        let (a, b) = (h.connect(1), h.connect(2));
-        h.send(a, r#"{"type":"join","room":"r"}"#);
-        h.send(b, r#"{"type":"join","room":"r"}"#);
-        assert_eq!(
-            h.close(a),
-            vec![send(b, ServerMessage::PeerLeft { id: h.id(a) })]
-        );
-        assert_eq!(h.close(b), vec![]);
-        assert_eq!(h.registry.room_count(), 0);
-        assert_eq!(h.registry.connection_count(), 0);
-        // Closing twice, or a message after close, is harmless.
-        assert_eq!(h.close(b), vec![]);
-        assert_eq!(h.send(b, r#"{"type":"ping"}"#), vec![]);
-    }
-
-    #[test]
-    fn refusing_a_connection_sends_the_error_closes_and_frees_the_seat() {
-        let mut h = Harness::new();
-        let (a, b) = (h.connect(1), h.connect(2));
-        h.send(a, r#"{"type":"join","room":"r"}"#);
-        h.send(b, r#"{"type":"join","room":"r"}"#);
-        let mut out = Vec::new();
-        h.registry.refuse(
-            a,
-            ErrorCode::RateLimited,
-            "slow down".into(),
-            h.now,
-            &mut out,
-        );
-        assert_eq!(error_code(&out), Some(ErrorCode::RateLimited));
-        assert_eq!(closes(&out), Some(1008));
-        assert!(out.contains(&send(b, ServerMessage::PeerLeft { id: h.id(a) })));
-    }
-
-    fn resume_json(token: &str) -> String {
-        format!(r#"{{"type":"join","room":"r","role":"caller","resume":"{token}"}}"#)
-    }
-
-    #[test]
-    fn a_resumed_seat_replaces_its_ghost_and_the_other_peer_hears_nothing() {
-        let mut h = Harness::new();
-        let (a, b, a2) = (h.connect(1), h.connect(2), h.connect(3));
-        h.send(a, r#"{"type":"join","room":"r","role":"caller"}"#);
-        h.send(b, r#"{"type":"join","room":"r","role":"callee"}"#);
-        let token = h.tokens[&a].clone();
-        assert_eq!(token.len(), 32, "128 bits in hex");
-        // The caller comes back on a new connection; its old one still looks open.
-        let out = h.send(a2, &resume_json(&token));
-        assert_eq!(
-            out,
-            vec![
-                Action::Close {
-                    conn: a,
-                    code: REPLACED_CLOSE_CODE,
-                    reason: "replaced"
-                },
-                send(
-                    a2,
-                    ServerMessage::Joined {
-                        room: "r".into(),
-                        id: h.id(a),
-                        role: Role::Caller,
-                        peers: vec![h.id(b)],
-                        resume: Some(TOKEN.into()),
-                        resumed: true,
-                        ice_servers: Vec::new(),
-                    }
-                ),
-            ]
-        );
-        assert_eq!(h.tokens[&a2], token, "the same token keeps the seat");
-        // The ghost's close is no news to the callee.
-        assert!(h.close(a).is_empty());
-        // Messages flow both ways with the caller's old id.
-        let out = h.send(a2, r#"{"type":"offer","sdp":"x"}"#);
-        assert_eq!(
-            out,
-            vec![send(
-                b,
-                ServerMessage::Offer {
-                    sdp: "x".into(),
-                    from: h.id(a)
-                }
-            )]
-        );
-        assert_eq!(h.send(b, r#"{"type":"bye"}"#).len(), 2);
-    }
-
-    #[test]
-    fn a_seat_lost_a_moment_ago_comes_back_with_its_token_and_the_other_is_told() {
-        let mut h = Harness::new();
-        let (a, b, a2) = (h.connect(1), h.connect(2), h.connect(3));
-        h.send(a, r#"{"type":"join","room":"r","role":"caller"}"#);
-        h.send(b, r#"{"type":"join","room":"r","role":"callee"}"#);
-        let token = h.tokens[&a].clone();
-        assert_eq!(
-            h.close(a),
-            vec![send(b, ServerMessage::PeerLeft { id: h.id(a) })]
-        );
-        h.now += RESUME_GRACE - Duration::from_secs(1);
-        let out = h.send(a2, &resume_json(&token));
-        assert!(out.contains(&send(
-            b,
-            ServerMessage::PeerJoined {
-                id: h.id(a),
-                role: Role::Caller
-            }
-        )));
-        assert!(matches!(
-            &out[0],
-            Action::Send { message: ServerMessage::Joined { resumed: true, id, .. }, .. } if *id == h.id(a)
-        ));
-    }
-
-    #[test]
-    fn expired_unknown_and_hung_up_tokens_are_plain_joins() {
-        let mut h = Harness::new();
-        let (a, a2) = (h.connect(1), h.connect(2));
-        h.send(a, r#"{"type":"join","room":"r","role":"caller"}"#);
-        let token = h.tokens[&a].clone();
-        h.close(a);
-        h.now += RESUME_GRACE;
-        let plain = |out: &[Action], id: &PeerId| {
-            matches!(
-                &out[0],
-                Action::Send { message: ServerMessage::Joined { resumed: false, id: got, .. }, .. } if got == id
-            )
-        };
-        let out = h.send(a2, &resume_json(&token));
-        assert!(plain(&out, &h.id(a2)), "expired: {out:?}");
-
-        let a3 = h.connect(3);
-        let out = h.send(a3, &resume_json("00000000000000000000000000000000"));
-        assert_eq!(
-            error_code(&out),
-            Some(ErrorCode::RoleTaken),
-            "unknown: a plain join"
-        );
-
-        // A seat given up with `bye` cannot be taken back.
-        let mut h = Harness::new();
-        let (a, b, a2) = (h.connect(1), h.connect(2), h.connect(3));
-        h.send(a, r#"{"type":"join","room":"r","role":"caller"}"#);
-        h.send(b, r#"{"type":"join","room":"r","role":"callee"}"#);
-        let token = h.tokens[&a].clone();
-        h.send(a, r#"{"type":"bye"}"#);
-        let out = h.send(a2, &resume_json(&token));
-        assert!(plain(&out, &h.id(a2)), "after bye: {out:?}");
-    }
-
-    #[test]
-    fn peer_ids_are_distinct() {
-        let mut registry = RoomRegistry::new(42);
-        let ids: std::collections::HashSet<PeerId> =
-            (0..10_000).map(|n| registry.connect(ConnId(n))).collect();
-        assert_eq!(ids.len(), 10_000);
-    }
-
-    mod properties {
-        use std::collections::HashSet;
-
-        use proptest::prelude::*;
-
-        use super::*;
-
-        /// Something that happens to the server: a client's message, a
-        /// connection opening or going, the server closing one it was told
-        /// to close, time passing. Connections are picked by index among
-        /// those open (`gone`: among those already gone, whose messages
-        /// can still race with their close).
-        #[derive(Debug, Clone)]
-        enum Step {
-            Connect,
-            Join {
-                conn: usize,
-                room: usize,
-                role: usize,
-                /// A token some `joined` handed out, or one nobody did.
-                resume: Option<Option<usize>>,
-            },
-            Relay {
-                conn: usize,
-                kind: usize,
-            },
-            Ping {
-                conn: usize,
-            },
-            Bad {
-                conn: usize,
-            },
-            Refuse {
-                conn: usize,
-            },
-            Disconnect {
-                conn: usize,
-            },
-            /// The server carries out a `Close` it was told to do.
-            Close {
-                which: usize,
-            },
-            MessageFromGone {
-                conn: usize,
-                kind: usize,
-            },
-            Wait {
-                secs: u64,
-            },
-        }
-
-        fn step() -> impl Strategy<Value = Step> {
-            let conn = 0usize..8;
-            prop_oneof![
-                3 => Just(Step::Connect),
-                6 => (
-                    conn.clone(),
-                    0usize..4,
-                    0usize..4,
-                    prop::option::of(prop::option::weighted(0.9, 0usize..16))
-                )
-                    .prop_map(|(conn, room, role, resume)| Step::Join { conn, room, role, resume }),
-                4 => (conn.clone(), 0usize..4).prop_map(|(conn, kind)| Step::Relay { conn, kind }),
-                1 => conn.clone().prop_map(|conn| Step::Ping { conn }),
-                1 => conn.clone().prop_map(|conn| Step::Bad { conn }),
-                1 => conn.clone().prop_map(|conn| Step::Refuse { conn }),
-                3 => conn.clone().prop_map(|conn| Step::Disconnect { conn }),
-                2 => (0usize..8).prop_map(|which| Step::Close { which }),
-                1 => (conn, 0usize..5).prop_map(|(conn, kind)| Step::MessageFromGone { conn, kind }),
-                2 => prop_oneof![0u64..5, 30u64..90].prop_map(|secs| Step::Wait { secs }),
-            ]
-        }
-
-        const ROOMS: [&str; 4] = ["kitchen", "garden", "kitchen", "no spaces allowed!"];
-
-        fn relay_json(kind: usize) -> &'static str {
-            match kind % 5 {
-                0 => r#"{"type":"offer","sdp":"v=0 o"}"#,
-                1 => r#"{"type":"answer","sdp":"v=0 a"}"#,
-                2 => r#"{"type":"candidate","candidate":{"candidate":"candidate:x","sdpMid":"0"}}"#,
-                3 => r#"{"type":"bye"}"#,
-                _ => r#"{"type":"join","room":"kitchen"}"#,
-            }
-        }
-
-        /// The server's side of the registry: which connections it holds
-        /// open, and the closes it was asked for and has not yet done.
-        struct Server {
-            registry: RoomRegistry,
-            open: Vec<ConnId>,
-            gone: Vec<ConnId>,
-            to_close: Vec<ConnId>,
-            tokens: Vec<String>,
-            next_conn: u64,
-            now: Instant,
-            /// When the registry last had reason to expire tickets: a join
-            /// of a connection not yet in a room, or a connection ending.
-            looked: Option<Instant>,
-        }
-
-        impl Server {
-            fn pick(&self, i: usize) -> Option<ConnId> {
-                (!self.open.is_empty()).then(|| self.open[i % self.open.len()])
-            }
-
-            fn message(&mut self, conn: ConnId, json: &str, out: &mut Vec<Action>) {
-                let message = ClientMessage::parse(json).expect("valid message");
-                self.registry.handle(conn, message, self.now, out);
-            }
-
-            fn gone(&mut self, conn: ConnId) {
-                self.open.retain(|c| *c != conn);
-                self.to_close.retain(|c| *c != conn);
-                self.gone.push(conn);
-            }
-
-            /// Runs one step; the actions it gave, and the connection it ended (if any).
-            fn run(&mut self, step: &Step) -> (Vec<Action>, Option<ConnId>) {
-                let mut out = Vec::new();
-                let mut ended = None;
-                match *step {
-                    Step::Connect => {
-                        self.next_conn += 1;
-                        let conn = ConnId(self.next_conn);
-                        self.registry.connect(conn);
-                        self.open.push(conn);
-                    }
-                    Step::Join {
-                        conn,
-                        room,
-                        role,
-                        ref resume,
-                    } => {
-                        let Some(conn) = self.pick(conn) else {
-                            return (out, None);
-                        };
-                        let seated = self.registry.connections.get(&conn);
-                        if seated.is_some_and(|c| c.seat == Seat::Lobby) {
-                            self.looked = Some(self.now);
-                        }
-                        let role = [
-                            "",
-                            r#","role":"auto""#,
-                            r#","role":"caller""#,
-                            r#","role":"callee""#,
-                        ][role];
-                        let resume = match resume {
-                            None => String::new(),
-                            Some(Some(i)) if !self.tokens.is_empty() => {
-                                format!(r#","resume":"{}""#, self.tokens[i % self.tokens.len()])
-                            }
-                            Some(_) => r#","resume":"0123456789abcdef0123456789abcdef""#.into(),
-                        };
-                        let json = format!(
-                            r#"{{"type":"join","room":{}{role}{resume}}}"#,
-                            serde_json::json!(ROOMS[room])
-                        );
-                        self.message(conn, &json, &mut out);
-                    }
-                    Step::Relay { conn, kind } => {
-                        if let Some(conn) = self.pick(conn) {
-                            self.message(conn, relay_json(kind), &mut out);
-                        }
-                    }
-                    Step::Ping { conn } => {
-                        if let Some(conn) = self.pick(conn) {
-                            self.message(conn, r#"{"type":"ping"}"#, &mut out);
-                        }
-                    }
-                    Step::Bad { conn } => {
-                        if let Some(conn) = self.pick(conn) {
-                            self.registry.bad_message(conn, "not json".into(), &mut out);
-                        }
-                    }
-                    Step::Refuse { conn } => {
-                        if let Some(conn) = self.pick(conn) {
-                            let code = ErrorCode::RateLimited;
-                            self.registry.refuse(
-                                conn,
-                                code,
-                                "slow down".into(),
-                                self.now,
-                                &mut out,
-                            );
-                            self.gone(conn);
-                            ended = Some(conn);
-                        }
-                    }
-                    Step::Disconnect { conn } => {
-                        if let Some(conn) = self.pick(conn) {
-                            self.registry.disconnect(conn, self.now, &mut out);
-                            self.gone(conn);
-                            ended = Some(conn);
-                        }
-                    }
-                    Step::Close { which } => {
-                        if !self.to_close.is_empty() {
-                            let conn = self.to_close[which % self.to_close.len()];
-                            self.registry.disconnect(conn, self.now, &mut out);
-                            self.gone(conn);
-                            ended = Some(conn);
-                        }
-                    }
-                    Step::MessageFromGone { conn, kind } => {
-                        if !self.gone.is_empty() {
-                            let conn = self.gone[conn % self.gone.len()];
-                            self.message(conn, relay_json(kind), &mut out);
-                            // A message racing its connection's close does nothing.
-                            assert!(out.is_empty(), "{out:?}");
-                        }
-                    }
-                    Step::Wait { secs } => self.now += Duration::from_secs(secs),
-                }
-                for action in &out {
-                    match action {
-                        Action::Send {
-                            message:
-                                ServerMessage::Joined {
-                                    resume: Some(token),
-                                    ..
-                                },
-                            ..
-                        } => {
-                            self.tokens.push(token.clone());
-                        }
-                        Action::Close { conn, .. }
-                            if self.open.contains(conn) && !self.to_close.contains(conn) =>
-                        {
-                            self.to_close.push(*conn);
-                        }
-                        _ => {}
-                    }
-                }
-                if ended.is_some() {
-                    self.looked = Some(self.now);
-                }
-                (out, ended)
-            }
-
-            /// What must hold between any two steps.
-            fn check(
-                &self,
-                step: &Step,
-                out: &[Action],
-                ended: Option<ConnId>,
-            ) -> Result<(), TestCaseError> {
-                let registry = &self.registry;
-                let open: HashSet<ConnId> = self.open.iter().copied().collect();
-                let known: HashSet<ConnId> = registry.connections.keys().copied().collect();
-                prop_assert_eq!(
-                    &known,
-                    &open,
-                    "the registry's connections are the open ones"
-                );
-                for action in out {
-                    let to = match action {
-                        Action::Send { to, .. } => *to,
-                        Action::Close { conn, .. } => *conn,
-                    };
-                    prop_assert!(
-                        open.contains(&to) || Some(to) == ended,
-                        "{:?} addresses {:?}, which is not open",
-                        step,
-                        to
-                    );
-                }
-                for (room, members) in &registry.rooms {
-                    prop_assert!(
-                        (1..=2).contains(&members.len()),
-                        "{} has {} members",
-                        room,
-                        members.len()
-                    );
-                    if let [a, b] = members.as_slice() {
-                        prop_assert!(a.role != b.role && a.conn != b.conn, "{:?}", members);
-                    }
-                    for member in members {
-                        let connection = registry.connections.get(&member.conn);
-                        prop_assert!(connection.is_some(), "a seat held by a gone connection");
-                        let seat = connection.map(|c| &c.seat);
-                        prop_assert_eq!(
-                            seat,
-                            Some(&Seat::InRoom {
-                                room: room.clone(),
-                                role: member.role
-                            })
-                        );
-                    }
-                }
-                for (conn, connection) in &registry.connections {
-                    if let Seat::InRoom { room, .. } = &connection.seat {
-                        let seated = registry
-                            .rooms
-                            .get(room)
-                            .is_some_and(|m| m.iter().any(|m| m.conn == *conn));
-                        prop_assert!(seated, "{:?} thinks it is in {} but is not", conn, room);
-                    }
-                    if let Some(token) = &connection.token {
-                        let holder = registry.tickets.get(token).and_then(|t| t.holder);
-                        prop_assert_eq!(holder, Some(*conn));
-                    }
-                }
-                for (token, ticket) in &registry.tickets {
-                    match ticket.holder {
-                        Some(holder) => {
-                            let connection = registry.connections.get(&holder);
-                            prop_assert!(
-                                connection.is_some(),
-                                "a ticket held by a gone connection"
-                            );
-                            prop_assert_eq!(connection.and_then(|c| c.token.as_ref()), Some(token));
-                            prop_assert!(ticket.released_at.is_none());
-                        }
-                        None => {
-                            // A resumable seat: released, and gone once its grace
-                            // is over and the registry next looks (a join or a close).
-                            let released = ticket.released_at;
-                            prop_assert!(released.is_some(), "a ticket neither held nor released");
-                            if let (Some(at), Some(looked)) = (released, self.looked) {
-                                let age = looked.saturating_duration_since(at);
-                                prop_assert!(age < RESUME_GRACE, "an expired ticket kept");
-                            }
-                        }
-                    }
-                }
-                Ok(())
-            }
-        }
-
-        proptest! {
-            // 256 cases, or `PROPTEST_CASES` (docs/fuzzing.md).
-
-            /// Any interleaving of connections, joins (fresh or resumed),
-            /// relays, hang-ups, refusals, closes and time: never a panic,
-            /// never more than two in a room or two of one role, every
-            /// action addressed to an open connection (or the one just
-            /// ended), no seat held by a connection that is gone except as a
-            /// resumable ticket, and those expire after their grace.
-            #[test]
-            fn any_sequence_of_events_keeps_the_rooms_consistent(
-                steps in proptest::collection::vec(step(), 1..150),
-            ) {
-                let mut server = Server {
-                    registry: RoomRegistry::new(7),
-                    open: Vec::new(),
-                    gone: Vec::new(),
-                    to_close: Vec::new(),
-                    tokens: Vec::new(),
-                    next_conn: 0,
-                    now: Instant::now(),
-                    looked: None,
-                };
-                for step in &steps {
-                    let (out, ended) = server.run(step);
-                    server.check(step, &out, ended)?;
-                }
-                // Everyone leaves; after the grace nothing is left.
-                for conn in server.open.clone() {
-                    let mut out = Vec::new();
-                    server.registry.disconnect(conn, server.now, &mut out);
-                }
-                let mut out = Vec::new();
-                server.now += RESUME_GRACE;
-                server.registry.connect(ConnId(u64::MAX));
-                server.registry.disconnect(ConnId(u64::MAX), server.now, &mut out);
-                prop_assert_eq!(server.registry.room_count(), 0);
-                prop_assert_eq!(server.registry.connection_count(), 0);
-                prop_assert!(server.registry.tickets.is_empty());
-            }
-        }
-    }
-}
+mod tests;

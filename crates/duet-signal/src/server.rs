@@ -20,15 +20,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tokio_util::sync::CancellationToken;
 
 use crate::connection::upgrade;
-use crate::hub::Hub;
+use crate::hub::{Hub, ServerStore};
 use crate::limits::RateLimit;
 use crate::listener::{Acceptor, HttpDeadlines};
 use crate::origin::{BadOrigin, OriginPolicy};
 use crate::protocol::WS_PATH;
+use crate::redis_store::{LEASE_RENEWAL, RedisConfig, RedisStore};
+use crate::relay_bus;
+use crate::room_store::{InstanceId, MemoryStore, StoreError};
 use crate::tls::load_tls;
 use crate::turn::TurnConfig;
 
@@ -81,6 +87,12 @@ pub struct ServerConfig {
     pub allowed_origins: Vec<String>,
     /// TURN servers whose short-lived credentials every `joined` carries.
     pub turn: Option<TurnConfig>,
+    /// Share rooms with other instances through this Redis; `None` keeps them in memory.
+    pub redis: Option<RedisConfig>,
+    /// Every connection starts with a PROXY protocol v1 header (HAProxy's
+    /// `send-proxy`): the client address in it is the one the per-address
+    /// limits count. Only for a server that only a load balancer can reach.
+    pub proxy_protocol: bool,
 }
 
 impl Default for ServerConfig {
@@ -106,6 +118,8 @@ impl Default for ServerConfig {
             },
             allowed_origins: Vec::new(),
             turn: None,
+            redis: None,
+            proxy_protocol: false,
         }
     }
 }
@@ -141,6 +155,9 @@ pub enum ServerError {
     /// An allowed origin is not an origin.
     #[error(transparent)]
     Origin(#[from] BadOrigin),
+    /// Redis (given with `--redis`) did not answer at start.
+    #[error("cannot use Redis: {0}")]
+    Redis(StoreError),
     /// The HTTP server failed while running.
     #[error("server failed: {0}")]
     Serve(#[from] std::io::Error),
@@ -187,7 +204,7 @@ impl SignalServer {
 
     /// Serves `routes` on the same listener, beside the signaling endpoints.
     ///
-    /// `/ws` and `/healthz` stay the server's own: `routes` answers only the
+    /// `/ws`, `/healthz` and `/metrics` stay the server's own: `routes` answers only the
     /// requests they do not match, so no route handed in can shadow the
     /// protocol (and none can collide with it, which would panic in axum's
     /// `merge`). Without this, every other path gets `404`.
@@ -220,10 +237,32 @@ impl SignalServer {
         shutdown: impl Future<Output = ()>,
         kill: impl Future<Output = ()>,
     ) -> Result<(), ServerError> {
-        let hub = Arc::new(Hub::new(self.config, self.origins));
+        let instance = InstanceId(rand::random());
+        let (store, subscription) = match &self.config.redis {
+            None => (ServerStore::Memory(MemoryStore::default()), None),
+            Some(redis) => {
+                let store = RedisStore::connect(redis.clone(), instance)
+                    .await
+                    .map_err(ServerError::Redis)?;
+                // Subscribed before the first connection is accepted, so no
+                // message for this instance's peers can go unheard.
+                let subscription = relay_bus::subscribe(store.client(), &store.channel(instance))
+                    .await
+                    .map_err(|err| ServerError::Redis(StoreError::Unreachable(err.to_string())))?;
+                (ServerStore::Redis(Box::new(store)), Some(subscription))
+            }
+        };
+        let hub = Arc::new(Hub::new(self.config, self.origins, store, instance));
+        if let Some(subscription) = subscription {
+            hub.metrics.redis_answered();
+            tokio::spawn(relay_bus::listen(hub.clone(), subscription));
+            tokio::spawn(keep_lease(hub.clone()));
+            tracing::info!(%instance, "sharing rooms through Redis");
+        }
         let mut app = Router::new()
             .route(WS_PATH, get(upgrade))
-            .route("/healthz", get(|| async { "ok" }))
+            .route("/healthz", get(healthz))
+            .route("/metrics", get(metrics))
             .with_state(hub.clone());
         if let Some(routes) = self.other_routes {
             app = app.fallback_service(routes);
@@ -241,6 +280,7 @@ impl SignalServer {
             tracker: hub.tracker.clone(),
             shutdown: hub.shutdown.clone(),
             killed: hub.killed.clone(),
+            proxy_protocol: hub.config.proxy_protocol,
         };
         let accepting = tokio::spawn(acceptor.run());
         tokio::select! {
@@ -265,6 +305,11 @@ impl SignalServer {
             tracing::warn!("some connections did not close within {grace:?}; dropping them");
             hub.killed.cancel();
         }
+        if let Some(store) = hub.redis_store()
+            && let Err(err) = store.drop_lease().await
+        {
+            tracing::warn!(%err, "could not give up this instance's lease; it runs out by itself");
+        }
         Ok(())
     }
 
@@ -287,6 +332,63 @@ impl SignalServer {
             stop,
             kill,
             task,
+        }
+    }
+}
+
+/// `200 ok`; with Redis, `503` while Redis does not answer (this instance
+/// cannot seat anyone then).
+async fn healthz(State(hub): State<Arc<Hub>>) -> Response {
+    if hub.redis_store().is_some() && !hub.metrics.redis_up() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "redis unreachable\n").into_response();
+    }
+    "ok".into_response()
+}
+
+/// The Prometheus text page.
+async fn metrics(State(hub): State<Arc<Hub>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        hub.metrics_page(),
+    )
+        .into_response()
+}
+
+/// Renews this instance's lease in Redis, measuring the round trip, frees
+/// seats whose connections were lost while Redis was away, and releases the
+/// seats of instances that died.
+async fn keep_lease(hub: Arc<Hub>) {
+    let Some(store) = hub.redis_store().cloned() else {
+        return;
+    };
+    let mut ticks = tokio::time::interval(LEASE_RENEWAL);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            () = hub.shutdown.cancelled() => return,
+            () = hub.killed.cancelled() => return,
+        }
+        match store.renew_lease().await {
+            Ok(rtt) => {
+                if !hub.metrics.redis_up() {
+                    tracing::info!("Redis answers again");
+                }
+                hub.metrics.redis_round_trip(Some(rtt));
+                hub.retry_releases().await;
+                if let Err(err) = hub.reap().await {
+                    tracing::warn!(%err, "could not look for instances that died");
+                }
+            }
+            Err(err) => {
+                if hub.metrics.redis_up() {
+                    tracing::warn!(%err, "Redis does not answer; new joins are refused until it does");
+                }
+                hub.metrics.redis_round_trip(None);
+            }
         }
     }
 }

@@ -7,33 +7,8 @@ mod common;
 
 use axum::Router;
 use axum::routing::get;
-use common::{PATIENCE, RawPeer, start_server};
+use common::{RawPeer, get_path, start_server};
 use duet_signal::{ServerConfig, SignalServer};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-
-/// A plain HTTP/1.1 GET over a real socket: (status code, body).
-async fn get_path(server_url: &str, path: &str) -> (u16, String) {
-    let addr = server_url.trim_start_matches("ws://");
-    let exchange = async {
-        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let request = format!("GET {path} HTTP/1.1\r\nHost: duet\r\nConnection: close\r\n\r\n");
-        stream.write_all(request.as_bytes()).await.unwrap();
-        let mut response = String::new();
-        stream.read_to_string(&mut response).await.unwrap();
-        response
-    };
-    let response = tokio::time::timeout(PATIENCE, exchange).await.unwrap();
-    let status = response
-        .split(' ')
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .unwrap();
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_owned())
-        .unwrap_or_default();
-    (status, body)
-}
 
 #[tokio::test]
 async fn added_routes_are_served_beside_the_protocol_which_they_cannot_shadow() {

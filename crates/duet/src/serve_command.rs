@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use duet_call::{IceServer, IceServerError};
-use duet_signal::{ServerConfig, SignalServer, TlsFiles, TurnConfig};
+use duet_signal::{RedisConfig, ServerConfig, SignalServer, TlsFiles, TurnConfig};
 
 /// Where the TURN secret may come from besides the command line, which other
 /// users of the machine can read in the process list.
@@ -56,6 +56,29 @@ pub struct ServeArgs {
     #[arg(long, value_name = "SECS", default_value_t = 3600,
           value_parser = clap::value_parser!(u64).range(60..=7 * 24 * 3600))]
     turn_ttl: u64,
+    /// Share rooms with other `duet serve` instances through this Redis
+    /// (redis://HOST:PORT[/DB]): put several behind a load balancer. Without
+    /// it, rooms live in this process only.
+    #[arg(long, value_name = "URL", value_parser = redis_url)]
+    redis: Option<String>,
+    /// Every connection starts with a PROXY protocol v1 header (HAProxy's
+    /// send-proxy) naming the client's address, which the per-address limits
+    /// then count. Only for a server that nothing but the load balancer can reach.
+    #[arg(long)]
+    proxy_protocol: bool,
+}
+
+/// A `redis://` URL (TLS to Redis is not built in: keep Redis on a private network).
+fn redis_url(value: &str) -> Result<String, String> {
+    let host = value
+        .strip_prefix("redis://")
+        .map(|rest| rest.rsplit('@').next().unwrap_or_default())
+        .and_then(|rest| rest.split(['/', ':']).next())
+        .unwrap_or_default();
+    if host.is_empty() {
+        return Err(format!("{value:?} is not a redis://HOST:PORT URL"));
+    }
+    Ok(value.to_owned())
 }
 
 /// A count of at least one (none would refuse everyone).
@@ -132,6 +155,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         allowed_origins: args.allow_origin.clone(),
         max_connections_per_address: args.max_connections_per_ip,
         max_pending_connections: args.max_pending,
+        redis: args.redis.clone().map(RedisConfig::new),
+        proxy_protocol: args.proxy_protocol,
         ..ServerConfig::default()
     };
     let tls = match (args.tls_cert, args.tls_key) {
@@ -175,6 +200,15 @@ mod tests {
             .expect("configured");
         assert_eq!(config.urls, urls);
         assert_eq!(config.ttl, HOUR);
+    }
+
+    #[test]
+    fn only_redis_urls_with_a_host_are_taken() {
+        assert!(redis_url("redis://127.0.0.1:6379").is_ok());
+        assert!(redis_url("redis://cache.internal/2").is_ok());
+        for bad in ["127.0.0.1:6379", "http://x:6379", "redis://", "nonsense"] {
+            assert!(redis_url(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

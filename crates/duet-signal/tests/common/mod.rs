@@ -114,3 +114,31 @@ pub fn id_of(joined: &ServerMessage) -> duet_signal::PeerId {
         other => panic!("not joined: {other:?}"),
     }
 }
+
+/// A plain HTTP/1.1 GET over a real socket: (status code, body).
+pub async fn get_path(server_url: &str, path: &str) -> (u16, String) {
+    let addr = server_url.trim_start_matches("ws://");
+    let exchange = async {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        let request = format!("GET {path} HTTP/1.1\r\nHost: duet\r\nConnection: close\r\n\r\n");
+        tokio::io::AsyncWriteExt::write_all(&mut stream, request.as_bytes())
+            .await
+            .unwrap();
+        let mut response = String::new();
+        tokio::io::AsyncReadExt::read_to_string(&mut stream, &mut response)
+            .await
+            .unwrap();
+        response
+    };
+    let response = tokio::time::timeout(PATIENCE, exchange).await.unwrap();
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap();
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}

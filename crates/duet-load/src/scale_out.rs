@@ -1,0 +1,124 @@
+//! `--scale-out`: the load goes through HAProxy (the repository's
+//! `deploy/haproxy.cfg`) to two `duet serve --redis --proxy-protocol`
+//! instances sharing a `redis-server`, all spawned here on free loopback
+//! ports and killed at the end. Each instance's RSS and CPU are read as the
+//! single server's are; their `/metrics` say how many relayed messages
+//! crossed from one instance to the other.
+
+use std::io::{Read as _, Write as _};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+
+use crate::{SpawnedServer, spawn_server};
+
+/// A child process killed when dropped.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Redis, two instances and HAProxy in front of them.
+pub(crate) struct ScaleOut {
+    /// Dropped first: no new connection reaches a dying instance.
+    _haproxy: Killed,
+    pub instances: Vec<SpawnedServer>,
+    _redis: Killed,
+    /// What the load connects to: HAProxy.
+    pub url: String,
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn wait_for_port(port: u16, what: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if Instant::now() > deadline {
+            bail!("{what} did not start listening on port {port}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
+impl ScaleOut {
+    pub(crate) fn start(
+        duet: Option<&std::path::PathBuf>,
+        haproxy_config: &Path,
+    ) -> anyhow::Result<ScaleOut> {
+        let redis_port = free_port()?;
+        let redis = Command::new("redis-server")
+            .args(["--port", &redis_port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--loglevel", "warning"])
+            .stdout(Stdio::null())
+            .spawn()
+            .context("cannot start redis-server (scripts/install-deps.sh installs it)")?;
+        let redis = Killed(redis);
+        wait_for_port(redis_port, "redis-server")?;
+        let redis_url = format!("redis://127.0.0.1:{redis_port}");
+        let instances = (0..2)
+            .map(|_| spawn_server(duet, &["--redis", &redis_url, "--proxy-protocol"]))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let port = free_port()?;
+        let haproxy = Command::new("haproxy")
+            .arg("-f")
+            .arg(haproxy_config)
+            .arg("-db")
+            .env("DUET_LISTEN", format!("127.0.0.1:{port}"))
+            .env("DUET_1", instances[0].url.trim_start_matches("ws://"))
+            .env("DUET_2", instances[1].url.trim_start_matches("ws://"))
+            .stdout(Stdio::null())
+            .spawn()
+            .with_context(|| {
+                format!(
+                    "cannot start haproxy with {} (scripts/install-deps.sh installs it)",
+                    haproxy_config.display()
+                )
+            })?;
+        let haproxy = Killed(haproxy);
+        wait_for_port(port, "haproxy")?;
+        Ok(ScaleOut {
+            _haproxy: haproxy,
+            instances,
+            _redis: redis,
+            url: format!("ws://127.0.0.1:{port}"),
+        })
+    }
+
+    /// Relayed messages that went from one instance to the other, from their `/metrics`.
+    pub(crate) fn forwarded(&self) -> Option<u64> {
+        self.instances
+            .iter()
+            .map(|instance| {
+                metric(
+                    instance.url.trim_start_matches("ws://"),
+                    "duet_messages_forwarded_total",
+                )
+            })
+            .sum()
+    }
+}
+
+/// One unlabelled counter of an instance that expects a PROXY header.
+fn metric(addr: &str, name: &str) -> Option<u64> {
+    let mut stream = TcpStream::connect(addr).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        stream,
+        "PROXY UNKNOWN\r\nGET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut page = String::new();
+    stream.read_to_string(&mut page).ok()?;
+    page.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
