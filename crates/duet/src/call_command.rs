@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use duet_call::{
-    AudioOutput, CallConfig, CallError, CallEvent, CallPhase, CallReport, ConnectionState,
-    start_call,
+    AudioOutput, CallConfig, CallError, CallEvent, CallHandle, CallPhase, CallReport, ChatAuthor,
+    ChatMessage, ChatState, ConnectionState, start_call,
 };
 use duet_media::ProcessingSettings;
 use duet_media::source::{AudioSpec, VideoSpec};
@@ -89,6 +89,11 @@ pub struct CallArgs {
     /// Send the microphone without automatic gain control.
     #[arg(long)]
     pub no_auto_gain: bool,
+    /// Headless: once the call connects, send each line of FILE as a chat
+    /// message (`-`: standard input, each line as it comes). Messages both
+    /// ways are printed as `chat:` progress lines.
+    #[arg(long, value_name = "FILE", requires = "headless")]
+    pub chat: Option<PathBuf>,
     /// Give up when no call has connected after this many seconds (headless).
     #[arg(long, value_name = "SECS", default_value_t = 30.0)]
     pub give_up_after: f64,
@@ -285,6 +290,7 @@ fn say(line: impl AsRef<str>) {
 
 async fn headless(args: &CallArgs, role: RoleRequest) -> Result<(), Failure> {
     let config = args.config(role);
+    let mut chat_lines = ChatLines::open(args.chat.as_deref())?;
     say(format!("connecting to {}", args.server));
     let (call, mut events) = start_call(config)
         .await
@@ -344,6 +350,7 @@ async fn headless(args: &CallArgs, role: RoleRequest) -> Result<(), Failure> {
                             ever_connected = true;
                             gone = None;
                             say("connected");
+                            chat_lines.start(&call);
                         }
                         CallPhase::PeerLeft => {
                             say("peer left");
@@ -386,6 +393,7 @@ async fn headless(args: &CallArgs, role: RoleRequest) -> Result<(), Failure> {
                         code.names().join(", ")
                     )),
                     CallEvent::Notice(text) => say(format!("notice: {text}")),
+                    CallEvent::Chat(message) => say(chat_line(&message)),
                     CallEvent::SetupFailed(text) => {
                         say(format!("notice: {text}"));
                         setup_failure = Some(text);
@@ -458,6 +466,79 @@ async fn headless(args: &CallArgs, role: RoleRequest) -> Result<(), Failure> {
     Ok(())
 }
 
+/// Where `--chat` lines come from, until the call first connects.
+enum ChatLines {
+    None,
+    /// The lines of a file, read before the call (a wrong path is found at once).
+    File(Vec<String>),
+    Stdin,
+    Started,
+}
+
+impl ChatLines {
+    fn open(path: Option<&Path>) -> Result<ChatLines, Failure> {
+        match path {
+            None => Ok(ChatLines::None),
+            Some(path) if path == Path::new("-") => Ok(ChatLines::Stdin),
+            Some(path) => std::fs::read_to_string(path)
+                .map(|text| ChatLines::File(text.lines().map(str::to_owned).collect()))
+                .map_err(|err| {
+                    Failure::new(
+                        exit::FAILURE,
+                        format!("cannot read the chat lines in {}: {err}", path.display()),
+                    )
+                }),
+        }
+    }
+
+    /// Sends the lines (those of stdin as they come), the first time the call connects.
+    fn start(&mut self, call: &CallHandle) {
+        match std::mem::replace(self, ChatLines::Started) {
+            ChatLines::File(lines) => {
+                for line in lines {
+                    send_chat_line(call, &line);
+                }
+            }
+            ChatLines::Stdin => {
+                let call = call.clone();
+                tokio::spawn(async move {
+                    use tokio::io::AsyncBufReadExt as _;
+                    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+                    while let Ok(Some(line)) = lines.next_line().await {
+                        send_chat_line(&call, &line);
+                    }
+                });
+            }
+            ChatLines::None => *self = ChatLines::None,
+            ChatLines::Started => {}
+        }
+    }
+}
+
+fn send_chat_line(call: &CallHandle, line: &str) {
+    if line.trim().is_empty() {
+        return;
+    }
+    if let Err(err) = call.send_chat(line) {
+        say(format!("notice: message not sent: {err}"));
+    }
+}
+
+/// A chat message as a progress line; the text as a JSON string, so that
+/// any text stays on one line and reads back exactly.
+fn chat_line(message: &ChatMessage) -> String {
+    let text = serde_json::to_string(&message.text).unwrap_or_default();
+    match (message.author, message.state) {
+        (ChatAuthor::Peer, _) => format!(
+            "chat: received #{} sent {} {text}",
+            message.id,
+            crate::window::chat::utc_time_of_day(message.sent_at_ms)
+        ),
+        (ChatAuthor::Me, ChatState::Sending) => format!("chat: sending #{} {text}", message.id),
+        (ChatAuthor::Me, state) => format!("chat: {} #{}", state.as_str(), message.id),
+    }
+}
+
 /// Writes `report` as pretty JSON (the `--stats-json` file).
 pub(crate) fn write_report(path: &Path, report: &CallReport) -> anyhow::Result<()> {
     let json = serde_json::to_string_pretty(report).context("cannot serialise the report")?;
@@ -488,6 +569,27 @@ fn write_png(path: &Path, frame: &duet_media::VideoFrame) -> anyhow::Result<()> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn chat_lines_keep_any_text_on_one_line() {
+        let message = ChatMessage {
+            id: 3,
+            author: ChatAuthor::Peer,
+            text: "two\nlines \"quoted\" ✓".into(),
+            sent_at_ms: 1_700_000_000_000 + 5_000,
+            state: ChatState::Received,
+        };
+        assert_eq!(
+            chat_line(&message),
+            r#"chat: received #3 sent 22:13:25 UTC "two\nlines \"quoted\" ✓""#
+        );
+        let mine = ChatMessage {
+            author: ChatAuthor::Me,
+            state: ChatState::NotDelivered,
+            ..message
+        };
+        assert_eq!(chat_line(&mine), "chat: not delivered #3");
+    }
 
     #[test]
     fn sizes_parse_and_nonsense_is_refused() {

@@ -12,6 +12,7 @@ use duet_media::source::{AudioSpec, VideoSpec};
 use duet_signal::RoleRequest;
 use eframe::egui;
 
+use super::chat::ChatHistory;
 use super::picture::{GpuPictures, Picture};
 use super::stats::{StatsMeter, StatsView};
 use super::status::CallStatus;
@@ -68,6 +69,7 @@ pub struct CallEnd {
     last_error: Option<CallError>,
     report_to: Option<PathBuf>,
     report_failure: Option<String>,
+    chat: ChatHistory,
 }
 
 impl std::fmt::Debug for Message {
@@ -118,6 +120,7 @@ impl CallEnd {
             last_error: None,
             report_to: None,
             report_failure: None,
+            chat: ChatHistory::default(),
         }
     }
 
@@ -140,6 +143,7 @@ impl CallEnd {
         self.running = true;
         self.hang_up_when_started = false;
         self.last_error = None;
+        self.chat.new_session();
         let attempt = self.attempt;
         let tx = self.messages_tx.clone();
         let ctx = self.ctx.clone();
@@ -226,6 +230,7 @@ impl CallEnd {
                 self.ever_connected = true;
             }
             CallEvent::Phase(CallPhase::PeerLeft) => self.peer_left = self.ever_connected,
+            CallEvent::Chat(message) => self.chat.apply(message.clone()),
             CallEvent::Notice(text) | CallEvent::SetupFailed(text) => {
                 tracing::info!("notice: {text}");
             }
@@ -305,6 +310,28 @@ impl CallEnd {
         if let Some(handle) = &self.handle {
             handle.set_camera_off(self.camera_off);
         }
+    }
+
+    /// Sends a chat message; one that cannot be sent says why in a notice.
+    pub fn send_chat(&mut self, text: &str) {
+        let refused = match &self.handle {
+            Some(handle) => handle.send_chat(text).err(),
+            None => Some(duet_call::ChatError::Ended),
+        };
+        if let Some(err) = refused {
+            let notice = CallEvent::Notice(format!("message not sent: {err}"));
+            self.status.apply(&notice, Instant::now());
+        }
+    }
+
+    /// The chat's messages.
+    pub fn chat(&self) -> &ChatHistory {
+        &self.chat
+    }
+
+    /// The chat's messages, to mark them read.
+    pub fn chat_mut(&mut self) -> &mut ChatHistory {
+        &mut self.chat
     }
 
     /// Sends another video source, now and in later calls.

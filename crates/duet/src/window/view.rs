@@ -38,6 +38,10 @@ pub enum Action {
     SetProcessing(ProcessingSettings),
     /// Put this text on the clipboard (the invitation to the call).
     Copy(String),
+    /// C: the chat panel.
+    ToggleChat,
+    /// Send this chat message.
+    SendChat(String),
 }
 
 /// How the other person joins, while this end waits for them.
@@ -84,6 +88,8 @@ pub struct EndView<'a> {
     pub fullscreen: bool,
     /// The settings panel is open.
     pub settings_open: bool,
+    /// A chat button, with the number of unread messages (`None`: no chat here).
+    pub chat: Option<usize>,
     /// While waiting: how the other person joins.
     pub invitation: Option<InvitationView>,
     /// While in a call: the code to compare.
@@ -102,6 +108,7 @@ pub fn shortcuts(ctx: &egui::Context) -> Vec<Action> {
             (egui::Key::H, Action::HangUpOrCall),
             (egui::Key::S, Action::ToggleStats),
             (egui::Key::F, Action::ToggleFullscreen),
+            (egui::Key::C, Action::ToggleChat),
         ]
         .into_iter()
         .filter(|(key, _)| input.key_pressed(*key) && input.modifiers.is_none())
@@ -255,6 +262,15 @@ fn controls(ui: &mut egui::Ui, view: &EndView<'_>, actions: &mut Vec<Action>) {
         .clicked()
     {
         actions.push(Action::ToggleSettings);
+    }
+    if let Some(unread) = view.chat {
+        let label = match unread {
+            0 => "Chat (C)".to_owned(),
+            n => format!("Chat (C) · {n} new"),
+        };
+        if ui.button(label).clicked() {
+            actions.push(Action::ToggleChat);
+        }
     }
 }
 
@@ -574,6 +590,7 @@ mod tests {
             show_stats: false,
             fullscreen: false,
             settings_open: false,
+            chat: Some(2),
             invitation: None,
             verification: None,
         }
@@ -661,6 +678,7 @@ mod tests {
             ("Hang up (H)", Action::HangUpOrCall),
             ("Stats (S)", Action::ToggleStats),
             ("Full screen (F)", Action::ToggleFullscreen),
+            ("Chat (C) · 2 new", Action::ToggleChat),
             ("Settings", Action::ToggleSettings),
         ] {
             harness.state_mut().clear();
@@ -799,6 +817,7 @@ mod tests {
             (egui::Key::H, Action::HangUpOrCall),
             (egui::Key::S, Action::ToggleStats),
             (egui::Key::F, Action::ToggleFullscreen),
+            (egui::Key::C, Action::ToggleChat),
         ] {
             harness.state_mut().clear();
             harness.key_press(key);
