@@ -7,6 +7,7 @@
 
 import { StampedVideo, StampReader, BeepSender, BeepListener, percentiles, median } from '/test-signals.js';
 import { newRoomName, verificationCode } from '/privacy.js';
+import { Chat, ChatPanel } from '/chat.js';
 
 const params = new URLSearchParams(location.search);
 const ROOM_NAME = /^[A-Za-z0-9_-]{1,64}$/;
@@ -341,6 +342,7 @@ class Call {
     this.muted = false;
     this.cameraOff = false;
     this.everConnected = false;
+    this.chat = new Chat();
     setInterval(() => this.sampleStats().catch(() => {}), 1000); // a closing connection may refuse
   }
 
@@ -495,6 +497,8 @@ class Call {
     pc.ontrack = (event) => { if (current()) this.onRemoteTrack(event.track); };
     pc.onicecandidateerror = (event) => { if (current()) this.onTurnError(event); };
     pc.onconnectionstatechange = () => { if (current()) this.onConnectionState(pc.connectionState); };
+    // The chat's channel, negotiated out of band as the app does (no extra round trip).
+    this.chat.attach(pc.createDataChannel('chat', { negotiated: true, id: 0, ordered: true }));
     if (asCaller) {
       const video = pc.addTransceiver(this.media.outgoingVideo() ?? 'video', { direction: 'sendrecv', streams: [this.media.stream] });
       const audio = pc.addTransceiver(this.media.audioTrack ?? 'audio', { direction: 'sendrecv', streams: [this.media.stream] });
@@ -901,7 +905,14 @@ async function main() {
   $('local').hidden = false;
   $('controls').hidden = false;
   const call = new Call(options, media, page);
-  window.duet = { state: () => page.state, report: () => call.report() };
+  const chatPanel = new ChatPanel(call.chat, {
+    panel: $('chat'), list: $('chat-list'), form: $('chat-form'), input: $('chat-input'), count: $('chat-count'), toggle: $('chat-toggle'),
+  });
+  window.duet = {
+    state: () => page.state,
+    report: () => call.report(),
+    chat: { send: (text) => call.chat.send(text), messages: () => call.chat.list() },
+  };
 
   $('mute').addEventListener('click', () => call.toggleMute());
   $('camera').addEventListener('click', () => call.toggleCamera());
@@ -914,6 +925,7 @@ async function main() {
     else if (key === 'v') call.toggleCamera();
     else if (key === 'h') $('hangup').click();
     else if (key === 's') $('stats-toggle').click();
+    else if (key === 'c') { event.preventDefault(); chatPanel.toggle(); }
     else if (key === 'f') {
       if (document.fullscreenElement) document.exitFullscreen();
       else document.documentElement.requestFullscreen?.();

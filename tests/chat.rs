@@ -1,0 +1,189 @@
+//! Chat over the call's data channel, end to end: two headless apps, and an
+//! app with the browser page in Chromium; 100 messages each way with
+//! multi-byte text (and one of exactly 4 KB), every one received once, in
+//! order and intact, and every one acknowledged as delivered.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::browser::Browser;
+use common::{LivePeer, Scratch, peer, serialised, start_server};
+use serde_json::Value;
+
+const MESSAGES: usize = 100;
+
+/// The messages one side sends: numbered, multi-byte, the 50th exactly 4096 bytes of UTF-8.
+fn messages(from: &str) -> Vec<String> {
+    (1..=MESSAGES)
+        .map(|i| {
+            if i == 50 {
+                let head = format!("{from} {i:03} ");
+                // "€" is 3 bytes: fill with it, then pad with ASCII to 4096.
+                let euros = (4096 - head.len()) / 3;
+                let pad = 4096 - head.len() - euros * 3;
+                format!("{head}{}{}", "€".repeat(euros), "x".repeat(pad))
+            } else {
+                format!("{from} {i:03} héllo wörld · 日本語 · Ελληνικά · 👋🏽 «{i}»")
+            }
+        })
+        .collect()
+}
+
+/// What a headless peer printed of the chat: the texts received, in order,
+/// and the ids of its own messages said delivered and not delivered.
+struct ChatSeen {
+    received: Vec<String>,
+    delivered: Vec<u64>,
+    not_delivered: Vec<u64>,
+}
+
+fn chat_seen(lines: &[String]) -> ChatSeen {
+    let mut seen = ChatSeen {
+        received: Vec::new(),
+        delivered: Vec::new(),
+        not_delivered: Vec::new(),
+    };
+    let id = |rest: &str| rest.trim_start_matches('#').parse::<u64>().unwrap();
+    for line in lines {
+        if let Some(rest) = line.strip_prefix("chat: received #") {
+            // `chat: received #N sent HH:MM:SS UTC "…"`
+            let json = &rest[rest.find(" UTC ").expect("a time") + 5..];
+            seen.received.push(serde_json::from_str(json).unwrap());
+        } else if let Some(rest) = line.strip_prefix("chat: delivered ") {
+            seen.delivered.push(id(rest));
+        } else if let Some(rest) = line.strip_prefix("chat: not delivered ") {
+            seen.not_delivered.push(id(rest));
+        }
+    }
+    seen
+}
+
+fn assert_all_arrived(who: &str, received: &[String], sent: &[String]) {
+    assert_eq!(
+        received.len(),
+        sent.len(),
+        "{who} received {} of {}",
+        received.len(),
+        sent.len()
+    );
+    for (i, (got, want)) in received.iter().zip(sent).enumerate() {
+        assert_eq!(got, want, "{who}: message {} differs", i + 1);
+    }
+}
+
+fn assert_all_delivered(who: &str, seen: &ChatSeen) {
+    let all: Vec<u64> = (1..=MESSAGES as u64).collect();
+    assert_eq!(seen.delivered, all, "{who}: delivered");
+    assert!(
+        seen.not_delivered.is_empty(),
+        "{who}: {:?} not delivered",
+        seen.not_delivered
+    );
+}
+
+fn chat_file(scratch: &Scratch, name: &str, lines: &[String]) -> String {
+    let path = scratch.path(name);
+    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+    path.to_str().unwrap().to_owned()
+}
+
+#[test]
+fn two_apps_chat_100_messages_each_way_in_order_and_intact() {
+    let _one = serialised();
+    let scratch = Scratch::new("chat-native");
+    let (_server, url) = start_server(&scratch, "127.0.0.1:0");
+    let (from_a, from_b) = (messages("A"), messages("B"));
+    let a_file = chat_file(&scratch, "a.txt", &from_a);
+    let b_file = chat_file(&scratch, "b.txt", &from_b);
+    let small = ["--size", "320x240", "--duration", "4"];
+    let a_args: Vec<&str> = small
+        .iter()
+        .copied()
+        .chain(["--chat", a_file.as_str()])
+        .collect();
+    let b_args: Vec<&str> = small
+        .iter()
+        .copied()
+        .chain(["--chat", b_file.as_str()])
+        .collect();
+    let mut a = peer(&scratch, "A", "caller", &url, "880", &a_args);
+    a.expect_line("waiting for the other peer", Duration::from_secs(30));
+    let mut b = peer(&scratch, "B", "callee", &url, "660", &b_args);
+    for (name, side) in [("A", &mut a), ("B", &mut b)] {
+        let status = side.wait_for_exit(Duration::from_secs(40));
+        assert!(status.success(), "{name}: {}", side.stderr());
+    }
+    let (seen_a, seen_b) = (chat_seen(&a.seen), chat_seen(&b.seen));
+    assert_all_arrived("A", &seen_a.received, &from_b);
+    assert_all_arrived("B", &seen_b.received, &from_a);
+    assert_all_delivered("A", &seen_a);
+    assert_all_delivered("B", &seen_b);
+}
+
+#[test]
+fn an_app_and_the_browser_page_chat_100_messages_each_way_in_order_and_intact() {
+    let _one = serialised();
+    let scratch = Scratch::new("chat-browser");
+    let (_server, url) = start_server(&scratch, "127.0.0.1:0");
+    let addr = url.trim_start_matches("ws://").trim().to_owned();
+    let (from_app, from_page) = (messages("app"), messages("page"));
+    let browser = Browser::launch("chat");
+    browser.open(&format!(
+        "http://{addr}/?room=chat&role=caller&test=1&size=320x240"
+    ));
+    browser.wait_for_state("waiting", Duration::from_secs(20));
+    let app_file = chat_file(&scratch, "app.txt", &from_app);
+    let args = [
+        "--room",
+        "chat",
+        "--size",
+        "320x240",
+        "--duration",
+        "6",
+        "--chat",
+        &app_file,
+    ];
+    let mut app: LivePeer = peer(&scratch, "app", "callee", &url, "660", &args);
+    app.expect_line("connected", Duration::from_secs(30));
+    let texts = serde_json::to_string(&from_page).unwrap();
+    browser.eval(&format!(
+        "for (const text of {texts}) window.duet.chat.send(text);"
+    ));
+
+    // The page has all of the app's messages, and its own are acknowledged.
+    let started = Instant::now();
+    let page = loop {
+        let list = browser.eval("return window.duet.chat.messages();");
+        let list = list.as_array().cloned().unwrap_or_default();
+        let of = |author: &str| -> Vec<Value> {
+            list.iter()
+                .filter(|m| m["author"] == author)
+                .cloned()
+                .collect()
+        };
+        let (mine, theirs) = (of("me"), of("peer"));
+        if theirs.len() >= MESSAGES && mine.iter().all(|m| m["state"] == "delivered") {
+            break theirs;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the page has {} of the app's messages; its own: {:?}",
+            theirs.len(),
+            mine.iter().map(|m| m["state"].clone()).collect::<Vec<_>>()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let at_page: Vec<String> = page
+        .iter()
+        .map(|m| m["text"].as_str().unwrap().to_owned())
+        .collect();
+    assert_all_arrived("the page", &at_page, &from_app);
+
+    let status = app.wait_for_exit(Duration::from_secs(30));
+    assert!(status.success(), "app: {}", app.stderr());
+    let seen = chat_seen(&app.seen);
+    assert_all_arrived("the app", &seen.received, &from_page);
+    assert_all_delivered("the app", &seen);
+}
