@@ -44,7 +44,10 @@ pub fn sent_size(width: u32, height: u32) -> (u32, u32) {
 /// Which display a screen would be read from, from `DISPLAY` and
 /// `WAYLAND_DISPLAY`; a one-line reason where there is none Duet can read.
 pub fn x_display(display: Option<&str>, wayland: Option<&str>) -> Result<String, MediaError> {
-    match (display.filter(|d| !d.is_empty()), wayland.filter(|w| !w.is_empty())) {
+    match (
+        display.filter(|d| !d.is_empty()),
+        wayland.filter(|w| !w.is_empty()),
+    ) {
         (Some(display), _) => Ok(display.to_owned()),
         (None, Some(_)) => Err(MediaError::NoScreen(
             "this is a Wayland session: sharing a screen there needs the desktop portal, \
@@ -99,15 +102,16 @@ impl ScreenSource {
             std::env::var("DISPLAY").ok().as_deref(),
             std::env::var("WAYLAND_DISPLAY").ok().as_deref(),
         )?;
-        let (connection, screen) = x11rb::connect(Some(&display_name)).map_err(|err| {
-            x_error(&format!("cannot open the X display {display_name}"), err)
-        })?;
+        let (connection, screen) = x11rb::connect(Some(&display_name))
+            .map_err(|err| x_error(&format!("cannot open the X display {display_name}"), err))?;
         let root = connection
             .setup()
             .roots
             .get(screen)
             .map(|s| s.root)
-            .ok_or_else(|| MediaError::NoScreen(format!("the X display {display_name} has no screen")))?;
+            .ok_or_else(|| {
+                MediaError::NoScreen(format!("the X display {display_name} has no screen"))
+            })?;
         let area = find_area(&connection, root, monitor)?;
         let fps = screen_fps(fps);
         tracing::info!(x_display = %display_name, ?monitor, ?area, fps, "screen open");
@@ -280,9 +284,15 @@ fn scale_bgrx(from: &[u8], width: u32, height: u32, out_w: u32, out_h: u32, to: 
     to.clear();
     to.resize(out_w * out_h * 4, 0);
     for oy in 0..out_h {
-        let (y0, y1) = (oy * height / out_h, ((oy + 1) * height / out_h).max(oy * height / out_h + 1));
+        let (y0, y1) = (
+            oy * height / out_h,
+            ((oy + 1) * height / out_h).max(oy * height / out_h + 1),
+        );
         for ox in 0..out_w {
-            let (x0, x1) = (ox * width / out_w, ((ox + 1) * width / out_w).max(ox * width / out_w + 1));
+            let (x0, x1) = (
+                ox * width / out_w,
+                ((ox + 1) * width / out_w).max(ox * width / out_w + 1),
+            );
             let mut sum = [0u32; 3];
             for row in y0..y1.min(height) {
                 let line = &from[row * width * 4..];
@@ -331,9 +341,17 @@ mod tests {
             "XWayland"
         );
         let none = x_display(None, None).unwrap_err().to_string();
-        assert_eq!(none, "cannot share a screen: no X display to share (DISPLAY is not set)");
-        let wayland = x_display(Some(""), Some("wayland-0")).unwrap_err().to_string();
-        assert!(wayland.contains("Wayland") && wayland.contains("portal"), "{wayland}");
+        assert_eq!(
+            none,
+            "cannot share a screen: no X display to share (DISPLAY is not set)"
+        );
+        let wayland = x_display(Some(""), Some("wayland-0"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            wayland.contains("Wayland") && wayland.contains("portal"),
+            "{wayland}"
+        );
         assert!(!wayland.contains('\n'));
     }
 

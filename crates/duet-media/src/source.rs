@@ -7,8 +7,8 @@ use std::time::SystemTime;
 
 use crate::MediaError;
 use crate::devices::{Camera, Microphone};
-use crate::screen::ScreenSource;
 use crate::frame::{AudioFrame, VideoFrame};
+use crate::screen::ScreenSource;
 use crate::test_audio::BeepSource;
 use crate::test_video::TestPatternSource;
 use crate::wav_file::WavSource;
@@ -60,7 +60,9 @@ impl std::str::FromStr for VideoSpec {
                     return index
                         .parse()
                         .map(|n| VideoSpec::Screen(Some(n)))
-                        .map_err(|_| format!("screen:{index}: the screen number must be a number"));
+                        .map_err(|_| {
+                            format!("screen:{index}: the screen number must be a number")
+                        });
                 }
                 if value.ends_with(".y4m") {
                     return Ok(VideoSpec::File(value.into()));
@@ -170,6 +172,21 @@ impl VideoSource {
                     Ok((Some(VideoSource::Test(test)), Some(notice)))
                 }
             },
+        }
+    }
+
+    /// A shared screen rather than a camera-like picture.
+    pub fn is_screen(&self) -> bool {
+        matches!(self, VideoSource::Screen(_))
+    }
+
+    /// The rate pictures come at, when `asked` (`--fps`) was asked for: a
+    /// screen's own (5–15), else `asked`.
+    pub fn frame_rate(&self, asked: u32) -> u32 {
+        if self.is_screen() {
+            crate::screen::screen_fps(asked)
+        } else {
+            asked
         }
     }
 

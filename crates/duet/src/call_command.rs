@@ -27,7 +27,7 @@ pub struct CallArgs {
     /// and prints how the other person joins it; a callee needs one.
     #[arg(long, value_name = "NAME")]
     pub room: Option<String>,
-    /// Video to send: camera, camera:N, test, a .y4m file, or none.
+    /// Video to send: camera, camera:N, test, test:noisy, screen, screen:N, a .y4m file, or none.
     #[arg(long, value_name = "SRC", default_value = "camera")]
     pub video: VideoSpec,
     /// Audio to send: mic, mic:NAME, test, a .wav file, or none.
@@ -94,6 +94,11 @@ pub struct CallArgs {
     /// ways are printed as `chat:` progress lines.
     #[arg(long, value_name = "FILE", requires = "headless")]
     pub chat: Option<PathBuf>,
+    /// Headless: SECS after the call first connects, send video from SRC
+    /// instead (a --video value), without dropping the call; repeatable
+    /// (e.g. `--switch-video 2:screen --switch-video 5:camera`).
+    #[arg(long, value_name = "SECS:SRC", requires = "headless", value_parser = parse_switch)]
+    pub switch_video: Vec<(f64, VideoSpec)>,
     /// Give up when no call has connected after this many seconds (headless).
     #[arg(long, value_name = "SECS", default_value_t = 30.0)]
     pub give_up_after: f64,
@@ -110,6 +115,22 @@ fn parse_size(value: &str) -> Result<(u32, u32), String> {
     }
     Ok((w, h))
 }
+
+fn parse_switch(value: &str) -> Result<(f64, VideoSpec), String> {
+    let (at, source) = value
+        .split_once(':')
+        .ok_or_else(|| format!("{value:?}: use SECS:SRC, e.g. 2:screen"))?;
+    let at: f64 = at
+        .parse()
+        .ok()
+        .filter(|s: &f64| s.is_finite() && *s >= 0.0)
+        .ok_or_else(|| format!("{value:?}: {at:?} is not a number of seconds"))?;
+    Ok((at, source.parse()?))
+}
+
+/// The bitrate a shared screen starts from and may reach when none is given:
+/// sharp text at 5–15 pictures a second of up to 1920 pixels across.
+const SCREEN_BITRATE: u32 = 2_500_000;
 
 /// Exit statuses of a call, as the README documents them.
 pub mod exit {
@@ -164,6 +185,7 @@ impl CallArgs {
         config.fps = self.fps;
         config.max_video_bps = match self.bitrate {
             Some(kbps) => kbps * 1000,
+            None if self.video.is_screen() => SCREEN_BITRATE,
             // About 0.1 bit per pixel at 30 fps: 1 Mbit/s at 640x480, 2.8 at 1280x720.
             None => ((u64::from(self.size.0) * u64::from(self.size.1) * u64::from(self.fps)) / 10)
                 .clamp(300_000, 4_000_000) as u32,
@@ -308,6 +330,7 @@ async fn headless(args: &CallArgs, role: RoleRequest) -> Result<(), Failure> {
     let mut last_state: Option<ConnectionState> = None;
     let mut failure: Option<Failure> = None;
     let mut hung_up = false;
+    let mut ever_switched = false;
     let shutdown = crate::shutdown_signal();
     tokio::pin!(shutdown);
 
@@ -351,6 +374,10 @@ async fn headless(args: &CallArgs, role: RoleRequest) -> Result<(), Failure> {
                             gone = None;
                             say("connected");
                             chat_lines.start(&call);
+                            if !ever_switched {
+                                ever_switched = true;
+                                schedule_switches(&call, &args.switch_video);
+                            }
                         }
                         CallPhase::PeerLeft => {
                             say("peer left");
@@ -464,6 +491,18 @@ async fn headless(args: &CallArgs, role: RoleRequest) -> Result<(), Failure> {
         ));
     }
     Ok(())
+}
+
+/// Carries out `--switch-video`, counting from now (the call connected).
+fn schedule_switches(call: &CallHandle, switches: &[(f64, VideoSpec)]) {
+    for (at, spec) in switches.iter().cloned() {
+        let call = call.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs_f64(at)).await;
+            say(format!("switching video to {spec:?}"));
+            call.switch_video(spec);
+        });
+    }
 }
 
 /// Where `--chat` lines come from, until the call first connects.
@@ -589,6 +628,32 @@ mod tests {
             ..message
         };
         assert_eq!(chat_line(&mine), "chat: not delivered #3");
+    }
+
+    #[test]
+    fn switches_parse_as_seconds_and_a_source() {
+        assert_eq!(parse_switch("2:screen"), Ok((2.0, VideoSpec::Screen(None))));
+        assert_eq!(
+            parse_switch("0.5:screen:1"),
+            Ok((0.5, VideoSpec::Screen(Some(1))))
+        );
+        assert_eq!(parse_switch("5:camera"), Ok((5.0, VideoSpec::Camera(0))));
+        assert!(parse_switch("screen").is_err());
+        assert!(parse_switch("-1:test").is_err());
+        assert!(parse_switch("2:movie.mp4").is_err());
+    }
+
+    #[test]
+    fn a_shared_screen_gets_a_higher_bitrate_unless_one_is_given() {
+        assert_eq!(
+            config_for(&["--video", "screen"]).max_video_bps,
+            SCREEN_BITRATE
+        );
+        assert_eq!(config_for(&["--video", "test"]).max_video_bps, 921_600);
+        assert_eq!(
+            config_for(&["--video", "screen", "--bitrate", "800"]).max_video_bps,
+            800_000
+        );
     }
 
     #[test]

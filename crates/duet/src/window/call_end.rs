@@ -70,6 +70,8 @@ pub struct CallEnd {
     report_to: Option<PathBuf>,
     report_failure: Option<String>,
     chat: ChatHistory,
+    /// What to send again when screen sharing stops.
+    video_before_screen: Option<VideoSpec>,
 }
 
 impl std::fmt::Debug for Message {
@@ -121,6 +123,7 @@ impl CallEnd {
             report_to: None,
             report_failure: None,
             chat: ChatHistory::default(),
+            video_before_screen: None,
         }
     }
 
@@ -332,6 +335,29 @@ impl CallEnd {
     /// The chat's messages, to mark them read.
     pub fn chat_mut(&mut self) -> &mut ChatHistory {
         &mut self.chat
+    }
+
+    /// Shares the screen instead of the camera (or whatever was sent), or
+    /// goes back to it; the call goes on. Where no screen can be shared (no
+    /// X display, Wayland) a notice says why and nothing changes.
+    pub fn toggle_screen_share(&mut self) {
+        if self.config.video.is_screen() {
+            let back = self
+                .video_before_screen
+                .take()
+                .unwrap_or(VideoSpec::Camera(0));
+            self.switch_video(back);
+            return;
+        }
+        let display = std::env::var("DISPLAY").ok();
+        let wayland = std::env::var("WAYLAND_DISPLAY").ok();
+        if let Err(err) = duet_media::screen::x_display(display.as_deref(), wayland.as_deref()) {
+            self.status
+                .apply(&CallEvent::Notice(err.to_string()), Instant::now());
+            return;
+        }
+        self.video_before_screen = Some(self.config.video.clone());
+        self.switch_video(VideoSpec::Screen(None));
     }
 
     /// Sends another video source, now and in later calls.

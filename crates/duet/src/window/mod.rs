@@ -219,6 +219,10 @@ impl ViewChoices {
             Action::Copy(text) => ctx.copy_text(text),
             Action::ToggleChat => self.chat_open = !self.chat_open,
             Action::SendChat(text) => end.send_chat(&text),
+            Action::ToggleScreenShare => {
+                end.toggle_screen_share();
+                form.video.clone_from(&end.config().video);
+            }
         }
     }
 }
@@ -242,6 +246,7 @@ fn end_view<'a>(
         local,
         muted,
         camera_off,
+        sharing_screen: end.config().video.is_screen(),
         running,
         stats: end.stats(),
         show_stats: choices.show_stats,

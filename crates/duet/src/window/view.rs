@@ -40,6 +40,8 @@ pub enum Action {
     Copy(String),
     /// C: the chat panel.
     ToggleChat,
+    /// D: share the screen instead of the camera, or back.
+    ToggleScreenShare,
     /// Send this chat message.
     SendChat(String),
 }
@@ -78,6 +80,8 @@ pub struct EndView<'a> {
     pub muted: bool,
     /// Camera off.
     pub camera_off: bool,
+    /// The screen is shared instead of the camera.
+    pub sharing_screen: bool,
     /// A session runs (the red button hangs up; otherwise it calls).
     pub running: bool,
     /// Figures for the overlay, when it is shown.
@@ -109,6 +113,7 @@ pub fn shortcuts(ctx: &egui::Context) -> Vec<Action> {
             (egui::Key::S, Action::ToggleStats),
             (egui::Key::F, Action::ToggleFullscreen),
             (egui::Key::C, Action::ToggleChat),
+            (egui::Key::D, Action::ToggleScreenShare),
         ]
         .into_iter()
         .filter(|(key, _)| input.key_pressed(*key) && input.modifiers.is_none())
@@ -233,6 +238,17 @@ fn controls(ui: &mut egui::Ui, view: &EndView<'_>, actions: &mut Vec<Action>) {
         .clicked()
     {
         actions.push(Action::ToggleCamera);
+    }
+    let share = if view.sharing_screen {
+        "Stop sharing (D)"
+    } else {
+        "Share screen (D)"
+    };
+    if ui
+        .add(egui::Button::new(share).selected(view.sharing_screen))
+        .clicked()
+    {
+        actions.push(Action::ToggleScreenShare);
     }
     let (call, colour) = if view.running {
         ("Hang up (H)", Color32::from_rgb(0xc0, 0x39, 0x2b))
@@ -533,6 +549,8 @@ fn video_name(spec: &VideoSpec, devices: &DeviceLists) -> String {
             .map_or_else(|| format!("Camera {index}"), |(_, name)| name.clone()),
         VideoSpec::Test => "Test pattern".to_owned(),
         VideoSpec::NoisyTest => "Noisy test pattern".to_owned(),
+        VideoSpec::Screen(None) => "Screen".to_owned(),
+        VideoSpec::Screen(Some(n)) => format!("Screen {n}"),
         VideoSpec::File(path) => path.display().to_string(),
         VideoSpec::None => "None".to_owned(),
     }
@@ -590,6 +608,7 @@ mod tests {
             show_stats: false,
             fullscreen: false,
             settings_open: false,
+            sharing_screen: false,
             chat: Some(2),
             invitation: None,
             verification: None,
@@ -679,6 +698,7 @@ mod tests {
             ("Stats (S)", Action::ToggleStats),
             ("Full screen (F)", Action::ToggleFullscreen),
             ("Chat (C) · 2 new", Action::ToggleChat),
+            ("Share screen (D)", Action::ToggleScreenShare),
             ("Settings", Action::ToggleSettings),
         ] {
             harness.state_mut().clear();
@@ -818,6 +838,7 @@ mod tests {
             (egui::Key::S, Action::ToggleStats),
             (egui::Key::F, Action::ToggleFullscreen),
             (egui::Key::C, Action::ToggleChat),
+            (egui::Key::D, Action::ToggleScreenShare),
         ] {
             harness.state_mut().clear();
             harness.key_press(key);
