@@ -7,6 +7,7 @@ pub mod played;
 pub mod pulse;
 pub mod screen;
 pub mod sound;
+pub mod xdisplay;
 
 use std::io::{BufRead as _, BufReader};
 use std::path::PathBuf;
