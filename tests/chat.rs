@@ -1,7 +1,8 @@
 //! Chat over the call's data channel, end to end: two headless apps, and an
 //! app with the browser page in Chromium; 100 messages each way with
 //! multi-byte text (and one of exactly 4 KB), every one received once, in
-//! order and intact, and every one acknowledged as delivered.
+//! order and intact, and every one acknowledged as delivered; and a message
+//! typed while the network is gone, delivered when it comes back.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -9,7 +10,9 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::browser::Browser;
-use common::{LivePeer, Scratch, peer, serialised, start_server};
+use common::network_call::NetworkCall;
+use common::{LivePeer, Scratch, duet_bin, peer, peer_args, serialised, start_server};
+use duet_netem::Side;
 use serde_json::Value;
 
 const MESSAGES: usize = 100;
@@ -114,6 +117,7 @@ fn two_apps_chat_100_messages_each_way_in_order_and_intact() {
     for (name, side) in [("A", &mut a), ("B", &mut b)] {
         let status = side.wait_for_exit(Duration::from_secs(40));
         assert!(status.success(), "{name}: {}", side.stderr());
+        side.read_to_end(Duration::from_secs(5));
     }
     let (seen_a, seen_b) = (chat_seen(&a.seen), chat_seen(&b.seen));
     assert_all_arrived("A", &seen_a.received, &from_b);
@@ -183,7 +187,72 @@ fn an_app_and_the_browser_page_chat_100_messages_each_way_in_order_and_intact() 
 
     let status = app.wait_for_exit(Duration::from_secs(30));
     assert!(status.success(), "app: {}", app.stderr());
+    app.read_to_end(Duration::from_secs(5));
     let seen = chat_seen(&app.seen);
     assert_all_arrived("the app", &seen.received, &from_page);
     assert_all_delivered("the app", &seen);
+}
+
+/// Writes `text` as one line to the standard input of a `--chat -` peer.
+fn type_line(peer: &mut LivePeer, text: &str) {
+    use std::io::Write as _;
+    let stdin = peer.child.stdin.as_mut().unwrap();
+    writeln!(stdin, "{text}").unwrap();
+    stdin.flush().unwrap();
+}
+
+#[test]
+fn a_message_sent_during_a_three_second_outage_is_delivered_after_it() {
+    let _one = serialised();
+    let mut call = NetworkCall::new("chat-outage");
+    for (side, name, role) in [(Side::A, "A", "caller"), (Side::B, "B", "callee")] {
+        let args = ["--duration", "15", "--give-up-after", "60", "--chat", "-"];
+        let mut command = call.rig.namespace(side).command(duet_bin());
+        command.args(peer_args(
+            &call.scratch,
+            name,
+            role,
+            &call.url,
+            "880",
+            &args,
+        ));
+        let mut peer = LivePeer::spawn_command_piped(command, &call.scratch.0, name);
+        if side == Side::A {
+            peer.expect_line("waiting for the other peer", Duration::from_secs(30));
+        }
+        call.peers.push(peer);
+    }
+    call.expect_both("connected", Duration::from_secs(20));
+    type_line(&mut call.peers[0], "before the outage ✓");
+    call.peers[1].expect_line("chat: received #1", Duration::from_secs(10));
+
+    call.rig.set_outage(true).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let during = "typed while the network is gone — ünïcödé 🌧";
+    type_line(&mut call.peers[0], during);
+    call.peers[0].expect_line("chat: sending #2", Duration::from_secs(2));
+    std::thread::sleep(Duration::from_millis(2500));
+    call.rig.set_outage(false).unwrap();
+    let back = Instant::now();
+
+    let line = call.peers[1].expect_line("chat: received #2", Duration::from_secs(20));
+    let received: String = serde_json::from_str(&line[line.find(" UTC ").unwrap() + 5..]).unwrap();
+    assert_eq!(received, during);
+    call.peers[0].expect_line("chat: delivered #2", Duration::from_secs(10));
+    eprintln!(
+        "delivered {} ms after the network came back",
+        back.elapsed().as_millis()
+    );
+    call.finish(Duration::from_secs(60));
+    for peer in &mut call.peers {
+        peer.read_to_end(Duration::from_secs(5));
+        assert!(
+            !peer
+                .seen
+                .iter()
+                .any(|l| l.starts_with("chat: not delivered")),
+            "{:?}",
+            peer.seen
+        );
+    }
 }

@@ -71,6 +71,7 @@ fn the_callee_sees_the_shared_screen_live_and_follows_camera_screen_camera() {
     for (name, side) in [("sharer", &mut caller), ("viewer", &mut callee)] {
         let status = side.wait_for_exit(Duration::from_secs(40));
         assert!(status.success(), "{name}: {}", side.stderr());
+        side.read_to_end(Duration::from_secs(5));
     }
     assert!(
         caller

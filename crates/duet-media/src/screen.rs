@@ -340,13 +340,13 @@ mod tests {
             Some(":0"),
             "XWayland"
         );
-        let none = x_display(None, None).unwrap_err().to_string();
+        let none = x_display(None, None).expect_err("no display").to_string();
         assert_eq!(
             none,
             "cannot share a screen: no X display to share (DISPLAY is not set)"
         );
         let wayland = x_display(Some(""), Some("wayland-0"))
-            .unwrap_err()
+            .expect_err("wayland")
             .to_string();
         assert!(
             wayland.contains("Wayland") && wayland.contains("portal"),

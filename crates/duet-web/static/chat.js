@@ -2,9 +2,11 @@
 // (negotiated out of band: label "chat", id 0, ordered and reliable, as the
 // Duet app opens it). Nothing goes through the signaling server.
 //
-// The frames and rules are the app's (docs/protocol.md, "Chat"): each message
-// carries this page's random tag and a number; the receiver acknowledges it
-// and drops repeats; what is not acknowledged is sent again on the next
+// The frames and rules are the app's (docs/protocol.md, "Chat"): each side
+// says hello when its channel opens and sends messages only after the other's
+// hello; each message carries this page's random tag and a number; the
+// receiver shows them once and in order, acknowledges them, and asks for
+// what went missing; what is not acknowledged is sent again on the next
 // channel, and marked "not delivered" after 30 s.
 
 export const MAX_CHAT_BYTES = 4096;
@@ -31,6 +33,9 @@ export class Chat {
     this.shown = new Map(); // tag -> highest id shown
     this.messages = []; // everything shown, oldest first
     this.channel = null;
+    this.peerReady = false; // the other side's hello arrived on this channel
+    this.answeredHello = false;
+    this.askedResend = null; // `${tag} ${id}` of the gap already asked for
     this.onChange = () => {};
     setInterval(() => this.expire(), 1000);
   }
@@ -38,9 +43,11 @@ export class Chat {
   /** Chat goes over `channel` (the new connection's) from now on. */
   attach(channel) {
     this.channel = channel;
+    this.peerReady = false;
+    this.answeredHello = false;
+    this.askedResend = null;
     channel.onopen = () => {
-      if (this.channel !== channel) return;
-      for (const { frame } of this.waiting) channel.send(frame);
+      if (this.channel === channel) channel.send(JSON.stringify({ type: 'hello' }));
     };
     channel.onmessage = (event) => {
       if (this.channel === channel && typeof event.data === 'string') this.receive(event.data, channel);
@@ -56,7 +63,7 @@ export class Chat {
     const frame = JSON.stringify({ type: 'message', from: this.tag, id: message.id, sent_at: message.sentAt, text });
     this.waiting.push({ message, frame, writtenAt: Date.now() });
     this.messages.push(message);
-    if (this.channel?.readyState === 'open') this.channel.send(frame);
+    if (this.peerReady && this.channel?.readyState === 'open') this.channel.send(frame);
     this.onChange();
     return message.id;
   }
@@ -64,10 +71,31 @@ export class Chat {
   receive(data, channel) {
     let frame;
     try { frame = JSON.parse(data); } catch { return; }
-    if (frame?.type === 'message' && typeof frame.text === 'string' && Number.isInteger(frame.id) && typeof frame.from === 'string') {
+    if (frame?.type === 'hello') {
+      if (!this.answeredHello) {
+        this.answeredHello = true; // ours may have gone before the other side could read it
+        channel.send(JSON.stringify({ type: 'hello' }));
+      }
+      if (!this.peerReady) {
+        this.peerReady = true;
+        for (const { frame: waiting } of this.waiting) channel.send(waiting);
+      }
+    } else if (frame?.type === 'message' && typeof frame.text === 'string' && Number.isInteger(frame.id) && typeof frame.from === 'string') {
       if (utf8Bytes(frame.text) > MAX_CHAT_BYTES) return;
+      const last = this.shown.get(frame.from) ?? 0;
+      if (frame.id <= last) { // a resend: its ack was lost
+        channel.send(JSON.stringify({ type: 'ack', to: frame.from, id: last }));
+        return;
+      }
+      if (frame.id > last + 1) { // something before it went missing: shown only in order
+        const gap = `${frame.from} ${last + 1}`;
+        if (this.askedResend !== gap) {
+          this.askedResend = gap;
+          channel.send(JSON.stringify({ type: 'resend', to: frame.from, from: last + 1 }));
+        }
+        return;
+      }
       channel.send(JSON.stringify({ type: 'ack', to: frame.from, id: frame.id }));
-      if (frame.id <= (this.shown.get(frame.from) ?? 0)) return; // a resend: its ack was lost
       this.shown.set(frame.from, frame.id);
       const sentAt = Number.isFinite(frame.sent_at) ? frame.sent_at : Date.now();
       this.messages.push({ id: frame.id, author: 'peer', text: frame.text, sentAt, state: 'received' });
@@ -79,6 +107,10 @@ export class Chat {
       const late = this.givenUp.get(frame.id);
       if (late) { late.state = 'delivered'; this.givenUp.delete(frame.id); }
       this.onChange();
+    } else if (frame?.type === 'resend' && frame.to === this.tag && Number.isInteger(frame.from) && this.peerReady) {
+      for (const { message, frame: waiting } of this.waiting) {
+        if (message.id >= frame.from) channel.send(waiting);
+      }
     }
   }
 

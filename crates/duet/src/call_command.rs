@@ -98,7 +98,7 @@ pub struct CallArgs {
     /// instead (a --video value), without dropping the call; repeatable
     /// (e.g. `--switch-video 2:screen --switch-video 5:camera`).
     #[arg(long, value_name = "SECS:SRC", requires = "headless", value_parser = parse_switch)]
-    pub switch_video: Vec<(f64, VideoSpec)>,
+    pub switch_video: Vec<VideoSwitch>,
     /// Give up when no call has connected after this many seconds (headless).
     #[arg(long, value_name = "SECS", default_value_t = 30.0)]
     pub give_up_after: f64,
@@ -116,7 +116,18 @@ fn parse_size(value: &str) -> Result<(u32, u32), String> {
     Ok((w, h))
 }
 
-fn parse_switch(value: &str) -> Result<(f64, VideoSpec), String> {
+/// One `--switch-video SECS:SRC`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VideoSwitch {
+    /// Seconds after the call first connects.
+    at: f64,
+    /// What to send from then on.
+    spec: VideoSpec,
+    /// SRC as given, for the progress line.
+    source: String,
+}
+
+fn parse_switch(value: &str) -> Result<VideoSwitch, String> {
     let (at, source) = value
         .split_once(':')
         .ok_or_else(|| format!("{value:?}: use SECS:SRC, e.g. 2:screen"))?;
@@ -125,7 +136,11 @@ fn parse_switch(value: &str) -> Result<(f64, VideoSpec), String> {
         .ok()
         .filter(|s: &f64| s.is_finite() && *s >= 0.0)
         .ok_or_else(|| format!("{value:?}: {at:?} is not a number of seconds"))?;
-    Ok((at, source.parse()?))
+    Ok(VideoSwitch {
+        at,
+        spec: source.parse()?,
+        source: source.to_owned(),
+    })
 }
 
 /// The bitrate a shared screen starts from and may reach when none is given:
@@ -494,13 +509,13 @@ async fn headless(args: &CallArgs, role: RoleRequest) -> Result<(), Failure> {
 }
 
 /// Carries out `--switch-video`, counting from now (the call connected).
-fn schedule_switches(call: &CallHandle, switches: &[(f64, VideoSpec)]) {
-    for (at, spec) in switches.iter().cloned() {
+fn schedule_switches(call: &CallHandle, switches: &[VideoSwitch]) {
+    for switch in switches.iter().cloned() {
         let call = call.clone();
         tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_secs_f64(at)).await;
-            say(format!("switching video to {spec:?}"));
-            call.switch_video(spec);
+            tokio::time::sleep(Duration::from_secs_f64(switch.at)).await;
+            say(format!("switching video to {}", switch.source));
+            call.switch_video(switch.spec);
         });
     }
 }
@@ -632,12 +647,19 @@ mod tests {
 
     #[test]
     fn switches_parse_as_seconds_and_a_source() {
-        assert_eq!(parse_switch("2:screen"), Ok((2.0, VideoSpec::Screen(None))));
+        let parsed = |value: &str| parse_switch(value).map(|s| (s.at, s.spec, s.source));
         assert_eq!(
-            parse_switch("0.5:screen:1"),
-            Ok((0.5, VideoSpec::Screen(Some(1))))
+            parsed("2:screen"),
+            Ok((2.0, VideoSpec::Screen(None), "screen".into()))
         );
-        assert_eq!(parse_switch("5:camera"), Ok((5.0, VideoSpec::Camera(0))));
+        assert_eq!(
+            parsed("0.5:screen:1"),
+            Ok((0.5, VideoSpec::Screen(Some(1)), "screen:1".into()))
+        );
+        assert_eq!(
+            parsed("5:camera"),
+            Ok((5.0, VideoSpec::Camera(0), "camera".into()))
+        );
         assert!(parse_switch("screen").is_err());
         assert!(parse_switch("-1:test").is_err());
         assert!(parse_switch("2:movie.mp4").is_err());

@@ -1,6 +1,11 @@
 //! The chat's rules without I/O: numbering, the 4 KB limit, acknowledgements,
-//! resending what was not acknowledged when a new channel opens, dropping
-//! duplicates, and giving up on a message nobody acknowledged in time.
+//! resending what was not acknowledged when a new channel opens, showing
+//! each peer's messages once and only in order (asking for what is missing),
+//! and giving up on a message nobody acknowledged in time.
+//!
+//! Messages go only once the peer's `hello` says its side of the channel is
+//! open: webrtc-rs dropped the first messages written on a negotiated channel
+//! whose other end had not yet opened (28 of 100, sent at once).
 //!
 //! The shell (`channel`) feeds it the channel's events and the clock, and
 //! carries out the [`ChatAction`]s it returns.
@@ -43,7 +48,15 @@ pub(crate) struct ChatLog {
     given_up: HashMap<u64, ChatMessage>,
     /// Of each sending session, the highest message id shown.
     shown: HashMap<String, u64>,
+    /// A channel is open on our side.
     open: bool,
+    /// The peer said hello on the current channel: messages may go.
+    peer_ready: bool,
+    /// We answered the peer's first hello on this channel.
+    answered_hello: bool,
+    /// The gap we asked to have filled (session, first missing id), so that
+    /// every later message of the gap does not ask again.
+    asked_resend: Option<(String, u64)>,
     /// Ids of ours resent since the channel last opened (for the log line).
     resent: BTreeSet<u64>,
 }
@@ -58,6 +71,9 @@ impl ChatLog {
             given_up: HashMap::new(),
             shown: HashMap::new(),
             open: false,
+            peer_ready: false,
+            answered_hello: false,
+            asked_resend: None,
             resent: BTreeSet::new(),
         }
     }
@@ -73,7 +89,8 @@ impl ChatLog {
         Ok(())
     }
 
-    /// Sends `text` now if the channel is open, else when it opens.
+    /// Sends `text` now if the channel is open (and the peer's side too),
+    /// else when it is.
     pub(crate) fn send(
         &mut self,
         text: &str,
@@ -98,7 +115,7 @@ impl ChatLog {
         }
         .encode();
         let mut actions = vec![ChatAction::Show(message.clone())];
-        if self.open {
+        if self.can_send() {
             actions.push(ChatAction::Transmit(frame.clone()));
         }
         self.unacknowledged.push_back(Unacknowledged {
@@ -109,28 +126,46 @@ impl ChatLog {
         Ok(actions)
     }
 
-    /// A channel to the peer opened: everything not yet acknowledged goes
-    /// (again) on it, in order. The receiver drops what it already has.
+    /// A channel to the peer opened: say hello. Messages wait for the
+    /// peer's hello ([`ChatLog::receive`]).
     pub(crate) fn channel_opened(&mut self) -> Vec<ChatAction> {
         self.open = true;
-        self.resent = self.unacknowledged.iter().map(|u| u.message.id).collect();
-        self.unacknowledged
-            .iter()
-            .map(|u| ChatAction::Transmit(u.frame.clone()))
-            .collect()
+        self.peer_ready = false;
+        self.answered_hello = false;
+        self.asked_resend = None;
+        vec![ChatAction::Transmit(ChatFrame::Hello.encode())]
     }
 
     /// The channel closed (or a write failed): hold messages until the next one opens.
     pub(crate) fn channel_closed(&mut self) {
         self.open = false;
+        self.peer_ready = false;
     }
 
-    /// Whether a channel is open.
+    /// Whether a channel is open (frames can be written on it).
     pub(crate) fn is_open(&self) -> bool {
         self.open
     }
 
-    /// Ids of our messages resent when the channel last opened.
+    fn can_send(&self) -> bool {
+        self.open && self.peer_ready
+    }
+
+    /// Everything not yet acknowledged from id `from` on, in order.
+    fn transmit_waiting(&mut self, from: u64) -> Vec<ChatAction> {
+        let again: Vec<_> = self
+            .unacknowledged
+            .iter()
+            .filter(|u| u.message.id >= from)
+            .collect();
+        self.resent.extend(again.iter().map(|u| u.message.id));
+        again
+            .into_iter()
+            .map(|u| ChatAction::Transmit(u.frame.clone()))
+            .collect()
+    }
+
+    /// Ids of our messages sent on the current channel after the peer's hello or a resend request.
     pub(crate) fn resent(&self) -> &BTreeSet<u64> {
         &self.resent
     }
@@ -148,19 +183,40 @@ impl ChatLog {
                     tracing::warn!(bytes = text.len(), "a chat message over 4 KB was refused");
                     return Vec::new();
                 }
-                let ack = ChatAction::Transmit(
-                    ChatFrame::Ack {
-                        to: from.clone(),
-                        id,
-                    }
-                    .encode(),
-                );
-                let last = self.shown.entry(from).or_insert(0);
-                if id <= *last {
+                let last = *self.shown.get(&from).unwrap_or(&0);
+                let ack = |id| {
+                    ChatAction::Transmit(
+                        ChatFrame::Ack {
+                            to: from.clone(),
+                            id,
+                        }
+                        .encode(),
+                    )
+                };
+                if id <= last {
                     // A resend of what we showed: its acknowledgement was lost.
-                    return vec![ack];
+                    return vec![ack(last)];
                 }
-                *last = id;
+                if id > last + 1 {
+                    // Something before it went missing: shown only in order.
+                    let gap = (from.clone(), last + 1);
+                    if self.asked_resend.as_ref() == Some(&gap) {
+                        return Vec::new();
+                    }
+                    tracing::debug!(
+                        missing_from = last + 1,
+                        got = id,
+                        "chat messages missing; asking again"
+                    );
+                    self.asked_resend = Some(gap);
+                    let resend = ChatFrame::Resend {
+                        to: from,
+                        from: last + 1,
+                    };
+                    return vec![ChatAction::Transmit(resend.encode())];
+                }
+                let ack = ack(id);
+                self.shown.insert(from, id);
                 let message = ChatMessage {
                     id,
                     author: ChatAuthor::Peer,
@@ -170,13 +226,33 @@ impl ChatLog {
                 };
                 vec![ChatAction::Show(message), ack]
             }
+            Some(ChatFrame::Hello) => {
+                let mut actions = Vec::new();
+                if !self.answered_hello {
+                    // Our own hello may have gone before the peer could read it.
+                    self.answered_hello = true;
+                    actions.push(ChatAction::Transmit(ChatFrame::Hello.encode()));
+                }
+                if !self.peer_ready {
+                    self.peer_ready = true;
+                    self.resent.clear();
+                    actions.extend(self.transmit_waiting(0));
+                }
+                actions
+            }
+            Some(ChatFrame::Resend { to, from }) => {
+                if to != self.tag || !self.can_send() {
+                    return Vec::new();
+                }
+                self.transmit_waiting(from)
+            }
             Some(ChatFrame::Ack { to, id }) => {
                 if to != self.tag {
                     return Vec::new();
                 }
                 let mut delivered = Vec::new();
-                // Acknowledgements come in order; one for `id` also covers
-                // anything older still waiting (its own ack may be in flight).
+                // The receiver shows in order: an acknowledgement for `id`
+                // covers everything before it.
                 while self
                     .unacknowledged
                     .front()
@@ -260,47 +336,103 @@ mod tests {
             .collect()
     }
 
-    /// Carries every frame of `from` to `to`, returning what `to` showed.
-    fn carry(frames: Vec<String>, to: &mut ChatLog) -> (Vec<ChatAction>, Vec<String>) {
-        let mut all = Vec::new();
-        for frame in frames {
-            all.extend(to.receive(&frame));
+    /// Two chats joined by a channel that can lose frames; what each showed.
+    struct Pair {
+        a: ChatLog,
+        b: ChatLog,
+        to_a: Vec<String>,
+        to_b: Vec<String>,
+        shown_a: Vec<(u64, ChatState, String)>,
+        shown_b: Vec<(u64, ChatState, String)>,
+    }
+
+    impl Pair {
+        fn new() -> Pair {
+            Pair {
+                a: ChatLog::new("a".into()),
+                b: ChatLog::new("b".into()),
+                to_a: Vec::new(),
+                to_b: Vec::new(),
+                shown_a: Vec::new(),
+                shown_b: Vec::new(),
+            }
         }
-        let replies = transmitted(&all);
-        (all, replies)
+
+        fn from_a(&mut self, actions: Vec<ChatAction>) {
+            self.to_b.extend(transmitted(&actions));
+            self.shown_a.extend(shown(&actions));
+        }
+
+        fn from_b(&mut self, actions: Vec<ChatAction>) {
+            self.to_a.extend(transmitted(&actions));
+            self.shown_b.extend(shown(&actions));
+        }
+
+        fn open(&mut self) {
+            let (a, b) = (self.a.channel_opened(), self.b.channel_opened());
+            self.from_a(a);
+            self.from_b(b);
+        }
+
+        /// Carries frames both ways until none are left; `keep` decides
+        /// whether a frame to B arrives.
+        fn pump(&mut self, keep: &mut dyn FnMut(&str) -> bool) {
+            while !self.to_a.is_empty() || !self.to_b.is_empty() {
+                for frame in std::mem::take(&mut self.to_b) {
+                    if keep(&frame) {
+                        let actions = self.b.receive(&frame);
+                        self.from_b(actions);
+                    }
+                }
+                for frame in std::mem::take(&mut self.to_a) {
+                    let actions = self.a.receive(&frame);
+                    self.from_a(actions);
+                }
+            }
+        }
+
+        fn deliver(&mut self) {
+            self.pump(&mut |_| true);
+        }
+
+        fn texts_at_b(&self) -> Vec<String> {
+            self.shown_b.iter().map(|(_, _, t)| t.clone()).collect()
+        }
+
+        fn states_at_a(&self) -> Vec<(u64, ChatState)> {
+            self.shown_a.iter().map(|(id, s, _)| (*id, *s)).collect()
+        }
     }
 
     #[test]
     fn messages_arrive_in_order_intact_and_are_acknowledged() {
         let t0 = Instant::now();
-        let (mut a, mut b) = (ChatLog::new("a".into()), ChatLog::new("b".into()));
-        assert!(a.channel_opened().is_empty());
-        b.channel_opened();
+        let mut pair = Pair::new();
+        pair.open();
+        pair.deliver();
         let texts = ["hello", "ünïcödé ✓", "日本語のテキスト", "👋🏽 emoji"];
-        let mut frames = Vec::new();
         for (i, text) in texts.iter().enumerate() {
-            let actions = a.send(text, t0, 1000 + i as u64).unwrap();
-            assert_eq!(
-                shown(&actions),
-                [(i as u64 + 1, ChatState::Sending, (*text).into())]
-            );
-            frames.extend(transmitted(&actions));
+            let actions = pair.a.send(text, t0, 1000 + i as u64).expect("sent");
+            assert_eq!(transmitted(&actions).len(), 1, "goes at once");
+            pair.from_a(actions);
         }
-        let (at_b, acks) = carry(frames, &mut b);
-        let received: Vec<_> = shown(&at_b).into_iter().map(|(_, s, t)| (s, t)).collect();
-        assert_eq!(
-            received,
-            texts.map(|t| (ChatState::Received, t.to_owned())).to_vec()
+        pair.deliver();
+        assert_eq!(pair.texts_at_b(), texts);
+        assert!(
+            pair.shown_b
+                .iter()
+                .all(|(_, s, _)| *s == ChatState::Received)
         );
-        let (at_a, _) = carry(acks, &mut a);
+        let states = pair.states_at_a();
         assert_eq!(
-            shown(&at_a)
-                .into_iter()
-                .map(|(id, s, _)| (id, s))
-                .collect::<Vec<_>>(),
-            [1, 2, 3, 4].map(|id| (id, ChatState::Delivered)).to_vec()
+            &states[..4],
+            [1, 2, 3, 4].map(|id| (id, ChatState::Sending))
         );
-        assert_eq!(a.poll_timeout(), None, "nothing left waiting");
+        assert_eq!(
+            &states[4..],
+            [1, 2, 3, 4].map(|id| (id, ChatState::Delivered))
+        );
+        assert_eq!(pair.a.poll_timeout(), None, "nothing left waiting");
     }
 
     #[test]
@@ -321,86 +453,115 @@ mod tests {
     }
 
     #[test]
-    fn messages_wait_for_a_channel_and_go_in_order_when_it_opens() {
+    fn messages_wait_for_the_peers_hello_and_go_in_order_after_it() {
         let t0 = Instant::now();
-        let (mut a, mut b) = (ChatLog::new("a".into()), ChatLog::new("b".into()));
-        assert!(transmitted(&a.send("one", t0, 0).unwrap()).is_empty());
-        assert!(transmitted(&a.send("two", t0, 0).unwrap()).is_empty());
-        let frames = transmitted(&a.channel_opened());
-        let (at_b, _) = carry(frames, &mut b);
-        assert_eq!(
-            shown(&at_b)
-                .into_iter()
-                .map(|(_, _, t)| t)
-                .collect::<Vec<_>>(),
-            ["one", "two"]
+        let mut pair = Pair::new();
+        for text in ["one", "two"] {
+            let actions = pair.a.send(text, t0, 0).expect("sent");
+            assert!(transmitted(&actions).is_empty(), "no channel yet");
+            pair.from_a(actions);
+        }
+        // A's channel opens first; its hello is lost (B's end is not open).
+        let hello = pair.a.channel_opened();
+        assert_eq!(transmitted(&hello), [r#"{"type":"hello"}"#]);
+        // B opens: its hello gets A going, and A answers it.
+        let b_hello = pair.b.channel_opened();
+        pair.from_b(b_hello);
+        pair.deliver();
+        assert_eq!(pair.texts_at_b(), ["one", "two"]);
+        assert_eq!(pair.a.poll_timeout(), None, "both acknowledged");
+    }
+
+    #[test]
+    fn a_lost_message_is_asked_for_once_and_everything_is_shown_in_order() {
+        let t0 = Instant::now();
+        let mut pair = Pair::new();
+        pair.open();
+        pair.deliver();
+        for i in 1..=5 {
+            let actions = pair.a.send(&format!("m{i}"), t0, 0).expect("sent");
+            pair.from_a(actions);
+        }
+        // Messages 2 and 3 are lost once; 4 and 5 arrive after the gap.
+        let mut lost = vec!["\"m2\"", "\"m3\""];
+        pair.pump(
+            &mut |frame| match lost.iter().position(|m| frame.contains(m)) {
+                Some(at) => {
+                    lost.remove(at);
+                    false
+                }
+                None => true,
+            },
         );
+        assert_eq!(
+            pair.texts_at_b(),
+            ["m1", "m2", "m3", "m4", "m5"],
+            "each once"
+        );
+        assert_eq!(pair.a.poll_timeout(), None, "all acknowledged");
+        // One request for the gap from 2, answered with 2 to 5.
+        let resent: Vec<u64> = pair.a.resent().iter().copied().collect();
+        assert_eq!(resent, [2, 3, 4, 5]);
     }
 
     #[test]
     fn a_new_channel_resends_the_unacknowledged_and_the_receiver_drops_duplicates() {
         let t0 = Instant::now();
-        let (mut a, mut b) = (ChatLog::new("a".into()), ChatLog::new("b".into()));
-        a.channel_opened();
-        b.channel_opened();
-        let first = transmitted(&a.send("one", t0, 0).unwrap());
-        let second = transmitted(&a.send("two", t0, 0).unwrap());
+        let mut pair = Pair::new();
+        pair.open();
+        pair.deliver();
+        let one = pair.a.send("one", t0, 0).expect("sent");
+        let two = pair.a.send("two", t0, 0).expect("sent");
         // "one" arrives, but its ack is lost with the channel; "two" is lost.
-        let (at_b, _lost_ack) = carry(first, &mut b);
-        assert_eq!(shown(&at_b).len(), 1);
-        drop(second);
-        a.channel_closed();
-        assert!(transmitted(&a.send("three", t0, 0).unwrap()).is_empty());
-        let resent = transmitted(&a.channel_opened());
-        assert_eq!(resent.len(), 3);
-        assert_eq!(a.resent().iter().copied().collect::<Vec<_>>(), [1, 2, 3]);
-        let (at_b, acks) = carry(resent, &mut b);
+        let shown_one = pair.b.receive(&transmitted(&one)[0]);
+        assert_eq!(shown(&shown_one).len(), 1);
+        drop(two);
+        pair.a.channel_closed();
+        pair.b.channel_closed();
+        let three = pair.a.send("three", t0, 0).expect("sent");
+        assert!(transmitted(&three).is_empty());
+        pair.open();
+        pair.deliver();
         assert_eq!(
-            shown(&at_b)
-                .into_iter()
-                .map(|(_, _, t)| t)
-                .collect::<Vec<_>>(),
+            pair.a.resent().iter().copied().collect::<Vec<_>>(),
+            [1, 2, 3]
+        );
+        assert_eq!(
+            pair.texts_at_b(),
             ["two", "three"],
             "the resent \"one\" is not shown twice"
         );
-        assert_eq!(acks.len(), 3, "but acknowledged again");
-        let (at_a, _) = carry(acks, &mut a);
-        assert_eq!(
-            shown(&at_a)
-                .into_iter()
-                .map(|(id, s, _)| (id, s))
-                .collect::<Vec<_>>(),
-            [1, 2, 3].map(|id| (id, ChatState::Delivered)).to_vec()
-        );
+        assert_eq!(pair.a.poll_timeout(), None, "all acknowledged");
     }
 
     #[test]
     fn a_message_nobody_acknowledges_is_marked_not_delivered_and_a_late_ack_corrects_it() {
         let t0 = Instant::now();
-        let mut a = ChatLog::new("a".into());
-        let mut b = ChatLog::new("b".into());
-        a.channel_opened();
-        let frame = transmitted(&a.send("anyone?", t0, 0).unwrap());
-        assert_eq!(a.poll_timeout(), Some(t0 + GIVE_UP_AFTER));
+        let mut pair = Pair::new();
+        pair.open();
+        pair.deliver();
+        let frame = transmitted(&pair.a.send("anyone?", t0, 0).expect("sent"));
+        assert_eq!(pair.a.poll_timeout(), Some(t0 + GIVE_UP_AFTER));
         assert!(
-            a.handle_timeout(t0 + GIVE_UP_AFTER - Duration::from_millis(1))
+            pair.a
+                .handle_timeout(t0 + GIVE_UP_AFTER - Duration::from_millis(1))
                 .is_empty()
         );
-        let gave_up = a.handle_timeout(t0 + GIVE_UP_AFTER);
+        let gave_up = pair.a.handle_timeout(t0 + GIVE_UP_AFTER);
         assert_eq!(
             shown(&gave_up),
             [(1, ChatState::NotDelivered, "anyone?".into())]
         );
-        assert_eq!(a.poll_timeout(), None);
-        let (_, acks) = carry(frame, &mut b);
-        let (late, _) = carry(acks, &mut a);
+        assert_eq!(pair.a.poll_timeout(), None);
+        let ack = transmitted(&pair.b.receive(&frame[0]));
+        let late = pair.a.receive(&ack[0]);
         assert_eq!(shown(&late), [(1, ChatState::Delivered, "anyone?".into())]);
     }
 
     #[test]
     fn the_end_of_the_call_marks_what_waits_as_not_delivered() {
         let mut a = ChatLog::new("a".into());
-        a.send("late", Instant::now(), 0).unwrap();
+        a.send("late", Instant::now(), 0).expect("sent");
         assert_eq!(
             shown(&a.end()),
             [(1, ChatState::NotDelivered, "late".into())]
@@ -411,12 +572,13 @@ mod tests {
     fn a_new_peer_numbers_from_one_again_and_is_not_taken_for_a_duplicate() {
         let t0 = Instant::now();
         let mut me = ChatLog::new("me".into());
+        me.channel_opened();
         for tag in ["first-peer", "second-peer"] {
             let mut peer = ChatLog::new(tag.into());
             peer.channel_opened();
-            let frames = transmitted(&peer.send("hi", t0, 0).unwrap());
-            let (shown_here, _) = carry(frames, &mut me);
-            assert_eq!(shown(&shown_here).len(), 1, "{tag}");
+            peer.receive(r#"{"type":"hello"}"#);
+            let frames = transmitted(&peer.send("hi", t0, 0).expect("sent"));
+            assert_eq!(shown(&me.receive(&frames[0])).len(), 1, "{tag}");
         }
     }
 
@@ -425,7 +587,7 @@ mod tests {
         let t0 = Instant::now();
         let mut a = ChatLog::new("a".into());
         a.channel_opened();
-        a.send("x", t0, 0).unwrap();
+        a.send("x", t0, 0).expect("sent");
         let foreign = ChatFrame::Ack {
             to: "someone-else".into(),
             id: 1,

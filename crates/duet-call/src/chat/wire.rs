@@ -18,8 +18,15 @@ pub(crate) enum ChatFrame {
         sent_at: u64,
         text: String,
     },
-    /// The receiver has shown message `id` of session `to`.
+    /// The receiver has shown every message of session `to` up to `id`.
     Ack { to: String, id: u64 },
+    /// The receiver missed messages of session `to` from `from` on (it
+    /// shows them only in order): send them again.
+    Resend { to: String, from: u64 },
+    /// Sent by each side when its channel opens, and answered once: a peer's
+    /// hello says its channel is open and read, so messages sent from then
+    /// on are not lost to a channel the other side has not opened yet.
+    Hello,
 }
 
 impl ChatFrame {
@@ -58,6 +65,16 @@ mod tests {
         };
         assert_eq!(ack.encode(), r#"{"type":"ack","to":"a1","id":7}"#);
         assert_eq!(ChatFrame::decode(&ack.encode()), Some(ack));
+        let resend = ChatFrame::Resend {
+            to: "a1".into(),
+            from: 3,
+        };
+        assert_eq!(resend.encode(), r#"{"type":"resend","to":"a1","from":3}"#);
+        assert_eq!(ChatFrame::Hello.encode(), r#"{"type":"hello"}"#);
+        assert_eq!(
+            ChatFrame::decode(r#"{"type":"hello"}"#),
+            Some(ChatFrame::Hello)
+        );
     }
 
     #[test]
