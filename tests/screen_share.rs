@@ -3,13 +3,15 @@
 //! shares that display, then goes back to the camera, all in one call; the
 //! headless callee reads live stamps in the pictures it received (only the
 //! shared screen carries them), follows 640x480 → 1280x800 → 640x480 without
-//! a freeze over 500 ms, and ends on the camera's picture.
+//! a freeze over 500 ms, and ends on the camera's picture. And the browser
+//! page shows a screen the app shares, at the screen's size, stamps live.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
 use std::time::{Duration, SystemTime};
 
+use common::browser::Browser;
 use common::xdisplay::{PatternWindow, VirtualDisplay};
 use common::{Scratch, number, peer, peer_with_env, report, serialised, start_server};
 use duet_media::VideoFrame;
@@ -112,5 +114,36 @@ fn the_callee_sees_the_shared_screen_live_and_follows_camera_screen_camera() {
         number(&sharer, &["video", "keyframes_sent"]) >= 3.0,
         "{:#}",
         sharer["video"]
+    );
+}
+
+#[test]
+fn the_browser_page_shows_a_screen_the_app_shares_at_its_size_and_live() {
+    let _one = serialised();
+    let scratch = Scratch::new("screen-page");
+    let display = VirtualDisplay::start(1280, 800);
+    let _pattern = PatternWindow::show(&display.name, 1280, 240, 15);
+    let (_server, url) = start_server(&scratch, "127.0.0.1:0");
+    let addr = url.trim_start_matches("ws://").trim().to_owned();
+    let browser = Browser::launch("screen");
+    browser.open(&format!(
+        "http://{addr}/?room=duet&role=callee&test=1&size=320x240"
+    ));
+    browser.wait_for_state("waiting", Duration::from_secs(20));
+    let args = ["--video", "screen", "--duration", "8"];
+    let env = [("DISPLAY", display.name.as_str())];
+    let mut sharer = peer_with_env(&scratch, "sharer", "caller", &url, "660", &args, &env);
+    let page = browser.wait_for_report(Duration::from_secs(30), |r| {
+        r["video"]["stamped_frames"].as_f64() >= Some(30.0)
+            && r["video"]["width"].as_f64() == Some(1280.0)
+    });
+    let video = &page["video"];
+    assert_eq!(video["height"].as_f64(), Some(800.0), "{video:#}");
+    let latency = video["latency_ms"]["p50"].as_f64().unwrap_or(f64::MAX);
+    assert!((0.0..500.0).contains(&latency), "live stamps: {video:#}");
+    assert!(
+        sharer.wait_for_exit(Duration::from_secs(30)).success(),
+        "{}",
+        sharer.stderr()
     );
 }
