@@ -114,9 +114,8 @@ async fn run_chat(
                 }
                 match event {
                     Some(DataChannelEvent::OnOpen) => {
-                        let actions = log.channel_opened();
-                        tracing::debug!(resent = ?log.resent(), "chat channel open");
-                        actions
+                        tracing::debug!("chat channel open");
+                        log.channel_opened()
                     }
                     Some(DataChannelEvent::OnMessage(message)) => {
                         match std::str::from_utf8(&message.data) {

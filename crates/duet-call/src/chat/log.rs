@@ -57,7 +57,7 @@ pub(crate) struct ChatLog {
     /// The gap we asked to have filled (session, first missing id), so that
     /// every later message of the gap does not ask again.
     asked_resend: Option<(String, u64)>,
-    /// Ids of ours resent since the channel last opened (for the log line).
+    /// Ids of ours (re)sent on this channel after the hello or a resend request (for the log line).
     resent: BTreeSet<u64>,
 }
 
@@ -159,6 +159,9 @@ impl ChatLog {
             .filter(|u| u.message.id >= from)
             .collect();
         self.resent.extend(again.iter().map(|u| u.message.id));
+        if !again.is_empty() {
+            tracing::debug!(ids = ?self.resent, "chat messages (re)sent");
+        }
         again
             .into_iter()
             .map(|u| ChatAction::Transmit(u.frame.clone()))
@@ -166,6 +169,7 @@ impl ChatLog {
     }
 
     /// Ids of our messages sent on the current channel after the peer's hello or a resend request.
+    #[cfg(test)]
     pub(crate) fn resent(&self) -> &BTreeSet<u64> {
         &self.resent
     }
