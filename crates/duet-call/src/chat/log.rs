@@ -362,20 +362,20 @@ mod tests {
             }
         }
 
-        fn from_a(&mut self, actions: Vec<ChatAction>) {
+        fn did_at_a(&mut self, actions: Vec<ChatAction>) {
             self.to_b.extend(transmitted(&actions));
             self.shown_a.extend(shown(&actions));
         }
 
-        fn from_b(&mut self, actions: Vec<ChatAction>) {
+        fn did_at_b(&mut self, actions: Vec<ChatAction>) {
             self.to_a.extend(transmitted(&actions));
             self.shown_b.extend(shown(&actions));
         }
 
         fn open(&mut self) {
             let (a, b) = (self.a.channel_opened(), self.b.channel_opened());
-            self.from_a(a);
-            self.from_b(b);
+            self.did_at_a(a);
+            self.did_at_b(b);
         }
 
         /// Carries frames both ways until none are left; `keep` decides
@@ -385,12 +385,12 @@ mod tests {
                 for frame in std::mem::take(&mut self.to_b) {
                     if keep(&frame) {
                         let actions = self.b.receive(&frame);
-                        self.from_b(actions);
+                        self.did_at_b(actions);
                     }
                 }
                 for frame in std::mem::take(&mut self.to_a) {
                     let actions = self.a.receive(&frame);
-                    self.from_a(actions);
+                    self.did_at_a(actions);
                 }
             }
         }
@@ -418,7 +418,7 @@ mod tests {
         for (i, text) in texts.iter().enumerate() {
             let actions = pair.a.send(text, t0, 1000 + i as u64).expect("sent");
             assert_eq!(transmitted(&actions).len(), 1, "goes at once");
-            pair.from_a(actions);
+            pair.did_at_a(actions);
         }
         pair.deliver();
         assert_eq!(pair.texts_at_b(), texts);
@@ -463,14 +463,14 @@ mod tests {
         for text in ["one", "two"] {
             let actions = pair.a.send(text, t0, 0).expect("sent");
             assert!(transmitted(&actions).is_empty(), "no channel yet");
-            pair.from_a(actions);
+            pair.did_at_a(actions);
         }
         // A's channel opens first; its hello is lost (B's end is not open).
         let hello = pair.a.channel_opened();
         assert_eq!(transmitted(&hello), [r#"{"type":"hello"}"#]);
         // B opens: its hello gets A going, and A answers it.
         let b_hello = pair.b.channel_opened();
-        pair.from_b(b_hello);
+        pair.did_at_b(b_hello);
         pair.deliver();
         assert_eq!(pair.texts_at_b(), ["one", "two"]);
         assert_eq!(pair.a.poll_timeout(), None, "both acknowledged");
@@ -484,7 +484,7 @@ mod tests {
         pair.deliver();
         for i in 1..=5 {
             let actions = pair.a.send(&format!("m{i}"), t0, 0).expect("sent");
-            pair.from_a(actions);
+            pair.did_at_a(actions);
         }
         // Messages 2 and 3 are lost once; 4 and 5 arrive after the gap.
         let mut lost = vec!["\"m2\"", "\"m3\""];
