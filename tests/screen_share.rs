@@ -4,14 +4,16 @@
 //! headless callee reads live stamps in the pictures it received (only the
 //! shared screen carries them), follows 640x480 → 1280x800 → 640x480 without
 //! a freeze over 500 ms, and ends on the camera's picture. And the browser
-//! page shows a screen the app shares, at the screen's size, stamps live.
+//! page shows a screen the app shares, at the screen's size, stamps live; and
+//! shares its own (`getDisplayMedia`, Chromium's fake screen) with the app,
+//! which follows the change of size without a freeze.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
 use std::time::{Duration, SystemTime};
 
-use common::browser::Browser;
+use common::browser::{Browser, Devices};
 use common::xdisplay::{PatternWindow, VirtualDisplay};
 use common::{Scratch, number, peer, peer_with_env, report, serialised, start_server};
 use duet_media::VideoFrame;
@@ -145,5 +147,50 @@ fn the_browser_page_shows_a_screen_the_app_shares_at_its_size_and_live() {
         sharer.wait_for_exit(Duration::from_secs(30)).success(),
         "{}",
         sharer.stderr()
+    );
+}
+
+#[test]
+fn the_page_shares_its_screen_mid_call_and_the_app_follows() {
+    let _one = serialised();
+    let scratch = Scratch::new("page-share");
+    let (_server, url) = start_server(&scratch, "127.0.0.1:0");
+    let addr = url.trim_start_matches("ws://").trim().to_owned();
+    let browser = Browser::launch_with("page-share", Devices::FakeCapture);
+    browser.open(&format!(
+        "http://{addr}/?room=duet&role=caller&test=1&size=320x240"
+    ));
+    browser.wait_for_state("waiting", Duration::from_secs(20));
+    let args = ["--video", "none", "--duration", "8"];
+    let mut app = peer(&scratch, "app", "callee", &url, "660", &args);
+    app.expect_line("first remote frame", Duration::from_secs(30));
+    std::thread::sleep(Duration::from_secs(2));
+    // A click, as a person's: the browser shares a screen only on a gesture.
+    browser.click("screen");
+    let started = std::time::Instant::now();
+    while browser.text("screen") != "Stop sharing" {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the page did not start sharing"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        app.wait_for_exit(Duration::from_secs(30)).success(),
+        "{}",
+        app.stderr()
+    );
+    let received = report(&scratch, "app");
+    let video = &received["video"];
+    // The test picture was 320x240; the fake screen is larger.
+    assert!(
+        video["width"].as_u64() > Some(320),
+        "the app ended on the screen's size: {video:#}"
+    );
+    let frozen = number(&received, &["video", "total_freezes_duration_ms"]);
+    assert!(frozen < 500.0, "freezes of {frozen} ms in all: {video:#}");
+    assert!(
+        number(&received, &["video", "stamped_frames"]) > 0.0,
+        "the test picture came first: {video:#}"
     );
 }
