@@ -171,11 +171,29 @@ fn an_app_and_the_browser_page_chat_100_messages_each_way_in_order_and_intact() 
         if theirs.len() >= MESSAGES && mine.iter().all(|m| m["state"] == "delivered") {
             break theirs;
         }
+        if started.elapsed() >= Duration::from_secs(20) {
+            app.wait_for_exit(Duration::from_secs(30));
+            app.read_to_end(Duration::from_secs(5));
+            let chat: Vec<_> = app
+                .seen
+                .iter()
+                .filter(|l| l.starts_with("chat: "))
+                .map(|l| l.chars().take(40).collect::<String>())
+                .collect();
+            eprintln!(
+                "APP {} chat lines; last: {:?}",
+                chat.len(),
+                &chat[chat.len().saturating_sub(12)..]
+            );
+        }
         assert!(
             started.elapsed() < Duration::from_secs(20),
-            "the page has {} of the app's messages; its own: {:?}",
+            "the page has {} of the app's messages; of its own not delivered: {:?}",
             theirs.len(),
-            mine.iter().map(|m| m["state"].clone()).collect::<Vec<_>>()
+            mine.iter()
+                .filter(|m| m["state"] != "delivered")
+                .map(|m| (m["id"].clone(), m["state"].clone()))
+                .collect::<Vec<_>>()
         );
         std::thread::sleep(Duration::from_millis(200));
     };

@@ -11,6 +11,9 @@
 
 export const MAX_CHAT_BYTES = 4096;
 const GIVE_UP_MS = 30000;
+// Messages in flight with no acknowledgement for this long are sent again: a
+// receiver asks for a gap it sees, but not for the lost end of a burst.
+const RETRANSMIT_MS = 2000;
 const encoder = new TextEncoder();
 
 /** Bytes of `text` in UTF-8: the limit is 4 KB of those, not characters. */
@@ -36,8 +39,9 @@ export class Chat {
     this.peerReady = false; // the other side's hello arrived on this channel
     this.answeredHello = false;
     this.askedResend = null; // `${tag} ${id}` of the gap already asked for
+    this.retransmitAt = null; // when messages in flight are sent again
     this.onChange = () => {};
-    setInterval(() => this.expire(), 1000);
+    setInterval(() => this.expire(), 500);
   }
 
   /** Chat goes over `channel` (the new connection's) from now on. */
@@ -46,6 +50,7 @@ export class Chat {
     this.peerReady = false;
     this.answeredHello = false;
     this.askedResend = null;
+    this.retransmitAt = null;
     channel.onopen = () => {
       if (this.channel === channel) channel.send(JSON.stringify({ type: 'hello' }));
     };
@@ -63,7 +68,10 @@ export class Chat {
     const frame = JSON.stringify({ type: 'message', from: this.tag, id: message.id, sent_at: message.sentAt, text });
     this.waiting.push({ message, frame, writtenAt: Date.now() });
     this.messages.push(message);
-    if (this.peerReady && this.channel?.readyState === 'open') this.channel.send(frame);
+    if (this.peerReady && this.channel?.readyState === 'open') {
+      this.channel.send(frame);
+      this.retransmitAt ??= Date.now() + RETRANSMIT_MS;
+    }
     this.onChange();
     return message.id;
   }
@@ -78,7 +86,7 @@ export class Chat {
       }
       if (!this.peerReady) {
         this.peerReady = true;
-        for (const { frame: waiting } of this.waiting) channel.send(waiting);
+        this.sendWaiting(channel, 0);
       }
     } else if (frame?.type === 'message' && typeof frame.text === 'string' && Number.isInteger(frame.id) && typeof frame.from === 'string') {
       if (utf8Bytes(frame.text) > MAX_CHAT_BYTES) return;
@@ -101,21 +109,35 @@ export class Chat {
       this.messages.push({ id: frame.id, author: 'peer', text: frame.text, sentAt, state: 'received' });
       this.onChange();
     } else if (frame?.type === 'ack' && frame.to === this.tag && Number.isInteger(frame.id)) {
+      let progress = false;
       while (this.waiting.length > 0 && this.waiting[0].message.id <= frame.id) {
         this.waiting.shift().message.state = 'delivered';
+        progress = true;
       }
+      if (progress) this.retransmitAt = this.waiting.length > 0 ? Date.now() + RETRANSMIT_MS : null;
       const late = this.givenUp.get(frame.id);
       if (late) { late.state = 'delivered'; this.givenUp.delete(frame.id); }
       this.onChange();
     } else if (frame?.type === 'resend' && frame.to === this.tag && Number.isInteger(frame.from) && this.peerReady) {
-      for (const { message, frame: waiting } of this.waiting) {
-        if (message.id >= frame.from) channel.send(waiting);
-      }
+      this.sendWaiting(channel, frame.from);
     }
+  }
+
+  /** Sends (again) every message not yet acknowledged from id `from` on, in order. */
+  sendWaiting(channel, from) {
+    let sent = false;
+    for (const { message, frame } of this.waiting) {
+      if (message.id >= from) { channel.send(frame); sent = true; }
+    }
+    if (sent) this.retransmitAt = Date.now() + RETRANSMIT_MS;
   }
 
   expire() {
     const now = Date.now();
+    if (this.retransmitAt !== null && now >= this.retransmitAt) {
+      this.retransmitAt = null;
+      if (this.peerReady && this.channel?.readyState === 'open') this.sendWaiting(this.channel, 0);
+    }
     let changed = false;
     while (this.waiting.length > 0 && now - this.waiting[0].writtenAt >= GIVE_UP_MS) {
       const { message } = this.waiting.shift();

@@ -119,7 +119,7 @@ async fn run_chat(
                     }
                     Some(DataChannelEvent::OnMessage(message)) => {
                         match std::str::from_utf8(&message.data) {
-                            Ok(text) => log.receive(text),
+                            Ok(text) => log.receive(text, Instant::now()),
                             Err(_) => {
                                 tracing::debug!("a chat frame that is not UTF-8; ignored");
                                 Vec::new()
