@@ -22,6 +22,9 @@ pub enum Devices {
     Granted,
     /// Refused, as by a person who clicks "Block".
     Refused,
+    /// Allowed, with Chromium's fake camera, microphone and screen (its
+    /// whole "screen" chosen at once): for sharing a screen from the page.
+    FakeCapture,
 }
 
 /// One headless Chromium with one page, and the chromedriver that drives it.
@@ -120,6 +123,20 @@ impl Browser {
     }
 
     /// Runs `script` (a function body) in the page and returns what it returns.
+    /// Clicks the element with id `element_id` as a person would (a user
+    /// gesture, which `getDisplayMedia` needs).
+    pub fn click(&self, element_id: &str) {
+        self.runtime
+            .block_on(async {
+                let element = self
+                    .client()
+                    .find(fantoccini::Locator::Id(element_id))
+                    .await?;
+                element.click().await
+            })
+            .unwrap_or_else(|err| panic!("cannot click #{element_id}: {err}"));
+    }
+
     pub fn eval(&self, script: &str) -> Value {
         self.runtime
             .block_on(self.client().execute(script, vec![]))
@@ -263,6 +280,11 @@ impl Drop for Browser {
 fn chromium_args(profile: &std::path::Path, devices: Devices) -> Vec<String> {
     let permission: &[&str] = match devices {
         Devices::Granted => &["--use-fake-ui-for-media-stream"],
+        Devices::FakeCapture => &[
+            "--use-fake-ui-for-media-stream",
+            "--use-fake-device-for-media-stream",
+            "--auto-select-desktop-capture-source=Entire screen",
+        ],
         // Chromium answers "not found" before asking when there is no device
         // at all: give it its fake camera and microphone, then refuse them.
         Devices::Refused => &[

@@ -8,6 +8,7 @@ pub mod pulse;
 pub mod scale_out;
 pub mod screen;
 pub mod sound;
+pub mod xdisplay;
 
 use std::io::{BufRead as _, BufReader};
 use std::path::PathBuf;
@@ -157,14 +158,29 @@ impl LivePeer {
 
     /// Runs `command`, a `duet` with its arguments however it is reached (in
     /// a network namespace, say), as [`LivePeer::spawn`] does.
-    pub fn spawn_command(mut command: Command, dir: &std::path::Path, name: &str) -> LivePeer {
+    pub fn spawn_command(command: Command, dir: &std::path::Path, name: &str) -> LivePeer {
+        LivePeer::spawn_command_with_stdin(command, dir, name, Stdio::null())
+    }
+
+    /// [`LivePeer::spawn_command`] with its standard input piped: the test
+    /// writes to `child.stdin` (what `--chat -` sends).
+    pub fn spawn_command_piped(command: Command, dir: &std::path::Path, name: &str) -> LivePeer {
+        LivePeer::spawn_command_with_stdin(command, dir, name, Stdio::piped())
+    }
+
+    fn spawn_command_with_stdin(
+        mut command: Command,
+        dir: &std::path::Path,
+        name: &str,
+        stdin: Stdio,
+    ) -> LivePeer {
         let stderr_path = dir.join(format!("{name}.stderr"));
         let stderr = std::fs::File::create(&stderr_path).unwrap();
         if command.get_envs().all(|(key, _)| key != "DUET_LOG") {
             command.env("DUET_LOG", "info");
         }
         let mut child = command
-            .stdin(Stdio::null())
+            .stdin(stdin)
             .stdout(Stdio::piped())
             .stderr(stderr)
             .spawn()
@@ -210,6 +226,22 @@ impl LivePeer {
 
     pub fn stderr(&self) -> String {
         std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    /// After exit: every line still on its way from the pipe, up to its end
+    /// (`wait_for_exit` keeps only those already read when the process ended).
+    pub fn read_to_end(&mut self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => self.seen.push(line),
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    panic!("the output did not end within {limit:?}")
+                }
+            }
+        }
     }
 
     pub fn signal(&self, name: &str) {

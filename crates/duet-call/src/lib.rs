@@ -14,9 +14,11 @@
 //!   seconds, fast NACK, the feedback the application acts on.
 //! - `media`: capture, encode, packetize; receive, decode, measure; one module per job.
 //! - `session`: the async shell that runs it all ([`start_call`]).
+//! - `chat`: text messages over a data channel of the call ([`CallHandle::send_chat`]).
 //! - `verification`: the short code two people compare to rule out anyone in the middle.
 //! - `report`: what was measured, as the headless report of `docs/cli.md` ([`CallReport`]).
 
+mod chat;
 mod drift;
 mod host_addrs;
 mod ice_servers;
@@ -31,6 +33,7 @@ mod session;
 mod turn_check;
 mod verification;
 
+pub use chat::{ChatAuthor, ChatError, ChatMessage, ChatState, MAX_CHAT_BYTES};
 pub use ice_servers::{IceServer, IceServerError};
 pub use media::{AudioOutput, FrameSlot};
 pub use negotiation::{ANSWER_TIMEOUT, CallPhase, Negotiator, RETRY_BACKOFF_FIRST};

@@ -31,6 +31,7 @@ use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use tokio::sync::{mpsc, watch};
 
 use crate::CallError;
+use crate::chat::{ChatLink, start_chat};
 use crate::ice_servers::IceServer;
 use crate::media::{
     DecodeChannel, EncodedUnit, MediaNotice, MediaShared, MediaThreads, Outbound, VideoRequest,
@@ -99,6 +100,7 @@ pub async fn start_call(config: CallConfig) -> Result<(CallHandle, CallEvents), 
 
     let (commands_tx, commands) = mpsc::unbounded_channel();
     let (peer_events_tx, peer_events) = mpsc::unbounded_channel();
+    let (chat, chat_texts) = start_chat(events_tx.clone());
     let session = Session {
         given_ice_servers: ice_servers.clone(),
         server_ice_servers_checked: false,
@@ -113,6 +115,7 @@ pub async fn start_call(config: CallConfig) -> Result<(CallHandle, CallEvents), 
         negotiator: Negotiator::new(),
         signal,
         events: events_tx,
+        chat: Some(chat),
         shared: Arc::clone(&shared),
         peer: None,
         peer_events_tx,
@@ -137,6 +140,7 @@ pub async fn start_call(config: CallConfig) -> Result<(CallHandle, CallEvents), 
         CallHandle {
             commands: commands_tx,
             shared,
+            chat: chat_texts,
         },
         CallEvents { events },
     ))
@@ -233,6 +237,8 @@ struct Session {
     negotiator: Negotiator,
     signal: SignalSender,
     events: mpsc::UnboundedSender<CallEvent>,
+    /// The chat over the current connection's data channel (taken at the end).
+    chat: Option<ChatLink>,
     shared: Arc<MediaShared>,
     peer: Option<CurrentPeer>,
     peer_events_tx: mpsc::UnboundedSender<PeerEvent>,
@@ -318,6 +324,9 @@ impl Session {
         // Camera, microphone and speaker are closed before anyone hears the call
         // ended (a "Call again" must be able to open them).
         threads.join_async().await;
+        if let Some(chat) = self.chat.take() {
+            chat.finish().await;
+        }
         let report = self.report();
         self.emit(CallEvent::Ended(stop.outcome()));
         // Ended is the last event: dropping the session closes the events and

@@ -8,6 +8,7 @@
 //! - [`stamp`], [`beep`]: reading them back ([`StampReader`], [`BeepDetector`]).
 //! - [`h264`], [`opus_codec`]: the codecs.
 //! - [`y4m_file`], [`wav_file`]: file sources and the WAV recorder.
+//! - [`screen`]: sharing an X11 screen or monitor.
 //! - [`devices`]: cameras (nokhwa), microphones and speakers (cpal).
 //! - [`source`]: `--video`/`--audio` values opened with fallbacks.
 //! - [`audio_processing`]: echo cancellation, noise suppression and gain for the microphone.
@@ -24,6 +25,7 @@ pub mod h264;
 mod mic_wait;
 pub mod opus_codec;
 pub mod resample;
+pub mod screen;
 pub mod sink;
 pub mod source;
 pub mod speech_like;
@@ -102,6 +104,9 @@ pub enum MediaError {
     /// The camera stopped delivering pictures.
     #[error("the camera stopped: {0}")]
     CameraStopped(String),
+    /// No screen could be read (no X display, Wayland, a monitor that is not there).
+    #[error("cannot share a screen: {0}")]
+    NoScreen(String),
     /// No microphone could be opened.
     #[error("no microphone: {0}")]
     NoMicrophone(String),

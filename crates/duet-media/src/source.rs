@@ -8,6 +8,7 @@ use std::time::SystemTime;
 use crate::MediaError;
 use crate::devices::{Camera, Microphone};
 use crate::frame::{AudioFrame, VideoFrame};
+use crate::screen::ScreenSource;
 use crate::test_audio::BeepSource;
 use crate::test_video::TestPatternSource;
 use crate::wav_file::WavSource;
@@ -23,10 +24,19 @@ pub enum VideoSpec {
     /// `test:noisy`: the stamped pattern with sensor-like noise, costing
     /// what a camera costs to encode.
     NoisyTest,
+    /// `screen` (the whole X screen) or `screen:N` (monitor N of it).
+    Screen(Option<u32>),
     /// A `.y4m` file, looped.
     File(PathBuf),
     /// `none`: send no video.
     None,
+}
+
+impl VideoSpec {
+    /// A shared screen rather than a camera-like picture.
+    pub fn is_screen(&self) -> bool {
+        matches!(self, VideoSpec::Screen(_))
+    }
 }
 
 impl std::str::FromStr for VideoSpec {
@@ -37,6 +47,7 @@ impl std::str::FromStr for VideoSpec {
             "camera" => Ok(VideoSpec::Camera(0)),
             "test" => Ok(VideoSpec::Test),
             "test:noisy" => Ok(VideoSpec::NoisyTest),
+            "screen" => Ok(VideoSpec::Screen(None)),
             "none" => Ok(VideoSpec::None),
             _ => {
                 if let Some(index) = value.strip_prefix("camera:") {
@@ -45,11 +56,19 @@ impl std::str::FromStr for VideoSpec {
                         .map(VideoSpec::Camera)
                         .map_err(|_| format!("camera:{index}: the camera index must be a number"));
                 }
+                if let Some(index) = value.strip_prefix("screen:") {
+                    return index
+                        .parse()
+                        .map(|n| VideoSpec::Screen(Some(n)))
+                        .map_err(|_| {
+                            format!("screen:{index}: the screen number must be a number")
+                        });
+                }
                 if value.ends_with(".y4m") {
                     return Ok(VideoSpec::File(value.into()));
                 }
                 Err(format!(
-                    "{value:?} is not a video source: use camera, camera:N, test, test:noisy, a .y4m file or none"
+                    "{value:?} is not a video source: use camera, camera:N, test, test:noisy, screen, screen:N, a .y4m file or none"
                 ))
             }
         }
@@ -101,6 +120,8 @@ pub enum VideoSource {
     Test(TestPatternSource),
     /// A looped file.
     File(Y4mSource),
+    /// A shared screen.
+    Screen(Box<ScreenSource>),
 }
 
 /// Something the person should be told about their devices.
@@ -108,8 +129,10 @@ pub type Notice = String;
 
 impl VideoSource {
     /// Opens `spec`; a camera that cannot be opened falls back to the test
-    /// pattern with a notice. `Ok(None)` for `none`. Files are not replaced:
-    /// a wrong file is the user's to fix, so its error is returned.
+    /// pattern with a notice. `Ok(None)` for `none`. Files and screens are
+    /// not replaced: a wrong file or a missing display is the user's to fix,
+    /// so its error is returned. A screen keeps its own size and a rate of
+    /// 5–15 pictures a second ([`crate::screen`]).
     pub fn open(
         spec: &VideoSpec,
         width: u32,
@@ -134,6 +157,12 @@ impl VideoSource {
                 Some(VideoSource::File(Y4mSource::open(path, Some(fps))?)),
                 None,
             )),
+            VideoSpec::Screen(monitor) => Ok((
+                Some(VideoSource::Screen(Box::new(ScreenSource::open(
+                    *monitor, fps,
+                )?))),
+                None,
+            )),
             VideoSpec::Camera(index) => match Camera::open(*index, width, height, fps) {
                 Ok(camera) => Ok((Some(VideoSource::Camera(Box::new(camera))), None)),
                 Err(err) => {
@@ -146,12 +175,40 @@ impl VideoSource {
         }
     }
 
+    /// A shared screen rather than a camera-like picture.
+    pub fn is_screen(&self) -> bool {
+        matches!(self, VideoSource::Screen(_))
+    }
+
+    /// The rate pictures come at, when `asked` (`--fps`) was asked for: a
+    /// screen's own (5–15), else `asked`.
+    pub fn frame_rate(&self, asked: u32) -> u32 {
+        if self.is_screen() {
+            crate::screen::screen_fps(asked)
+        } else {
+            asked
+        }
+    }
+
     /// The next frame. A camera that stops is replaced by the test pattern,
     /// and the notice says so.
     pub fn next_frame(&mut self) -> Result<(VideoFrame, Option<Notice>), MediaError> {
         match self {
             VideoSource::Test(source) => Ok((source.next_frame(), None)),
             VideoSource::File(source) => Ok((source.next_frame()?, None)),
+            VideoSource::Screen(screen) => match screen.next_frame() {
+                Ok(frame) => Ok((frame, None)),
+                Err(err) => {
+                    tracing::warn!(%err, "screen lost; switching to the test pattern");
+                    let mut test = TestPatternSource::new(640, 480, 30)?;
+                    let frame = test.next_frame();
+                    *self = VideoSource::Test(test);
+                    Ok((
+                        frame,
+                        Some(format!("{err}; sending the test pattern instead")),
+                    ))
+                }
+            },
             VideoSource::Camera(camera) => match camera.next_frame() {
                 Ok(frame) => Ok((frame, None)),
                 Err(err) => {
@@ -236,6 +293,9 @@ mod tests {
         assert!("test:loud".parse::<VideoSpec>().is_err());
         assert_eq!("clip.y4m".parse(), Ok(VideoSpec::File("clip.y4m".into())));
         assert_eq!("none".parse(), Ok(VideoSpec::None));
+        assert_eq!("screen".parse(), Ok(VideoSpec::Screen(None)));
+        assert_eq!("screen:1".parse(), Ok(VideoSpec::Screen(Some(1))));
+        assert!("screen:x".parse::<VideoSpec>().is_err());
         assert!("camera:x".parse::<VideoSpec>().is_err());
         assert!("movie.mp4".parse::<VideoSpec>().is_err());
         assert_eq!("mic".parse(), Ok(AudioSpec::Mic(None)));

@@ -43,6 +43,11 @@ const WEB_FILES: &[WebFile] = &[
         body: include_bytes!("../static/test-signals.js"),
     },
     WebFile {
+        path: "/chat.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_bytes!("../static/chat.js"),
+    },
+    WebFile {
         path: "/privacy.js",
         content_type: "text/javascript; charset=utf-8",
         body: include_bytes!("../static/privacy.js"),

@@ -7,6 +7,7 @@
 
 import { StampedVideo, StampReader, BeepSender, BeepListener, percentiles, median } from '/test-signals.js';
 import { newRoomName, verificationCode } from '/privacy.js';
+import { Chat, ChatPanel } from '/chat.js';
 
 const params = new URLSearchParams(location.search);
 const ROOM_NAME = /^[A-Za-z0-9_-]{1,64}$/;
@@ -277,6 +278,7 @@ class LocalMedia {
     this.stamped = null;
     this.beeps = null;
     this.paused = null;
+    this.screen = null; // a shared screen's track, sent instead of the camera
     this.audioContext = null;
   }
 
@@ -304,7 +306,8 @@ class LocalMedia {
 
   /** The track to send: the picture, or the paused picture while the camera is off. */
   outgoingVideo() {
-    return this.paused ? this.paused.track : this.videoTrack;
+    if (this.paused) return this.paused.track;
+    return this.screen ?? this.videoTrack;
   }
 
   setCameraOff(off) {
@@ -346,6 +349,7 @@ class Call {
     this.muted = false;
     this.cameraOff = false;
     this.everConnected = false;
+    this.chat = new Chat();
     setInterval(() => this.sampleStats().catch(() => {}), 1000); // a closing connection may refuse
   }
 
@@ -500,6 +504,8 @@ class Call {
     pc.ontrack = (event) => { if (current()) this.onRemoteTrack(event.track); };
     pc.onicecandidateerror = (event) => { if (current()) this.onTurnError(event); };
     pc.onconnectionstatechange = () => { if (current()) this.onConnectionState(pc.connectionState); };
+    // The chat's channel, negotiated out of band as the app does (no extra round trip).
+    this.chat.attach(pc.createDataChannel('chat', { negotiated: true, id: 0, ordered: true }));
     if (asCaller) {
       const video = pc.addTransceiver(this.media.outgoingVideo() ?? 'video', { direction: 'sendrecv', streams: [this.media.stream] });
       const audio = pc.addTransceiver(this.media.audioTrack ?? 'audio', { direction: 'sendrecv', streams: [this.media.stream] });
@@ -713,6 +719,69 @@ class Call {
     $('camera').classList.toggle('on', this.cameraOff);
   }
 
+  /** Shares a screen (or window) instead of the camera, or goes back to the camera; the call goes on. */
+  async toggleScreen() {
+    if (this.media.screen) {
+      this.stopScreen();
+      return;
+    }
+    if (!navigator.mediaDevices?.getDisplayMedia) {
+      this.page.notice('This browser offers no screen sharing here (it needs https, or a browser that has it).');
+      return;
+    }
+    let stream;
+    try {
+      // Text more than motion: up to 15 pictures a second, at most 1920 wide.
+      stream = await navigator.mediaDevices.getDisplayMedia({ video: { frameRate: { ideal: 15, max: 15 }, width: { max: 1920 } }, audio: false });
+    } catch (error) {
+      if (error.name !== 'NotAllowedError') this.page.notice(`The screen could not be shared (${error.message || error.name}).`);
+      return;
+    }
+    const track = stream.getVideoTracks()[0];
+    if (!track) return;
+    track.contentHint = 'detail';
+    // The browser's own "Stop sharing" ends the track: back to the camera.
+    track.addEventListener('ended', () => { if (this.media.screen === track) this.stopScreen(); });
+    this.media.screen = track;
+    await this.sendVideo();
+  }
+
+  stopScreen() {
+    const track = this.media.screen;
+    this.media.screen = null;
+    track?.stop();
+    this.sendVideo().catch((e) => console.warn('duet:', e.message));
+  }
+
+  /** Sends the current picture; a shared screen keeps its size and gets more bits when the link narrows. */
+  async sendVideo() {
+    const screen = this.media.screen !== null;
+    const sender = this.videoSender();
+    const track = this.media.outgoingVideo();
+    if (sender && track) {
+      await sender.replaceTrack(track).catch((e) => console.warn('duet:', e.message));
+      try {
+        const parameters = sender.getParameters();
+        parameters.degradationPreference = screen ? 'maintain-resolution' : 'balanced';
+        const encoding = parameters.encodings?.[0];
+        if (encoding) {
+          if (screen) {
+            encoding.maxBitrate = 2500000;
+            encoding.maxFramerate = 15;
+          } else {
+            delete encoding.maxBitrate;
+            delete encoding.maxFramerate;
+          }
+        }
+        await sender.setParameters(parameters);
+      } catch (error) {
+        console.warn('duet: sending parameters not changed:', error.message);
+      }
+    }
+    $('screen').textContent = screen ? 'Stop sharing' : 'Share screen';
+    $('screen').classList.toggle('on', screen);
+  }
+
   videoSender() {
     return this.pc?.getTransceivers().find((t) => t.receiver.track.kind === 'video')?.sender ?? null;
   }
@@ -910,10 +979,18 @@ async function main() {
   $('local').hidden = false;
   $('controls').hidden = false;
   const call = new Call(options, media, page);
-  window.duet = { state: () => page.state, report: () => call.report() };
+  const chatPanel = new ChatPanel(call.chat, {
+    panel: $('chat'), list: $('chat-list'), form: $('chat-form'), input: $('chat-input'), count: $('chat-count'), toggle: $('chat-toggle'),
+  });
+  window.duet = {
+    state: () => page.state,
+    report: () => call.report(),
+    chat: { send: (text) => call.chat.send(text), messages: () => call.chat.list() },
+  };
 
   $('mute').addEventListener('click', () => call.toggleMute());
   $('camera').addEventListener('click', () => call.toggleCamera());
+  $('screen').addEventListener('click', () => call.toggleScreen());
   $('hangup').addEventListener('click', () => (call.hungUp ? call.join() : call.hangUp()));
   $('stats-toggle').addEventListener('click', () => { $('stats').hidden = !$('stats').hidden; });
   document.addEventListener('keydown', (event) => {
@@ -923,6 +1000,8 @@ async function main() {
     else if (key === 'v') call.toggleCamera();
     else if (key === 'h') $('hangup').click();
     else if (key === 's') $('stats-toggle').click();
+    else if (key === 'c') { event.preventDefault(); chatPanel.toggle(); }
+    else if (key === 'd') call.toggleScreen();
     else if (key === 'f') {
       if (document.fullscreenElement) document.exitFullscreen();
       else document.documentElement.requestFullscreen?.();

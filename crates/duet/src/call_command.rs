@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use duet_call::{
-    AudioOutput, CallConfig, CallError, CallEvent, CallPhase, CallReport, ConnectionState,
-    start_call,
+    AudioOutput, CallConfig, CallError, CallEvent, CallHandle, CallPhase, CallReport, ChatAuthor,
+    ChatMessage, ChatState, ConnectionState, start_call,
 };
 use duet_media::ProcessingSettings;
 use duet_media::source::{AudioSpec, VideoSpec};
@@ -27,7 +27,7 @@ pub struct CallArgs {
     /// and prints how the other person joins it; a callee needs one.
     #[arg(long, value_name = "NAME")]
     pub room: Option<String>,
-    /// Video to send: camera, camera:N, test, a .y4m file, or none.
+    /// Video to send: camera, camera:N, test, test:noisy, screen, screen:N, a .y4m file, or none.
     #[arg(long, value_name = "SRC", default_value = "camera")]
     pub video: VideoSpec,
     /// Audio to send: mic, mic:NAME, test, a .wav file, or none.
@@ -89,6 +89,16 @@ pub struct CallArgs {
     /// Send the microphone without automatic gain control.
     #[arg(long)]
     pub no_auto_gain: bool,
+    /// Headless: once the call connects, send each line of FILE as a chat
+    /// message (`-`: standard input, each line as it comes). Messages both
+    /// ways are printed as `chat:` progress lines.
+    #[arg(long, value_name = "FILE", requires = "headless")]
+    pub chat: Option<PathBuf>,
+    /// Headless: SECS after the call first connects, send video from SRC
+    /// instead (a --video value), without dropping the call; repeatable
+    /// (e.g. `--switch-video 2:screen --switch-video 5:camera`).
+    #[arg(long, value_name = "SECS:SRC", requires = "headless", value_parser = parse_switch)]
+    pub switch_video: Vec<VideoSwitch>,
     /// Give up when no call has connected after this many seconds (headless).
     #[arg(long, value_name = "SECS", default_value_t = 30.0)]
     pub give_up_after: f64,
@@ -105,6 +115,37 @@ fn parse_size(value: &str) -> Result<(u32, u32), String> {
     }
     Ok((w, h))
 }
+
+/// One `--switch-video SECS:SRC`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VideoSwitch {
+    /// Seconds after the call first connects.
+    at: f64,
+    /// What to send from then on.
+    spec: VideoSpec,
+    /// SRC as given, for the progress line.
+    source: String,
+}
+
+fn parse_switch(value: &str) -> Result<VideoSwitch, String> {
+    let (at, source) = value
+        .split_once(':')
+        .ok_or_else(|| format!("{value:?}: use SECS:SRC, e.g. 2:screen"))?;
+    let at: f64 = at
+        .parse()
+        .ok()
+        .filter(|s: &f64| s.is_finite() && *s >= 0.0)
+        .ok_or_else(|| format!("{value:?}: {at:?} is not a number of seconds"))?;
+    Ok(VideoSwitch {
+        at,
+        spec: source.parse()?,
+        source: source.to_owned(),
+    })
+}
+
+/// The bitrate a shared screen starts from and may reach when none is given:
+/// sharp text at 5–15 pictures a second of up to 1920 pixels across.
+const SCREEN_BITRATE: u32 = 2_500_000;
 
 /// Exit statuses of a call, as the README documents them.
 pub mod exit {
@@ -159,6 +200,7 @@ impl CallArgs {
         config.fps = self.fps;
         config.max_video_bps = match self.bitrate {
             Some(kbps) => kbps * 1000,
+            None if self.video.is_screen() => SCREEN_BITRATE,
             // About 0.1 bit per pixel at 30 fps: 1 Mbit/s at 640x480, 2.8 at 1280x720.
             None => ((u64::from(self.size.0) * u64::from(self.size.1) * u64::from(self.fps)) / 10)
                 .clamp(300_000, 4_000_000) as u32,
@@ -285,6 +327,7 @@ fn say(line: impl AsRef<str>) {
 
 async fn headless(args: &CallArgs, role: RoleRequest) -> Result<(), Failure> {
     let config = args.config(role);
+    let mut chat_lines = ChatLines::open(args.chat.as_deref())?;
     say(format!("connecting to {}", args.server));
     let (call, mut events) = start_call(config)
         .await
@@ -302,6 +345,7 @@ async fn headless(args: &CallArgs, role: RoleRequest) -> Result<(), Failure> {
     let mut last_state: Option<ConnectionState> = None;
     let mut failure: Option<Failure> = None;
     let mut hung_up = false;
+    let mut ever_switched = false;
     let shutdown = crate::shutdown_signal();
     tokio::pin!(shutdown);
 
@@ -344,6 +388,11 @@ async fn headless(args: &CallArgs, role: RoleRequest) -> Result<(), Failure> {
                             ever_connected = true;
                             gone = None;
                             say("connected");
+                            chat_lines.start(&call);
+                            if !ever_switched {
+                                ever_switched = true;
+                                schedule_switches(&call, &args.switch_video);
+                            }
                         }
                         CallPhase::PeerLeft => {
                             say("peer left");
@@ -386,6 +435,7 @@ async fn headless(args: &CallArgs, role: RoleRequest) -> Result<(), Failure> {
                         code.names().join(", ")
                     )),
                     CallEvent::Notice(text) => say(format!("notice: {text}")),
+                    CallEvent::Chat(message) => say(chat_line(&message)),
                     CallEvent::SetupFailed(text) => {
                         say(format!("notice: {text}"));
                         setup_failure = Some(text);
@@ -458,6 +508,91 @@ async fn headless(args: &CallArgs, role: RoleRequest) -> Result<(), Failure> {
     Ok(())
 }
 
+/// Carries out `--switch-video`, counting from now (the call connected).
+fn schedule_switches(call: &CallHandle, switches: &[VideoSwitch]) {
+    for switch in switches.iter().cloned() {
+        let call = call.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs_f64(switch.at)).await;
+            say(format!("switching video to {}", switch.source));
+            call.switch_video(switch.spec);
+        });
+    }
+}
+
+/// Where `--chat` lines come from, until the call first connects.
+enum ChatLines {
+    None,
+    /// The lines of a file, read before the call (a wrong path is found at once).
+    File(Vec<String>),
+    Stdin,
+    Started,
+}
+
+impl ChatLines {
+    fn open(path: Option<&Path>) -> Result<ChatLines, Failure> {
+        match path {
+            None => Ok(ChatLines::None),
+            Some(path) if path == Path::new("-") => Ok(ChatLines::Stdin),
+            Some(path) => std::fs::read_to_string(path)
+                .map(|text| ChatLines::File(text.lines().map(str::to_owned).collect()))
+                .map_err(|err| {
+                    Failure::new(
+                        exit::FAILURE,
+                        format!("cannot read the chat lines in {}: {err}", path.display()),
+                    )
+                }),
+        }
+    }
+
+    /// Sends the lines (those of stdin as they come), the first time the call connects.
+    fn start(&mut self, call: &CallHandle) {
+        match std::mem::replace(self, ChatLines::Started) {
+            ChatLines::File(lines) => {
+                for line in lines {
+                    send_chat_line(call, &line);
+                }
+            }
+            ChatLines::Stdin => {
+                let call = call.clone();
+                tokio::spawn(async move {
+                    use tokio::io::AsyncBufReadExt as _;
+                    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+                    while let Ok(Some(line)) = lines.next_line().await {
+                        send_chat_line(&call, &line);
+                    }
+                });
+            }
+            ChatLines::None => *self = ChatLines::None,
+            ChatLines::Started => {}
+        }
+    }
+}
+
+fn send_chat_line(call: &CallHandle, line: &str) {
+    if line.trim().is_empty() {
+        return;
+    }
+    if let Err(err) = call.send_chat(line) {
+        say(format!("notice: message not sent: {err}"));
+    }
+}
+
+/// A chat message as a progress line; the text as a JSON string, so that
+/// any text stays on one line and reads back exactly.
+fn chat_line(message: &ChatMessage) -> String {
+    let text = serde_json::to_string(&message.text).unwrap_or_default();
+    match (message.author, message.state) {
+        (ChatAuthor::Peer, _) => format!(
+            "chat: received #{} sent {} {text}",
+            message.id,
+            crate::window::chat::utc_time_of_day(message.sent_at_ms)
+        ),
+        (ChatAuthor::Me, ChatState::Sending) => format!("chat: sending #{} {text}", message.id),
+        (ChatAuthor::Me, state) => format!("chat: {} #{}", state.as_str(), message.id),
+    }
+}
+
 /// Writes `report` as pretty JSON (the `--stats-json` file).
 pub(crate) fn write_report(path: &Path, report: &CallReport) -> anyhow::Result<()> {
     let json = serde_json::to_string_pretty(report).context("cannot serialise the report")?;
@@ -488,6 +623,60 @@ fn write_png(path: &Path, frame: &duet_media::VideoFrame) -> anyhow::Result<()> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn chat_lines_keep_any_text_on_one_line() {
+        let message = ChatMessage {
+            id: 3,
+            author: ChatAuthor::Peer,
+            text: "two\nlines \"quoted\" ✓".into(),
+            sent_at_ms: 1_700_000_000_000 + 5_000,
+            state: ChatState::Received,
+        };
+        assert_eq!(
+            chat_line(&message),
+            r#"chat: received #3 sent 22:13:25 UTC "two\nlines \"quoted\" ✓""#
+        );
+        let mine = ChatMessage {
+            author: ChatAuthor::Me,
+            state: ChatState::NotDelivered,
+            ..message
+        };
+        assert_eq!(chat_line(&mine), "chat: not delivered #3");
+    }
+
+    #[test]
+    fn switches_parse_as_seconds_and_a_source() {
+        let parsed = |value: &str| parse_switch(value).map(|s| (s.at, s.spec, s.source));
+        assert_eq!(
+            parsed("2:screen"),
+            Ok((2.0, VideoSpec::Screen(None), "screen".into()))
+        );
+        assert_eq!(
+            parsed("0.5:screen:1"),
+            Ok((0.5, VideoSpec::Screen(Some(1)), "screen:1".into()))
+        );
+        assert_eq!(
+            parsed("5:camera"),
+            Ok((5.0, VideoSpec::Camera(0), "camera".into()))
+        );
+        assert!(parse_switch("screen").is_err());
+        assert!(parse_switch("-1:test").is_err());
+        assert!(parse_switch("2:movie.mp4").is_err());
+    }
+
+    #[test]
+    fn a_shared_screen_gets_a_higher_bitrate_unless_one_is_given() {
+        assert_eq!(
+            config_for(&["--video", "screen"]).max_video_bps,
+            SCREEN_BITRATE
+        );
+        assert_eq!(config_for(&["--video", "test"]).max_video_bps, 921_600);
+        assert_eq!(
+            config_for(&["--video", "screen", "--bitrate", "800"]).max_video_bps,
+            800_000
+        );
+    }
 
     #[test]
     fn sizes_parse_and_nonsense_is_refused() {

@@ -8,12 +8,22 @@
 //! is left downward when the target has been below what it needs for
 //! [`DOWN_AFTER`], and upward when the target has carried the rung above
 //! with room to spare for [`UP_AFTER`].
+//!
+//! A shared screen is text to read more than motion: its ladder gives up
+//! frame rate first (15, 7.5, 5 pictures a second) and size only last.
 
 use std::time::{Duration, Instant};
 
 /// Bits a rung needs per pixel it sends (~0.06 bpp: 550 kbit/s for 640x480
 /// at 30 fps, 140 kbit/s for 320x240).
 const MIN_BITS_PER_PIXEL: f64 = 0.06;
+/// What a shared screen needs: its picture barely changes from one frame to
+/// the next, and a static one sends little, which keeps the target (held
+/// near what is delivered) low: judged as a camera it would be shrunk for
+/// being quiet. At 0.008 a 1280x800 screen at 15 fps needs 123 kbit/s,
+/// below the floor of the target, so only a 1920-wide screen on a link
+/// under 250 kbit/s slows down.
+const SCREEN_BITS_PER_PIXEL: f64 = 0.008;
 /// Going back up needs this much more than the rung above needs.
 const UP_MARGIN: f64 = 1.4;
 const DOWN_AFTER: Duration = Duration::from_millis(1000);
@@ -46,9 +56,31 @@ const RUNGS: [Rung; 3] = [
     },
 ];
 
+/// A screen's rungs: fewer pictures before fewer pixels.
+const SCREEN_RUNGS: [Rung; 4] = [
+    Rung {
+        half_size: false,
+        keep_one_in: 1,
+    },
+    Rung {
+        half_size: false,
+        keep_one_in: 2,
+    },
+    Rung {
+        half_size: false,
+        keep_one_in: 3,
+    },
+    Rung {
+        half_size: true,
+        keep_one_in: 3,
+    },
+];
+
 /// Picks the rung for the current target.
 #[derive(Debug, Default)]
 pub(crate) struct EncodeLadder {
+    /// The screen's ladder rather than the camera's.
+    screen: bool,
     step: usize,
     /// Since when the target has been too low for this rung.
     short_since: Option<Instant>,
@@ -57,6 +89,18 @@ pub(crate) struct EncodeLadder {
 }
 
 impl EncodeLadder {
+    /// A ladder for a shared screen (`true`) or a camera-like picture, from the top.
+    pub(crate) fn new(screen: bool) -> EncodeLadder {
+        EncodeLadder {
+            screen,
+            ..EncodeLadder::default()
+        }
+    }
+
+    fn rungs(&self) -> &'static [Rung] {
+        if self.screen { &SCREEN_RUNGS } else { &RUNGS }
+    }
+
     /// The rung for a picture of `width`x`height` captured at `fps`, with
     /// congestion control's `target_bps`, at `now`.
     pub(crate) fn rung(
@@ -68,18 +112,24 @@ impl EncodeLadder {
         now: Instant,
     ) -> Rung {
         let can_halve = width / 2 >= MIN_WIDTH;
+        let rungs = self.rungs();
         let needs = |step: usize| {
-            let rung = RUNGS[step];
+            let rung = rungs[step];
             let (w, h) = if rung.half_size && can_halve {
                 (width / 2, height / 2)
             } else {
                 (width, height)
             };
             let rate = f64::from(fps) / f64::from(rung.keep_one_in);
-            f64::from(w) * f64::from(h) * rate * MIN_BITS_PER_PIXEL
+            let bits_per_pixel = if self.screen {
+                SCREEN_BITS_PER_PIXEL
+            } else {
+                MIN_BITS_PER_PIXEL
+            };
+            f64::from(w) * f64::from(h) * rate * bits_per_pixel
         };
         let target = f64::from(target_bps);
-        if self.step + 1 < RUNGS.len() && target < needs(self.step) {
+        if self.step + 1 < rungs.len() && target < needs(self.step) {
             let since = *self.short_since.get_or_insert(now);
             if now.saturating_duration_since(since) >= DOWN_AFTER {
                 self.step += 1;
@@ -99,7 +149,7 @@ impl EncodeLadder {
         } else {
             self.ample_since = None;
         }
-        let rung = RUNGS[self.step];
+        let rung = rungs[self.step];
         Rung {
             half_size: rung.half_size && can_halve,
             keep_one_in: rung.keep_one_in,
@@ -162,6 +212,44 @@ mod tests {
         assert_eq!(rungs[2], HALF_SLOW);
         assert_eq!(rungs[8], HALF_SLOW);
         assert_eq!(rungs[9], HALF);
+    }
+
+    #[test]
+    fn a_shared_screen_gives_up_frame_rate_before_size() {
+        let start = Instant::now();
+        let mut ladder = EncodeLadder::new(true);
+        let mut seen = Vec::new();
+        // 1920x1080 at 15 fps needs 249 kbit/s; 7.5 fps 124, 5 fps 83, and
+        // 960x540 at 5 fps 21: 20 kbit/s carries none of them.
+        for tick in 0..40u64 {
+            let now = start + Duration::from_millis(tick * 100);
+            let rung = ladder.rung(20_000, 1920, 1080, 15, now);
+            if seen.last() != Some(&rung) {
+                seen.push(rung);
+            }
+        }
+        let (full, slow, slower, half) = (
+            FULL,
+            Rung {
+                half_size: false,
+                keep_one_in: 2,
+            },
+            Rung {
+                half_size: false,
+                keep_one_in: 3,
+            },
+            Rung {
+                half_size: true,
+                keep_one_in: 3,
+            },
+        );
+        assert_eq!(seen, [full, slow, slower, half]);
+        // A quiet 1280x800 screen at the target's floor keeps its size and rate.
+        let mut ladder = EncodeLadder::new(true);
+        for tick in 0..40u64 {
+            let now = start + Duration::from_millis(tick * 100);
+            assert_eq!(ladder.rung(150_000, 1280, 800, 15, now), full);
+        }
     }
 
     #[test]

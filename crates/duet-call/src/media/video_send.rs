@@ -59,7 +59,7 @@ pub(crate) async fn start_video_sender(
             let mut encoder: Option<H264Encoder> = None;
             let mut encoded_as = ((0, 0), 0);
             let mut keyframes = KeyframePacer::default();
-            let mut ladder = EncodeLadder::default();
+            let mut ladder = EncodeLadder::new(source.is_screen());
             let mut captured: u64 = 0;
             while !shared.stopped.load(Ordering::Relaxed) {
                 if let Some(new) =
@@ -68,6 +68,7 @@ pub(crate) async fn start_video_sender(
                     })
                 {
                     source = new;
+                    ladder = EncodeLadder::new(source.is_screen());
                     // The new picture starts a new chain of references.
                     shared.keyframe_wanted.store(true, Ordering::Relaxed);
                 }
@@ -87,6 +88,8 @@ pub(crate) async fn start_video_sender(
                     continue;
                 }
                 let target = shared.target_bps.load(Ordering::Relaxed) as u32;
+                // A screen runs at its own rate (5–15 pictures a second).
+                let fps = source.frame_rate(fps);
                 // A link too narrow for the picture gets fewer pixels, then frames.
                 let rung = ladder.rung(target, frame.width(), frame.height(), fps, Instant::now());
                 captured += 1;

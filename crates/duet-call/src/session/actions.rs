@@ -14,6 +14,7 @@ use webrtc::peer_connection::RTCSessionDescription;
 
 use super::{CallEvent, CurrentPeer, Session};
 use crate::CallError;
+use crate::chat::open_chat_channel;
 use crate::media::{Outbound, run_sender_feedback};
 use crate::negotiation::{Generation, NegotiationAction, NegotiationEvent};
 use crate::peer::{
@@ -63,6 +64,16 @@ impl Session {
                     Arc::clone(&built.video),
                     Arc::clone(&self.shared),
                 ));
+                // Before the offer or answer, so the description carries it. A
+                // call without chat is still a call.
+                match open_chat_channel(built.connection.as_ref()).await {
+                    Ok(channel) => {
+                        if let Some(chat) = &self.chat {
+                            chat.attach(channel);
+                        }
+                    }
+                    Err(err) => tracing::warn!(%err, "no chat channel on this connection"),
+                }
                 self.peer = Some(CurrentPeer { generation, built });
                 self.timing.new_connection();
             }

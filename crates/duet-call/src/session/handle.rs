@@ -12,6 +12,7 @@ use duet_signal::{Role, RoleRequest};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::CallError;
+use crate::chat::{ChatError, ChatLog, ChatMessage};
 use crate::media::{AudioOutput, FrameSlot, MediaShared};
 use crate::negotiation::CallPhase;
 use crate::peer::ConnectionState;
@@ -119,6 +120,9 @@ pub enum CallEvent {
     /// The connection's verification code, for the two people to compare
     /// (a new one with each new connection).
     Verification(VerificationCode),
+    /// A chat message to show: a new one, or one of ours whose state
+    /// changed (same author and id: replace it).
+    Chat(ChatMessage),
     /// Something the person should know (a device fallback).
     Notice(String),
     /// A step of setting up the connection failed (the line says which and
@@ -139,6 +143,7 @@ pub(super) enum Command {
 pub struct CallHandle {
     pub(super) commands: mpsc::UnboundedSender<Command>,
     pub(super) shared: Arc<MediaShared>,
+    pub(super) chat: mpsc::UnboundedSender<String>,
 }
 
 impl std::fmt::Debug for Command {
@@ -161,6 +166,17 @@ impl CallHandle {
         let (tx, rx) = oneshot::channel();
         self.commands.send(Command::Report(tx)).ok()?;
         rx.await.ok()
+    }
+
+    /// Sends a chat message to the peer over the call's data channel: now,
+    /// or when the connection is back. It comes back as [`CallEvent::Chat`]
+    /// (sending, then delivered or not delivered). Refused at once when it
+    /// is empty or over 4 KB of UTF-8.
+    pub fn send_chat(&self, text: &str) -> Result<(), ChatError> {
+        ChatLog::check(text)?;
+        self.chat
+            .send(text.to_owned())
+            .map_err(|_| ChatError::Ended)
     }
 
     /// Mutes or unmutes the microphone (silence is sent while muted).

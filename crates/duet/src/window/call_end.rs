@@ -12,6 +12,7 @@ use duet_media::source::{AudioSpec, VideoSpec};
 use duet_signal::RoleRequest;
 use eframe::egui;
 
+use super::chat::ChatHistory;
 use super::picture::{GpuPictures, Picture};
 use super::stats::{StatsMeter, StatsView};
 use super::status::CallStatus;
@@ -68,6 +69,9 @@ pub struct CallEnd {
     last_error: Option<CallError>,
     report_to: Option<PathBuf>,
     report_failure: Option<String>,
+    chat: ChatHistory,
+    /// What to send again when screen sharing stops.
+    video_before_screen: Option<VideoSpec>,
 }
 
 impl std::fmt::Debug for Message {
@@ -118,6 +122,8 @@ impl CallEnd {
             last_error: None,
             report_to: None,
             report_failure: None,
+            chat: ChatHistory::default(),
+            video_before_screen: None,
         }
     }
 
@@ -140,6 +146,7 @@ impl CallEnd {
         self.running = true;
         self.hang_up_when_started = false;
         self.last_error = None;
+        self.chat.new_session();
         let attempt = self.attempt;
         let tx = self.messages_tx.clone();
         let ctx = self.ctx.clone();
@@ -226,6 +233,7 @@ impl CallEnd {
                 self.ever_connected = true;
             }
             CallEvent::Phase(CallPhase::PeerLeft) => self.peer_left = self.ever_connected,
+            CallEvent::Chat(message) => self.chat.apply(message.clone()),
             CallEvent::Notice(text) | CallEvent::SetupFailed(text) => {
                 tracing::info!("notice: {text}");
             }
@@ -305,6 +313,51 @@ impl CallEnd {
         if let Some(handle) = &self.handle {
             handle.set_camera_off(self.camera_off);
         }
+    }
+
+    /// Sends a chat message; one that cannot be sent says why in a notice.
+    pub fn send_chat(&mut self, text: &str) {
+        let refused = match &self.handle {
+            Some(handle) => handle.send_chat(text).err(),
+            None => Some(duet_call::ChatError::Ended),
+        };
+        if let Some(err) = refused {
+            let notice = CallEvent::Notice(format!("message not sent: {err}"));
+            self.status.apply(&notice, Instant::now());
+        }
+    }
+
+    /// The chat's messages.
+    pub fn chat(&self) -> &ChatHistory {
+        &self.chat
+    }
+
+    /// The chat's messages, to mark them read.
+    pub fn chat_mut(&mut self) -> &mut ChatHistory {
+        &mut self.chat
+    }
+
+    /// Shares the screen instead of the camera (or whatever was sent), or
+    /// goes back to it; the call goes on. Where no screen can be shared (no
+    /// X display, Wayland) a notice says why and nothing changes.
+    pub fn toggle_screen_share(&mut self) {
+        if self.config.video.is_screen() {
+            let back = self
+                .video_before_screen
+                .take()
+                .unwrap_or(VideoSpec::Camera(0));
+            self.switch_video(back);
+            return;
+        }
+        let display = std::env::var("DISPLAY").ok();
+        let wayland = std::env::var("WAYLAND_DISPLAY").ok();
+        if let Err(err) = duet_media::screen::x_display(display.as_deref(), wayland.as_deref()) {
+            self.status
+                .apply(&CallEvent::Notice(err.to_string()), Instant::now());
+            return;
+        }
+        self.video_before_screen = Some(self.config.video.clone());
+        self.switch_video(VideoSpec::Screen(None));
     }
 
     /// Sends another video source, now and in later calls.

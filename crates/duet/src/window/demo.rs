@@ -76,12 +76,14 @@ impl eframe::App for DemoWindow {
             &mut self.you,
             &self.you_choices,
             Some("You · caller · camera and microphone when present"),
+            false,
             now,
         );
         let them_view = end_view(
             &mut self.them,
             &self.them_choices,
             Some("The other end · callee · test pattern and beeps"),
+            false,
             now,
         );
         egui::CentralPanel::default()

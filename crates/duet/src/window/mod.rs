@@ -4,12 +4,14 @@
 //! - [`status`]: where a call is, in words (no I/O).
 //! - [`stats`]: the overlay's rates (no I/O).
 //! - [`view`]: drawing, from view structs to [`view::Action`]s.
+//! - [`chat`]: the messages of the call and the message box.
 //! - [`call_end`]: one end of a call, driving a session on the async runtime.
 //! - [`video`]: each new picture wakes the window, and is taken by reference.
 //! - [`picture`]: pictures on the GPU, drawn by paint callbacks; display latency.
 //! - [`yuv_gl`]: the OpenGL program that turns I420 pictures into RGB.
 
 pub mod call_end;
+pub mod chat;
 mod demo;
 pub mod picture;
 pub mod stats;
@@ -181,6 +183,7 @@ struct ViewChoices {
     show_stats: bool,
     fullscreen: bool,
     settings_open: bool,
+    chat_open: bool,
 }
 
 impl ViewChoices {
@@ -214,6 +217,12 @@ impl ViewChoices {
             Action::SwitchSpeaker(name) => end.switch_speaker(name),
             Action::SetProcessing(settings) => end.set_processing(settings),
             Action::Copy(text) => ctx.copy_text(text),
+            Action::ToggleChat => self.chat_open = !self.chat_open,
+            Action::SendChat(text) => end.send_chat(&text),
+            Action::ToggleScreenShare => {
+                end.toggle_screen_share();
+                form.video.clone_from(&end.config().video);
+            }
         }
     }
 }
@@ -223,6 +232,7 @@ fn end_view<'a>(
     end: &'a mut CallEnd,
     choices: &ViewChoices,
     title: Option<&'a str>,
+    chat_button: bool,
     now: Instant,
 ) -> EndView<'a> {
     let line = end.status().line(now);
@@ -236,11 +246,13 @@ fn end_view<'a>(
         local,
         muted,
         camera_off,
+        sharing_screen: end.config().video.is_screen(),
         running,
         stats: end.stats(),
         show_stats: choices.show_stats,
         fullscreen: choices.fullscreen,
         settings_open: choices.settings_open,
+        chat: chat_button.then(|| end.chat().unread()),
         invitation: end.status().waiting().then(|| {
             let invitation = end.status().invitation();
             InvitationView {
@@ -280,6 +292,8 @@ struct CallWindow {
     /// the other person hangs up first.
     close_after: Option<Duration>,
     gpu: GpuPictures,
+    /// The chat's message box.
+    chat_draft: String,
 }
 
 impl eframe::App for CallWindow {
@@ -315,7 +329,16 @@ impl eframe::App for CallWindow {
                 can_edit,
             ));
         }
-        let view = end_view(&mut self.end, &self.choices, None, now);
+        if self.choices.chat_open {
+            self.end.chat_mut().mark_read();
+            actions.extend(chat::chat_side_panel(
+                ui,
+                self.end.chat(),
+                &mut self.chat_draft,
+                self.end.running(),
+            ));
+        }
+        let view = end_view(&mut self.end, &self.choices, None, true, now);
         actions.extend(view::end_view(ui, &view, "call"));
         self.gpu.finish_frame(&ctx);
         for action in actions {
@@ -368,6 +391,7 @@ pub fn run_call_window(
                 outcome,
                 close_after,
                 gpu,
+                chat_draft: String::new(),
             })
         }
     })?;

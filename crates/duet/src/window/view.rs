@@ -38,6 +38,12 @@ pub enum Action {
     SetProcessing(ProcessingSettings),
     /// Put this text on the clipboard (the invitation to the call).
     Copy(String),
+    /// C: the chat panel.
+    ToggleChat,
+    /// D: share the screen instead of the camera, or back.
+    ToggleScreenShare,
+    /// Send this chat message.
+    SendChat(String),
 }
 
 /// How the other person joins, while this end waits for them.
@@ -74,6 +80,8 @@ pub struct EndView<'a> {
     pub muted: bool,
     /// Camera off.
     pub camera_off: bool,
+    /// The screen is shared instead of the camera.
+    pub sharing_screen: bool,
     /// A session runs (the red button hangs up; otherwise it calls).
     pub running: bool,
     /// Figures for the overlay, when it is shown.
@@ -84,6 +92,8 @@ pub struct EndView<'a> {
     pub fullscreen: bool,
     /// The settings panel is open.
     pub settings_open: bool,
+    /// A chat button, with the number of unread messages (`None`: no chat here).
+    pub chat: Option<usize>,
     /// While waiting: how the other person joins.
     pub invitation: Option<InvitationView>,
     /// While in a call: the code to compare.
@@ -102,6 +112,8 @@ pub fn shortcuts(ctx: &egui::Context) -> Vec<Action> {
             (egui::Key::H, Action::HangUpOrCall),
             (egui::Key::S, Action::ToggleStats),
             (egui::Key::F, Action::ToggleFullscreen),
+            (egui::Key::C, Action::ToggleChat),
+            (egui::Key::D, Action::ToggleScreenShare),
         ]
         .into_iter()
         .filter(|(key, _)| input.key_pressed(*key) && input.modifiers.is_none())
@@ -227,6 +239,17 @@ fn controls(ui: &mut egui::Ui, view: &EndView<'_>, actions: &mut Vec<Action>) {
     {
         actions.push(Action::ToggleCamera);
     }
+    let share = if view.sharing_screen {
+        "Stop sharing (D)"
+    } else {
+        "Share screen (D)"
+    };
+    if ui
+        .add(egui::Button::new(share).selected(view.sharing_screen))
+        .clicked()
+    {
+        actions.push(Action::ToggleScreenShare);
+    }
     let (call, colour) = if view.running {
         ("Hang up (H)", Color32::from_rgb(0xc0, 0x39, 0x2b))
     } else {
@@ -255,6 +278,15 @@ fn controls(ui: &mut egui::Ui, view: &EndView<'_>, actions: &mut Vec<Action>) {
         .clicked()
     {
         actions.push(Action::ToggleSettings);
+    }
+    if let Some(unread) = view.chat {
+        let label = match unread {
+            0 => "Chat (C)".to_owned(),
+            n => format!("Chat (C) · {n} new"),
+        };
+        if ui.button(label).clicked() {
+            actions.push(Action::ToggleChat);
+        }
     }
 }
 
@@ -517,6 +549,8 @@ fn video_name(spec: &VideoSpec, devices: &DeviceLists) -> String {
             .map_or_else(|| format!("Camera {index}"), |(_, name)| name.clone()),
         VideoSpec::Test => "Test pattern".to_owned(),
         VideoSpec::NoisyTest => "Noisy test pattern".to_owned(),
+        VideoSpec::Screen(None) => "Screen".to_owned(),
+        VideoSpec::Screen(Some(n)) => format!("Screen {n}"),
         VideoSpec::File(path) => path.display().to_string(),
         VideoSpec::None => "None".to_owned(),
     }
@@ -574,6 +608,8 @@ mod tests {
             show_stats: false,
             fullscreen: false,
             settings_open: false,
+            sharing_screen: false,
+            chat: Some(2),
             invitation: None,
             verification: None,
         }
@@ -661,6 +697,8 @@ mod tests {
             ("Hang up (H)", Action::HangUpOrCall),
             ("Stats (S)", Action::ToggleStats),
             ("Full screen (F)", Action::ToggleFullscreen),
+            ("Chat (C) · 2 new", Action::ToggleChat),
+            ("Share screen (D)", Action::ToggleScreenShare),
             ("Settings", Action::ToggleSettings),
         ] {
             harness.state_mut().clear();
@@ -799,6 +837,8 @@ mod tests {
             (egui::Key::H, Action::HangUpOrCall),
             (egui::Key::S, Action::ToggleStats),
             (egui::Key::F, Action::ToggleFullscreen),
+            (egui::Key::C, Action::ToggleChat),
+            (egui::Key::D, Action::ToggleScreenShare),
         ] {
             harness.state_mut().clear();
             harness.key_press(key);

@@ -1,0 +1,156 @@
+//! An Xvfb display of a test's own, and a window on it that shows the
+//! stamped test pattern (`docs/test-signals.md`) live: something on a screen
+//! whose every picture says when it was drawn, for screen-sharing tests.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime};
+
+use duet_media::TestPatternSource;
+use x11rb::connection::Connection as _;
+use x11rb::protocol::xproto::{
+    ConnectionExt as _, CreateGCAux, CreateWindowAux, ImageFormat, WindowClass,
+};
+use x11rb::wrapper::ConnectionExt as _;
+
+/// An Xvfb display, stopped when dropped.
+pub struct VirtualDisplay {
+    server: Child,
+    /// `:N`.
+    pub name: String,
+}
+
+impl VirtualDisplay {
+    /// A new display of `width`x`height` on a free number.
+    pub fn start(width: u32, height: u32) -> VirtualDisplay {
+        for number in (700 + std::process::id() % 500..).take(50) {
+            let name = format!(":{number}");
+            let socket = format!("/tmp/.X11-unix/X{number}");
+            if Path::new(&socket).exists() {
+                continue;
+            }
+            let mut server = Command::new("Xvfb")
+                .args([
+                    &name,
+                    "-screen",
+                    "0",
+                    &format!("{width}x{height}x24"),
+                    "-nolisten",
+                    "tcp",
+                ])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("Xvfb runs (./scripts/install-deps.sh installs it)");
+            let started = Instant::now();
+            while started.elapsed() < Duration::from_secs(10) {
+                if Path::new(&socket).exists() {
+                    return VirtualDisplay { server, name };
+                }
+                if server.try_wait().unwrap().is_some() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = server.kill();
+            let _ = server.wait();
+        }
+        panic!("no free X display for Xvfb");
+    }
+}
+
+impl Drop for VirtualDisplay {
+    fn drop(&mut self) {
+        let _ = self.server.kill();
+        let _ = self.server.wait();
+    }
+}
+
+/// A window at the top left of a display, as wide as `width`, showing the
+/// stamped test pattern redrawn `fps` times a second; closed when dropped.
+pub struct PatternWindow {
+    stop: Arc<AtomicBool>,
+    painter: Option<JoinHandle<()>>,
+}
+
+impl PatternWindow {
+    pub fn show(display: &str, width: u32, height: u32, fps: u32) -> PatternWindow {
+        let (conn, screen) = x11rb::connect(Some(display)).expect("the display answers");
+        let screen = &conn.setup().roots[screen];
+        let (root, depth) = (screen.root, screen.root_depth);
+        let window = conn.generate_id().unwrap();
+        conn.create_window(
+            depth,
+            window,
+            root,
+            0,
+            0,
+            width as u16,
+            height as u16,
+            0,
+            WindowClass::INPUT_OUTPUT,
+            0,
+            &CreateWindowAux::new().override_redirect(1),
+        )
+        .unwrap();
+        let gc = conn.generate_id().unwrap();
+        conn.create_gc(gc, window, &CreateGCAux::new()).unwrap();
+        conn.map_window(window).unwrap();
+        conn.sync().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let painter = std::thread::spawn({
+            let stop = Arc::clone(&stop);
+            move || {
+                let pattern = TestPatternSource::new(width, height, fps).unwrap();
+                let interval = Duration::from_secs(1) / fps;
+                let mut index = 0;
+                // Bands small enough for one request without BIG-REQUESTS.
+                let rows_per_put = (200_000 / (width as usize * 4)).max(1);
+                while !stop.load(Ordering::Relaxed) {
+                    let frame = pattern.draw(index, SystemTime::now());
+                    index += 1;
+                    let mut bgrx = frame.to_rgba().unwrap();
+                    for px in bgrx.chunks_exact_mut(4) {
+                        px.swap(0, 2);
+                    }
+                    for (band, rows) in bgrx.chunks(rows_per_put * width as usize * 4).enumerate() {
+                        let band_height = rows.len() / (width as usize * 4);
+                        conn.put_image(
+                            ImageFormat::Z_PIXMAP,
+                            window,
+                            gc,
+                            width as u16,
+                            band_height as u16,
+                            0,
+                            (band * rows_per_put) as i16,
+                            0,
+                            depth,
+                            rows,
+                        )
+                        .unwrap();
+                    }
+                    conn.sync().unwrap();
+                    std::thread::sleep(interval);
+                }
+                let _ = conn.destroy_window(window);
+                let _ = conn.sync();
+            }
+        });
+        PatternWindow {
+            stop,
+            painter: Some(painter),
+        }
+    }
+}
+
+impl Drop for PatternWindow {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(painter) = self.painter.take() {
+            let _ = painter.join();
+        }
+    }
+}
