@@ -10,117 +10,11 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::screen::{ScreenStamp, find_stamps, png_luma};
+use common::screen::{ScreenStamp, find_stamps};
+use common::xdisplay::VirtualDisplay;
 use common::{LivePeer, Scratch, number, peer, report, serialised, start_server};
-
-/// An Xvfb display of our own, stopped when dropped.
-struct VirtualDisplay {
-    server: Child,
-    name: String,
-}
-
-impl VirtualDisplay {
-    fn start() -> VirtualDisplay {
-        // A free display number: Xvfb refuses one whose lock file exists.
-        for number in (200 + std::process::id() % 500..).take(50) {
-            let name = format!(":{number}");
-            let socket = format!("/tmp/.X11-unix/X{number}");
-            if Path::new(&socket).exists() {
-                continue;
-            }
-            let mut server = Command::new("Xvfb")
-                .args([&name, "-screen", "0", "1280x800x24", "-nolisten", "tcp"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("Xvfb runs (./scripts/install-deps.sh installs it)");
-            let started = Instant::now();
-            while started.elapsed() < Duration::from_secs(10) {
-                if Path::new(&socket).exists() {
-                    return VirtualDisplay { server, name };
-                }
-                if server.try_wait().unwrap().is_some() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = server.kill();
-            let _ = server.wait();
-        }
-        panic!("no free X display for Xvfb");
-    }
-
-    /// The whole screen, as luma (BT.601 from the RGB pixels), width and height.
-    fn screenshot(&self, save_to: &Path) -> (Vec<u8>, usize, usize) {
-        let output = Command::new("import")
-            .args(["-display", &self.name, "-window", "root", "png:-"])
-            .output()
-            .expect("ImageMagick's import runs");
-        assert!(
-            output.status.success(),
-            "import failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        std::fs::write(save_to, &output.stdout).unwrap();
-        png_luma(&output.stdout)
-    }
-
-    /// Does what a window manager does for the close button: sends
-    /// WM_DELETE_WINDOW to every top-level window whose title contains `title`.
-    /// Returns the connection, to be kept open until the app is gone, as a
-    /// window manager's is: a sender that disconnected at once left Mesa's
-    /// software renderer in the app waiting forever in its next buffer swap
-    /// (Xvfb; 6 runs in 8), which no real desktop does.
-    fn close_window(&self, title: &str) -> x11rb::rust_connection::RustConnection {
-        use x11rb::connection::Connection as _;
-        use x11rb::protocol::xproto::{
-            AtomEnum, ClientMessageEvent, ConnectionExt as _, EventMask,
-        };
-        let (conn, screen) = x11rb::connect(Some(&self.name)).expect("connect to Xvfb");
-        let root = conn.setup().roots[screen].root;
-        let atom = |name: &[u8]| conn.intern_atom(false, name).unwrap().reply().unwrap().atom;
-        let (protocols, delete) = (atom(b"WM_PROTOCOLS"), atom(b"WM_DELETE_WINDOW"));
-        let (net_name, utf8) = (atom(b"_NET_WM_NAME"), atom(b"UTF8_STRING"));
-        let mut closed = 0;
-        for window in conn.query_tree(root).unwrap().reply().unwrap().children {
-            let name = conn
-                .get_property(false, window, net_name, utf8, 0, 1024)
-                .unwrap()
-                .reply()
-                .unwrap()
-                .value;
-            let name = if name.is_empty() {
-                conn.get_property(false, window, AtomEnum::WM_NAME, AtomEnum::ANY, 0, 1024)
-                    .unwrap()
-                    .reply()
-                    .unwrap()
-                    .value
-            } else {
-                name
-            };
-            if String::from_utf8_lossy(&name).contains(title) {
-                let event = ClientMessageEvent::new(32, window, protocols, [delete, 0, 0, 0, 0]);
-                conn.send_event(false, window, EventMask::NO_EVENT, event)
-                    .unwrap();
-                closed += 1;
-            }
-        }
-        conn.flush().unwrap();
-        assert!(closed > 0, "no window titled {title:?}");
-        conn
-    }
-}
-
-impl Drop for VirtualDisplay {
-    fn drop(&mut self) {
-        let _ = self.server.kill();
-        let _ = self.server.wait();
-    }
-}
 
 /// Takes screenshots until `ok` accepts the stamps on screen (unmirrored,
 /// mirrored); panics after `limit`, leaving the last screenshot in `scratch`.
@@ -191,7 +85,7 @@ fn close_and_time(display: &VirtualDisplay, app: &mut LivePeer, title: &str) -> 
 fn a_windowed_caller_shows_decoded_remote_video_and_its_self_view_and_hangs_up_on_close() {
     let _one = serialised();
     let scratch = Scratch::new("window-call");
-    let display = VirtualDisplay::start();
+    let display = VirtualDisplay::start(1280, 800);
     let mut server = LivePeer::spawn(&["serve", "--listen", "127.0.0.1:0"], &scratch.0, "server");
     let url = format!(
         "ws://{}",
@@ -257,7 +151,7 @@ fn a_windowed_caller_shows_decoded_remote_video_and_its_self_view_and_hangs_up_o
 fn the_demo_shows_both_ends_with_live_video_and_exits_when_closed() {
     let _one = serialised();
     let scratch = Scratch::new("window-demo");
-    let display = VirtualDisplay::start();
+    let display = VirtualDisplay::start(1280, 800);
     let env = window_env(&display, &scratch);
     let mut demo = spawn_window(&["demo"], &scratch, "demo", &env);
 
@@ -287,7 +181,7 @@ fn the_demo_shows_both_ends_with_live_video_and_exits_when_closed() {
 fn a_windowed_call_writes_its_report_with_the_latency_of_the_pictures_it_showed() {
     let _one = serialised();
     let scratch = Scratch::new("window-report");
-    let display = VirtualDisplay::start();
+    let display = VirtualDisplay::start(1280, 800);
     let (mut server, url) = start_server(&scratch, "127.0.0.1:0");
     // The callee's run ends when the caller hangs up (a timed run whose peer left).
     let mut callee = peer(
@@ -432,7 +326,7 @@ fn frequency(tone: &[f32]) -> Option<f64> {
 fn a_timed_window_closes_when_the_other_person_hangs_up_first() {
     let _one = serialised();
     let scratch = Scratch::new("window-peer-hangs-up");
-    let display = VirtualDisplay::start();
+    let display = VirtualDisplay::start(1280, 800);
     let (mut server, url) = start_server(&scratch, "127.0.0.1:0");
     let env = window_env(&display, &scratch);
     let mut caller = spawn_window(

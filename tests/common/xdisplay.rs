@@ -10,6 +10,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
 use duet_media::TestPatternSource;
+
+use super::screen::png_luma;
 use x11rb::connection::Connection as _;
 use x11rb::protocol::xproto::{
     ConnectionExt as _, CreateGCAux, CreateWindowAux, ImageFormat, WindowClass,
@@ -59,6 +61,66 @@ impl VirtualDisplay {
             let _ = server.wait();
         }
         panic!("no free X display for Xvfb");
+    }
+
+    /// The whole screen, as luma (BT.601 from the RGB pixels), width and height.
+    pub fn screenshot(&self, save_to: &Path) -> (Vec<u8>, usize, usize) {
+        let output = Command::new("import")
+            .args(["-display", &self.name, "-window", "root", "png:-"])
+            .output()
+            .expect("ImageMagick's import runs");
+        assert!(
+            output.status.success(),
+            "import failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        std::fs::write(save_to, &output.stdout).unwrap();
+        png_luma(&output.stdout)
+    }
+
+    /// Does what a window manager does for the close button: sends
+    /// WM_DELETE_WINDOW to every top-level window whose title contains `title`.
+    /// Returns the connection, to be kept open until the app is gone, as a
+    /// window manager's is: a sender that disconnected at once left Mesa's
+    /// software renderer in the app waiting forever in its next buffer swap
+    /// (Xvfb; 6 runs in 8), which no real desktop does.
+    pub fn close_window(&self, title: &str) -> x11rb::rust_connection::RustConnection {
+        use x11rb::connection::Connection as _;
+        use x11rb::protocol::xproto::{
+            AtomEnum, ClientMessageEvent, ConnectionExt as _, EventMask,
+        };
+        let (conn, screen) = x11rb::connect(Some(&self.name)).expect("connect to Xvfb");
+        let root = conn.setup().roots[screen].root;
+        let atom = |name: &[u8]| conn.intern_atom(false, name).unwrap().reply().unwrap().atom;
+        let (protocols, delete) = (atom(b"WM_PROTOCOLS"), atom(b"WM_DELETE_WINDOW"));
+        let (net_name, utf8) = (atom(b"_NET_WM_NAME"), atom(b"UTF8_STRING"));
+        let mut closed = 0;
+        for window in conn.query_tree(root).unwrap().reply().unwrap().children {
+            let name = conn
+                .get_property(false, window, net_name, utf8, 0, 1024)
+                .unwrap()
+                .reply()
+                .unwrap()
+                .value;
+            let name = if name.is_empty() {
+                conn.get_property(false, window, AtomEnum::WM_NAME, AtomEnum::ANY, 0, 1024)
+                    .unwrap()
+                    .reply()
+                    .unwrap()
+                    .value
+            } else {
+                name
+            };
+            if String::from_utf8_lossy(&name).contains(title) {
+                let event = ClientMessageEvent::new(32, window, protocols, [delete, 0, 0, 0, 0]);
+                conn.send_event(false, window, EventMask::NO_EVENT, event)
+                    .unwrap();
+                closed += 1;
+            }
+        }
+        conn.flush().unwrap();
+        assert!(closed > 0, "no window titled {title:?}");
+        conn
     }
 }
 

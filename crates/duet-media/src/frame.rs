@@ -174,8 +174,31 @@ impl VideoFrame {
         rgb: &[u8],
         capture_time: SystemTime,
     ) -> Result<VideoFrame, MediaError> {
+        VideoFrame::from_packed(width, height, rgb, 3, capture_time, yuv::rgb_to_yuv420)
+    }
+
+    /// Builds a frame from packed BGRA or BGRX (as X11 screens read), converting with the library.
+    pub fn from_bgra(
+        width: u32,
+        height: u32,
+        bgra: &[u8],
+        capture_time: SystemTime,
+    ) -> Result<VideoFrame, MediaError> {
+        VideoFrame::from_packed(width, height, bgra, 4, capture_time, yuv::bgra_to_yuv420)
+    }
+
+    /// A frame from `bytes_per_pixel`-byte packed pixels, through `convert`
+    /// (one of the library's packed-to-I420 conversions).
+    fn from_packed(
+        width: u32,
+        height: u32,
+        pixels: &[u8],
+        bytes_per_pixel: u32,
+        capture_time: SystemTime,
+        convert: PackedToI420,
+    ) -> Result<VideoFrame, MediaError> {
         let mut frame = VideoFrame::black(width, height, capture_time)?;
-        if rgb.len() != width as usize * height as usize * 3 {
+        if pixels.len() != width as usize * height as usize * bytes_per_pixel as usize {
             return Err(MediaError::BadSize { width, height });
         }
         let chroma_stride = frame.chroma_width() as u32;
@@ -190,10 +213,10 @@ impl VideoFrame {
             width,
             height,
         };
-        yuv::rgb_to_yuv420(
+        convert(
             &mut image,
-            rgb,
-            width * 3,
+            pixels,
+            width * bytes_per_pixel,
             YuvRange::Limited,
             YuvStandardMatrix::Bt601,
             yuv::YuvConversionMode::Balanced,
@@ -202,6 +225,16 @@ impl VideoFrame {
         Ok(frame)
     }
 }
+
+/// The yuv crate's conversions from packed pixels to I420 (`rgb_to_yuv420`, `bgra_to_yuv420`).
+type PackedToI420 = fn(
+    &mut yuv::YuvPlanarImageMut<'_, u8>,
+    &[u8],
+    u32,
+    YuvRange,
+    YuvStandardMatrix,
+    yuv::YuvConversionMode,
+) -> Result<(), yuv::YuvError>;
 
 /// 20 ms of 48 kHz mono audio, samples in [-1, 1].
 #[derive(Debug, Clone, PartialEq)]

@@ -130,12 +130,7 @@ impl ScreenSource {
 
     /// Waits until the next picture is due, then reads the screen.
     pub fn next_frame(&mut self) -> Result<VideoFrame, MediaError> {
-        let due = self.pacer.due();
-        let now = Instant::now();
-        if due > now {
-            std::thread::sleep(due - now);
-        }
-        self.pacer.advance(Instant::now());
+        self.pacer.wait();
         let at = SystemTime::now();
         match self.capture(at) {
             Ok(frame) => Ok(frame),
@@ -177,40 +172,8 @@ impl ScreenSource {
             scale_bgrx(&reply.data, width, height, out_w, out_h, &mut self.scaled);
             &self.scaled
         };
-        bgrx_to_frame(out_w, out_h, bgrx, at)
+        VideoFrame::from_bgra(out_w, out_h, bgrx, at)
     }
-}
-
-/// Converts a packed BGRX picture to I420 (BT.601, limited range).
-fn bgrx_to_frame(
-    width: u32,
-    height: u32,
-    bgrx: &[u8],
-    at: SystemTime,
-) -> Result<VideoFrame, MediaError> {
-    let mut frame = VideoFrame::black(width, height, at)?;
-    let chroma_stride = frame.chroma_width() as u32;
-    let (y, u, v) = frame.planes_mut();
-    let mut image = yuv::YuvPlanarImageMut {
-        y_plane: yuv::BufferStoreMut::Borrowed(y),
-        y_stride: width,
-        u_plane: yuv::BufferStoreMut::Borrowed(u),
-        u_stride: chroma_stride,
-        v_plane: yuv::BufferStoreMut::Borrowed(v),
-        v_stride: chroma_stride,
-        width,
-        height,
-    };
-    yuv::bgra_to_yuv420(
-        &mut image,
-        bgrx,
-        width * 4,
-        yuv::YuvRange::Limited,
-        yuv::YuvStandardMatrix::Bt601,
-        yuv::YuvConversionMode::Balanced,
-    )
-    .map_err(|err| MediaError::Conversion(err.to_string()))?;
-    Ok(frame)
 }
 
 /// The part of the root window to read: all of it, or RandR monitor `n`.

@@ -63,6 +63,17 @@ impl FramePacer {
         self.next = self.next.max(on_time) + 1;
         skipped
     }
+
+    /// Sleeps until the next frame is due, then marks it produced: what a
+    /// source that paces itself does before each frame.
+    pub fn wait(&mut self) -> u64 {
+        let due = self.due();
+        let now = Instant::now();
+        if due > now {
+            std::thread::sleep(due - now);
+        }
+        self.advance(Instant::now())
+    }
 }
 
 /// Draws and paces the stamped test pattern.
@@ -147,12 +158,7 @@ impl TestPatternSource {
 
     /// Waits until the next frame is due, then draws it stamped with the time now.
     pub fn next_frame(&mut self) -> VideoFrame {
-        let due = self.pacer.due();
-        let now = Instant::now();
-        if due > now {
-            std::thread::sleep(due - now);
-        }
-        self.pacer.advance(Instant::now());
+        self.pacer.wait();
         let frame = self.draw(self.frame_index, SystemTime::now());
         self.frame_index += 1;
         frame

@@ -241,12 +241,7 @@ impl Y4mSource {
 
     /// Waits for the next frame time, then returns the next frame stamped now.
     pub fn next_frame(&mut self) -> Result<VideoFrame, MediaError> {
-        let due = self.pacer.due();
-        let now = Instant::now();
-        if due > now {
-            std::thread::sleep(due - now);
-        }
-        self.pacer.advance(Instant::now());
+        self.pacer.wait();
         let mut frame = self.read_next()?;
         frame.capture_time = SystemTime::now();
         Ok(frame)
