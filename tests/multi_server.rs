@@ -11,7 +11,7 @@ mod common;
 use std::time::Duration;
 
 use common::scale_out::{Haproxy, Instance, Redis};
-use common::{Scratch, number, peer, report, serialised};
+use common::{LivePeer, Scratch, number, peer, report, serialised};
 use serde_json::Value;
 
 /// `receiver` decoded at least 90 % of the pictures `sender` sent, each
@@ -132,21 +132,29 @@ fn a_peer_whose_instance_is_killed_resumes_through_haproxy_and_the_call_goes_on(
     assert_eq!(two.metric("duet_joined_peers"), Some(2.0));
     assert_eq!(two.metric("duet_resumes_total"), Some(1.0));
 
-    assert!(caller.wait_for_exit(Duration::from_secs(30)).success());
-    assert!(callee.wait_for_exit(Duration::from_secs(30)).success());
-    for peer in [&caller, &callee] {
+    let (caller, callee) = finish_without_peer_left(&scratch, &mut caller, &mut callee);
+    // One call, never interrupted.
+    assert_eq!(number(&caller, &["calls_connected"]), 1.0);
+    assert_eq!(number(&callee, &["calls_connected"]), 1.0);
+    assert_media_flowed(&caller, &callee, 880.0);
+    assert_media_flowed(&callee, &caller, 660.0);
+}
+
+/// Both peers exit 0 and neither ever saw the other leave; their reports.
+fn finish_without_peer_left(
+    scratch: &Scratch,
+    caller: &mut LivePeer,
+    callee: &mut LivePeer,
+) -> (Value, Value) {
+    for peer in [&mut *caller, &mut *callee] {
+        assert!(peer.wait_for_exit(Duration::from_secs(30)).success());
         assert!(
             !peer.seen.iter().any(|line| line.contains("peer left")),
             "{:?}",
             peer.seen
         );
     }
-    let (caller, callee) = (report(&scratch, "caller"), report(&scratch, "callee"));
-    // One call, never interrupted.
-    assert_eq!(number(&caller, &["calls_connected"]), 1.0);
-    assert_eq!(number(&callee, &["calls_connected"]), 1.0);
-    assert_media_flowed(&caller, &callee, 880.0);
-    assert_media_flowed(&callee, &caller, 660.0);
+    (report(scratch, "caller"), report(scratch, "callee"))
 }
 
 /// What a fresh connection to `addr` hears in answer to joining `room`:
@@ -233,16 +241,7 @@ fn while_redis_restarts_joins_are_refused_the_call_goes_on_and_no_room_is_left_h
     // And joins work again.
     assert_eq!(join_answer(&one.addr, "elsewhere").0, "joined");
 
-    assert!(caller.wait_for_exit(Duration::from_secs(30)).success());
-    assert!(callee.wait_for_exit(Duration::from_secs(30)).success());
-    for peer in [&caller, &callee] {
-        assert!(
-            !peer.seen.iter().any(|line| line.contains("peer left")),
-            "{:?}",
-            peer.seen
-        );
-    }
-    let (caller, callee) = (report(&scratch, "caller"), report(&scratch, "callee"));
+    let (caller, callee) = finish_without_peer_left(&scratch, &mut caller, &mut callee);
     assert_eq!(number(&caller, &["calls_connected"]), 1.0);
     assert_media_flowed(&caller, &callee, 880.0);
     assert_media_flowed(&callee, &caller, 660.0);
