@@ -164,7 +164,11 @@ fn the_page_shares_its_screen_mid_call_and_the_app_follows() {
     let args = ["--video", "none", "--duration", "8"];
     let mut app = peer(&scratch, "app", "callee", &url, "660", &args);
     app.expect_line("first remote frame", Duration::from_secs(30));
-    std::thread::sleep(Duration::from_secs(2));
+    // Two seconds of the test picture sent before the switch, so the app has
+    // stamped frames to read and a steady picture for the freeze count.
+    browser.wait_for_report(Duration::from_secs(20), |r| {
+        r["video"]["frames_sent"].as_f64() >= Some(60.0)
+    });
     // A click, as a person's: the browser shares a screen only on a gesture.
     browser.click("screen");
     let started = std::time::Instant::now();
