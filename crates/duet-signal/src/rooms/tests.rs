@@ -649,6 +649,26 @@ fn two_instances(
     })
 }
 
+fn current_thread_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+}
+
+/// `json` from connection `conn`, handled by `registry` now: its actions.
+fn handled(
+    runtime: &tokio::runtime::Runtime,
+    registry: &RoomRegistry<RedisStore>,
+    conn: u64,
+    json: &str,
+) -> Vec<Action> {
+    let mut out = Vec::new();
+    let message = ClientMessage::parse(json).expect("valid");
+    runtime.block_on(registry.handle(ConnId(conn), message, Instant::now(), &mut out));
+    out
+}
+
 fn join_json(role: &str) -> String {
     format!(r#"{{"type":"join","room":"r","role":"{role}"}}"#)
 }
@@ -717,16 +737,10 @@ fn joins_racing_on_two_instances_seat_exactly_two_and_refuse_the_rest() {
 #[test]
 fn a_peer_on_another_instance_is_reached_through_it_and_resumes_there() {
     let redis = RedisServer::start();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a tokio runtime");
+    let runtime = current_thread_runtime();
     let [one, two] = two_instances(&runtime, &redis);
     let run = |registry: &RoomRegistry<RedisStore>, conn: u64, json: &str| {
-        let mut out = Vec::new();
-        let message = ClientMessage::parse(json).expect("valid");
-        runtime.block_on(registry.handle(ConnId(conn), message, Instant::now(), &mut out));
-        out
+        handled(&runtime, registry, conn, json)
     };
     let caller = one.connect(ConnId(1));
     let callee = two.connect(ConnId(1));
@@ -823,16 +837,10 @@ fn a_peer_on_another_instance_is_reached_through_it_and_resumes_there() {
 #[test]
 fn when_an_instance_dies_its_seats_are_released_and_their_partners_told() {
     let redis = RedisServer::start();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a tokio runtime");
+    let runtime = current_thread_runtime();
     let [one, two] = two_instances(&runtime, &redis);
     let run = |registry: &RoomRegistry<RedisStore>, conn: u64, json: &str| {
-        let mut out = Vec::new();
-        let message = ClientMessage::parse(json).expect("valid");
-        runtime.block_on(registry.handle(ConnId(conn), message, Instant::now(), &mut out));
-        out
+        handled(&runtime, registry, conn, json)
     };
     one.connect(ConnId(1));
     let callee = two.connect(ConnId(1));
@@ -917,17 +925,10 @@ fn a_seat_lost_while_redis_was_away_is_freed_when_it_answers_again() {
     let dir = std::env::temp_dir().join(format!("duet-redis-restart-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("a scratch directory");
     let mut redis = RedisServer::start_keeping_data(&dir);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a tokio runtime");
+    let runtime = current_thread_runtime();
     let [one, two] = two_instances(&runtime, &redis);
-    let run = |registry: &RoomRegistry<RedisStore>, json: &str| {
-        let mut out = Vec::new();
-        let message = ClientMessage::parse(json).expect("valid");
-        runtime.block_on(registry.handle(ConnId(1), message, Instant::now(), &mut out));
-        out
-    };
+    let run =
+        |registry: &RoomRegistry<RedisStore>, json: &str| handled(&runtime, registry, 1, json);
     let caller = one.connect(ConnId(1));
     two.connect(ConnId(1));
     run(&one, &join_json("caller"));
