@@ -284,15 +284,7 @@ impl<S: RoomStore> RoomRegistry<S> {
         now: Instant,
         out: &mut Vec<Action>,
     ) {
-        out.push(Action::Send {
-            to: conn,
-            message: ServerMessage::error(code, message),
-        });
-        out.push(Action::Close {
-            conn,
-            code: code.close_code().unwrap_or(1008),
-            reason: code.as_str(),
-        });
+        error_and_close(conn, code, message, 1008, out);
         self.disconnect(conn, now, out).await;
     }
 
@@ -490,6 +482,26 @@ impl<S: RoomStore> RoomRegistry<S> {
             seat.room
         )))
     }
+}
+
+/// Sends `conn` the error `code` and closes it, with the close code the
+/// protocol gives that error, or `otherwise` for an error that leaves it open.
+fn error_and_close(
+    conn: ConnId,
+    code: ErrorCode,
+    message: String,
+    otherwise: u16,
+    out: &mut Vec<Action>,
+) {
+    out.push(Action::Send {
+        to: conn,
+        message: ServerMessage::error(code, message),
+    });
+    out.push(Action::Close {
+        conn,
+        code: code.close_code().unwrap_or(otherwise),
+        reason: code.as_str(),
+    });
 }
 
 /// The store did not answer: the join is refused, and may be tried again later.

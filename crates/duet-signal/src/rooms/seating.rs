@@ -4,7 +4,10 @@
 
 use std::time::Instant;
 
-use super::{ATTEMPTS, Action, ConnId, HeldSeat, REPLACED_CLOSE_CODE, RoomRegistry, unavailable};
+use super::{
+    ATTEMPTS, Action, ConnId, HeldSeat, REPLACED_CLOSE_CODE, RoomRegistry, error_and_close,
+    unavailable,
+};
 use crate::protocol::{ErrorCode, PeerId, Role, RoleRequest, RoomName, ServerMessage};
 use crate::room_store::{RoomChange, RoomStore, SeatRecord, StoreError};
 
@@ -192,15 +195,7 @@ impl<S: RoomStore> RoomRegistry<S> {
         out: &mut Vec<Action>,
     ) {
         let fail = |out: &mut Vec<Action>, code: ErrorCode, message: String| {
-            out.push(Action::Send {
-                to: conn,
-                message: ServerMessage::error(code, message),
-            });
-            out.push(Action::Close {
-                conn,
-                code: code.close_code().unwrap_or(1000),
-                reason: code.as_str(),
-            });
+            error_and_close(conn, code, message, 1000, out);
         };
         let room = match RoomName::parse(room_name) {
             Ok(room) => room,
