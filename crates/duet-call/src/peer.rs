@@ -35,7 +35,7 @@ use webrtc::rtp_transceiver::RtpSender;
 
 use crate::CallError;
 use crate::ice_servers::IceServer;
-use crate::interceptors::{VideoBitrates, build_registry};
+use crate::interceptors::{SendBudget, VideoBitrates, build_registry};
 use crate::negotiation::Generation;
 
 /// The H.264 format every Duet peer offers and accepts (`docs/cli.md`; a WebRTC-compatible baseline).
@@ -284,7 +284,7 @@ pub(crate) async fn build_peer(
     settings: &PeerSettings,
     generation: Generation,
     events: mpsc::UnboundedSender<PeerEvent>,
-    target_bps: Arc<AtomicU64>,
+    budget: SendBudget,
 ) -> Result<BuiltPeer, CallError> {
     let webrtc = |err: rtc::shared::error::Error| CallError::WebRtc(err.to_string());
     let mut media = MediaEngine::default();
@@ -314,7 +314,7 @@ pub(crate) async fn build_peer(
             max_bps: settings.max_video_bps,
         },
         OPUS_PAYLOAD_TYPE,
-        target_bps,
+        budget,
     )
     .map_err(webrtc)?;
 

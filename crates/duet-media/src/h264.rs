@@ -85,6 +85,7 @@ impl H264Encoder {
             // openh264 holds the bitrate only when it may skip frames (as
             // libwebrtc configures it); skipped frames come out as `None`.
             .skip_frames(true)
+            .scene_change_detect(false)
             // Keyframes come on request (PLI/FIR) and every 10 s as a safety net.
             .intra_frame_period(IntraFramePeriod::from_num_frames(fps * 10))
             .sps_pps_strategy(SpsPpsStrategy::ConstantId)

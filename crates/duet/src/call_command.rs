@@ -201,8 +201,10 @@ impl CallArgs {
         config.max_video_bps = match self.bitrate {
             Some(kbps) => kbps * 1000,
             None if self.video.is_screen() => SCREEN_BITRATE,
-            // About 0.1 bit per pixel at 30 fps: 1 Mbit/s at 640x480, 2.8 at 1280x720.
-            None => ((u64::from(self.size.0) * u64::from(self.size.1) * u64::from(self.fps)) / 10)
+            // About 0.15 bit per pixel at 30 fps: 1.4 Mbit/s at 640x480 (what a
+            // camera's noisy picture needs to keep its frame rate), 4 at 1280x720.
+            None => ((u64::from(self.size.0) * u64::from(self.size.1) * u64::from(self.fps)) * 3
+                / 20)
                 .clamp(300_000, 4_000_000) as u32,
         };
         config.ice_servers = self.ice.clone();
@@ -671,7 +673,7 @@ mod tests {
             config_for(&["--video", "screen"]).max_video_bps,
             SCREEN_BITRATE
         );
-        assert_eq!(config_for(&["--video", "test"]).max_video_bps, 921_600);
+        assert_eq!(config_for(&["--video", "test"]).max_video_bps, 1_382_400);
         assert_eq!(
             config_for(&["--video", "screen", "--bitrate", "800"]).max_video_bps,
             800_000

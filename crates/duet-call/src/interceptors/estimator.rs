@@ -7,20 +7,26 @@
 //! is a burst of loss. libwebrtc keeps the delay-based estimate under 1.5 ×
 //! the acknowledged bitrate; [`DeliveryGuard`] does the same from the very
 //! transport-wide feedback GCC reads. It also watches the queue the sender
-//! builds on the path (one-way delay above its minimum): when it grows past
+//! builds on the path (the lowest recent one-way delay above the lowest of
+//! the last seconds: jitter delays some packets, a standing queue every one
+//! of them, so jitter alone never reads as a queue): when it grows past
 //! [`QUEUE_LIMIT`], or loss is heavy, the guard sets a ceiling just under
 //! what got through and lets it rise only [`CEILING_GROWTH`] a second, so a
 //! narrow link is followed without the climb-and-crash of GCC alone.
 
-use std::collections::VecDeque;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::{HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use rtc::interceptor::{BandwidthEstimator, EstimatorStats, Gcc, PacketReport};
 
+use super::SendBudget;
+
 /// How far back delivery is measured.
 const WINDOW: Duration = Duration::from_secs(1);
+/// How far back loss is measured: a second of a 300 kbit/s call is ~90
+/// packets, in which 5 % of random loss reads above [`HEAVY_LOSS`] one
+/// second in ten; over two seconds it almost never does.
+const LOSS_WINDOW: Duration = Duration::from_secs(2);
 /// Less feedback than this says too little about the path.
 const MIN_SPAN: Duration = Duration::from_millis(500);
 /// The target may lead what arrives by this factor (libwebrtc's).
@@ -31,14 +37,26 @@ const HEAVY_LOSS: f64 = 0.1;
 const QUEUE_LIMIT: Duration = Duration::from_millis(40);
 /// How long the lowest one-way delay is remembered as the empty-queue one.
 const BASE_WINDOW: Duration = Duration::from_secs(10);
-/// The recent one-way delay is the average of this much feedback.
+/// The recent one-way delay is the lowest of this much feedback.
 const RECENT: Duration = Duration::from_millis(200);
 /// After overuse the ceiling is this share of what got through...
 const BACK_OFF: f64 = 0.85;
-/// ...and rises this much a second while the path keeps up.
+/// ...and rises this much a second while the path keeps up...
 const CEILING_GROWTH: f64 = 0.10;
+/// ...but only this much while it is near what got through when the path
+/// was last overused: probing a narrow link again at 10 % a second fills
+/// its queue faster than the queue can be seen, and each probe overshoots.
+const NEAR_CAPACITY_GROWTH: f64 = 0.04;
+/// "Near" is from this share of that rate (a back-off goes to 85 % of it,
+/// from where the ceiling climbs back at the full pace)...
+const NEAR_CAPACITY_FROM: f64 = 0.95;
+/// ...up to this much above it.
+const NEAR_CAPACITY_TO: f64 = 1.1;
 /// Backing off again within this long would act twice on one queue.
 const BACK_OFF_INTERVAL: Duration = Duration::from_millis(300);
+/// Loss is measured over [`LOSS_WINDOW`]: the loss that caused one back-off
+/// is still in it for a while, and must not cause the next ones.
+const LOSS_BACK_OFF_INTERVAL: Duration = Duration::from_secs(1);
 
 /// What the transport-wide feedback of the last second says got through.
 #[derive(Debug, Default)]
@@ -47,16 +65,32 @@ pub(crate) struct DeliveryGuard {
     reports: VecDeque<(Instant, usize, bool)>,
     /// (when reported, one-way delay in ms on an arbitrary origin)
     delays: VecDeque<(Instant, f64)>,
+    /// RTP packets reported on lately, to tell resends from first sendings.
+    sent: RecentPackets,
     /// The send clock's origin for one-way delays.
     epoch: Option<Instant>,
     /// Set on overuse; rises while the path keeps up; gone once far above.
     ceiling: Option<f64>,
+    /// What got through when the path was last overused.
+    capacity: Option<f64>,
+    last_back_off: Option<Instant>,
+    /// When the ceiling last grew, or the path was last seen overused.
     last_change: Option<Instant>,
 }
 
 impl DeliveryGuard {
     pub(crate) fn on_reports(&mut self, now: Instant, reports: &[PacketReport]) {
         for report in reports {
+            let resend = !self
+                .sent
+                .first_time(now, report.ssrc, report.rtp_sequence_number);
+            // Without RTX a resend is the same RTP packet again, which the
+            // receiver's SRTP replay check throws away whenever the first
+            // copy did arrive (a reordered packet NACKed before it came): it
+            // is reported lost without anything having been lost.
+            if resend && !report.arrived {
+                continue;
+            }
             self.record(now, report.size, report.arrived);
             if let Some(arrival) = report.arrival {
                 let epoch = *self.epoch.get_or_insert(report.departure);
@@ -79,58 +113,81 @@ impl DeliveryGuard {
         }
     }
 
-    /// How deep the queue on the path is now: the recent one-way delay above
-    /// the lowest of the last [`BASE_WINDOW`].
+    /// How deep the standing queue on the path is now: the lowest one-way
+    /// delay of the last [`RECENT`] above the lowest of the last
+    /// [`BASE_WINDOW`] (as CoDel judges a queue by its minimum sojourn).
     fn queue(&self, now: Instant) -> Option<Duration> {
         let base = self.delays.iter().map(|(_, d)| *d).reduce(f64::min)?;
-        let recent: Vec<f64> = self
+        let recent = self
             .delays
             .iter()
             .rev()
             .take_while(|(at, _)| now.saturating_duration_since(*at) <= RECENT)
             .map(|(_, d)| *d)
-            .collect();
-        if recent.is_empty() {
-            return None;
-        }
-        let average = recent.iter().sum::<f64>() / recent.len() as f64;
-        Some(Duration::from_secs_f64((average - base).max(0.0) / 1000.0))
+            .reduce(f64::min)?;
+        Some(Duration::from_secs_f64((recent - base).max(0.0) / 1000.0))
     }
 
     fn update_ceiling(&mut self, now: Instant) {
         let Some((delivered, loss)) = self.delivery() else {
             return;
         };
-        let elapsed = self
-            .last_change
-            .map_or(Duration::ZERO, |at| now.saturating_duration_since(at));
-        let overused = loss > HEAVY_LOSS || self.queue(now).is_some_and(|q| q > QUEUE_LIMIT);
-        if overused {
-            if self.last_change.is_none() || elapsed >= BACK_OFF_INTERVAL {
+        let since = |at: Option<Instant>| at.map(|at| now.saturating_duration_since(at));
+        let queued = self.queue(now).is_some_and(|q| q > QUEUE_LIMIT);
+        let lossy = loss > HEAVY_LOSS;
+        if queued || lossy {
+            let interval = if queued {
+                BACK_OFF_INTERVAL
+            } else {
+                LOSS_BACK_OFF_INTERVAL
+            };
+            if since(self.last_back_off).is_none_or(|elapsed| elapsed >= interval) {
                 let backed_off = delivered * BACK_OFF;
+                tracing::debug!(
+                    delivered_kbps = (delivered / 1000.0) as u64,
+                    loss = format_args!("{:.3}", loss),
+                    queue_ms = self.queue(now).map(|q| q.as_millis() as u64),
+                    "path overused: backing off"
+                );
                 self.ceiling = Some(self.ceiling.map_or(backed_off, |c| c.min(backed_off)));
-                self.last_change = Some(now);
+                self.capacity = Some(delivered);
+                self.last_back_off = Some(now);
             }
+            // The ceiling climbs again from when the path stops being overused.
+            self.last_change = Some(now);
         } else if let Some(ceiling) = self.ceiling {
-            let grown = ceiling * (1.0 + CEILING_GROWTH * elapsed.as_secs_f64());
+            let elapsed = since(self.last_change).unwrap_or(Duration::ZERO);
+            let near = self.capacity.is_some_and(|capacity| {
+                (capacity * NEAR_CAPACITY_FROM..capacity * NEAR_CAPACITY_TO).contains(&ceiling)
+            });
+            let growth = if near {
+                NEAR_CAPACITY_GROWTH
+            } else {
+                CEILING_GROWTH
+            };
+            let grown = ceiling * (1.0 + growth * elapsed.as_secs_f64());
             // Far above what the path is asked to carry, a ceiling says nothing.
             self.ceiling = (grown < delivered * 4.0).then_some(grown);
             self.last_change = Some(now);
         }
     }
 
-    /// Bits a second that arrived over the window, and the share lost;
+    /// Bits a second that arrived over the last [`WINDOW`], and the share
+    /// lost over the last [`LOSS_WINDOW`];
     /// `None` with less than [`MIN_SPAN`] of feedback.
     fn delivery(&self) -> Option<(f64, f64)> {
-        let (first, ..) = self.reports.front()?;
         let (last, ..) = self.reports.back()?;
+        let recent = || {
+            self.reports
+                .iter()
+                .skip_while(|(at, ..)| last.saturating_duration_since(*at) > WINDOW)
+        };
+        let (first, ..) = recent().next()?;
         let span = last.saturating_duration_since(*first);
         if span < MIN_SPAN {
             return None;
         }
-        let delivered_bytes: usize = self
-            .reports
-            .iter()
+        let delivered_bytes: usize = recent()
             .filter(|(_, _, arrived)| *arrived)
             .map(|(_, bytes, _)| bytes)
             .sum();
@@ -146,7 +203,7 @@ impl DeliveryGuard {
         while self
             .reports
             .front()
-            .is_some_and(|(at, ..)| now.saturating_duration_since(*at) > WINDOW)
+            .is_some_and(|(at, ..)| now.saturating_duration_since(*at) > LOSS_WINDOW)
         {
             self.reports.pop_front();
         }
@@ -164,14 +221,45 @@ impl DeliveryGuard {
     }
 }
 
+/// The RTP packets (by SSRC and sequence number) reported on in the last
+/// [`RECENT_PACKETS`].
+#[derive(Debug, Default)]
+struct RecentPackets {
+    seen: HashSet<(u32, u16)>,
+    order: VecDeque<(Instant, (u32, u16))>,
+}
+
+/// Longer than any resend waits (the NACK generator gives up well before).
+const RECENT_PACKETS: Duration = Duration::from_secs(2);
+
+impl RecentPackets {
+    /// Whether this is the first report on this packet lately.
+    fn first_time(&mut self, now: Instant, ssrc: u32, sequence_number: u16) -> bool {
+        while let Some((at, key)) = self.order.front() {
+            if now.saturating_duration_since(*at) <= RECENT_PACKETS {
+                break;
+            }
+            self.seen.remove(key);
+            self.order.pop_front();
+        }
+        let key = (ssrc, sequence_number);
+        let first = self.seen.insert(key);
+        if first {
+            self.order.push_back((now, key));
+        }
+        first
+    }
+}
+
 /// GCC, kept within reach of what the path delivers, publishing its target
-/// to the video encoder (the pacer hears it through the interceptor chain).
+/// in the [`SendBudget`] the video encoder spends (the pacer hears it
+/// through the interceptor chain).
 pub(crate) struct PublishingEstimator {
     pub(crate) inner: Gcc,
     pub(crate) guard: DeliveryGuard,
     /// The lowest target ever published.
     pub(crate) min_bps: f64,
-    pub(crate) target_bps: Arc<AtomicU64>,
+    pub(crate) budget: SendBudget,
 }
 
 impl PublishingEstimator {
@@ -188,7 +276,7 @@ impl PublishingEstimator {
 
     fn publish(&self) {
         let target = self.target() as u64;
-        let before = self.target_bps.swap(target, Ordering::Relaxed);
+        let before = self.budget.set_target(target);
         if before.abs_diff(target) * 10 > before {
             tracing::debug!(
                 kbps = target / 1000,
@@ -272,8 +360,8 @@ mod tests {
             guard.update_ceiling(at);
         }
         assert_eq!(guard.ceiling, None);
-        // The queue grows to 90 ms: back off to 85 % of what arrives.
-        for n in 100..130u32 {
+        // The queue grows to 150 ms: back off to 85 % of what arrives.
+        for n in 100..150u32 {
             let at = start + Duration::from_millis(u64::from(n) * 10);
             guard.record(at, 625, true);
             guard.record_delay(at, 20.0 + f64::from(n - 100) * 3.0);
@@ -282,18 +370,73 @@ mod tests {
         let ceiling = guard.ceiling.expect("overuse sets a ceiling");
         assert!((400_000.0..450_000.0).contains(&ceiling), "{ceiling}");
         assert!(guard.limit(2_000_000.0) <= ceiling);
-        // The queue drains; a second later the ceiling is 10 % higher.
-        for n in 130..230u32 {
+        // The queue drains: the ceiling climbs back 10 % a second to near the
+        // ~500 kbit/s that got through at the overuse, 4 % a second near it,
+        // and 10 % a second again once well above it (the link may have
+        // widened).
+        let drained = |guard: &mut DeliveryGuard, from: u32, to: u32| {
+            for n in from..to {
+                let at = start + Duration::from_millis(u64::from(n) * 10);
+                guard.record(at, 625, true);
+                guard.record_delay(at, 20.0);
+                guard.update_ceiling(at);
+            }
+            guard.ceiling.expect("still there")
+        };
+        let growth = |from: f64, to: f64| to / from - 1.0;
+        let climbing = drained(&mut guard, 150, 200);
+        let near = drained(&mut guard, 200, 300);
+        assert!(
+            (0.045..0.055).contains(&growth(ceiling, climbing)),
+            "climbing back: {ceiling} -> {climbing}"
+        );
+        assert!((480_000.0..560_000.0).contains(&near), "{near}");
+        let nearer = drained(&mut guard, 300, 350);
+        assert!(
+            (0.015..0.025).contains(&growth(near, nearer)),
+            "near capacity: {near} -> {nearer}"
+        );
+        let above = drained(&mut guard, 350, 900);
+        assert!(above > 560_000.0, "{above}");
+        let later = drained(&mut guard, 900, 1000);
+        assert!(
+            (0.09..0.11).contains(&growth(above, later)),
+            "well above: {above} -> {later}"
+        );
+    }
+
+    #[test]
+    fn jitter_without_a_standing_queue_is_not_overuse() {
+        let start = Instant::now();
+        let mut guard = DeliveryGuard::default();
+        // 500 kbit/s, each packet delayed 20–120 ms in a shuffled order,
+        // for 5 s: on average 50 ms above the lowest delay.
+        for n in 0..500u32 {
             let at = start + Duration::from_millis(u64::from(n) * 10);
             guard.record(at, 625, true);
+            let jitter = f64::from((n * 37) % 101);
+            guard.record_delay(at, 20.0 + jitter);
+            guard.update_ceiling(at);
+        }
+        assert_eq!(guard.ceiling, None, "jitter read as a queue");
+    }
+
+    #[test]
+    fn five_percent_of_random_loss_is_not_overuse() {
+        let start = Instant::now();
+        let mut guard = DeliveryGuard::default();
+        // 300 kbit/s in 90 packets a second for 60 s, each lost with a
+        // chance of 5 % (a fixed pseudo-random sequence).
+        let mut seed: u32 = 0x2545_f491;
+        for n in 0..5400u32 {
+            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            let lost = seed >> 16 < 65_536 / 20;
+            let at = start + Duration::from_micros(u64::from(n) * 11_111);
+            guard.record(at, 416, !lost);
             guard.record_delay(at, 20.0);
             guard.update_ceiling(at);
         }
-        let risen = guard.ceiling.expect("still there");
-        assert!(
-            (ceiling * 1.08..ceiling * 1.12).contains(&risen),
-            "{ceiling} -> {risen}"
-        );
+        assert_eq!(guard.ceiling, None, "random loss read as congestion");
     }
 
     #[test]

@@ -11,9 +11,8 @@ mod estimator;
 mod feedback;
 mod pacer;
 mod pacing;
+mod send_budget;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use rtc::interceptor::{
@@ -28,6 +27,7 @@ use rtc::rtp_transceiver::rtp_sender::{
 };
 
 pub(crate) use feedback::{count_feedback, picture_loss_indication};
+pub(crate) use send_budget::SendBudget;
 
 use estimator::{DeliveryGuard, PublishingEstimator};
 use feedback::FeedbackToApplication;
@@ -53,12 +53,13 @@ pub(crate) struct VideoBitrates {
 }
 
 /// Registers the feedback Duet's chain needs in `media` and builds the chain.
-/// `target_bps` is where the congestion controller publishes its target.
+/// `budget` is where the congestion controller publishes its target and the
+/// pacer what is not fresh video.
 pub(crate) fn build_registry(
     media: &mut MediaEngine,
     bitrates: VideoBitrates,
     audio_payload_type: u8,
-    target_bps: Arc<AtomicU64>,
+    budget: SendBudget,
 ) -> Result<Registry, rtc::shared::error::Error> {
     for kind in [RtpCodecKind::Video, RtpCodecKind::Audio] {
         media.register_feedback(
@@ -79,19 +80,22 @@ pub(crate) fn build_registry(
     configure_simulcast_extension_headers(media)?;
 
     let start = f64::from(bitrates.max_bps);
-    target_bps.store(u64::from(bitrates.max_bps), Ordering::Relaxed);
+    budget.set_target(u64::from(bitrates.max_bps));
     let estimator = PublishingEstimator {
         inner: Gcc::new(start, f64::from(bitrates.min_bps), start),
         guard: DeliveryGuard::default(),
         min_bps: f64::from(bitrates.min_bps),
-        target_bps,
+        budget: budget.clone(),
     };
     Ok(Registry::new()
         .with(
             Slot::CongestionControl,
             CongestionControlBuilder::new(estimator).build(),
         )
-        .with(Slot::Pacer, MediaPacer::new(start, audio_payload_type))
+        .with(
+            Slot::Pacer,
+            MediaPacer::new(start, audio_payload_type, budget),
+        )
         .with(Slot::TwccSender, TwccSenderBuilder::new().build())
         .with(Slot::TwccReceiver, TwccReceiverBuilder::new().build())
         .with(

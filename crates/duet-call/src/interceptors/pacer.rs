@@ -2,16 +2,23 @@
 //! in the pacer's place.
 
 use std::collections::{HashMap, VecDeque};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use rtc::interceptor::{Attribute, Interceptor, Packet, StreamInfo, TaggedPacket};
 use rtc::shared::marshal::MarshalSize;
 
-use super::pacing::{PacingDrops, PacingQueue, PacketClass};
+use super::SendBudget;
+use super::pacing::{PacingDrops, PacingQueue, PacingTotals, PacketClass};
 
-/// Sorts outgoing packets into audio, fresh video and retransmissions, and
-/// sends them through a [`PacingQueue`] that follows the congestion
-/// controller's target.
+/// How often the send side's mix is logged (at debug).
+const MIX_LOG_INTERVAL: Duration = Duration::from_secs(1);
+/// How often what is not fresh video is measured for the [`SendBudget`].
+const OVERHEAD_INTERVAL: Duration = Duration::from_millis(250);
+
+/// Sorts outgoing packets into audio, fresh video and retransmissions, sends
+/// them through a [`PacingQueue`] that follows the congestion controller's
+/// target, and tells the video encoder (through the [`SendBudget`]) how much
+/// of that target audio, RTCP and resends took.
 pub(crate) struct MediaPacer {
     queue: PacingQueue<TaggedPacket>,
     /// The payload type that is audio.
@@ -22,17 +29,60 @@ pub(crate) struct MediaPacer {
     reads: VecDeque<TaggedPacket>,
     /// What the queue had dropped when last logged.
     logged_drops: PacingDrops,
+    /// What the queue had let out when its mix was last logged, and when.
+    logged_totals: (Instant, PacingTotals),
+    budget: SendBudget,
+    /// What the queue had let out when the overhead was last measured, and when.
+    measured_totals: (Instant, PacingTotals),
 }
 
 impl MediaPacer {
-    pub(crate) fn new(target_bps: f64, audio_payload_type: u8) -> MediaPacer {
+    pub(crate) fn new(target_bps: f64, audio_payload_type: u8, budget: SendBudget) -> MediaPacer {
+        let now = Instant::now();
         MediaPacer {
             queue: PacingQueue::new(target_bps),
             audio_payload_type,
             highest: HashMap::new(),
             reads: VecDeque::new(),
             logged_drops: PacingDrops::default(),
+            logged_totals: (now, PacingTotals::default()),
+            budget,
+            measured_totals: (now, PacingTotals::default()),
         }
+    }
+
+    /// Every [`OVERHEAD_INTERVAL`]: what went out that was not fresh video.
+    fn measure_overhead(&mut self, now: Instant) {
+        let (since, before) = self.measured_totals;
+        let elapsed = now.saturating_duration_since(since);
+        if elapsed < OVERHEAD_INTERVAL {
+            return;
+        }
+        let totals = self.queue.totals();
+        let bits =
+            totals.immediate_bits - before.immediate_bits + totals.resend_bits - before.resend_bits;
+        self.budget
+            .set_overhead((bits / elapsed.as_secs_f64()).max(0.0) as u64);
+        self.measured_totals = (now, totals);
+    }
+
+    /// Once a second, at debug: what went out, by class, against the rate.
+    fn log_mix(&mut self, now: Instant) {
+        let (since, before) = self.logged_totals;
+        let elapsed = now.saturating_duration_since(since);
+        if elapsed < MIX_LOG_INTERVAL {
+            return;
+        }
+        let totals = self.queue.totals();
+        let kbps = |bits: f64| (bits / elapsed.as_secs_f64() / 1000.0).round();
+        tracing::debug!(
+            audio_rtcp_kbps = kbps(totals.immediate_bits - before.immediate_bits),
+            fresh_video_kbps = kbps(totals.fresh_bits - before.fresh_bits),
+            resend_kbps = kbps(totals.resend_bits - before.resend_bits),
+            pacing_kbps = (self.queue.rate_bps() / 1000.0).round(),
+            "send queue, last second"
+        );
+        self.logged_totals = (now, totals);
     }
 
     fn classify(&mut self, packet: &Packet) -> PacketClass {
@@ -89,7 +139,9 @@ impl rtc::sansio::Protocol<TaggedPacket, TaggedPacket, ()> for MediaPacer {
             Packet::Rtp(rtp) => (rtp.marshal_size() * 8) as f64,
             _ => 0.0,
         };
-        self.queue.push(msg.now, class, bits, msg);
+        let now = msg.now;
+        self.queue.push(now, class, bits, msg);
+        self.measure_overhead(now);
         Ok(())
     }
 
@@ -108,6 +160,8 @@ impl rtc::sansio::Protocol<TaggedPacket, TaggedPacket, ()> for MediaPacer {
             );
             self.logged_drops = drops;
         }
+        self.log_mix(now);
+        self.measure_overhead(now);
         Ok(())
     }
 

@@ -13,8 +13,10 @@
 //! fresh frame cannot be shown before the older one a resend completes, so
 //! a resend held behind a keyframe's burst delays everything after it (and,
 //! held past the receiver's patience, turns a lost packet into a keyframe
-//! request). Their volume is small and bounded: the NACK generator asks a
-//! few times at most, and a resend that waited [`RESEND_MAX_WAIT`] is dropped.
+//! request). Their volume is bounded: the NACK generator asks a few times at
+//! most, resends may use only [`RESEND_SHARE`] of the target (beyond it
+//! fresh video goes first: on a full link, the loss resends cause asks for
+//! more resends), and a resend that waited [`RESEND_MAX_WAIT`] is dropped.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -29,6 +31,13 @@ const MIN_BURST_BITS: f64 = 12_000.0;
 /// A retransmission that waited this long in the queue is given up: the
 /// receiver has moved on (or will ask again).
 pub(crate) const RESEND_MAX_WAIT: Duration = Duration::from_millis(100);
+/// Resends may use at most this share of the target, over
+/// [`RESEND_WINDOW`]: on a link that is full, every resend is a fresh packet
+/// that cannot go, and the loss the resends cause asks for more resends.
+pub(crate) const RESEND_SHARE: f64 = 0.5;
+/// How much resend allowance can be saved up: a burst of resends after a
+/// short loss goes at once, a long run of them at [`RESEND_SHARE`].
+const RESEND_WINDOW: Duration = Duration::from_millis(200);
 /// Fresh video that waited this long is dropped: a picture this late is
 /// worse than a gap the receiver recovers from with a keyframe.
 pub(crate) const FRESH_MAX_WAIT: Duration = Duration::from_millis(500);
@@ -58,43 +67,80 @@ pub(crate) struct PacingDrops {
     pub(crate) stale_video: u64,
 }
 
+/// Bits the queue let out, by class, since it was made: what a log of the
+/// send side's mix (fresh media against resends) is computed from.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub(crate) struct PacingTotals {
+    pub(crate) immediate_bits: f64,
+    pub(crate) fresh_bits: f64,
+    pub(crate) resend_bits: f64,
+}
+
 /// The paced send queue.
 #[derive(Debug)]
 pub(crate) struct PacingQueue<T> {
+    target_bps: f64,
     rate_bps: f64,
     budget_bits: f64,
+    /// What resends may still spend; refilled at [`RESEND_SHARE`] of the target.
+    resend_budget_bits: f64,
     last_refill: Option<Instant>,
     fresh: VecDeque<Waiting<T>>,
     resends: VecDeque<Waiting<T>>,
     ready: VecDeque<T>,
     drops: PacingDrops,
+    totals: PacingTotals,
 }
 
 impl<T> PacingQueue<T> {
     /// A queue for a congestion controller whose target is `target_bps`.
     pub(crate) fn new(target_bps: f64) -> PacingQueue<T> {
         let mut queue = PacingQueue {
+            target_bps: 0.0,
             rate_bps: 0.0,
             budget_bits: 0.0,
+            resend_budget_bits: 0.0,
             last_refill: None,
             fresh: VecDeque::new(),
             resends: VecDeque::new(),
             ready: VecDeque::new(),
             drops: PacingDrops::default(),
+            totals: PacingTotals::default(),
         };
         queue.set_target(target_bps);
         queue.budget_bits = queue.burst_bits();
+        queue.resend_budget_bits = queue.resend_burst_bits();
         queue
     }
 
     /// Follows the congestion controller.
     pub(crate) fn set_target(&mut self, target_bps: f64) {
+        self.target_bps = target_bps;
         self.rate_bps = (target_bps * PACING_FACTOR).max(MIN_BURST_BITS);
         self.budget_bits = self.budget_bits.min(self.burst_bits());
+        self.resend_budget_bits = self.resend_budget_bits.min(self.resend_burst_bits());
+    }
+
+    fn resend_rate_bps(&self) -> f64 {
+        self.target_bps * RESEND_SHARE
+    }
+
+    /// At least one full-size packet, so a resend is never refused for size.
+    fn resend_burst_bits(&self) -> f64 {
+        (self.resend_rate_bps() * RESEND_WINDOW.as_secs_f64()).max(MIN_BURST_BITS)
     }
 
     pub(crate) fn drops(&self) -> PacingDrops {
         self.drops
+    }
+
+    pub(crate) fn totals(&self) -> PacingTotals {
+        self.totals
+    }
+
+    /// The rate the queue drains at now.
+    pub(crate) fn rate_bps(&self) -> f64 {
+        self.rate_bps
     }
 
     fn burst_bits(&self) -> f64 {
@@ -107,6 +153,7 @@ impl<T> PacingQueue<T> {
         match class {
             PacketClass::Immediate => {
                 self.budget_bits -= bits;
+                self.totals.immediate_bits += bits;
                 self.ready.push_back(item);
             }
             PacketClass::FreshVideo => self.fresh.push_back(Waiting {
@@ -144,8 +191,21 @@ impl<T> PacingQueue<T> {
         }
         // A packet goes whenever the budget is not in debt; it may take the
         // budget below zero, so a packet larger than the burst still goes.
+        // Resends go first while their own allowance lasts.
         while self.budget_bits > 0.0 {
-            let Some(next) = self.resends.pop_front().or_else(|| self.fresh.pop_front()) else {
+            let resend = if self.resend_budget_bits > 0.0 {
+                self.resends.pop_front()
+            } else {
+                None
+            };
+            let next = if let Some(resend) = resend {
+                self.resend_budget_bits -= resend.bits;
+                self.totals.resend_bits += resend.bits;
+                resend
+            } else if let Some(fresh) = self.fresh.pop_front() {
+                self.totals.fresh_bits += fresh.bits;
+                fresh
+            } else {
                 break;
             };
             self.budget_bits -= next.bits;
@@ -157,6 +217,8 @@ impl<T> PacingQueue<T> {
         if let Some(last) = self.last_refill {
             let elapsed = now.saturating_duration_since(last).as_secs_f64();
             self.budget_bits = (self.budget_bits + elapsed * self.rate_bps).min(self.burst_bits());
+            self.resend_budget_bits = (self.resend_budget_bits + elapsed * self.resend_rate_bps())
+                .min(self.resend_burst_bits());
         }
         self.last_refill = Some(now.max(self.last_refill.unwrap_or(now)));
     }
@@ -173,7 +235,15 @@ impl<T> PacingQueue<T> {
         }
         let last = self.last_refill?;
         let debt = (-self.budget_bits).max(0.0) + 1.0;
-        Some(last + Duration::from_secs_f64(debt / self.rate_bps))
+        let mut wait = debt / self.rate_bps;
+        if self.fresh.is_empty() && self.resend_budget_bits <= 0.0 {
+            // Only resends wait, and their allowance is spent.
+            let resend_debt = -self.resend_budget_bits + 1.0;
+            let repaid = resend_debt / self.resend_rate_bps().max(1.0);
+            // Past RESEND_MAX_WAIT they are dropped anyway.
+            wait = wait.max(repaid.min(RESEND_MAX_WAIT.as_secs_f64()));
+        }
+        Some(last + Duration::from_secs_f64(wait))
     }
 
     /// Packets waiting for the budget.

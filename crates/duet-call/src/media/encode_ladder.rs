@@ -9,6 +9,13 @@
 //! [`DOWN_AFTER`], and upward when the target has carried the rung above
 //! with room to spare for [`UP_AFTER`].
 //!
+//! The bits a picture needs depend on what it shows (a noisy camera needs
+//! twice what a quiet one does), so the ladder also listens to the encoder:
+//! when it skips more than [`SKIP_LIMIT`] of the pictures to hold the
+//! target, the rung is too big for it, and the ladder steps down and
+//! remembers the target it failed at before it tries that rung again (as
+//! libwebrtc's quality scaler listens to its frame dropper).
+//!
 //! A shared screen is text to read more than motion: its ladder gives up
 //! frame rate first (15, 7.5, 5 pictures a second) and size only last.
 
@@ -28,6 +35,11 @@ const SCREEN_BITS_PER_PIXEL: f64 = 0.008;
 const UP_MARGIN: f64 = 1.4;
 const DOWN_AFTER: Duration = Duration::from_millis(1000);
 const UP_AFTER: Duration = Duration::from_secs(3);
+/// The share of pictures the encoder may skip, over [`SKIP_WINDOW`], before
+/// the rung is given up: a keyframe's aftermath skips a few, a rung too big
+/// for the target skips one in five or more.
+const SKIP_LIMIT: f64 = 0.15;
+const SKIP_WINDOW: Duration = Duration::from_secs(2);
 /// The smallest width Duet halves to: below it the stamp of the test
 /// signals cannot be read, and faces get hard to make out.
 const MIN_WIDTH: u32 = 320;
@@ -86,6 +98,14 @@ pub(crate) struct EncodeLadder {
     short_since: Option<Instant>,
     /// Since when the target has been enough for the rung above.
     ample_since: Option<Instant>,
+    /// Pictures given to the encoder at this rung since `skips_since`, and
+    /// how many it skipped.
+    offered: u32,
+    skipped: u32,
+    skips_since: Option<Instant>,
+    /// The target each rung was given up at because the encoder skipped
+    /// pictures (index: step): it is tried again only well above that.
+    failed_at: [Option<f64>; 4],
 }
 
 impl EncodeLadder {
@@ -113,7 +133,8 @@ impl EncodeLadder {
     ) -> Rung {
         let can_halve = width / 2 >= MIN_WIDTH;
         let rungs = self.rungs();
-        let needs = |step: usize| {
+        let screen = self.screen;
+        let nominal_needs = |step: usize| {
             let rung = rungs[step];
             let (w, h) = if rung.half_size && can_halve {
                 (width / 2, height / 2)
@@ -121,7 +142,7 @@ impl EncodeLadder {
                 (width, height)
             };
             let rate = f64::from(fps) / f64::from(rung.keep_one_in);
-            let bits_per_pixel = if self.screen {
+            let bits_per_pixel = if screen {
                 SCREEN_BITS_PER_PIXEL
             } else {
                 MIN_BITS_PER_PIXEL
@@ -129,12 +150,24 @@ impl EncodeLadder {
             f64::from(w) * f64::from(h) * rate * bits_per_pixel
         };
         let target = f64::from(target_bps);
+        if self.step + 1 < rungs.len() && self.skipping_too_much(now) {
+            tracing::debug!(
+                step = self.step,
+                skipped = self.skipped,
+                offered = self.offered,
+                target_bps,
+                "the encoder skips pictures to hold the target: a smaller rung"
+            );
+            self.failed_at[self.step] = Some(target);
+            self.step_to(self.step + 1);
+        }
+        // A rung is tried again only well above where the encoder failed it.
+        let failed_at = self.failed_at;
+        let needs = |step: usize| nominal_needs(step).max(failed_at[step].unwrap_or(0.0));
         if self.step + 1 < rungs.len() && target < needs(self.step) {
             let since = *self.short_since.get_or_insert(now);
             if now.saturating_duration_since(since) >= DOWN_AFTER {
-                self.step += 1;
-                self.short_since = None;
-                self.ample_since = None;
+                self.step_to(self.step + 1);
             }
         } else {
             self.short_since = None;
@@ -142,9 +175,7 @@ impl EncodeLadder {
         if self.step > 0 && target >= needs(self.step - 1) * UP_MARGIN {
             let since = *self.ample_since.get_or_insert(now);
             if now.saturating_duration_since(since) >= UP_AFTER {
-                self.step -= 1;
-                self.ample_since = None;
-                self.short_since = None;
+                self.step_to(self.step - 1);
             }
         } else {
             self.ample_since = None;
@@ -154,6 +185,42 @@ impl EncodeLadder {
             half_size: rung.half_size && can_halve,
             keep_one_in: rung.keep_one_in,
         }
+    }
+
+    /// The encoder took a picture of the current rung (`skipped`: it gave
+    /// nothing back for it, to hold the target).
+    pub(crate) fn encoded(&mut self, skipped: bool, now: Instant) {
+        self.skips_since.get_or_insert(now);
+        self.offered += 1;
+        self.skipped += u32::from(skipped);
+    }
+
+    /// Whether the encoder skipped more than [`SKIP_LIMIT`] over the last
+    /// [`SKIP_WINDOW`]; starts a new window once one is full.
+    fn skipping_too_much(&mut self, now: Instant) -> bool {
+        let Some(since) = self.skips_since else {
+            return false;
+        };
+        if now.saturating_duration_since(since) < SKIP_WINDOW {
+            return false;
+        }
+        let too_much = f64::from(self.skipped) > f64::from(self.offered) * SKIP_LIMIT;
+        self.reset_skips();
+        too_much
+    }
+
+    fn reset_skips(&mut self) {
+        self.offered = 0;
+        self.skipped = 0;
+        self.skips_since = None;
+    }
+
+    fn step_to(&mut self, step: usize) {
+        self.step = step;
+        self.short_since = None;
+        self.ample_since = None;
+        // A new rung is a new encoder: its first picture is a keyframe.
+        self.reset_skips();
     }
 }
 
@@ -259,5 +326,32 @@ mod tests {
                 keep_one_in: 2
             }
         );
+    }
+
+    #[test]
+    fn a_rung_the_encoder_cannot_hold_is_left_and_tried_again_only_well_above() {
+        let start = Instant::now();
+        let mut ladder = EncodeLadder::default();
+        // 30 pictures a second; at full size the encoder skips one in four.
+        let rung_at = |ladder: &mut EncodeLadder, from_s: u64, to_s: u64, kbps: u32| {
+            let mut rung = FULL;
+            for frame in from_s * 30..to_s * 30 {
+                let now = start + Duration::from_millis(frame * 1000 / 30);
+                rung = ladder.rung(kbps * 1000, 640, 480, 30, now);
+                ladder.encoded(rung == FULL && frame % 4 == 0, now);
+            }
+            rung
+        };
+        assert_eq!(
+            rung_at(&mut ladder, 0, 1, 800),
+            FULL,
+            "a second is too soon"
+        );
+        assert_eq!(rung_at(&mut ladder, 1, 3, 800), HALF);
+        // The target alone would allow full size again (800 > 1.4 x 553
+        // kbit/s), but not at the rate the encoder failed it at...
+        assert_eq!(rung_at(&mut ladder, 3, 10, 800), HALF);
+        // ...only at 1.4 times that.
+        assert_eq!(rung_at(&mut ladder, 10, 15, 1150), FULL);
     }
 }

@@ -9,6 +9,7 @@ use duet_media::source::{AudioSpec, VideoSpec};
 use super::FrameSlot;
 use super::counters::MediaCounters;
 use super::device_switch::DeviceSwitch;
+use crate::interceptors::SendBudget;
 use crate::report::{LiveFigures, NetworkSummary};
 
 /// State the media threads, the tasks and the session share.
@@ -22,8 +23,9 @@ pub(crate) struct MediaShared {
     pub(crate) sending: AtomicBool,
     /// The encoder must send a keyframe next.
     pub(crate) keyframe_wanted: AtomicBool,
-    /// Congestion control's target for the current connection (bits per second).
-    pub(crate) target_bps: Arc<AtomicU64>,
+    /// Congestion control's target for the current connection, and what of
+    /// it is left for fresh video.
+    pub(crate) send_budget: SendBudget,
     /// The decoder cannot go on without a keyframe.
     pub(crate) pli_wanted: AtomicBool,
     /// Round-trip time in microseconds.
@@ -57,7 +59,7 @@ impl MediaShared {
             network: Mutex::new(NetworkSummary::default()),
             sending: AtomicBool::new(false),
             keyframe_wanted: AtomicBool::new(true),
-            target_bps: Arc::new(AtomicU64::new(0)),
+            send_budget: SendBudget::default(),
             pli_wanted: AtomicBool::new(false),
             rtt_us: AtomicU64::new(0),
             mic_muted: AtomicBool::new(false),

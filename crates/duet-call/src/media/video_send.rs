@@ -87,7 +87,7 @@ pub(crate) async fn start_video_sender(
                 if !shared.sending.load(Ordering::Relaxed) {
                     continue;
                 }
-                let target = shared.target_bps.load(Ordering::Relaxed) as u32;
+                let target = u32::try_from(shared.send_budget.video_bps()).unwrap_or(u32::MAX);
                 // A screen runs at its own rate (5–15 pictures a second).
                 let fps = source.frame_rate(fps);
                 // A link too narrow for the picture gets fewer pixels, then frames.
@@ -161,7 +161,11 @@ pub(crate) async fn start_video_sender(
                         None => continue,
                     }
                 };
-                let encoded = match encoder.encode(to_encode) {
+                let encoded = encoder.encode(to_encode);
+                if let Ok(result) = &encoded {
+                    ladder.encoded(result.is_none(), Instant::now());
+                }
+                let encoded = match encoded {
                     Ok(Some(encoded)) => encoded,
                     Ok(None) => continue,
                     Err(err) => {

@@ -57,7 +57,7 @@ impl Session {
                     &self.settings,
                     generation,
                     self.peer_events_tx.clone(),
-                    Arc::clone(&self.shared.target_bps),
+                    self.shared.send_budget.clone(),
                 )
                 .await?;
                 tokio::spawn(run_sender_feedback(
