@@ -431,3 +431,55 @@ fn a_narrow_link_is_followed_within_seconds_and_left_when_it_widens() {
         );
     }
 }
+
+/// Issue 14's narrowest link: 100 kbit/s each way (with `test:noisy`). Audio
+/// comes first: every beep but the ones the first seconds of adaptation cost
+/// arrives without a queue of seconds, and video goes on at a few pictures a
+/// second in what is left.
+///
+/// Not met yet (2026-11-30): the sender settles at 100–130 kbit/s (IP
+/// bytes), just over the link, so the link keeps dropping; no keyframe of
+/// the noisy picture (~10 kB at 320x240, a second of what is left after
+/// audio) gets through whole, 85 keyframe requests each way and no picture
+/// decoded, and 14–21 of 40 beeps heard at ~490 ms. Run it with
+/// `cargo test --test network -- --ignored`.
+#[test]
+#[ignore = "issue 14: a 100 kbit/s link is not yet carried (no picture, half the beeps)"]
+fn a_100_kbit_link_carries_every_word_and_a_few_pictures() {
+    let _one_at_a_time = common::serialised();
+    let mut call = NetworkCall::new("narrow");
+    call.rig.set_links(LinkProfile::new(5, 0, 0.0)).unwrap();
+    call.start(40, &[]);
+    call.expect_both("connected", Duration::from_secs(20));
+    call.rig.set_rate(Side::A, Some(100)).unwrap();
+    call.rig.set_rate(Side::B, Some(100)).unwrap();
+    let capped = sent_per_second(&call, Side::A, 30);
+    let reports = call.finish(Duration::from_secs(100));
+    let show = capped
+        .iter()
+        .map(|r| format!("{r:.0}"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    eprintln!("A sent, kbit/s: capped {show}");
+    for (name, report) in NAMES.iter().zip(&reports) {
+        eprintln!("{}", summary(name, report));
+    }
+    // Under the link's rate within 5 s, on average.
+    let settled = &capped[5..];
+    let mean = settled.iter().sum::<f64>() / settled.len() as f64;
+    assert!(mean <= 100.0, "capped: {show}");
+    for report in &reports {
+        let line = summary("", report);
+        // A beep a second for 40 s, less one at either end and a few in the
+        // seconds the 1.4 Mbit/s call takes to fit into 100 kbit/s.
+        assert!(
+            number(report, &["audio", "beeps_detected"]) >= 35.0,
+            "{line}"
+        );
+        assert!(
+            number(report, &["audio", "latency_ms", "p95"]) < 500.0,
+            "{line}"
+        );
+        assert!(number(report, &["video", "fps_received"]) >= 2.0, "{line}");
+    }
+}

@@ -48,8 +48,10 @@ pub(crate) const H264_PAYLOAD_TYPE: u8 = 102;
 pub(crate) const OPUS_PAYLOAD_TYPE: u8 = 111;
 /// Packets behind the newest that SRTP still accepts: ~2 s of video.
 const SRTP_REPLAY_WINDOW: usize = 1024;
-/// The lowest video bitrate congestion control may ask for.
-pub(crate) const MIN_VIDEO_BPS: u32 = 150_000;
+/// The lowest bitrate congestion control may ask for. A link of 100 kbit/s
+/// must still carry every word (audio takes ~30 of it with its headers),
+/// with video at a few pictures a second in what is left.
+pub(crate) const MIN_VIDEO_BPS: u32 = 40_000;
 
 /// Where a peer connection is, as the W3C `RTCPeerConnectionState` names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

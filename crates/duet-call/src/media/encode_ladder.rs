@@ -1,5 +1,6 @@
 //! How much picture the target bitrate can carry, without a clock of its
-//! own: full size, half size, or half size at half the frame rate.
+//! own: full size, half size, half size at half the frame rate, or half
+//! size at a sixth of it (a link of ~100 kbit/s).
 //!
 //! A noisy 640x480 picture costs ~1.4 Mbit/s at good quality; squeezed into
 //! 300 kbit/s the encoder overshoots its target (a keyframe alone is a
@@ -40,6 +41,10 @@ const UP_AFTER: Duration = Duration::from_secs(3);
 /// for the target skips one in five or more.
 const SKIP_LIMIT: f64 = 0.15;
 const SKIP_WINDOW: Duration = Duration::from_secs(2);
+/// The target holds the encoder down when it sends at least this share of
+/// it; a quiet picture sends far less (the target leads what is sent by
+/// half at most, so it sends two thirds of it or less).
+const BINDING: f64 = 0.8;
 /// The smallest width Duet halves to: below it the stamp of the test
 /// signals cannot be read, and faces get hard to make out.
 const MIN_WIDTH: u32 = 320;
@@ -53,7 +58,7 @@ pub(crate) struct Rung {
     pub(crate) keep_one_in: u32,
 }
 
-const RUNGS: [Rung; 3] = [
+const RUNGS: [Rung; 4] = [
     Rung {
         half_size: false,
         keep_one_in: 1,
@@ -65,6 +70,11 @@ const RUNGS: [Rung; 3] = [
     Rung {
         half_size: true,
         keep_one_in: 2,
+    },
+    // A link of ~100 kbit/s: a few pictures a second, the words come first.
+    Rung {
+        half_size: true,
+        keep_one_in: 6,
     },
 ];
 
@@ -88,6 +98,48 @@ const SCREEN_RUNGS: [Rung; 4] = [
     },
 ];
 
+/// What the encoder did with the pictures of one rung over [`SKIP_WINDOW`].
+#[derive(Debug, Default, Clone, Copy)]
+struct EncoderWindow {
+    since: Option<Instant>,
+    offered: u32,
+    skipped: u32,
+    bytes: u64,
+}
+
+/// A full [`EncoderWindow`], summed up.
+#[derive(Debug, Clone, Copy)]
+struct EncoderFigures {
+    skipped_share: f64,
+    output_bps: f64,
+}
+
+impl EncoderWindow {
+    fn add(&mut self, bytes: Option<usize>, now: Instant) {
+        self.since.get_or_insert(now);
+        self.offered += 1;
+        match bytes {
+            Some(bytes) => self.bytes += bytes as u64,
+            None => self.skipped += 1,
+        }
+    }
+
+    /// The window's figures once it spans [`SKIP_WINDOW`] (and a new one
+    /// starts); `None` before.
+    fn close(&mut self, now: Instant) -> Option<EncoderFigures> {
+        let elapsed = now.saturating_duration_since(self.since?);
+        if elapsed < SKIP_WINDOW {
+            return None;
+        }
+        let figures = EncoderFigures {
+            skipped_share: f64::from(self.skipped) / f64::from(self.offered.max(1)),
+            output_bps: self.bytes as f64 * 8.0 / elapsed.as_secs_f64(),
+        };
+        *self = EncoderWindow::default();
+        Some(figures)
+    }
+}
+
 /// Picks the rung for the current target.
 #[derive(Debug, Default)]
 pub(crate) struct EncodeLadder {
@@ -98,11 +150,10 @@ pub(crate) struct EncodeLadder {
     short_since: Option<Instant>,
     /// Since when the target has been enough for the rung above.
     ample_since: Option<Instant>,
-    /// Pictures given to the encoder at this rung since `skips_since`, and
-    /// how many it skipped.
-    offered: u32,
-    skipped: u32,
-    skips_since: Option<Instant>,
+    /// What the encoder is doing at this rung.
+    window: EncoderWindow,
+    /// The last full window's figures at this rung.
+    figures: Option<EncoderFigures>,
     /// The target each rung was given up at because the encoder skipped
     /// pictures (index: step): it is tried again only well above that.
     failed_at: [Option<f64>; 4],
@@ -150,21 +201,29 @@ impl EncodeLadder {
             f64::from(w) * f64::from(h) * rate * bits_per_pixel
         };
         let target = f64::from(target_bps);
-        if self.step + 1 < rungs.len() && self.skipping_too_much(now) {
-            tracing::debug!(
-                step = self.step,
-                skipped = self.skipped,
-                offered = self.offered,
-                target_bps,
-                "the encoder skips pictures to hold the target: a smaller rung"
-            );
-            self.failed_at[self.step] = Some(target);
-            self.step_to(self.step + 1);
+        if let Some(figures) = self.window.close(now) {
+            self.figures = Some(figures);
+            if self.step + 1 < rungs.len() && figures.skipped_share > SKIP_LIMIT {
+                tracing::debug!(
+                    step = self.step,
+                    skipped = figures.skipped_share,
+                    target_bps,
+                    "the encoder skips pictures to hold the target: a smaller rung"
+                );
+                self.failed_at[self.step] = Some(target);
+                self.step_to(self.step + 1);
+            }
         }
         // A rung is tried again only well above where the encoder failed it.
         let failed_at = self.failed_at;
         let needs = |step: usize| nominal_needs(step).max(failed_at[step].unwrap_or(0.0));
-        if self.step + 1 < rungs.len() && target < needs(self.step) {
+        // A picture that costs far less than the target (a quiet one) is not
+        // shrunk for a low target: the target follows what is sent, and the
+        // picture is not what holds it down.
+        let binding = self
+            .figures
+            .is_some_and(|figures| figures.output_bps >= target * BINDING);
+        if self.step + 1 < rungs.len() && binding && target < needs(self.step) {
             let since = *self.short_since.get_or_insert(now);
             if now.saturating_duration_since(since) >= DOWN_AFTER {
                 self.step_to(self.step + 1);
@@ -187,40 +246,20 @@ impl EncodeLadder {
         }
     }
 
-    /// The encoder took a picture of the current rung (`skipped`: it gave
-    /// nothing back for it, to hold the target).
-    pub(crate) fn encoded(&mut self, skipped: bool, now: Instant) {
-        self.skips_since.get_or_insert(now);
-        self.offered += 1;
-        self.skipped += u32::from(skipped);
-    }
-
-    /// Whether the encoder skipped more than [`SKIP_LIMIT`] over the last
-    /// [`SKIP_WINDOW`]; starts a new window once one is full.
-    fn skipping_too_much(&mut self, now: Instant) -> bool {
-        let Some(since) = self.skips_since else {
-            return false;
-        };
-        if now.saturating_duration_since(since) < SKIP_WINDOW {
-            return false;
-        }
-        let too_much = f64::from(self.skipped) > f64::from(self.offered) * SKIP_LIMIT;
-        self.reset_skips();
-        too_much
-    }
-
-    fn reset_skips(&mut self) {
-        self.offered = 0;
-        self.skipped = 0;
-        self.skips_since = None;
+    /// The encoder took a picture of the current rung and gave back `bytes`
+    /// (`None`: it skipped the picture to hold the target).
+    pub(crate) fn encoded(&mut self, bytes: Option<usize>, now: Instant) {
+        self.window.add(bytes, now);
     }
 
     fn step_to(&mut self, step: usize) {
         self.step = step;
         self.short_since = None;
         self.ample_since = None;
-        // A new rung is a new encoder: its first picture is a keyframe.
-        self.reset_skips();
+        // A new rung is a new encoder, whose first picture is a keyframe:
+        // its skips are counted afresh. Whether the target binds is kept: a
+        // smaller rung of a picture the target held down is held down too.
+        self.window = EncoderWindow::default();
     }
 }
 
@@ -241,28 +280,79 @@ mod tests {
         keep_one_in: 2,
     };
 
-    /// The rung after each second at each target, for 640x480 at 30 fps.
-    fn walk(targets_kbps: &[u32]) -> Vec<Rung> {
-        let start = Instant::now();
-        let mut ladder = EncodeLadder::default();
-        let mut rungs = Vec::new();
-        for (second, kbps) in targets_kbps.iter().enumerate() {
-            let mut rung = FULL;
-            for tick in 0..10u64 {
-                let now = start + Duration::from_millis(second as u64 * 1000 + tick * 100);
-                rung = ladder.rung(kbps * 1000, 640, 480, 30, now);
+    /// A picture of `width`x`height` at `fps`, through the ladder and an
+    /// encoder that sends `spends` of the target (1: the target holds it
+    /// down; less: a quiet picture) and skips the pictures `skips` says.
+    struct Drive {
+        ladder: EncodeLadder,
+        start: Instant,
+        frame: u64,
+        width: u32,
+        height: u32,
+        fps: u32,
+        spends: f64,
+    }
+
+    impl Drive {
+        fn new(ladder: EncodeLadder, width: u32, height: u32, fps: u32) -> Drive {
+            Drive {
+                ladder,
+                start: Instant::now(),
+                frame: 0,
+                width,
+                height,
+                fps,
+                spends: 1.0,
             }
-            rungs.push(rung);
         }
-        rungs
+
+        /// `seconds` at `kbps`; the rung at the end.
+        fn run(&mut self, seconds: f64, kbps: u32, skips: impl Fn(u64) -> bool) -> Rung {
+            let frames = (seconds * f64::from(self.fps)) as u64;
+            let mut rung = FULL;
+            for _ in 0..frames {
+                let now = self.start + Duration::from_secs(self.frame) / self.fps;
+                rung = self
+                    .ladder
+                    .rung(kbps * 1000, self.width, self.height, self.fps, now);
+                if self.frame.is_multiple_of(u64::from(rung.keep_one_in)) {
+                    let rate = f64::from(self.fps) / f64::from(rung.keep_one_in);
+                    let bytes = f64::from(kbps) * 1000.0 * self.spends / 8.0 / rate;
+                    let bytes = (!skips(self.frame)).then_some(bytes as usize);
+                    self.ladder.encoded(bytes, now);
+                }
+                self.frame += 1;
+            }
+            rung
+        }
+    }
+
+    const NO_SKIPS: fn(u64) -> bool = |_| false;
+
+    /// The rung after each second at each target, for 640x480 at 30 fps,
+    /// after two seconds at the first target (the ladder's first look at
+    /// what the encoder sends).
+    fn walk(targets_kbps: &[u32]) -> Vec<Rung> {
+        let mut drive = Drive::new(EncodeLadder::default(), 640, 480, 30);
+        drive.run(2.0, targets_kbps[0], NO_SKIPS);
+        targets_kbps
+            .iter()
+            .map(|kbps| drive.run(1.0, *kbps, NO_SKIPS))
+            .collect()
     }
 
     #[test]
     fn a_narrow_link_halves_the_picture_then_the_frame_rate() {
-        let rungs = walk(&[1500, 1500, 400, 400, 400, 100, 100, 100]);
+        let rungs = walk(&[1500, 1500, 400, 400, 400, 100, 100, 100, 40, 40]);
+        let trickle = Rung {
+            half_size: true,
+            keep_one_in: 6,
+        };
         assert_eq!(
             rungs,
-            vec![FULL, FULL, FULL, HALF, HALF, HALF, HALF_SLOW, HALF_SLOW]
+            vec![
+                FULL, FULL, FULL, HALF, HALF, HALF, HALF_SLOW, HALF_SLOW, HALF_SLOW, trickle
+            ]
         );
     }
 
@@ -282,76 +372,57 @@ mod tests {
     }
 
     #[test]
+    fn a_quiet_picture_is_not_shrunk_for_a_target_that_follows_it() {
+        // The clean test pattern: 30 kbit/s sent, so congestion control's
+        // target (which leads what arrives by half) sits at ~45 kbit/s.
+        let mut drive = Drive::new(EncodeLadder::default(), 640, 480, 30);
+        drive.spends = 0.66;
+        assert_eq!(drive.run(10.0, 45, NO_SKIPS), FULL);
+    }
+
+    #[test]
     fn a_shared_screen_gives_up_frame_rate_before_size() {
-        let start = Instant::now();
-        let mut ladder = EncodeLadder::new(true);
-        let mut seen = Vec::new();
+        let mut drive = Drive::new(EncodeLadder::new(true), 1920, 1080, 15);
         // 1920x1080 at 15 fps needs 249 kbit/s; 7.5 fps 124, 5 fps 83, and
         // 960x540 at 5 fps 21: 20 kbit/s carries none of them.
-        for tick in 0..40u64 {
-            let now = start + Duration::from_millis(tick * 100);
-            let rung = ladder.rung(20_000, 1920, 1080, 15, now);
+        let mut seen = vec![drive.run(2.0, 20, NO_SKIPS)];
+        for _ in 0..30 {
+            let rung = drive.run(0.2, 20, NO_SKIPS);
             if seen.last() != Some(&rung) {
                 seen.push(rung);
             }
         }
         assert_eq!(seen, SCREEN_RUNGS);
-        assert_eq!(seen[0], FULL);
-        // A quiet 1280x800 screen at the target's floor keeps its size and rate.
-        let mut ladder = EncodeLadder::new(true);
-        for tick in 0..40u64 {
-            let now = start + Duration::from_millis(tick * 100);
-            assert_eq!(ladder.rung(150_000, 1280, 800, 15, now), FULL);
-        }
+        // A quiet 1280x800 screen keeps its size and rate.
+        let mut drive = Drive::new(EncodeLadder::new(true), 1280, 800, 15);
+        drive.spends = 0.5;
+        assert_eq!(drive.run(6.0, 150, NO_SKIPS), FULL);
     }
 
     #[test]
     fn a_small_picture_is_never_halved_below_320_wide() {
-        let start = Instant::now();
-        let mut ladder = EncodeLadder::default();
-        let mut rung = FULL;
-        for tick in 0..50u64 {
-            rung = ladder.rung(
-                50_000,
-                320,
-                240,
-                30,
-                start + Duration::from_millis(tick * 100),
-            );
-        }
+        let mut drive = Drive::new(EncodeLadder::default(), 320, 240, 30);
+        // Halving is skipped; the frame rate goes down instead.
         assert_eq!(
-            rung,
+            drive.run(7.0, 50, NO_SKIPS),
             Rung {
                 half_size: false,
-                keep_one_in: 2
+                keep_one_in: 6
             }
         );
     }
 
     #[test]
     fn a_rung_the_encoder_cannot_hold_is_left_and_tried_again_only_well_above() {
-        let start = Instant::now();
-        let mut ladder = EncodeLadder::default();
-        // 30 pictures a second; at full size the encoder skips one in four.
-        let rung_at = |ladder: &mut EncodeLadder, from_s: u64, to_s: u64, kbps: u32| {
-            let mut rung = FULL;
-            for frame in from_s * 30..to_s * 30 {
-                let now = start + Duration::from_millis(frame * 1000 / 30);
-                rung = ladder.rung(kbps * 1000, 640, 480, 30, now);
-                ladder.encoded(rung == FULL && frame % 4 == 0, now);
-            }
-            rung
-        };
-        assert_eq!(
-            rung_at(&mut ladder, 0, 1, 800),
-            FULL,
-            "a second is too soon"
-        );
-        assert_eq!(rung_at(&mut ladder, 1, 3, 800), HALF);
+        let mut drive = Drive::new(EncodeLadder::default(), 640, 480, 30);
+        // At full size the encoder skips one picture in four.
+        let skips = |frame: u64| frame.is_multiple_of(4);
+        assert_eq!(drive.run(1.0, 800, skips), FULL, "a second is too soon");
+        assert_eq!(drive.run(2.0, 800, skips), HALF);
         // The target alone would allow full size again (800 > 1.4 x 553
         // kbit/s), but not at the rate the encoder failed it at...
-        assert_eq!(rung_at(&mut ladder, 3, 10, 800), HALF);
+        assert_eq!(drive.run(7.0, 800, NO_SKIPS), HALF);
         // ...only at 1.4 times that.
-        assert_eq!(rung_at(&mut ladder, 10, 15, 1150), FULL);
+        assert_eq!(drive.run(5.0, 1150, NO_SKIPS), FULL);
     }
 }

@@ -163,7 +163,8 @@ pub(crate) async fn start_video_sender(
                 };
                 let encoded = encoder.encode(to_encode);
                 if let Ok(result) = &encoded {
-                    ladder.encoded(result.is_none(), Instant::now());
+                    let bytes = result.as_ref().map(|encoded| encoded.data.len());
+                    ladder.encoded(bytes, Instant::now());
                 }
                 let encoded = match encoded {
                     Ok(Some(encoded)) => encoded,
