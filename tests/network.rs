@@ -357,6 +357,22 @@ fn sent_per_second(call: &NetworkCall, side: Side, seconds: u32) -> Vec<f64> {
     rates
 }
 
+/// A 40 s call over a link of 5 ms each way (the delay line counts what each
+/// side sends), once both are connected.
+fn connected_40_s_call(label: &str) -> NetworkCall {
+    let mut call = NetworkCall::new(label);
+    call.rig.set_links(LinkProfile::new(5, 0, 0.0)).unwrap();
+    call.start(40, &[]);
+    call.expect_both("connected", Duration::from_secs(20));
+    call
+}
+
+/// Caps both directions at `kbps`, or lifts the caps.
+fn cap_both_ways(call: &mut NetworkCall, kbps: Option<u32>) {
+    call.rig.set_rate(Side::A, kbps).unwrap();
+    call.rig.set_rate(Side::B, kbps).unwrap();
+}
+
 /// Issue 14's 500 kbit/s cap, with `test:noisy` (1.4 Mbit/s before the cap):
 /// the sender is under the cap within 5 s and stays there, and is back above
 /// 800 kbit/s within 10 s of the cap going. What makes it hold: the encoder
@@ -366,17 +382,11 @@ fn sent_per_second(call: &NetworkCall, side: Side, seconds: u32) -> Vec<f64> {
 #[test]
 fn a_narrow_link_is_followed_within_seconds_and_left_when_it_widens() {
     let _one_at_a_time = common::serialised();
-    let mut call = NetworkCall::new("cap");
-    // The delay line counts what each side sends; a few ms of delay is all.
-    call.rig.set_links(LinkProfile::new(5, 0, 0.0)).unwrap();
-    call.start(40, &[]);
-    call.expect_both("connected", Duration::from_secs(20));
+    let mut call = connected_40_s_call("cap");
     let open_before = sent_per_second(&call, Side::A, 3);
-    call.rig.set_rate(Side::A, Some(500)).unwrap();
-    call.rig.set_rate(Side::B, Some(500)).unwrap();
+    cap_both_ways(&mut call, Some(500));
     let capped = sent_per_second(&call, Side::A, 20);
-    call.rig.set_rate(Side::A, None).unwrap();
-    call.rig.set_rate(Side::B, None).unwrap();
+    cap_both_ways(&mut call, None);
     let lifted = sent_per_second(&call, Side::A, 12);
     let reports = call.finish(Duration::from_secs(100));
     let show = |rates: &[f64]| {
@@ -447,12 +457,8 @@ fn a_narrow_link_is_followed_within_seconds_and_left_when_it_widens() {
 #[ignore = "issue 14: a 100 kbit/s link is not yet carried (no picture, half the beeps)"]
 fn a_100_kbit_link_carries_every_word_and_a_few_pictures() {
     let _one_at_a_time = common::serialised();
-    let mut call = NetworkCall::new("narrow");
-    call.rig.set_links(LinkProfile::new(5, 0, 0.0)).unwrap();
-    call.start(40, &[]);
-    call.expect_both("connected", Duration::from_secs(20));
-    call.rig.set_rate(Side::A, Some(100)).unwrap();
-    call.rig.set_rate(Side::B, Some(100)).unwrap();
+    let mut call = connected_40_s_call("narrow");
+    cap_both_ways(&mut call, Some(100));
     let capped = sent_per_second(&call, Side::A, 30);
     let reports = call.finish(Duration::from_secs(100));
     let show = capped

@@ -327,6 +327,15 @@ mod tests {
         }
     }
 
+    /// One packet of `bytes` reported at `at`, arrived after `delay_ms` or lost.
+    fn report(guard: &mut DeliveryGuard, at: Instant, bytes: usize, delay_ms: Option<f64>) {
+        guard.record(at, bytes, delay_ms.is_some());
+        if let Some(delay_ms) = delay_ms {
+            guard.record_delay(at, delay_ms);
+        }
+        guard.update_ceiling(at);
+    }
+
     #[test]
     fn the_target_leads_what_arrives_by_half_at_most() {
         let start = Instant::now();
@@ -355,17 +364,13 @@ mod tests {
         // 500 kbit/s arriving with an empty queue: no ceiling.
         for n in 0..100u32 {
             let at = start + Duration::from_millis(u64::from(n) * 10);
-            guard.record(at, 625, true);
-            guard.record_delay(at, 20.0);
-            guard.update_ceiling(at);
+            report(&mut guard, at, 625, Some(20.0));
         }
         assert_eq!(guard.ceiling, None);
         // The queue grows to 150 ms: back off to 85 % of what arrives.
         for n in 100..150u32 {
             let at = start + Duration::from_millis(u64::from(n) * 10);
-            guard.record(at, 625, true);
-            guard.record_delay(at, 20.0 + f64::from(n - 100) * 3.0);
-            guard.update_ceiling(at);
+            report(&mut guard, at, 625, Some(20.0 + f64::from(n - 100) * 3.0));
         }
         let ceiling = guard.ceiling.expect("overuse sets a ceiling");
         assert!((400_000.0..450_000.0).contains(&ceiling), "{ceiling}");
@@ -377,9 +382,7 @@ mod tests {
         let drained = |guard: &mut DeliveryGuard, from: u32, to: u32| {
             for n in from..to {
                 let at = start + Duration::from_millis(u64::from(n) * 10);
-                guard.record(at, 625, true);
-                guard.record_delay(at, 20.0);
-                guard.update_ceiling(at);
+                report(guard, at, 625, Some(20.0));
             }
             guard.ceiling.expect("still there")
         };
@@ -413,10 +416,8 @@ mod tests {
         // for 5 s: on average 50 ms above the lowest delay.
         for n in 0..500u32 {
             let at = start + Duration::from_millis(u64::from(n) * 10);
-            guard.record(at, 625, true);
             let jitter = f64::from((n * 37) % 101);
-            guard.record_delay(at, 20.0 + jitter);
-            guard.update_ceiling(at);
+            report(&mut guard, at, 625, Some(20.0 + jitter));
         }
         assert_eq!(guard.ceiling, None, "jitter read as a queue");
     }
@@ -432,9 +433,7 @@ mod tests {
             seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
             let lost = seed >> 16 < 65_536 / 20;
             let at = start + Duration::from_micros(u64::from(n) * 11_111);
-            guard.record(at, 416, !lost);
-            guard.record_delay(at, 20.0);
-            guard.update_ceiling(at);
+            report(&mut guard, at, 416, (!lost).then_some(20.0));
         }
         assert_eq!(guard.ceiling, None, "random loss read as congestion");
     }

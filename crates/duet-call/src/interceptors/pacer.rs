@@ -29,11 +29,48 @@ pub(crate) struct MediaPacer {
     reads: VecDeque<TaggedPacket>,
     /// What the queue had dropped when last logged.
     logged_drops: PacingDrops,
-    /// What the queue had let out when its mix was last logged, and when.
-    logged_totals: (Instant, PacingTotals),
+    /// What the queue let out since its mix was last logged.
+    mix_log: TotalsWindow,
     budget: SendBudget,
-    /// What the queue had let out when the overhead was last measured, and when.
-    measured_totals: (Instant, PacingTotals),
+    /// What the queue let out since the overhead was last measured.
+    overhead: TotalsWindow,
+}
+
+/// What a [`PacingQueue`] let out over one period: the send queue's
+/// figures for a log line or for the [`SendBudget`].
+struct TotalsWindow {
+    period: Duration,
+    since: Instant,
+    at_start: PacingTotals,
+}
+
+impl TotalsWindow {
+    fn new(period: Duration, now: Instant) -> TotalsWindow {
+        TotalsWindow {
+            period,
+            since: now,
+            at_start: PacingTotals::default(),
+        }
+    }
+
+    /// Once the period is over: how long it was, and the bits let out in
+    /// it (by class); a new period starts.
+    fn close(&mut self, now: Instant, totals: PacingTotals) -> Option<(f64, PacingTotals)> {
+        let elapsed = now.saturating_duration_since(self.since);
+        if elapsed < self.period {
+            return None;
+        }
+        let before = self.at_start;
+        (self.since, self.at_start) = (now, totals);
+        Some((
+            elapsed.as_secs_f64(),
+            PacingTotals {
+                immediate_bits: totals.immediate_bits - before.immediate_bits,
+                fresh_bits: totals.fresh_bits - before.fresh_bits,
+                resend_bits: totals.resend_bits - before.resend_bits,
+            },
+        ))
+    }
 }
 
 impl MediaPacer {
@@ -45,44 +82,32 @@ impl MediaPacer {
             highest: HashMap::new(),
             reads: VecDeque::new(),
             logged_drops: PacingDrops::default(),
-            logged_totals: (now, PacingTotals::default()),
+            mix_log: TotalsWindow::new(MIX_LOG_INTERVAL, now),
             budget,
-            measured_totals: (now, PacingTotals::default()),
+            overhead: TotalsWindow::new(OVERHEAD_INTERVAL, now),
         }
     }
 
     /// Every [`OVERHEAD_INTERVAL`]: what went out that was not fresh video.
     fn measure_overhead(&mut self, now: Instant) {
-        let (since, before) = self.measured_totals;
-        let elapsed = now.saturating_duration_since(since);
-        if elapsed < OVERHEAD_INTERVAL {
-            return;
+        if let Some((seconds, sent)) = self.overhead.close(now, self.queue.totals()) {
+            let bits = sent.immediate_bits + sent.resend_bits;
+            self.budget.set_overhead((bits / seconds).max(0.0) as u64);
         }
-        let totals = self.queue.totals();
-        let bits =
-            totals.immediate_bits - before.immediate_bits + totals.resend_bits - before.resend_bits;
-        self.budget
-            .set_overhead((bits / elapsed.as_secs_f64()).max(0.0) as u64);
-        self.measured_totals = (now, totals);
     }
 
     /// Once a second, at debug: what went out, by class, against the rate.
     fn log_mix(&mut self, now: Instant) {
-        let (since, before) = self.logged_totals;
-        let elapsed = now.saturating_duration_since(since);
-        if elapsed < MIX_LOG_INTERVAL {
-            return;
+        if let Some((seconds, sent)) = self.mix_log.close(now, self.queue.totals()) {
+            let kbps = |bits: f64| (bits / seconds / 1000.0).round();
+            tracing::debug!(
+                audio_rtcp_kbps = kbps(sent.immediate_bits),
+                fresh_video_kbps = kbps(sent.fresh_bits),
+                resend_kbps = kbps(sent.resend_bits),
+                pacing_kbps = (self.queue.rate_bps() / 1000.0).round(),
+                "send queue, last second"
+            );
         }
-        let totals = self.queue.totals();
-        let kbps = |bits: f64| (bits / elapsed.as_secs_f64() / 1000.0).round();
-        tracing::debug!(
-            audio_rtcp_kbps = kbps(totals.immediate_bits - before.immediate_bits),
-            fresh_video_kbps = kbps(totals.fresh_bits - before.fresh_bits),
-            resend_kbps = kbps(totals.resend_bits - before.resend_bits),
-            pacing_kbps = (self.queue.rate_bps() / 1000.0).round(),
-            "send queue, last second"
-        );
-        self.logged_totals = (now, totals);
     }
 
     fn classify(&mut self, packet: &Packet) -> PacketClass {
