@@ -12,10 +12,6 @@ use super::pacing::{PacingDrops, PacingQueue, PacingTotals, PacketClass};
 
 /// How often the send side's mix is logged (at debug).
 const MIX_LOG_INTERVAL: Duration = Duration::from_secs(1);
-/// What the wire adds to each RTP packet: IPv4 and UDP headers and SRTP's
-/// authentication tag. A 20 ms Opus packet is ~60 bytes of RTP: on a link
-/// of 100 kbit/s, its headers are a fifth of the audio's cost.
-const WIRE_OVERHEAD_BYTES: usize = 20 + 8 + 10;
 /// How often what is not fresh video is measured for the [`SendBudget`].
 const OVERHEAD_INTERVAL: Duration = Duration::from_millis(250);
 
@@ -165,7 +161,7 @@ impl rtc::sansio::Protocol<TaggedPacket, TaggedPacket, ()> for MediaPacer {
     fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
         let class = self.classify(&msg.message.packet);
         let bits = match &msg.message.packet {
-            Packet::Rtp(rtp) => ((rtp.marshal_size() + WIRE_OVERHEAD_BYTES) * 8) as f64,
+            Packet::Rtp(rtp) => (rtp.marshal_size() * 8) as f64,
             _ => 0.0,
         };
         let now = msg.now;
