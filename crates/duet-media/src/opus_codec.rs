@@ -1,4 +1,4 @@
-//! Opus for calls: 48 kHz mono, 20 ms frames, VoIP mode with in-band FEC, and
+//! Opus for calls: 48 kHz mono, 20 ms frames (packed one to three to a packet), VoIP mode with in-band FEC, and
 //! a decoder that conceals lost packets.
 
 use opus::{Application, Bitrate, Channels};
@@ -6,14 +6,14 @@ use opus::{Application, Bitrate, Channels};
 use crate::MediaError;
 use crate::frame::{FRAME_SAMPLES, SAMPLE_RATE};
 
-/// Largest Opus packet we produce (well over what 20 ms at 510 kbit/s needs).
-const MAX_PACKET: usize = 1500;
+/// Largest Opus packet we produce (over what 60 ms at 510 kbit/s needs).
+const MAX_PACKET: usize = 4000;
 /// The longest audio one Opus packet can carry: 120 ms at 48 kHz.
 const MAX_PACKET_SAMPLES: usize = 5760;
 
 /// The samples at 48 kHz that an Opus packet carries, as its table of
 /// contents says; `None` for something that is not an Opus packet. Duet sends
-/// 20 ms packets, other senders also 10, 40 or 60 ms ones: a receiver that
+/// 20 ms packets (60 ms on a narrow link), other senders also 10, 40 or 60 ms ones: a receiver that
 /// plays by timestamp needs to know how far each packet reaches.
 pub fn opus_packet_samples(packet: &[u8]) -> Option<u32> {
     if packet.is_empty() {
@@ -25,7 +25,7 @@ pub fn opus_packet_samples(packet: &[u8]) -> Option<u32> {
         .filter(|&n| n > 0 && n as usize <= MAX_PACKET_SAMPLES)
 }
 
-/// Opus encoder for one 20 ms mono frame at a time.
+/// Opus encoder for mono packets of 20, 40 or 60 ms.
 pub struct OpusEncoder {
     encoder: opus::Encoder,
     packet: Vec<u8>,
@@ -77,11 +77,13 @@ impl OpusEncoder {
         Ok(usize::try_from(samples).unwrap_or(0))
     }
 
-    /// Encodes exactly [`FRAME_SAMPLES`] samples into one packet.
+    /// Encodes one, two or three 20 ms frames ([`FRAME_SAMPLES`] each) into
+    /// one packet: longer packets save headers on a narrow link.
     pub fn encode(&mut self, samples: &[f32]) -> Result<Vec<u8>, MediaError> {
-        if samples.len() != FRAME_SAMPLES {
+        let frames = samples.len() / FRAME_SAMPLES;
+        if samples.len() % FRAME_SAMPLES != 0 || !(1..=3).contains(&frames) {
             return Err(MediaError::Codec(format!(
-                "Opus frames are {FRAME_SAMPLES} samples, got {}",
+                "Opus packets here are 1 to 3 frames of {FRAME_SAMPLES} samples, got {} samples",
                 samples.len()
             )));
         }
@@ -112,7 +114,7 @@ impl OpusDecoder {
         Ok(OpusDecoder { decoder })
     }
 
-    /// Decodes a packet into the samples it carries (20 ms from Duet; up to
+    /// Decodes a packet into the samples it carries (20 or 60 ms from Duet; up to
     /// 120 ms from other senders). `None` is a lost packet: the decoder
     /// conceals 20 ms of it (and a corrupt packet is concealed the same way).
     pub fn decode(&mut self, packet: Option<&[u8]>) -> Vec<f32> {
@@ -162,9 +164,17 @@ mod tests {
     #[test]
     fn a_packet_says_how_much_audio_it_carries() {
         let mut encoder = OpusEncoder::new(32_000).expect("encoder");
+        assert!(encoder.encode(&[0.1; 100]).is_err(), "not a whole frame");
+        assert!(
+            encoder.encode(&[0.1; 4 * FRAME_SAMPLES]).is_err(),
+            "over 60 ms"
+        );
+        let long = encoder.encode(&[0.1; 3 * FRAME_SAMPLES]).expect("60 ms");
+        assert_eq!(opus_packet_samples(&long), Some(3 * FRAME_SAMPLES as u32));
+        let mut decoder = OpusDecoder::new().expect("decoder");
+        assert_eq!(decoder.decode(Some(&long)).len(), 3 * FRAME_SAMPLES);
         let packet = encoder.encode(&[0.1; FRAME_SAMPLES]).expect("encodes");
         assert_eq!(opus_packet_samples(&packet), Some(FRAME_SAMPLES as u32));
-        let mut decoder = OpusDecoder::new().expect("decoder");
         assert_eq!(decoder.decode(Some(&packet)).len(), FRAME_SAMPLES);
         assert_eq!(decoder.decode(None).len(), FRAME_SAMPLES, "concealment");
     }

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use rtc::interceptor::{BandwidthEstimator, EstimatorStats, Gcc, PacketReport};
 
 use super::SendBudget;
+use super::wire::PACKET_OVERHEAD_BYTES;
 
 /// How far back delivery is measured.
 const WINDOW: Duration = Duration::from_secs(1);
@@ -291,8 +292,17 @@ impl PublishingEstimator {
 
 impl BandwidthEstimator for PublishingEstimator {
     fn on_reports(&mut self, now: Instant, reports: &[PacketReport]) {
-        self.inner.on_reports(now, reports);
-        self.guard.on_reports(now, reports);
+        // Measured as the link measures them: a target in RTP bytes would
+        // leave the headers of every packet unbudgeted.
+        let on_the_wire: Vec<PacketReport> = reports
+            .iter()
+            .map(|report| PacketReport {
+                size: report.size + PACKET_OVERHEAD_BYTES,
+                ..report.clone()
+            })
+            .collect();
+        self.inner.on_reports(now, &on_the_wire);
+        self.guard.on_reports(now, &on_the_wire);
         self.publish();
     }
 

@@ -12,6 +12,7 @@ mod feedback;
 mod pacer;
 mod pacing;
 mod send_budget;
+mod wire;
 
 use std::time::Duration;
 

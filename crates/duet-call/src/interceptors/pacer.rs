@@ -5,10 +5,10 @@ use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use rtc::interceptor::{Attribute, Interceptor, Packet, StreamInfo, TaggedPacket};
-use rtc::shared::marshal::MarshalSize;
 
 use super::SendBudget;
 use super::pacing::{PacingDrops, PacingQueue, PacingTotals, PacketClass};
+use super::wire::wire_bytes;
 
 /// How often the send side's mix is logged (at debug).
 const MIX_LOG_INTERVAL: Duration = Duration::from_secs(1);
@@ -160,10 +160,7 @@ impl rtc::sansio::Protocol<TaggedPacket, TaggedPacket, ()> for MediaPacer {
 
     fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
         let class = self.classify(&msg.message.packet);
-        let bits = match &msg.message.packet {
-            Packet::Rtp(rtp) => (rtp.marshal_size() * 8) as f64,
-            _ => 0.0,
-        };
+        let bits = (wire_bytes(&msg.message.packet) * 8) as f64;
         let now = msg.now;
         self.queue.push(now, class, bits, msg);
         self.measure_overhead(now);

@@ -6,7 +6,7 @@
 //! the target the queue grows into seconds of delay. This one puts audio
 //! and RTCP straight through (charging the budget), retransmissions before
 //! fresh video, paces at [`PACING_FACTOR`] times the target as libwebrtc
-//! does, and throws away what has waited too long to be useful: nothing here
+//! does (nearer the target on a narrow link), and throws away what has waited too long to be useful: nothing here
 //! can hold seconds of media.
 //!
 //! Retransmissions go first because the receiver shows frames in order: a
@@ -21,9 +21,25 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-/// How much faster than the target the queue drains: bursts (a keyframe)
-/// spread out, but the queue keeps up with an encoder that overshoots.
+/// How much faster than the target the queue drains on a link of
+/// [`WIDE_FROM`] or more: bursts (a keyframe) spread out, but the queue
+/// keeps up with an encoder that overshoots.
 pub(crate) const PACING_FACTOR: f64 = 2.5;
+/// ...and on a link of [`NARROW_TO`] or less, where one full-size packet
+/// is a tenth of a second of the link: a keyframe's burst at 2.5 times the
+/// link rate would sit in the bottleneck's queue ahead of audio (160 ms for
+/// a 3.4 kB keyframe at 100 kbit/s). Paced near the link's rate, video
+/// waits here instead, where audio goes first. Between the two the factor
+/// changes linearly.
+const NARROW_PACING_FACTOR: f64 = 1.2;
+const NARROW_TO: f64 = 100_000.0;
+const WIDE_FROM: f64 = 400_000.0;
+
+/// How much faster than `target_bps` the queue drains.
+fn pacing_factor(target_bps: f64) -> f64 {
+    let wide = ((target_bps - NARROW_TO) / (WIDE_FROM - NARROW_TO)).clamp(0.0, 1.0);
+    NARROW_PACING_FACTOR + (PACING_FACTOR - NARROW_PACING_FACTOR) * wide
+}
 /// The most a burst may be ahead of the rate: 40 ms of it, at least one
 /// full-size packet.
 const BURST: Duration = Duration::from_millis(40);
@@ -116,7 +132,7 @@ impl<T> PacingQueue<T> {
     /// Follows the congestion controller.
     pub(crate) fn set_target(&mut self, target_bps: f64) {
         self.target_bps = target_bps;
-        self.rate_bps = (target_bps * PACING_FACTOR).max(MIN_BURST_BITS);
+        self.rate_bps = (target_bps * pacing_factor(target_bps)).max(MIN_BURST_BITS);
         self.budget_bits = self.budget_bits.min(self.burst_bits());
         self.resend_budget_bits = self.resend_budget_bits.min(self.resend_burst_bits());
     }
@@ -307,6 +323,17 @@ mod tests {
     }
 
     #[test]
+    fn a_narrow_link_is_paced_nearer_its_rate() {
+        assert_eq!(pacing_factor(1_400_000.0), PACING_FACTOR);
+        assert_eq!(pacing_factor(400_000.0), PACING_FACTOR);
+        assert!((pacing_factor(250_000.0) - 1.85).abs() < 1e-9);
+        assert_eq!(pacing_factor(100_000.0), NARROW_PACING_FACTOR);
+        assert_eq!(pacing_factor(40_000.0), NARROW_PACING_FACTOR);
+        let queue = PacingQueue::<u32>::new(100_000.0);
+        assert!((queue.rate_bps() - 120_000.0).abs() < 1e-6);
+    }
+
+    #[test]
     fn resends_go_before_fresh_video_and_stale_ones_are_dropped() {
         let start = Instant::now();
         let mut queue = PacingQueue::new(200_000.0);
@@ -326,7 +353,8 @@ mod tests {
         queue.push(start, PacketClass::Resend, PACKET_BITS, 3);
         queue.push(start, PacketClass::FreshVideo, PACKET_BITS, 4);
         let out = drain(&mut queue, start, 300);
-        // 500 kbit/s pacing, 20 kbit burst: the 60 kbit debt takes 120 ms.
+        // 327 kbit/s pacing (1.63 times, on a 200 kbit/s link), 13 kbit
+        // burst: the 67 kbit debt takes 205 ms.
         assert_eq!(out.iter().map(|(_, n)| *n).collect::<Vec<_>>(), vec![4]);
         assert_eq!(queue.drops().stale_resends, 1);
     }

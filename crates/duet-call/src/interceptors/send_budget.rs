@@ -27,6 +27,11 @@ impl SendBudget {
         self.target_bps.swap(bps, Ordering::Relaxed)
     }
 
+    /// The whole connection's target, or 0 while there is none yet.
+    pub(crate) fn target_bps(&self) -> u64 {
+        self.target_bps.load(Ordering::Relaxed)
+    }
+
     /// What audio, RTCP and resends sent lately, in bits per second.
     pub(crate) fn set_overhead(&self, bps: u64) {
         self.overhead_bps.store(bps, Ordering::Relaxed);

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Instant;
 
 use bytes::Bytes;
 use duet_media::frame::FRAME_SAMPLES;
@@ -9,6 +10,7 @@ use duet_media::source::{AudioSource, AudioSpec};
 use duet_media::{AudioProcessor, OpusEncoder};
 use tokio::sync::mpsc;
 
+use super::audio_rate::{AudioPacking, AudioRateRule};
 use super::counters::bump;
 use super::device_switch::switched_source;
 use super::echo_reference::PlayedReader;
@@ -19,6 +21,8 @@ use super::{MediaNotice, Started, next_or_fail};
 use crate::CallError;
 
 /// Starts the audio capture-and-encode thread, which opens the source; resolves once it is open.
+///
+/// Each packet carries 20 ms, or 60 ms on a narrow link ([`AudioRateRule`]).
 ///
 /// A microphone's sound goes through echo cancellation (against `played`,
 /// what this peer's speaker played), noise suppression and gain control, as
@@ -38,7 +42,13 @@ pub(crate) async fn start_audio_sender(
         threads,
         move || AudioSource::open(&spec, tone_hz),
         move |mut source: AudioSource| {
-            let mut encoder = match OpusEncoder::new(32_000) {
+            let mut rate = AudioRateRule::default();
+            let mut packing = AudioPacking::NORMAL;
+            // The frames of the packet being filled, and when its first was captured.
+            let mut pending: Vec<f32> =
+                Vec::with_capacity(AudioPacking::NARROW.samples_per_packet());
+            let mut pending_capture = None;
+            let mut encoder = match OpusEncoder::new(packing.bitrate_bps) {
                 Ok(encoder) => encoder,
                 Err(err) => {
                     let _ = notices.send(MediaNotice::Failed(err.to_string()));
@@ -73,6 +83,7 @@ pub(crate) async fn start_audio_sender(
                     tracing::warn!(%err, "microphone frame sent unprocessed");
                 }
                 if !shared.sending.load(Ordering::Relaxed) {
+                    pending.clear();
                     continue;
                 }
                 let samples = if shared.mic_muted.load(Ordering::Relaxed) {
@@ -80,17 +91,34 @@ pub(crate) async fn start_audio_sender(
                 } else {
                     &frame.samples
                 };
-                match encoder.encode(samples) {
+                // A packet's packing is chosen as it starts.
+                if pending.is_empty() {
+                    let chosen = rate.packing(shared.send_budget.target_bps(), Instant::now());
+                    if chosen.bitrate_bps != packing.bitrate_bps
+                        && let Err(err) = encoder.set_bitrate(chosen.bitrate_bps)
+                    {
+                        tracing::warn!(%err, "audio bitrate not changed");
+                    }
+                    packing = chosen;
+                    pending_capture = Some(frame.capture_time);
+                }
+                pending.extend_from_slice(samples);
+                if pending.len() < packing.samples_per_packet() {
+                    continue;
+                }
+                let capture_time = pending_capture.take().unwrap_or(frame.capture_time);
+                match encoder.encode(&pending) {
                     Ok(packet) => {
                         bump(&shared.counters.audio_packets_sent, 1);
                         let _ = units.try_send(EncodedUnit {
                             data: Bytes::from(packet),
-                            capture_time: frame.capture_time,
-                            samples: Some(FRAME_SAMPLES as u32),
+                            capture_time,
+                            samples: u32::try_from(pending.len()).ok(),
                         });
                     }
                     Err(err) => tracing::warn!(%err, "dropping audio the encoder refused"),
                 }
+                pending.clear();
             }
         },
     )

@@ -11,7 +11,8 @@
 //! - `shared`: the state threads, tasks and session share; `counters`: what they count.
 //! - `threads`: the media threads, owned and joined before a session ends.
 //! - `video_send`, `audio_send`: capture and encode threads; `encode_ladder`
-//!   picks the picture size and frame rate the target bitrate can carry.
+//!   picks the picture size and frame rate the target bitrate can carry,
+//!   `audio_rate` how tightly audio is packed for it.
 //! - `rtp_writer`: encoded units onto the current connection as RTP.
 //! - `video_receive`, `video_decode`: the remote video track into pictures,
 //!   through the bounded `decode_queue`; `video_timing` says when each picture
@@ -20,6 +21,7 @@
 //!   what the sink played, back to the capture thread for the echo canceller.
 
 mod audio_playout;
+mod audio_rate;
 mod audio_send;
 mod counters;
 mod decode_queue;

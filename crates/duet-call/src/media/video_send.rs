@@ -179,6 +179,11 @@ pub(crate) async fn start_video_sender(
                 bump(&counters.video_bytes_sent, encoded.data.len() as u64);
                 bump(&counters.keyframes_sent, u64::from(encoded.keyframe));
                 if encoded.keyframe {
+                    tracing::debug!(
+                        bytes = encoded.data.len(),
+                        target = encoder.bitrate_bps(),
+                        "keyframe sent"
+                    );
                     keyframes.keyframe_sent(encoded.data.len(), encoder.bitrate_bps());
                 }
                 let unit = EncodedUnit {

@@ -1,0 +1,144 @@
+//! How audio is packed for the link it crosses, without a clock of its own.
+//!
+//! On a normal link Duet sends Opus at 32 kbit/s in 20 ms packets. On a
+//! narrow one that costs more than it seems: each packet also carries ~58
+//! bytes of RTP, UDP, IP and SRTP, so fifty packets a second are 23 kbit/s
+//! of headers, and speech takes 55 kbit/s of a 100 kbit/s link. Below
+//! [`NARROW_BELOW`] the sender packs 60 ms into a packet at 16 kbit/s (as
+//! libwebrtc's audio network adaptor lengthens frames on a narrow uplink):
+//! ~24 kbit/s on the wire, clear wideband speech, and the rest left for
+//! pictures. It goes back above [`NORMAL_ABOVE`]; the gap and
+//! [`MIN_DWELL`] keep a target that wavers near one line from switching
+//! every few packets.
+
+use std::time::{Duration, Instant};
+
+use duet_media::frame::FRAME_SAMPLES;
+
+/// The connection's target under which audio packs tight.
+const NARROW_BELOW: u64 = 150_000;
+/// The target above which it goes back to normal packing.
+const NORMAL_ABOVE: u64 = 250_000;
+/// The shortest time between two switches.
+const MIN_DWELL: Duration = Duration::from_secs(2);
+
+/// How the encoder packs audio.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct AudioPacking {
+    /// Opus bitrate.
+    pub(crate) bitrate_bps: u32,
+    /// 20 ms frames in one packet.
+    pub(crate) frames_per_packet: usize,
+}
+
+impl AudioPacking {
+    /// 20 ms packets at 32 kbit/s: the lowest latency, for links with room.
+    pub(crate) const NORMAL: AudioPacking = AudioPacking {
+        bitrate_bps: 32_000,
+        frames_per_packet: 1,
+    };
+    /// 60 ms packets at 16 kbit/s: a third of the headers, for narrow links.
+    pub(crate) const NARROW: AudioPacking = AudioPacking {
+        bitrate_bps: 16_000,
+        frames_per_packet: 3,
+    };
+
+    /// Samples (at 48 kHz) one packet carries.
+    pub(crate) fn samples_per_packet(self) -> usize {
+        FRAME_SAMPLES * self.frames_per_packet
+    }
+}
+
+/// Picks the [`AudioPacking`] for the congestion controller's target.
+#[derive(Debug)]
+pub(crate) struct AudioRateRule {
+    packing: AudioPacking,
+    last_switch: Option<Instant>,
+}
+
+impl Default for AudioRateRule {
+    fn default() -> Self {
+        AudioRateRule {
+            packing: AudioPacking::NORMAL,
+            last_switch: None,
+        }
+    }
+}
+
+impl AudioRateRule {
+    /// The packing for the next packet, given the whole connection's target
+    /// (0 while there is none yet, which keeps the packing as it is).
+    pub(crate) fn packing(&mut self, target_bps: u64, now: Instant) -> AudioPacking {
+        let wanted = if target_bps == 0 {
+            self.packing
+        } else if target_bps < NARROW_BELOW {
+            AudioPacking::NARROW
+        } else if target_bps > NORMAL_ABOVE {
+            AudioPacking::NORMAL
+        } else {
+            self.packing
+        };
+        let settled = self
+            .last_switch
+            .is_none_or(|at| now.saturating_duration_since(at) >= MIN_DWELL);
+        if wanted != self.packing && settled {
+            tracing::debug!(
+                target_kbps = target_bps / 1000,
+                packet_ms = wanted.frames_per_packet * 20,
+                opus_kbps = wanted.bitrate_bps / 1000,
+                "audio packing changed"
+            );
+            self.packing = wanted;
+            self.last_switch = Some(now);
+        }
+        self.packing
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_narrow_link_packs_audio_tight_and_a_wide_one_loosens_it_again() {
+        let mut rule = AudioRateRule::default();
+        let start = Instant::now();
+        let at = |s: u64| start + Duration::from_secs(s);
+        assert_eq!(
+            rule.packing(0, at(0)),
+            AudioPacking::NORMAL,
+            "no target yet"
+        );
+        assert_eq!(rule.packing(1_400_000, at(0)), AudioPacking::NORMAL);
+        assert_eq!(rule.packing(100_000, at(1)), AudioPacking::NARROW);
+        assert_eq!(
+            rule.packing(200_000, at(5)),
+            AudioPacking::NARROW,
+            "in the gap"
+        );
+        assert_eq!(rule.packing(300_000, at(6)), AudioPacking::NORMAL);
+    }
+
+    #[test]
+    fn a_target_wavering_across_the_line_switches_at_most_every_two_seconds() {
+        let mut rule = AudioRateRule::default();
+        let start = Instant::now();
+        assert_eq!(rule.packing(100_000, start), AudioPacking::NARROW);
+        let mut switches = 0;
+        let mut last = AudioPacking::NARROW;
+        for tick in 1..=45 {
+            let target = if tick % 2 == 0 { 100_000 } else { 400_000 };
+            let now = start + Duration::from_millis(100 * tick);
+            let packing = rule.packing(target, now);
+            switches += usize::from(packing != last);
+            last = packing;
+        }
+        assert_eq!(switches, 2, "4.5 s of wavering: a switch 2 s after each");
+    }
+
+    #[test]
+    fn packets_carry_twenty_or_sixty_milliseconds() {
+        assert_eq!(AudioPacking::NORMAL.samples_per_packet(), 960);
+        assert_eq!(AudioPacking::NARROW.samples_per_packet(), 2880);
+    }
+}
