@@ -10,7 +10,8 @@
 //! builds on the path (the lowest recent one-way delay above the lowest of
 //! the last seconds: jitter delays some packets, a standing queue every one
 //! of them, so jitter alone never reads as a queue): when it grows past
-//! [`QUEUE_LIMIT`], or loss is heavy, the guard sets a ceiling just under
+//! [`QUEUE_LIMIT`](super::path_queue::QUEUE_LIMIT) (and is not the queue
+//! of the last back-off, draining: [`QueueJudge`]), or loss is heavy, the guard sets a ceiling just under
 //! what got through and lets it rise only [`CEILING_GROWTH`] a second, so a
 //! narrow link is followed without the climb-and-crash of GCC alone.
 
@@ -20,6 +21,7 @@ use std::time::{Duration, Instant};
 use rtc::interceptor::{BandwidthEstimator, EstimatorStats, Gcc, PacketReport};
 
 use super::SendBudget;
+use super::path_queue::QueueJudge;
 use super::wire::PACKET_OVERHEAD_BYTES;
 
 /// How far back delivery is measured.
@@ -34,8 +36,6 @@ const MIN_SPAN: Duration = Duration::from_millis(500);
 const HEADROOM: f64 = 1.5;
 /// Above this share of packets lost, the path is overused.
 const HEAVY_LOSS: f64 = 0.1;
-/// A queue this deep on the path (one-way delay above its minimum) is overuse.
-const QUEUE_LIMIT: Duration = Duration::from_millis(40);
 /// How long the lowest one-way delay is remembered as the empty-queue one.
 const BASE_WINDOW: Duration = Duration::from_secs(10);
 /// The recent one-way delay is the lowest of this much feedback.
@@ -59,13 +59,27 @@ const BACK_OFF_INTERVAL: Duration = Duration::from_millis(300);
 /// is still in it for a while, and must not cause the next ones.
 const LOSS_BACK_OFF_INTERVAL: Duration = Duration::from_secs(1);
 
+/// One packet the feedback reported on.
+#[derive(Debug, Clone, Copy)]
+struct Reported {
+    at: Instant,
+    sent: Instant,
+    bytes: usize,
+    arrived: bool,
+}
+
 /// What the transport-wide feedback of the last second says got through.
+///
+/// Overuse is judged only on packets sent after the last back-off: those
+/// sent before it still report the queue and loss the back-off answered
+/// (a 100 kbit/s link with a 400 ms queue keeps reporting it for half a
+/// second), and acting on them again would take the target to the floor
+/// for one congestion event (TCP, too, halves once per window).
 #[derive(Debug, Default)]
 pub(crate) struct DeliveryGuard {
-    /// (when reported, bytes, arrived)
-    reports: VecDeque<(Instant, usize, bool)>,
-    /// (when reported, one-way delay in ms on an arbitrary origin)
-    delays: VecDeque<(Instant, f64)>,
+    reports: VecDeque<Reported>,
+    /// (when reported, when sent, one-way delay in ms on an arbitrary origin)
+    delays: VecDeque<(Instant, Instant, f64)>,
     /// RTP packets reported on lately, to tell resends from first sendings.
     sent: RecentPackets,
     /// The send clock's origin for one-way delays.
@@ -75,6 +89,8 @@ pub(crate) struct DeliveryGuard {
     /// What got through when the path was last overused.
     capacity: Option<f64>,
     last_back_off: Option<Instant>,
+    /// Whether the queue read is overuse, or the last back-off's draining.
+    queue_judge: QueueJudge,
     /// When the ceiling last grew, or the path was last seen overused.
     last_change: Option<Instant>,
 }
@@ -92,23 +108,23 @@ impl DeliveryGuard {
             if resend && !report.arrived {
                 continue;
             }
-            self.record(now, report.size, report.arrived);
+            self.record(now, report.departure, report.size, report.arrived);
             if let Some(arrival) = report.arrival {
                 let epoch = *self.epoch.get_or_insert(report.departure);
                 let sent = report.departure.saturating_duration_since(epoch);
                 let delay_ms = (arrival.as_secs_f64() - sent.as_secs_f64()) * 1000.0;
-                self.record_delay(now, delay_ms);
+                self.record_delay(now, report.departure, delay_ms);
             }
         }
         self.update_ceiling(now);
     }
 
-    fn record_delay(&mut self, now: Instant, delay_ms: f64) {
-        self.delays.push_back((now, delay_ms));
+    fn record_delay(&mut self, now: Instant, sent: Instant, delay_ms: f64) {
+        self.delays.push_back((now, sent, delay_ms));
         while self
             .delays
             .front()
-            .is_some_and(|(at, _)| now.saturating_duration_since(*at) > BASE_WINDOW)
+            .is_some_and(|(at, ..)| now.saturating_duration_since(*at) > BASE_WINDOW)
         {
             self.delays.pop_front();
         }
@@ -118,13 +134,14 @@ impl DeliveryGuard {
     /// delay of the last [`RECENT`] above the lowest of the last
     /// [`BASE_WINDOW`] (as CoDel judges a queue by its minimum sojourn).
     fn queue(&self, now: Instant) -> Option<Duration> {
-        let base = self.delays.iter().map(|(_, d)| *d).reduce(f64::min)?;
+        let base = self.delays.iter().map(|(.., d)| *d).reduce(f64::min)?;
         let recent = self
             .delays
             .iter()
             .rev()
-            .take_while(|(at, _)| now.saturating_duration_since(*at) <= RECENT)
-            .map(|(_, d)| *d)
+            .take_while(|(at, ..)| now.saturating_duration_since(*at) <= RECENT)
+            .filter(|(_, sent, _)| self.since_back_off(*sent))
+            .map(|(.., d)| *d)
             .reduce(f64::min)?;
         Some(Duration::from_secs_f64((recent - base).max(0.0) / 1000.0))
     }
@@ -134,7 +151,8 @@ impl DeliveryGuard {
             return;
         };
         let since = |at: Option<Instant>| at.map(|at| now.saturating_duration_since(at));
-        let queued = self.queue(now).is_some_and(|q| q > QUEUE_LIMIT);
+        let queue = self.queue(now);
+        let queued = queue.is_some_and(|q| self.queue_judge.overused(q, now));
         let lossy = loss > HEAVY_LOSS;
         if queued || lossy {
             let interval = if queued {
@@ -147,14 +165,18 @@ impl DeliveryGuard {
                 tracing::debug!(
                     delivered_kbps = (delivered / 1000.0) as u64,
                     loss = format_args!("{:.3}", loss),
-                    queue_ms = self.queue(now).map(|q| q.as_millis() as u64),
+                    queue_ms = queue.map(|q| q.as_millis() as u64),
                     "path overused: backing off"
                 );
                 self.ceiling = Some(self.ceiling.map_or(backed_off, |c| c.min(backed_off)));
                 self.capacity = Some(delivered);
                 self.last_back_off = Some(now);
+                self.queue_judge.backed_off();
             }
             // The ceiling climbs again from when the path stops being overused.
+            self.last_change = Some(now);
+        } else if self.queue_judge.draining() {
+            // Nor while the queue of the last overuse drains.
             self.last_change = Some(now);
         } else if let Some(ceiling) = self.ceiling {
             let elapsed = since(self.last_change).unwrap_or(Duration::ZERO);
@@ -177,34 +199,47 @@ impl DeliveryGuard {
     /// lost over the last [`LOSS_WINDOW`];
     /// `None` with less than [`MIN_SPAN`] of feedback.
     fn delivery(&self) -> Option<(f64, f64)> {
-        let (last, ..) = self.reports.back()?;
+        let last = self.reports.back()?.at;
         let recent = || {
             self.reports
                 .iter()
-                .skip_while(|(at, ..)| last.saturating_duration_since(*at) > WINDOW)
+                .skip_while(|r| last.saturating_duration_since(r.at) > WINDOW)
         };
-        let (first, ..) = recent().next()?;
-        let span = last.saturating_duration_since(*first);
+        let first = recent().next()?.at;
+        let span = last.saturating_duration_since(first);
         if span < MIN_SPAN {
             return None;
         }
-        let delivered_bytes: usize = recent()
-            .filter(|(_, _, arrived)| *arrived)
-            .map(|(_, bytes, _)| bytes)
-            .sum();
-        let lost = self.reports.iter().filter(|(.., arrived)| !arrived).count();
+        let delivered_bytes: usize = recent().filter(|r| r.arrived).map(|r| r.bytes).sum();
+        let (judged, lost) = self
+            .reports
+            .iter()
+            .filter(|r| self.since_back_off(r.sent))
+            .fold((0usize, 0usize), |(judged, lost), r| {
+                (judged + 1, lost + usize::from(!r.arrived))
+            });
         Some((
             delivered_bytes as f64 * 8.0 / span.as_secs_f64(),
-            lost as f64 / self.reports.len() as f64,
+            lost as f64 / judged.max(1) as f64,
         ))
     }
 
-    fn record(&mut self, now: Instant, bytes: usize, arrived: bool) {
-        self.reports.push_back((now, bytes, arrived));
+    /// Whether a packet sent at `sent` went at the rate of the last back-off.
+    fn since_back_off(&self, sent: Instant) -> bool {
+        self.last_back_off.is_none_or(|at| sent >= at)
+    }
+
+    fn record(&mut self, now: Instant, sent: Instant, bytes: usize, arrived: bool) {
+        self.reports.push_back(Reported {
+            at: now,
+            sent,
+            bytes,
+            arrived,
+        });
         while self
             .reports
             .front()
-            .is_some_and(|(at, ..)| now.saturating_duration_since(*at) > LOSS_WINDOW)
+            .is_some_and(|r| now.saturating_duration_since(r.at) > LOSS_WINDOW)
         {
             self.reports.pop_front();
         }
@@ -333,15 +368,26 @@ mod tests {
         let packets = (kbps * 1000.0 / 8.0 / 1200.0) as usize;
         for n in 0..packets {
             let at = start + Duration::from_secs_f64(n as f64 / packets as f64);
-            guard.record(at, 1200, n % 10 >= lost);
+            guard.record(at, at, 1200, n % 10 >= lost);
         }
     }
 
     /// One packet of `bytes` reported at `at`, arrived after `delay_ms` or lost.
     fn report(guard: &mut DeliveryGuard, at: Instant, bytes: usize, delay_ms: Option<f64>) {
-        guard.record(at, bytes, delay_ms.is_some());
+        sent_and_reported(guard, at, at, bytes, delay_ms);
+    }
+
+    /// One packet sent at `sent`, reported at `at`.
+    fn sent_and_reported(
+        guard: &mut DeliveryGuard,
+        sent: Instant,
+        at: Instant,
+        bytes: usize,
+        delay_ms: Option<f64>,
+    ) {
+        guard.record(at, sent, bytes, delay_ms.is_some());
         if let Some(delay_ms) = delay_ms {
-            guard.record_delay(at, delay_ms);
+            guard.record_delay(at, sent, delay_ms);
         }
         guard.update_ceiling(at);
     }
@@ -415,6 +461,49 @@ mod tests {
         assert!(
             (0.09..0.11).contains(&growth(above, later)),
             "well above: {above} -> {later}"
+        );
+    }
+
+    #[test]
+    fn one_congestion_event_backs_off_once() {
+        let start = Instant::now();
+        let mut guard = DeliveryGuard::default();
+        // (reported at, sent at, queue in ms) of packets on their way.
+        let mut in_flight: VecDeque<(Instant, Instant, f64)> = VecDeque::new();
+        let mut queue_ms: f64 = 0.0;
+        let mut ceiling: Option<f64> = None;
+        let mut back_offs = 0;
+        for n in 0..300u32 {
+            let now = start + Duration::from_millis(u64::from(n) * 10);
+            // From 1 s on the sender sends twice what the link carries, so
+            // each packet waits 10 ms longer than the one before it, until
+            // it backs off; the queue then drains as fast.
+            if n >= 100 {
+                queue_ms = if ceiling.is_none() {
+                    queue_ms + 10.0
+                } else {
+                    (queue_ms - 10.0).max(0.0)
+                };
+            }
+            let reported = now + Duration::from_secs_f64(queue_ms / 1000.0);
+            in_flight.push_back((reported, now, queue_ms));
+            while let Some(&(at, sent, queued)) = in_flight.front() {
+                if at > now {
+                    break;
+                }
+                in_flight.pop_front();
+                sent_and_reported(&mut guard, sent, at, 1250, Some(20.0 + queued));
+            }
+            if let Some(new) = guard.ceiling {
+                if ceiling.is_none_or(|old| new < old) {
+                    back_offs += 1;
+                }
+                ceiling = Some(new);
+            }
+        }
+        assert_eq!(
+            back_offs, 1,
+            "the queue of packets sent before the back-off read as new overuse"
         );
     }
 

@@ -11,6 +11,7 @@ mod estimator;
 mod feedback;
 mod pacer;
 mod pacing;
+mod path_queue;
 mod send_budget;
 mod wire;
 
