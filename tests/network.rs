@@ -449,10 +449,10 @@ fn a_narrow_link_is_followed_within_seconds_and_left_when_it_widens() {
 ///
 /// Not met yet (2026-12-01): the sender now stays under the link (wire bytes
 /// counted, audio packed 60 ms at 16 kbit/s, pacing near the link's rate)
-/// and pictures arrive (3.6–5.6 a second, 160–220 of ~240 decoded), but the
+/// and pictures arrive (4.7–5.0 a second, ~200 of ~240 decoded), but the
 /// bottleneck's queue still swings by 100–250 ms, so audio plays 320–400 ms
 /// late (median) and the beeps of its peaks come after the detector's
-/// 500 ms: 23–35 of 40 heard. Run it with
+/// 500 ms: 30–31 of 40 heard. Run it with
 /// `cargo test --test network -- --ignored`.
 #[test]
 #[ignore = "issue 14: at 100 kbit/s pictures arrive but audio is 320-400 ms late and 5-15 beeps of 40 are missed"]

@@ -81,7 +81,7 @@ impl OpusEncoder {
     /// one packet: longer packets save headers on a narrow link.
     pub fn encode(&mut self, samples: &[f32]) -> Result<Vec<u8>, MediaError> {
         let frames = samples.len() / FRAME_SAMPLES;
-        if samples.len() % FRAME_SAMPLES != 0 || !(1..=3).contains(&frames) {
+        if !samples.len().is_multiple_of(FRAME_SAMPLES) || !(1..=3).contains(&frames) {
             return Err(MediaError::Codec(format!(
                 "Opus packets here are 1 to 3 frames of {FRAME_SAMPLES} samples, got {} samples",
                 samples.len()

@@ -44,8 +44,10 @@ mod tests {
 
     #[test]
     fn an_rtp_packet_costs_its_bytes_and_the_headers_around_them() {
-        let mut rtp = rtc::rtp::Packet::default();
-        rtp.payload = Bytes::from(vec![0u8; 100]);
+        let rtp = rtc::rtp::Packet {
+            payload: Bytes::from(vec![0u8; 100]),
+            ..Default::default()
+        };
         let size = rtp.marshal_size();
         assert_eq!(size, 112, "12-byte RTP header");
         assert_eq!(wire_bytes(&Packet::Rtp(rtp)), 112 + 38);
