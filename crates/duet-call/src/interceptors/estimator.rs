@@ -312,6 +312,7 @@ impl PublishingEstimator {
 
     fn publish(&self) {
         let target = self.target() as u64;
+        self.budget.set_path_limited(self.guard.ceiling.is_some());
         let before = self.budget.set_target(target);
         if before.abs_diff(target) * 10 > before {
             tracing::debug!(

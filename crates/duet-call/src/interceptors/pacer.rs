@@ -148,7 +148,8 @@ impl rtc::sansio::Protocol<TaggedPacket, TaggedPacket, ()> for MediaPacer {
                 bits_per_second: 0.0,
             })
         {
-            self.queue.set_target(*bits_per_second);
+            self.queue
+                .set_target(*bits_per_second, self.budget.path_limited());
         }
         self.reads.push_back(msg);
         Ok(())

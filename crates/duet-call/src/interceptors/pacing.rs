@@ -25,18 +25,23 @@ use std::time::{Duration, Instant};
 /// [`WIDE_FROM`] or more: bursts (a keyframe) spread out, but the queue
 /// keeps up with an encoder that overshoots.
 pub(crate) const PACING_FACTOR: f64 = 2.5;
-/// ...and on a link of [`NARROW_TO`] or less, where one full-size packet
-/// is a tenth of a second of the link: a keyframe's burst at 2.5 times the
-/// link rate would sit in the bottleneck's queue ahead of audio (160 ms for
-/// a 3.4 kB keyframe at 100 kbit/s). Paced near the link's rate, video
-/// waits here instead, where audio goes first. Between the two the factor
-/// changes linearly.
+/// ...and on a narrow link, one that holds the target under [`NARROW_TO`]
+/// (a target that only follows a call that sends little says nothing of
+/// the link), where one full-size packet is a tenth of a second of the
+/// link: a keyframe's burst at 2.5 times the link rate would sit in the
+/// bottleneck's queue ahead of audio (160 ms for a 3.4 kB keyframe at
+/// 100 kbit/s). Paced near the link's rate, video waits here instead,
+/// where audio goes first. Between the two the factor changes linearly.
 const NARROW_PACING_FACTOR: f64 = 1.2;
 const NARROW_TO: f64 = 100_000.0;
 const WIDE_FROM: f64 = 400_000.0;
 
-/// How much faster than `target_bps` the queue drains.
-fn pacing_factor(target_bps: f64) -> f64 {
+/// How much faster than `target_bps` the queue drains, on a path that holds
+/// the target down (`path_limited`) or not.
+fn pacing_factor(target_bps: f64, path_limited: bool) -> f64 {
+    if !path_limited {
+        return PACING_FACTOR;
+    }
     let wide = ((target_bps - NARROW_TO) / (WIDE_FROM - NARROW_TO)).clamp(0.0, 1.0);
     NARROW_PACING_FACTOR + (PACING_FACTOR - NARROW_PACING_FACTOR) * wide
 }
@@ -123,16 +128,17 @@ impl<T> PacingQueue<T> {
             drops: PacingDrops::default(),
             totals: PacingTotals::default(),
         };
-        queue.set_target(target_bps);
+        queue.set_target(target_bps, false);
         queue.budget_bits = queue.burst_bits();
         queue.resend_budget_bits = queue.resend_burst_bits();
         queue
     }
 
-    /// Follows the congestion controller.
-    pub(crate) fn set_target(&mut self, target_bps: f64) {
+    /// Follows the congestion controller; `path_limited`: the path holds
+    /// the target down.
+    pub(crate) fn set_target(&mut self, target_bps: f64, path_limited: bool) {
         self.target_bps = target_bps;
-        self.rate_bps = (target_bps * pacing_factor(target_bps)).max(MIN_BURST_BITS);
+        self.rate_bps = (target_bps * pacing_factor(target_bps, path_limited)).max(MIN_BURST_BITS);
         self.budget_bits = self.budget_bits.min(self.burst_bits());
         self.resend_budget_bits = self.resend_budget_bits.min(self.resend_burst_bits());
     }
@@ -324,12 +330,19 @@ mod tests {
 
     #[test]
     fn a_narrow_link_is_paced_nearer_its_rate() {
-        assert_eq!(pacing_factor(1_400_000.0), PACING_FACTOR);
-        assert_eq!(pacing_factor(400_000.0), PACING_FACTOR);
-        assert!((pacing_factor(250_000.0) - 1.85).abs() < 1e-9);
-        assert_eq!(pacing_factor(100_000.0), NARROW_PACING_FACTOR);
-        assert_eq!(pacing_factor(40_000.0), NARROW_PACING_FACTOR);
-        let queue = PacingQueue::<u32>::new(100_000.0);
+        assert_eq!(pacing_factor(1_400_000.0, true), PACING_FACTOR);
+        assert_eq!(pacing_factor(400_000.0, true), PACING_FACTOR);
+        assert!((pacing_factor(250_000.0, true) - 1.85).abs() < 1e-9);
+        assert_eq!(pacing_factor(100_000.0, true), NARROW_PACING_FACTOR);
+        assert_eq!(pacing_factor(40_000.0, true), NARROW_PACING_FACTOR);
+        assert_eq!(
+            pacing_factor(40_000.0, false),
+            PACING_FACTOR,
+            "a call that sends little, on any link"
+        );
+        let mut queue = PacingQueue::<u32>::new(100_000.0);
+        assert!((queue.rate_bps() - 250_000.0).abs() < 1e-6);
+        queue.set_target(100_000.0, true);
         assert!((queue.rate_bps() - 120_000.0).abs() < 1e-6);
     }
 
@@ -353,8 +366,7 @@ mod tests {
         queue.push(start, PacketClass::Resend, PACKET_BITS, 3);
         queue.push(start, PacketClass::FreshVideo, PACKET_BITS, 4);
         let out = drain(&mut queue, start, 300);
-        // 327 kbit/s pacing (1.63 times, on a 200 kbit/s link), 13 kbit
-        // burst: the 67 kbit debt takes 205 ms.
+        // 500 kbit/s pacing, 20 kbit burst: the 60 kbit debt takes 120 ms.
         assert_eq!(out.iter().map(|(_, n)| *n).collect::<Vec<_>>(), vec![4]);
         assert_eq!(queue.drops().stale_resends, 1);
     }

@@ -10,7 +10,7 @@
 //! protection overhead off the encoder's target; so does Duet.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// Shared by the congestion controller (which sets the target), the pacer
 /// (which measures what is not fresh video) and the video encoder (which
@@ -19,12 +19,25 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub(crate) struct SendBudget {
     target_bps: Arc<AtomicU64>,
     overhead_bps: Arc<AtomicU64>,
+    path_limited: Arc<AtomicBool>,
 }
 
 impl SendBudget {
     /// Sets the whole connection's target; returns the one before.
     pub(crate) fn set_target(&self, bps: u64) -> u64 {
         self.target_bps.swap(bps, Ordering::Relaxed)
+    }
+
+    /// Says whether the target is held down by the path (it overflowed
+    /// lately) rather than following what the call sends: a call that sends
+    /// little (audio alone, a still picture) has a low target on any link.
+    pub(crate) fn set_path_limited(&self, limited: bool) {
+        self.path_limited.store(limited, Ordering::Relaxed);
+    }
+
+    /// Whether the path holds the target down.
+    pub(crate) fn path_limited(&self) -> bool {
+        self.path_limited.load(Ordering::Relaxed)
     }
 
     /// The whole connection's target, or 0 while there is none yet.

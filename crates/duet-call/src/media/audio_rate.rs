@@ -1,7 +1,8 @@
 //! How audio is packed for the link it crosses, without a clock of its own.
 //!
 //! On a normal link Duet sends Opus at 32 kbit/s in 20 ms packets. On a
-//! narrow one that costs more than it seems: each packet also carries ~58
+//! narrow one (the path overflowed lately and holds the target down: a call
+//! that sends little has a low target on any link, and keeps its audio) that costs more than it seems: each packet also carries ~58
 //! bytes of RTP, UDP, IP and SRTP, so fifty packets a second are 23 kbit/s
 //! of headers, and speech takes 55 kbit/s of a 100 kbit/s link. Below
 //! [`NARROW_BELOW`] the sender packs 60 ms into a packet at 16 kbit/s (as
@@ -67,10 +68,18 @@ impl Default for AudioRateRule {
 
 impl AudioRateRule {
     /// The packing for the next packet, given the whole connection's target
-    /// (0 while there is none yet, which keeps the packing as it is).
-    pub(crate) fn packing(&mut self, target_bps: u64, now: Instant) -> AudioPacking {
+    /// (0 while there is none yet, which keeps the packing as it is) and
+    /// whether the path holds it down.
+    pub(crate) fn packing(
+        &mut self,
+        target_bps: u64,
+        path_limited: bool,
+        now: Instant,
+    ) -> AudioPacking {
         let wanted = if target_bps == 0 {
             self.packing
+        } else if !path_limited {
+            AudioPacking::NORMAL
         } else if target_bps < NARROW_BELOW {
             AudioPacking::NARROW
         } else if target_bps > NORMAL_ABOVE {
@@ -105,35 +114,46 @@ mod tests {
         let start = Instant::now();
         let at = |s: u64| start + Duration::from_secs(s);
         assert_eq!(
-            rule.packing(0, at(0)),
+            rule.packing(0, true, at(0)),
             AudioPacking::NORMAL,
             "no target yet"
         );
-        assert_eq!(rule.packing(1_400_000, at(0)), AudioPacking::NORMAL);
-        assert_eq!(rule.packing(100_000, at(1)), AudioPacking::NARROW);
+        assert_eq!(rule.packing(1_400_000, true, at(0)), AudioPacking::NORMAL);
+        assert_eq!(rule.packing(100_000, true, at(1)), AudioPacking::NARROW);
         assert_eq!(
-            rule.packing(200_000, at(5)),
+            rule.packing(200_000, true, at(5)),
             AudioPacking::NARROW,
             "in the gap"
         );
-        assert_eq!(rule.packing(300_000, at(6)), AudioPacking::NORMAL);
+        assert_eq!(rule.packing(300_000, true, at(6)), AudioPacking::NORMAL);
     }
 
     #[test]
     fn a_target_wavering_across_the_line_switches_at_most_every_two_seconds() {
         let mut rule = AudioRateRule::default();
         let start = Instant::now();
-        assert_eq!(rule.packing(100_000, start), AudioPacking::NARROW);
+        assert_eq!(rule.packing(100_000, true, start), AudioPacking::NARROW);
         let mut switches = 0;
         let mut last = AudioPacking::NARROW;
         for tick in 1..=45 {
             let target = if tick % 2 == 0 { 100_000 } else { 400_000 };
             let now = start + Duration::from_millis(100 * tick);
-            let packing = rule.packing(target, now);
+            let packing = rule.packing(target, true, now);
             switches += usize::from(packing != last);
             last = packing;
         }
         assert_eq!(switches, 2, "4.5 s of wavering: a switch 2 s after each");
+    }
+
+    #[test]
+    fn a_low_target_the_path_does_not_hold_down_keeps_normal_packing() {
+        // Audio alone sends ~50 kbit/s, and the target follows it.
+        let mut rule = AudioRateRule::default();
+        let start = Instant::now();
+        assert_eq!(rule.packing(75_000, false, start), AudioPacking::NORMAL);
+        assert_eq!(rule.packing(75_000, true, start), AudioPacking::NARROW);
+        let later = start + Duration::from_secs(3);
+        assert_eq!(rule.packing(75_000, false, later), AudioPacking::NORMAL);
     }
 
     #[test]

@@ -93,7 +93,9 @@ pub(crate) async fn start_audio_sender(
                 };
                 // A packet's packing is chosen as it starts.
                 if pending.is_empty() {
-                    let chosen = rate.packing(shared.send_budget.target_bps(), Instant::now());
+                    let budget = &shared.send_budget;
+                    let chosen =
+                        rate.packing(budget.target_bps(), budget.path_limited(), Instant::now());
                     if chosen.bitrate_bps != packing.bitrate_bps
                         && let Err(err) = encoder.set_bitrate(chosen.bitrate_bps)
                     {
