@@ -48,6 +48,13 @@ const MAX_AHEAD: u64 = 480_000;
 /// is taken to have moved back (a restart), and playout starts over on it.
 const LATE_RESTART: u32 = 10;
 
+/// The 20 ms ticks a packet of `samples` plays for (at least one).
+fn ticks_of(samples: u64) -> usize {
+    usize::try_from(samples.div_ceil(u64::from(TICKS_PER_PACKET)))
+        .unwrap_or(usize::MAX)
+        .max(1)
+}
+
 /// What to play for one 20 ms tick.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Playout {
@@ -245,6 +252,12 @@ impl AudioPlayoutBuffer {
         }
     }
 
+    /// Audio waiting, in 20 ms ticks (the target's unit): a sender on a
+    /// narrow link packs 60 ms into a packet, so packets are not ticks.
+    fn queued_ticks(&self) -> usize {
+        self.packets.values().map(|q| ticks_of(q.samples)).sum()
+    }
+
     /// Jitter of J means a packet can be up to ~2J late: keep that much in hand,
     /// plus whatever recent underruns asked for.
     fn update_target(&mut self) {
@@ -257,7 +270,7 @@ impl AudioPlayoutBuffer {
     pub fn pop(&mut self) -> Playout {
         let Some(next) = self.next else {
             // Start once the first packets fill the target depth.
-            if self.packets.len() >= self.target
+            if self.queued_ticks() >= self.target
                 && let Some((&first, _)) = self.packets.first_key_value()
             {
                 self.next = Some(first);
@@ -268,8 +281,8 @@ impl AudioPlayoutBuffer {
         let step = u64::from(TICKS_PER_PACKET);
         // Far above target (a burst after a stall): cut the delay now, one glitch
         // rather than seconds of lag.
-        if self.packets.len() > self.target + FAR_ABOVE {
-            let excess = self.packets.len() - (self.target + 1);
+        let queued = self.queued_ticks();
+        if queued > self.target + FAR_ABOVE {
             // Keep what arrived last: the newest audio of a burst, and never
             // packets that a wild timestamp left far ahead long ago.
             let mut by_arrival: Vec<(u64, u64)> = self
@@ -278,12 +291,21 @@ impl AudioPlayoutBuffer {
                 .map(|(&ts, q)| (q.arrival, ts))
                 .collect();
             by_arrival.sort_unstable();
-            for (_, ts) in &by_arrival[..excess] {
-                self.packets.remove(ts);
+            let mut left = queued;
+            let mut dropped = 0;
+            for (_, ts) in by_arrival {
+                if left <= self.target + 1 {
+                    break;
+                }
+                if let Some(gone) = self.packets.remove(&ts) {
+                    let ticks = ticks_of(gone.samples);
+                    left = left.saturating_sub(ticks);
+                    dropped += ticks;
+                }
             }
             if let Some((&first, _)) = self.packets.first_key_value() {
                 self.next = Some(first);
-                self.concealed += excess as u64;
+                self.concealed += dropped as u64;
                 return self.pop();
             }
         }
@@ -403,6 +425,35 @@ mod tests {
         }
         assert_eq!(buffer.target(), 1);
         assert_eq!(buffer.concealed(), 0);
+    }
+
+    #[test]
+    fn sixty_ms_packets_fill_the_depth_by_their_length_not_their_number() {
+        let mut buffer = AudioPlayoutBuffer::new();
+        let long = 3 * TICKS_PER_PACKET;
+        let start = Instant::now();
+        // Jitter that asks for three ticks of depth: one 60 ms packet is it.
+        buffer.margin.packets = 2;
+        buffer.update_target();
+        assert_eq!(buffer.target(), 3);
+        buffer.push(0, packet(0), long, start);
+        assert_eq!(buffer.pop(), Playout::Packet(packet(0)), "started at once");
+        // A burst of six (360 ms) after a stall is cut back to the target.
+        for i in 1..=6u32 {
+            buffer.push(
+                i * long,
+                packet(i),
+                long,
+                start + Duration::from_millis(400),
+            );
+        }
+        assert!(matches!(buffer.pop(), Playout::Packet(_)));
+        assert!(
+            buffer.queued_ticks() <= 4,
+            "{} ticks left",
+            buffer.queued_ticks()
+        );
+        assert_eq!(buffer.concealed(), 12, "four 60 ms packets dropped");
     }
 
     #[test]
