@@ -244,7 +244,7 @@ impl AudioPlayoutBuffer {
             },
         );
         self.update_target();
-        while self.packets.len() > MAX_TARGET * 4 {
+        while self.queued_ticks() > MAX_TARGET * 4 {
             // Far behind (the tick stalled): drop the oldest rather than grow without bound.
             if let Some((first, queued)) = self.packets.pop_first() {
                 self.next = Some(first + queued.samples);

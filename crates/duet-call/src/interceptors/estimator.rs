@@ -11,8 +11,8 @@
 //! the last seconds: jitter delays some packets, a standing queue every one
 //! of them, so jitter alone never reads as a queue): when it grows past
 //! [`QUEUE_LIMIT`](super::path_queue::QUEUE_LIMIT) (and is not the queue
-//! of the last back-off, draining: [`QueueJudge`]), or loss is heavy, the guard sets a ceiling just under
-//! what got through and lets it rise only [`CEILING_GROWTH`] a second, so a
+//! of the last back-off, draining: [`QueueJudge`]), or loss is heavy, the
+//! guard sets a ceiling just under what got through and lets it rise only [`CEILING_GROWTH`] a second, so a
 //! narrow link is followed without the climb-and-crash of GCC alone.
 
 use std::collections::{HashSet, VecDeque};
@@ -68,6 +68,14 @@ struct Reported {
     arrived: bool,
 }
 
+/// One packet's one-way delay, in ms on an arbitrary origin.
+#[derive(Debug, Clone, Copy)]
+struct Delay {
+    at: Instant,
+    sent: Instant,
+    ms: f64,
+}
+
 /// What the transport-wide feedback of the last second says got through.
 ///
 /// Overuse is judged only on packets sent after the last back-off: those
@@ -78,8 +86,7 @@ struct Reported {
 #[derive(Debug, Default)]
 pub(crate) struct DeliveryGuard {
     reports: VecDeque<Reported>,
-    /// (when reported, when sent, one-way delay in ms on an arbitrary origin)
-    delays: VecDeque<(Instant, Instant, f64)>,
+    delays: VecDeque<Delay>,
     /// RTP packets reported on lately, to tell resends from first sendings.
     sent: RecentPackets,
     /// The send clock's origin for one-way delays.
@@ -120,11 +127,15 @@ impl DeliveryGuard {
     }
 
     fn record_delay(&mut self, now: Instant, sent: Instant, delay_ms: f64) {
-        self.delays.push_back((now, sent, delay_ms));
+        self.delays.push_back(Delay {
+            at: now,
+            sent,
+            ms: delay_ms,
+        });
         while self
             .delays
             .front()
-            .is_some_and(|(at, ..)| now.saturating_duration_since(*at) > BASE_WINDOW)
+            .is_some_and(|d| now.saturating_duration_since(d.at) > BASE_WINDOW)
         {
             self.delays.pop_front();
         }
@@ -134,14 +145,14 @@ impl DeliveryGuard {
     /// delay of the last [`RECENT`] above the lowest of the last
     /// [`BASE_WINDOW`] (as CoDel judges a queue by its minimum sojourn).
     fn queue(&self, now: Instant) -> Option<Duration> {
-        let base = self.delays.iter().map(|(.., d)| *d).reduce(f64::min)?;
+        let base = self.delays.iter().map(|d| d.ms).reduce(f64::min)?;
         let recent = self
             .delays
             .iter()
             .rev()
-            .take_while(|(at, ..)| now.saturating_duration_since(*at) <= RECENT)
-            .filter(|(_, sent, _)| self.since_back_off(*sent))
-            .map(|(.., d)| *d)
+            .take_while(|d| now.saturating_duration_since(d.at) <= RECENT)
+            .filter(|d| self.since_back_off(d.sent))
+            .map(|d| d.ms)
             .reduce(f64::min)?;
         Some(Duration::from_secs_f64((recent - base).max(0.0) / 1000.0))
     }
