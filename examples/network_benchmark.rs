@@ -20,7 +20,7 @@
 //!
 //! ```sh
 //! cargo build -p duet
-//! cargo run --example network_benchmark -- 30 [outage]
+//! cargo run --example network_benchmark -- 30 [outage|loss|cap]
 //! ```
 //!
 //! The first argument is the seconds each call lasts once connected; the
@@ -43,6 +43,8 @@ struct Profile {
     name: &'static str,
     label: &'static str,
     link: LinkProfile,
+    /// A rate cap each way (kbit/s), from before the call.
+    cap_kbps: Option<u32>,
     outage: Option<Duration>,
 }
 
@@ -55,7 +57,7 @@ fn main() -> anyhow::Result<()> {
         .map(|arg| arg.parse())
         .transpose()?
         .unwrap_or(30);
-    // Only the profiles whose name holds this, if given ("loss", "outage").
+    // Only the profiles whose name holds this, if given ("loss", "outage", "cap").
     let only = std::env::args().nth(2).unwrap_or_default();
     common::browser::installed().map_err(anyhow::Error::msg)?;
     let profiles = [
@@ -63,25 +65,42 @@ fn main() -> anyhow::Result<()> {
             name: "2 % loss, 40 ± 10 ms",
             label: "nb-loss2",
             link: LinkProfile::new(40, 10, 2.0),
+            cap_kbps: None,
             outage: None,
         },
         Profile {
             name: "5 % loss, 60 ± 30 ms",
             label: "nb-loss5",
             link: LinkProfile::new(60, 30, 5.0),
+            cap_kbps: None,
             outage: None,
         },
         Profile {
             name: "3 s outage, 10 ms each way",
             label: "nb-out3",
             link: LinkProfile::new(10, 0, 0.0),
+            cap_kbps: None,
             outage: Some(Duration::from_secs(3)),
+        },
+        Profile {
+            name: "500 kbit/s cap, 20 ms each way",
+            label: "nb-cap500",
+            link: LinkProfile::new(20, 0, 0.0),
+            cap_kbps: Some(500),
+            outage: None,
+        },
+        Profile {
+            name: "100 kbit/s cap, 20 ms each way",
+            label: "nb-cap100",
+            link: LinkProfile::new(20, 0, 0.0),
+            cap_kbps: Some(100),
+            outage: None,
         },
     ];
     println!(
-        "| profile | pair | peer | fps | frames decoded / received | freezes (total) | video p50 / p95 ms | kbit/s received | beeps heard |"
+        "| profile | pair | peer | fps | frames decoded / received | freezes (total) | video p50 / p95 ms | kbit/s received | beeps heard | resends received (RTX) |"
     );
-    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
     for profile in profiles.iter().filter(|p| p.name.contains(&only)) {
         let native = native_call(profile, seconds);
         let browsers = browser_call(profile, seconds);
@@ -97,7 +116,7 @@ fn main() -> anyhow::Result<()> {
 /// Two headless apps across the rig: their reports.
 fn native_call(profile: &Profile, seconds: u64) -> [Value; 2] {
     let mut call = NetworkCall::new(profile.label);
-    call.rig.set_links(profile.link).unwrap();
+    impair(&mut call, profile);
     call.start(seconds, &["--give-up-after", "90"]);
     if let Some(outage) = profile.outage {
         call.expect_both("connected", Duration::from_secs(30));
@@ -110,7 +129,7 @@ fn native_call(profile: &Profile, seconds: u64) -> [Value; 2] {
 /// reports after `seconds` connected.
 fn browser_call(profile: &Profile, seconds: u64) -> [Value; 2] {
     let mut call = NetworkCall::new(profile.label);
-    call.rig.set_links(profile.link).unwrap();
+    impair(&mut call, profile);
     let page = call.url.replacen("ws://", "http://", 1);
     // Chromium offers a host candidate only for the address its default route
     // leaves from; the rig's peers share one subnet and have no default route.
@@ -192,6 +211,16 @@ fn call_report(browser: &Browser, seconds: u64) -> Value {
     }
 }
 
+/// The profile's link both ways, and its cap if it has one.
+fn impair(call: &mut NetworkCall, profile: &Profile) {
+    call.rig.set_links(profile.link).unwrap();
+    if let Some(kbps) = profile.cap_kbps {
+        for side in [Side::A, Side::B] {
+            call.rig.set_rate(side, Some(kbps)).unwrap();
+        }
+    }
+}
+
 /// The network gone both ways for `outage`, some seconds into the call.
 fn cut(call: &mut NetworkCall, outage: Duration) {
     std::thread::sleep(OUTAGE_AFTER);
@@ -203,14 +232,17 @@ fn cut(call: &mut NetworkCall, outage: Duration) {
 /// What one peer received, as the table's cells.
 fn row(report: &Value) -> String {
     if report["connected"] == false {
-        return format!("not connected at the end ({}) | | | | | |", report["state"]);
+        return format!(
+            "not connected at the end ({}) | | | | | | |",
+            report["state"]
+        );
     }
     let video = &report["video"];
     let number = |value: &Value| value.as_f64().unwrap_or(f64::NAN);
     let seconds = number(&report["duration_s"]);
     let decoded = number(&video["frames_decoded"]);
     format!(
-        "{:.1} | {decoded:.0} / {:.0} | {} ({:.1} s) | {:.0} / {:.0} | {:.0} | {}",
+        "{:.1} | {decoded:.0} / {:.0} | {} ({:.1} s) | {:.0} / {:.0} | {:.0} | {} | {}",
         decoded / seconds,
         number(&video["frames_received"]),
         video["freeze_count"],
@@ -219,5 +251,6 @@ fn row(report: &Value) -> String {
         number(&video["latency_ms"]["p95"]),
         number(&video["bitrate_kbps_received"]),
         report["audio"]["beeps_detected"],
+        report["network"]["retransmitted_packets_received"],
     )
 }

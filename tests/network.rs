@@ -20,7 +20,7 @@ fn summary(name: &str, report: &Value) -> String {
     let audio = &report["audio"];
     format!(
         "{name}: {:.1} fps, {}/{} frames, freezes {} ({} ms), video p50/p95 {}/{} ms, \
-         {} kbit/s, beeps {}, audio p50 {} ms, concealed {}, nacks {}, plis {}",
+         {} kbit/s, beeps {}, audio p50 {} ms, concealed {}, nacks {}, plis {}, rtx {}",
         video["fps_received"].as_f64().unwrap_or(0.0),
         video["frames_decoded"],
         video["frames_received"],
@@ -34,6 +34,7 @@ fn summary(name: &str, report: &Value) -> String {
         audio["packets_concealed"],
         video["nack_received"],
         video["pli_received"],
+        report["network"]["retransmitted_packets_received"],
     )
 }
 
@@ -155,6 +156,18 @@ fn five_percent_loss_and_heavy_reordering_keep_the_call_usable() {
             min_beeps_share: 0.80,
         },
     );
+    // Resends come on a stream of their own (RTX), so the receiver can tell
+    // them from late originals and SRTP does not refuse them as replays.
+    for (side, report) in ["A", "B"].iter().zip(&reports) {
+        let resends = report["network"]["retransmitted_packets_received"]
+            .as_u64()
+            .unwrap_or(0);
+        assert!(
+            resends > 0,
+            "{side} received no RTX packet: {}",
+            summary(side, report)
+        );
+    }
 }
 
 #[test]

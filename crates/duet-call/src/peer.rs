@@ -17,11 +17,11 @@ use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::RTCIceTransportPolicy;
 use rtc::peer_connection::configuration::media_engine::MediaEngine;
 pub(crate) use rtc::peer_connection::configuration::media_engine::{
-    MIME_TYPE_H264, MIME_TYPE_OPUS,
+    MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_RTX,
 };
 use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters,
-    RTCRtpEncodingParameters, RtpCodecKind,
+    RTCRtpEncodingParameters, RTCRtpRtxParameters, RtpCodecKind,
 };
 use tokio::sync::mpsc;
 use webrtc::media_stream::track_local::TrackLocal;
@@ -46,7 +46,10 @@ pub(crate) const OPUS_FMTP: &str = "minptime=10;useinbandfec=1";
 pub(crate) const H264_PAYLOAD_TYPE: u8 = 102;
 /// Payload type of Opus.
 pub(crate) const OPUS_PAYLOAD_TYPE: u8 = 111;
-/// Packets behind the newest that SRTP still accepts: ~2 s of video.
+/// Payload type of H.264's retransmissions (RFC 4588 RTX).
+const H264_RTX_PAYLOAD_TYPE: u8 = 103;
+/// Packets behind the newest that SRTP still accepts: ~2 s of video. With
+/// RTX a resend comes on a stream of its own, but a peer may not offer RTX.
 const SRTP_REPLAY_WINDOW: usize = 1024;
 /// The lowest bitrate congestion control may ask for. A link of 100 kbit/s
 /// must still carry every word (audio takes ~30 of it with its headers),
@@ -263,7 +266,29 @@ fn opus_codec() -> RTCRtpCodec {
     }
 }
 
-fn local_track(kind: RtpCodecKind, codec: RTCRtpCodec, ssrc: u32, id: &str) -> TrackLocalStaticRTP {
+/// Video's retransmissions on a stream of their own (RFC 4588), as browsers
+/// send them. Without RTX a resend is the packet again: the receiver cannot
+/// tell it from a late original, its SRTP replay check drops the resend of a
+/// packet that did arrive, and congestion control then reads that as loss.
+fn h264_rtx_codec() -> RTCRtpCodec {
+    RTCRtpCodec {
+        mime_type: MIME_TYPE_RTX.to_owned(),
+        clock_rate: 90_000,
+        channels: 0,
+        sdp_fmtp_line: format!("apt={H264_PAYLOAD_TYPE}"),
+        rtcp_feedback: vec![],
+    }
+}
+
+/// An outgoing track with one encoding; `rtx_ssrc` names its retransmission
+/// stream, used where the remote accepts RTX.
+fn local_track(
+    kind: RtpCodecKind,
+    codec: RTCRtpCodec,
+    ssrc: u32,
+    rtx_ssrc: Option<u32>,
+    id: &str,
+) -> TrackLocalStaticRTP {
     TrackLocalStaticRTP::new(MediaStreamTrack::new(
         format!("duet-{ssrc:08x}"),
         format!("{id}-{ssrc:08x}"),
@@ -272,6 +297,7 @@ fn local_track(kind: RtpCodecKind, codec: RTCRtpCodec, ssrc: u32, id: &str) -> T
         vec![RTCRtpEncodingParameters {
             rtp_coding_parameters: RTCRtpCodingParameters {
                 ssrc: Some(ssrc),
+                rtx: rtx_ssrc.map(|ssrc| RTCRtpRtxParameters { ssrc }),
                 ..Default::default()
             },
             active: true,
@@ -295,6 +321,15 @@ pub(crate) async fn build_peer(
             RTCRtpCodecParameters {
                 rtp_codec: h264_codec(),
                 payload_type: H264_PAYLOAD_TYPE,
+            },
+            RtpCodecKind::Video,
+        )
+        .map_err(webrtc)?;
+    media
+        .register_codec(
+            RTCRtpCodecParameters {
+                rtp_codec: h264_rtx_codec(),
+                payload_type: H264_RTX_PAYLOAD_TYPE,
             },
             RtpCodecKind::Video,
         )
@@ -377,12 +412,14 @@ pub(crate) async fn build_peer(
         RtpCodecKind::Video,
         h264_codec(),
         video_ssrc,
+        Some(rand::random::<u32>()),
         "video",
     ));
     let audio = Arc::new(local_track(
         RtpCodecKind::Audio,
         opus_codec(),
         audio_ssrc,
+        None,
         "audio",
     ));
     let video_sender = connection

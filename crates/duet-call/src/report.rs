@@ -75,6 +75,11 @@ pub struct NetworkSummary {
     pub rtt_ms: Option<f64>,
     /// Inbound packets lost (video and audio).
     pub packets_lost: Option<i64>,
+    /// Inbound video packets that came as retransmissions on their own RTX
+    /// stream (RFC 4588); `null` until a video stream is received. A peer
+    /// that did not negotiate RTX resends the packets themselves, which
+    /// count here as nothing.
+    pub retransmitted_packets_received: Option<u64>,
     /// Inbound interarrival jitter of the video stream.
     pub jitter_ms: Option<f64>,
     /// Type of the local candidate of the pair in use: `host`, `srflx`, `prflx` or `relay`.
@@ -404,6 +409,7 @@ mod tests {
         for key in [
             "rtt_ms",
             "packets_lost",
+            "retransmitted_packets_received",
             "jitter_ms",
             "local_candidate_type",
             "remote_candidate_type",

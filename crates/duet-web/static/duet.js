@@ -807,6 +807,7 @@ class Call {
         f.video.freeze_count = s.freezeCount ?? null;
         f.video.total_freezes_duration_ms = s.totalFreezesDuration != null ? Math.round(s.totalFreezesDuration * 1000) : null;
         f.network.packets_lost = (s.packetsLost ?? 0);
+        f.network.retransmitted_packets_received = s.retransmittedPacketsReceived ?? null;
         f.network.jitter_ms = s.jitter != null ? s.jitter * 1000 : null;
         totals.videoIn = s.bytesReceived ?? 0;
       } else if (s.type === 'outbound-rtp' && s.kind === 'video') {
@@ -892,7 +893,7 @@ function emptyFigures(options) {
     },
     audio: { codec: null, packets_sent: null, packets_received: null },
     network: {
-      rtt_ms: null, packets_lost: null, jitter_ms: null,
+      rtt_ms: null, packets_lost: null, retransmitted_packets_received: null, jitter_ms: null,
       local_candidate_type: null, remote_candidate_type: null, path: null,
     },
   };

@@ -108,10 +108,11 @@ impl DeliveryGuard {
             let resend = !self
                 .sent
                 .first_time(now, report.ssrc, report.rtp_sequence_number);
-            // Without RTX a resend is the same RTP packet again, which the
-            // receiver's SRTP replay check throws away whenever the first
-            // copy did arrive (a reordered packet NACKed before it came): it
-            // is reported lost without anything having been lost.
+            // From a peer without RTX a resend is the same RTP packet again,
+            // which the receiver's SRTP replay check throws away whenever the
+            // first copy did arrive (a reordered packet NACKed before it
+            // came): it is reported lost without anything having been lost.
+            // (An RTX resend has a sequence number of its own.)
             if resend && !report.arrived {
                 continue;
             }

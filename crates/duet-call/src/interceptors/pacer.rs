@@ -1,10 +1,12 @@
 //! [`MediaPacer`]: the [`PacingQueue`] as an interceptor in webrtc-rs's chain,
 //! in the pacer's place.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use rtc::interceptor::{Attribute, Interceptor, Packet, StreamInfo, TaggedPacket};
+use rtc::interceptor::{
+    Attribute, AttributedPacket, Interceptor, Packet, StreamInfo, TaggedPacket,
+};
 
 use super::SendBudget;
 use super::pacing::{PacingDrops, PacingQueue, PacingTotals, PacketClass};
@@ -23,9 +25,6 @@ pub(crate) struct MediaPacer {
     queue: PacingQueue<TaggedPacket>,
     /// The payload type that is audio.
     audio_payload_type: u8,
-    /// Highest sequence number sent per SSRC: a packet at or below it is a
-    /// retransmission (without RTX, a resend is the same packet again).
-    highest: HashMap<u32, u16>,
     reads: VecDeque<TaggedPacket>,
     /// What the queue had dropped when last logged.
     logged_drops: PacingDrops,
@@ -79,7 +78,6 @@ impl MediaPacer {
         MediaPacer {
             queue: PacingQueue::new(target_bps),
             audio_payload_type,
-            highest: HashMap::new(),
             reads: VecDeque::new(),
             logged_drops: PacingDrops::default(),
             mix_log: TotalsWindow::new(MIX_LOG_INTERVAL, now),
@@ -110,25 +108,18 @@ impl MediaPacer {
         }
     }
 
-    fn classify(&mut self, packet: &Packet) -> PacketClass {
-        let Packet::Rtp(rtp) = packet else {
+    /// The NACK responder marks what it resends, whether as the packet
+    /// again or on an RTX stream.
+    fn classify(&self, packet: &AttributedPacket) -> PacketClass {
+        let Packet::Rtp(rtp) = &packet.packet else {
             return PacketClass::Immediate;
         };
-        let header = &rtp.header;
-        if header.payload_type == self.audio_payload_type {
-            return PacketClass::Immediate;
-        }
-        match self.highest.get_mut(&header.ssrc) {
-            // Newer in RFC 3550's wrapping order.
-            Some(highest) if header.sequence_number.wrapping_sub(*highest) as i16 > 0 => {
-                *highest = header.sequence_number;
-                PacketClass::FreshVideo
-            }
-            Some(_) => PacketClass::Resend,
-            None => {
-                self.highest.insert(header.ssrc, header.sequence_number);
-                PacketClass::FreshVideo
-            }
+        if rtp.header.payload_type == self.audio_payload_type {
+            PacketClass::Immediate
+        } else if packet.has(&Attribute::Retransmission) {
+            PacketClass::Resend
+        } else {
+            PacketClass::FreshVideo
         }
     }
 }
@@ -160,7 +151,7 @@ impl rtc::sansio::Protocol<TaggedPacket, TaggedPacket, ()> for MediaPacer {
     }
 
     fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
-        let class = self.classify(&msg.message.packet);
+        let class = self.classify(&msg.message);
         let bits = (wire_bytes(&msg.message.packet) * 8) as f64;
         let now = msg.now;
         self.queue.push(now, class, bits, msg);

@@ -50,6 +50,8 @@ impl Session {
                     if received.rtp_stream_stats.kind == RtpCodecKind::Video {
                         // Jitter is kept in RTP ticks of the 90 kHz video clock.
                         network.jitter_ms = Some(received.jitter / 90.0);
+                        network.retransmitted_packets_received =
+                            Some(inbound.retransmitted_packets_received);
                     }
                 }
                 _ => {}

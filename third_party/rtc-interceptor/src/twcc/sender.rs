@@ -147,11 +147,20 @@ impl Interceptor for TwccSenderInterceptor {
             && hdr_ext_id != 0
         {
             self.streams.insert(info.ssrc, LocalStream { hdr_ext_id });
+            // Duet patch: retransmissions on an RTX stream are bytes on the path too:
+            // without a transport-wide number they are invisible to the
+            // remote's feedback, and so to congestion control.
+            if let Some(rtx) = info.ssrc_rtx {
+                self.streams.insert(rtx, LocalStream { hdr_ext_id });
+            }
         }
     }
 
     fn unbind_local_stream(&mut self, info: &StreamInfo) {
         self.streams.remove(&info.ssrc);
+        if let Some(rtx) = info.ssrc_rtx {
+            self.streams.remove(&rtx);
+        }
     }
 
     fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
