@@ -98,9 +98,9 @@ fn main() -> anyhow::Result<()> {
         },
     ];
     println!(
-        "| profile | pair | peer | fps | frames decoded / received | freezes (total) | video p50 / p95 ms | kbit/s received | beeps heard | resends received (RTX) |"
+        "| profile | pair | peer | fps | size at the end | frames decoded / received | freezes (total) | video p50 / p95 ms | kbit/s received | beeps heard | resends received (RTX) |"
     );
-    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
     for profile in profiles.iter().filter(|p| p.name.contains(&only)) {
         let native = native_call(profile, seconds);
         let browsers = browser_call(profile, seconds);
@@ -233,7 +233,7 @@ fn cut(call: &mut NetworkCall, outage: Duration) {
 fn row(report: &Value) -> String {
     if report["connected"] == false {
         return format!(
-            "not connected at the end ({}) | | | | | | |",
+            "not connected at the end ({}) | | | | | | | |",
             report["state"]
         );
     }
@@ -242,8 +242,10 @@ fn row(report: &Value) -> String {
     let seconds = number(&report["duration_s"]);
     let decoded = number(&video["frames_decoded"]);
     format!(
-        "{:.1} | {decoded:.0} / {:.0} | {} ({:.1} s) | {:.0} / {:.0} | {:.0} | {} | {}",
+        "{:.1} | {}x{} | {decoded:.0} / {:.0} | {} ({:.1} s) | {:.0} / {:.0} | {:.0} | {} | {}",
         decoded / seconds,
+        video["width"],
+        video["height"],
         number(&video["frames_received"]),
         video["freeze_count"],
         number(&video["total_freezes_duration_ms"]) / 1000.0,
