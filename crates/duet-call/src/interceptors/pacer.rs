@@ -190,3 +190,34 @@ impl Interceptor for MediaPacer {
     fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
     fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rtp(payload_type: u8, sequence_number: u16) -> Packet {
+        Packet::Rtp(rtc::rtp::Packet {
+            header: rtc::rtp::header::Header {
+                version: 2,
+                payload_type,
+                sequence_number,
+                ..Default::default()
+            },
+            payload: vec![0; 100].into(),
+        })
+    }
+
+    #[test]
+    fn resends_are_known_by_the_responders_mark_not_by_their_numbers() {
+        let pacer = MediaPacer::new(1e6, 111, SendBudget::default());
+        let class = |packet: AttributedPacket| pacer.classify(&packet);
+        assert_eq!(class(rtp(111, 5).into()), PacketClass::Immediate);
+        assert_eq!(class(rtp(102, 5).into()), PacketClass::FreshVideo);
+        // An RTX resend has a new, higher number on its own stream; a resend
+        // without RTX has the old one. The mark is what tells either.
+        let resend = |packet| AttributedPacket::new(packet).with(Attribute::Retransmission);
+        assert_eq!(class(resend(rtp(103, 9))), PacketClass::Resend);
+        assert_eq!(class(resend(rtp(102, 4))), PacketClass::Resend);
+        assert_eq!(class(Packet::Rtcp(vec![]).into()), PacketClass::Immediate);
+    }
+}
