@@ -12,8 +12,9 @@
 //! of them, so jitter alone never reads as a queue): when it grows past
 //! [`QUEUE_LIMIT`](super::path_queue::QUEUE_LIMIT) (and is not the queue
 //! of the last back-off, draining: [`QueueJudge`]), or loss is heavy, the
-//! guard sets a ceiling just under what got through and lets it rise only [`CEILING_GROWTH`] a second, so a
-//! narrow link is followed without the climb-and-crash of GCC alone.
+//! guard sets a ceiling just under what got through and lets it rise only
+//! [`CEILING_GROWTH`] a second, so a narrow link is followed without the
+//! climb-and-crash of GCC alone.
 
 use std::collections::{HashSet, VecDeque};
 use std::time::{Duration, Instant};
