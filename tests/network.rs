@@ -20,7 +20,8 @@ fn summary(name: &str, report: &Value) -> String {
     let audio = &report["audio"];
     format!(
         "{name}: {:.1} fps, {}/{} frames, freezes {} ({} ms), video p50/p95 {}/{} ms, \
-         {} kbit/s, beeps {}, audio p50 {} ms, concealed {}, nacks {}, plis {}, rtx {}",
+         {} kbit/s, beeps {}, audio p50 {} ms, concealed {}, nacks {}, plis {}, rtx {}; \
+         sent {} frames ({} key) at {} kbit/s",
         video["fps_received"].as_f64().unwrap_or(0.0),
         video["frames_decoded"],
         video["frames_received"],
@@ -35,6 +36,9 @@ fn summary(name: &str, report: &Value) -> String {
         video["nack_received"],
         video["pli_received"],
         report["network"]["retransmitted_packets_received"],
+        video["frames_sent"],
+        video["keyframes_sent"],
+        video["bitrate_kbps_sent"],
     )
 }
 

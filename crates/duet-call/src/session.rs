@@ -416,6 +416,7 @@ impl Session {
                 pending.push_back(NegotiationEvent::LocalCandidate(generation, candidate));
             }
             PeerEvent::State(generation, state) => {
+                tracing::debug!(generation, %state, "peer connection state");
                 return self.follow(route_peer_state(generation, state, current), pending);
             }
             PeerEvent::Track(generation, track) => {
