@@ -19,6 +19,12 @@
 //!   that lost the same flight eight times: the connection stays
 //!   "connecting" until ICE fails as well, 14 s to 21 s after the start on
 //!   the test network.
+//! - A connected connection from which nothing arrives within
+//!   [`HEARD_TIMEOUT`] is a failed attempt as well. DTLS can finish on one
+//!   side only: when the caller's last flight is lost and the callee's
+//!   resends go unanswered, the caller is "connected" and sends, while the
+//!   callee waits in "connecting" and sends nothing (seen on the rig at 5 %
+//!   loss, about one call in twenty; the callee gave up after 30 s).
 //! - After a failed attempt (no answer, a failed connection, a setup step that
 //!   failed) the next offer waits [`RETRY_BACKOFF_FIRST`], doubling with every
 //!   further failure up to [`RETRY_BACKOFF_MAX`]. A connected call, or a new
@@ -47,6 +53,12 @@ pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
 /// clean path it takes a few hundred milliseconds, with 5 % loss a few
 /// seconds (DTLS resends a lost flight after 1 s).
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a connected connection has for the first packet of the other
+/// peer's media to arrive. Both sides send from the moment they connect, so
+/// on any working path that takes a round trip; a DTLS handshake still being
+/// finished on the other side resends its flight after 1, 2 and 4 s.
+pub const HEARD_TIMEOUT: Duration = Duration::from_secs(8);
 
 /// How long a restart offer is given to bring the path back before the
 /// caller restarts again.
@@ -123,6 +135,9 @@ pub enum NegotiationEvent {
     LocalCandidate(Generation, Option<IceCandidate>),
     /// Connection `generation` is connected (ICE and DTLS).
     Connected(Generation),
+    /// The first packet of the other peer's media arrived on connection
+    /// `generation`: the other side is connected too.
+    Heard(Generation),
     /// Connection `generation` failed, or its peer stopped answering.
     Failed(Generation),
     /// The signaling connection broke (the client is reconnecting): nothing
@@ -191,6 +206,8 @@ enum Deadline {
     Retry(Instant),
     /// The caller's restart of this connection has had its time.
     Restart(Generation, Instant),
+    /// This connected connection is due to have heard from the other peer.
+    Heard(Generation, Instant),
 }
 
 impl Deadline {
@@ -199,7 +216,8 @@ impl Deadline {
             Deadline::Answer(_, at)
             | Deadline::Connect(_, at)
             | Deadline::Retry(at)
-            | Deadline::Restart(_, at) => at,
+            | Deadline::Restart(_, at)
+            | Deadline::Heard(_, at) => at,
         }
     }
 }
@@ -216,6 +234,8 @@ struct Connection {
     remote_candidates: u32,
     candidates_dropped: bool,
     connected: bool,
+    /// Something of the other peer's media arrived.
+    heard: bool,
     /// The remote DTLS fingerprint of the offer it answered (callee): a new
     /// offer with the same one is an ICE restart of this connection.
     remote_fingerprint: Option<String>,
@@ -336,6 +356,18 @@ impl Negotiator {
             Deadline::Restart(generation, _) => {
                 if self.current(generation).is_some_and(|c| c.restarting) {
                     self.restart(now, &mut actions);
+                }
+            }
+            Deadline::Heard(generation, _) => {
+                if self
+                    .current(generation)
+                    .is_some_and(|c| c.connected && !c.heard)
+                {
+                    tracing::info!(
+                        generation,
+                        "connected, but nothing came from the other peer within {HEARD_TIMEOUT:?}; trying again"
+                    );
+                    self.attempt_failed(now, &mut actions);
                 }
             }
         }
@@ -472,6 +504,7 @@ impl Negotiator {
                     connection.connected = true;
                     connection.restarting = false;
                     connection.restarts_tried = 0;
+                    let heard = connection.heard;
                     self.failures = 0;
                     if matches!(
                         self.deadline,
@@ -479,7 +512,20 @@ impl Negotiator {
                     ) {
                         self.deadline = None;
                     }
+                    // Only the caller offers again; its first connection
+                    // must also be heard (a restarted one was, before).
+                    if !heard && self.role == Some(Role::Caller) && self.deadline.is_none() {
+                        self.deadline = Some(Deadline::Heard(generation, now + HEARD_TIMEOUT));
+                    }
                     actions.push(A::Report(CallPhase::Connected));
+                }
+            }
+            E::Heard(generation) => {
+                if let Some(connection) = self.current(generation) {
+                    connection.heard = true;
+                    if matches!(self.deadline, Some(Deadline::Heard(g, _)) if g == generation) {
+                        self.deadline = None;
+                    }
                 }
             }
             E::Failed(generation) => {
@@ -604,6 +650,7 @@ impl Negotiator {
             remote_candidates: 0,
             candidates_dropped: false,
             connected: false,
+            heard: false,
             remote_fingerprint: None,
             restarting: false,
             restarts_tried: 0,

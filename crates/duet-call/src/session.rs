@@ -423,6 +423,8 @@ impl Session {
                 if Some(generation) != current {
                     return None;
                 }
+                // webrtc-rs opens a remote track on its first packet.
+                pending.push_back(NegotiationEvent::Heard(generation));
                 let shared = Arc::clone(&self.shared);
                 match track.kind().await {
                     RtpCodecKind::Video => {

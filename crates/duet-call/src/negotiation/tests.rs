@@ -334,9 +334,57 @@ fn an_answer_in_time_stops_the_answer_clock() {
     );
     caller.advance(CONNECT_TIMEOUT / 2);
     caller.handle(E::Connected(1));
+    assert_eq!(
+        caller.due_in(),
+        Some(HEARD_TIMEOUT),
+        "now the clock runs for the other peer's media"
+    );
+    caller.advance(HEARD_TIMEOUT / 2);
+    caller.handle(E::Heard(1));
     assert_eq!(caller.due_in(), None);
     assert!(caller.advance(CONNECT_TIMEOUT * 2).is_empty());
     assert_eq!(caller.generation(), Some(1));
+}
+
+/// DTLS can finish on one side only: the caller is connected and sends,
+/// the callee still waits for the caller's last flight and sends nothing.
+/// With nothing heard in time, the caller makes the call again.
+#[test]
+fn a_connection_connected_on_our_side_only_is_dropped_and_made_again() {
+    let mut caller = answered_caller();
+    assert_eq!(
+        caller.handle(E::Connected(1)),
+        vec![A::Report(CallPhase::Connected)]
+    );
+    fails_exactly_after(&mut caller, HEARD_TIMEOUT);
+    let actions = caller.advance(RETRY_BACKOFF_FIRST);
+    assert_eq!(actions.last(), Some(&A::SendOffer(2)));
+    // The old connection's late media is not news.
+    caller.handle(E::Heard(1));
+    assert_eq!(caller.due_in(), Some(ANSWER_TIMEOUT));
+}
+
+/// Media may come before webrtc-rs says "connected" (the two travel apart).
+#[test]
+fn media_heard_before_connected_counts() {
+    let mut caller = answered_caller();
+    caller.handle(E::Heard(1));
+    caller.handle(E::Connected(1));
+    assert_eq!(caller.due_in(), None);
+}
+
+/// Only the caller offers again: a callee keeps no clock for the other peer.
+#[test]
+fn a_callee_connected_without_media_waits_for_the_caller() {
+    let mut callee = Clocked::new();
+    callee.handle(joined(Role::Callee, Some("a")));
+    callee.handle(E::RemoteOffer {
+        from: peer("a"),
+        sdp: "offer".into(),
+    });
+    callee.handle(E::RemoteDescriptionApplied(1));
+    callee.handle(E::Connected(1));
+    assert_eq!(callee.due_in(), None);
 }
 
 /// webrtc-rs leaves a DTLS handshake that gave up "connecting" until ICE
@@ -390,6 +438,7 @@ fn sdp_with_fingerprint(fingerprint: &str) -> String {
 fn a_caller_whose_path_died_restarts_ice_on_the_same_connection() {
     let mut caller = answered_caller();
     caller.handle(E::Connected(1));
+    caller.handle(E::Heard(1));
     assert_eq!(
         caller.handle(E::Failed(1)),
         vec![A::Report(CallPhase::Reconnecting), A::RestartIce(1)]
