@@ -52,9 +52,12 @@ const H264_RTX_PAYLOAD_TYPE: u8 = 103;
 /// RTX a resend comes on a stream of its own, but a peer may not offer RTX.
 const SRTP_REPLAY_WINDOW: usize = 1024;
 /// The lowest bitrate congestion control may ask for. A link of 100 kbit/s
-/// must still carry every word (audio takes ~30 of it with its headers),
-/// with video at a few pictures a second in what is left.
-pub(crate) const MIN_VIDEO_BPS: u32 = 40_000;
+/// must still carry every word (audio takes ~24 of it with its headers),
+/// the feedback, and video at a few pictures a second in what is left. At
+/// 40 kbit/s the floor alone filled 85–95 of the link's 100 on the wire:
+/// its queue overflowed for 15 s after the call squeezed into it, every
+/// loss a keyframe request. Chromium sends 30 kbit/s there.
+pub(crate) const MIN_VIDEO_BPS: u32 = 20_000;
 
 /// Where a peer connection is, as the W3C `RTCPeerConnectionState` names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
