@@ -60,6 +60,12 @@ const NEAR_CAPACITY_GROWTH: f64 = 0.04;
 const NEAR_CAPACITY_FROM: f64 = 0.95;
 /// ...up to this much above it.
 const NEAR_CAPACITY_TO: f64 = 1.1;
+/// A back-off within this long of the one before keeps the capacity that
+/// one measured, when it was higher. After a 1.4 Mbit/s call hit a 500
+/// kbit/s cap, the second back-off (during the drain) read 370 kbit/s: the
+/// ceiling then climbed at the full 10 % a second through the link's real
+/// rate, and overshot it by 10 %.
+const CAPACITY_MEMORY: Duration = Duration::from_secs(5);
 /// Backing off again within this long would act twice on one queue.
 const BACK_OFF_INTERVAL: Duration = Duration::from_millis(300);
 /// Loss is measured over [`LOSS_WINDOW`]: the loss that caused one back-off
@@ -189,7 +195,13 @@ impl DeliveryGuard {
                     "path overused: backing off"
                 );
                 self.ceiling = Some(self.ceiling.map_or(backed_off, |c| c.min(backed_off)));
-                self.capacity = Some(delivered);
+                // A back-off soon after another reads what got through while
+                // the sender was already cutting down: not a narrower link.
+                let same_event = since(self.last_back_off).is_some_and(|e| e < CAPACITY_MEMORY);
+                self.capacity = Some(match self.capacity {
+                    Some(capacity) if same_event => capacity.max(delivered),
+                    _ => delivered,
+                });
                 self.last_back_off = Some(now);
                 self.queue_judge.backed_off();
             }
@@ -555,6 +567,53 @@ mod tests {
             back_offs, 1,
             "the queue of packets sent before the back-off read as new overuse"
         );
+    }
+
+    #[test]
+    fn a_second_back_off_in_one_event_keeps_the_capacity_of_the_first() {
+        let start = Instant::now();
+        let mut guard = DeliveryGuard::default();
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        // 500 kbit/s arrive, then 40 % of the packets are lost: a back-off.
+        for n in 0..100u32 {
+            report(&mut guard, at(u64::from(n) * 10), 625, Some(20.0));
+        }
+        for n in 100..200u32 {
+            let lost = n % 5 < 2;
+            report(
+                &mut guard,
+                at(u64::from(n) * 10),
+                625,
+                (!lost).then_some(20.0),
+            );
+        }
+        let first = guard.capacity.expect("a back-off");
+        // Another second of heavy loss at a lower rate, still draining.
+        for n in 200..300u32 {
+            let lost = n % 5 < 2;
+            report(
+                &mut guard,
+                at(u64::from(n) * 20),
+                625,
+                (!lost).then_some(20.0),
+            );
+        }
+        assert!(guard.last_back_off > Some(at(2000)), "backed off again");
+        assert_eq!(guard.capacity, Some(first), "the first read stands");
+        // Long after, a back-off reads the link afresh.
+        for n in 300..400u32 {
+            report(&mut guard, at(6000 + u64::from(n) * 20), 625, Some(20.0));
+        }
+        for n in 400..500u32 {
+            let lost = n % 5 < 2;
+            report(
+                &mut guard,
+                at(6000 + u64::from(n) * 20),
+                625,
+                (!lost).then_some(20.0),
+            );
+        }
+        assert!(guard.capacity < Some(first), "a narrower link is believed");
     }
 
     #[test]
