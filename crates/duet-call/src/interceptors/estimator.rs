@@ -574,45 +574,31 @@ mod tests {
         let start = Instant::now();
         let mut guard = DeliveryGuard::default();
         let at = |ms: u64| start + Duration::from_millis(ms);
+        // Packets numbered `packets`, one every `gap_ms` from `offset_ms`; with
+        // `lossy`, 2 of every 5 lost.
+        let send =
+            |guard: &mut DeliveryGuard, packets: std::ops::Range<u64>, gap_ms, offset_ms, lossy| {
+                for n in packets {
+                    let lost = lossy && n % 5 < 2;
+                    report(
+                        guard,
+                        at(offset_ms + n * gap_ms),
+                        625,
+                        (!lost).then_some(20.0),
+                    );
+                }
+            };
         // 500 kbit/s arrive, then 40 % of the packets are lost: a back-off.
-        for n in 0..100u32 {
-            report(&mut guard, at(u64::from(n) * 10), 625, Some(20.0));
-        }
-        for n in 100..200u32 {
-            let lost = n % 5 < 2;
-            report(
-                &mut guard,
-                at(u64::from(n) * 10),
-                625,
-                (!lost).then_some(20.0),
-            );
-        }
+        send(&mut guard, 0..100, 10, 0, false);
+        send(&mut guard, 100..200, 10, 0, true);
         let first = guard.capacity.expect("a back-off");
         // Another second of heavy loss at a lower rate, still draining.
-        for n in 200..300u32 {
-            let lost = n % 5 < 2;
-            report(
-                &mut guard,
-                at(u64::from(n) * 20),
-                625,
-                (!lost).then_some(20.0),
-            );
-        }
+        send(&mut guard, 200..300, 20, 0, true);
         assert!(guard.last_back_off > Some(at(2000)), "backed off again");
         assert_eq!(guard.capacity, Some(first), "the first read stands");
         // Long after, a back-off reads the link afresh.
-        for n in 300..400u32 {
-            report(&mut guard, at(6000 + u64::from(n) * 20), 625, Some(20.0));
-        }
-        for n in 400..500u32 {
-            let lost = n % 5 < 2;
-            report(
-                &mut guard,
-                at(6000 + u64::from(n) * 20),
-                625,
-                (!lost).then_some(20.0),
-            );
-        }
+        send(&mut guard, 300..400, 20, 6000, false);
+        send(&mut guard, 400..500, 20, 6000, true);
         assert!(guard.capacity < Some(first), "a narrower link is believed");
     }
 
