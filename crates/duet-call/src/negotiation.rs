@@ -24,7 +24,7 @@
 //!   side only: when the caller's last flight is lost and the callee's
 //!   resends go unanswered, the caller is "connected" and sends, while the
 //!   callee waits in "connecting" and sends nothing (seen on the rig at 5 %
-//!   loss, about one call in twenty; the callee gave up after 30 s).
+//!   loss twice in about 70 calls; the callee gave up after 30 s).
 //! - After a failed attempt (no answer, a failed connection, a setup step that
 //!   failed) the next offer waits [`RETRY_BACKOFF_FIRST`], doubling with every
 //!   further failure up to [`RETRY_BACKOFF_MAX`]. A connected call, or a new
