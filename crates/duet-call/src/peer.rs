@@ -58,6 +58,13 @@ const SRTP_REPLAY_WINDOW: usize = 1024;
 /// its queue overflowed for 15 s after the call squeezed into it, every
 /// loss a keyframe request. Chromium sends 30 kbit/s there.
 pub(crate) const MIN_VIDEO_BPS: u32 = 20_000;
+/// The lowest target of the whole connection: video's floor and narrow-link
+/// audio (16 kbit/s of Opus in 60 ms packets, ~20 kbit/s on the wire) with
+/// the feedback beside it. At video's floor alone a back-off that read the
+/// rate of a link losing most of its packets (24 kbit/s of a 100 kbit/s
+/// link) left audio the whole target: the pacer held video until it was
+/// stale, and for 14 s every picture was a keyframe request.
+pub(crate) const MIN_TARGET_BPS: u32 = MIN_VIDEO_BPS + 25_000;
 
 /// Where a peer connection is, as the W3C `RTCPeerConnectionState` names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -350,7 +357,7 @@ pub(crate) async fn build_peer(
     let registry = build_registry(
         &mut media,
         VideoBitrates {
-            min_bps: MIN_VIDEO_BPS,
+            min_bps: MIN_TARGET_BPS,
             max_bps: settings.max_video_bps,
         },
         OPUS_PAYLOAD_TYPE,

@@ -86,8 +86,9 @@ impl H264Encoder {
             // libwebrtc configures it); skipped frames come out as `None`.
             .skip_frames(true)
             .scene_change_detect(false)
-            // Keyframes come on request (PLI/FIR) and every 10 s as a safety net.
-            .intra_frame_period(IntraFramePeriod::from_num_frames(fps * 10))
+            // Keyframes come on request (PLI/FIR, and the caller's own
+            // refreshes): an unasked one is a burst the caller may not want.
+            .intra_frame_period(IntraFramePeriod::auto())
             .sps_pps_strategy(SpsPpsStrategy::ConstantId)
             .num_threads(1);
         let encoder = Encoder::with_api_config(OpenH264API::from_source(), config)

@@ -49,6 +49,14 @@ const BASE_WINDOW: Duration = Duration::from_secs(10);
 const RECENT: Duration = Duration::from_millis(200);
 /// After overuse the ceiling is this share of what got through...
 const BACK_OFF: f64 = 0.85;
+/// ...or less, when the queue found is deeper than 15 % of this: the
+/// back-off drains it within about this long. A call at 1.4 Mbit/s that
+/// meets a 100 kbit/s link fills a 300 ms queue before the first feedback
+/// says so; at 85 % of the rate read (a second that began before the queue
+/// filled) it stayed full another second, and audio with it.
+const DRAIN_WITHIN: Duration = Duration::from_secs(1);
+/// The deepest a back-off goes, as a share of what got through.
+const DEEPEST_BACK_OFF: f64 = 0.5;
 /// ...and rises this much a second while the path keeps up...
 const CEILING_GROWTH: f64 = 0.10;
 /// ...but only this much while it is near what got through when the path
@@ -66,6 +74,18 @@ const NEAR_CAPACITY_TO: f64 = 1.1;
 /// ceiling then climbed at the full 10 % a second through the link's real
 /// rate, and overshot it by 10 %.
 const CAPACITY_MEMORY: Duration = Duration::from_secs(5);
+/// A link that carried less than this when it overflowed is narrow: there a
+/// probe's queue is heard. At 100 kbit/s one packet of video is a tenth of
+/// a second of the link, and audio (a fifth of what is sent) waits behind
+/// what a probe puts in the queue: each probe at [`NEAR_CAPACITY_GROWTH`]
+/// overflowed the link every 3–6 s, held audio back 50–130 ms, and a beep
+/// that met it was broken up or late.
+const NARROW_CAPACITY: f64 = 200_000.0;
+/// On a narrow link the ceiling climbs back only to this share of the
+/// capacity...
+const NARROW_HOLD_SHARE: f64 = 0.9;
+/// ...and stays there this long after the back-off before it probes again.
+const NARROW_HOLD: Duration = Duration::from_secs(15);
 /// Backing off again within this long would act twice on one queue.
 const BACK_OFF_INTERVAL: Duration = Duration::from_millis(300);
 /// Loss is measured over [`LOSS_WINDOW`]: the loss that caused one back-off
@@ -113,6 +133,8 @@ pub(crate) struct DeliveryGuard {
     queue_judge: QueueJudge,
     /// When the ceiling last grew, or the path was last seen overused.
     last_change: Option<Instant>,
+    /// Until when the ceiling stays under a narrow link's capacity.
+    hold_until: Option<Instant>,
 }
 
 impl DeliveryGuard {
@@ -186,7 +208,7 @@ impl DeliveryGuard {
                 LOSS_BACK_OFF_INTERVAL
             };
             if since(self.last_back_off).is_none_or(|elapsed| elapsed >= interval) {
-                let backed_off = delivered * BACK_OFF;
+                let backed_off = delivered * back_off_share(queue);
                 tracing::debug!(
                     delivered_kbps = (delivered / 1000.0) as u64,
                     loss = format_args!("{:.3}", loss.share()),
@@ -203,6 +225,12 @@ impl DeliveryGuard {
                     _ => delivered,
                 });
                 self.last_back_off = Some(now);
+                // Only a queue says the link is full at the rate read: under
+                // heavy loss the feedback is lost too, and what it reports
+                // got through is less than did.
+                self.hold_until = (queued && !lossy)
+                    .then_some(now + NARROW_HOLD)
+                    .filter(|_| self.capacity.is_some_and(|c| c < NARROW_CAPACITY));
                 self.queue_judge.backed_off();
             }
             // The ceiling climbs again from when the path stops being overused.
@@ -220,11 +248,25 @@ impl DeliveryGuard {
             } else {
                 CEILING_GROWTH
             };
-            let grown = ceiling * (1.0 + growth * elapsed.as_secs_f64());
+            let mut grown = ceiling * (1.0 + growth * elapsed.as_secs_f64());
+            if let Some(hold) = self.hold_level(now)
+                && ceiling <= hold
+            {
+                grown = grown.min(hold);
+            }
             // Far above what the path is asked to carry, a ceiling says nothing.
             self.ceiling = (grown < delivered * 4.0).then_some(grown);
             self.last_change = Some(now);
         }
+    }
+
+    /// Where the ceiling stops climbing for now: under a narrow link's
+    /// capacity, for [`NARROW_HOLD`] after it overflowed.
+    fn hold_level(&self, now: Instant) -> Option<f64> {
+        let capacity = self.capacity?;
+        self.hold_until
+            .is_some_and(|until| now < until)
+            .then_some(capacity * NARROW_HOLD_SHARE)
     }
 
     /// Bits a second that arrived over the last [`WINDOW`], and the loss
@@ -287,6 +329,14 @@ impl DeliveryGuard {
         let limited = target.min(delivered * lead);
         self.ceiling.map_or(limited, |ceiling| limited.min(ceiling))
     }
+}
+
+/// The share of what got through that a back-off keeps, for a queue this
+/// deep on the path: [`BACK_OFF`], or less, so that the queue drains within
+/// [`DRAIN_WITHIN`].
+fn back_off_share(queue: Option<Duration>) -> f64 {
+    let drain = queue.map_or(0.0, |q| q.as_secs_f64() / DRAIN_WITHIN.as_secs_f64());
+    BACK_OFF.min(1.0 - drain).max(DEEPEST_BACK_OFF)
 }
 
 /// Packets the feedback judged, and how many of them were lost.
@@ -524,6 +574,48 @@ mod tests {
             (0.09..0.11).contains(&growth(above, later)),
             "well above: {above} -> {later}"
         );
+    }
+
+    #[test]
+    fn on_a_narrow_link_the_ceiling_holds_under_capacity_before_probing() {
+        let start = Instant::now();
+        let mut guard = DeliveryGuard::default();
+        let at = |ms: u32| start + Duration::from_millis(u64::from(ms));
+        // 100 kbit/s in 125-byte packets; the queue grows from 1 s to 1.5 s.
+        let send = |guard: &mut DeliveryGuard, from: u32, to: u32, queued: bool| {
+            for n in from..to {
+                let queue = if queued {
+                    f64::from(n - from) * 3.0
+                } else {
+                    0.0
+                };
+                report(guard, at(n * 10), 125, Some(20.0 + queue));
+            }
+        };
+        send(&mut guard, 0, 100, false);
+        send(&mut guard, 100, 150, true);
+        let capacity = guard.capacity.expect("a back-off");
+        assert!(capacity < NARROW_CAPACITY, "{capacity}");
+        // 14 s later the ceiling has climbed back to 90 % of it, no more.
+        send(&mut guard, 150, 1550, false);
+        let held = guard.ceiling.expect("a ceiling");
+        assert!(
+            (held / capacity - NARROW_HOLD_SHARE).abs() < 0.01,
+            "{held} of {capacity}"
+        );
+        // After the hold it probes again.
+        send(&mut guard, 1550, 2000, false);
+        let probing = guard.ceiling.expect("a ceiling");
+        assert!(probing > capacity * 0.95, "{probing} of {capacity}");
+    }
+
+    #[test]
+    fn a_deep_queue_is_drained_within_a_second() {
+        let ms = |ms| Some(Duration::from_millis(ms));
+        assert_eq!(back_off_share(None), BACK_OFF);
+        assert_eq!(back_off_share(ms(60)), BACK_OFF);
+        assert!((back_off_share(ms(300)) - 0.7).abs() < 1e-9);
+        assert_eq!(back_off_share(ms(900)), DEEPEST_BACK_OFF);
     }
 
     #[test]

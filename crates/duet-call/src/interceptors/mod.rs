@@ -47,9 +47,10 @@ const MAX_NACKS_PER_PACKET: u16 = 3;
 /// Sent packets kept for retransmission: ~2 s of 1.5 Mbit/s video.
 const RESEND_HISTORY: u16 = 4096;
 
-/// Bounds of the congestion controller's target for video.
+/// Bounds of the congestion controller's target.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct VideoBitrates {
+    /// The lowest target of the whole connection (audio's share included).
     pub(crate) min_bps: u32,
     pub(crate) max_bps: u32,
 }

@@ -33,6 +33,15 @@ pub(crate) struct MediaPacer {
     budget: SendBudget,
     /// What the queue let out since the overhead was last measured.
     overhead: TotalsWindow,
+    /// Fresh video written since the overhead was last measured.
+    video_written: VideoBits,
+}
+
+/// Bits of fresh video: its RTP payload, and all it takes on the wire.
+#[derive(Debug, Default, Clone, Copy)]
+struct VideoBits {
+    payload: f64,
+    wire: f64,
 }
 
 /// What a [`PacingQueue`] let out over one period: the send queue's
@@ -83,6 +92,7 @@ impl MediaPacer {
             mix_log: TotalsWindow::new(MIX_LOG_INTERVAL, now),
             budget,
             overhead: TotalsWindow::new(OVERHEAD_INTERVAL, now),
+            video_written: VideoBits::default(),
         }
     }
 
@@ -91,6 +101,11 @@ impl MediaPacer {
         if let Some((seconds, sent)) = self.overhead.close(now, self.queue.totals()) {
             let bits = sent.immediate_bits + sent.resend_bits;
             self.budget.set_overhead((bits / seconds).max(0.0) as u64);
+            let video = std::mem::take(&mut self.video_written);
+            if video.wire > 0.0 {
+                self.budget
+                    .set_video_payload_share(video.payload / video.wire);
+            }
         }
     }
 
@@ -153,6 +168,12 @@ impl rtc::sansio::Protocol<TaggedPacket, TaggedPacket, ()> for MediaPacer {
     fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
         let class = self.classify(&msg.message);
         let bits = (wire_bytes(&msg.message.packet) * 8) as f64;
+        if class == PacketClass::FreshVideo
+            && let Packet::Rtp(rtp) = &msg.message.packet
+        {
+            self.video_written.payload += (rtp.payload.len() * 8) as f64;
+            self.video_written.wire += bits;
+        }
         let now = msg.now;
         self.queue.push(now, class, bits, msg);
         self.measure_overhead(now);
@@ -219,5 +240,35 @@ mod tests {
         assert_eq!(class(resend(rtp(103, 9))), PacketClass::Resend);
         assert_eq!(class(resend(rtp(102, 4))), PacketClass::Resend);
         assert_eq!(class(Packet::Rtcp(vec![]).into()), PacketClass::Immediate);
+    }
+
+    #[test]
+    fn the_encoder_is_told_what_share_of_its_packets_is_payload() {
+        use rtc::sansio::Protocol;
+
+        let budget = SendBudget::default();
+        let mut pacer = MediaPacer::new(1e6, 111, budget.clone());
+        budget.set_target(100_000);
+        let start = Instant::now();
+        for (n, payload_type) in [(0u16, 102u8), (1, 111), (2, 102)] {
+            let message = TaggedPacket {
+                now: start + Duration::from_millis(u64::from(n) * 10),
+                transport: Default::default(),
+                message: rtp(payload_type, n).into(),
+            };
+            pacer.handle_write(message).expect("queued");
+        }
+        pacer
+            .handle_timeout(start + OVERHEAD_INTERVAL + Duration::from_millis(1))
+            .expect("released");
+        // Video's packets: 100 bytes of payload in 100 + 12 (RTP) + 38 on the
+        // wire; audio's packet counts as overhead, not in the share.
+        let audio_bps = 150.0 * 8.0 / (OVERHEAD_INTERVAL.as_secs_f64() + 0.001);
+        let expected = (100_000.0 - audio_bps) * 100.0 / 150.0;
+        let video = budget.video_bps() as f64;
+        assert!(
+            (video - expected).abs() < 100.0,
+            "{video} against {expected}"
+        );
     }
 }

@@ -8,6 +8,12 @@
 //! is full, the sender runs just over the link's rate, the loss asks for
 //! resends, and the resends cause more loss. libwebrtc takes the measured
 //! protection overhead off the encoder's target; so does Duet.
+//!
+//! The target counts packets as the link does (headers included), while the
+//! encoder's bitrate is of its bitstream alone: on a narrow link, where a
+//! picture is one or two packets, the headers of video's own packets are a
+//! tenth of what it sends. The encoder is given its share of the target
+//! net of them, as measured on what it sent lately.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -19,6 +25,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 pub(crate) struct SendBudget {
     target_bps: Arc<AtomicU64>,
     overhead_bps: Arc<AtomicU64>,
+    /// `f64` bits: payload bits per wire bit of fresh video lately; 0 while
+    /// none was measured.
+    video_payload_share: Arc<AtomicU64>,
     path_limited: Arc<AtomicBool>,
 }
 
@@ -50,14 +59,31 @@ impl SendBudget {
         self.overhead_bps.store(bps, Ordering::Relaxed);
     }
 
-    /// What fresh video may spend: the target less the overhead, or 0 while
-    /// congestion control has no target yet. It never falls below half the
-    /// target: resends are held to a share of it, and audio is small, so an
-    /// overhead that large is a burst the next measurement will not repeat.
+    /// What share of fresh video's bits on the wire was its payload lately
+    /// (the rest: IP, UDP, RTP and SRTP headers).
+    pub(crate) fn set_video_payload_share(&self, share: f64) {
+        if share.is_finite() && share > 0.0 {
+            self.video_payload_share
+                .store(share.min(1.0).to_bits(), Ordering::Relaxed);
+        }
+    }
+
+    /// What the video encoder may spend, in bits of its bitstream a second:
+    /// the target less the overhead, net of video's own packet headers, or 0
+    /// while congestion control has no target yet. The wire share never
+    /// falls below half the target: resends are held to a share of it, and
+    /// audio is small, so an overhead that large is a burst the next
+    /// measurement will not repeat.
     pub(crate) fn video_bps(&self) -> u64 {
         let target = self.target_bps.load(Ordering::Relaxed);
         let overhead = self.overhead_bps.load(Ordering::Relaxed);
-        target.saturating_sub(overhead).max(target / 2)
+        let on_the_wire = target.saturating_sub(overhead).max(target / 2);
+        let share = f64::from_bits(self.video_payload_share.load(Ordering::Relaxed));
+        if share > 0.0 {
+            (on_the_wire as f64 * share) as u64
+        } else {
+            on_the_wire
+        }
     }
 }
 
@@ -76,5 +102,17 @@ mod tests {
         assert_eq!(encoder_side.video_bps(), 380_000);
         budget.set_overhead(400_000);
         assert_eq!(encoder_side.video_bps(), 250_000, "never under half");
+    }
+
+    #[test]
+    fn video_gets_its_share_net_of_its_own_packet_headers() {
+        let budget = SendBudget::default();
+        budget.set_target(100_000);
+        budget.set_overhead(20_000);
+        budget.set_video_payload_share(0.9);
+        assert_eq!(budget.video_bps(), 72_000);
+        budget.set_video_payload_share(f64::NAN);
+        budget.set_video_payload_share(0.0);
+        assert_eq!(budget.video_bps(), 72_000, "nonsense is ignored");
     }
 }

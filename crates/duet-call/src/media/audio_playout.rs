@@ -312,6 +312,11 @@ fn count_beeps(counters: &MediaCounters, sink: &mut AudioSink) {
         return;
     }
     for beep in &beeps {
+        tracing::debug!(
+            latency_ms = beep.latency_ms as u64,
+            hz = beep.frequency_hz as u64,
+            "beep heard"
+        );
         counters.beep_heard(beep.frequency_hz as f32);
     }
     counters.latencies(|l| {

@@ -146,7 +146,7 @@ pub(crate) async fn start_video_sender(
                     }
                 }
                 let asked = shared.keyframe_wanted.swap(false, Ordering::Relaxed);
-                if keyframes.keyframe_now(asked, Instant::now()) {
+                if keyframes.keyframe_now(asked, encoder.bitrate_bps(), Instant::now()) {
                     encoder.request_keyframe();
                 }
                 let cropped;
@@ -184,7 +184,11 @@ pub(crate) async fn start_video_sender(
                         target = encoder.bitrate_bps(),
                         "keyframe sent"
                     );
-                    keyframes.keyframe_sent(encoded.data.len(), encoder.bitrate_bps());
+                    keyframes.keyframe_sent(
+                        encoded.data.len(),
+                        encoder.bitrate_bps(),
+                        Instant::now(),
+                    );
                 }
                 let unit = EncodedUnit {
                     data: Bytes::from(encoded.data),
