@@ -53,8 +53,9 @@ const BACK_OFF: f64 = 0.85;
 /// back-off drains it within about this long. A call at 1.4 Mbit/s that
 /// meets a 100 kbit/s link fills a 300 ms queue before the first feedback
 /// says so; at 85 % of the rate read (a second that began before the queue
-/// filled) it stayed full another second, and audio with it.
-const DRAIN_WITHIN: Duration = Duration::from_secs(1);
+/// filled) it stayed full another second or two, and audio with it: 3–5
+/// beeps lost where now 1–2 are.
+const DRAIN_WITHIN: Duration = Duration::from_millis(500);
 /// The deepest a back-off goes, as a share of what got through.
 const DEEPEST_BACK_OFF: f64 = 0.5;
 /// ...and rises this much a second while the path keeps up...
@@ -135,9 +136,21 @@ pub(crate) struct DeliveryGuard {
     last_change: Option<Instant>,
     /// Until when the ceiling stays under a narrow link's capacity.
     hold_until: Option<Instant>,
+    /// The lowest ceiling: the lowest target the connection may have. A
+    /// ceiling under it says nothing more, and would climb back to it
+    /// at 10 % a second: 18 to 45 kbit/s took nine seconds.
+    floor: f64,
 }
 
 impl DeliveryGuard {
+    /// A guard whose ceiling never goes under `floor_bps`.
+    pub(crate) fn with_floor(floor_bps: f64) -> DeliveryGuard {
+        DeliveryGuard {
+            floor: floor_bps,
+            ..DeliveryGuard::default()
+        }
+    }
+
     pub(crate) fn on_reports(&mut self, now: Instant, reports: &[PacketReport]) {
         for report in reports {
             let resend = !self
@@ -200,7 +213,13 @@ impl DeliveryGuard {
         let since = |at: Option<Instant>| at.map(|at| now.saturating_duration_since(at));
         let queue = self.queue(now);
         let queued = queue.is_some_and(|q| self.queue_judge.overused(q, now));
-        let lossy = loss.heavy();
+        // Packets sent while the queue of the last back-off drains still
+        // meet it full, and a full queue drops what comes: that loss is the
+        // same congestion event, which the queue's own reading follows. (A
+        // path that loses without queueing, a policer, has no queue to wait
+        // for.) Cutting again for it read what the sender itself had cut to
+        // as the link's rate: 49 kbit/s of a 100 kbit/s link.
+        let lossy = loss.heavy() && !self.queue_judge.draining();
         if queued || lossy {
             let interval = if queued {
                 BACK_OFF_INTERVAL
@@ -208,7 +227,7 @@ impl DeliveryGuard {
                 LOSS_BACK_OFF_INTERVAL
             };
             if since(self.last_back_off).is_none_or(|elapsed| elapsed >= interval) {
-                let backed_off = delivered * back_off_share(queue);
+                let backed_off = (delivered * back_off_share(queue)).max(self.floor);
                 tracing::debug!(
                     delivered_kbps = (delivered / 1000.0) as u64,
                     loss = format_args!("{:.3}", loss.share()),
@@ -610,12 +629,44 @@ mod tests {
     }
 
     #[test]
-    fn a_deep_queue_is_drained_within_a_second() {
+    fn a_deep_queue_is_drained_within_half_a_second() {
         let ms = |ms| Some(Duration::from_millis(ms));
         assert_eq!(back_off_share(None), BACK_OFF);
         assert_eq!(back_off_share(ms(60)), BACK_OFF);
-        assert!((back_off_share(ms(300)) - 0.7).abs() < 1e-9);
-        assert_eq!(back_off_share(ms(900)), DEEPEST_BACK_OFF);
+        assert!((back_off_share(ms(150)) - 0.7).abs() < 1e-9);
+        assert_eq!(back_off_share(ms(300)), DEEPEST_BACK_OFF);
+    }
+
+    #[test]
+    fn loss_while_the_queue_drains_is_the_same_congestion() {
+        let start = Instant::now();
+        let mut guard = DeliveryGuard::default();
+        let at = |n: u32| start + Duration::from_millis(u64::from(n) * 10);
+        for n in 0..100 {
+            report(&mut guard, at(n), 125, Some(20.0));
+        }
+        // The queue fills to 300 ms and the link drops 4 packets in 10.
+        for n in 100..160 {
+            let lost = n % 10 < 4;
+            report(
+                &mut guard,
+                at(n),
+                125,
+                (!lost).then_some(20.0 + 5.0 * f64::from(n - 100)),
+            );
+        }
+        let backed_off = guard.last_back_off.expect("a back-off");
+        // It drains, 60 ms a second, still dropping as many.
+        for n in 160..400 {
+            let lost = n % 10 < 4;
+            let queue = 320.0 - 0.6 * f64::from(n - 160);
+            report(&mut guard, at(n), 125, (!lost).then_some(20.0 + queue));
+        }
+        assert_eq!(
+            guard.last_back_off,
+            Some(backed_off),
+            "cut again while draining"
+        );
     }
 
     #[test]

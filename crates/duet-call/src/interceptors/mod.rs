@@ -86,7 +86,7 @@ pub(crate) fn build_registry(
     budget.set_target(u64::from(bitrates.max_bps));
     let estimator = PublishingEstimator {
         inner: Gcc::new(start, f64::from(bitrates.min_bps), start),
-        guard: DeliveryGuard::default(),
+        guard: DeliveryGuard::with_floor(f64::from(bitrates.min_bps)),
         min_bps: f64::from(bitrates.min_bps),
         budget: budget.clone(),
     };

@@ -176,6 +176,8 @@ impl rtc::sansio::Protocol<TaggedPacket, TaggedPacket, ()> for MediaPacer {
         }
         let now = msg.now;
         self.queue.push(now, class, bits, msg);
+        self.budget
+            .set_video_waiting_since(self.queue.oldest_fresh());
         self.measure_overhead(now);
         Ok(())
     }
@@ -186,6 +188,8 @@ impl rtc::sansio::Protocol<TaggedPacket, TaggedPacket, ()> for MediaPacer {
 
     fn handle_timeout(&mut self, now: Instant) -> Result<(), Self::Error> {
         self.queue.release(now);
+        self.budget
+            .set_video_waiting_since(self.queue.oldest_fresh());
         let drops = self.queue.drops();
         if drops != self.logged_drops {
             tracing::debug!(

@@ -268,6 +268,11 @@ impl<T> PacingQueue<T> {
         Some(last + Duration::from_secs_f64(wait))
     }
 
+    /// When the oldest fresh video still waiting was queued.
+    pub(crate) fn oldest_fresh(&self) -> Option<Instant> {
+        self.fresh.front().map(|waiting| waiting.since)
+    }
+
     /// Packets waiting for the budget.
     #[cfg(test)]
     pub(crate) fn waiting(&self) -> usize {

@@ -7,15 +7,20 @@
 //! it in 2.7 s, and every reading until then is over the limit. Backing off
 //! at each of them took the target to its floor for one congestion event.
 //! After a back-off the queue is overuse again only if it grows by
-//! [`QUEUE_LIMIT`] above the lowest it has drained to, or has not drained
-//! within [`DRAIN_TIME`] (the link may have narrowed again).
+//! [`QUEUE_LIMIT`] above the lowest it has drained to, or has stopped
+//! draining: not [`DRAIN_PROGRESS`] lower within [`DRAIN_TIME`] (the link
+//! may have narrowed again). A deep queue that drains slowly is waited
+//! for: cutting again while it drains read what the sender itself had cut
+//! to as the link's rate.
 
 use std::time::{Duration, Instant};
 
 /// A queue this deep on the path (one-way delay above its minimum) is overuse.
 pub(crate) const QUEUE_LIMIT: Duration = Duration::from_millis(40);
-/// A queue the last back-off answered has this long to drain.
+/// A queue the last back-off answered has this long to drain by...
 const DRAIN_TIME: Duration = Duration::from_secs(2);
+/// ...at least this much.
+const DRAIN_PROGRESS: Duration = Duration::from_millis(20);
 
 #[derive(Debug, Default, Clone, Copy, PartialEq)]
 enum State {
@@ -24,7 +29,8 @@ enum State {
     Steady,
     /// Backed off; no reading of packets sent since.
     BackedOff,
-    /// Packets sent since the back-off still wait in the queue it answered.
+    /// Packets sent since the back-off still wait in the queue it answered;
+    /// `since`: when it last drained by [`DRAIN_PROGRESS`].
     Draining { lowest: Duration, since: Instant },
 }
 
@@ -62,9 +68,14 @@ impl QueueJudge {
                 if growing || stuck {
                     return true;
                 }
-                self.state = State::Draining {
-                    lowest: lowest.min(queue),
-                    since,
+                let progress = queue + DRAIN_PROGRESS <= lowest;
+                self.state = if progress {
+                    State::Draining {
+                        lowest: queue,
+                        since: now,
+                    }
+                } else {
+                    State::Draining { lowest, since }
                 };
                 false
             }
@@ -116,6 +127,21 @@ mod tests {
         assert!(
             judge.overused(ms(170), start + ms(1100)),
             "grew 50 ms from 120"
+        );
+    }
+
+    #[test]
+    fn a_deep_queue_that_keeps_draining_is_waited_for() {
+        let mut judge = QueueJudge::default();
+        let start = Instant::now();
+        judge.backed_off();
+        for (n, queue) in [360, 330, 300, 270, 240, 210].into_iter().enumerate() {
+            let now = start + ms(n as u64 * 800);
+            assert!(!judge.overused(ms(queue), now), "draining at {queue} ms");
+        }
+        assert!(
+            judge.overused(ms(200), start + ms(6_500)),
+            "stopped draining"
         );
     }
 

@@ -15,8 +15,15 @@
 //! tenth of what it sends. The encoder is given its share of the target
 //! net of them, as measured on what it sent lately.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::pacing::FRESH_MAX_WAIT;
+
+/// Fresh video waiting longer than this in the send queue holds back new
+/// pictures: half the wait after which the queue drops it.
+const BACKLOG_LIMIT: Duration = FRESH_MAX_WAIT.checked_div(2).expect("nonzero");
 
 /// Shared by the congestion controller (which sets the target), the pacer
 /// (which measures what is not fresh video) and the video encoder (which
@@ -29,6 +36,8 @@ pub(crate) struct SendBudget {
     /// none was measured.
     video_payload_share: Arc<AtomicU64>,
     path_limited: Arc<AtomicBool>,
+    /// When the oldest fresh video still in the send queue was queued.
+    video_waiting_since: Arc<Mutex<Option<Instant>>>,
 }
 
 impl SendBudget {
@@ -68,6 +77,28 @@ impl SendBudget {
         }
     }
 
+    /// Since when the oldest fresh video still in the send queue waits
+    /// (`None`: none waits).
+    pub(crate) fn set_video_waiting_since(&self, since: Option<Instant>) {
+        if let Ok(mut waiting) = self.video_waiting_since.lock() {
+            *waiting = since;
+        }
+    }
+
+    /// Whether the send queue holds video that has waited so long that a
+    /// new picture should not be made. On a link at its floor, pictures
+    /// that waited their 500 ms were dropped there, each a broken chain of
+    /// references and a keyframe request, and the keyframes themselves
+    /// waited and were dropped: ten seconds of keyframe requests every half
+    /// second. A picture skipped before it is encoded breaks nothing.
+    pub(crate) fn video_backlogged(&self, now: Instant) -> bool {
+        self.video_waiting_since
+            .lock()
+            .ok()
+            .and_then(|waiting| *waiting)
+            .is_some_and(|since| now.saturating_duration_since(since) > BACKLOG_LIMIT)
+    }
+
     /// What the video encoder may spend, in bits of its bitstream a second:
     /// the target less the overhead, net of video's own packet headers, or 0
     /// while congestion control has no target yet. The wire share never
@@ -102,6 +133,18 @@ mod tests {
         assert_eq!(encoder_side.video_bps(), 380_000);
         budget.set_overhead(400_000);
         assert_eq!(encoder_side.video_bps(), 250_000, "never under half");
+    }
+
+    #[test]
+    fn video_waiting_a_quarter_second_holds_back_new_pictures() {
+        let budget = SendBudget::default();
+        let now = Instant::now();
+        assert!(!budget.video_backlogged(now), "nothing waits");
+        budget.set_video_waiting_since(Some(now));
+        assert!(!budget.video_backlogged(now + Duration::from_millis(200)));
+        assert!(budget.video_backlogged(now + Duration::from_millis(300)));
+        budget.set_video_waiting_since(None);
+        assert!(!budget.video_backlogged(now + Duration::from_millis(300)));
     }
 
     #[test]

@@ -61,6 +61,8 @@ pub(crate) async fn start_video_sender(
             let mut keyframes = KeyframePacer::default();
             let mut ladder = EncodeLadder::new(source.is_screen());
             let mut captured: u64 = 0;
+            // Whether the last picture was skipped for the send queue.
+            let mut backlogged = false;
             while !shared.stopped.load(Ordering::Relaxed) {
                 if let Some(new) =
                     switched_source(&shared.video_switch, "video", &notices, |spec| {
@@ -87,6 +89,14 @@ pub(crate) async fn start_video_sender(
                 if !shared.sending.load(Ordering::Relaxed) {
                     continue;
                 }
+                if shared.send_budget.video_backlogged(Instant::now()) {
+                    if !backlogged {
+                        tracing::debug!("video waits in the send queue: pictures skipped");
+                    }
+                    backlogged = true;
+                    continue;
+                }
+                backlogged = false;
                 let target = u32::try_from(shared.send_budget.video_bps()).unwrap_or(u32::MAX);
                 // A screen runs at its own rate (5–15 pictures a second).
                 let fps = source.frame_rate(fps);
