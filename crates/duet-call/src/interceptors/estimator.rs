@@ -259,8 +259,17 @@ impl DeliveryGuard {
             self.last_change = Some(now);
         } else if let Some(ceiling) = self.ceiling {
             let elapsed = since(self.last_change).unwrap_or(Duration::ZERO);
+            // On a narrow link the whole climb back is slow: there the
+            // capacity read under heavy loss (a call squeezing into the link)
+            // is 100–170 kbit/s for a 100 kbit/s link, and a climb at the full
+            // pace to under it crossed the link's rate and overflowed it.
             let near = self.capacity.is_some_and(|capacity| {
-                (capacity * NEAR_CAPACITY_FROM..capacity * NEAR_CAPACITY_TO).contains(&ceiling)
+                let from = if capacity < NARROW_CAPACITY {
+                    0.0
+                } else {
+                    capacity * NEAR_CAPACITY_FROM
+                };
+                (from..capacity * NEAR_CAPACITY_TO).contains(&ceiling)
             });
             let growth = if near {
                 NEAR_CAPACITY_GROWTH
