@@ -7,6 +7,7 @@
 //! those put their own pacer and a 100 ms NACK tick in, and replacing a slot
 //! afterwards logs a warning for every call.
 
+mod delivery_guard;
 mod estimator;
 mod feedback;
 mod pacer;
@@ -31,7 +32,8 @@ use rtc::rtp_transceiver::rtp_sender::{
 pub(crate) use feedback::{count_feedback, picture_loss_indication};
 pub(crate) use send_budget::SendBudget;
 
-use estimator::{DeliveryGuard, PublishingEstimator};
+use delivery_guard::DeliveryGuard;
+use estimator::PublishingEstimator;
 use feedback::FeedbackToApplication;
 use pacer::MediaPacer;
 

@@ -1,0 +1,770 @@
+//! What the path delivers, and the ceiling it sets the congestion
+//! controller's target.
+//!
+//! webrtc-rs's GCC raises its delay-based target 8 % every 200 ms (×1.47 a
+//! second) with nothing tying it to what arrives, so on a narrow link it
+//! climbs to twice the link's rate between two detections, and every climb
+//! is a burst of loss. libwebrtc keeps the delay-based estimate under 1.5 ×
+//! the acknowledged bitrate; [`DeliveryGuard`] does the same from the very
+//! transport-wide feedback GCC reads. It also watches the queue the sender
+//! builds on the path (the lowest recent one-way delay above the lowest of
+//! the last seconds: jitter delays some packets, a standing queue every one
+//! of them, so jitter alone never reads as a queue): when it grows past
+//! [`QUEUE_LIMIT`](super::path_queue::QUEUE_LIMIT) (and is not the queue
+//! of the last back-off, draining: [`QueueJudge`]), or loss is heavy, the
+//! guard sets a ceiling just under what got through and lets it rise only
+//! [`CEILING_GROWTH`] a second, so a narrow link is followed without the
+//! climb-and-crash of GCC alone.
+
+use std::collections::{HashSet, VecDeque};
+use std::time::{Duration, Instant};
+
+use rtc::interceptor::PacketReport;
+
+use super::path_queue::QueueJudge;
+
+/// How far back delivery is measured.
+const WINDOW: Duration = Duration::from_secs(1);
+/// How far back loss is measured: a second of a 300 kbit/s call is ~90
+/// packets, too few to tell 5 % of random loss from 10 % of overuse.
+const LOSS_WINDOW: Duration = Duration::from_secs(2);
+/// Less feedback than this says too little about the path.
+const MIN_SPAN: Duration = Duration::from_millis(500);
+/// The target may lead what arrives by this factor (libwebrtc's).
+const HEADROOM: f64 = 1.5;
+/// Above this share of packets lost, the path is overused...
+const HEAVY_LOSS: f64 = 0.1;
+/// ...when the sample says so with this confidence (the z of a one-sided
+/// 99.9 % bound). The rig's 5 % link reads 4–8 % over two seconds, and up to
+/// 15 % over one: judged on the share alone, each back-off (which starts a
+/// new, smaller sample) made the next more likely, and one call's video
+/// went from 1 Mbit/s to 40 kbit/s in 45 s. At 2.33 (99 %) a 60 s call at 8 %
+/// still backed off now and then; at 3 about once in 80 such minutes.
+const LOSS_CONFIDENCE_Z: f64 = 3.0;
+/// How long the lowest one-way delay is remembered as the empty-queue one.
+const BASE_WINDOW: Duration = Duration::from_secs(10);
+/// The recent one-way delay is the lowest of this much feedback.
+const RECENT: Duration = Duration::from_millis(200);
+/// After overuse the ceiling is this share of what got through...
+const BACK_OFF: f64 = 0.85;
+/// ...or less, when the queue found is deeper than 15 % of this: the
+/// back-off drains it within about this long. A call at 1.4 Mbit/s that
+/// meets a 100 kbit/s link fills a 300 ms queue before the first feedback
+/// says so; at 85 % of the rate read (a second that began before the queue
+/// filled) it stayed full another second or two, and audio with it: 3–5
+/// beeps lost where now 1–2 are.
+const DRAIN_WITHIN: Duration = Duration::from_millis(500);
+/// The deepest a back-off goes, as a share of what got through.
+const DEEPEST_BACK_OFF: f64 = 0.5;
+/// ...and rises this much a second while the path keeps up...
+const CEILING_GROWTH: f64 = 0.10;
+/// ...but only this much while it is near what got through when the path
+/// was last overused: probing a narrow link again at 10 % a second fills
+/// its queue faster than the queue can be seen, and each probe overshoots.
+const NEAR_CAPACITY_GROWTH: f64 = 0.04;
+/// "Near" is from this share of that rate (a back-off goes to 85 % of it,
+/// from where the ceiling climbs back at the full pace)...
+const NEAR_CAPACITY_FROM: f64 = 0.95;
+/// ...up to this much above it.
+const NEAR_CAPACITY_TO: f64 = 1.1;
+/// A back-off within this long of the one before keeps the capacity that
+/// one measured, when it was higher. After a 1.4 Mbit/s call hit a 500
+/// kbit/s cap, the second back-off (during the drain) read 370 kbit/s: the
+/// ceiling then climbed at the full 10 % a second through the link's real
+/// rate, and overshot it by 10 %.
+const CAPACITY_MEMORY: Duration = Duration::from_secs(5);
+/// A link that carried less than this when it overflowed is narrow: there a
+/// probe's queue is heard. At 100 kbit/s one packet of video is a tenth of
+/// a second of the link, and audio (a fifth of what is sent) waits behind
+/// what a probe puts in the queue: each probe at [`NEAR_CAPACITY_GROWTH`]
+/// overflowed the link every 3–6 s, held audio back 50–130 ms, and a beep
+/// that met it was broken up or late.
+const NARROW_CAPACITY: f64 = 200_000.0;
+/// On a narrow link the ceiling climbs back only to this share of the
+/// capacity...
+const NARROW_HOLD_SHARE: f64 = 0.9;
+/// ...and stays there this long after the back-off before it probes again.
+const NARROW_HOLD: Duration = Duration::from_secs(15);
+/// Backing off again within this long would act twice on one queue.
+const BACK_OFF_INTERVAL: Duration = Duration::from_millis(300);
+/// Loss is measured over [`LOSS_WINDOW`]: the loss that caused one back-off
+/// is still in it for a while, and must not cause the next ones.
+const LOSS_BACK_OFF_INTERVAL: Duration = Duration::from_secs(1);
+
+/// One packet the feedback reported on.
+#[derive(Debug, Clone, Copy)]
+struct Reported {
+    at: Instant,
+    sent: Instant,
+    bytes: usize,
+    arrived: bool,
+}
+
+/// One packet's one-way delay, in ms on an arbitrary origin.
+#[derive(Debug, Clone, Copy)]
+struct Delay {
+    at: Instant,
+    sent: Instant,
+    ms: f64,
+}
+
+/// What the transport-wide feedback of the last second says got through.
+///
+/// Overuse is judged only on packets sent after the last back-off: those
+/// sent before it still report the queue and loss the back-off answered
+/// (a 100 kbit/s link with a 400 ms queue keeps reporting it for half a
+/// second), and acting on them again would take the target to the floor
+/// for one congestion event (TCP, too, halves once per window).
+#[derive(Debug, Default)]
+pub(crate) struct DeliveryGuard {
+    reports: VecDeque<Reported>,
+    delays: VecDeque<Delay>,
+    /// RTP packets reported on lately, to tell resends from first sendings.
+    sent: RecentPackets,
+    /// The send clock's origin for one-way delays.
+    epoch: Option<Instant>,
+    /// Set on overuse; rises while the path keeps up; gone once far above.
+    ceiling: Option<f64>,
+    /// What got through when the path was last overused.
+    capacity: Option<f64>,
+    last_back_off: Option<Instant>,
+    /// Whether the queue read is overuse, or the last back-off's draining.
+    queue_judge: QueueJudge,
+    /// When the ceiling last grew, or the path was last seen overused.
+    last_change: Option<Instant>,
+    /// Until when the ceiling stays under a narrow link's capacity.
+    hold_until: Option<Instant>,
+    /// The lowest ceiling: the lowest target the connection may have. A
+    /// ceiling under it says nothing more, and would climb back to it
+    /// at 10 % a second: 18 to 45 kbit/s took nine seconds.
+    floor: f64,
+}
+
+impl DeliveryGuard {
+    /// A guard whose ceiling never goes under `floor_bps`.
+    pub(crate) fn with_floor(floor_bps: f64) -> DeliveryGuard {
+        DeliveryGuard {
+            floor: floor_bps,
+            ..DeliveryGuard::default()
+        }
+    }
+
+    pub(crate) fn on_reports(&mut self, now: Instant, reports: &[PacketReport]) {
+        for report in reports {
+            let resend = !self
+                .sent
+                .first_time(now, report.ssrc, report.rtp_sequence_number);
+            // From a peer without RTX a resend is the same RTP packet again,
+            // which the receiver's SRTP replay check throws away whenever the
+            // first copy did arrive (a reordered packet NACKed before it
+            // came): it is reported lost without anything having been lost.
+            // (An RTX resend has a sequence number of its own.)
+            if resend && !report.arrived {
+                continue;
+            }
+            self.record(now, report.departure, report.size, report.arrived);
+            if let Some(arrival) = report.arrival {
+                let epoch = *self.epoch.get_or_insert(report.departure);
+                let sent = report.departure.saturating_duration_since(epoch);
+                let delay_ms = (arrival.as_secs_f64() - sent.as_secs_f64()) * 1000.0;
+                self.record_delay(now, report.departure, delay_ms);
+            }
+        }
+        self.update_ceiling(now);
+    }
+
+    fn record_delay(&mut self, now: Instant, sent: Instant, delay_ms: f64) {
+        self.delays.push_back(Delay {
+            at: now,
+            sent,
+            ms: delay_ms,
+        });
+        while self
+            .delays
+            .front()
+            .is_some_and(|d| now.saturating_duration_since(d.at) > BASE_WINDOW)
+        {
+            self.delays.pop_front();
+        }
+    }
+
+    /// How deep the standing queue on the path is now: the lowest one-way
+    /// delay of the last [`RECENT`] above the lowest of the last
+    /// [`BASE_WINDOW`] (as CoDel judges a queue by its minimum sojourn).
+    fn queue(&self, now: Instant) -> Option<Duration> {
+        let base = self.delays.iter().map(|d| d.ms).reduce(f64::min)?;
+        let recent = self
+            .delays
+            .iter()
+            .rev()
+            .take_while(|d| now.saturating_duration_since(d.at) <= RECENT)
+            .filter(|d| self.since_back_off(d.sent))
+            .map(|d| d.ms)
+            .reduce(f64::min)?;
+        Some(Duration::from_secs_f64((recent - base).max(0.0) / 1000.0))
+    }
+
+    fn update_ceiling(&mut self, now: Instant) {
+        let Some((delivered, loss)) = self.delivery() else {
+            return;
+        };
+        let since = |at: Option<Instant>| at.map(|at| now.saturating_duration_since(at));
+        let queue = self.queue(now);
+        let queued = queue.is_some_and(|q| self.queue_judge.overused(q, now));
+        // Packets sent while the queue of the last back-off drains still
+        // meet it full, and a full queue drops what comes: that loss is the
+        // same congestion event, which the queue's own reading follows. (A
+        // path that loses without queueing, a policer, has no queue to wait
+        // for.) Cutting again for it read what the sender itself had cut to
+        // as the link's rate: 49 kbit/s of a 100 kbit/s link.
+        let lossy = loss.heavy() && !self.queue_judge.draining();
+        if queued || lossy {
+            let interval = if queued {
+                BACK_OFF_INTERVAL
+            } else {
+                LOSS_BACK_OFF_INTERVAL
+            };
+            if since(self.last_back_off).is_none_or(|elapsed| elapsed >= interval) {
+                let backed_off = (delivered * back_off_share(queue)).max(self.floor);
+                tracing::debug!(
+                    delivered_kbps = (delivered / 1000.0) as u64,
+                    loss = format_args!("{:.3}", loss.share()),
+                    judged = loss.judged,
+                    queue_ms = queue.map(|q| q.as_millis() as u64),
+                    "path overused: backing off"
+                );
+                self.ceiling = Some(self.ceiling.map_or(backed_off, |c| c.min(backed_off)));
+                // A back-off soon after another reads what got through while
+                // the sender was already cutting down: not a narrower link.
+                let same_event = since(self.last_back_off).is_some_and(|e| e < CAPACITY_MEMORY);
+                self.capacity = Some(match self.capacity {
+                    Some(capacity) if same_event => capacity.max(delivered),
+                    _ => delivered,
+                });
+                self.last_back_off = Some(now);
+                // Only a queue says the link is full at the rate read: under
+                // heavy loss the feedback is lost too, and what it reports
+                // got through is less than did.
+                self.hold_until = (queued && !lossy)
+                    .then_some(now + NARROW_HOLD)
+                    .filter(|_| self.capacity.is_some_and(|c| c < NARROW_CAPACITY));
+                self.queue_judge.backed_off();
+            }
+            // The ceiling climbs again from when the path stops being overused.
+            self.last_change = Some(now);
+        } else if self.queue_judge.draining() {
+            // Nor while the queue of the last overuse drains.
+            self.last_change = Some(now);
+        } else if let Some(ceiling) = self.ceiling {
+            let elapsed = since(self.last_change).unwrap_or(Duration::ZERO);
+            // On a narrow link the whole climb back is slow: there the
+            // capacity read under heavy loss (a call squeezing into the link)
+            // is 100–170 kbit/s for a 100 kbit/s link, and a climb at the full
+            // pace to under it crossed the link's rate and overflowed it.
+            let near = self.capacity.is_some_and(|capacity| {
+                let from = if capacity < NARROW_CAPACITY {
+                    0.0
+                } else {
+                    capacity * NEAR_CAPACITY_FROM
+                };
+                (from..capacity * NEAR_CAPACITY_TO).contains(&ceiling)
+            });
+            let growth = if near {
+                NEAR_CAPACITY_GROWTH
+            } else {
+                CEILING_GROWTH
+            };
+            let mut grown = ceiling * (1.0 + growth * elapsed.as_secs_f64());
+            if let Some(hold) = self.hold_level(now)
+                && ceiling <= hold
+            {
+                grown = grown.min(hold);
+            }
+            // Far above what the path is asked to carry, a ceiling says nothing.
+            self.ceiling = (grown < delivered * 4.0).then_some(grown);
+            self.last_change = Some(now);
+        }
+    }
+
+    /// Where the ceiling stops climbing for now: under a narrow link's
+    /// capacity, for [`NARROW_HOLD`] after it overflowed.
+    fn hold_level(&self, now: Instant) -> Option<f64> {
+        let capacity = self.capacity?;
+        self.hold_until
+            .is_some_and(|until| now < until)
+            .then_some(capacity * NARROW_HOLD_SHARE)
+    }
+
+    /// Bits a second that arrived over the last [`WINDOW`], and the loss
+    /// over the last [`LOSS_WINDOW`];
+    /// `None` with less than [`MIN_SPAN`] of feedback.
+    fn delivery(&self) -> Option<(f64, LossSample)> {
+        let last = self.reports.back()?.at;
+        let recent = || {
+            self.reports
+                .iter()
+                .skip_while(|r| last.saturating_duration_since(r.at) > WINDOW)
+        };
+        let first = recent().next()?.at;
+        let span = last.saturating_duration_since(first);
+        if span < MIN_SPAN {
+            return None;
+        }
+        let delivered_bytes: usize = recent().filter(|r| r.arrived).map(|r| r.bytes).sum();
+        let (judged, lost) = self
+            .reports
+            .iter()
+            .filter(|r| self.since_back_off(r.sent))
+            .fold((0usize, 0usize), |(judged, lost), r| {
+                (judged + 1, lost + usize::from(!r.arrived))
+            });
+        Some((
+            delivered_bytes as f64 * 8.0 / span.as_secs_f64(),
+            LossSample { judged, lost },
+        ))
+    }
+
+    /// Whether a packet sent at `sent` went at the rate of the last back-off.
+    fn since_back_off(&self, sent: Instant) -> bool {
+        self.last_back_off.is_none_or(|at| sent >= at)
+    }
+
+    fn record(&mut self, now: Instant, sent: Instant, bytes: usize, arrived: bool) {
+        self.reports.push_back(Reported {
+            at: now,
+            sent,
+            bytes,
+            arrived,
+        });
+        while self
+            .reports
+            .front()
+            .is_some_and(|r| now.saturating_duration_since(r.at) > LOSS_WINDOW)
+        {
+            self.reports.pop_front();
+        }
+    }
+
+    /// The ceiling the path sets the target now, if it overflowed lately.
+    pub(crate) fn ceiling(&self) -> Option<f64> {
+        self.ceiling
+    }
+
+    /// `target` kept within reach of what the path delivers; `target` itself
+    /// until there is a second's worth of feedback.
+    pub(crate) fn limit(&self, target: f64) -> f64 {
+        let Some((delivered, loss)) = self.delivery() else {
+            return target;
+        };
+        let lead = if loss.heavy() { 1.0 } else { HEADROOM };
+        let limited = target.min(delivered * lead);
+        self.ceiling.map_or(limited, |ceiling| limited.min(ceiling))
+    }
+}
+
+/// The share of what got through that a back-off keeps, for a queue this
+/// deep on the path: [`BACK_OFF`], or less, so that the queue drains within
+/// [`DRAIN_WITHIN`].
+fn back_off_share(queue: Option<Duration>) -> f64 {
+    let drain = queue.map_or(0.0, |q| q.as_secs_f64() / DRAIN_WITHIN.as_secs_f64());
+    BACK_OFF.min(1.0 - drain).max(DEEPEST_BACK_OFF)
+}
+
+/// Packets the feedback judged, and how many of them were lost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct LossSample {
+    judged: usize,
+    lost: usize,
+}
+
+impl LossSample {
+    fn share(self) -> f64 {
+        self.lost as f64 / self.judged.max(1) as f64
+    }
+
+    /// Whether more than [`HEAVY_LOSS`] is lost beyond what chance gives a
+    /// sample this size: the lower end of its Wilson score interval (at
+    /// [`LOSS_CONFIDENCE_Z`]) is above it. 11 of 90 is not heavy; 30 of 90,
+    /// or 5 of 5, is.
+    fn heavy(self) -> bool {
+        if self.judged == 0 {
+            return false;
+        }
+        let n = self.judged as f64;
+        let p = self.share();
+        let z2 = LOSS_CONFIDENCE_Z * LOSS_CONFIDENCE_Z;
+        let spread = LOSS_CONFIDENCE_Z * (p * (1.0 - p) / n + z2 / (4.0 * n * n)).sqrt();
+        let lower = (p + z2 / (2.0 * n) - spread) / (1.0 + z2 / n);
+        lower > HEAVY_LOSS
+    }
+}
+
+/// The RTP packets (by SSRC and sequence number) reported on in the last
+/// [`RECENT_PACKETS`].
+#[derive(Debug, Default)]
+struct RecentPackets {
+    seen: HashSet<(u32, u16)>,
+    order: VecDeque<(Instant, (u32, u16))>,
+}
+
+/// Longer than any resend waits (the NACK generator gives up well before).
+const RECENT_PACKETS: Duration = Duration::from_secs(2);
+
+impl RecentPackets {
+    /// Whether this is the first report on this packet lately.
+    fn first_time(&mut self, now: Instant, ssrc: u32, sequence_number: u16) -> bool {
+        while let Some((at, key)) = self.order.front() {
+            if now.saturating_duration_since(*at) <= RECENT_PACKETS {
+                break;
+            }
+            self.seen.remove(key);
+            self.order.pop_front();
+        }
+        let key = (ssrc, sequence_number);
+        let first = self.seen.insert(key);
+        if first {
+            self.order.push_back((now, key));
+        }
+        first
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `kbps` offered for a second in 1200-byte packets, `lost` of every 10 lost.
+    fn feed(guard: &mut DeliveryGuard, start: Instant, kbps: f64, lost: usize) {
+        let packets = (kbps * 1000.0 / 8.0 / 1200.0) as usize;
+        for n in 0..packets {
+            let at = start + Duration::from_secs_f64(n as f64 / packets as f64);
+            guard.record(at, at, 1200, n % 10 >= lost);
+        }
+    }
+
+    /// One packet of `bytes` reported at `at`, arrived after `delay_ms` or lost.
+    fn report(guard: &mut DeliveryGuard, at: Instant, bytes: usize, delay_ms: Option<f64>) {
+        sent_and_reported(guard, at, at, bytes, delay_ms);
+    }
+
+    /// One packet sent at `sent`, reported at `at`.
+    fn sent_and_reported(
+        guard: &mut DeliveryGuard,
+        sent: Instant,
+        at: Instant,
+        bytes: usize,
+        delay_ms: Option<f64>,
+    ) {
+        guard.record(at, sent, bytes, delay_ms.is_some());
+        if let Some(delay_ms) = delay_ms {
+            guard.record_delay(at, sent, delay_ms);
+        }
+        guard.update_ceiling(at);
+    }
+
+    #[test]
+    fn the_target_leads_what_arrives_by_half_at_most() {
+        let start = Instant::now();
+        let mut guard = DeliveryGuard::default();
+        assert_eq!(guard.limit(2_000_000.0), 2_000_000.0, "no feedback yet");
+        feed(&mut guard, start, 400.0, 0);
+        let limited = guard.limit(2_000_000.0);
+        assert!((590_000.0..620_000.0).contains(&limited), "{limited}");
+        assert_eq!(guard.limit(300_000.0), 300_000.0, "a lower target stands");
+    }
+
+    #[test]
+    fn under_heavy_loss_the_target_is_what_got_through() {
+        let start = Instant::now();
+        let mut guard = DeliveryGuard::default();
+        // 1 Mbit/s offered, 3 in 10 lost: 700 kbit/s arrive.
+        feed(&mut guard, start, 1000.0, 3);
+        let limited = guard.limit(1_500_000.0);
+        assert!((680_000.0..720_000.0).contains(&limited), "{limited}");
+    }
+
+    #[test]
+    fn a_growing_queue_sets_a_ceiling_that_rises_slowly() {
+        let start = Instant::now();
+        let mut guard = DeliveryGuard::default();
+        // 500 kbit/s arriving with an empty queue: no ceiling.
+        for n in 0..100u32 {
+            let at = start + Duration::from_millis(u64::from(n) * 10);
+            report(&mut guard, at, 625, Some(20.0));
+        }
+        assert_eq!(guard.ceiling, None);
+        // The queue grows to 150 ms: back off to 85 % of what arrives.
+        for n in 100..150u32 {
+            let at = start + Duration::from_millis(u64::from(n) * 10);
+            report(&mut guard, at, 625, Some(20.0 + f64::from(n - 100) * 3.0));
+        }
+        let ceiling = guard.ceiling.expect("overuse sets a ceiling");
+        assert!((400_000.0..450_000.0).contains(&ceiling), "{ceiling}");
+        assert!(guard.limit(2_000_000.0) <= ceiling);
+        // The queue drains: the ceiling climbs back 10 % a second to near the
+        // ~500 kbit/s that got through at the overuse, 4 % a second near it,
+        // and 10 % a second again once well above it (the link may have
+        // widened).
+        let drained = |guard: &mut DeliveryGuard, from: u32, to: u32| {
+            for n in from..to {
+                let at = start + Duration::from_millis(u64::from(n) * 10);
+                report(guard, at, 625, Some(20.0));
+            }
+            guard.ceiling.expect("still there")
+        };
+        let growth = |from: f64, to: f64| to / from - 1.0;
+        let climbing = drained(&mut guard, 150, 200);
+        let near = drained(&mut guard, 200, 300);
+        assert!(
+            (0.045..0.055).contains(&growth(ceiling, climbing)),
+            "climbing back: {ceiling} -> {climbing}"
+        );
+        assert!((480_000.0..560_000.0).contains(&near), "{near}");
+        let nearer = drained(&mut guard, 300, 350);
+        assert!(
+            (0.015..0.025).contains(&growth(near, nearer)),
+            "near capacity: {near} -> {nearer}"
+        );
+        let above = drained(&mut guard, 350, 900);
+        assert!(above > 560_000.0, "{above}");
+        let later = drained(&mut guard, 900, 1000);
+        assert!(
+            (0.09..0.11).contains(&growth(above, later)),
+            "well above: {above} -> {later}"
+        );
+    }
+
+    #[test]
+    fn on_a_narrow_link_the_ceiling_holds_under_capacity_before_probing() {
+        let start = Instant::now();
+        let mut guard = DeliveryGuard::default();
+        let at = |ms: u32| start + Duration::from_millis(u64::from(ms));
+        // 100 kbit/s in 125-byte packets; the queue grows from 1 s to 1.5 s.
+        let send = |guard: &mut DeliveryGuard, from: u32, to: u32, queued: bool| {
+            for n in from..to {
+                let queue = if queued {
+                    f64::from(n - from) * 3.0
+                } else {
+                    0.0
+                };
+                report(guard, at(n * 10), 125, Some(20.0 + queue));
+            }
+        };
+        send(&mut guard, 0, 100, false);
+        send(&mut guard, 100, 150, true);
+        let capacity = guard.capacity.expect("a back-off");
+        assert!(capacity < NARROW_CAPACITY, "{capacity}");
+        // 14 s later the ceiling has climbed back to 90 % of it, no more.
+        send(&mut guard, 150, 1550, false);
+        let held = guard.ceiling.expect("a ceiling");
+        assert!(
+            (held / capacity - NARROW_HOLD_SHARE).abs() < 0.01,
+            "{held} of {capacity}"
+        );
+        // After the hold it probes again.
+        send(&mut guard, 1550, 2000, false);
+        let probing = guard.ceiling.expect("a ceiling");
+        assert!(probing > capacity * 0.95, "{probing} of {capacity}");
+    }
+
+    #[test]
+    fn a_deep_queue_is_drained_within_half_a_second() {
+        let ms = |ms| Some(Duration::from_millis(ms));
+        assert_eq!(back_off_share(None), BACK_OFF);
+        assert_eq!(back_off_share(ms(60)), BACK_OFF);
+        assert!((back_off_share(ms(150)) - 0.7).abs() < 1e-9);
+        assert_eq!(back_off_share(ms(300)), DEEPEST_BACK_OFF);
+    }
+
+    #[test]
+    fn loss_while_the_queue_drains_is_the_same_congestion() {
+        let start = Instant::now();
+        let mut guard = DeliveryGuard::default();
+        let at = |n: u32| start + Duration::from_millis(u64::from(n) * 10);
+        for n in 0..100 {
+            report(&mut guard, at(n), 125, Some(20.0));
+        }
+        // The queue fills to 300 ms and the link drops 4 packets in 10.
+        for n in 100..160 {
+            let lost = n % 10 < 4;
+            report(
+                &mut guard,
+                at(n),
+                125,
+                (!lost).then_some(20.0 + 5.0 * f64::from(n - 100)),
+            );
+        }
+        let backed_off = guard.last_back_off.expect("a back-off");
+        // It drains, 60 ms a second, still dropping as many.
+        for n in 160..400 {
+            let lost = n % 10 < 4;
+            let queue = 320.0 - 0.6 * f64::from(n - 160);
+            report(&mut guard, at(n), 125, (!lost).then_some(20.0 + queue));
+        }
+        assert_eq!(
+            guard.last_back_off,
+            Some(backed_off),
+            "cut again while draining"
+        );
+    }
+
+    #[test]
+    fn one_congestion_event_backs_off_once() {
+        let start = Instant::now();
+        let mut guard = DeliveryGuard::default();
+        // (reported at, sent at, queue in ms) of packets on their way.
+        let mut in_flight: VecDeque<(Instant, Instant, f64)> = VecDeque::new();
+        let mut queue_ms: f64 = 0.0;
+        let mut ceiling: Option<f64> = None;
+        let mut back_offs = 0;
+        for n in 0..300u32 {
+            let now = start + Duration::from_millis(u64::from(n) * 10);
+            // From 1 s on the sender sends twice what the link carries, so
+            // each packet waits 10 ms longer than the one before it, until
+            // it backs off; the queue then drains as fast.
+            if n >= 100 {
+                queue_ms = if ceiling.is_none() {
+                    queue_ms + 10.0
+                } else {
+                    (queue_ms - 10.0).max(0.0)
+                };
+            }
+            let reported = now + Duration::from_secs_f64(queue_ms / 1000.0);
+            in_flight.push_back((reported, now, queue_ms));
+            while let Some(&(at, sent, queued)) = in_flight.front() {
+                if at > now {
+                    break;
+                }
+                in_flight.pop_front();
+                sent_and_reported(&mut guard, sent, at, 1250, Some(20.0 + queued));
+            }
+            if let Some(new) = guard.ceiling {
+                if ceiling.is_none_or(|old| new < old) {
+                    back_offs += 1;
+                }
+                ceiling = Some(new);
+            }
+        }
+        assert_eq!(
+            back_offs, 1,
+            "the queue of packets sent before the back-off read as new overuse"
+        );
+    }
+
+    #[test]
+    fn a_second_back_off_in_one_event_keeps_the_capacity_of_the_first() {
+        let start = Instant::now();
+        let mut guard = DeliveryGuard::default();
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        // Packets numbered `packets`, one every `gap_ms` from `offset_ms`; with
+        // `lossy`, 2 of every 5 lost.
+        let send =
+            |guard: &mut DeliveryGuard, packets: std::ops::Range<u64>, gap_ms, offset_ms, lossy| {
+                for n in packets {
+                    let lost = lossy && n % 5 < 2;
+                    report(
+                        guard,
+                        at(offset_ms + n * gap_ms),
+                        625,
+                        (!lost).then_some(20.0),
+                    );
+                }
+            };
+        // 500 kbit/s arrive, then 40 % of the packets are lost: a back-off.
+        send(&mut guard, 0..100, 10, 0, false);
+        send(&mut guard, 100..200, 10, 0, true);
+        let first = guard.capacity.expect("a back-off");
+        // Another second of heavy loss at a lower rate, still draining.
+        send(&mut guard, 200..300, 20, 0, true);
+        assert!(guard.last_back_off > Some(at(2000)), "backed off again");
+        assert_eq!(guard.capacity, Some(first), "the first read stands");
+        // Long after, a back-off reads the link afresh.
+        send(&mut guard, 300..400, 20, 6000, false);
+        send(&mut guard, 400..500, 20, 6000, true);
+        assert!(guard.capacity < Some(first), "a narrower link is believed");
+    }
+
+    #[test]
+    fn jitter_without_a_standing_queue_is_not_overuse() {
+        let start = Instant::now();
+        let mut guard = DeliveryGuard::default();
+        // 500 kbit/s, each packet delayed 20–120 ms in a shuffled order,
+        // for 5 s: on average 50 ms above the lowest delay.
+        for n in 0..500u32 {
+            let at = start + Duration::from_millis(u64::from(n) * 10);
+            let jitter = f64::from((n * 37) % 101);
+            report(&mut guard, at, 625, Some(20.0 + jitter));
+        }
+        assert_eq!(guard.ceiling, None, "jitter read as a queue");
+    }
+
+    #[test]
+    fn five_percent_of_random_loss_is_not_overuse() {
+        let start = Instant::now();
+        let mut guard = DeliveryGuard::default();
+        // 300 kbit/s in 90 packets a second for 60 s, each lost with a
+        // chance of 5 % (a fixed pseudo-random sequence).
+        let mut seed: u32 = 0x2545_f491;
+        for n in 0..5400u32 {
+            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            let lost = seed >> 16 < 65_536 / 20;
+            let at = start + Duration::from_micros(u64::from(n) * 11_111);
+            report(&mut guard, at, 416, (!lost).then_some(20.0));
+        }
+        assert_eq!(guard.ceiling, None, "random loss read as congestion");
+    }
+
+    #[test]
+    fn loss_is_heavy_only_beyond_chance() {
+        let sample = |lost, judged| LossSample { judged, lost };
+        assert!(!sample(0, 0).heavy());
+        assert!(!sample(11, 90).heavy(), "12 % of 90: chance");
+        assert!(!sample(30, 300).heavy(), "10 %: not above");
+        assert!(!sample(16, 90).heavy(), "18 % of 90: could be chance");
+        assert!(sample(30, 90).heavy());
+        assert!(sample(60, 300).heavy());
+        assert!(sample(5, 5).heavy());
+    }
+
+    #[test]
+    fn random_loss_after_a_back_off_does_not_cut_again() {
+        use rand::{Rng, SeedableRng, rngs::StdRng};
+        // Each back-off starts a new, smaller loss sample: judged on its
+        // share alone, 8 % of random loss crossed 10 % in one of them
+        // sooner or later, and every crossing cut the target again.
+        for seed in 0..10 {
+            let mut rng = StdRng::seed_from_u64(seed);
+            let start = Instant::now();
+            let mut guard = DeliveryGuard::default();
+            let mut n = 0u32;
+            let mut send = |guard: &mut DeliveryGuard, seconds: u32, loss: f64| {
+                for _ in 0..seconds * 90 {
+                    let lost = rng.random_bool(loss);
+                    let at = start + Duration::from_micros(u64::from(n) * 11_111);
+                    report(guard, at, 1000, (!lost).then_some(20.0));
+                    n += 1;
+                }
+            };
+            send(&mut guard, 2, 0.4);
+            assert!(guard.last_back_off.is_some(), "40 % of loss not seen");
+            // Once those packets have left the loss sample, 8 % of random loss.
+            send(&mut guard, 2, 0.08);
+            let backed_off = guard.last_back_off;
+            send(&mut guard, 60, 0.08);
+            assert_eq!(
+                guard.last_back_off, backed_off,
+                "random loss read as congestion (seed {seed})"
+            );
+        }
+    }
+
+    #[test]
+    fn old_feedback_is_forgotten() {
+        let start = Instant::now();
+        let mut guard = DeliveryGuard::default();
+        feed(&mut guard, start, 200.0, 0);
+        feed(&mut guard, start + Duration::from_secs(3), 1000.0, 0);
+        let limited = guard.limit(5_000_000.0);
+        assert!(limited > 1_400_000.0, "{limited}");
+    }
+}
