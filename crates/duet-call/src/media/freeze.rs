@@ -58,6 +58,19 @@ impl FreezeDetector {
         freeze
     }
 
+    /// Whether a frame shown at `now` would end a freeze: the picture has
+    /// already stood too long.
+    pub(crate) fn frozen_at(&self, now: Instant) -> bool {
+        let Some(last) = self.last_shown else {
+            return false;
+        };
+        if self.intervals.len() < MIN_INTERVALS {
+            return false;
+        }
+        let average = self.sum / self.intervals.len() as u32;
+        now.saturating_duration_since(last) > (average * 3).max(average + MIN_INCREASE)
+    }
+
     /// A new stream starts (a new call): the gap before its first frame is no
     /// freeze. The totals are kept.
     pub(crate) fn restart(&mut self) {
@@ -166,5 +179,18 @@ mod tests {
         let freezes = show(&mut detector, later, &[33; 40]);
         assert!(freezes.is_empty());
         assert_eq!(detector.freeze_count(), 0);
+    }
+
+    #[test]
+    fn a_picture_that_stood_too_long_is_frozen_already() {
+        let start = Instant::now();
+        let mut detector = FreezeDetector::new();
+        assert!(!detector.frozen_at(start), "nothing shown yet");
+        for n in 0..10 {
+            detector.on_frame_shown(start + ms(n * 33));
+        }
+        let last = start + ms(9 * 33);
+        assert!(!detector.frozen_at(last + ms(150)));
+        assert!(detector.frozen_at(last + ms(200)));
     }
 }

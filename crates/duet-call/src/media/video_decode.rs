@@ -116,6 +116,9 @@ impl Presenter {
     }
 
     fn on_decoded(&mut self, frame: VideoFrame, timing: FrameTiming) {
+        if self.waiting.is_empty() && self.freezes.frozen_at(Instant::now()) {
+            self.schedule.catch_up();
+        }
         let before = self.schedule.delay();
         let showing = self.schedule.schedule(timing);
         let after = self.schedule.delay();

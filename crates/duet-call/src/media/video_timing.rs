@@ -42,6 +42,12 @@ const TOO_LATE_MS: f64 = 1000.0;
 /// a second at 30 fps (a one-off, a keyframe squeezed through a narrow link,
 /// should not hold every picture back for long).
 const DECAY_MS_PER_FRAME: f64 = 1.0;
+/// After a freeze the delay starts again from nothing and grows back this
+/// much a frame at most (120 ms a second at 30 fps: pictures come 4 ms
+/// further apart, never a freeze). Held back by the full delay, the first
+/// picture after a freeze (a keyframe asked for when a frame was lost for
+/// good) made the freeze that much longer: 143 ms of 548 on the 5 % link.
+const REGROW_MS_PER_FRAME: f64 = 4.0;
 const RTP_TICKS_PER_MS: f64 = 90.0;
 
 /// What to do with a decoded picture.
@@ -61,6 +67,8 @@ pub(crate) struct PlayoutSchedule {
     /// (completed, transit in ms) of recent frames.
     history: VecDeque<(Instant, f64)>,
     delay_ms: f64,
+    /// The delay grows back from a freeze at [`REGROW_MS_PER_FRAME`].
+    regrowing: bool,
 }
 
 impl PlayoutSchedule {
@@ -71,6 +79,14 @@ impl PlayoutSchedule {
     /// The delay pictures are held back by now.
     pub(crate) fn delay(&self) -> Duration {
         Duration::from_secs_f64(self.delay_ms / 1000.0)
+    }
+
+    /// The picture froze: the next one is shown as soon as it is ready
+    /// (within [`REGROW_MS_PER_FRAME`]: waiting longer only lengthens the
+    /// freeze), and the delay grows back from there.
+    pub(crate) fn catch_up(&mut self) {
+        self.delay_ms = 0.0;
+        self.regrowing = true;
     }
 
     /// When the frame with `timing` should be shown.
@@ -114,11 +130,14 @@ impl PlayoutSchedule {
             .filter(|late| *late <= TOO_LATE_MS)
             .fold(0.0, f64::max);
         let needed = (worst - UNCOVERED_MS).clamp(0.0, MAX_DELAY.as_secs_f64() * 1000.0);
-        self.delay_ms = if needed >= self.delay_ms {
-            needed
-        } else {
+        self.delay_ms = if needed < self.delay_ms {
             (self.delay_ms - DECAY_MS_PER_FRAME).max(needed)
+        } else if self.regrowing {
+            (self.delay_ms + REGROW_MS_PER_FRAME).min(needed)
+        } else {
+            needed
         };
+        self.regrowing &= self.delay_ms < needed;
         let wait_ms = (self.delay_ms - lateness).max(0.0);
         Showing::At(timing.completed + Duration::from_secs_f64(wait_ms / 1000.0))
     }
@@ -220,5 +239,43 @@ mod tests {
         assert_eq!(schedule.delay(), MAX_DELAY);
         assert!(waits[150].is_nan(), "a frame 3 s late is not shown");
         assert!(waits.iter().filter(|w| w.is_nan()).count() == 1);
+    }
+
+    #[test]
+    fn after_a_freeze_the_next_picture_is_shown_at_once_and_the_delay_grows_back() {
+        let start = Instant::now();
+        let mut schedule = PlayoutSchedule::new();
+        let frame = |n: u32, transit_ms: f64| FrameTiming {
+            rtp_timestamp: n * 3000,
+            completed: start
+                + Duration::from_secs_f64((f64::from(n) * 1000.0 / 30.0 + transit_ms) / 1000.0),
+        };
+        // Every tenth frame waits 200 ms for a resend: pictures are held back.
+        for n in 0..60 {
+            let transit = if n % 10 == 5 { 220.0 } else { 20.0 };
+            schedule.schedule(frame(n, transit));
+        }
+        let held = schedule.delay().as_secs_f64() * 1000.0;
+        assert!(held > 100.0, "{held}");
+        schedule.catch_up();
+        let first = frame(70, 20.0);
+        let Showing::At(at) = schedule.schedule(first) else {
+            panic!("skipped");
+        };
+        let mut previous = (at - first.completed).as_secs_f64() * 1000.0;
+        assert!(previous <= REGROW_MS_PER_FRAME + 0.01, "held {previous} ms");
+        for n in 71..80 {
+            let timing = frame(n, 20.0);
+            let Showing::At(at) = schedule.schedule(timing) else {
+                panic!("skipped");
+            };
+            let wait = (at - timing.completed).as_secs_f64() * 1000.0;
+            assert!(
+                wait - previous <= REGROW_MS_PER_FRAME + 0.01,
+                "{previous} -> {wait}"
+            );
+            previous = wait;
+        }
+        assert!(previous > 0.0, "the delay grows back");
     }
 }
