@@ -345,6 +345,11 @@ impl DeliveryGuard {
         }
     }
 
+    /// The lowest target the connection may have.
+    pub(crate) fn floor(&self) -> f64 {
+        self.floor
+    }
+
     /// The ceiling the path sets the target now, if it overflowed lately.
     pub(crate) fn ceiling(&self) -> Option<f64> {
         self.ceiling

@@ -16,8 +16,6 @@ use super::wire::PACKET_OVERHEAD_BYTES;
 pub(crate) struct PublishingEstimator {
     pub(crate) inner: Gcc,
     pub(crate) guard: DeliveryGuard,
-    /// The lowest target ever published.
-    pub(crate) min_bps: f64,
     pub(crate) budget: SendBudget,
 }
 
@@ -30,7 +28,7 @@ impl PublishingEstimator {
     fn target(&self) -> f64 {
         self.guard
             .limit(self.inner.delay_based_bitrate())
-            .max(self.min_bps)
+            .max(self.guard.floor())
     }
 
     fn publish(&self) {

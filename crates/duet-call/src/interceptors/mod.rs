@@ -89,7 +89,6 @@ pub(crate) fn build_registry(
     let estimator = PublishingEstimator {
         inner: Gcc::new(start, f64::from(bitrates.min_bps), start),
         guard: DeliveryGuard::with_floor(f64::from(bitrates.min_bps)),
-        min_bps: f64::from(bitrates.min_bps),
         budget: budget.clone(),
     };
     Ok(Registry::new()

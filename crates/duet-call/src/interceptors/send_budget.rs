@@ -16,10 +16,17 @@
 //! net of them, as measured on what it sent lately.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use super::pacing::FRESH_MAX_WAIT;
+
+/// The origin of the instants the budget keeps as numbers (the first time
+/// one is asked for).
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
 
 /// Fresh video waiting longer than this in the send queue holds back new
 /// pictures: half the wait after which the queue drops it.
@@ -36,8 +43,10 @@ pub(crate) struct SendBudget {
     /// none was measured.
     video_payload_share: Arc<AtomicU64>,
     path_limited: Arc<AtomicBool>,
-    /// When the oldest fresh video still in the send queue was queued.
-    video_waiting_since: Arc<Mutex<Option<Instant>>>,
+    /// When the oldest fresh video still in the send queue was queued, in
+    /// µs after [`epoch`] plus one; 0 while none waits. An atomic, as the
+    /// budget's other figures: the pacer sets it on every packet.
+    video_waiting_since: Arc<AtomicU64>,
 }
 
 impl SendBudget {
@@ -80,9 +89,11 @@ impl SendBudget {
     /// Since when the oldest fresh video still in the send queue waits
     /// (`None`: none waits).
     pub(crate) fn set_video_waiting_since(&self, since: Option<Instant>) {
-        if let Ok(mut waiting) = self.video_waiting_since.lock() {
-            *waiting = since;
-        }
+        let micros = since.map_or(0, |since| {
+            let after = since.saturating_duration_since(epoch()).as_micros();
+            u64::try_from(after).unwrap_or(u64::MAX - 1) + 1
+        });
+        self.video_waiting_since.store(micros, Ordering::Relaxed);
     }
 
     /// Whether the send queue holds video that has waited so long that a
@@ -92,11 +103,13 @@ impl SendBudget {
     /// waited and were dropped: ten seconds of keyframe requests every half
     /// second. A picture skipped before it is encoded breaks nothing.
     pub(crate) fn video_backlogged(&self, now: Instant) -> bool {
-        self.video_waiting_since
-            .lock()
-            .ok()
-            .and_then(|waiting| *waiting)
-            .is_some_and(|since| now.saturating_duration_since(since) > BACKLOG_LIMIT)
+        match self.video_waiting_since.load(Ordering::Relaxed) {
+            0 => false,
+            micros => {
+                let since = epoch() + Duration::from_micros(micros - 1);
+                now.saturating_duration_since(since) > BACKLOG_LIMIT
+            }
+        }
     }
 
     /// What the video encoder may spend, in bits of its bitstream a second:
