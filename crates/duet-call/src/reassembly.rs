@@ -70,6 +70,9 @@ pub struct VideoReassembler {
     jitter: JitterEstimator,
     /// `None` until measured.
     rtt: Option<Duration>,
+    /// The missing packets of the last frame given up on, and when: one of
+    /// them that still comes shows the wait was too short (logged).
+    given_up: Option<(Vec<u64>, Instant)>,
 }
 
 impl Default for VideoReassembler {
@@ -81,6 +84,7 @@ impl Default for VideoReassembler {
             start_known: false,
             jitter: JitterEstimator::with_clock_rate(90_000),
             rtt: None,
+            given_up: None,
         }
     }
 }
@@ -137,7 +141,18 @@ impl VideoReassembler {
                 self.next = Some(seq);
             }
             // Late or duplicate: its frame is already out (or given up on).
-            Some(next) if seq < next => return Vec::new(),
+            Some(next) if seq < next => {
+                if let Some((missing, at)) = &self.given_up
+                    && missing.contains(&seq)
+                {
+                    tracing::debug!(
+                        after_ms = now.saturating_duration_since(*at).as_millis() as u64,
+                        wait_ms = self.gap_wait().as_millis() as u64,
+                        "a packet came after its frame was given up"
+                    );
+                }
+                return Vec::new();
+            }
             Some(_) => {}
             None => self.next = Some(seq),
         }
@@ -218,6 +233,17 @@ impl VideoReassembler {
                 // No frame end in sight yet; wait for more packets.
                 return;
             };
+            let missing: Vec<u64> = (next..resume)
+                .filter(|seq| !self.buffer.contains_key(seq))
+                .collect();
+            let numbers: Vec<u16> = missing.iter().map(|seq| *seq as u16).collect();
+            tracing::debug!(
+                missing = ?numbers,
+                waited_ms = now.saturating_duration_since(oldest).as_millis() as u64,
+                wait_ms = self.gap_wait().as_millis() as u64,
+                "giving up on a frame"
+            );
+            self.given_up = Some((missing, now));
             out.push(self.drop_until(next, resume));
         }
     }

@@ -9,7 +9,7 @@ use rtc::interceptor::{
 };
 
 use super::SendBudget;
-use super::pacing::{PacingDrops, PacingQueue, PacingTotals, PacketClass};
+use super::pacing::{PacingDrops, PacingQueue, PacingTotals, PacketClass, ResendOf};
 use super::wire::wire_bytes;
 
 /// How often the send side's mix is logged (at debug).
@@ -35,6 +35,9 @@ pub(crate) struct MediaPacer {
     overhead: TotalsWindow,
     /// Fresh video written since the overhead was last measured.
     video_written: VideoBits,
+    /// The RTX streams of the local tracks: a resend on one of them names
+    /// the packet it repeats in its first two bytes (RFC 4588).
+    rtx_ssrcs: Vec<u32>,
 }
 
 /// Bits of fresh video: its RTP payload, and all it takes on the wire.
@@ -93,6 +96,7 @@ impl MediaPacer {
             budget,
             overhead: TotalsWindow::new(OVERHEAD_INTERVAL, now),
             video_written: VideoBits::default(),
+            rtx_ssrcs: Vec::new(),
         }
     }
 
@@ -118,6 +122,7 @@ impl MediaPacer {
                 fresh_video_kbps = kbps(sent.fresh_bits),
                 resend_kbps = kbps(sent.resend_bits),
                 pacing_kbps = (self.queue.rate_bps() / 1000.0).round(),
+                repeated_resends_so_far = self.queue.drops().repeated_resends,
                 "send queue, last second"
             );
         }
@@ -132,7 +137,17 @@ impl MediaPacer {
         if rtp.header.payload_type == self.audio_payload_type {
             PacketClass::Immediate
         } else if packet.has(&Attribute::Retransmission) {
-            PacketClass::Resend
+            let original = rtp
+                .payload
+                .get(..2)
+                .filter(|_| self.rtx_ssrcs.contains(&rtp.header.ssrc))
+                .map_or(rtp.header.sequence_number, |osn| {
+                    u16::from_be_bytes([osn[0], osn[1]])
+                });
+            PacketClass::Resend(ResendOf {
+                ssrc: rtp.header.ssrc,
+                sequence_number: original,
+            })
         } else {
             PacketClass::FreshVideo
         }
@@ -191,7 +206,8 @@ impl rtc::sansio::Protocol<TaggedPacket, TaggedPacket, ()> for MediaPacer {
         self.budget
             .set_video_waiting_since(self.queue.oldest_fresh());
         let drops = self.queue.drops();
-        if drops != self.logged_drops {
+        let stale = |d: PacingDrops| (d.stale_resends, d.stale_video);
+        if stale(drops) != stale(self.logged_drops) {
             tracing::debug!(
                 stale_resends = drops.stale_resends,
                 stale_video = drops.stale_video,
@@ -210,8 +226,16 @@ impl rtc::sansio::Protocol<TaggedPacket, TaggedPacket, ()> for MediaPacer {
 }
 
 impl Interceptor for MediaPacer {
-    fn bind_local_stream(&mut self, _info: &StreamInfo) {}
-    fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn bind_local_stream(&mut self, info: &StreamInfo) {
+        if let Some(rtx) = info.ssrc_rtx
+            && !self.rtx_ssrcs.contains(&rtx)
+        {
+            self.rtx_ssrcs.push(rtx);
+        }
+    }
+    fn unbind_local_stream(&mut self, info: &StreamInfo) {
+        self.rtx_ssrcs.retain(|ssrc| Some(*ssrc) != info.ssrc_rtx);
+    }
     fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
     fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
 }
@@ -241,9 +265,45 @@ mod tests {
         // An RTX resend has a new, higher number on its own stream; a resend
         // without RTX has the old one. The mark is what tells either.
         let resend = |packet| AttributedPacket::new(packet).with(Attribute::Retransmission);
-        assert_eq!(class(resend(rtp(103, 9))), PacketClass::Resend);
-        assert_eq!(class(resend(rtp(102, 4))), PacketClass::Resend);
+        let resend_of = |ssrc, sequence_number| {
+            PacketClass::Resend(ResendOf {
+                ssrc,
+                sequence_number,
+            })
+        };
+        assert_eq!(class(resend(rtp(103, 9))), resend_of(0, 9));
+        assert_eq!(class(resend(rtp(102, 4))), resend_of(0, 4));
         assert_eq!(class(Packet::Rtcp(vec![]).into()), PacketClass::Immediate);
+    }
+
+    #[test]
+    fn a_resend_on_an_rtx_stream_is_known_by_the_number_it_carries() {
+        let mut pacer = MediaPacer::new(1e6, 111, SendBudget::default());
+        pacer.bind_local_stream(&StreamInfo {
+            ssrc: 40,
+            ssrc_rtx: Some(41),
+            ..Default::default()
+        });
+        let rtx = |rtx_sequence_number, original: u16| {
+            let Packet::Rtp(mut packet) = rtp(103, rtx_sequence_number) else {
+                unreachable!("rtp() makes RTP packets")
+            };
+            packet.header.ssrc = 41;
+            let mut payload = original.to_be_bytes().to_vec();
+            payload.extend_from_slice(&[0; 100]);
+            packet.payload = payload.into();
+            AttributedPacket::new(Packet::Rtp(packet)).with(Attribute::Retransmission)
+        };
+        // Two resends of packet 700, each with a number of its own.
+        for rtx_sequence_number in [3, 4] {
+            assert_eq!(
+                pacer.classify(&rtx(rtx_sequence_number, 700)),
+                PacketClass::Resend(ResendOf {
+                    ssrc: 41,
+                    sequence_number: 700,
+                })
+            );
+        }
     }
 
     #[test]

@@ -71,7 +71,17 @@ pub(crate) enum PacketClass {
     /// Video sent for the first time.
     FreshVideo,
     /// Video sent again because the receiver asked for it.
-    Resend,
+    Resend(ResendOf),
+}
+
+/// The packet a resend repeats: its stream and sequence number as first
+/// sent. The receiver asks for a lost packet several times before the first
+/// resend can arrive; while one resend of it waits here, another adds
+/// nothing but delay for the resends behind it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ResendOf {
+    pub(crate) ssrc: u32,
+    pub(crate) sequence_number: u16,
 }
 
 #[derive(Debug)]
@@ -79,6 +89,8 @@ struct Waiting<T> {
     since: Instant,
     bits: f64,
     item: T,
+    /// For resends, the packet they repeat.
+    repeats: Option<ResendOf>,
 }
 
 /// What the queue dropped, for logs and tests.
@@ -86,6 +98,8 @@ struct Waiting<T> {
 pub(crate) struct PacingDrops {
     pub(crate) stale_resends: u64,
     pub(crate) stale_video: u64,
+    /// Resends of a packet whose resend was still waiting.
+    pub(crate) repeated_resends: u64,
 }
 
 /// Bits the queue let out, by class, since it was made: what a log of the
@@ -182,12 +196,20 @@ impl<T> PacingQueue<T> {
                 since: now,
                 bits,
                 item,
+                repeats: None,
             }),
-            PacketClass::Resend => self.resends.push_back(Waiting {
-                since: now,
-                bits,
-                item,
-            }),
+            PacketClass::Resend(of) => {
+                if self.resends.iter().any(|w| w.repeats == Some(of)) {
+                    self.drops.repeated_resends += 1;
+                } else {
+                    self.resends.push_back(Waiting {
+                        since: now,
+                        bits,
+                        item,
+                        repeats: Some(of),
+                    });
+                }
+            }
         }
         self.release(now);
     }
@@ -359,7 +381,7 @@ mod tests {
         queue.push(start, PacketClass::Immediate, 30_000.0, 0);
         queue.pop_ready();
         queue.push(start, PacketClass::FreshVideo, PACKET_BITS, 1);
-        queue.push(start, PacketClass::Resend, PACKET_BITS, 2);
+        queue.push(start, PacketClass::Resend(of(7)), PACKET_BITS, 2);
         let out = drain(&mut queue, start, 100);
         let order: Vec<u32> = out.iter().map(|(_, n)| *n).collect();
         assert_eq!(order, vec![2, 1], "{out:?}");
@@ -368,12 +390,48 @@ mod tests {
         let mut queue = PacingQueue::new(200_000.0);
         queue.push(start, PacketClass::Immediate, 80_000.0, 0);
         queue.pop_ready();
-        queue.push(start, PacketClass::Resend, PACKET_BITS, 3);
+        queue.push(start, PacketClass::Resend(of(8)), PACKET_BITS, 3);
         queue.push(start, PacketClass::FreshVideo, PACKET_BITS, 4);
         let out = drain(&mut queue, start, 300);
         // 500 kbit/s pacing, 20 kbit burst: the 60 kbit debt takes 120 ms.
         assert_eq!(out.iter().map(|(_, n)| *n).collect::<Vec<_>>(), vec![4]);
         assert_eq!(queue.drops().stale_resends, 1);
+    }
+
+    fn of(sequence_number: u16) -> ResendOf {
+        ResendOf {
+            ssrc: 1,
+            sequence_number,
+        }
+    }
+
+    #[test]
+    fn a_packet_whose_resend_still_waits_is_not_queued_again() {
+        let start = Instant::now();
+        let mut queue = PacingQueue::new(200_000.0);
+        // Empty the burst allowance, so resends wait.
+        queue.push(start, PacketClass::Immediate, 30_000.0, 0);
+        queue.pop_ready();
+        // Packet 7 asked for three times and packet 8 once, before any of
+        // them could go; then 7 again once its resend went.
+        for (n, seq) in [(1, 7), (2, 7), (3, 8), (4, 7)] {
+            queue.push(start, PacketClass::Resend(of(seq)), PACKET_BITS, n);
+        }
+        assert_eq!(queue.drops().repeated_resends, 2);
+        let out = drain(&mut queue, start, 100);
+        assert_eq!(out.iter().map(|(_, n)| *n).collect::<Vec<_>>(), vec![1, 3]);
+        let later = start + Duration::from_millis(100);
+        queue.push(later, PacketClass::Resend(of(7)), PACKET_BITS, 5);
+        assert_eq!(queue.pop_ready(), Some(5));
+        // Another stream's packet 7 is another packet.
+        let other = ResendOf {
+            ssrc: 2,
+            sequence_number: 7,
+        };
+        queue.push(later, PacketClass::Resend(of(9)), 40_000.0, 6);
+        queue.push(later, PacketClass::Resend(other), PACKET_BITS, 7);
+        queue.push(later, PacketClass::Resend(of(9)), PACKET_BITS, 8);
+        assert_eq!(queue.drops().repeated_resends, 3);
     }
 
     #[test]
