@@ -21,7 +21,7 @@ fn summary(name: &str, report: &Value) -> String {
     format!(
         "{name}: {:.1} fps, {}/{} frames, freezes {} ({} ms), video p50/p95 {}/{} ms, \
          {} kbit/s, beeps {}, audio p50 {} ms, concealed {}, nacks {}, plis {}, rtx {}; \
-         sent {} frames ({} key) at {} kbit/s",
+         sent {} frames ({} key) at {} kbit/s; connected after {} ms, first picture after {} ms",
         video["fps_received"].as_f64().unwrap_or(0.0),
         video["frames_decoded"],
         video["frames_received"],
@@ -39,6 +39,8 @@ fn summary(name: &str, report: &Value) -> String {
         video["frames_sent"],
         video["keyframes_sent"],
         video["bitrate_kbps_sent"],
+        report["time_to_connected_ms"],
+        report["time_to_first_remote_frame_ms"],
     )
 }
 

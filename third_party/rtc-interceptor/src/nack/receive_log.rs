@@ -3,6 +3,10 @@
 /// Half of u16 max value, used for sequence number wraparound detection.
 const UINT16_SIZE_HALF: u16 = 1 << 15;
 
+/// Duet patch: for this many packets after the first one, a packet from
+/// before the first moves the log's start back to it (see `add`).
+const STARTUP_PACKETS: u16 = 128;
+
 /// Tracks received RTP packets using a bitmap and identifies missing sequence numbers.
 ///
 /// The receive log uses a circular bitmap to track which sequence numbers have been
@@ -22,6 +26,10 @@ pub(crate) struct ReceiveLog {
     started: bool,
     /// Last consecutive sequence number (no gaps before this).
     last_consecutive: u16,
+    /// Duet patch: the lowest sequence number received, and how many
+    /// packets have been, while fewer than `STARTUP_PACKETS`.
+    first: u16,
+    received: u16,
 }
 
 impl ReceiveLog {
@@ -43,6 +51,8 @@ impl ReceiveLog {
             end: 0,
             started: false,
             last_consecutive: 0,
+            first: 0,
+            received: 0,
         })
     }
 
@@ -53,7 +63,31 @@ impl ReceiveLog {
             self.end = seq;
             self.started = true;
             self.last_consecutive = seq;
+            self.first = seq;
+            self.received = 1;
             return;
+        }
+
+        // Duet patch: the first packet to arrive need not be the stream's
+        // first. A keyframe opens a call in a burst of dozens of packets, and
+        // a path with jitter delivers them out of order: a packet lost before
+        // the first one to arrive was never asked for, and the first picture
+        // waited for a keyframe asked for after the reassembler gave up. In
+        // the stream's first packets, one from before the first moves the
+        // start back to it; the packets between are missing like any others.
+        if self.received < STARTUP_PACKETS {
+            self.received += 1;
+            let before_first = self.first.wrapping_sub(seq);
+            if before_first != 0
+                && before_first < UINT16_SIZE_HALF
+                && self.end.wrapping_sub(seq) < self.size
+            {
+                self.set_received(seq);
+                self.first = seq;
+                self.last_consecutive = seq;
+                self.fix_last_consecutive();
+                return;
+            }
         }
 
         let diff = seq.wrapping_sub(self.end);
@@ -154,6 +188,28 @@ impl ReceiveLog {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_packet_from_before_the_first_to_arrive_moves_the_start_back() {
+        let mut log = ReceiveLog::new(128).unwrap();
+        // A burst 100..=110, delivered out of order: 105 first, 102 and 107 lost.
+        for seq in [105, 106, 108, 103, 100, 109, 101, 104, 110] {
+            log.add(seq);
+        }
+        assert_eq!(log.missing_seq_numbers(0), vec![102, 107]);
+        for seq in [102, 107] {
+            log.add(seq);
+        }
+        assert!(log.missing_seq_numbers(0).is_empty());
+
+        // Once the stream has run a while, an old packet is only late.
+        let mut log = ReceiveLog::new(1024).unwrap();
+        for seq in 500..500 + STARTUP_PACKETS + 10 {
+            log.add(seq);
+        }
+        log.add(490);
+        assert!(log.missing_seq_numbers(0).is_empty());
+    }
 
     #[test]
     fn test_receive_log_invalid_size() {
