@@ -199,8 +199,16 @@ impl<T> PacingQueue<T> {
                 repeats: None,
             }),
             PacketClass::Resend(of) => {
-                if self.resends.iter().any(|w| w.repeats == Some(of)) {
+                let waiting = self.resends.iter().position(|w| w.repeats == Some(of));
+                if let Some(waiting) = waiting.and_then(|at| self.resends.remove(at)) {
+                    // Asked for again: the receiver still lacks it, where a
+                    // packet that was only reordered is asked for once.
+                    // It goes first, and its wait starts again.
                     self.drops.repeated_resends += 1;
+                    self.resends.push_front(Waiting {
+                        since: now,
+                        ..waiting
+                    });
                 } else {
                     self.resends.push_back(Waiting {
                         since: now,
@@ -217,14 +225,10 @@ impl<T> PacingQueue<T> {
     /// Lets out what the budget allows by `now`.
     pub(crate) fn release(&mut self, now: Instant) {
         self.refill(now);
-        while self
-            .resends
-            .front()
-            .is_some_and(|w| now.saturating_duration_since(w.since) > RESEND_MAX_WAIT)
-        {
-            self.resends.pop_front();
-            self.drops.stale_resends += 1;
-        }
+        let before = self.resends.len();
+        self.resends
+            .retain(|w| now.saturating_duration_since(w.since) <= RESEND_MAX_WAIT);
+        self.drops.stale_resends += (before - self.resends.len()) as u64;
         while self
             .fresh
             .front()
@@ -420,6 +424,7 @@ mod tests {
         assert_eq!(queue.drops().repeated_resends, 2);
         let out = drain(&mut queue, start, 100);
         assert_eq!(out.iter().map(|(_, n)| *n).collect::<Vec<_>>(), vec![1, 3]);
+        assert_eq!(queue.drops().stale_resends, 0);
         let later = start + Duration::from_millis(100);
         queue.push(later, PacketClass::Resend(of(7)), PACKET_BITS, 5);
         assert_eq!(queue.pop_ready(), Some(5));
@@ -432,6 +437,42 @@ mod tests {
         queue.push(later, PacketClass::Resend(other), PACKET_BITS, 7);
         queue.push(later, PacketClass::Resend(of(9)), PACKET_BITS, 8);
         assert_eq!(queue.drops().repeated_resends, 3);
+    }
+
+    #[test]
+    fn a_packet_asked_for_again_goes_before_those_asked_for_once() {
+        let start = Instant::now();
+        let mut queue = PacingQueue::new(200_000.0);
+        // 80 kbit of audio first: at 500 kbit/s of pacing nothing else goes
+        // for 120 ms.
+        queue.push(start, PacketClass::Immediate, 80_000.0, 0);
+        queue.pop_ready();
+        // 7, 8 and 9 asked for once; 7 again 60 ms later (a packet only
+        // reordered would have come by then).
+        for (n, seq) in [(1, 7), (2, 8), (3, 9)] {
+            queue.push(start, PacketClass::Resend(of(seq)), PACKET_BITS, n);
+        }
+        let mut out = Vec::new();
+        for t in 0..=300 {
+            let now = start + Duration::from_millis(t);
+            if t == 60 {
+                queue.push(now, PacketClass::Resend(of(7)), PACKET_BITS, 4);
+            }
+            queue.release(now);
+            while let Some(item) = queue.pop_ready() {
+                out.push((t, item));
+            }
+        }
+        // 8 and 9 went stale at 100 ms; 7, asked again, waits until 160
+        // and goes when the debt is paid.
+        assert_eq!(
+            out.iter().map(|(_, n)| *n).collect::<Vec<_>>(),
+            vec![1],
+            "{out:?}"
+        );
+        assert!((115..=125).contains(&out[0].0), "{out:?}");
+        assert_eq!(queue.drops().stale_resends, 2);
+        assert_eq!(queue.drops().repeated_resends, 1);
     }
 
     #[test]
