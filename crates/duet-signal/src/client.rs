@@ -32,6 +32,7 @@ use crate::protocol::{
     ClientMessage, ErrorCode, IceCandidate, MAX_FRAME_BYTES, PeerId, Role, RoleRequest, RoomName,
     ServerMessage, WS_PATH,
 };
+use crate::ws_fragments::send_text;
 
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -550,7 +551,7 @@ impl ClientTask {
     /// Serves one connection until it ends.
     async fn session(&mut self, socket: &mut Socket) -> SessionEnd {
         while let Some(message) = self.pending.pop_front() {
-            if let Err(err) = socket.send(Message::text(message.to_json())).await {
+            if let Err(err) = send_text(socket, message.to_json().into()).await {
                 self.pending.push_front(message);
                 return SessionEnd::Lost(describe_ws_error(&err));
             }
@@ -581,7 +582,7 @@ impl ClientTask {
                 }
                 command = self.commands.recv() => match command {
                     Some(Command::Send(message)) => {
-                        if let Err(err) = socket.send(Message::text(message.to_json())).await {
+                        if let Err(err) = send_text(socket, message.to_json().into()).await {
                             self.pending.push_back(message);
                             return SessionEnd::Lost(describe_ws_error(&err));
                         }

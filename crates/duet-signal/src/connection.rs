@@ -26,7 +26,8 @@ use crate::log_text::excerpt;
 use crate::outbox::{Outbox, Outgoing};
 use crate::protocol::{ClientMessage, ErrorCode, MAX_FRAME_BYTES};
 use crate::rooms::ConnId;
-use crate::ws_write::{Socket, WriteError, by_deadline, close_gracefully, send_text};
+use crate::ws_fragments::send_text;
+use crate::ws_write::{Socket, WriteError, by_deadline, close_gracefully};
 
 /// Frames up to this size are read whole, so that the `too_large` error and the
 /// 1009 close reach the peer cleanly. Larger frames are cut off by the
@@ -139,7 +140,7 @@ fn websocket_key(headers: &HeaderMap) -> Option<&HeaderValue> {
 /// Small buffers: most messages are small, and there may be 10,000 sockets.
 fn socket_config() -> WebSocketConfig {
     WebSocketConfig::default()
-        .read_buffer_size(1024)
+        .read_buffer_size(512)
         .write_buffer_size(0)
         .max_message_size(Some(HARD_FRAME_LIMIT))
         .max_frame_size(Some(HARD_FRAME_LIMIT))

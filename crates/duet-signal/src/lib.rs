@@ -35,6 +35,7 @@ pub mod server;
 mod test_redis;
 mod tls;
 pub mod turn;
+mod ws_fragments;
 mod ws_write;
 
 pub use client::{

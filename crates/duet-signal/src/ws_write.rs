@@ -5,24 +5,16 @@
 use std::future::Future;
 use std::time::Duration;
 
-use bytes::Bytes;
 use futures_util::{SinkExt as _, StreamExt as _};
 use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::tungstenite::protocol::frame::Frame;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{self, Message, Utf8Bytes};
 
 /// A WebSocket of the server, on the connection hyper upgraded.
 pub(crate) type Socket = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
-
-/// Longer messages go out as several frames of at most this size. The
-/// WebSocket layer keeps its write buffer at the size of the largest frame it
-/// ever wrote; with 4 KiB offers relayed on every connection, that was 4 KB
-/// held by each of 10,000 connections for nothing.
-const FRAGMENT_BYTES: usize = 1024;
 
 /// How long a closing connection waits for the peer's close frame.
 const CLOSE_HANDSHAKE: Duration = Duration::from_secs(1);
@@ -45,35 +37,6 @@ pub(crate) async fn by_deadline(
         Ok(result) => result.map_err(WriteError::Failed),
         Err(_) => Err(WriteError::Stalled),
     }
-}
-
-/// Sends a text message, a long one as fragments of at most [`FRAGMENT_BYTES`].
-pub(crate) async fn send_text(
-    socket: &mut Socket,
-    text: Utf8Bytes,
-) -> Result<(), tungstenite::Error> {
-    if text.len() <= FRAGMENT_BYTES {
-        return socket.send(Message::Text(text)).await;
-    }
-    let bytes = Bytes::from(text);
-    let count = bytes.len().div_ceil(FRAGMENT_BYTES);
-    for index in 0..count {
-        let chunk =
-            bytes.slice(index * FRAGMENT_BYTES..((index + 1) * FRAGMENT_BYTES).min(bytes.len()));
-        let opcode = if index == 0 {
-            OpCode::Data(Data::Text)
-        } else {
-            OpCode::Data(Data::Continue)
-        };
-        socket
-            .feed(Message::Frame(Frame::message(
-                chunk,
-                opcode,
-                index + 1 == count,
-            )))
-            .await?;
-    }
-    socket.flush().await
 }
 
 /// Sends a close frame by `deadline` and waits briefly for the peer's, so that

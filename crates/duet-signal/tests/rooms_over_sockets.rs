@@ -125,13 +125,13 @@ async fn relayed_messages_arrive_in_order_with_from() {
 }
 
 #[tokio::test]
-async fn long_messages_arrive_whole_though_the_server_sends_them_in_fragments() {
+async fn long_messages_arrive_whole_though_both_ends_send_them_in_fragments() {
     let server = start_server(ServerConfig::default());
     let (a_tx, _a_events, a) = join(server.url(), "long", RoleRequest::Caller).await;
     let (_b_tx, mut b_events, _b) = join(server.url(), "long", RoleRequest::Callee).await;
     // Offers of a real call are 2–6 KiB; multi-byte characters straddle the
-    // server's 1 KiB fragment boundaries.
-    for size in [1000, 1024, 4096, 60_000] {
+    // client's and the server's 512-byte fragment boundaries.
+    for size in [500, 512, 1024, 4096, 60_000] {
         let sdp: String = "v=0 é€😀 ".chars().cycle().take(size / 3).collect();
         a_tx.offer(sdp.clone()).unwrap();
         assert_eq!(
