@@ -70,8 +70,9 @@ pub struct VideoReassembler {
     jitter: JitterEstimator,
     /// `None` until measured.
     rtt: Option<Duration>,
-    /// The missing packets of the last frame given up on, and when: one of
-    /// them that still comes shows the wait was too short (logged).
+    /// The missing packets of the last frame given up on (the first 64),
+    /// and when: one of them that still comes shows the wait was too short
+    /// (logged).
     given_up: Option<(Vec<u64>, Instant)>,
 }
 
@@ -236,14 +237,18 @@ impl VideoReassembler {
             let missing: Vec<u64> = (next..resume)
                 .filter(|seq| !self.buffer.contains_key(seq))
                 .collect();
-            let numbers: Vec<u16> = missing.iter().map(|seq| *seq as u16).collect();
+            let count = missing.len();
+            // The first few, by their numbers on the wire: after an outage
+            // there may be thousands.
+            let numbers: Vec<u16> = missing.iter().take(16).map(|seq| *seq as u16).collect();
             tracing::debug!(
-                missing = ?numbers,
+                missing = count,
+                first = ?numbers,
                 waited_ms = now.saturating_duration_since(oldest).as_millis() as u64,
                 wait_ms = self.gap_wait().as_millis() as u64,
                 "giving up on a frame"
             );
-            self.given_up = Some((missing, now));
+            self.given_up = Some((missing.into_iter().take(64).collect(), now));
             out.push(self.drop_until(next, resume));
         }
     }

@@ -76,8 +76,9 @@ pub(crate) enum PacketClass {
 
 /// The packet a resend repeats: its stream and sequence number as first
 /// sent. The receiver asks for a lost packet several times before the first
-/// resend can arrive; while one resend of it waits here, another adds
-/// nothing but delay for the resends behind it.
+/// resend can arrive; while one resend of it waits here, another would add
+/// nothing but delay for the resends behind it, so the one waiting moves to
+/// the front instead (a packet asked for again is lost, not reordered).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct ResendOf {
     pub(crate) ssrc: u32,
@@ -417,7 +418,7 @@ mod tests {
         queue.push(start, PacketClass::Immediate, 30_000.0, 0);
         queue.pop_ready();
         // Packet 7 asked for three times and packet 8 once, before any of
-        // them could go; then 7 again once its resend went.
+        // them could go (7 stays first, once).
         for (n, seq) in [(1, 7), (2, 7), (3, 8), (4, 7)] {
             queue.push(start, PacketClass::Resend(of(seq)), PACKET_BITS, n);
         }
