@@ -325,6 +325,21 @@ mod tests {
         out
     }
 
+    /// A 200 kbit/s queue (500 kbit/s of pacing, a 20 kbit burst) that
+    /// `bits` of audio have just taken into debt: nothing else goes for
+    /// `(bits - 20_000) / 500` ms.
+    fn queue_in_debt(start: Instant, bits: f64) -> PacingQueue<u32> {
+        let mut queue = PacingQueue::new(200_000.0);
+        queue.push(start, PacketClass::Immediate, bits, 0);
+        queue.pop_ready();
+        queue
+    }
+
+    /// The items of `drain`'s output, in order.
+    fn items(out: &[(u64, u32)]) -> Vec<u32> {
+        out.iter().map(|(_, n)| *n).collect()
+    }
+
     #[test]
     fn audio_goes_at_once_even_behind_a_keyframe() {
         let start = Instant::now();
@@ -381,25 +396,19 @@ mod tests {
     #[test]
     fn resends_go_before_fresh_video_and_stale_ones_are_dropped() {
         let start = Instant::now();
-        let mut queue = PacingQueue::new(200_000.0);
-        // Empty the burst allowance first.
-        queue.push(start, PacketClass::Immediate, 30_000.0, 0);
-        queue.pop_ready();
+        let mut queue = queue_in_debt(start, 30_000.0);
         queue.push(start, PacketClass::FreshVideo, PACKET_BITS, 1);
         queue.push(start, PacketClass::Resend(of(7)), PACKET_BITS, 2);
         let out = drain(&mut queue, start, 100);
-        let order: Vec<u32> = out.iter().map(|(_, n)| *n).collect();
-        assert_eq!(order, vec![2, 1], "{out:?}");
+        assert_eq!(items(&out), vec![2, 1], "{out:?}");
 
-        // A resend that cannot go within RESEND_MAX_WAIT is given up.
-        let mut queue = PacingQueue::new(200_000.0);
-        queue.push(start, PacketClass::Immediate, 80_000.0, 0);
-        queue.pop_ready();
+        // A resend that cannot go within RESEND_MAX_WAIT is given up: the
+        // 60 kbit debt takes 120 ms.
+        let mut queue = queue_in_debt(start, 80_000.0);
         queue.push(start, PacketClass::Resend(of(8)), PACKET_BITS, 3);
         queue.push(start, PacketClass::FreshVideo, PACKET_BITS, 4);
         let out = drain(&mut queue, start, 300);
-        // 500 kbit/s pacing, 20 kbit burst: the 60 kbit debt takes 120 ms.
-        assert_eq!(out.iter().map(|(_, n)| *n).collect::<Vec<_>>(), vec![4]);
+        assert_eq!(items(&out), vec![4]);
         assert_eq!(queue.drops().stale_resends, 1);
     }
 
@@ -413,10 +422,7 @@ mod tests {
     #[test]
     fn a_packet_whose_resend_still_waits_is_not_queued_again() {
         let start = Instant::now();
-        let mut queue = PacingQueue::new(200_000.0);
-        // Empty the burst allowance, so resends wait.
-        queue.push(start, PacketClass::Immediate, 30_000.0, 0);
-        queue.pop_ready();
+        let mut queue = queue_in_debt(start, 30_000.0);
         // Packet 7 asked for three times and packet 8 once, before any of
         // them could go (7 stays first, once).
         for (n, seq) in [(1, 7), (2, 7), (3, 8), (4, 7)] {
@@ -424,7 +430,7 @@ mod tests {
         }
         assert_eq!(queue.drops().repeated_resends, 2);
         let out = drain(&mut queue, start, 100);
-        assert_eq!(out.iter().map(|(_, n)| *n).collect::<Vec<_>>(), vec![1, 3]);
+        assert_eq!(items(&out), vec![1, 3]);
         assert_eq!(queue.drops().stale_resends, 0);
         let later = start + Duration::from_millis(100);
         queue.push(later, PacketClass::Resend(of(7)), PACKET_BITS, 5);
@@ -443,11 +449,8 @@ mod tests {
     #[test]
     fn a_packet_asked_for_again_goes_before_those_asked_for_once() {
         let start = Instant::now();
-        let mut queue = PacingQueue::new(200_000.0);
-        // 80 kbit of audio first: at 500 kbit/s of pacing nothing else goes
-        // for 120 ms.
-        queue.push(start, PacketClass::Immediate, 80_000.0, 0);
-        queue.pop_ready();
+        // Nothing goes for 120 ms.
+        let mut queue = queue_in_debt(start, 80_000.0);
         // 7, 8 and 9 asked for once; 7 again 60 ms later (a packet only
         // reordered would have come by then).
         for (n, seq) in [(1, 7), (2, 8), (3, 9)] {
@@ -466,11 +469,7 @@ mod tests {
         }
         // 8 and 9 went stale at 100 ms; 7, asked again, waits until 160
         // and goes when the debt is paid.
-        assert_eq!(
-            out.iter().map(|(_, n)| *n).collect::<Vec<_>>(),
-            vec![1],
-            "{out:?}"
-        );
+        assert_eq!(items(&out), vec![1], "{out:?}");
         assert!((115..=125).contains(&out[0].0), "{out:?}");
         assert_eq!(queue.drops().stale_resends, 2);
         assert_eq!(queue.drops().repeated_resends, 1);
