@@ -175,6 +175,27 @@ pub struct SignalServer {
     other_routes: Option<Router>,
 }
 
+/// Connections the kernel completes and queues before the server accepts
+/// them. std's listeners queue 128: a burst beyond that (every peer of an
+/// instance that died reconnecting at once, a load balancer's surge) has its
+/// SYNs dropped, and each of those peers waits a second for TCP to try again.
+const ACCEPT_BACKLOG: i32 = 4096;
+
+/// A listener as std binds it (address reuse on Unix, so a restarted server
+/// can bind while old connections linger), but with [`ACCEPT_BACKLOG`].
+fn bind_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    #[cfg(unix)]
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(ACCEPT_BACKLOG)?;
+    Ok(socket.into())
+}
+
 impl SignalServer {
     /// Binds `addr` (port 0 picks a free port) and loads the TLS files if given.
     pub fn bind(
@@ -184,8 +205,7 @@ impl SignalServer {
     ) -> Result<SignalServer, ServerError> {
         let tls = tls.map(load_tls).transpose()?;
         let origins = OriginPolicy::new(&config.allowed_origins)?;
-        let listener = std::net::TcpListener::bind(addr)
-            .map_err(|source| ServerError::Bind { addr, source })?;
+        let listener = bind_listener(addr).map_err(|source| ServerError::Bind { addr, source })?;
         let local_addr = listener
             .local_addr()
             .map_err(|source| ServerError::Bind { addr, source })?;
