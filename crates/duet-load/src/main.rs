@@ -16,6 +16,10 @@
 //! --redis` instances (`scale_out.rs`), and the report gives each one's RSS
 //! and CPU.
 //!
+//! Beyond what one process's open-file limit allows, the connections are
+//! held by several copies of this program (`workers.rs`), each driving its
+//! own rooms (`rooms.rs`), and HAProxy runs as several processes too.
+//!
 //! Honest connections come from 127.1.x.y, 40 per address. With `--hostile N`,
 //! N hostile clients (never-reading, slowloris, half-open; `hostile.rs`) keep
 //! coming and going from 127.2.0.1–8 throughout the run.
@@ -25,18 +29,17 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 mod hostile;
+mod rooms;
 mod scale_out;
+mod workers;
 
 use anyhow::{Context as _, bail};
 use clap::Parser;
 use duet_measure::{ProcessUsage, Samples, Summary};
-use duet_signal::{
-    ClientConfig, IceCandidate, RoleRequest, ServerMessage, SignalEvent, SignalEvents, SignalSender,
-};
-use tokio::sync::Semaphore;
+use rooms::{MESSAGES_PER_SETUP, Pace, RoomShare};
 
 /// Load generator for the Duet signaling server.
 #[derive(Debug, Parser)]
@@ -80,29 +83,29 @@ struct Args {
     /// Write the report as JSON to this file as well.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Processes that hold the connections; by default as many as the
+    /// open-file limit needs (one below ~19,000 connections at a limit of
+    /// 20,000). See `workers.rs`.
+    #[arg(long)]
+    processes: Option<usize>,
+    /// Run as one of those processes: join the rooms, print `joined`, wait
+    /// for `go` on stdin, print the outcome as JSON.
+    #[arg(long, hide = true, requires = "server")]
+    worker: bool,
+    /// The worker's first room number.
+    #[arg(long, hide = true, default_value_t = 0)]
+    first_room: usize,
 }
 
-/// Honest connections per client address (127.1.x.y): below the server's
-/// default per-address join burst, as real clients come from many addresses.
-const CONNECTIONS_PER_ADDRESS: usize = 40;
-
-/// The loopback address honest connection `index` comes from.
-fn honest_address(index: usize) -> std::net::IpAddr {
-    let k = index / CONNECTIONS_PER_ADDRESS;
-    std::net::IpAddr::V4(std::net::Ipv4Addr::new(
-        127,
-        1,
-        (k / 250) as u8,
-        (k % 250 + 1) as u8,
-    ))
+impl Args {
+    fn pace(&self) -> Pace {
+        Pace {
+            rounds: self.rounds,
+            interval: Duration::from_millis(self.interval_ms),
+            connect_concurrency: self.connect_concurrency,
+        }
+    }
 }
-
-/// Size of the simulated offer and answer.
-const SDP_BYTES: usize = 4096;
-/// Candidates each side trickles per setup.
-const CANDIDATES: u32 = 10;
-/// Messages one room relays per setup: offer + answer + candidates both ways.
-const MESSAGES_PER_SETUP: u64 = 2 + 2 * CANDIDATES as u64;
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -112,9 +115,18 @@ fn main() -> anyhow::Result<()> {
     // Each connection is a file descriptor here and one at the server.
     let limit =
         rlimit::increase_nofile_limit(u64::MAX).context("cannot raise the open-file limit")?;
-    if limit < (args.connections + args.hostile) as u64 + 64 {
+    let processes = match args.processes {
+        _ if args.worker => 1,
+        Some(0) => bail!("--processes must be at least 1"),
+        Some(n) => n,
+        None => workers::processes_needed(args.connections, limit),
+    };
+    let held_here = if processes == 1 { args.connections } else { 0 };
+    if limit < (held_here + args.hostile) as u64 + 64
+        || (processes > 1 && limit < (args.connections.div_ceil(processes)) as u64 + 64)
+    {
         bail!(
-            "the open-file limit is {limit}; {} connections need more",
+            "the open-file limit is {limit}; {} connections in {processes} process(es) need more",
             args.connections
         );
     }
@@ -122,7 +134,15 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let report = runtime.block_on(run(&args))?;
+    if args.worker {
+        let share = RoomShare {
+            first: args.first_room,
+            count: args.connections / 2,
+        };
+        let url = args.server.as_deref().context("a worker needs --server")?;
+        return runtime.block_on(workers::serve_as_worker(url, share, args.pace()));
+    }
+    let report = runtime.block_on(run(&args, processes, limit))?;
     print!("{}", report.text());
     if let Some(path) = &args.json {
         std::fs::write(path, report.json().to_string())
@@ -191,14 +211,6 @@ fn spawn_server(duet: Option<&PathBuf>, extra: &[&str]) -> anyhow::Result<Spawne
     })
 }
 
-/// What one connection measured.
-#[derive(Debug, Default)]
-struct Received {
-    latencies_us: Vec<u32>,
-    messages: u64,
-    errors: u64,
-}
-
 /// Everything the run measured.
 #[derive(Debug)]
 struct Report {
@@ -218,6 +230,10 @@ struct Report {
     /// With `--scale-out`: relayed messages that crossed between instances.
     forwarded: Option<u64>,
     hostile: Option<HostileReport>,
+    /// Processes that held the connections (`workers.rs`).
+    load_processes: usize,
+    /// With `--scale-out`: HAProxy processes sharing the front port.
+    proxies: Option<usize>,
 }
 
 /// What the hostile clients did.
@@ -261,7 +277,8 @@ impl Report {
              relay ms             {}\n\
              relayed              {} of {} ({:.0} msg/s during the load phase)\n\
              lost                 {}\n\
-             errors               {}\n",
+             errors               {}\n\
+             load processes       {}\n",
             self.connections,
             self.connections / 2,
             self.rounds,
@@ -274,6 +291,7 @@ impl Report {
             self.relayed as f64 / self.load_s,
             self.lost,
             self.errors,
+            self.load_processes,
         ) + &self
             .servers
             .iter()
@@ -294,6 +312,9 @@ impl Report {
             .collect::<String>()
             + &self.forwarded.map_or(String::new(), |n| {
                 format!("between instances    {n} of the relayed messages (over Redis)\n")
+            })
+            + &self.proxies.map_or(String::new(), |n| {
+                format!("HAProxy processes    {n} (sharing the front port)\n")
             })
             + &match self.hostile {
                 Some(h) => format!(
@@ -324,6 +345,8 @@ impl Report {
                 "peak_cpu_percent": u.peak_cpu_percent,
             })).collect::<Vec<_>>(),
             "forwarded": self.forwarded,
+            "load_processes": self.load_processes,
+            "proxies": self.proxies,
             "hostile": self.hostile.map(|h| serde_json::json!({
                 "clients": h.clients,
                 "opened": h.opened,
@@ -334,11 +357,13 @@ impl Report {
     }
 }
 
-async fn run(args: &Args) -> anyhow::Result<Report> {
+async fn run(args: &Args, processes: usize, limit: u64) -> anyhow::Result<Report> {
     let (url, spawned, scale_out) = match &args.server {
         Some(url) => (url.clone(), None, None),
         None if args.scale_out => {
-            let scale_out = scale_out::ScaleOut::start(args.duet.as_ref(), &args.haproxy_config)?;
+            let proxies = scale_out::proxies_needed(args.connections, limit);
+            let scale_out =
+                scale_out::ScaleOut::start(args.duet.as_ref(), &args.haproxy_config, proxies)?;
             (scale_out.url.clone(), None, Some(scale_out))
         }
         None => {
@@ -355,7 +380,6 @@ async fn run(args: &Args) -> anyhow::Result<Report> {
             .collect(),
     };
     let samplers: Vec<CpuSampler> = pids.iter().copied().map(CpuSampler::start).collect();
-    let clock = Instant::now();
     let hostile = match args.hostile {
         0 => None,
         count => {
@@ -367,59 +391,23 @@ async fn run(args: &Args) -> anyhow::Result<Report> {
         }
     };
 
-    // Ramp-up: every room's callee, then its caller, as a real pair would arrive.
-    let ramp_started = Instant::now();
-    let gate = Arc::new(Semaphore::new(args.connect_concurrency));
-    let mut joins = tokio::task::JoinSet::new();
-    for room in 0..args.connections / 2 {
-        let (url, gate) = (url.clone(), gate.clone());
-        joins.spawn(async move {
-            let _permit = gate.acquire_owned().await?;
-            let name = format!("load-{room}");
-            let callee = join(&url, &name, RoleRequest::Callee, honest_address(2 * room)).await?;
-            let caller = join(
-                &url,
-                &name,
-                RoleRequest::Caller,
-                honest_address(2 * room + 1),
-            )
-            .await?;
-            anyhow::Ok((room, callee, caller))
-        });
-    }
-    let mut rooms = Vec::with_capacity(args.connections / 2);
-    let mut join_us = Vec::with_capacity(args.connections);
-    while let Some(joined) = joins.join_next().await {
-        let (room, callee, caller) = joined.context("a join task failed")??;
-        join_us.push(callee.join_us);
-        join_us.push(caller.join_us);
-        rooms.push((room, callee, caller));
-    }
-    let ramp_s = ramp_started.elapsed().as_secs_f64();
-    eprintln!("{} connections joined in {ramp_s:.1} s", args.connections);
-
-    // Load phase.
-    let load_started = Instant::now();
-    let interval = Duration::from_millis(args.interval_ms);
-    let room_count = rooms.len();
-    let mut tasks = tokio::task::JoinSet::new();
-    for (room, callee, caller) in rooms {
-        let offset = interval.mul_f64(room as f64 / room_count as f64);
-        let rounds = args.rounds;
-        tasks.spawn(drive_callee(callee, clock));
-        tasks.spawn(drive_caller(
-            caller,
-            clock,
-            load_started + offset,
-            interval,
-            rounds,
-        ));
-    }
-    let mut received = Vec::with_capacity(args.connections);
-    while let Some(result) = tasks.join_next().await {
-        received.push(result.context("a connection task failed")?);
-    }
-    let load_s = load_started.elapsed().as_secs_f64();
+    let rooms = args.connections / 2;
+    let outcome = if processes == 1 {
+        let share = RoomShare {
+            first: 0,
+            count: rooms,
+        };
+        rooms::run_share(&url, share, args.pace(), async { Ok(()) }).await?
+    } else {
+        let shares = workers::shares(rooms, processes);
+        // The ramp-up's concurrency is the run's, shared among the processes.
+        let pace = Pace {
+            connect_concurrency: args.connect_concurrency.div_ceil(shares.len()),
+            ..args.pace()
+        };
+        let exe = std::env::current_exe().context("cannot locate this program")?;
+        workers::run_split(&exe, &url, &shares, pace).await?
+    };
     let hostile = match hostile {
         Some(hostile) => Some(hostile.stop().await),
         None => None,
@@ -435,25 +423,23 @@ async fn run(args: &Args) -> anyhow::Result<Report> {
         });
     }
     let forwarded = scale_out.as_ref().and_then(scale_out::ScaleOut::forwarded);
+    let proxies = scale_out.as_ref().map(|s| s.proxies());
     drop(spawned);
     drop(scale_out);
 
-    let expected = MESSAGES_PER_SETUP * u64::from(args.rounds) * (args.connections as u64 / 2);
-    let relayed: u64 = received.iter().map(|r| r.messages).sum();
-    let errors: u64 = received.iter().map(|r| r.errors).sum();
-    let latencies: Vec<u32> = received.into_iter().flat_map(|r| r.latencies_us).collect();
+    let expected = MESSAGES_PER_SETUP * u64::from(args.rounds) * rooms as u64;
     Ok(Report {
         connections: args.connections,
         rounds: args.rounds,
         interval_ms: args.interval_ms,
-        join_ms: summary_ms(&join_us),
-        relay_ms: summary_ms(&latencies),
-        relayed,
+        join_ms: summary_ms(&outcome.join_us),
+        relay_ms: summary_ms(&outcome.latencies_us),
+        relayed: outcome.relayed,
         expected,
-        lost: expected.saturating_sub(relayed),
-        errors,
-        ramp_s,
-        load_s,
+        lost: expected.saturating_sub(outcome.relayed),
+        errors: outcome.errors,
+        ramp_s: outcome.ramp_s,
+        load_s: outcome.load_s,
         servers,
         forwarded,
         hostile: hostile.map(|counts| HostileReport {
@@ -462,164 +448,9 @@ async fn run(args: &Args) -> anyhow::Result<Report> {
             cut_by_server: counts.cut_by_server.load(Ordering::Relaxed),
             held_to_the_end: counts.held_to_the_end.load(Ordering::Relaxed),
         }),
+        load_processes: processes,
+        proxies,
     })
-}
-
-/// One joined connection.
-struct Peer {
-    tx: SignalSender,
-    events: SignalEvents,
-    join_us: u32,
-}
-
-async fn join(
-    url: &str,
-    room: &str,
-    role: RoleRequest,
-    from: std::net::IpAddr,
-) -> anyhow::Result<Peer> {
-    let started = Instant::now();
-    let config = ClientConfig {
-        connect_timeout: Duration::from_secs(30),
-        local_address: Some(from),
-        ..ClientConfig::new(url, room, role)
-    };
-    let (tx, mut events) = duet_signal::connect(config)
-        .await
-        .with_context(|| format!("{role} of {room}"))?;
-    let join_us = micros(started.elapsed());
-    // The first event is the Joined that connect resolved on.
-    events.recv().await;
-    Ok(Peer {
-        tx,
-        events,
-        join_us,
-    })
-}
-
-fn micros(elapsed: Duration) -> u32 {
-    u32::try_from(elapsed.as_micros()).unwrap_or(u32::MAX)
-}
-
-/// `t=<ns since start>;` then padding to `len` bytes.
-fn stamped(clock: Instant, len: usize) -> String {
-    let mut text = format!("t={};", clock.elapsed().as_nanos());
-    let pad = len.saturating_sub(text.len());
-    text.extend(std::iter::repeat_n('a', pad));
-    text
-}
-
-fn candidate(clock: Instant) -> Option<IceCandidate> {
-    Some(IceCandidate {
-        candidate: format!(
-            "{}candidate:1 1 udp 2122260223 127.0.0.1 50000 typ host",
-            stamped(clock, 0)
-        ),
-        sdp_mid: Some("0".into()),
-        sdp_mline_index: Some(0),
-        username_fragment: None,
-    })
-}
-
-/// Latency of a message stamped by [`stamped`].
-fn latency_us(clock: Instant, text: &str) -> Option<u32> {
-    let sent: u128 = text.strip_prefix("t=")?.split(';').next()?.parse().ok()?;
-    let now = clock.elapsed().as_nanos();
-    Some(u32::try_from(now.saturating_sub(sent) / 1000).unwrap_or(u32::MAX))
-}
-
-/// Records one relayed message; returns whether it was an offer (the callee's cue).
-fn record(received: &mut Received, clock: Instant, event: &SignalEvent) -> bool {
-    let (text, is_offer) = match event {
-        SignalEvent::Message(ServerMessage::Offer { sdp, .. }) => (sdp.as_str(), true),
-        SignalEvent::Message(ServerMessage::Answer { sdp, .. }) => (sdp.as_str(), false),
-        SignalEvent::Message(ServerMessage::Candidate {
-            candidate: Some(c), ..
-        }) => (c.candidate.as_str(), false),
-        SignalEvent::Message(ServerMessage::Error { code, message }) => {
-            eprintln!("server error {code}: {message}");
-            received.errors += 1;
-            return false;
-        }
-        SignalEvent::Reconnecting { cause, .. } => {
-            eprintln!("connection lost: {cause}");
-            received.errors += 1;
-            return false;
-        }
-        _ => return false,
-    };
-    received.messages += 1;
-    if let Some(us) = latency_us(clock, text) {
-        received.latencies_us.push(us);
-    }
-    is_offer
-}
-
-/// How long a connection keeps listening after its last expected message.
-const DRAIN: Duration = Duration::from_secs(3);
-
-async fn drive_caller(
-    mut peer: Peer,
-    clock: Instant,
-    first: Instant,
-    interval: Duration,
-    rounds: u32,
-) -> Received {
-    let mut received = Received::default();
-    let expected = u64::from(rounds) * (1 + u64::from(CANDIDATES));
-    for round in 0..rounds {
-        let at = tokio::time::Instant::from_std(first + interval * round);
-        // Listen while waiting for the next setup time.
-        loop {
-            tokio::select! {
-                () = tokio::time::sleep_until(at) => break,
-                event = peer.events.recv() => match event {
-                    Some(event) => { record(&mut received, clock, &event); }
-                    None => return received,
-                },
-            }
-        }
-        let _ = peer.tx.offer(stamped(clock, SDP_BYTES));
-        for _ in 0..CANDIDATES {
-            let _ = peer.tx.candidate(candidate(clock));
-        }
-    }
-    listen_until(&mut peer, &mut received, clock, expected).await;
-    peer.tx.close();
-    received
-}
-
-async fn drive_callee(mut peer: Peer, clock: Instant) -> Received {
-    let mut received = Received::default();
-    loop {
-        let event = match tokio::time::timeout(Duration::from_secs(60), peer.events.recv()).await {
-            Ok(Some(event)) => event,
-            Ok(None) | Err(_) => break,
-        };
-        if matches!(event, SignalEvent::Message(ServerMessage::PeerLeft { .. })) {
-            break;
-        }
-        if record(&mut received, clock, &event) {
-            let _ = peer.tx.answer(stamped(clock, SDP_BYTES));
-            for _ in 0..CANDIDATES {
-                let _ = peer.tx.candidate(candidate(clock));
-            }
-        }
-    }
-    peer.tx.close();
-    received
-}
-
-/// Keeps receiving until `expected` messages arrived or nothing came for [`DRAIN`].
-async fn listen_until(peer: &mut Peer, received: &mut Received, clock: Instant, expected: u64) {
-    while received.messages < expected {
-        match tokio::time::timeout(DRAIN, peer.events.recv()).await {
-            Ok(Some(event)) => {
-                record(received, clock, &event);
-            }
-            Ok(None) | Err(_) => break,
-        }
-    }
 }
 
 /// Samples a process's CPU time every 500 ms to find its busiest interval.
@@ -662,16 +493,6 @@ impl CpuSampler {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn stamps_round_trip_and_pad_to_size() {
-        let clock = Instant::now();
-        let text = stamped(clock, SDP_BYTES);
-        assert_eq!(text.len(), SDP_BYTES);
-        let us = latency_us(clock, &text).expect("a stamp");
-        assert!(us < 1_000_000);
-        assert_eq!(latency_us(clock, "no stamp"), None);
-    }
 
     #[test]
     fn latencies_are_summarised_in_milliseconds_by_nearest_rank() {

@@ -4,6 +4,12 @@
 //! ports and killed at the end. Each instance's RSS and CPU are read as the
 //! single server's are; their `/metrics` say how many relayed messages
 //! crossed from one instance to the other.
+//!
+//! HAProxy holds two descriptors per connection (the peer's and its own to
+//! an instance). Where one process may not open that many, several HAProxy
+//! processes share the front port (HAProxy binds it with `SO_REUSEPORT`, so
+//! the kernel deals the connections out among them); a real deployment
+//! raises the limit instead (`deploy/haproxy.cfg`).
 
 use std::io::{Read as _, Write as _};
 use std::net::{TcpListener, TcpStream};
@@ -25,10 +31,15 @@ impl Drop for Killed {
     }
 }
 
+/// HAProxy processes needed for `connections` when each may open `limit` descriptors.
+pub(crate) fn proxies_needed(connections: usize, limit: u64) -> usize {
+    crate::workers::processes_needed(2 * connections, limit)
+}
+
 /// Redis, two instances and HAProxy in front of them.
 pub(crate) struct ScaleOut {
     /// Dropped first: no new connection reaches a dying instance.
-    _haproxy: Killed,
+    haproxies: Vec<Killed>,
     pub instances: Vec<SpawnedServer>,
     _redis: Killed,
     /// What the load connects to: HAProxy.
@@ -54,6 +65,7 @@ impl ScaleOut {
     pub(crate) fn start(
         duet: Option<&std::path::PathBuf>,
         haproxy_config: &Path,
+        proxies: usize,
     ) -> anyhow::Result<ScaleOut> {
         let redis_port = free_port()?;
         let redis = Command::new("redis-server")
@@ -69,29 +81,49 @@ impl ScaleOut {
             .map(|_| spawn_server(duet, &["--redis", &redis_url, "--proxy-protocol"]))
             .collect::<anyhow::Result<Vec<_>>>()?;
         let port = free_port()?;
-        let haproxy = Command::new("haproxy")
-            .arg("-f")
-            .arg(haproxy_config)
-            .arg("-db")
-            .env("DUET_LISTEN", format!("127.0.0.1:{port}"))
-            .env("DUET_1", instances[0].url.trim_start_matches("ws://"))
-            .env("DUET_2", instances[1].url.trim_start_matches("ws://"))
-            .stdout(Stdio::null())
-            .spawn()
-            .with_context(|| {
-                format!(
-                    "cannot start haproxy with {} (scripts/install-deps.sh installs it)",
-                    haproxy_config.display()
-                )
-            })?;
-        let haproxy = Killed(haproxy);
-        wait_for_port(port, "haproxy")?;
+        let mut haproxies = (0..proxies.max(1))
+            .map(|_| {
+                let haproxy = Command::new("haproxy")
+                    .arg("-f")
+                    .arg(haproxy_config)
+                    .arg("-db")
+                    .env("DUET_LISTEN", format!("127.0.0.1:{port}"))
+                    .env("DUET_1", instances[0].url.trim_start_matches("ws://"))
+                    .env("DUET_2", instances[1].url.trim_start_matches("ws://"))
+                    .stdout(Stdio::null())
+                    .spawn()
+                    .with_context(|| {
+                        format!(
+                            "cannot start haproxy with {} (scripts/install-deps.sh installs it)",
+                            haproxy_config.display()
+                        )
+                    })?;
+                let haproxy = Killed(haproxy);
+                wait_for_port(port, "haproxy")?;
+                anyhow::Ok(haproxy)
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        if haproxies.len() > 1 {
+            // The port answered for the first; a later one that could not
+            // bind it exits at once.
+            std::thread::sleep(Duration::from_millis(500));
+            for (i, haproxy) in haproxies.iter_mut().enumerate() {
+                if let Some(status) = haproxy.0.try_wait()? {
+                    bail!("HAProxy process {} of {} exited ({status})", i + 1, proxies);
+                }
+            }
+        }
         Ok(ScaleOut {
-            _haproxy: haproxy,
+            haproxies,
             instances,
             _redis: redis,
             url: format!("ws://127.0.0.1:{port}"),
         })
+    }
+
+    /// HAProxy processes in front.
+    pub(crate) fn proxies(&self) -> usize {
+        self.haproxies.len()
     }
 
     /// Relayed messages that went from one instance to the other, from their `/metrics`.
