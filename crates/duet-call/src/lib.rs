@@ -39,7 +39,7 @@ pub use media::{AudioOutput, FrameSlot};
 pub use negotiation::{ANSWER_TIMEOUT, CallPhase, Negotiator, RETRY_BACKOFF_FIRST};
 pub use peer::ConnectionState;
 pub use report::{AudioReport, CallReport, LiveFigures, NetworkSummary, PathKind, VideoReport};
-pub use session::{CallConfig, CallEvent, CallEvents, CallHandle, start_call};
+pub use session::{CallConfig, CallEvent, CallEvents, CallHandle, DEFAULT_SCREEN_BPS, start_call};
 pub use verification::{EMOJI as VERIFICATION_EMOJI, VerificationCode};
 
 /// Everything that can end or refuse a call.

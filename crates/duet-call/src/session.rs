@@ -45,7 +45,7 @@ use crate::report::{CallReport, ReportContext};
 use crate::turn_check::check_turn;
 use crate::verification::VerificationCode;
 use handle::Command;
-pub use handle::{CallConfig, CallEvent, CallEvents, CallHandle};
+pub use handle::{CallConfig, CallEvent, CallEvents, CallHandle, DEFAULT_SCREEN_BPS};
 use routing::{Route, Stop, route_peer_state, route_signal};
 use timing::CallTiming;
 
@@ -107,7 +107,7 @@ pub async fn start_call(config: CallConfig) -> Result<(CallHandle, CallEvents), 
         settings: PeerSettings {
             ice_servers,
             relay_only: config.relay_only,
-            max_video_bps: config.max_video_bps,
+            max_video_bps: config.starting_video_bps(),
             udp_addrs: config.udp_addrs.clone(),
         },
         room: config.room.clone(),
@@ -170,6 +170,7 @@ async fn start_media(
         height: config.height,
         fps: config.fps,
         max_bps: config.max_video_bps,
+        max_screen_bps: config.max_screen_bps,
     };
     let (video_units, video_notice) =
         start_video_sender(video, Arc::clone(shared), notices.clone(), threads).await?;

@@ -143,10 +143,6 @@ fn parse_switch(value: &str) -> Result<VideoSwitch, String> {
     })
 }
 
-/// The bitrate a shared screen starts from and may reach when none is given:
-/// sharp text at 5–15 pictures a second of up to 1920 pixels across.
-const SCREEN_BITRATE: u32 = 2_500_000;
-
 /// Exit statuses of a call, as the README documents them.
 pub mod exit {
     /// Something else went wrong (bad arguments, a file that cannot be written).
@@ -198,14 +194,19 @@ impl CallArgs {
         config.tone_hz = self.tone_hz;
         (config.width, config.height) = self.size;
         config.fps = self.fps;
+        // `--bitrate` bounds every source; without it a camera gets about
+        // 0.15 bit per pixel at 30 fps (1.4 Mbit/s at 640x480, what a
+        // camera's noisy picture needs to keep its frame rate; 4 at
+        // 1280x720), and a screen, shared from the start or mid-call, more.
         config.max_video_bps = match self.bitrate {
             Some(kbps) => kbps * 1000,
-            None if self.video.is_screen() => SCREEN_BITRATE,
-            // About 0.15 bit per pixel at 30 fps: 1.4 Mbit/s at 640x480 (what a
-            // camera's noisy picture needs to keep its frame rate), 4 at 1280x720.
             None => ((u64::from(self.size.0) * u64::from(self.size.1) * u64::from(self.fps)) * 3
                 / 20)
                 .clamp(300_000, 4_000_000) as u32,
+        };
+        config.max_screen_bps = match self.bitrate {
+            Some(kbps) => kbps * 1000,
+            None => duet_call::DEFAULT_SCREEN_BPS,
         };
         config.ice_servers = self.ice.clone();
         config.relay_only = self.ice_transport == "relay";
@@ -669,14 +670,16 @@ mod tests {
 
     #[test]
     fn a_shared_screen_gets_a_higher_bitrate_unless_one_is_given() {
+        // The window's Share screen switches mid-call, so every call knows both.
+        for video in ["screen", "test"] {
+            let config = config_for(&["--video", video]);
+            assert_eq!(config.max_screen_bps, duet_call::DEFAULT_SCREEN_BPS);
+            assert_eq!(config.max_video_bps, 1_382_400);
+        }
+        let given = config_for(&["--video", "screen", "--bitrate", "800"]);
         assert_eq!(
-            config_for(&["--video", "screen"]).max_video_bps,
-            SCREEN_BITRATE
-        );
-        assert_eq!(config_for(&["--video", "test"]).max_video_bps, 1_382_400);
-        assert_eq!(
-            config_for(&["--video", "screen", "--bitrate", "800"]).max_video_bps,
-            800_000
+            (given.max_video_bps, given.max_screen_bps),
+            (800_000, 800_000)
         );
     }
 

@@ -85,6 +85,14 @@ const NARROW_CAPACITY: f64 = 200_000.0;
 const NARROW_HOLD_SHARE: f64 = 0.9;
 /// ...and stays there this long after the back-off before it probes again.
 const NARROW_HOLD: Duration = Duration::from_secs(15);
+/// After the video source changes (a screen shared or stopped, the camera
+/// back on), the target is not held to [`HEADROOM`] times what the source
+/// before it delivered for this long. A still screen or a paused camera
+/// sends a few tens of kbit/s: held to 1.5 times that, the next source was
+/// encoded at 320x240 and climbed back 1.5 times a second, 8 s to a camera's
+/// 1.4 Mbit/s. A path that cannot carry the new rate still overflows into
+/// a back-off within the grace, as at a call's start.
+const NEW_SOURCE_GRACE: Duration = Duration::from_secs(2);
 /// Backing off again within this long would act twice on one queue.
 const BACK_OFF_INTERVAL: Duration = Duration::from_millis(300);
 /// Loss is measured over [`LOSS_WINDOW`]: the loss that caused one back-off
@@ -138,6 +146,11 @@ pub(crate) struct DeliveryGuard {
     /// ceiling under it says nothing more, and would climb back to it
     /// at 10 % a second: 18 to 45 kbit/s took nine seconds.
     floor: f64,
+    /// Until when a new source's target is not held to what the one
+    /// before it delivered ([`NEW_SOURCE_GRACE`]).
+    new_source_until: Option<Instant>,
+    /// The latest instant the guard was told of.
+    now: Option<Instant>,
 }
 
 impl DeliveryGuard {
@@ -149,7 +162,19 @@ impl DeliveryGuard {
         }
     }
 
+    /// The video source changed: see [`NEW_SOURCE_GRACE`].
+    pub(crate) fn new_source(&mut self, now: Instant) {
+        self.new_source_until = Some(now + NEW_SOURCE_GRACE);
+        self.tick(now);
+    }
+
+    /// Time passes without feedback (the grace of a new source runs out).
+    pub(crate) fn tick(&mut self, now: Instant) {
+        self.now = Some(self.now.map_or(now, |before| before.max(now)));
+    }
+
     pub(crate) fn on_reports(&mut self, now: Instant, reports: &[PacketReport]) {
+        self.tick(now);
         for report in reports {
             let resend = !self
                 .sent
@@ -361,7 +386,17 @@ impl DeliveryGuard {
         let Some((delivered, loss)) = self.delivery() else {
             return target;
         };
-        let lead = if loss.heavy() { 1.0 } else { HEADROOM };
+        let new_source = self
+            .new_source_until
+            .zip(self.now)
+            .is_some_and(|(until, now)| now < until);
+        let lead = if loss.heavy() {
+            1.0
+        } else if new_source {
+            f64::INFINITY
+        } else {
+            HEADROOM
+        };
         let limited = target.min(delivered * lead);
         self.ceiling.map_or(limited, |ceiling| limited.min(ceiling))
     }
@@ -476,6 +511,35 @@ mod tests {
         let limited = guard.limit(2_000_000.0);
         assert!((590_000.0..620_000.0).contains(&limited), "{limited}");
         assert_eq!(guard.limit(300_000.0), 300_000.0, "a lower target stands");
+    }
+
+    #[test]
+    fn a_new_source_is_not_held_to_what_a_quiet_one_delivered() {
+        let start = Instant::now();
+        let mut guard = DeliveryGuard::default();
+        // A still screen: 40 kbit/s get through.
+        feed(&mut guard, start, 40.0, 0);
+        let held = guard.limit(1_400_000.0);
+        assert!(held < 100_000.0, "{held}");
+
+        // The camera comes back: for two seconds the controller's target stands...
+        let switched = start + Duration::from_secs(1);
+        guard.new_source(switched);
+        assert_eq!(guard.limit(1_400_000.0), 1_400_000.0);
+        guard.tick(switched + Duration::from_millis(1_900));
+        assert_eq!(guard.limit(1_400_000.0), 1_400_000.0);
+        // ...then what the new source delivers holds it again.
+        guard.tick(switched + Duration::from_millis(2_100));
+        assert_eq!(guard.limit(1_400_000.0), held);
+
+        // A ceiling set by overuse still holds within the grace, and heavy loss too.
+        guard.new_source(switched + Duration::from_secs(3));
+        guard.ceiling = Some(500_000.0);
+        assert_eq!(guard.limit(1_400_000.0), 500_000.0);
+        let mut lossy = DeliveryGuard::default();
+        feed(&mut lossy, start, 1000.0, 3);
+        lossy.new_source(start + Duration::from_secs(1));
+        assert!(lossy.limit(1_500_000.0) < 720_000.0);
     }
 
     #[test]

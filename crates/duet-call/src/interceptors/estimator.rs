@@ -17,6 +17,8 @@ pub(crate) struct PublishingEstimator {
     pub(crate) inner: Gcc,
     pub(crate) guard: DeliveryGuard,
     pub(crate) budget: SendBudget,
+    /// The budget's count of new sources when last looked at.
+    pub(crate) sources_seen: u64,
 }
 
 impl PublishingEstimator {
@@ -29,6 +31,30 @@ impl PublishingEstimator {
         self.guard
             .limit(self.inner.delay_based_bitrate())
             .max(self.guard.floor())
+    }
+
+    /// Takes on the ceiling of the source now sent (see
+    /// [`SendBudget::set_ceiling`]), and tells the guard of a new source.
+    fn follow_source(&mut self, now: Instant) {
+        let sources = self.budget.sources();
+        if sources != self.sources_seen {
+            self.sources_seen = sources;
+            self.guard.new_source(now);
+        }
+        self.follow_ceiling();
+    }
+
+    fn follow_ceiling(&mut self) {
+        if let Some(ceiling) = self.budget.ceiling()
+            && ceiling as f64 != self.inner.max()
+        {
+            tracing::debug!(
+                from_kbps = self.inner.max() as u64 / 1000,
+                to_kbps = ceiling / 1000,
+                "video ceiling"
+            );
+            self.inner.set_max(ceiling as f64);
+        }
     }
 
     fn publish(&self) {
@@ -58,6 +84,7 @@ impl BandwidthEstimator for PublishingEstimator {
                 ..report.clone()
             })
             .collect();
+        self.follow_source(now);
         self.inner.on_reports(now, &on_the_wire);
         self.guard.on_reports(now, &on_the_wire);
         self.publish();
@@ -68,6 +95,8 @@ impl BandwidthEstimator for PublishingEstimator {
     }
 
     fn handle_timeout(&mut self, now: Instant) {
+        self.follow_source(now);
+        self.guard.tick(now);
         self.inner.handle_timeout(now);
         self.publish();
     }
@@ -78,5 +107,57 @@ impl BandwidthEstimator for PublishingEstimator {
 
     fn stats(&self) -> EstimatorStats {
         self.inner.stats()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn estimator(budget: &SendBudget, max_bps: f64) -> PublishingEstimator {
+        PublishingEstimator {
+            inner: Gcc::new(max_bps, 100_000.0, max_bps),
+            guard: DeliveryGuard::with_floor(100_000.0),
+            budget: budget.clone(),
+            sources_seen: budget.sources(),
+        }
+    }
+
+    #[test]
+    fn the_ceiling_of_the_source_sent_becomes_the_controllers() {
+        let budget = SendBudget::default();
+        let mut estimator = estimator(&budget, 1_382_400.0);
+        let now = Instant::now();
+
+        // No ceiling set yet: the one it was built with holds.
+        estimator.handle_timeout(now);
+        assert_eq!(estimator.inner.max(), 1_382_400.0);
+        assert_eq!(budget.target_bps(), 1_382_400);
+
+        // A screen is shared: a higher ceiling, climbed to, not jumped to.
+        budget.set_ceiling(2_500_000);
+        estimator.handle_timeout(now);
+        assert_eq!(estimator.inner.max(), 2_500_000.0);
+        assert_eq!(budget.target_bps(), 1_382_400);
+
+        // Back on a camera with a lower ceiling than the target: at once.
+        budget.set_ceiling(800_000);
+        estimator.handle_timeout(now);
+        assert_eq!(estimator.inner.max(), 800_000.0);
+        assert_eq!(budget.target_bps(), 800_000);
+    }
+
+    #[test]
+    fn a_new_source_reaches_the_guard_once() {
+        let budget = SendBudget::default();
+        budget.note_new_source();
+        // Built after it: that source is the one it starts with.
+        let mut estimator = estimator(&budget, 1_382_400.0);
+        estimator.handle_timeout(Instant::now());
+        assert_eq!(estimator.sources_seen, 1);
+        budget.note_new_source();
+        budget.note_new_source();
+        estimator.handle_timeout(Instant::now());
+        assert_eq!(estimator.sources_seen, 3);
     }
 }

@@ -88,12 +88,19 @@ pub(crate) fn build_registry(
     }
     configure_simulcast_extension_headers(media)?;
 
-    let start = f64::from(bitrates.max_bps);
-    budget.set_target(u64::from(bitrates.max_bps));
+    // A connection made again mid-call starts at the ceiling of the source
+    // sent now, which may not be the one the call started with.
+    let max_bps = budget
+        .ceiling()
+        .and_then(|bps| u32::try_from(bps).ok())
+        .unwrap_or(bitrates.max_bps);
+    let start = f64::from(max_bps);
+    budget.set_target(u64::from(max_bps));
     let estimator = PublishingEstimator {
         inner: Gcc::new(start, f64::from(bitrates.min_bps), start),
         guard: DeliveryGuard::with_floor(f64::from(bitrates.min_bps)),
         budget: budget.clone(),
+        sources_seen: budget.sources(),
     };
     Ok(Registry::new()
         .with(

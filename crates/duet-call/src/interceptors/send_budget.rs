@@ -47,6 +47,12 @@ pub(crate) struct SendBudget {
     /// µs after [`epoch`] plus one; 0 while none waits. An atomic, as the
     /// budget's other figures: the pacer sets it on every packet.
     video_waiting_since: Arc<AtomicU64>,
+    /// The most the source being sent may use (a screen more than a
+    /// camera), in bits per second; 0 until the video sender sets it.
+    ceiling_bps: Arc<AtomicU64>,
+    /// Counts the times the video source changed (or the camera came back
+    /// on): the congestion controller lets a new source start at its target.
+    sources: Arc<AtomicU64>,
 }
 
 impl SendBudget {
@@ -70,6 +76,28 @@ impl SendBudget {
     /// The whole connection's target, or 0 while there is none yet.
     pub(crate) fn target_bps(&self) -> u64 {
         self.target_bps.load(Ordering::Relaxed)
+    }
+
+    /// Sets the ceiling of the source being sent; the congestion
+    /// controller takes it as its own from its next feedback on.
+    pub(crate) fn set_ceiling(&self, bps: u64) {
+        self.ceiling_bps.store(bps, Ordering::Relaxed);
+    }
+
+    /// Says the video source changed, or the camera came back on: what the
+    /// source before it delivered says nothing of what this one will send.
+    pub(crate) fn note_new_source(&self) {
+        self.sources.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// How many times [`SendBudget::note_new_source`] was called.
+    pub(crate) fn sources(&self) -> u64 {
+        self.sources.load(Ordering::Relaxed)
+    }
+
+    /// The ceiling of the source being sent, or `None` while none was set.
+    pub(crate) fn ceiling(&self) -> Option<u64> {
+        Some(self.ceiling_bps.load(Ordering::Relaxed)).filter(|&bps| bps > 0)
     }
 
     /// What audio, RTCP and resends sent lately, in bits per second.

@@ -31,8 +31,21 @@ pub(crate) struct VideoRequest {
     pub(crate) height: u32,
     /// Frame rate.
     pub(crate) fps: u32,
-    /// Starting and maximum bitrate.
+    /// Most bitrate of a camera, a test picture or a file.
     pub(crate) max_bps: u32,
+    /// Most bitrate of a screen: sharp text needs more than a face.
+    pub(crate) max_screen_bps: u32,
+}
+
+impl VideoRequest {
+    /// The most `source` may be sent at.
+    fn ceiling(&self, screen: bool) -> u32 {
+        if screen {
+            self.max_screen_bps
+        } else {
+            self.max_bps
+        }
+    }
 }
 
 /// Starts the video capture-and-encode thread, which opens the source; resolves once
@@ -49,8 +62,8 @@ pub(crate) async fn start_video_sender(
         width,
         height,
         fps,
-        max_bps,
-    } = request;
+        ..
+    } = request.clone();
     let started = spawn_with_device(
         "duet-video-send",
         threads,
@@ -60,7 +73,10 @@ pub(crate) async fn start_video_sender(
             let mut encoded_as = ((0, 0), 0);
             let mut keyframes = KeyframePacer::default();
             let mut ladder = EncodeLadder::new(source.is_screen());
+            let mut max_bps = request.ceiling(source.is_screen());
+            shared.send_budget.set_ceiling(u64::from(max_bps));
             let mut captured: u64 = 0;
+            let mut was_off = false;
             // Whether the last picture was skipped for the send queue.
             let mut backlogged = false;
             while !shared.stopped.load(Ordering::Relaxed) {
@@ -71,6 +87,11 @@ pub(crate) async fn start_video_sender(
                 {
                     source = new;
                     ladder = EncodeLadder::new(source.is_screen());
+                    // A screen may use more than a camera, and a camera
+                    // after it less again: congestion control follows.
+                    max_bps = request.ceiling(source.is_screen());
+                    shared.send_budget.set_ceiling(u64::from(max_bps));
+                    shared.send_budget.note_new_source();
                     // The new picture starts a new chain of references.
                     shared.keyframe_wanted.store(true, Ordering::Relaxed);
                 }
@@ -78,9 +99,14 @@ pub(crate) async fn start_video_sender(
                 else {
                     return;
                 };
-                if shared.camera_off.load(Ordering::Relaxed) {
+                let camera_off = shared.camera_off.load(Ordering::Relaxed);
+                if camera_off {
                     frame = paused_picture(&frame);
+                } else if was_off {
+                    // The paused picture cost next to nothing; the camera will not.
+                    shared.send_budget.note_new_source();
                 }
+                was_off = camera_off;
                 // Shared with the self-view, not copied: the encoder reads the same planes.
                 let frame = Arc::new(frame);
                 if let Some(preview) = &shared.local_video {

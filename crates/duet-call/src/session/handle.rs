@@ -40,8 +40,13 @@ pub struct CallConfig {
     pub height: u32,
     /// Capture rate asked for.
     pub fps: u32,
-    /// Starting and maximum video bitrate, bits per second.
+    /// Most video bitrate of a camera, a test picture or a file, bits per
+    /// second; a call starts at its source's most.
     pub max_video_bps: u32,
+    /// Most video bitrate while a screen is sent (from the start or after a
+    /// switch mid-call): sharp text at up to 1920 pixels across needs more
+    /// than a face.
+    pub max_screen_bps: u32,
     /// STUN/TURN servers (`--ice`); those the signaling server hands out are added.
     pub ice_servers: Vec<String>,
     /// Only relayed candidates (`--ice-transport relay`): the other peer never
@@ -61,7 +66,20 @@ pub struct CallConfig {
     pub udp_addrs: Vec<String>,
 }
 
+/// What a shared screen may use unless told otherwise: sharp text at 5–15
+/// pictures a second of up to 1920 pixels across.
+pub const DEFAULT_SCREEN_BPS: u32 = 2_500_000;
+
 impl CallConfig {
+    /// The most video bitrate of the source the call starts with.
+    pub(crate) fn starting_video_bps(&self) -> u32 {
+        if self.video.is_screen() {
+            self.max_screen_bps
+        } else {
+            self.max_video_bps
+        }
+    }
+
     /// The defaults of `docs/cli.md` for this server, room and role.
     pub fn new(server: impl Into<String>, room: impl Into<String>, role: RoleRequest) -> Self {
         CallConfig {
@@ -75,6 +93,7 @@ impl CallConfig {
             height: 480,
             fps: 30,
             max_video_bps: 1_500_000,
+            max_screen_bps: DEFAULT_SCREEN_BPS,
             ice_servers: Vec::new(),
             relay_only: false,
             audio_output: AudioOutput::Speaker(None),

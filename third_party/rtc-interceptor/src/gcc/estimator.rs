@@ -91,6 +91,23 @@ impl Gcc {
     pub fn loss_based_bitrate(&self) -> f64 {
         self.loss_control.target()
     }
+
+    /// Duet patch: moves the ceiling mid-call (a call that starts sending a
+    /// screen may use more than its camera did, and less again after). A
+    /// target above the new ceiling comes down to it at once; below it, the
+    /// target climbs as it would towards any ceiling, so a higher one is
+    /// probed, not jumped to.
+    pub fn set_max(&mut self, max: f64) {
+        self.max = max.max(self.min);
+        self.delay_control.set_max(self.max);
+        self.loss_control.set_max(self.max);
+        self.target = self.target.min(self.max);
+    }
+
+    /// Duet patch: the ceiling in force.
+    pub fn max(&self) -> f64 {
+        self.max
+    }
 }
 
 impl BandwidthEstimator for Gcc {
@@ -227,6 +244,46 @@ mod tests {
                 gcc.target_bitrate()
             );
         }
+    }
+
+    /// Duet patch: a lower ceiling brings the target down at once; a higher one is climbed to
+    /// over seconds of quiet feedback, not jumped to.
+    #[test]
+    fn a_new_ceiling_bounds_the_target_from_then_on() {
+        let epoch = Instant::now();
+        let mut gcc = Gcc::new(1_000_000.0, 100_000.0, 1_000_000.0);
+        let quiet = |gcc: &mut Gcc, from: u64, batches: u64| {
+            for batch in from..from + batches {
+                let at = epoch + Duration::from_millis(batch * 200);
+                let reports: Vec<PacketReport> = (0..10)
+                    .map(|index| {
+                        let id = batch * 10 + index;
+                        let departure = at + Duration::from_millis(index * 10);
+                        report(id, departure, Some(batch * 200 + index * 10 + 20))
+                    })
+                    .collect();
+                gcc.on_reports(at, &reports);
+            }
+        };
+        quiet(&mut gcc, 0, 10);
+        assert_eq!(gcc.target_bitrate(), 1_000_000.0);
+
+        gcc.set_max(600_000.0);
+        assert_eq!(gcc.max(), 600_000.0);
+        assert_eq!(gcc.target_bitrate(), 600_000.0);
+        assert!(gcc.delay_based_bitrate() <= 600_000.0);
+        assert!(gcc.loss_based_bitrate() <= 600_000.0);
+
+        gcc.set_max(2_500_000.0);
+        quiet(&mut gcc, 10, 1);
+        let first = gcc.target_bitrate();
+        assert!(first < 1_000_000.0, "a higher ceiling is not jumped to: {first}");
+        quiet(&mut gcc, 11, 150);
+        assert_eq!(gcc.target_bitrate(), 2_500_000.0);
+
+        // Never below the floor.
+        gcc.set_max(50_000.0);
+        assert_eq!(gcc.max(), 100_000.0);
     }
 
     /// The stats expose both halves, so an application can see *why* the target is where it is

@@ -58,6 +58,14 @@ impl LossController {
         }
     }
 
+    /// Duet patch: a new ceiling mid-call, as [`RateController::set_max`].
+    ///
+    /// [`RateController::set_max`]: super::rate_control::RateController::set_max
+    pub fn set_max(&mut self, max: f64) {
+        self.max = max.max(self.min);
+        self.target = self.target.min(self.max);
+    }
+
     /// The current loss-based target, in bits per second.
     pub fn target(&self) -> f64 {
         self.target

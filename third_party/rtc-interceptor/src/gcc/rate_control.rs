@@ -56,6 +56,14 @@ impl RateController {
         }
     }
 
+    /// Duet patch: a new ceiling mid-call (a shared screen may be sent at
+    /// more than a camera). A target above it comes down to it at once; a
+    /// higher one is climbed to as any increase is.
+    pub fn set_max(&mut self, max: f64) {
+        self.max = max.max(self.min);
+        self.target = self.target.min(self.max);
+    }
+
     /// How hard to back off, as a fraction of the received rate.
     pub fn with_decrease_factor(mut self, decrease_factor: f64) -> Self {
         self.decrease_factor = decrease_factor;
