@@ -18,6 +18,63 @@ use common::xdisplay::{PatternWindow, VirtualDisplay};
 use common::{Scratch, number, peer, peer_with_env, report, serialised, start_server};
 use duet_media::VideoFrame;
 
+/// The luma rows `rows` and columns `columns` of `frame` that differ from `other`'s.
+fn changed_in(
+    frame: &VideoFrame,
+    other: &VideoFrame,
+    rows: std::ops::Range<usize>,
+    columns: std::ops::Range<usize>,
+) -> usize {
+    let width = frame.width() as usize;
+    let (a, b) = (frame.planes().0, other.planes().0);
+    rows.flat_map(|row| columns.clone().map(move |column| row * width + column))
+        .filter(|&at| a[at].abs_diff(b[at]) > 40)
+        .count()
+}
+
+#[test]
+fn the_shared_screen_shows_the_pointer_where_it_is() {
+    use x11rb::connection::Connection as _;
+    use x11rb::protocol::xproto::ConnectionExt as _;
+    use x11rb::wrapper::ConnectionExt as _;
+
+    let display = VirtualDisplay::start(320, 240);
+    let mut screen = duet_media::screen::ScreenSource::open_on(&display.name, None, 15).unwrap();
+    let (connection, number) = x11rb::connect(Some(&display.name)).unwrap();
+    let root = connection.setup().roots[number].root;
+    let point_at = |x: i16, y: i16| {
+        connection
+            .warp_pointer(x11rb::NONE, root, 0, 0, 0, 0, x, y)
+            .unwrap();
+        connection.sync().unwrap();
+    };
+
+    // Xvfb's root is a fine black-and-white weave; only the pointer moves.
+    point_at(80, 60);
+    let at_top_left = screen.next_frame().unwrap();
+    point_at(240, 180);
+    let at_bottom_right = screen.next_frame().unwrap();
+    assert_eq!((at_top_left.width(), at_top_left.height()), (320, 240));
+
+    // Xvfb's pointer is the X cursor, about 16 pixels a side around its hot spot.
+    let near_first = changed_in(&at_top_left, &at_bottom_right, 50..70, 70..90);
+    let near_second = changed_in(&at_top_left, &at_bottom_right, 170..190, 230..250);
+    assert!(
+        near_first > 20,
+        "no pointer at (80, 60): {near_first} pixels changed"
+    );
+    assert!(
+        near_second > 20,
+        "no pointer at (240, 180): {near_second} pixels changed"
+    );
+    let everywhere = changed_in(&at_top_left, &at_bottom_right, 0..240, 0..320);
+    assert_eq!(
+        everywhere,
+        near_first + near_second,
+        "only the pointer's two places differ"
+    );
+}
+
 /// A looped 640x480 picture with motion and no stamp: the camera of the test.
 fn write_camera_file(path: &std::path::Path) {
     let frames: Vec<VideoFrame> = (0..30)

@@ -26,6 +26,7 @@ mod mic_wait;
 pub mod opus_codec;
 pub mod resample;
 pub mod screen;
+mod screen_cursor;
 pub mod sink;
 pub mod source;
 pub mod speech_like;

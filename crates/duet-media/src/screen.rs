@@ -2,7 +2,8 @@
 //! `$DISPLAY` read with `GetImage` (about 2 ms for 1280x720 under Xvfb), the
 //! whole screen or one of its monitors (RandR), scaled to at most
 //! [`MAX_SCREEN_WIDTH`] wide and paced at a screen's rate: text wants sharp
-//! pixels more than motion, so 5–15 pictures a second ([`screen_fps`]).
+//! pixels more than motion, so 5–15 pictures a second ([`screen_fps`]). The
+//! pointer, which `GetImage` leaves out, is drawn in (`screen_cursor.rs`).
 //!
 //! Wayland compositors do not let a client read the screen; sharing there
 //! goes through the desktop portal (PipeWire), which Duet does not speak
@@ -17,6 +18,7 @@ use x11rb::rust_connection::RustConnection;
 
 use crate::MediaError;
 use crate::frame::VideoFrame;
+use crate::screen_cursor::{PointerReader, draw_pointer};
 use crate::test_video::FramePacer;
 
 /// Screens wider than this are scaled down to it (height in proportion).
@@ -79,6 +81,8 @@ pub struct ScreenSource {
     pacer: FramePacer,
     /// The scaled BGRX picture, kept between frames.
     scaled: Vec<u8>,
+    /// `GetImage` leaves the pointer out; it is drawn in from XFixes.
+    pointer: PointerReader,
 }
 
 impl std::fmt::Debug for ScreenSource {
@@ -102,7 +106,17 @@ impl ScreenSource {
             std::env::var("DISPLAY").ok().as_deref(),
             std::env::var("WAYLAND_DISPLAY").ok().as_deref(),
         )?;
-        let (connection, screen) = x11rb::connect(Some(&display_name))
+        ScreenSource::open_on(&display_name, monitor, fps)
+    }
+
+    /// [`ScreenSource::open`] on the X display `display_name` (`:0`) rather
+    /// than `$DISPLAY`'s.
+    pub fn open_on(
+        display_name: &str,
+        monitor: Option<u32>,
+        fps: u32,
+    ) -> Result<ScreenSource, MediaError> {
+        let (connection, screen) = x11rb::connect(Some(display_name))
             .map_err(|err| x_error(&format!("cannot open the X display {display_name}"), err))?;
         let root = connection
             .setup()
@@ -115,8 +129,10 @@ impl ScreenSource {
         let area = find_area(&connection, root, monitor)?;
         let fps = screen_fps(fps);
         tracing::info!(x_display = %display_name, ?monitor, ?area, fps, "screen open");
+        let pointer = PointerReader::new(&connection);
         let mut source = ScreenSource {
             connection,
+            pointer,
             root,
             monitor,
             area,
@@ -151,7 +167,7 @@ impl ScreenSource {
             width,
             height,
         } = self.area;
-        let reply = self
+        let mut reply = self
             .connection
             .get_image(ImageFormat::Z_PIXMAP, self.root, x, y, width, height, !0)
             .map_err(|err| x_error("cannot read the screen", err))?
@@ -164,6 +180,10 @@ impl ScreenSource {
                 "a screen of depth {} (only 24- and 32-bit screens can be shared)",
                 reply.depth
             )));
+        }
+        if let Some(pointer) = self.pointer.read(&self.connection) {
+            let screen = &mut reply.data[..stride * height as usize];
+            draw_pointer(screen, width, height, (x.into(), y.into()), &pointer);
         }
         let (out_w, out_h) = sent_size(width, height);
         let bgrx: &[u8] = if (out_w, out_h) == (width, height) {
