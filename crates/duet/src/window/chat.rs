@@ -5,6 +5,8 @@
 
 use duet_call::{ChatAuthor, ChatMessage, ChatState, MAX_CHAT_BYTES};
 use eframe::egui::{self, Color32, RichText};
+use jiff::Timestamp;
+use jiff::tz::TimeZone;
 
 use super::view::Action;
 
@@ -12,16 +14,36 @@ use super::view::Action;
 const KEPT: usize = 500;
 
 /// The messages shown, oldest first, and how many the person has not seen.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ChatHistory {
     messages: Vec<ChatMessage>,
     /// Where the current session's messages begin: our ids start from 1 in
     /// each session, so a state change only matches a message after this.
     session_start: usize,
     unread: usize,
+    /// Whose clock the times are shown on.
+    zone: TimeZone,
+}
+
+impl Default for ChatHistory {
+    /// Times on this computer's clock (its time zone, `TZ` or
+    /// `/etc/localtime`), as a person reads the time.
+    fn default() -> Self {
+        ChatHistory::in_zone(TimeZone::system())
+    }
 }
 
 impl ChatHistory {
+    /// An empty history whose times are shown in `zone`.
+    pub fn in_zone(zone: TimeZone) -> ChatHistory {
+        ChatHistory {
+            messages: Vec::new(),
+            session_start: 0,
+            unread: 0,
+            zone,
+        }
+    }
+
     /// A new session (call again) starts numbering our messages anew.
     pub fn new_session(&mut self) {
         self.session_start = self.messages.len();
@@ -65,20 +87,27 @@ impl ChatHistory {
     }
 }
 
-/// `HH:MM:SS UTC` of a wall-clock time in ms since the Unix epoch.
+/// `HH:MM:SS UTC` of a wall-clock time in ms since the Unix epoch: the
+/// headless progress lines, read by scripts as much as by people, say the
+/// same wherever they run.
 pub fn utc_time_of_day(ms: u64) -> String {
-    let seconds = (ms / 1000) % 86_400;
-    format!(
-        "{:02}:{:02}:{:02} UTC",
-        seconds / 3600,
-        seconds / 60 % 60,
-        seconds % 60
-    )
+    format!("{} UTC", time_of_day(ms, &TimeZone::UTC))
+}
+
+/// `HH:MM:SS` of a wall-clock time (ms since the Unix epoch) in `zone`.
+pub fn time_of_day(ms: u64, zone: &TimeZone) -> String {
+    i64::try_from(ms)
+        .ok()
+        .and_then(|ms| Timestamp::from_millisecond(ms).ok())
+        .map_or_else(
+            || "--:--:--".to_owned(),
+            |at| at.to_zoned(zone.clone()).strftime("%H:%M:%S").to_string(),
+        )
 }
 
 /// One message's header line: who, when, and for ours where it is.
-fn header(message: &ChatMessage) -> String {
-    let time = utc_time_of_day(message.sent_at_ms);
+fn header(message: &ChatMessage, zone: &TimeZone) -> String {
+    let time = time_of_day(message.sent_at_ms, zone);
     match (message.author, message.state) {
         (ChatAuthor::Peer, _) => format!("Them · {time}"),
         (ChatAuthor::Me, ChatState::Delivered) => format!("You · {time} · delivered"),
@@ -156,7 +185,11 @@ pub fn chat_panel(
                     ChatState::NotDelivered => Color32::from_rgb(0xe6, 0x7e, 0x22),
                     _ => Color32::GRAY,
                 };
-                ui.label(RichText::new(header(message)).small().color(colour));
+                ui.label(
+                    RichText::new(header(message, &history.zone))
+                        .small()
+                        .color(colour),
+                );
                 ui.label(&message.text);
                 ui.add_space(6.0);
             }
@@ -230,8 +263,19 @@ mod tests {
     }
 
     #[test]
+    fn times_are_shown_on_the_readers_clock() {
+        // 1_700_000_000_000 ms is 22:13:20 UTC.
+        assert_eq!(time_of_day(1_700_000_000_000, &TimeZone::UTC), "22:13:20");
+        let paris_in_winter = TimeZone::fixed(jiff::tz::offset(1));
+        assert_eq!(time_of_day(1_700_000_000_000, &paris_in_winter), "23:13:20");
+        let new_york = TimeZone::fixed(jiff::tz::offset(-5));
+        assert_eq!(time_of_day(1_700_000_000_000, &new_york), "17:13:20");
+        assert_eq!(time_of_day(u64::MAX, &TimeZone::UTC), "--:--:--");
+    }
+
+    #[test]
     fn messages_show_who_and_when_and_enter_sends_the_box() {
-        let mut history = ChatHistory::default();
+        let mut history = ChatHistory::in_zone(TimeZone::fixed(jiff::tz::offset(1)));
         history.apply(message(
             ChatAuthor::Peer,
             1,
@@ -246,9 +290,9 @@ mod tests {
         ));
         let mut harness = harness(history);
         harness.run();
-        harness.get_by_label("Them · 22:13:20 UTC");
+        harness.get_by_label("Them · 23:13:20");
         harness.get_by_label("здравствуй, мир");
-        harness.get_by_label("You · 22:13:20 UTC · not delivered");
+        harness.get_by_label("You · 23:13:20 · not delivered");
         harness.get_by_label("hi there");
 
         harness
