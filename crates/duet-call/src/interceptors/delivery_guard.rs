@@ -151,6 +151,8 @@ pub(crate) struct DeliveryGuard {
     new_source_until: Option<Instant>,
     /// The latest instant the guard was told of.
     now: Option<Instant>,
+    /// The last target the guard let through: what the path carried then.
+    allowed: Option<f64>,
 }
 
 impl DeliveryGuard {
@@ -382,7 +384,16 @@ impl DeliveryGuard {
 
     /// `target` kept within reach of what the path delivers; `target` itself
     /// until there is a second's worth of feedback.
-    pub(crate) fn limit(&self, target: f64) -> f64 {
+    ///
+    /// What arrives bounds how far the target may climb, not the level it
+    /// keeps: a source that sends less for a while (a still screen, a
+    /// paused camera) says nothing of the path, and a target held to 1.5
+    /// times its few tens of kbit/s left the next slide encoded at 60 kbit/s
+    /// and sharp only seconds later. libwebrtc's rate control does the same
+    /// ("don't decrease the estimate just because the throughput is low").
+    /// The target comes down on what does speak of the path: the controller's
+    /// overuse, heavy loss, a ceiling after a queue.
+    pub(crate) fn limit(&mut self, target: f64) -> f64 {
         let Some((delivered, loss)) = self.delivery() else {
             return target;
         };
@@ -390,15 +401,17 @@ impl DeliveryGuard {
             .new_source_until
             .zip(self.now)
             .is_some_and(|(until, now)| now < until);
-        let lead = if loss.heavy() {
-            1.0
+        let limited = if loss.heavy() {
+            target.min(delivered)
         } else if new_source {
-            f64::INFINITY
+            target
         } else {
-            HEADROOM
+            let kept = self.allowed.unwrap_or(0.0);
+            target.min((delivered * HEADROOM).max(kept))
         };
-        let limited = target.min(delivered * lead);
-        self.ceiling.map_or(limited, |ceiling| limited.min(ceiling))
+        let limited = self.ceiling.map_or(limited, |ceiling| limited.min(ceiling));
+        self.allowed = Some(limited);
+        limited
     }
 }
 
@@ -514,23 +527,40 @@ mod tests {
     }
 
     #[test]
+    fn a_quiet_spell_bounds_the_climb_but_does_not_lower_the_target() {
+        let start = Instant::now();
+        let mut guard = DeliveryGuard::default();
+        // A camera: 1 Mbit/s gets through.
+        feed(&mut guard, start, 1000.0, 0);
+        let camera = guard.limit(2_000_000.0);
+        assert!((1_400_000.0..1_600_000.0).contains(&camera), "{camera}");
+        // A still screen: 40 kbit/s. The target stays where the camera had it...
+        feed(&mut guard, start + Duration::from_secs(2), 40.0, 0);
+        assert_eq!(guard.limit(2_000_000.0), camera);
+        // ...and does not climb past it on the screen's delivery.
+        assert_eq!(guard.limit(3_000_000.0), camera);
+        // The controller's own back-off (overuse) lowers it, and then only
+        // what arrives lets it climb again.
+        assert_eq!(guard.limit(800_000.0), 800_000.0);
+        assert_eq!(guard.limit(2_000_000.0), 800_000.0);
+    }
+
+    #[test]
     fn a_new_source_is_not_held_to_what_a_quiet_one_delivered() {
         let start = Instant::now();
         let mut guard = DeliveryGuard::default();
-        // A still screen: 40 kbit/s get through.
+        // A call that starts on a still screen: 40 kbit/s get through.
         feed(&mut guard, start, 40.0, 0);
         let held = guard.limit(1_400_000.0);
         assert!(held < 100_000.0, "{held}");
 
-        // The camera comes back: for two seconds the controller's target stands...
+        // The camera comes on: the controller's target stands at once, and
+        // after the grace too, unless the path says otherwise.
         let switched = start + Duration::from_secs(1);
         guard.new_source(switched);
         assert_eq!(guard.limit(1_400_000.0), 1_400_000.0);
-        guard.tick(switched + Duration::from_millis(1_900));
-        assert_eq!(guard.limit(1_400_000.0), 1_400_000.0);
-        // ...then what the new source delivers holds it again.
         guard.tick(switched + Duration::from_millis(2_100));
-        assert_eq!(guard.limit(1_400_000.0), held);
+        assert_eq!(guard.limit(1_400_000.0), 1_400_000.0);
 
         // A ceiling set by overuse still holds within the grace, and heavy loss too.
         guard.new_source(switched + Duration::from_secs(3));

@@ -19,6 +19,8 @@ pub(crate) struct PublishingEstimator {
     pub(crate) budget: SendBudget,
     /// The budget's count of new sources when last looked at.
     pub(crate) sources_seen: u64,
+    /// The target as last worked out (the guard keeps state between two).
+    pub(crate) target: f64,
 }
 
 impl PublishingEstimator {
@@ -27,10 +29,11 @@ impl PublishingEstimator {
     /// above 10 %, so the loss of one overshoot takes the target to the
     /// floor, and below 2 % it only climbs 5 % a step; the guard's ceiling
     /// answers loss from what got through instead.
-    fn target(&self) -> f64 {
-        self.guard
+    fn update_target(&mut self) {
+        self.target = self
+            .guard
             .limit(self.inner.delay_based_bitrate())
-            .max(self.guard.floor())
+            .max(self.guard.floor());
     }
 
     /// Takes on the ceiling of the source now sent (see
@@ -57,8 +60,10 @@ impl PublishingEstimator {
         }
     }
 
-    fn publish(&self) {
-        let target = self.target() as u64;
+    /// Works out the target and publishes it in the budget.
+    fn publish(&mut self) {
+        self.update_target();
+        let target = self.target as u64;
         self.budget.set_path_limited(self.guard.ceiling().is_some());
         let before = self.budget.set_target(target);
         if before.abs_diff(target) * 10 > before {
@@ -91,7 +96,7 @@ impl BandwidthEstimator for PublishingEstimator {
     }
 
     fn target_bitrate(&self) -> f64 {
-        self.target()
+        self.target
     }
 
     fn handle_timeout(&mut self, now: Instant) {
@@ -120,6 +125,7 @@ mod tests {
             guard: DeliveryGuard::with_floor(100_000.0),
             budget: budget.clone(),
             sources_seen: budget.sources(),
+            target: max_bps,
         }
     }
 

@@ -101,6 +101,7 @@ pub(crate) fn build_registry(
         guard: DeliveryGuard::with_floor(f64::from(bitrates.min_bps)),
         budget: budget.clone(),
         sources_seen: budget.sources(),
+        target: start,
     };
     Ok(Registry::new()
         .with(
