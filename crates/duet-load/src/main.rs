@@ -121,10 +121,10 @@ fn main() -> anyhow::Result<()> {
         Some(n) => n,
         None => workers::processes_needed(args.connections, limit),
     };
-    let held_here = if processes == 1 { args.connections } else { 0 };
-    if limit < (held_here + args.hostile) as u64 + 64
-        || (processes > 1 && limit < (args.connections.div_ceil(processes)) as u64 + 64)
-    {
+    // Each load process holds its share; this one also the hostile clients.
+    let per_process = args.connections.div_ceil(processes);
+    let here = args.hostile + if processes == 1 { per_process } else { 0 };
+    if limit < here.max(per_process) as u64 + 64 {
         bail!(
             "the open-file limit is {limit}; {} connections in {processes} process(es) need more",
             args.connections

@@ -87,11 +87,13 @@ const NARROW_HOLD_SHARE: f64 = 0.9;
 const NARROW_HOLD: Duration = Duration::from_secs(15);
 /// After the video source changes (a screen shared or stopped, the camera
 /// back on), the target is not held to [`HEADROOM`] times what the source
-/// before it delivered for this long. A still screen or a paused camera
-/// sends a few tens of kbit/s: held to 1.5 times that, the next source was
-/// encoded at 320x240 and climbed back 1.5 times a second, 8 s to a camera's
-/// 1.4 Mbit/s. A path that cannot carry the new rate still overflows into
-/// a back-off within the grace, as at a call's start.
+/// before it delivered for this long. A target the path once carried is
+/// kept anyway (see [`DeliveryGuard::limit`]); this is for a call that
+/// started on a quiet source (a still screen, a paused camera: a few tens
+/// of kbit/s), whose target never rose: held to 1.5 times that, the next
+/// source was encoded at 320x240 and climbed back 1.5 times a second, 8 s
+/// to a camera's 1.4 Mbit/s. A path that cannot carry the new rate still
+/// overflows into a back-off within the grace, as at a call's start.
 const NEW_SOURCE_GRACE: Duration = Duration::from_secs(2);
 /// Backing off again within this long would act twice on one queue.
 const BACK_OFF_INTERVAL: Duration = Duration::from_millis(300);
