@@ -4,7 +4,8 @@
 #
 #   build:  compilers, pkg-config, ALSA headers (cpal), libclang (nokhwa's
 #           bindgen), cmake (bundled libopus), nasm (openh264's assembly:
-#           without it the encoder silently builds ~3x slower)
+#           without it the encoder silently builds ~3x slower), PipeWire's
+#           headers (screen sharing on Wayland, through the desktop portal)
 set -euo pipefail
 
 #   window: the X11/Wayland and OpenGL libraries the eframe window loads at
@@ -20,16 +21,20 @@ set -euo pipefail
 #           need a network other than this machine's (they run as root, as CI
 #           does); coturn, the TURN server that relays calls between two NATs
 #           (the tests start it themselves; it is not left running)
+#   wayland: a Wayland desktop whose screen the desktop portal shares: sway
+#           (headless), PipeWire and WirePlumber, xdg-desktop-portal and its
+#           wlroots backend, a D-Bus session bus; the tests start them all
 #   scale-out: redis-server (rooms shared by several `duet serve --redis`
 #           instances) and haproxy (the load balancer in front of them); the
 #           multi-server tests start both themselves on free ports
 packages=(
-  build-essential pkg-config libasound2-dev libclang-dev cmake nasm
+  build-essential pkg-config libasound2-dev libclang-dev cmake nasm libpipewire-0.3-dev
   libgl1 libglx-mesa0 libgl1-mesa-dri libegl1 libegl-mesa0 libx11-xcb1 libxcursor1
   libxi6 libxrender1 libxkbcommon-x11-0 libfontconfig1 libwayland-client0
   xvfb xauth imagemagick chromium chromium-driver
   pulseaudio pulseaudio-utils libasound2-plugins alsa-utils
   iproute2 nftables iptables coturn
+  sway pipewire wireplumber xdg-desktop-portal xdg-desktop-portal-wlr dbus
   redis-server haproxy
 )
 

@@ -3,7 +3,9 @@
 //! shares that display, then goes back to the camera, all in one call; the
 //! headless callee reads live stamps in the pictures it received (only the
 //! shared screen carries them), follows 640x480 → 1280x800 → 640x480 without
-//! a freeze over 500 ms, and ends on the camera's picture. And the browser
+//! a freeze over 500 ms, and ends on the camera's picture. The same on a
+//! Wayland desktop through the desktop portal and PipeWire, whose dialog
+//! takes 2 s to answer (the camera goes on) or is declined. And the browser
 //! page shows a screen the app shares, at the screen's size, stamps live; and
 //! shares its own (`getDisplayMedia`, Chromium's fake screen) with the app,
 //! which follows the change of size without a freeze.
@@ -14,6 +16,7 @@ mod common;
 use std::time::{Duration, SystemTime};
 
 use common::browser::{Browser, Devices};
+use common::wayland::{PatternSurface, Pick, WaylandDesktop};
 use common::xdisplay::{PatternWindow, VirtualDisplay};
 use common::{Scratch, number, peer, peer_with_env, report, serialised, start_server};
 use duet_media::VideoFrame;
@@ -39,7 +42,7 @@ fn the_shared_screen_shows_the_pointer_where_it_is() {
     use x11rb::wrapper::ConnectionExt as _;
 
     let display = VirtualDisplay::start(320, 240);
-    let mut screen = duet_media::screen::ScreenSource::open_on(&display.name, None, 15).unwrap();
+    let mut screen = duet_media::screen::X11Screen::open(&display.name, None, 15).unwrap();
     let (connection, number) = x11rb::connect(Some(&display.name)).unwrap();
     let root = connection.setup().roots[number].root;
     let point_at = |x: i16, y: i16| {
@@ -97,32 +100,109 @@ fn the_callee_sees_the_shared_screen_live_and_follows_camera_screen_camera() {
     let scratch = Scratch::new("screen-share");
     let display = VirtualDisplay::start(1280, 800);
     let _pattern = PatternWindow::show(&display.name, 1280, 240, 15);
+    camera_screen_camera(&scratch, &[("DISPLAY", display.name.as_str())], 2..5);
+}
+
+/// The same on Wayland: the screen comes through the desktop portal, whose
+/// dialog the person takes 2 s to answer; the camera goes on meanwhile (no
+/// freeze over 500 ms).
+#[test]
+fn on_wayland_the_screen_is_shared_through_the_desktop_portal() {
+    let _one = serialised();
+    let scratch = Scratch::new("screen-portal");
+    let desktop = WaylandDesktop::start("share", Pick::After(Duration::from_secs(2)));
+    let _pattern = PatternSurface::show(&desktop, 1280, 240, 15);
+    let env = desktop.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    if let Err(panic) = std::panic::catch_unwind(|| camera_screen_camera(&scratch, &env, 2..7)) {
+        eprintln!("{}", desktop.logs());
+        std::panic::resume_unwind(panic);
+    }
+}
+
+/// A share declined in the portal's dialog: one line says so, and the test
+/// pattern goes on without a freeze.
+#[test]
+fn on_wayland_a_share_declined_in_the_portal_leaves_the_call_as_it_was() {
+    let _one = serialised();
+    let scratch = Scratch::new("screen-declined");
+    let desktop = WaylandDesktop::start("declined", Pick::Declined);
+    let (_server, url) = start_server(&scratch, "127.0.0.1:0");
+    let env = desktop.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let args = ["--switch-video", "1:screen", "--duration", "5"];
+    let mut sharer = peer_with_env(&scratch, "sharer", "caller", &url, "880", &args, &env);
+    sharer.expect_line("waiting for the other peer", Duration::from_secs(30));
+    let mut viewer = peer(
+        &scratch,
+        "viewer",
+        "callee",
+        &url,
+        "660",
+        &["--duration", "20"],
+    );
+    for (name, side) in [("sharer", &mut sharer), ("viewer", &mut viewer)] {
+        let status = side.wait_for_exit(Duration::from_secs(40));
+        assert!(
+            status.success(),
+            "{name}: {}\n{}",
+            side.stderr(),
+            desktop.logs()
+        );
+        side.read_to_end(Duration::from_secs(5));
+    }
+    let declined: Vec<&String> = sharer
+        .seen
+        .iter()
+        .filter(|line| line.starts_with("notice: cannot share a screen"))
+        .collect();
+    assert_eq!(
+        declined,
+        [
+            "notice: cannot share a screen: sharing was declined in the desktop portal's dialog; \
+          the video source is unchanged"
+        ],
+        "{:?}",
+        sharer.seen
+    );
+    let seen = report(&scratch, "viewer");
+    let frozen = number(&seen, &["video", "total_freezes_duration_ms"]);
+    assert!(frozen < 500.0, "freezes of {frozen} ms in all: {seen:#}");
+    // The test pattern all along: about 5 s at 30 fps, every frame stamped.
+    assert!(
+        number(&seen, &["video", "stamped_frames"]) >= 100.0,
+        "{seen:#}"
+    );
+}
+
+/// A caller sends a camera (a file without stamps), asks to share the screen
+/// that `env` leads to at `share.start` s and goes back to the camera at
+/// `share.end` s; the callee must have read live stamps from the screen
+/// only, ended on the camera's size, and seen no freeze over 500 ms.
+/// Returns the callee's report.
+fn camera_screen_camera(
+    scratch: &Scratch,
+    env: &[(&str, &str)],
+    share: std::ops::Range<u32>,
+) -> serde_json::Value {
     let camera = scratch.path("camera.y4m");
     write_camera_file(&camera);
-    let (_server, url) = start_server(&scratch, "127.0.0.1:0");
+    let (_server, url) = start_server(scratch, "127.0.0.1:0");
 
     let caller_args = [
         "--video",
         camera.to_str().unwrap(),
         "--switch-video",
-        "2:screen",
+        &format!("{}:screen", share.start),
         "--switch-video",
-        &format!("5:{}", camera.display()),
+        &format!("{}:{}", share.end, camera.display()),
         "--duration",
-        "8",
+        &(share.end + 3).to_string(),
     ];
-    let mut caller = peer_with_env(
-        &scratch,
-        "sharer",
-        "caller",
-        &url,
-        "880",
-        &caller_args,
-        &[("DISPLAY", display.name.as_str())],
-    );
+    let mut caller = peer_with_env(scratch, "sharer", "caller", &url, "880", &caller_args, env);
     caller.expect_line("waiting for the other peer", Duration::from_secs(30));
     let mut callee = peer(
-        &scratch,
+        scratch,
         "viewer",
         "callee",
         &url,
@@ -134,18 +214,19 @@ fn the_callee_sees_the_shared_screen_live_and_follows_camera_screen_camera() {
         assert!(status.success(), "{name}: {}", side.stderr());
         side.read_to_end(Duration::from_secs(5));
     }
+    let switches = caller
+        .seen
+        .iter()
+        .filter(|l| l.starts_with("switching video"))
+        .count();
+    assert_eq!(switches, 2, "{:?}", caller.seen);
     assert!(
-        caller
-            .seen
-            .iter()
-            .filter(|l| l.starts_with("switching video"))
-            .count()
-            == 2,
+        !caller.seen.iter().any(|l| l.contains("cannot share")),
         "{:?}",
         caller.seen
     );
 
-    let viewer = report(&scratch, "viewer");
+    let viewer = report(scratch, "viewer");
     let video = &viewer["video"];
     // About 3 s of the screen at 15 fps; only the screen carries stamps.
     let stamped = number(&viewer, &["video", "stamped_frames"]);
@@ -168,12 +249,13 @@ fn the_callee_sees_the_shared_screen_live_and_follows_camera_screen_camera() {
     );
     let frozen = number(&viewer, &["video", "total_freezes_duration_ms"]);
     assert!(frozen < 500.0, "freezes of {frozen} ms in all: {video:#}");
-    let sharer = report(&scratch, "sharer");
+    let sharer = report(scratch, "sharer");
     assert!(
         number(&sharer, &["video", "keyframes_sent"]) >= 3.0,
         "{:#}",
         sharer["video"]
     );
+    viewer
 }
 
 #[test]

@@ -8,6 +8,7 @@ pub mod pulse;
 pub mod scale_out;
 pub mod screen;
 pub mod sound;
+pub mod wayland;
 pub mod xdisplay;
 
 use std::io::{BufRead as _, BufReader};

@@ -8,7 +8,7 @@
 //! - [`stamp`], [`beep`]: reading them back ([`StampReader`], [`BeepDetector`]).
 //! - [`h264`], [`opus_codec`]: the codecs.
 //! - [`y4m_file`], [`wav_file`]: file sources and the WAV recorder.
-//! - [`screen`]: sharing an X11 screen or monitor.
+//! - [`screen`]: sharing a screen or monitor (X11, or Wayland's desktop portal).
 //! - [`devices`]: cameras (nokhwa), microphones and speakers (cpal).
 //! - [`source`]: `--video`/`--audio` values opened with fallbacks.
 //! - [`audio_processing`]: echo cancellation, noise suppression and gain for the microphone.
@@ -27,6 +27,9 @@ pub mod opus_codec;
 pub mod resample;
 pub mod screen;
 mod screen_cursor;
+#[cfg(feature = "wayland-portal")]
+mod screen_portal;
+mod screen_x11;
 pub mod sink;
 pub mod source;
 pub mod speech_like;
@@ -105,7 +108,8 @@ pub enum MediaError {
     /// The camera stopped delivering pictures.
     #[error("the camera stopped: {0}")]
     CameraStopped(String),
-    /// No screen could be read (no X display, Wayland, a monitor that is not there).
+    /// No screen could be read (no display, no portal, a monitor that is not there,
+    /// sharing declined in the portal's dialog).
     #[error("cannot share a screen: {0}")]
     NoScreen(String),
     /// No microphone could be opened.

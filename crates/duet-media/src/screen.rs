@@ -1,25 +1,19 @@
-//! Screen capture on X11 (`--video screen`, `screen:N`): the root window of
-//! `$DISPLAY` read with `GetImage` (about 2 ms for 1280x720 under Xvfb), the
-//! whole screen or one of its monitors (RandR), scaled to at most
-//! [`MAX_SCREEN_WIDTH`] wide and paced at a screen's rate: text wants sharp
-//! pixels more than motion, so 5–15 pictures a second ([`screen_fps`]). The
-//! pointer, which `GetImage` leaves out, is drawn in (`screen_cursor.rs`).
-//!
-//! Wayland compositors do not let a client read the screen; sharing there
-//! goes through the desktop portal (PipeWire), which Duet does not speak
-//! yet: opening a screen there fails with a notice that says so.
+//! Sharing a screen (`--video screen`, `screen:N`): read from X11
+//! (`screen_x11.rs`) or, in a Wayland session, through the desktop portal
+//! (`screen_portal.rs`, which asks the person which screen). Either way the
+//! picture is scaled to at most [`MAX_SCREEN_WIDTH`] wide and paced at a
+//! screen's rate: text wants sharp pixels more than motion, so 5–15
+//! pictures a second ([`screen_fps`]).
 
-use std::time::{Duration, Instant, SystemTime};
-
-use x11rb::connection::Connection;
-use x11rb::protocol::randr::ConnectionExt as _;
-use x11rb::protocol::xproto::{ConnectionExt as _, ImageFormat, Window};
-use x11rb::rust_connection::RustConnection;
+use std::sync::atomic::AtomicBool;
 
 use crate::MediaError;
 use crate::frame::VideoFrame;
-use crate::screen_cursor::{PointerReader, draw_pointer};
-use crate::test_video::FramePacer;
+#[cfg(feature = "wayland-portal")]
+use crate::screen_portal::PortalFailure;
+#[cfg(feature = "wayland-portal")]
+pub use crate::screen_portal::PortalScreen;
+pub use crate::screen_x11::X11Screen;
 
 /// Screens wider than this are scaled down to it (height in proportion).
 pub const MAX_SCREEN_WIDTH: u32 = 1920;
@@ -43,221 +37,127 @@ pub fn sent_size(width: u32, height: u32) -> (u32, u32) {
     ((w & !1).max(2), (h & !1).max(2))
 }
 
-/// Which display a screen would be read from, from `DISPLAY` and
-/// `WAYLAND_DISPLAY`; a one-line reason where there is none Duet can read.
-pub fn x_display(display: Option<&str>, wayland: Option<&str>) -> Result<String, MediaError> {
-    match (
-        display.filter(|d| !d.is_empty()),
-        wayland.filter(|w| !w.is_empty()),
-    ) {
-        (Some(display), _) => Ok(display.to_owned()),
-        (None, Some(_)) => Err(MediaError::NoScreen(
-            "this is a Wayland session: sharing a screen there needs the desktop portal, \
-             which Duet does not support yet (an X11 session, or DISPLAY set for XWayland, works)"
+/// Where a screen is read from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ScreenBackend {
+    /// The X display of this name (`:0`).
+    X11(String),
+    /// The desktop portal of a Wayland session; where it cannot share at all
+    /// (none installed, no screen-cast backend), the X display of XWayland,
+    /// if there is one, is read instead.
+    #[cfg(feature = "wayland-portal")]
+    Portal {
+        /// `DISPLAY`, if set.
+        x_fallback: Option<String>,
+    },
+}
+
+/// Where a screen would be read from, given `DISPLAY` and `WAYLAND_DISPLAY`;
+/// a one-line reason where there is nothing Duet can read.
+pub fn screen_backend(
+    display: Option<&str>,
+    wayland: Option<&str>,
+) -> Result<ScreenBackend, MediaError> {
+    let display = display.filter(|d| !d.is_empty()).map(str::to_owned);
+    let wayland = wayland.is_some_and(|w| !w.is_empty());
+    match (display, wayland) {
+        #[cfg(feature = "wayland-portal")]
+        (x_fallback, true) => Ok(ScreenBackend::Portal { x_fallback }),
+        (Some(display), _) => Ok(ScreenBackend::X11(display)),
+        #[cfg(not(feature = "wayland-portal"))]
+        (None, true) => Err(MediaError::NoScreen(
+            "this is a Wayland session, and this build of Duet has no desktop portal support \
+             (built without the `wayland-portal` feature)"
                 .into(),
         )),
-        (None, None) => Err(MediaError::NoScreen(
-            "no X display to share (DISPLAY is not set)".into(),
+        (None, _) => Err(MediaError::NoScreen(
+            "no screen to share (neither DISPLAY nor WAYLAND_DISPLAY is set)".into(),
         )),
     }
 }
 
-/// A part of the root window.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Area {
-    x: i16,
-    y: i16,
-    width: u16,
-    height: u16,
+/// [`screen_backend`] of this process's environment.
+pub fn this_sessions_screen() -> Result<ScreenBackend, MediaError> {
+    screen_backend(
+        std::env::var("DISPLAY").ok().as_deref(),
+        std::env::var("WAYLAND_DISPLAY").ok().as_deref(),
+    )
 }
 
-/// An open X11 screen delivering I420 pictures at a steady rate.
-pub struct ScreenSource {
-    connection: RustConnection,
-    root: Window,
-    /// `None`: the whole screen; `Some(n)`: RandR monitor `n`.
-    monitor: Option<u32>,
-    area: Area,
-    pacer: FramePacer,
-    /// The scaled BGRX picture, kept between frames.
-    scaled: Vec<u8>,
-    /// `GetImage` leaves the pointer out; it is drawn in from XFixes.
-    pointer: PointerReader,
-}
-
-impl std::fmt::Debug for ScreenSource {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ScreenSource")
-            .field("monitor", &self.monitor)
-            .field("area", &self.area)
-            .finish_non_exhaustive()
-    }
-}
-
-fn x_error(what: &str, err: impl std::fmt::Display) -> MediaError {
-    MediaError::NoScreen(format!("{what}: {err}"))
+/// An open screen delivering I420 pictures at a steady rate.
+#[derive(Debug)]
+pub enum ScreenSource {
+    /// Read from an X display.
+    X11(Box<X11Screen>),
+    /// Streamed by the desktop portal.
+    #[cfg(feature = "wayland-portal")]
+    Portal(PortalScreen),
 }
 
 impl ScreenSource {
-    /// Opens the screen of `$DISPLAY` (`monitor` `None`) or its RandR monitor
-    /// `monitor`, captured at `fps` (see [`screen_fps`]).
+    /// Opens the screen of this session ([`this_sessions_screen`]): the
+    /// whole screen (`monitor` `None`) or monitor `monitor` on X11; on
+    /// Wayland the portal asks the person which one. Captured at `fps` (see
+    /// [`screen_fps`]).
     pub fn open(monitor: Option<u32>, fps: u32) -> Result<ScreenSource, MediaError> {
-        let display_name = x_display(
-            std::env::var("DISPLAY").ok().as_deref(),
-            std::env::var("WAYLAND_DISPLAY").ok().as_deref(),
-        )?;
-        ScreenSource::open_on(&display_name, monitor, fps)
+        ScreenSource::open_unless(monitor, fps, &AtomicBool::new(false))
     }
 
-    /// [`ScreenSource::open`] on the X display `display_name` (`:0`) rather
-    /// than `$DISPLAY`'s.
-    pub fn open_on(
-        display_name: &str,
+    /// [`ScreenSource::open`], given up as soon as `cancelled` is set: the
+    /// portal's dialog may wait for the person for minutes.
+    pub fn open_unless(
         monitor: Option<u32>,
         fps: u32,
+        cancelled: &AtomicBool,
     ) -> Result<ScreenSource, MediaError> {
-        let (connection, screen) = x11rb::connect(Some(display_name))
-            .map_err(|err| x_error(&format!("cannot open the X display {display_name}"), err))?;
-        let root = connection
-            .setup()
-            .roots
-            .get(screen)
-            .map(|s| s.root)
-            .ok_or_else(|| {
-                MediaError::NoScreen(format!("the X display {display_name} has no screen"))
-            })?;
-        let area = find_area(&connection, root, monitor)?;
-        let fps = screen_fps(fps);
-        tracing::info!(x_display = %display_name, ?monitor, ?area, fps, "screen open");
-        let pointer = PointerReader::new(&connection);
-        let mut source = ScreenSource {
-            connection,
-            pointer,
-            root,
-            monitor,
-            area,
-            pacer: FramePacer::new(Instant::now(), Duration::from_secs(1) / fps),
-            scaled: Vec::new(),
-        };
-        // Read once now: a display that refuses GetImage fails here, not mid-call.
-        source.capture(SystemTime::now())?;
-        Ok(source)
+        #[cfg(not(feature = "wayland-portal"))]
+        let _ = cancelled;
+        match this_sessions_screen()? {
+            ScreenBackend::X11(display) => {
+                X11Screen::open(&display, monitor, fps).map(|x| ScreenSource::X11(Box::new(x)))
+            }
+            #[cfg(feature = "wayland-portal")]
+            ScreenBackend::Portal { x_fallback } => {
+                match PortalScreen::open(monitor, fps, cancelled) {
+                    Ok(screen) => Ok(ScreenSource::Portal(screen)),
+                    Err(PortalFailure::Unavailable(why)) if x_fallback.is_some() => {
+                        let x_display = x_fallback.unwrap_or_default();
+                        tracing::warn!(
+                            %why,
+                            %x_display,
+                            "no desktop portal to share the screen; reading XWayland's screen, \
+                             which shows only X11 windows"
+                        );
+                        X11Screen::open(&x_display, monitor, fps)
+                            .map(|x| ScreenSource::X11(Box::new(x)))
+                    }
+                    Err(failure) => Err(failure.into()),
+                }
+            }
+        }
     }
 
-    /// Waits until the next picture is due, then reads the screen.
+    /// Waits until the next picture is due and returns it.
     pub fn next_frame(&mut self) -> Result<VideoFrame, MediaError> {
-        self.pacer.wait();
-        let at = SystemTime::now();
-        match self.capture(at) {
-            Ok(frame) => Ok(frame),
-            Err(err) => {
-                // The screen may have changed size (a monitor unplugged, a
-                // new mode): look again once before giving up.
-                tracing::debug!(%err, "screen read failed; measuring the screen again");
-                self.area = find_area(&self.connection, self.root, self.monitor)?;
-                self.capture(at)
-            }
+        match self {
+            ScreenSource::X11(screen) => screen.next_frame(),
+            #[cfg(feature = "wayland-portal")]
+            ScreenSource::Portal(screen) => screen.next_frame(),
         }
     }
-
-    fn capture(&mut self, at: SystemTime) -> Result<VideoFrame, MediaError> {
-        let Area {
-            x,
-            y,
-            width,
-            height,
-        } = self.area;
-        let mut reply = self
-            .connection
-            .get_image(ImageFormat::Z_PIXMAP, self.root, x, y, width, height, !0)
-            .map_err(|err| x_error("cannot read the screen", err))?
-            .reply()
-            .map_err(|err| x_error("cannot read the screen", err))?;
-        let (width, height) = (u32::from(width), u32::from(height));
-        let stride = width as usize * 4;
-        if reply.data.len() < stride * height as usize {
-            return Err(MediaError::NoScreen(format!(
-                "a screen of depth {} (only 24- and 32-bit screens can be shared)",
-                reply.depth
-            )));
-        }
-        if let Some(pointer) = self.pointer.read(&self.connection) {
-            let screen = &mut reply.data[..stride * height as usize];
-            draw_pointer(screen, width, height, (x.into(), y.into()), &pointer);
-        }
-        let (out_w, out_h) = sent_size(width, height);
-        let bgrx: &[u8] = if (out_w, out_h) == (width, height) {
-            &reply.data[..stride * height as usize]
-        } else {
-            scale_bgrx(&reply.data, width, height, out_w, out_h, &mut self.scaled);
-            &self.scaled
-        };
-        VideoFrame::from_bgra(out_w, out_h, bgrx, at)
-    }
-}
-
-/// The part of the root window to read: all of it, or RandR monitor `n`.
-fn find_area(
-    connection: &RustConnection,
-    root: Window,
-    monitor: Option<u32>,
-) -> Result<Area, MediaError> {
-    let geometry = connection
-        .get_geometry(root)
-        .map_err(|err| x_error("cannot measure the screen", err))?
-        .reply()
-        .map_err(|err| x_error("cannot measure the screen", err))?;
-    let whole = Area {
-        x: 0,
-        y: 0,
-        width: geometry.width,
-        height: geometry.height,
-    };
-    let Some(n) = monitor else {
-        return Ok(whole);
-    };
-    let monitors = connection
-        .randr_get_monitors(root, true)
-        .ok()
-        .and_then(|cookie| cookie.reply().ok())
-        .map(|reply| reply.monitors)
-        .unwrap_or_default();
-    if monitors.is_empty() && n == 0 {
-        // No RandR: the one screen is monitor 0.
-        return Ok(whole);
-    }
-    let count = monitors.len().max(1);
-    let m = monitors.get(n as usize).ok_or_else(|| {
-        MediaError::NoScreen(format!(
-            "screen:{n}: this display has {count} screen{} (screen:0{})",
-            if count == 1 { "" } else { "s" },
-            if count > 1 {
-                format!(" to screen:{}", count - 1)
-            } else {
-                String::new()
-            }
-        ))
-    })?;
-    // A monitor reaching past the root window is read as far as the root goes.
-    let width = (i32::from(m.width)).min(i32::from(geometry.width) - i32::from(m.x));
-    let height = (i32::from(m.height)).min(i32::from(geometry.height) - i32::from(m.y));
-    if width < 2 || height < 2 {
-        return Err(MediaError::NoScreen(format!(
-            "screen:{n} lies outside the screen"
-        )));
-    }
-    Ok(Area {
-        x: m.x,
-        y: m.y,
-        width: width as u16,
-        height: height as u16,
-    })
 }
 
 /// Scales a BGRX picture to `out_w`x`out_h` (smaller), each output pixel the
 /// average of the source pixels under it (sharp text stays legible, unlike
 /// picking one pixel of each block).
-fn scale_bgrx(from: &[u8], width: u32, height: u32, out_w: u32, out_h: u32, to: &mut Vec<u8>) {
+pub(crate) fn scale_bgrx(
+    from: &[u8],
+    width: u32,
+    height: u32,
+    out_w: u32,
+    out_h: u32,
+    to: &mut Vec<u8>,
+) {
     let (width, height, out_w, out_h) = (
         width as usize,
         height as usize,
@@ -316,26 +216,44 @@ mod tests {
     }
 
     #[test]
-    fn without_an_x_display_the_reason_is_one_clear_line() {
-        assert_eq!(x_display(Some(":3"), None).ok().as_deref(), Some(":3"));
+    fn the_screen_is_read_from_x11_or_through_the_portal_and_else_one_clear_line() {
         assert_eq!(
-            x_display(Some(":0"), Some("wayland-0")).ok().as_deref(),
-            Some(":0"),
-            "XWayland"
+            screen_backend(Some(":3"), None).ok(),
+            Some(ScreenBackend::X11(":3".into()))
         );
-        let none = x_display(None, None).expect_err("no display").to_string();
+        let none = screen_backend(Some(""), Some(""))
+            .expect_err("no display")
+            .to_string();
         assert_eq!(
             none,
-            "cannot share a screen: no X display to share (DISPLAY is not set)"
+            "cannot share a screen: no screen to share (neither DISPLAY nor WAYLAND_DISPLAY is set)"
         );
-        let wayland = x_display(Some(""), Some("wayland-0"))
-            .expect_err("wayland")
-            .to_string();
-        assert!(
-            wayland.contains("Wayland") && wayland.contains("portal"),
-            "{wayland}"
-        );
-        assert!(!wayland.contains('\n'));
+        #[cfg(feature = "wayland-portal")]
+        {
+            assert_eq!(
+                screen_backend(Some(":0"), Some("wayland-0")).ok(),
+                Some(ScreenBackend::Portal {
+                    x_fallback: Some(":0".into())
+                }),
+                "XWayland is the fallback where the portal cannot share"
+            );
+            assert_eq!(
+                screen_backend(None, Some("wayland-1")).ok(),
+                Some(ScreenBackend::Portal { x_fallback: None })
+            );
+        }
+        #[cfg(not(feature = "wayland-portal"))]
+        {
+            assert_eq!(
+                screen_backend(Some(":0"), Some("wayland-0")).ok(),
+                Some(ScreenBackend::X11(":0".into()))
+            );
+            let wayland = screen_backend(None, Some("wayland-0"))
+                .expect_err("wayland")
+                .to_string();
+            assert!(wayland.contains("portal"), "{wayland}");
+            assert!(!wayland.contains('\n'));
+        }
     }
 
     #[test]

@@ -438,6 +438,8 @@ async fn headless(args: &CallArgs, role: RoleRequest) -> Result<(), Failure> {
                         code.names().join(", ")
                     )),
                     CallEvent::Notice(text) => say(format!("notice: {text}")),
+                    // The notice before it said why.
+                    CallEvent::VideoKept(_) => {}
                     CallEvent::Chat(message) => say(chat_line(&message)),
                     CallEvent::SetupFailed(text) => {
                         say(format!("notice: {text}"));

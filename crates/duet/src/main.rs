@@ -87,8 +87,10 @@ fn main() -> ExitCode {
 /// Duet's own lines at info; the WebRTC stack only when something is wrong.
 /// The packet handler warns of every duplicate SRTP packet, and with NACK a
 /// duplicate is routine (a resend that crossed its original): errors only.
+/// zbus warns of every desktop-portal request that ends before its
+/// properties are read, which is how each of them ends: errors only too.
 const DEFAULT_LOG_FILTER: &str = "info,webrtc=warn,rtc=warn,rtc::peer_connection::handler=error,\
-rtc_ice=warn,rtc_dtls=warn,rtc_sctp=warn,rtc_srtp=warn,rtc_interceptor=warn,rtc_mdns=warn";
+rtc_ice=warn,rtc_dtls=warn,rtc_sctp=warn,rtc_srtp=warn,rtc_interceptor=warn,rtc_mdns=warn,zbus=error";
 
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("DUET_LOG")

@@ -60,6 +60,8 @@ pub(crate) use video_send::{VideoRequest, start_video_sender};
 pub(crate) enum MediaNotice {
     /// A device failed and something else is used instead; for the person.
     Device(String),
+    /// A switch to this video source failed; the one before is still sent.
+    VideoKept(duet_media::source::VideoSpec),
     /// The first remote picture of the current call was decoded.
     FirstRemoteFrame,
     /// A media thread failed for good.

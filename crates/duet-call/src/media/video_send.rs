@@ -5,12 +5,14 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use bytes::Bytes;
-use duet_media::source::{VideoSource, VideoSpec};
+use duet_media::MediaError;
+use duet_media::screen::ScreenSource;
+use duet_media::source::{Notice, VideoSource, VideoSpec};
 use duet_media::{H264Encoder, VideoFrame};
 use tokio::sync::mpsc;
 
 use super::counters::bump;
-use super::device_switch::switched_source;
+use super::device_switch::{DeviceSwitch, OpeningAside, settle_switch};
 use super::encode_ladder::EncodeLadder;
 use super::keyframe_pacer::KeyframePacer;
 use super::rtp_writer::EncodedUnit;
@@ -48,6 +50,56 @@ impl VideoRequest {
     }
 }
 
+/// Carries out a pending switch of the video source: the new source once it
+/// is open. A screen is opened aside (`screen_opening`), so the current
+/// source keeps going while the desktop portal's dialog waits for the person
+/// (a newer switch calls that off); anything else opens between two frames.
+fn switched_video(
+    switch: &DeviceSwitch<VideoSpec>,
+    screen_opening: &mut Option<(VideoSpec, OpeningAside<ScreenSource>)>,
+    notices: &mpsc::UnboundedSender<MediaNotice>,
+    (width, height, fps): (u32, u32, u32),
+) -> Option<VideoSource> {
+    if screen_opening.is_some() && switch.is_pending() {
+        tracing::info!("screen sharing called off before it started");
+        *screen_opening = None;
+    }
+    if let Some((spec, opening)) = screen_opening.as_ref() {
+        let opened = opening.poll()?;
+        let opened = opened.map(|screen| (Some(VideoSource::Screen(Box::new(screen))), None));
+        let new = settle_video_switch(spec, notices, opened);
+        *screen_opening = None;
+        return new;
+    }
+    let spec = switch.take()?;
+    if let VideoSpec::Screen(monitor) = spec {
+        let started =
+            OpeningAside::start(move |call_off| ScreenSource::open_unless(monitor, fps, call_off));
+        match started {
+            Ok(opening) => *screen_opening = Some((spec, opening)),
+            Err(err) => return settle_video_switch(&spec, notices, Err(err)),
+        }
+        return None;
+    }
+    let opened = VideoSource::open(&spec, width, height, fps);
+    settle_video_switch(&spec, notices, opened)
+}
+
+/// [`settle_switch`] of the video, which also says when the source asked for
+/// was not opened: the window shows which source is really sent.
+fn settle_video_switch(
+    spec: &VideoSpec,
+    notices: &mpsc::UnboundedSender<MediaNotice>,
+    opened: Result<(Option<VideoSource>, Option<Notice>), MediaError>,
+) -> Option<VideoSource> {
+    let failed = opened.is_err();
+    let new = settle_switch(spec, "video", notices, opened);
+    if failed {
+        let _ = notices.send(MediaNotice::VideoKept(spec.clone()));
+    }
+    new
+}
+
 /// Starts the video capture-and-encode thread, which opens the source; resolves once
 /// it is open. `None` units for `--video none`.
 pub(crate) async fn start_video_sender(
@@ -79,12 +131,15 @@ pub(crate) async fn start_video_sender(
             let mut was_off = false;
             // Whether the last picture was skipped for the send queue.
             let mut backlogged = false;
+            // A screen being opened (the portal's dialog may be open).
+            let mut screen_opening: Option<(VideoSpec, OpeningAside<ScreenSource>)> = None;
             while !shared.stopped.load(Ordering::Relaxed) {
-                if let Some(new) =
-                    switched_source(&shared.video_switch, "video", &notices, |spec| {
-                        VideoSource::open(spec, width, height, fps)
-                    })
-                {
+                if let Some(new) = switched_video(
+                    &shared.video_switch,
+                    &mut screen_opening,
+                    &notices,
+                    (width, height, fps),
+                ) {
                     source = new;
                     ladder = EncodeLadder::new(source.is_screen());
                     // A screen may use more than a camera, and a camera

@@ -144,6 +144,9 @@ pub enum CallEvent {
     Chat(ChatMessage),
     /// Something the person should know (a device fallback).
     Notice(String),
+    /// A switch to this video source failed (a [`CallEvent::Notice`] said
+    /// why): the source before it is still sent.
+    VideoKept(VideoSpec),
     /// A step of setting up the connection failed (the line says which and
     /// why); the call is tried again, and if it never connects this is the
     /// likeliest reason.

@@ -14,6 +14,7 @@ use eframe::egui;
 
 use super::chat::ChatHistory;
 use super::picture::{GpuPictures, Picture};
+use super::screen_share::ScreenShareToggle;
 use super::stats::{StatsMeter, StatsView};
 use super::status::CallStatus;
 use super::video::VideoFeed;
@@ -71,7 +72,7 @@ pub struct CallEnd {
     report_failure: Option<String>,
     chat: ChatHistory,
     /// What to send again when screen sharing stops.
-    video_before_screen: Option<VideoSpec>,
+    screen_share: ScreenShareToggle,
 }
 
 impl std::fmt::Debug for Message {
@@ -123,7 +124,7 @@ impl CallEnd {
             report_to: None,
             report_failure: None,
             chat: ChatHistory::default(),
-            video_before_screen: None,
+            screen_share: ScreenShareToggle::default(),
         }
     }
 
@@ -237,6 +238,7 @@ impl CallEnd {
             CallEvent::Notice(text) | CallEvent::SetupFailed(text) => {
                 tracing::info!("notice: {text}");
             }
+            CallEvent::VideoKept(asked) => self.video_not_switched(asked),
             CallEvent::Ended(result) => {
                 if let Err(err) = result {
                     tracing::warn!(%err, "the call ended");
@@ -339,25 +341,26 @@ impl CallEnd {
 
     /// Shares the screen instead of the camera (or whatever was sent), or
     /// goes back to it; the call goes on. Where no screen can be shared (no
-    /// X display, Wayland) a notice says why and nothing changes.
+    /// display at all) a notice says why and nothing changes; on Wayland the
+    /// desktop portal asks which screen, and its refusal comes as a notice.
     pub fn toggle_screen_share(&mut self) {
-        if self.config.video.is_screen() {
-            let back = self
-                .video_before_screen
-                .take()
-                .unwrap_or(VideoSpec::Camera(0));
-            self.switch_video(back);
-            return;
-        }
-        let display = std::env::var("DISPLAY").ok();
-        let wayland = std::env::var("WAYLAND_DISPLAY").ok();
-        if let Err(err) = duet_media::screen::x_display(display.as_deref(), wayland.as_deref()) {
+        if !self.config.video.is_screen()
+            && let Err(err) = duet_media::screen::this_sessions_screen()
+        {
             self.status
                 .apply(&CallEvent::Notice(err.to_string()), Instant::now());
             return;
         }
-        self.video_before_screen = Some(self.config.video.clone());
-        self.switch_video(VideoSpec::Screen(None));
+        let next = self.screen_share.pressed(&self.config.video);
+        self.switch_video(next);
+    }
+
+    /// A switch to `asked` failed (the portal's dialog declined, say): the
+    /// source before it is still sent, and the controls say so again.
+    fn video_not_switched(&mut self, asked: &VideoSpec) {
+        if let Some(sent) = self.screen_share.refused(asked, &self.config.video) {
+            self.config.video = sent;
+        }
     }
 
     /// Sends another video source, now and in later calls.

@@ -14,6 +14,7 @@ pub mod call_end;
 pub mod chat;
 mod demo;
 pub mod picture;
+pub mod screen_share;
 pub mod stats;
 pub mod status;
 pub mod video;

@@ -198,7 +198,7 @@ impl CallStatus {
                     self.remote_picture = false;
                 }
             }
-            CallEvent::ConnectionState(_) | CallEvent::Chat(_) => {}
+            CallEvent::ConnectionState(_) | CallEvent::Chat(_) | CallEvent::VideoKept(_) => {}
             CallEvent::FirstRemoteFrame => self.remote_picture = true,
             CallEvent::Verification(code) => self.verification = Some(code.clone()),
             CallEvent::Notice(text) | CallEvent::SetupFailed(text) => {
