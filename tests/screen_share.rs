@@ -235,6 +235,10 @@ fn camera_screen_camera(
         "stamps read from the shared screen: {video:#}"
     );
     let latency = number(&viewer, &["video", "latency_ms", "p50"]);
+    eprintln!(
+        "screen seen: {stamped} stamped frames, latency {:#}",
+        video["latency_ms"]
+    );
     assert!(
         (0.0..500.0).contains(&latency),
         "the screen's stamps are live (p50 {latency} ms): {video:#}"

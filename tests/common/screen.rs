@@ -118,3 +118,56 @@ pub fn find_stamps(luma: &[u8], w: usize, h: usize, mirrored: bool) -> Vec<Scree
     }
     found
 }
+
+/// A thread that draws the stamped test pattern (`docs/test-signals.md`)
+/// `fps` times a second as BGRX pixels and hands each picture to a window
+/// or surface to show; stopped (and joined) when dropped.
+pub struct PatternPainter {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    painter: Option<std::thread::JoinHandle<()>>,
+}
+
+impl PatternPainter {
+    /// Starts painting: `show` gets each `width`x`height` picture, and the
+    /// painting ends when it returns `false`.
+    pub fn start<Show>(width: u32, height: u32, fps: u32, mut show: Show) -> PatternPainter
+    where
+        Show: FnMut(&[u8]) -> bool + Send + 'static,
+    {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let painter = std::thread::spawn({
+            let stop = std::sync::Arc::clone(&stop);
+            move || {
+                let pattern = duet_media::TestPatternSource::new(width, height, fps).unwrap();
+                let interval = std::time::Duration::from_secs(1) / fps;
+                let mut index = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let frame = pattern.draw(index, SystemTime::now());
+                    index += 1;
+                    let mut bgrx = frame.to_rgba().unwrap();
+                    for px in bgrx.chunks_exact_mut(4) {
+                        px.swap(0, 2);
+                    }
+                    if !show(&bgrx) {
+                        break;
+                    }
+                    std::thread::sleep(interval);
+                }
+            }
+        });
+        PatternPainter {
+            stop,
+            painter: Some(painter),
+        }
+    }
+}
+
+impl Drop for PatternPainter {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(painter) = self.painter.take() {
+            let _ = painter.join();
+        }
+    }
+}

@@ -22,9 +22,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
-use duet_media::test_video::TestPatternSource;
+use super::screen::PatternPainter;
 
 /// The sway output the portal shares (headless outputs are 1280x720).
 pub const OUTPUT: &str = "HEADLESS-1";
@@ -512,8 +512,7 @@ fn pump(from: UnixStream, to: UnixStream, ids: Arc<Mutex<ScreencopyIds>>, from_c
 /// A surface at the top left of the desktop's output showing the stamped
 /// test pattern, redrawn `fps` times a second; gone when dropped.
 pub struct PatternSurface {
-    stop: Arc<AtomicBool>,
-    painter: Option<JoinHandle<()>>,
+    _painter: PatternPainter,
 }
 
 mod pattern_client {
@@ -642,48 +641,19 @@ impl PatternSurface {
                 )
             })
             .collect();
-        let stop = Arc::new(AtomicBool::new(false));
-        let painter = std::thread::spawn({
-            let stop = Arc::clone(&stop);
-            move || {
-                let pattern = TestPatternSource::new(width, height, fps).unwrap();
-                let interval = Duration::from_secs(1) / fps;
-                let mut index = 0usize;
-                while !stop.load(Ordering::Relaxed) {
-                    let frame = pattern.draw(index as u64, SystemTime::now());
-                    let mut bgrx = frame.to_rgba().unwrap();
-                    for px in bgrx.chunks_exact_mut(4) {
-                        px.swap(0, 2);
-                    }
-                    let which = index % 2;
-                    file.write_all_at(&bgrx, (which * frame_bytes) as u64)
-                        .unwrap();
-                    surface.attach(Some(&buffers[which]), 0, 0);
-                    surface.damage_buffer(0, 0, width as i32, height as i32);
-                    surface.commit();
-                    if queue.roundtrip(&mut state).is_err() {
-                        break;
-                    }
-                    index += 1;
-                    std::thread::sleep(interval);
-                }
-                layer.destroy();
-                surface.destroy();
-                let _ = connection.flush();
-            }
+        let mut index = 0usize;
+        let painter = PatternPainter::start(width, height, fps, move |bgrx| {
+            let which = index % 2;
+            index += 1;
+            file.write_all_at(bgrx, (which * frame_bytes) as u64)
+                .unwrap();
+            surface.attach(Some(&buffers[which]), 0, 0);
+            surface.damage_buffer(0, 0, width as i32, height as i32);
+            surface.commit();
+            // Keeps the layer surface (and so the picture) alive too.
+            let _ = &layer;
+            queue.roundtrip(&mut state).is_ok()
         });
-        PatternSurface {
-            stop,
-            painter: Some(painter),
-        }
-    }
-}
-
-impl Drop for PatternSurface {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(painter) = self.painter.take() {
-            let _ = painter.join();
-        }
+        PatternSurface { _painter: painter }
     }
 }

@@ -4,14 +4,9 @@
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
-use duet_media::TestPatternSource;
-
-use super::screen::png_luma;
+use super::screen::{PatternPainter, png_luma};
 use x11rb::connection::Connection as _;
 use x11rb::protocol::xproto::{
     ConnectionExt as _, CreateGCAux, CreateWindowAux, ImageFormat, WindowClass,
@@ -134,8 +129,7 @@ impl Drop for VirtualDisplay {
 /// A window at the top left of a display, as wide as `width`, showing the
 /// stamped test pattern redrawn `fps` times a second; closed when dropped.
 pub struct PatternWindow {
-    stop: Arc<AtomicBool>,
-    painter: Option<JoinHandle<()>>,
+    _painter: PatternPainter,
 }
 
 impl PatternWindow {
@@ -162,57 +156,27 @@ impl PatternWindow {
         conn.create_gc(gc, window, &CreateGCAux::new()).unwrap();
         conn.map_window(window).unwrap();
         conn.sync().unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
-        let painter = std::thread::spawn({
-            let stop = Arc::clone(&stop);
-            move || {
-                let pattern = TestPatternSource::new(width, height, fps).unwrap();
-                let interval = Duration::from_secs(1) / fps;
-                let mut index = 0;
-                // Bands small enough for one request without BIG-REQUESTS.
-                let rows_per_put = (200_000 / (width as usize * 4)).max(1);
-                while !stop.load(Ordering::Relaxed) {
-                    let frame = pattern.draw(index, SystemTime::now());
-                    index += 1;
-                    let mut bgrx = frame.to_rgba().unwrap();
-                    for px in bgrx.chunks_exact_mut(4) {
-                        px.swap(0, 2);
-                    }
-                    for (band, rows) in bgrx.chunks(rows_per_put * width as usize * 4).enumerate() {
-                        let band_height = rows.len() / (width as usize * 4);
-                        conn.put_image(
-                            ImageFormat::Z_PIXMAP,
-                            window,
-                            gc,
-                            width as u16,
-                            band_height as u16,
-                            0,
-                            (band * rows_per_put) as i16,
-                            0,
-                            depth,
-                            rows,
-                        )
-                        .unwrap();
-                    }
-                    conn.sync().unwrap();
-                    std::thread::sleep(interval);
-                }
-                let _ = conn.destroy_window(window);
-                let _ = conn.sync();
+        // Bands small enough for one request without BIG-REQUESTS.
+        let rows_per_put = (200_000 / (width as usize * 4)).max(1);
+        let painter = PatternPainter::start(width, height, fps, move |bgrx| {
+            for (band, rows) in bgrx.chunks(rows_per_put * width as usize * 4).enumerate() {
+                let band_height = rows.len() / (width as usize * 4);
+                conn.put_image(
+                    ImageFormat::Z_PIXMAP,
+                    window,
+                    gc,
+                    width as u16,
+                    band_height as u16,
+                    0,
+                    (band * rows_per_put) as i16,
+                    0,
+                    depth,
+                    rows,
+                )
+                .unwrap();
             }
+            conn.sync().is_ok()
         });
-        PatternWindow {
-            stop,
-            painter: Some(painter),
-        }
-    }
-}
-
-impl Drop for PatternWindow {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(painter) = self.painter.take() {
-            let _ = painter.join();
-        }
+        PatternWindow { _painter: painter }
     }
 }
