@@ -397,7 +397,11 @@ impl DeliveryGuard {
     /// overuse, heavy loss, a ceiling after a queue.
     pub(crate) fn limit(&mut self, target: f64) -> f64 {
         let Some((delivered, loss)) = self.delivery() else {
-            return target;
+            // Too little feedback to say what gets through (at the start, or
+            // most of it lost): a ceiling set on overuse still holds. Lifted
+            // for want of feedback, the target of a call squeezing into a
+            // 100 kbit/s link went back to 1.4 Mbit/s for 200 ms.
+            return self.ceiling.map_or(target, |ceiling| target.min(ceiling));
         };
         let new_source = self
             .new_source_until
@@ -522,6 +526,10 @@ mod tests {
         let start = Instant::now();
         let mut guard = DeliveryGuard::default();
         assert_eq!(guard.limit(2_000_000.0), 2_000_000.0, "no feedback yet");
+        // Without enough feedback to measure, a ceiling set on overuse holds.
+        guard.ceiling = Some(300_000.0);
+        assert_eq!(guard.limit(2_000_000.0), 300_000.0);
+        guard.ceiling = None;
         feed(&mut guard, start, 400.0, 0);
         let limited = guard.limit(2_000_000.0);
         assert!((590_000.0..620_000.0).contains(&limited), "{limited}");
