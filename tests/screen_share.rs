@@ -5,7 +5,8 @@
 //! shared screen carries them), follows 640x480 → 1280x800 → 640x480 without
 //! a freeze over 500 ms, and ends on the camera's picture. The same on a
 //! Wayland desktop through the desktop portal and PipeWire, whose dialog
-//! takes 2 s to answer (the camera goes on) or is declined. And the browser
+//! takes 2 s to answer (the camera goes on) or is declined, or whose
+//! sharing is stopped from the desktop. And the browser
 //! page shows a screen the app shares, at the screen's size, stamps live; and
 //! shares its own (`getDisplayMedia`, Chromium's fake screen) with the app,
 //! which follows the change of size without a freeze.
@@ -172,6 +173,68 @@ fn on_wayland_a_share_declined_in_the_portal_leaves_the_call_as_it_was() {
     assert!(
         number(&seen, &["video", "stamped_frames"]) >= 100.0,
         "{seen:#}"
+    );
+}
+
+/// Sharing stopped from the desktop (its screen-cast backend gone): one
+/// notice, the test pattern instead, and the call goes on without a freeze.
+#[test]
+fn on_wayland_sharing_stopped_from_the_desktop_leaves_the_call_going() {
+    let _one = serialised();
+    let scratch = Scratch::new("screen-stopped");
+    let mut desktop = WaylandDesktop::start("stopped", Pick::After(Duration::ZERO));
+    let _pattern = PatternSurface::show(&desktop, 1280, 240, 15);
+    let (_server, url) = start_server(&scratch, "127.0.0.1:0");
+    let env = desktop.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let args = ["--video", "screen", "--duration", "8"];
+    let mut sharer = peer_with_env(&scratch, "sharer", "caller", &url, "880", &args, &env);
+    sharer.expect_line("waiting for the other peer", Duration::from_secs(30));
+    let mut viewer = peer(
+        &scratch,
+        "viewer",
+        "callee",
+        &url,
+        "660",
+        &["--video", "none", "--duration", "20"],
+    );
+    viewer.expect_line("first remote frame", Duration::from_secs(30));
+    std::thread::sleep(Duration::from_secs(3));
+    desktop.stop_screen_casts();
+    for (name, side) in [("sharer", &mut sharer), ("viewer", &mut viewer)] {
+        let status = side.wait_for_exit(Duration::from_secs(40));
+        assert!(
+            status.success(),
+            "{name}: {}\n{}",
+            side.stderr(),
+            desktop.logs()
+        );
+        side.read_to_end(Duration::from_secs(5));
+    }
+    let ended: Vec<&String> = sharer
+        .seen
+        .iter()
+        .filter(|line| line.starts_with("notice: "))
+        .collect();
+    assert_eq!(ended.len(), 1, "{:?}\n{}", sharer.seen, sharer.stderr());
+    assert!(
+        ended[0].contains("sharing was stopped from the desktop")
+            && ended[0].contains("sending the test pattern instead"),
+        "{:?}",
+        sharer.seen
+    );
+    let seen = report(&scratch, "viewer");
+    let frozen = number(&seen, &["video", "total_freezes_duration_ms"]);
+    assert!(frozen < 500.0, "freezes of {frozen} ms in all: {seen:#}");
+    // The screen's stamps first, then the test pattern's: stamped throughout.
+    assert!(
+        number(&seen, &["video", "stamped_frames"]) >= 100.0,
+        "{seen:#}"
+    );
+    assert_eq!(
+        seen["video"]["width"].as_u64(),
+        Some(640),
+        "ends on the test pattern: {seen:#}"
     );
 }
 

@@ -278,6 +278,16 @@ impl WaylandDesktop {
         assert!(out.status.success(), "swaymsg {args:?}: {out:?}");
     }
 
+    /// Ends every screen cast from the desktop's side, as its "stop sharing"
+    /// does: the portal's screen-cast backend goes away with its streams.
+    pub fn stop_screen_casts(&mut self) {
+        if let Some(at) = self.processes.iter().position(|(name, _)| *name == "xdpw") {
+            let (_, mut xdpw) = self.processes.remove(at);
+            let _ = xdpw.kill();
+            let _ = xdpw.wait();
+        }
+    }
+
     /// The logs of the desktop's programs, to explain a failure.
     pub fn logs(&self) -> String {
         self.processes

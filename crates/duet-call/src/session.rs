@@ -296,6 +296,7 @@ impl Session {
                 Some(notice) = notices.recv() => match notice {
                     MediaNotice::Device(text) => self.emit(CallEvent::Notice(text)),
                     MediaNotice::VideoKept(spec) => self.emit(CallEvent::VideoKept(spec)),
+                    MediaNotice::ScreenEnded => self.emit(CallEvent::ScreenEnded),
                     MediaNotice::FirstRemoteFrame => self.on_first_frame(),
                     MediaNotice::Failed(text) => break Stop::Failed(CallError::Media(text)),
                 },

@@ -480,6 +480,20 @@ fn read_stream(
             }
         })
         .register()?;
+    // The screen's node going away is the share's end (stopped from the
+    // desktop, its screen-cast backend gone): the stream itself only pauses.
+    let registry = core.get_registry()?;
+    let _registry_listener = registry
+        .add_listener_local()
+        .global_remove({
+            let board = Arc::clone(board);
+            move |id| {
+                if id == node {
+                    board.end("sharing was stopped from the desktop".into());
+                }
+            }
+        })
+        .register();
     let format = enum_format()?;
     let mut params = [spa::pod::Pod::from_bytes(&format).ok_or(pw::Error::CreationFailed)?];
     stream.connect(

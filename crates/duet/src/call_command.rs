@@ -439,7 +439,7 @@ async fn headless(args: &CallArgs, role: RoleRequest) -> Result<(), Failure> {
                     )),
                     CallEvent::Notice(text) => say(format!("notice: {text}")),
                     // The notice before it said why.
-                    CallEvent::VideoKept(_) => {}
+                    CallEvent::VideoKept(_) | CallEvent::ScreenEnded => {}
                     CallEvent::Chat(message) => say(chat_line(&message)),
                     CallEvent::SetupFailed(text) => {
                         say(format!("notice: {text}"));

@@ -62,6 +62,8 @@ pub(crate) enum MediaNotice {
     Device(String),
     /// A switch to this video source failed; the one before is still sent.
     VideoKept(duet_media::source::VideoSpec),
+    /// The shared screen went away; the test pattern is sent instead.
+    ScreenEnded,
     /// The first remote picture of the current call was decoded.
     FirstRemoteFrame,
     /// A media thread failed for good.

@@ -150,10 +150,21 @@ pub(crate) async fn start_video_sender(
                     // The new picture starts a new chain of references.
                     shared.keyframe_wanted.store(true, Ordering::Relaxed);
                 }
+                let was_screen = source.is_screen();
                 let Some(mut frame) = next_or_fail(source.next_frame(), "video source", &notices)
                 else {
                     return;
                 };
+                if was_screen && !source.is_screen() {
+                    // The screen went away (sharing stopped from the
+                    // desktop): the test pattern stands in, and the window
+                    // goes back to what it sent before.
+                    let _ = notices.send(MediaNotice::ScreenEnded);
+                    ladder = EncodeLadder::new(false);
+                    max_bps = request.ceiling(false);
+                    shared.send_budget.set_ceiling(u64::from(max_bps));
+                    shared.send_budget.note_new_source();
+                }
                 let camera_off = shared.camera_off.load(Ordering::Relaxed);
                 if camera_off {
                     frame = paused_picture(&frame);

@@ -147,6 +147,10 @@ pub enum CallEvent {
     /// A switch to this video source failed (a [`CallEvent::Notice`] said
     /// why): the source before it is still sent.
     VideoKept(VideoSpec),
+    /// The shared screen went away (sharing stopped from the desktop, a
+    /// display closed): the test pattern is sent until another source is
+    /// asked for.
+    ScreenEnded,
     /// A step of setting up the connection failed (the line says which and
     /// why); the call is tried again, and if it never connects this is the
     /// likeliest reason.

@@ -239,6 +239,8 @@ impl CallEnd {
                 tracing::info!("notice: {text}");
             }
             CallEvent::VideoKept(asked) => self.video_not_switched(asked),
+            // Sharing stopped from the desktop: as if Stop sharing was pressed.
+            CallEvent::ScreenEnded if self.config.video.is_screen() => self.toggle_screen_share(),
             CallEvent::Ended(result) => {
                 if let Err(err) = result {
                     tracing::warn!(%err, "the call ended");

@@ -198,7 +198,10 @@ impl CallStatus {
                     self.remote_picture = false;
                 }
             }
-            CallEvent::ConnectionState(_) | CallEvent::Chat(_) | CallEvent::VideoKept(_) => {}
+            CallEvent::ConnectionState(_)
+            | CallEvent::Chat(_)
+            | CallEvent::VideoKept(_)
+            | CallEvent::ScreenEnded => {}
             CallEvent::FirstRemoteFrame => self.remote_picture = true,
             CallEvent::Verification(code) => self.verification = Some(code.clone()),
             CallEvent::Notice(text) | CallEvent::SetupFailed(text) => {
