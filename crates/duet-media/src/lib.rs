@@ -27,6 +27,9 @@ pub mod opus_codec;
 pub mod resample;
 pub mod screen;
 mod screen_cursor;
+mod screen_picture;
+#[cfg(feature = "wayland-portal")]
+mod screen_pipewire;
 #[cfg(feature = "wayland-portal")]
 mod screen_portal;
 mod screen_x11;

@@ -12,8 +12,8 @@ use x11rb::rust_connection::RustConnection;
 
 use crate::MediaError;
 use crate::frame::VideoFrame;
-use crate::screen::{scale_bgrx, screen_fps, sent_size};
 use crate::screen_cursor::{PointerReader, draw_pointer};
+use crate::screen_picture::{scale_bgrx, screen_fps, sent_size};
 use crate::test_video::FramePacer;
 
 /// A part of the root window.
