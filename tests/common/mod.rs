@@ -9,6 +9,7 @@ pub mod scale_out;
 pub mod screen;
 pub mod sound;
 pub mod wayland;
+pub mod wayland_hint_proxy;
 pub mod xdisplay;
 
 use std::io::{BufRead as _, BufReader};
