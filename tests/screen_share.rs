@@ -19,7 +19,7 @@ use std::time::{Duration, SystemTime};
 use common::browser::{Browser, Devices};
 use common::wayland::{PatternSurface, Pick, WaylandDesktop};
 use common::xdisplay::{PatternWindow, VirtualDisplay};
-use common::{Scratch, number, peer, peer_with_env, report, serialised, start_server};
+use common::{LivePeer, Scratch, number, peer, peer_with_env, report, serialised, start_server};
 use duet_media::VideoFrame;
 
 /// The luma rows `rows` and columns `columns` of `frame` that differ from `other`'s.
@@ -114,7 +114,7 @@ fn on_wayland_the_screen_is_shared_through_the_desktop_portal() {
     let desktop = WaylandDesktop::start("share", Pick::After(Duration::from_secs(2)));
     let _pattern = PatternSurface::show(&desktop, 1280, 240, 15);
     let env = desktop.env();
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let env = borrowed(&env);
     if let Err(panic) = std::panic::catch_unwind(|| camera_screen_camera(&scratch, &env, 2..7)) {
         eprintln!("{}", desktop.logs());
         std::panic::resume_unwind(panic);
@@ -130,7 +130,7 @@ fn on_wayland_a_share_declined_in_the_portal_leaves_the_call_as_it_was() {
     let desktop = WaylandDesktop::start("declined", Pick::Declined);
     let (_server, url) = start_server(&scratch, "127.0.0.1:0");
     let env = desktop.env();
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let env = borrowed(&env);
     let args = ["--switch-video", "1:screen", "--duration", "5"];
     let mut sharer = peer_with_env(&scratch, "sharer", "caller", &url, "880", &args, &env);
     sharer.expect_line("waiting for the other peer", Duration::from_secs(30));
@@ -142,16 +142,7 @@ fn on_wayland_a_share_declined_in_the_portal_leaves_the_call_as_it_was() {
         "660",
         &["--duration", "20"],
     );
-    for (name, side) in [("sharer", &mut sharer), ("viewer", &mut viewer)] {
-        let status = side.wait_for_exit(Duration::from_secs(40));
-        assert!(
-            status.success(),
-            "{name}: {}\n{}",
-            side.stderr(),
-            desktop.logs()
-        );
-        side.read_to_end(Duration::from_secs(5));
-    }
+    both_finish(&mut sharer, &mut viewer, || desktop.logs());
     let declined: Vec<&String> = sharer
         .seen
         .iter()
@@ -186,7 +177,7 @@ fn on_wayland_sharing_stopped_from_the_desktop_leaves_the_call_going() {
     let _pattern = PatternSurface::show(&desktop, 1280, 240, 15);
     let (_server, url) = start_server(&scratch, "127.0.0.1:0");
     let env = desktop.env();
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let env = borrowed(&env);
     let args = ["--video", "screen", "--duration", "8"];
     let mut sharer = peer_with_env(&scratch, "sharer", "caller", &url, "880", &args, &env);
     sharer.expect_line("waiting for the other peer", Duration::from_secs(30));
@@ -201,16 +192,7 @@ fn on_wayland_sharing_stopped_from_the_desktop_leaves_the_call_going() {
     viewer.expect_line("first remote frame", Duration::from_secs(30));
     std::thread::sleep(Duration::from_secs(3));
     desktop.stop_screen_casts();
-    for (name, side) in [("sharer", &mut sharer), ("viewer", &mut viewer)] {
-        let status = side.wait_for_exit(Duration::from_secs(40));
-        assert!(
-            status.success(),
-            "{name}: {}\n{}",
-            side.stderr(),
-            desktop.logs()
-        );
-        side.read_to_end(Duration::from_secs(5));
-    }
+    both_finish(&mut sharer, &mut viewer, || desktop.logs());
     let ended: Vec<&String> = sharer
         .seen
         .iter()
@@ -236,6 +218,23 @@ fn on_wayland_sharing_stopped_from_the_desktop_leaves_the_call_going() {
         Some(640),
         "ends on the test pattern: {seen:#}"
     );
+}
+
+/// Waits for the sharer and the viewer to end well (`context` adds what
+/// explains a failure: the desktop's logs) and reads what they printed.
+fn both_finish(sharer: &mut LivePeer, viewer: &mut LivePeer, context: impl Fn() -> String) {
+    for (name, side) in [("sharer", sharer), ("viewer", viewer)] {
+        let status = side.wait_for_exit(Duration::from_secs(40));
+        assert!(status.success(), "{name}: {}\n{}", side.stderr(), context());
+        side.read_to_end(Duration::from_secs(5));
+    }
+}
+
+/// An environment as [`peer_with_env`] takes it.
+fn borrowed<'a>(env: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+    env.iter()
+        .map(|(key, value)| (*key, value.as_str()))
+        .collect()
 }
 
 /// A caller sends a camera (a file without stamps), asks to share the screen
@@ -272,11 +271,7 @@ fn camera_screen_camera(
         "660",
         &["--video", "none", "--duration", "20"],
     );
-    for (name, side) in [("sharer", &mut caller), ("viewer", &mut callee)] {
-        let status = side.wait_for_exit(Duration::from_secs(40));
-        assert!(status.success(), "{name}: {}", side.stderr());
-        side.read_to_end(Duration::from_secs(5));
-    }
+    both_finish(&mut caller, &mut callee, String::new);
     let switches = caller
         .seen
         .iter()
