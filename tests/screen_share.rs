@@ -131,17 +131,9 @@ fn on_wayland_a_share_declined_in_the_portal_leaves_the_call_as_it_was() {
     let (_server, url) = start_server(&scratch, "127.0.0.1:0");
     let env = desktop.env();
     let env = borrowed(&env);
-    let args = ["--switch-video", "1:screen", "--duration", "5"];
-    let mut sharer = peer_with_env(&scratch, "sharer", "caller", &url, "880", &args, &env);
-    sharer.expect_line("waiting for the other peer", Duration::from_secs(30));
-    let mut viewer = peer(
-        &scratch,
-        "viewer",
-        "callee",
-        &url,
-        "660",
-        &["--duration", "20"],
-    );
+    let sharing = ["--switch-video", "1:screen", "--duration", "5"];
+    let (mut sharer, mut viewer) =
+        sharer_and_viewer(&scratch, &url, &env, &sharing, &["--duration", "20"]);
     both_finish(&mut sharer, &mut viewer, || desktop.logs());
     let declined: Vec<&String> = sharer
         .seen
@@ -157,14 +149,8 @@ fn on_wayland_a_share_declined_in_the_portal_leaves_the_call_as_it_was() {
         "{:?}",
         sharer.seen
     );
-    let seen = report(&scratch, "viewer");
-    let frozen = number(&seen, &["video", "total_freezes_duration_ms"]);
-    assert!(frozen < 500.0, "freezes of {frozen} ms in all: {seen:#}");
     // The test pattern all along: about 5 s at 30 fps, every frame stamped.
-    assert!(
-        number(&seen, &["video", "stamped_frames"]) >= 100.0,
-        "{seen:#}"
-    );
+    viewer_report(&scratch, 100.0);
 }
 
 /// Sharing stopped from the desktop (its screen-cast backend gone): one
@@ -178,17 +164,9 @@ fn on_wayland_sharing_stopped_from_the_desktop_leaves_the_call_going() {
     let (_server, url) = start_server(&scratch, "127.0.0.1:0");
     let env = desktop.env();
     let env = borrowed(&env);
-    let args = ["--video", "screen", "--duration", "8"];
-    let mut sharer = peer_with_env(&scratch, "sharer", "caller", &url, "880", &args, &env);
-    sharer.expect_line("waiting for the other peer", Duration::from_secs(30));
-    let mut viewer = peer(
-        &scratch,
-        "viewer",
-        "callee",
-        &url,
-        "660",
-        &["--video", "none", "--duration", "20"],
-    );
+    let sharing = ["--video", "screen", "--duration", "8"];
+    let viewing = ["--video", "none", "--duration", "20"];
+    let (mut sharer, mut viewer) = sharer_and_viewer(&scratch, &url, &env, &sharing, &viewing);
     viewer.expect_line("first remote frame", Duration::from_secs(30));
     std::thread::sleep(Duration::from_secs(3));
     desktop.stop_screen_casts();
@@ -205,19 +183,28 @@ fn on_wayland_sharing_stopped_from_the_desktop_leaves_the_call_going() {
         "{:?}",
         sharer.seen
     );
-    let seen = report(&scratch, "viewer");
-    let frozen = number(&seen, &["video", "total_freezes_duration_ms"]);
-    assert!(frozen < 500.0, "freezes of {frozen} ms in all: {seen:#}");
     // The screen's stamps first, then the test pattern's: stamped throughout.
-    assert!(
-        number(&seen, &["video", "stamped_frames"]) >= 100.0,
-        "{seen:#}"
-    );
+    let seen = viewer_report(&scratch, 100.0);
     assert_eq!(
         seen["video"]["width"].as_u64(),
         Some(640),
         "ends on the test pattern: {seen:#}"
     );
+}
+
+/// A headless caller ("sharer", with `env` and `sharing` arguments) and,
+/// once it waits, a headless callee ("viewer", with `viewing`).
+fn sharer_and_viewer(
+    scratch: &Scratch,
+    url: &str,
+    env: &[(&str, &str)],
+    sharing: &[&str],
+    viewing: &[&str],
+) -> (LivePeer, LivePeer) {
+    let mut sharer = peer_with_env(scratch, "sharer", "caller", url, "880", sharing, env);
+    sharer.expect_line("waiting for the other peer", Duration::from_secs(30));
+    let viewer = peer(scratch, "viewer", "callee", url, "660", viewing);
+    (sharer, viewer)
 }
 
 /// Waits for the sharer and the viewer to end well (`context` adds what
@@ -228,6 +215,17 @@ fn both_finish(sharer: &mut LivePeer, viewer: &mut LivePeer, context: impl Fn() 
         assert!(status.success(), "{name}: {}\n{}", side.stderr(), context());
         side.read_to_end(Duration::from_secs(5));
     }
+}
+
+/// The viewer's report, once it shows no freeze over 500 ms in all and at
+/// least `stamped` stamped pictures.
+fn viewer_report(scratch: &Scratch, stamped: f64) -> serde_json::Value {
+    let seen = report(scratch, "viewer");
+    let frozen = number(&seen, &["video", "total_freezes_duration_ms"]);
+    assert!(frozen < 500.0, "freezes of {frozen} ms in all: {seen:#}");
+    let read = number(&seen, &["video", "stamped_frames"]);
+    assert!(read >= stamped, "{read} stamped pictures: {seen:#}");
+    seen
 }
 
 /// An environment as [`peer_with_env`] takes it.
@@ -261,16 +259,8 @@ fn camera_screen_camera(
         "--duration",
         &(share.end + 3).to_string(),
     ];
-    let mut caller = peer_with_env(scratch, "sharer", "caller", &url, "880", &caller_args, env);
-    caller.expect_line("waiting for the other peer", Duration::from_secs(30));
-    let mut callee = peer(
-        scratch,
-        "viewer",
-        "callee",
-        &url,
-        "660",
-        &["--video", "none", "--duration", "20"],
-    );
+    let viewing = ["--video", "none", "--duration", "20"];
+    let (mut caller, mut callee) = sharer_and_viewer(scratch, &url, env, &caller_args, &viewing);
     both_finish(&mut caller, &mut callee, String::new);
     let switches = caller
         .seen
