@@ -100,6 +100,19 @@ fn settle_video_switch(
     new
 }
 
+/// What the sender of `source` starts with: the encode ladder of its kind,
+/// and its ceiling (a screen may use more than a camera, and a camera after
+/// it less again), which congestion control follows.
+fn follow_source(
+    source: &VideoSource,
+    request: &VideoRequest,
+    shared: &MediaShared,
+) -> (EncodeLadder, u32) {
+    let max_bps = request.ceiling(source.is_screen());
+    shared.send_budget.set_ceiling(u64::from(max_bps));
+    (EncodeLadder::new(source.is_screen()), max_bps)
+}
+
 /// Starts the video capture-and-encode thread, which opens the source; resolves once
 /// it is open. `None` units for `--video none`.
 pub(crate) async fn start_video_sender(
@@ -124,9 +137,7 @@ pub(crate) async fn start_video_sender(
             let mut encoder: Option<H264Encoder> = None;
             let mut encoded_as = ((0, 0), 0);
             let mut keyframes = KeyframePacer::default();
-            let mut ladder = EncodeLadder::new(source.is_screen());
-            let mut max_bps = request.ceiling(source.is_screen());
-            shared.send_budget.set_ceiling(u64::from(max_bps));
+            let (mut ladder, mut max_bps) = follow_source(&source, &request, &shared);
             let mut captured: u64 = 0;
             let mut was_off = false;
             // Whether the last picture was skipped for the send queue.
@@ -141,11 +152,7 @@ pub(crate) async fn start_video_sender(
                     (width, height, fps),
                 ) {
                     source = new;
-                    ladder = EncodeLadder::new(source.is_screen());
-                    // A screen may use more than a camera, and a camera
-                    // after it less again: congestion control follows.
-                    max_bps = request.ceiling(source.is_screen());
-                    shared.send_budget.set_ceiling(u64::from(max_bps));
+                    (ladder, max_bps) = follow_source(&source, &request, &shared);
                     shared.send_budget.note_new_source();
                     // The new picture starts a new chain of references.
                     shared.keyframe_wanted.store(true, Ordering::Relaxed);
@@ -160,9 +167,7 @@ pub(crate) async fn start_video_sender(
                     // desktop): the test pattern stands in, and the window
                     // goes back to what it sent before.
                     let _ = notices.send(MediaNotice::ScreenEnded);
-                    ladder = EncodeLadder::new(false);
-                    max_bps = request.ceiling(false);
-                    shared.send_budget.set_ceiling(u64::from(max_bps));
+                    (ladder, max_bps) = follow_source(&source, &request, &shared);
                     shared.send_budget.note_new_source();
                 }
                 let camera_off = shared.camera_off.load(Ordering::Relaxed);
