@@ -142,7 +142,13 @@ async fn pick_screen(cancelled: &AtomicBool) -> Result<PickedScreen, PortalFailu
         ));
     }
     // The pointer drawn into the picture, where the portal can.
-    let cursor = match portal.available_cursor_modes().await {
+    let modes = step(
+        "cursor modes",
+        PORTAL_ANSWERS,
+        cancelled,
+        portal.available_cursor_modes(),
+    );
+    let cursor = match modes.await {
         Ok(modes) if modes.contains(CursorMode::Embedded) => CursorMode::Embedded,
         _ => CursorMode::Hidden,
     };
