@@ -27,6 +27,8 @@ pub(crate) struct Picture {
 #[derive(Debug, Default)]
 pub(crate) struct StreamNews {
     picture: Option<Picture>,
+    /// How many pictures came so far: which one [`StreamNews::newest`] is.
+    pictures: u64,
     /// Why the stream ended, once it has.
     ended: Option<String>,
 }
@@ -39,14 +41,21 @@ struct NewsBoard {
 }
 
 impl StreamNews {
-    /// The newest picture, or why there is none.
-    pub(crate) fn newest(&self) -> Result<&Picture, String> {
+    /// The newest picture and its number (the same number: the same
+    /// picture), or why there is none.
+    pub(crate) fn newest(&self) -> Result<(u64, &Picture), String> {
         if let Some(why) = &self.ended {
             return Err(why.clone());
         }
         self.picture
             .as_ref()
+            .map(|picture| (self.pictures, picture))
             .ok_or_else(|| "the shared screen has no picture".to_owned())
+    }
+
+    fn put(&mut self, picture: Picture) {
+        self.picture = Some(picture);
+        self.pictures += 1;
     }
 }
 
@@ -232,7 +241,7 @@ fn read_stream(
             let Some(layout) = layout else { return };
             let picture = packed_bgrx(bytes, offset, stride, size.width, size.height, layout);
             if let Some(picture) = picture {
-                state.board.lock().picture = Some(picture);
+                state.board.lock().put(picture);
                 state.board.changed.notify_all();
             }
         })

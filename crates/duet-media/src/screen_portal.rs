@@ -108,13 +108,12 @@ struct PickedScreen {
     /// connection that goes away).
     connection: zbus::Connection,
     session: Session<Screencast>,
-    /// The PipeWire connection that may see the picked screen.
-    remote: OwnedFd,
     node: u32,
 }
 
-/// The portal conversation: a session, the person's pick, the stream.
-async fn pick_screen(cancelled: &AtomicBool) -> Result<PickedScreen, PortalFailure> {
+/// The portal conversation: a session, the person's pick, the stream; and
+/// the PipeWire connection that may see the picked screen.
+async fn pick_screen(cancelled: &AtomicBool) -> Result<(PickedScreen, OwnedFd), PortalFailure> {
     // A connection of our own rather than ashpd's process-wide one: it lives
     // exactly as long as the sharing, whatever the session bus did meanwhile.
     let connection = step("connect", PORTAL_ANSWERS, cancelled, async {
@@ -193,12 +192,12 @@ async fn pick_screen(cancelled: &AtomicBool) -> Result<PickedScreen, PortalFailu
         portal.open_pipe_wire_remote(&session, Default::default()),
     )
     .await?;
-    Ok(PickedScreen {
+    let picked = PickedScreen {
         connection,
         session,
-        remote,
         node,
-    })
+    };
+    Ok((picked, remote))
 }
 
 /// A screen shared through the desktop portal, delivering I420 pictures at
@@ -209,6 +208,8 @@ pub struct PortalScreen {
     picked: Option<PickedScreen>,
     pacer: FramePacer,
     scaled: Vec<u8>,
+    /// The newest picture's number and what it was converted to.
+    converted: Option<(u64, VideoFrame)>,
 }
 
 impl std::fmt::Debug for PortalScreen {
@@ -235,11 +236,8 @@ impl PortalScreen {
                 "on Wayland the portal's dialog picks the screen, not screen:N"
             );
         }
-        let picked = async_io::block_on(pick_screen(cancelled))?;
-        let fd = picked.remote.try_clone().map_err(|err| {
-            PortalFailure::Failed(format!("cannot use the PipeWire remote: {err}"))
-        })?;
-        let reader = StreamReader::start(fd, picked.node).map_err(PortalFailure::Failed)?;
+        let (picked, remote) = async_io::block_on(pick_screen(cancelled))?;
+        let reader = StreamReader::start(remote, picked.node).map_err(PortalFailure::Failed)?;
         let fps = screen_fps(fps);
         tracing::info!(
             node = picked.node,
@@ -254,6 +252,7 @@ impl PortalScreen {
             picked: Some(picked),
             pacer: FramePacer::new(Instant::now(), Duration::from_secs(1) / fps),
             scaled: Vec::new(),
+            converted: None,
         })
     }
 
@@ -263,10 +262,19 @@ impl PortalScreen {
         self.pacer.wait();
         let at = SystemTime::now();
         let news = self.reader.news();
-        let picture = news.newest().map_err(MediaError::NoScreen)?;
+        let (number, picture) = news.newest().map_err(MediaError::NoScreen)?;
+        // A still screen sends no new picture: the one converted last time
+        // is sent again rather than converted again.
+        if let Some((converted, frame)) = &self.converted
+            && *converted == number
+        {
+            let mut frame = frame.clone();
+            frame.capture_time = at;
+            return Ok(frame);
+        }
         let (out_w, out_h) = sent_size(picture.width, picture.height);
-        if (out_w, out_h) == (picture.width, picture.height) {
-            VideoFrame::from_bgra(out_w, out_h, &picture.bgrx, at)
+        let frame = if (out_w, out_h) == (picture.width, picture.height) {
+            VideoFrame::from_bgra(out_w, out_h, &picture.bgrx, at)?
         } else {
             scale_bgrx(
                 &picture.bgrx,
@@ -276,8 +284,10 @@ impl PortalScreen {
                 out_h,
                 &mut self.scaled,
             );
-            VideoFrame::from_bgra(out_w, out_h, &self.scaled, at)
-        }
+            VideoFrame::from_bgra(out_w, out_h, &self.scaled, at)?
+        };
+        self.converted = Some((number, frame.clone()));
+        Ok(frame)
     }
 }
 
