@@ -121,8 +121,13 @@ impl BeepDetector {
             if let Some(pending) = &mut self.pending {
                 pending.samples.push(sample);
                 if pending.samples.len() >= DECIDE_AFTER {
-                    if let Some(beep) = pending.judge() {
-                        self.found.push(beep);
+                    match pending.judge() {
+                        Some(beep) => self.found.push(beep),
+                        None => tracing::debug!(
+                            loud_ms = pending.loud_for as u64 * 1000 / u64::from(SAMPLE_RATE),
+                            after_second_ms = pending.onset_unix_ms.rem_euclid(1000.0) as u64,
+                            "a loud burst that is no test beep"
+                        ),
                     }
                     self.pending = None;
                 }

@@ -16,31 +16,32 @@
 //! [`CEILING_GROWTH`] a second, so a narrow link is followed without the
 //! climb-and-crash of GCC alone.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use rtc::interceptor::PacketReport;
 
+use super::arrival_spacing::ArrivalSpacing;
+use super::loss_sample::LossSample;
 use super::path_queue::QueueJudge;
+use super::recent_packets::RecentPackets;
 
 /// How far back delivery is measured.
 const WINDOW: Duration = Duration::from_secs(1);
 /// How far back loss is measured: a second of a 300 kbit/s call is ~90
 /// packets, too few to tell 5 % of random loss from 10 % of overuse.
 const LOSS_WINDOW: Duration = Duration::from_secs(2);
-/// Less feedback than this says too little about the path.
+/// Less feedback than this says too little about the path...
 const MIN_SPAN: Duration = Duration::from_millis(500);
+/// ...unless it reports heavy loss on at least this many packets, and the
+/// rate of the full link is read from their arrivals ([`ArrivalSpacing`]):
+/// a call that squeezes into a link a tenth of its rate loses nine in ten
+/// of its feedback packets too, and the first to get through came a second
+/// into the squeeze. Waiting for half a second more of it kept the link
+/// flooded, and each second of flood is a second of speech lost.
+const EARLY_JUDGED: usize = 20;
 /// The target may lead what arrives by this factor (libwebrtc's).
 const HEADROOM: f64 = 1.5;
-/// Above this share of packets lost, the path is overused...
-const HEAVY_LOSS: f64 = 0.1;
-/// ...when the sample says so with this confidence (the z of a one-sided
-/// 99.9 % bound). The rig's 5 % link reads 4–8 % over two seconds, and up to
-/// 15 % over one: judged on the share alone, each back-off (which starts a
-/// new, smaller sample) made the next more likely, and one call's video
-/// went from 1 Mbit/s to 40 kbit/s in 45 s. At 2.33 (99 %) a 60 s call at 8 %
-/// still backed off now and then; at 3 about once in 80 such minutes.
-const LOSS_CONFIDENCE_Z: f64 = 3.0;
 /// How long the lowest one-way delay is remembered as the empty-queue one.
 const BASE_WINDOW: Duration = Duration::from_secs(10);
 /// The recent one-way delay is the lowest of this much feedback.
@@ -54,8 +55,16 @@ const BACK_OFF: f64 = 0.85;
 /// filled) it stayed full another second or two, and audio with it: 3–5
 /// beeps lost where now 1–2 are.
 const DRAIN_WITHIN: Duration = Duration::from_millis(500);
-/// The deepest a back-off goes, as a share of what got through.
+/// The deepest a back-off goes, as a share of what got through, and where
+/// one for heavy loss goes before the delays say how deep the queue is.
 const DEEPEST_BACK_OFF: f64 = 0.5;
+/// The queue is read against the lowest delay of this much feedback at
+/// least. Heavy loss is a queue overflowing, as full as it gets; but when a
+/// call meets a narrow link as it starts, the first feedback to get through
+/// already met the queue full, and read it as empty. Cut to 0.85 of the
+/// rate, a 100 kbit/s link's 400 ms queue stayed full two more seconds, and
+/// two more beeps were lost.
+const QUEUE_KNOWN_AFTER: Duration = Duration::from_secs(1);
 /// ...and rises this much a second while the path keeps up...
 const CEILING_GROWTH: f64 = 0.10;
 /// ...but only this much while it is near what got through when the path
@@ -108,6 +117,8 @@ struct Reported {
     sent: Instant,
     bytes: usize,
     arrived: bool,
+    /// When it arrived, on the receiver's clock (if the feedback said).
+    arrival: Option<Duration>,
 }
 
 /// One packet's one-way delay, in ms on an arbitrary origin.
@@ -129,6 +140,8 @@ struct Delay {
 pub(crate) struct DeliveryGuard {
     reports: VecDeque<Reported>,
     delays: VecDeque<Delay>,
+    /// The rate of the link while it is full.
+    spacing: ArrivalSpacing,
     /// RTP packets reported on lately, to tell resends from first sendings.
     sent: RecentPackets,
     /// The send clock's origin for one-way delays.
@@ -179,6 +192,7 @@ impl DeliveryGuard {
 
     pub(crate) fn on_reports(&mut self, now: Instant, reports: &[PacketReport]) {
         self.tick(now);
+        self.spacing.on_reports(now, reports);
         for report in reports {
             let resend = !self
                 .sent
@@ -191,7 +205,12 @@ impl DeliveryGuard {
             if resend && !report.arrived {
                 continue;
             }
-            self.record(now, report.departure, report.size, report.arrived);
+            self.record(
+                now,
+                report.departure,
+                report.size,
+                report.arrival.filter(|_| report.arrived),
+            );
             if let Some(arrival) = report.arrival {
                 let epoch = *self.epoch.get_or_insert(report.departure);
                 let sent = report.departure.saturating_duration_since(epoch);
@@ -254,9 +273,18 @@ impl DeliveryGuard {
                 LOSS_BACK_OFF_INTERVAL
             };
             if since(self.last_back_off).is_none_or(|elapsed| elapsed >= interval) {
-                let backed_off = (delivered * back_off_share(queue)).max(self.floor);
+                let queue_known = self.delays.front().is_some_and(|first| {
+                    now.saturating_duration_since(first.at) >= QUEUE_KNOWN_AFTER
+                });
+                let share = if lossy && !queue_known {
+                    DEEPEST_BACK_OFF
+                } else {
+                    back_off_share(queue)
+                };
+                let backed_off = (delivered * share).max(self.floor);
                 tracing::debug!(
                     delivered_kbps = (delivered / 1000.0) as u64,
+                    full_link_kbps = self.spacing.rate().map(|rate| (rate / 1000.0) as u64),
                     loss = format_args!("{:.3}", loss.share()),
                     judged = loss.judged,
                     queue_ms = queue.map(|q| q.as_millis() as u64),
@@ -325,8 +353,12 @@ impl DeliveryGuard {
     }
 
     /// Bits a second that arrived over the last [`WINDOW`], and the loss
-    /// over the last [`LOSS_WINDOW`];
-    /// `None` with less than [`MIN_SPAN`] of feedback.
+    /// over the last [`LOSS_WINDOW`]; `None` with less than [`MIN_SPAN`] of
+    /// feedback, unless it reports heavy loss ([`EARLY_JUDGED`]).
+    ///
+    /// Under heavy loss the link is full, and what the feedback reports got
+    /// through is less than did (the feedback is lost too): the rate read
+    /// from the arrivals' spacing is taken when it is higher.
     fn delivery(&self) -> Option<(f64, LossSample)> {
         let last = self.reports.back()?.at;
         let recent = || {
@@ -335,11 +367,6 @@ impl DeliveryGuard {
                 .skip_while(|r| last.saturating_duration_since(r.at) > WINDOW)
         };
         let first = recent().next()?.at;
-        let span = last.saturating_duration_since(first);
-        if span < MIN_SPAN {
-            return None;
-        }
-        let delivered_bytes: usize = recent().filter(|r| r.arrived).map(|r| r.bytes).sum();
         let (judged, lost) = self
             .reports
             .iter()
@@ -347,9 +374,33 @@ impl DeliveryGuard {
             .fold((0usize, 0usize), |(judged, lost), r| {
                 (judged + 1, lost + usize::from(!r.arrived))
             });
+        let loss = LossSample { judged, lost };
+        let full_link = if loss.heavy() {
+            self.spacing.rate()
+        } else {
+            None
+        };
+        let span = last.saturating_duration_since(first);
+        if span < MIN_SPAN {
+            return full_link
+                .filter(|_| loss.judged >= EARLY_JUDGED)
+                .map(|rate| (rate, loss));
+        }
+        let delivered_bytes: usize = recent().filter(|r| r.arrived).map(|r| r.bytes).sum();
+        // The feedback of a second covers more than a second of arrivals
+        // (the first report in it is about packets that came up to 200 ms
+        // before it): over the feedback's span alone, a 100 kbit/s link
+        // read 106.
+        let arrivals = recent().filter_map(|r| r.arrival);
+        let arrival_span = arrivals
+            .clone()
+            .max()
+            .zip(arrivals.min())
+            .map_or(Duration::ZERO, |(last, first)| last.saturating_sub(first));
+        let delivered = delivered_bytes as f64 * 8.0 / span.max(arrival_span).as_secs_f64();
         Some((
-            delivered_bytes as f64 * 8.0 / span.as_secs_f64(),
-            LossSample { judged, lost },
+            full_link.map_or(delivered, |rate| rate.max(delivered)),
+            loss,
         ))
     }
 
@@ -358,12 +409,15 @@ impl DeliveryGuard {
         self.last_back_off.is_none_or(|at| sent >= at)
     }
 
-    fn record(&mut self, now: Instant, sent: Instant, bytes: usize, arrived: bool) {
+    /// One packet reported on at `now`: arrived at `arrival` (receiver's
+    /// clock), or lost.
+    fn record(&mut self, now: Instant, sent: Instant, bytes: usize, arrival: Option<Duration>) {
         self.reports.push_back(Reported {
             at: now,
             sent,
             bytes,
-            arrived,
+            arrived: arrival.is_some(),
+            arrival,
         });
         while self
             .reports
@@ -429,65 +483,6 @@ fn back_off_share(queue: Option<Duration>) -> f64 {
     BACK_OFF.min(1.0 - drain).max(DEEPEST_BACK_OFF)
 }
 
-/// Packets the feedback judged, and how many of them were lost.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct LossSample {
-    judged: usize,
-    lost: usize,
-}
-
-impl LossSample {
-    fn share(self) -> f64 {
-        self.lost as f64 / self.judged.max(1) as f64
-    }
-
-    /// Whether more than [`HEAVY_LOSS`] is lost beyond what chance gives a
-    /// sample this size: the lower end of its Wilson score interval (at
-    /// [`LOSS_CONFIDENCE_Z`]) is above it. 11 of 90 is not heavy; 30 of 90,
-    /// or 5 of 5, is.
-    fn heavy(self) -> bool {
-        if self.judged == 0 {
-            return false;
-        }
-        let n = self.judged as f64;
-        let p = self.share();
-        let z2 = LOSS_CONFIDENCE_Z * LOSS_CONFIDENCE_Z;
-        let spread = LOSS_CONFIDENCE_Z * (p * (1.0 - p) / n + z2 / (4.0 * n * n)).sqrt();
-        let lower = (p + z2 / (2.0 * n) - spread) / (1.0 + z2 / n);
-        lower > HEAVY_LOSS
-    }
-}
-
-/// The RTP packets (by SSRC and sequence number) reported on in the last
-/// [`RECENT_PACKETS`].
-#[derive(Debug, Default)]
-struct RecentPackets {
-    seen: HashSet<(u32, u16)>,
-    order: VecDeque<(Instant, (u32, u16))>,
-}
-
-/// Longer than any resend waits (the NACK generator gives up well before).
-const RECENT_PACKETS: Duration = Duration::from_secs(2);
-
-impl RecentPackets {
-    /// Whether this is the first report on this packet lately.
-    fn first_time(&mut self, now: Instant, ssrc: u32, sequence_number: u16) -> bool {
-        while let Some((at, key)) = self.order.front() {
-            if now.saturating_duration_since(*at) <= RECENT_PACKETS {
-                break;
-            }
-            self.seen.remove(key);
-            self.order.pop_front();
-        }
-        let key = (ssrc, sequence_number);
-        let first = self.seen.insert(key);
-        if first {
-            self.order.push_back((now, key));
-        }
-        first
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -497,7 +492,8 @@ mod tests {
         let packets = (kbps * 1000.0 / 8.0 / 1200.0) as usize;
         for n in 0..packets {
             let at = start + Duration::from_secs_f64(n as f64 / packets as f64);
-            guard.record(at, at, 1200, n % 10 >= lost);
+            let arrived = n % 10 >= lost;
+            guard.record(at, at, 1200, arrived.then_some(Duration::ZERO));
         }
     }
 
@@ -514,7 +510,7 @@ mod tests {
         bytes: usize,
         delay_ms: Option<f64>,
     ) {
-        guard.record(at, sent, bytes, delay_ms.is_some());
+        guard.record(at, sent, bytes, delay_ms.map(|_| Duration::ZERO));
         if let Some(delay_ms) = delay_ms {
             guard.record_delay(at, sent, delay_ms);
         }
@@ -572,14 +568,79 @@ mod tests {
         guard.tick(switched + Duration::from_millis(2_100));
         assert_eq!(guard.limit(1_400_000.0), 1_400_000.0);
 
-        // A ceiling set by overuse still holds within the grace, and heavy loss too.
+        // A ceiling set by overuse still holds within the grace, and the
+        // back-off for heavy loss too.
         guard.new_source(switched + Duration::from_secs(3));
         guard.ceiling = Some(500_000.0);
         assert_eq!(guard.limit(1_400_000.0), 500_000.0);
         let mut lossy = DeliveryGuard::default();
         feed(&mut lossy, start, 1000.0, 3);
+        lossy.update_ceiling(start + Duration::from_secs(1));
         lossy.new_source(start + Duration::from_secs(1));
         assert!(lossy.limit(1_500_000.0) < 720_000.0);
+    }
+
+    #[test]
+    fn heavy_loss_in_the_first_feedback_backs_off_at_once() {
+        use super::super::arrival_spacing::tests::squeezed;
+        // A call at 1 Mbit/s meets a 100 kbit/s link as it starts: the one
+        // feedback that got through reports 50 packets, 5 of them arrived,
+        // 100 ms apart. Far less than MIN_SPAN of feedback, but enough.
+        let reports = squeezed(0, 0.0, 50);
+        let mut guard = DeliveryGuard::default();
+        guard.on_reports(Instant::now(), &reports);
+        let ceiling = guard.ceiling().expect("backed off on the first feedback");
+        // Half the link's rate: no delay was read before the queue filled.
+        assert!((ceiling - 50_000.0).abs() < 1.0, "{ceiling}");
+        assert!(guard.limit(1_400_000.0) <= ceiling);
+
+        // Ten packets, one arrived: too few to say anything yet.
+        let mut guard = DeliveryGuard::default();
+        guard.on_reports(Instant::now(), &squeezed(0, 0.0, 10));
+        assert_eq!(guard.ceiling(), None);
+        assert_eq!(guard.limit(1_400_000.0), 1_400_000.0);
+    }
+
+    #[test]
+    fn heavy_loss_halves_the_rate_until_the_queue_can_be_read() {
+        let start = Instant::now();
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        // Half the packets lost from the first feedback on...
+        let mut starting = DeliveryGuard::default();
+        feed(&mut starting, at(1000), 1000.0, 5);
+        let (delivered, _) = starting.delivery().expect("a second of feedback");
+        starting.update_ceiling(at(2000));
+        let halved = starting.ceiling().expect("backed off");
+        assert!((halved / delivered - DEEPEST_BACK_OFF).abs() < 1e-9);
+
+        // ...and after a second of delays read without a queue: the queue
+        // read decides (none now: the usual share).
+        let mut going = DeliveryGuard::default();
+        for ms in (0..1000).step_by(10) {
+            report(&mut going, at(ms), 1200, Some(20.0));
+        }
+        feed(&mut going, at(1000), 1000.0, 5);
+        let (delivered, _) = going.delivery().expect("a second of feedback");
+        going.update_ceiling(at(2000));
+        let cut = going.ceiling().expect("backed off");
+        assert!(
+            (cut / delivered - BACK_OFF).abs() < 1e-9,
+            "{cut} of {delivered}"
+        );
+    }
+
+    #[test]
+    fn what_got_through_is_measured_over_the_arrivals_it_covers() {
+        let start = Instant::now();
+        let mut guard = DeliveryGuard::default();
+        // 1 Mbit arrived over 990 ms, reported on by feedback over 792 ms.
+        for n in 0..100u64 {
+            let at = start + Duration::from_millis(200 + n * 8);
+            guard.record(at, at, 1250, Some(Duration::from_millis(n * 10)));
+        }
+        let (delivered, _) = guard.delivery().expect("enough feedback");
+        let expected = 1_000_000.0 / 0.99;
+        assert!((delivered - expected).abs() < 1.0, "{delivered}");
     }
 
     #[test]
@@ -821,18 +882,6 @@ mod tests {
             report(&mut guard, at, 416, (!lost).then_some(20.0));
         }
         assert_eq!(guard.ceiling, None, "random loss read as congestion");
-    }
-
-    #[test]
-    fn loss_is_heavy_only_beyond_chance() {
-        let sample = |lost, judged| LossSample { judged, lost };
-        assert!(!sample(0, 0).heavy());
-        assert!(!sample(11, 90).heavy(), "12 % of 90: chance");
-        assert!(!sample(30, 300).heavy(), "10 %: not above");
-        assert!(!sample(16, 90).heavy(), "18 % of 90: could be chance");
-        assert!(sample(30, 90).heavy());
-        assert!(sample(60, 300).heavy());
-        assert!(sample(5, 5).heavy());
     }
 
     #[test]

@@ -89,6 +89,14 @@ impl BandwidthEstimator for PublishingEstimator {
                 ..report.clone()
             })
             .collect();
+        tracing::trace!(
+            reported = reports.len(),
+            arrived = reports.iter().filter(|r| r.arrived).count(),
+            "transport feedback"
+        );
+        if let Some(newest) = reports.iter().map(|report| report.departure).max() {
+            self.budget.note_reported_until(newest);
+        }
         self.follow_source(now);
         self.inner.on_reports(now, &on_the_wire);
         self.guard.on_reports(now, &on_the_wire);

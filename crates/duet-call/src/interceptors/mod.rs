@@ -7,12 +7,16 @@
 //! those put their own pacer and a 100 ms NACK tick in, and replacing a slot
 //! afterwards logs a warning for every call.
 
+mod arrival_spacing;
 mod delivery_guard;
 mod estimator;
 mod feedback;
+mod feedback_watch;
+mod loss_sample;
 mod pacer;
 mod pacing;
 mod path_queue;
+mod recent_packets;
 mod send_budget;
 mod wire;
 

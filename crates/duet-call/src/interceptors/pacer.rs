@@ -1,5 +1,8 @@
 //! [`MediaPacer`]: the [`PacingQueue`] as an interceptor in webrtc-rs's chain,
-//! in the pacer's place.
+//! in the pacer's place. It stamps each packet with the instant it left
+//! (the congestion controller's departure: the instant it was written would
+//! charge the wait here to the path), and holds video back while the peer's
+//! feedback is late ([`FeedbackWatch`]).
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -9,6 +12,7 @@ use rtc::interceptor::{
 };
 
 use super::SendBudget;
+use super::feedback_watch::FeedbackWatch;
 use super::pacing::{PacingDrops, PacingQueue, PacingTotals, PacketClass, ResendOf};
 use super::wire::wire_bytes;
 
@@ -38,6 +42,9 @@ pub(crate) struct MediaPacer {
     /// The RTX streams of the local tracks: a resend on one of them names
     /// the packet it repeats in its first two bytes (RFC 4588).
     rtx_ssrcs: Vec<u32>,
+    /// Whether the peer's feedback is late; `None` until a local stream
+    /// that the peer reports on (transport-wide feedback) is bound.
+    watch: Option<FeedbackWatch>,
 }
 
 /// Bits of fresh video: its RTP payload, and all it takes on the wire.
@@ -97,7 +104,26 @@ impl MediaPacer {
             overhead: TotalsWindow::new(OVERHEAD_INTERVAL, now),
             video_written: VideoBits::default(),
             rtx_ssrcs: Vec::new(),
+            watch: None,
         }
+    }
+
+    /// Holds video back while the peer's feedback is late
+    /// ([`FeedbackWatch`]), and lets it go when it comes.
+    fn follow_feedback(&mut self, now: Instant) {
+        let Some(watch) = &mut self.watch else {
+            return;
+        };
+        if let Some(until) = self.budget.reported_until() {
+            watch.on_reported(now, until);
+        }
+        let late = watch.late(now);
+        match (late, self.queue.held()) {
+            (true, false) => tracing::debug!("the peer's feedback is late: video waits for it"),
+            (false, true) => tracing::debug!("the peer's feedback came: video goes again"),
+            _ => {}
+        }
+        self.queue.set_held(late);
     }
 
     /// Every [`OVERHEAD_INTERVAL`]: what went out that was not fresh video.
@@ -162,6 +188,7 @@ impl rtc::sansio::Protocol<TaggedPacket, TaggedPacket, ()> for MediaPacer {
     type Time = Instant;
 
     fn handle_read(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+        self.follow_feedback(msg.now);
         // The congestion controller (wire-most) attaches a new target to the
         // feedback that produced it, on its way in.
         if let Some(Attribute::TargetBitrateChanged { bits_per_second }) =
@@ -190,6 +217,7 @@ impl rtc::sansio::Protocol<TaggedPacket, TaggedPacket, ()> for MediaPacer {
             self.video_written.wire += bits;
         }
         let now = msg.now;
+        self.follow_feedback(now);
         self.queue.push(now, class, bits, msg);
         self.budget
             .set_video_waiting_since(self.queue.oldest_fresh());
@@ -198,10 +226,18 @@ impl rtc::sansio::Protocol<TaggedPacket, TaggedPacket, ()> for MediaPacer {
     }
 
     fn poll_write(&mut self) -> Option<TaggedPacket> {
-        self.queue.pop_ready()
+        // The congestion controller, wire-ward, records `now` as the
+        // packet's departure.
+        let (released, mut packet) = self.queue.pop_ready()?;
+        packet.now = released;
+        if let (Some(watch), Packet::Rtp(_)) = (&mut self.watch, &packet.message.packet) {
+            watch.on_sent(released);
+        }
+        Some(packet)
     }
 
     fn handle_timeout(&mut self, now: Instant) -> Result<(), Self::Error> {
+        self.follow_feedback(now);
         self.queue.release(now);
         self.budget
             .set_video_waiting_since(self.queue.oldest_fresh());
@@ -227,6 +263,13 @@ impl rtc::sansio::Protocol<TaggedPacket, TaggedPacket, ()> for MediaPacer {
 
 impl Interceptor for MediaPacer {
     fn bind_local_stream(&mut self, info: &StreamInfo) {
+        let reported_on = info
+            .rtp_header_extensions
+            .iter()
+            .any(|extension| extension.uri == rtc::sdp::extmap::TRANSPORT_CC_URI);
+        if reported_on && self.watch.is_none() {
+            self.watch = Some(FeedbackWatch::default());
+        }
         if let Some(rtx) = info.ssrc_rtx
             && !self.rtx_ssrcs.contains(&rtx)
         {
@@ -304,6 +347,37 @@ mod tests {
                 })
             );
         }
+    }
+
+    #[test]
+    fn a_packet_leaves_stamped_with_when_it_left_not_when_it_came() {
+        use rtc::sansio::Protocol;
+
+        // 100 kbit/s, paced at 250: 30 packets of 1200 bits written at
+        // once, 12 kbit of them in the burst, the rest 4.8 ms apart.
+        let mut pacer = MediaPacer::new(100_000.0, 111, SendBudget::default());
+        let start = Instant::now();
+        for n in 0..30 {
+            let message = TaggedPacket {
+                now: start,
+                transport: Default::default(),
+                message: rtp(102, n).into(),
+            };
+            pacer.handle_write(message).expect("queued");
+        }
+        let mut departures = Vec::new();
+        for ms in 0..200 {
+            pacer
+                .handle_timeout(start + Duration::from_millis(ms))
+                .expect("released");
+            while let Some(packet) = pacer.poll_write() {
+                departures.push(packet.now.duration_since(start).as_millis());
+            }
+        }
+        assert_eq!(departures.len(), 30);
+        assert_eq!(departures[0], 0);
+        let last = departures[29];
+        assert!((90..=100).contains(&last), "{departures:?}");
     }
 
     #[test]

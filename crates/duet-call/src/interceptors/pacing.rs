@@ -17,6 +17,10 @@
 //! most, resends may use only [`RESEND_SHARE`] of the target (beyond it
 //! fresh video goes first: on a full link, the loss resends cause asks for
 //! more resends), and a resend that waited [`RESEND_MAX_WAIT`] is dropped.
+//!
+//! While the peer's feedback is late (see `feedback_watch.rs`), video and
+//! resends are held back and audio goes alone: the queue is told so by the
+//! pacer around it ([`PacingQueue::set_held`]).
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -62,6 +66,10 @@ const RESEND_WINDOW: Duration = Duration::from_millis(200);
 /// Fresh video that waited this long is dropped: a picture this late is
 /// worse than a gap the receiver recovers from with a keyframe.
 pub(crate) const FRESH_MAX_WAIT: Duration = Duration::from_millis(500);
+/// While video is held back, one packet of it still goes this often: its
+/// feedback tells when the path is back, should nothing else be sent that
+/// the peer reports on.
+const PROBE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// What a packet is to the queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -123,7 +131,12 @@ pub(crate) struct PacingQueue<T> {
     last_refill: Option<Instant>,
     fresh: VecDeque<Waiting<T>>,
     resends: VecDeque<Waiting<T>>,
-    ready: VecDeque<T>,
+    /// Let out, with when.
+    ready: VecDeque<(Instant, T)>,
+    /// Fresh video and resends wait (the peer's feedback is late).
+    held: bool,
+    /// When a packet last went while video was held back.
+    last_probe: Option<Instant>,
     drops: PacingDrops,
     totals: PacingTotals,
 }
@@ -140,6 +153,8 @@ impl<T> PacingQueue<T> {
             fresh: VecDeque::new(),
             resends: VecDeque::new(),
             ready: VecDeque::new(),
+            held: false,
+            last_probe: None,
             drops: PacingDrops::default(),
             totals: PacingTotals::default(),
         };
@@ -156,6 +171,20 @@ impl<T> PacingQueue<T> {
         self.rate_bps = (target_bps * pacing_factor(target_bps, path_limited)).max(MIN_BURST_BITS);
         self.budget_bits = self.budget_bits.min(self.burst_bits());
         self.resend_budget_bits = self.resend_budget_bits.min(self.resend_burst_bits());
+    }
+
+    /// Whether fresh video and resends are held back.
+    pub(crate) fn held(&self) -> bool {
+        self.held
+    }
+
+    /// Holds fresh video and resends back, or lets them go again: audio
+    /// and RTCP go either way, and one packet every [`PROBE_INTERVAL`].
+    pub(crate) fn set_held(&mut self, held: bool) {
+        if held && !self.held {
+            self.last_probe = None;
+        }
+        self.held = held;
     }
 
     fn resend_rate_bps(&self) -> f64 {
@@ -191,7 +220,7 @@ impl<T> PacingQueue<T> {
             PacketClass::Immediate => {
                 self.budget_bits -= bits;
                 self.totals.immediate_bits += bits;
-                self.ready.push_back(item);
+                self.ready.push_back((now, item));
             }
             PacketClass::FreshVideo => self.fresh.push_back(Waiting {
                 since: now,
@@ -242,6 +271,12 @@ impl<T> PacingQueue<T> {
         // budget below zero, so a packet larger than the burst still goes.
         // Resends go first while their own allowance lasts.
         while self.budget_bits > 0.0 {
+            if self.held {
+                if !self.probe_due(now) {
+                    break;
+                }
+                self.last_probe = Some(now);
+            }
             let resend = if self.resend_budget_bits > 0.0 {
                 self.resends.pop_front()
             } else {
@@ -258,8 +293,14 @@ impl<T> PacingQueue<T> {
                 break;
             };
             self.budget_bits -= next.bits;
-            self.ready.push_back(next.item);
+            self.ready.push_back((now, next.item));
         }
+    }
+
+    /// While held: whether a packet may go as a probe at `now`.
+    fn probe_due(&self, now: Instant) -> bool {
+        self.last_probe
+            .is_none_or(|at| now.saturating_duration_since(at) >= PROBE_INTERVAL)
     }
 
     fn refill(&mut self, now: Instant) {
@@ -272,8 +313,10 @@ impl<T> PacingQueue<T> {
         self.last_refill = Some(now.max(self.last_refill.unwrap_or(now)));
     }
 
-    /// The next packet to put on the wire.
-    pub(crate) fn pop_ready(&mut self) -> Option<T> {
+    /// The next packet to put on the wire, and when the queue let it out:
+    /// its departure, for the congestion controller (the instant it was
+    /// pushed would charge its wait here to the path).
+    pub(crate) fn pop_ready(&mut self) -> Option<(Instant, T)> {
         self.ready.pop_front()
     }
 
@@ -292,7 +335,11 @@ impl<T> PacingQueue<T> {
             // Past RESEND_MAX_WAIT they are dropped anyway.
             wait = wait.max(repaid.min(RESEND_MAX_WAIT.as_secs_f64()));
         }
-        Some(last + Duration::from_secs_f64(wait))
+        let paced = last + Duration::from_secs_f64(wait);
+        match self.last_probe.filter(|_| self.held) {
+            Some(probe) => Some(paced.max(probe + PROBE_INTERVAL)),
+            None => Some(paced),
+        }
     }
 
     /// When the oldest fresh video still waiting was queued.
@@ -318,7 +365,7 @@ mod tests {
         let mut out = Vec::new();
         for t in 0..=ms {
             queue.release(start + Duration::from_millis(t));
-            while let Some(item) = queue.pop_ready() {
+            while let Some((_, item)) = queue.pop_ready() {
                 out.push((t, item));
             }
         }
@@ -351,7 +398,7 @@ mod tests {
         while queue.pop_ready().is_some() {}
         assert!(queue.waiting() > 20, "a 48 kB keyframe is paced");
         queue.push(start, PacketClass::Immediate, 1000.0, 999);
-        assert_eq!(queue.pop_ready(), Some(999));
+        assert_eq!(queue.pop_ready(), Some((start, 999)));
     }
 
     #[test]
@@ -434,7 +481,7 @@ mod tests {
         assert_eq!(queue.drops().stale_resends, 0);
         let later = start + Duration::from_millis(100);
         queue.push(later, PacketClass::Resend(of(7)), PACKET_BITS, 5);
-        assert_eq!(queue.pop_ready(), Some(5));
+        assert_eq!(queue.pop_ready(), Some((later, 5)));
         // Another stream's packet 7 is another packet.
         let other = ResendOf {
             ssrc: 2,
@@ -463,7 +510,7 @@ mod tests {
                 queue.push(now, PacketClass::Resend(of(7)), PACKET_BITS, 4);
             }
             queue.release(now);
-            while let Some(item) = queue.pop_ready() {
+            while let Some((_, item)) = queue.pop_ready() {
                 out.push((t, item));
             }
         }
@@ -487,13 +534,45 @@ mod tests {
                 queue.push(now, PacketClass::FreshVideo, PACKET_BITS, t as u32);
             }
             queue.release(now);
-            while let Some(pushed) = queue.pop_ready() {
+            while let Some((_, pushed)) = queue.pop_ready() {
                 sent_at.push(t - u64::from(pushed));
             }
         }
         let worst = sent_at.iter().max().copied().unwrap_or(0);
         assert!(worst <= 500, "a packet waited {worst} ms");
         assert!(queue.drops().stale_video > 0);
+    }
+
+    #[test]
+    fn held_back_video_waits_but_audio_and_a_probe_a_second_go() {
+        let start = Instant::now();
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        let mut queue = PacingQueue::new(1_000_000.0);
+        queue.set_held(true);
+        for n in 0..5 {
+            queue.push(start, PacketClass::FreshVideo, PACKET_BITS, n);
+        }
+        queue.push(start, PacketClass::Immediate, 1000.0, 99);
+        let mut out = Vec::new();
+        for t in 0..=1_200 {
+            if t == 900 {
+                queue.push(at(t), PacketClass::FreshVideo, PACKET_BITS, 5);
+            }
+            queue.release(at(t));
+            while let Some((_, item)) = queue.pop_ready() {
+                out.push((t, item));
+            }
+        }
+        // Audio at once, a probe at once and one a second later; what
+        // waited past FRESH_MAX_WAIT was dropped.
+        assert_eq!(out, vec![(0, 0), (0, 99), (1_000, 5)], "{out:?}");
+        assert_eq!(queue.drops().stale_video, 4);
+        queue.push(at(1_200), PacketClass::FreshVideo, PACKET_BITS, 6);
+        assert_eq!(queue.next_release(), Some(at(2_000)));
+        // Let go: at once.
+        queue.set_held(false);
+        queue.release(at(1_200));
+        assert_eq!(queue.pop_ready(), Some((at(1_200), 6)));
     }
 
     #[test]
@@ -518,7 +597,7 @@ mod tests {
         queue.release(due);
         assert_eq!(
             std::iter::from_fn(|| queue.pop_ready()).collect::<Vec<_>>(),
-            vec![0, 1]
+            vec![(start, 0), (due, 1)]
         );
     }
 }

@@ -32,6 +32,38 @@ fn epoch() -> Instant {
 /// pictures: half the wait after which the queue drops it.
 const BACKLOG_LIMIT: Duration = FRESH_MAX_WAIT.checked_div(2).expect("nonzero");
 
+/// An instant (or none) that one thread sets and another reads: µs after
+/// [`epoch`] plus one, 0 for none. An atomic, as the budget's other
+/// figures: the pacer and the congestion controller set theirs on every
+/// packet or feedback.
+#[derive(Debug, Clone, Default)]
+struct SharedInstant(Arc<AtomicU64>);
+
+impl SharedInstant {
+    fn encode(at: Instant) -> u64 {
+        let after = at.saturating_duration_since(epoch()).as_micros();
+        u64::try_from(after).unwrap_or(u64::MAX - 1) + 1
+    }
+
+    fn store(&self, at: Option<Instant>) {
+        self.0
+            .store(at.map_or(0, SharedInstant::encode), Ordering::Relaxed);
+    }
+
+    /// Stores `at` unless a later instant is stored.
+    fn advance(&self, at: Instant) {
+        self.0
+            .fetch_max(SharedInstant::encode(at), Ordering::Relaxed);
+    }
+
+    fn load(&self) -> Option<Instant> {
+        match self.0.load(Ordering::Relaxed) {
+            0 => None,
+            micros => Some(epoch() + Duration::from_micros(micros - 1)),
+        }
+    }
+}
+
 /// Shared by the congestion controller (which sets the target), the pacer
 /// (which measures what is not fresh video) and the video encoder (which
 /// spends the rest). Cheap to clone: every clone is the same budget.
@@ -43,10 +75,10 @@ pub(crate) struct SendBudget {
     /// none was measured.
     video_payload_share: Arc<AtomicU64>,
     path_limited: Arc<AtomicBool>,
-    /// When the oldest fresh video still in the send queue was queued, in
-    /// µs after [`epoch`] plus one; 0 while none waits. An atomic, as the
-    /// budget's other figures: the pacer sets it on every packet.
-    video_waiting_since: Arc<AtomicU64>,
+    /// When the oldest fresh video still in the send queue was queued.
+    video_waiting_since: SharedInstant,
+    /// When the newest packet the peer's feedback reported on left.
+    reported_until: SharedInstant,
     /// The most the source being sent may use (a screen more than a
     /// camera), in bits per second; 0 until the video sender sets it.
     ceiling_bps: Arc<AtomicU64>,
@@ -117,11 +149,7 @@ impl SendBudget {
     /// Since when the oldest fresh video still in the send queue waits
     /// (`None`: none waits).
     pub(crate) fn set_video_waiting_since(&self, since: Option<Instant>) {
-        let micros = since.map_or(0, |since| {
-            let after = since.saturating_duration_since(epoch()).as_micros();
-            u64::try_from(after).unwrap_or(u64::MAX - 1) + 1
-        });
-        self.video_waiting_since.store(micros, Ordering::Relaxed);
+        self.video_waiting_since.store(since);
     }
 
     /// Whether the send queue holds video that has waited so long that a
@@ -131,13 +159,20 @@ impl SendBudget {
     /// waited and were dropped: ten seconds of keyframe requests every half
     /// second. A picture skipped before it is encoded breaks nothing.
     pub(crate) fn video_backlogged(&self, now: Instant) -> bool {
-        match self.video_waiting_since.load(Ordering::Relaxed) {
-            0 => false,
-            micros => {
-                let since = epoch() + Duration::from_micros(micros - 1);
-                now.saturating_duration_since(since) > BACKLOG_LIMIT
-            }
-        }
+        self.video_waiting_since
+            .load()
+            .is_some_and(|since| now.saturating_duration_since(since) > BACKLOG_LIMIT)
+    }
+
+    /// The peer's feedback reported on the packets that left up to
+    /// `departure` (the congestion controller says so; the pacer listens).
+    pub(crate) fn note_reported_until(&self, departure: Instant) {
+        self.reported_until.advance(departure);
+    }
+
+    /// When the newest packet the feedback reported on left, if any was.
+    pub(crate) fn reported_until(&self) -> Option<Instant> {
+        self.reported_until.load()
     }
 
     /// What the video encoder may spend, in bits of its bitstream a second:
@@ -186,6 +221,17 @@ mod tests {
         assert!(budget.video_backlogged(now + Duration::from_millis(300)));
         budget.set_video_waiting_since(None);
         assert!(!budget.video_backlogged(now + Duration::from_millis(300)));
+    }
+
+    #[test]
+    fn what_the_feedback_reported_on_only_moves_forward() {
+        let budget = SendBudget::default();
+        assert_eq!(budget.reported_until(), None);
+        let later = epoch() + Duration::from_millis(800);
+        budget.note_reported_until(later);
+        // An older instant (feedback that came out of order) changes nothing.
+        budget.note_reported_until(later - Duration::from_millis(300));
+        assert_eq!(budget.clone().reported_until(), Some(later));
     }
 
     #[test]

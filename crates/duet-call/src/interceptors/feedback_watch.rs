@@ -1,0 +1,154 @@
+//! Whether the peer's feedback on what was sent is late: then video waits.
+//!
+//! The congestion controller learns that a link is full from the feedback
+//! on what got through; until that feedback comes, it keeps the rate it
+//! had. When a call meets a link a tenth of its rate both ways (a call
+//! starting on a narrow mobile link), nine in ten of the peer's feedback
+//! packets are lost in the same flood, and the first to get through came
+//! 1.0–1.6 s into it: by then the link's queue had been full for a second,
+//! and the speech in it lost or late. libwebrtc bounds the bytes in flight
+//! (its congestion window) for this; Duet bounds the time: when the oldest
+//! packet not yet reported on left [`LATE_AFTER`] longer ago than feedback
+//! usually takes, video and resends wait until the feedback comes. Audio
+//! still goes, so the link drains to what matters, and its feedback is what
+//! tells when the path is back (after an outage, too).
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+/// How much later than usual the feedback may be. It comes every 100 ms,
+/// and is held back up to 100 ms more where a packet may only be reordered;
+/// with this margin, video waits only when three or more feedback packets
+/// in a row were lost (once in 40 s of a path that loses 5 %).
+pub(crate) const LATE_AFTER: Duration = Duration::from_millis(500);
+/// How long the quickest feedback is remembered as the usual delay.
+const USUAL_MEMORY: Duration = Duration::from_secs(10);
+
+/// The packets the peer's feedback has yet to report on, and how long its
+/// reports take.
+#[derive(Debug, Default)]
+pub(crate) struct FeedbackWatch {
+    /// When each packet not yet reported on left, oldest first.
+    unreported: VecDeque<Instant>,
+    /// The newest departure reported on so far.
+    reported_until: Option<Instant>,
+    /// How long each report took (from the departure of the newest packet
+    /// it covered), with when it came: the quickest is the usual delay.
+    delays: VecDeque<(Instant, Duration)>,
+    /// The quickest of `delays` (asked for at every packet).
+    usual: Duration,
+}
+
+impl FeedbackWatch {
+    /// A packet the feedback will report on left at `departure`.
+    pub(crate) fn on_sent(&mut self, departure: Instant) {
+        self.unreported.push_back(departure);
+    }
+
+    /// By `now`, the feedback reported on everything that left up to
+    /// `until` (a packet whose feedback was lost is never reported on: it
+    /// is forgotten with the others).
+    pub(crate) fn on_reported(&mut self, now: Instant, until: Instant) {
+        if self.reported_until.is_some_and(|before| until <= before) {
+            return;
+        }
+        self.reported_until = Some(until);
+        while self.unreported.front().is_some_and(|&sent| sent <= until) {
+            self.unreported.pop_front();
+        }
+        self.delays
+            .push_back((now, now.saturating_duration_since(until)));
+        while self
+            .delays
+            .front()
+            .is_some_and(|&(at, _)| now.saturating_duration_since(at) > USUAL_MEMORY)
+        {
+            self.delays.pop_front();
+        }
+        self.usual = self
+            .delays
+            .iter()
+            .map(|&(_, delay)| delay)
+            .min()
+            .unwrap_or(Duration::ZERO);
+    }
+
+    /// Whether, at `now`, the feedback on the oldest packet not reported on
+    /// is [`LATE_AFTER`] later than usual.
+    pub(crate) fn late(&self, now: Instant) -> bool {
+        let Some(&oldest) = self.unreported.front() else {
+            return false;
+        };
+        now.saturating_duration_since(oldest) > self.usual + LATE_AFTER
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn feedback_that_keeps_coming_is_never_late() {
+        let start = Instant::now();
+        let mut watch = FeedbackWatch::default();
+        assert!(!watch.late(start), "nothing sent");
+        // A packet every 10 ms; feedback every 100 ms on what left 20 ms
+        // before it, now and then 200 ms late (two reports lost).
+        for t in (0..5_000).step_by(10) {
+            let now = start + ms(t);
+            watch.on_sent(now);
+            let lost_reports = (t / 100) % 20 < 2;
+            if t % 100 == 0 && t >= 100 && !lost_reports {
+                watch.on_reported(now, now - ms(20));
+            }
+            assert!(!watch.late(now), "late at {t} ms");
+        }
+    }
+
+    #[test]
+    fn feedback_that_stops_is_late_after_the_usual_delay_and_the_margin() {
+        let start = Instant::now();
+        let mut watch = FeedbackWatch::default();
+        // Reports take 40 ms: usual.
+        for t in (0..1_000).step_by(10) {
+            let now = start + ms(t);
+            watch.on_sent(now);
+            if t % 100 == 0 && t >= 100 {
+                watch.on_reported(now, now - ms(40));
+            }
+        }
+        // The last report (at 900 ms) covered up to 860 ms: the packet of
+        // 870 ms is the oldest waiting, late once 540 ms have passed.
+        assert!(!watch.late(start + ms(1_400)));
+        assert!(watch.late(start + ms(1_420)));
+        // A report that comes late still ends it.
+        let now = start + ms(1_500);
+        watch.on_reported(now, start + ms(990));
+        assert!(!watch.late(now), "all reported on");
+    }
+
+    #[test]
+    fn at_the_start_no_feedback_is_late_after_the_margin() {
+        let start = Instant::now();
+        let mut watch = FeedbackWatch::default();
+        watch.on_sent(start);
+        watch.on_sent(start + ms(300));
+        assert!(!watch.late(start + ms(500)));
+        assert!(watch.late(start + ms(510)));
+    }
+
+    #[test]
+    fn an_older_report_changes_nothing() {
+        let start = Instant::now();
+        let mut watch = FeedbackWatch::default();
+        watch.on_sent(start);
+        watch.on_sent(start + ms(100));
+        watch.on_reported(start + ms(150), start + ms(100));
+        watch.on_reported(start + ms(700), start);
+        assert!(!watch.late(start + ms(700)));
+    }
+}
