@@ -33,6 +33,10 @@ const MIN_SPREAD: Duration = Duration::from_millis(30);
 
 /// A packet sent within this many of a lost one met the queue full.
 const FULL_FOR: usize = 10;
+/// Nothing arrived for this long: the path was down (an outage), and what
+/// was lost meanwhile says nothing of how much it carries. On a full
+/// 100 kbit/s link something arrives every 100 ms.
+pub(crate) const PATH_GAP: Duration = Duration::from_secs(1);
 
 /// One packet that arrived after the one before it in the send order.
 #[derive(Debug, Clone, Copy)]
@@ -79,6 +83,15 @@ impl ArrivalSpacing {
             };
             let full = self.since_loss.is_some_and(|n| n <= FULL_FOR);
             if let Some(arrival) = report.arrival.filter(|_| report.arrived) {
+                if self
+                    .last_arrival
+                    .is_some_and(|last| arrival > last + PATH_GAP)
+                {
+                    // Back after an outage: the losses before were its.
+                    self.last_arrival = None;
+                    self.since_loss = None;
+                }
+                let full = full && self.since_loss.is_some();
                 if let Some(last) = self.last_arrival.filter(|_| full) {
                     // Reordered (it came before the one sent before it): it
                     // took its time on the link all the same, within the
@@ -204,6 +217,21 @@ pub(crate) mod tests {
         let rate = spacing.rate().expect("nine spacings");
         assert!((rate - 200_000.0).abs() < 1.0, "{rate}");
         assert_eq!(spacing.spacings.len(), 9);
+    }
+
+    #[test]
+    fn what_was_lost_in_an_outage_says_nothing_of_the_link() {
+        let now = Instant::now();
+        let mut spacing = ArrivalSpacing::default();
+        // Arrivals, then 30 packets lost in a 3 s outage, then arrivals
+        // 10 ms apart again: a path that is not full.
+        let mut reports: Vec<_> = (0..5)
+            .map(|n| packet(n, 1250, Some(n as f64 * 10.0)))
+            .collect();
+        reports.extend((5..35).map(|n| packet(n, 1250, None)));
+        reports.extend((35..60).map(|n| packet(n, 1250, Some(3_000.0 + n as f64 * 10.0))));
+        spacing.on_reports(now, &reports);
+        assert_eq!(spacing.rate(), None);
     }
 
     #[test]

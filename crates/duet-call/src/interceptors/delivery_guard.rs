@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use rtc::interceptor::PacketReport;
 
-use super::arrival_spacing::ArrivalSpacing;
+use super::arrival_spacing::{ArrivalSpacing, PATH_GAP};
 use super::loss_sample::LossSample;
 use super::path_queue::QueueJudge;
 use super::recent_packets::RecentPackets;
@@ -166,6 +166,8 @@ pub(crate) struct DeliveryGuard {
     new_source_until: Option<Instant>,
     /// The latest instant the guard was told of.
     now: Option<Instant>,
+    /// The latest arrival reported (the receiver's clock).
+    last_arrival: Option<Duration>,
     /// The last target the guard let through: what the path carried then.
     allowed: Option<f64>,
 }
@@ -204,6 +206,18 @@ impl DeliveryGuard {
             // (An RTX resend has a sequence number of its own.)
             if resend && !report.arrived {
                 continue;
+            }
+            if let Some(arrival) = report.arrival.filter(|_| report.arrived) {
+                if self
+                    .last_arrival
+                    .is_some_and(|last| arrival > last + PATH_GAP)
+                {
+                    // Back after an outage: what was lost in it is not a
+                    // path too narrow. Judged as loss, it took a call back
+                    // from a 30 s outage to 134 kbit/s.
+                    self.reports.clear();
+                }
+                self.last_arrival = Some(self.last_arrival.map_or(arrival, |l| l.max(arrival)));
             }
             self.record(
                 now,
@@ -599,6 +613,29 @@ mod tests {
         guard.on_reports(Instant::now(), &squeezed(0, 0.0, 10));
         assert_eq!(guard.ceiling(), None);
         assert_eq!(guard.limit(1_400_000.0), 1_400_000.0);
+    }
+
+    #[test]
+    fn what_was_lost_in_an_outage_is_not_a_narrow_path() {
+        use super::super::arrival_spacing::tests::packet;
+        let start = Instant::now();
+        // Packet `n` leaves at n × 10 ms and arrives 20 ms later, or is lost.
+        let sent = |n: u64, arrived: bool| PacketReport {
+            departure: start + Duration::from_millis(n * 10),
+            ..packet(n, 1250, arrived.then_some(n as f64 * 10.0 + 20.0))
+        };
+        let mut guard = DeliveryGuard::default();
+        // A second of arrivals...
+        let before: Vec<_> = (0..100).map(|n| sent(n, true)).collect();
+        guard.on_reports(start + Duration::from_secs(1), &before);
+        // ...then a 3 s outage, whose 300 packets the first feedback after
+        // it reports lost, with the first of the path's arrivals again...
+        let after: Vec<_> = (100..450).map(|n| sent(n, n >= 400)).collect();
+        guard.on_reports(start + Duration::from_millis(4_500), &after);
+        // ...and half a second more of the path as it was before.
+        let later: Vec<_> = (450..500).map(|n| sent(n, true)).collect();
+        guard.on_reports(start + Duration::from_secs(5), &later);
+        assert_eq!(guard.ceiling(), None, "no back-off for the outage");
     }
 
     #[test]

@@ -123,7 +123,7 @@ impl MediaPacer {
             (false, true) => tracing::debug!("the peer's feedback came: video goes again"),
             _ => {}
         }
-        self.queue.set_held(late);
+        self.queue.set_held(now, late);
     }
 
     /// Every [`OVERHEAD_INTERVAL`]: what went out that was not fresh video.

@@ -70,6 +70,10 @@ pub(crate) const FRESH_MAX_WAIT: Duration = Duration::from_millis(500);
 /// feedback tells when the path is back, should nothing else be sent that
 /// the peer reports on.
 const PROBE_INTERVAL: Duration = Duration::from_secs(1);
+/// Video that waited this long while held back is dropped when it may go
+/// again: the path it waited for may have been down (an outage), and a
+/// picture that late, sent after it, was shown 500 ms old.
+const HELD_VIDEO_MAX_WAIT: Duration = Duration::from_millis(150);
 
 /// What a packet is to the queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -180,9 +184,15 @@ impl<T> PacingQueue<T> {
 
     /// Holds fresh video and resends back, or lets them go again: audio
     /// and RTCP go either way, and one packet every [`PROBE_INTERVAL`].
-    pub(crate) fn set_held(&mut self, held: bool) {
+    pub(crate) fn set_held(&mut self, now: Instant, held: bool) {
         if held && !self.held {
             self.last_probe = None;
+        }
+        if !held && self.held {
+            let before = self.fresh.len();
+            self.fresh
+                .retain(|w| now.saturating_duration_since(w.since) <= HELD_VIDEO_MAX_WAIT);
+            self.drops.stale_video += (before - self.fresh.len()) as u64;
         }
         self.held = held;
     }
@@ -548,7 +558,7 @@ mod tests {
         let start = Instant::now();
         let at = |ms: u64| start + Duration::from_millis(ms);
         let mut queue = PacingQueue::new(1_000_000.0);
-        queue.set_held(true);
+        queue.set_held(start, true);
         for n in 0..5 {
             queue.push(start, PacketClass::FreshVideo, PACKET_BITS, n);
         }
@@ -567,12 +577,15 @@ mod tests {
         // waited past FRESH_MAX_WAIT was dropped.
         assert_eq!(out, vec![(0, 0), (0, 99), (1_000, 5)], "{out:?}");
         assert_eq!(queue.drops().stale_video, 4);
-        queue.push(at(1_200), PacketClass::FreshVideo, PACKET_BITS, 6);
+        queue.push(at(1_100), PacketClass::FreshVideo, PACKET_BITS, 6);
+        queue.push(at(1_200), PacketClass::FreshVideo, PACKET_BITS, 7);
         assert_eq!(queue.next_release(), Some(at(2_000)));
-        // Let go: at once.
-        queue.set_held(false);
-        queue.release(at(1_200));
-        assert_eq!(queue.pop_ready(), Some((at(1_200), 6)));
+        // Let go at 1.3 s: what waited longer than HELD_VIDEO_MAX_WAIT is
+        // dropped, the rest goes at once.
+        queue.set_held(at(1_300), false);
+        assert_eq!(queue.drops().stale_video, 5);
+        queue.release(at(1_300));
+        assert_eq!(queue.pop_ready(), Some((at(1_300), 7)));
     }
 
     #[test]
