@@ -36,7 +36,7 @@ const FULL_FOR: usize = 10;
 /// Nothing arrived for this long: the path was down (an outage), and what
 /// was lost meanwhile says nothing of how much it carries. On a full
 /// 100 kbit/s link something arrives every 100 ms.
-pub(crate) const PATH_GAP: Duration = Duration::from_secs(1);
+const PATH_GAP: Duration = Duration::from_secs(1);
 
 /// One packet that arrived after the one before it in the send order.
 #[derive(Debug, Clone, Copy)]
@@ -61,12 +61,20 @@ pub(crate) struct ArrivalSpacing {
     /// Packets reported on in the current run since one was lost (the
     /// queue was full then); `None` while none of the run was.
     since_loss: Option<usize>,
+    /// The latest arrival reported at all, across runs: what an outage
+    /// is told by.
+    latest_arrival: Option<Duration>,
 }
 
 impl ArrivalSpacing {
-    /// Takes one feedback's reports, in send order.
-    pub(crate) fn on_reports(&mut self, now: Instant, reports: &[PacketReport]) {
-        for report in reports {
+    /// Takes one feedback's reports, in send order. Returns where the path
+    /// came back after an outage ([`PATH_GAP`] without an arrival), if it
+    /// did in these reports: the index of the first arrival after it. What
+    /// was reported before it (lost in the outage) is not the path's rate
+    /// or loss.
+    pub(crate) fn on_reports(&mut self, now: Instant, reports: &[PacketReport]) -> Option<usize> {
+        let mut back_at = None;
+        for (index, report) in reports.iter().enumerate() {
             // A packet no feedback named lies between these two: whether it
             // arrived, and when, is unknown, so the run starts again.
             let consecutive = self
@@ -84,13 +92,15 @@ impl ArrivalSpacing {
             let full = self.since_loss.is_some_and(|n| n <= FULL_FOR);
             if let Some(arrival) = report.arrival.filter(|_| report.arrived) {
                 if self
-                    .last_arrival
-                    .is_some_and(|last| arrival > last + PATH_GAP)
+                    .latest_arrival
+                    .is_some_and(|latest| arrival > latest + PATH_GAP)
                 {
                     // Back after an outage: the losses before were its.
+                    back_at = Some(index);
                     self.last_arrival = None;
                     self.since_loss = None;
                 }
+                self.latest_arrival = Some(self.latest_arrival.map_or(arrival, |l| l.max(arrival)));
                 let full = full && self.since_loss.is_some();
                 if let Some(last) = self.last_arrival.filter(|_| full) {
                     // Reordered (it came before the one sent before it): it
@@ -114,6 +124,7 @@ impl ArrivalSpacing {
         {
             self.spacings.pop_front();
         }
+        back_at
     }
 
     /// Bits a second the bottleneck passed over the last second of
@@ -230,7 +241,7 @@ pub(crate) mod tests {
             .collect();
         reports.extend((5..35).map(|n| packet(n, 1250, None)));
         reports.extend((35..60).map(|n| packet(n, 1250, Some(3_000.0 + n as f64 * 10.0))));
-        spacing.on_reports(now, &reports);
+        assert_eq!(spacing.on_reports(now, &reports), Some(35));
         assert_eq!(spacing.rate(), None);
     }
 

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use rtc::interceptor::PacketReport;
 
-use super::arrival_spacing::{ArrivalSpacing, PATH_GAP};
+use super::arrival_spacing::ArrivalSpacing;
 use super::loss_sample::LossSample;
 use super::path_queue::QueueJudge;
 use super::recent_packets::RecentPackets;
@@ -166,8 +166,6 @@ pub(crate) struct DeliveryGuard {
     new_source_until: Option<Instant>,
     /// The latest instant the guard was told of.
     now: Option<Instant>,
-    /// The latest arrival reported (the receiver's clock).
-    last_arrival: Option<Duration>,
     /// The last target the guard let through: what the path carried then.
     allowed: Option<f64>,
 }
@@ -194,7 +192,16 @@ impl DeliveryGuard {
 
     pub(crate) fn on_reports(&mut self, now: Instant, reports: &[PacketReport]) {
         self.tick(now);
-        self.spacing.on_reports(now, reports);
+        let reports = match self.spacing.on_reports(now, reports) {
+            Some(back_at) => {
+                // Back after an outage: what was lost in it is not a path
+                // too narrow. Judged as loss, it took a call back from a
+                // 30 s outage to 134 kbit/s.
+                self.reports.clear();
+                &reports[back_at..]
+            }
+            None => reports,
+        };
         for report in reports {
             let resend = !self
                 .sent
@@ -206,18 +213,6 @@ impl DeliveryGuard {
             // (An RTX resend has a sequence number of its own.)
             if resend && !report.arrived {
                 continue;
-            }
-            if let Some(arrival) = report.arrival.filter(|_| report.arrived) {
-                if self
-                    .last_arrival
-                    .is_some_and(|last| arrival > last + PATH_GAP)
-                {
-                    // Back after an outage: what was lost in it is not a
-                    // path too narrow. Judged as loss, it took a call back
-                    // from a 30 s outage to 134 kbit/s.
-                    self.reports.clear();
-                }
-                self.last_arrival = Some(self.last_arrival.map_or(arrival, |l| l.max(arrival)));
             }
             self.record(
                 now,

@@ -281,11 +281,8 @@ impl<T> PacingQueue<T> {
         // budget below zero, so a packet larger than the burst still goes.
         // Resends go first while their own allowance lasts.
         while self.budget_bits > 0.0 {
-            if self.held {
-                if !self.probe_due(now) {
-                    break;
-                }
-                self.last_probe = Some(now);
+            if self.held && !self.probe_due(now) {
+                break;
             }
             let resend = if self.resend_budget_bits > 0.0 {
                 self.resends.pop_front()
@@ -303,6 +300,9 @@ impl<T> PacingQueue<T> {
                 break;
             };
             self.budget_bits -= next.bits;
+            if self.held {
+                self.last_probe = Some(now);
+            }
             self.ready.push_back((now, next.item));
         }
     }
@@ -586,6 +586,18 @@ mod tests {
         assert_eq!(queue.drops().stale_video, 5);
         queue.release(at(1_300));
         assert_eq!(queue.pop_ready(), Some((at(1_300), 7)));
+    }
+
+    #[test]
+    fn a_probe_is_counted_only_when_a_packet_went() {
+        let start = Instant::now();
+        let mut queue = PacingQueue::new(1_000_000.0);
+        queue.set_held(start, true);
+        // Nothing waits: nothing goes, and no probe is spent.
+        queue.release(start);
+        let later = start + Duration::from_millis(100);
+        queue.push(later, PacketClass::FreshVideo, PACKET_BITS, 1);
+        assert_eq!(queue.pop_ready(), Some((later, 1)));
     }
 
     #[test]
