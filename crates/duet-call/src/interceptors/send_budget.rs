@@ -35,13 +35,18 @@ const BACKLOG_LIMIT: Duration = FRESH_MAX_WAIT.checked_div(2).expect("nonzero");
 /// An instant (or none) that one thread sets and another reads: µs after
 /// [`epoch`] plus one, 0 for none. An atomic, as the budget's other
 /// figures: the pacer and the congestion controller set theirs on every
-/// packet or feedback.
+/// packet or feedback. Rounded up to the µs, so that what is read back is
+/// never before what was stored (the pacer compares it with the exact
+/// departures it kept).
 #[derive(Debug, Clone, Default)]
 struct SharedInstant(Arc<AtomicU64>);
 
 impl SharedInstant {
     fn encode(at: Instant) -> u64 {
-        let after = at.saturating_duration_since(epoch()).as_micros();
+        let after = at
+            .saturating_duration_since(epoch())
+            .as_nanos()
+            .div_ceil(1000);
         u64::try_from(after).unwrap_or(u64::MAX - 1) + 1
     }
 
@@ -232,6 +237,11 @@ mod tests {
         // An older instant (feedback that came out of order) changes nothing.
         budget.note_reported_until(later - Duration::from_millis(300));
         assert_eq!(budget.clone().reported_until(), Some(later));
+        // Read back, an instant is never before the one stored.
+        let odd = later + Duration::from_nanos(1_500);
+        budget.note_reported_until(odd);
+        let read = budget.reported_until().expect("stored");
+        assert!(read >= odd && read - odd < Duration::from_micros(1));
     }
 
     #[test]
