@@ -16,6 +16,8 @@ use duet_signal::{
 };
 use tokio::sync::Semaphore;
 
+use crate::workers::say;
+
 /// Size of the simulated offer and answer.
 pub(crate) const SDP_BYTES: usize = 4096;
 /// Candidates each side trickles per setup.
@@ -118,7 +120,10 @@ pub(crate) async fn run_share(
         rooms.push((callee, caller));
     }
     let ramp_s = ramp_started.elapsed().as_secs_f64();
-    eprintln!("{} connections joined in {ramp_s:.1} s", 2 * share.count);
+    say(&format!(
+        "{} connections joined in {ramp_s:.1} s",
+        2 * share.count
+    ));
     go.await?;
 
     let load_started = Instant::now();
@@ -230,12 +235,12 @@ fn record(received: &mut Received, clock: Instant, event: &SignalEvent) -> bool 
             candidate: Some(c), ..
         }) => (c.candidate.as_str(), false),
         SignalEvent::Message(ServerMessage::Error { code, message }) => {
-            eprintln!("server error {code}: {message}");
+            say(&format!("server error {code}: {message}"));
             received.errors += 1;
             return false;
         }
         SignalEvent::Reconnecting { cause, .. } => {
-            eprintln!("connection lost: {cause}");
+            say(&format!("connection lost: {cause}"));
             received.errors += 1;
             return false;
         }

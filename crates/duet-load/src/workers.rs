@@ -28,6 +28,23 @@ use crate::rooms::{Pace, RoomShare, ShareOutcome, run_share};
 /// (the runtime, standard streams, a hostile client mix).
 pub(crate) const HEADROOM: u64 = 1024;
 
+/// Prints one line to standard error in a single write.
+///
+/// Load processes share their parent's standard error, and `eprintln!` may
+/// write a line in pieces, so two processes' lines could interleave mid-line
+/// ("2220 connections joined"). One write of a short line to a pipe is atomic.
+pub(crate) fn say(line: &str) {
+    // Nothing to do if standard error is gone: the run's report still counts.
+    let _ = write_whole_line(&mut std::io::stderr().lock(), line);
+}
+
+fn write_whole_line(out: &mut impl std::io::Write, line: &str) -> std::io::Result<()> {
+    let mut whole = String::with_capacity(line.len() + 1);
+    whole.push_str(line);
+    whole.push('\n');
+    out.write_all(whole.as_bytes())
+}
+
 /// How many processes `connections` need when each may open `limit` descriptors.
 pub(crate) fn processes_needed(connections: usize, limit: u64) -> usize {
     let per_process = limit.saturating_sub(HEADROOM).max(2);
@@ -204,6 +221,36 @@ fn parse_outcome(line: &str) -> anyhow::Result<ShareOutcome> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Counts the writes a line takes.
+    #[derive(Default)]
+    struct CountedWrites {
+        bytes: Vec<u8>,
+        writes: usize,
+    }
+
+    impl std::io::Write for CountedWrites {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.writes += 1;
+            self.bytes.extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_line_goes_out_in_one_write() {
+        let mut out = CountedWrites::default();
+        write_whole_line(
+            &mut out,
+            &format!("{} connections joined in {:.1} s", 22, 0.04),
+        )
+        .expect("a Vec takes every byte");
+        assert_eq!(out.writes, 1);
+        assert_eq!(out.bytes, b"22 connections joined in 0.0 s\n");
+    }
 
     #[test]
     fn one_process_holds_what_its_limit_allows_and_more_are_added_beyond() {
