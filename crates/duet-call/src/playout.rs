@@ -33,7 +33,11 @@ pub const TICKS_PER_PACKET: u32 = 960;
 const SLACK: u64 = TICKS_PER_PACKET as u64 / 2;
 /// Deepest the buffer is allowed to grow, in packets (200 ms).
 const MAX_TARGET: usize = 10;
-/// Packets above target beyond which the excess is dropped at once.
+/// Packets above target beyond which the excess is dropped at once. Counted
+/// in packets of the length sent, not in ticks: on a narrow link the sender
+/// packs 60 ms into a packet, and two of them arriving together behind a
+/// tenth of a second of video were three ticks above target, so the cut
+/// dropped 60 ms from the middle of a word (or a beep).
 const FAR_ABOVE: usize = 3;
 /// Ticks without an underrun after which one packet of underrun margin is
 /// given back (5 s), at first.
@@ -258,6 +262,15 @@ impl AudioPlayoutBuffer {
         self.packets.values().map(|q| ticks_of(q.samples)).sum()
     }
 
+    /// Ticks of the longest packet waiting (1 when none is).
+    fn longest_packet_ticks(&self) -> usize {
+        self.packets
+            .values()
+            .map(|q| ticks_of(q.samples))
+            .max()
+            .unwrap_or(1)
+    }
+
     /// Jitter of J means a packet can be up to ~2J late: keep that much in hand,
     /// plus whatever recent underruns asked for.
     fn update_target(&mut self) {
@@ -282,7 +295,8 @@ impl AudioPlayoutBuffer {
         // Far above target (a burst after a stall): cut the delay now, one glitch
         // rather than seconds of lag.
         let queued = self.queued_ticks();
-        if queued > self.target + FAR_ABOVE {
+        let packet_ticks = self.longest_packet_ticks();
+        if queued > self.target + FAR_ABOVE * packet_ticks {
             // Keep what arrived last: the newest audio of a burst, and never
             // packets that a wild timestamp left far ahead long ago.
             let mut by_arrival: Vec<(u64, u64)> = self
@@ -294,7 +308,7 @@ impl AudioPlayoutBuffer {
             let mut left = queued;
             let mut dropped = 0;
             for (_, ts) in by_arrival {
-                if left <= self.target + 1 {
+                if left <= self.target + packet_ticks {
                     break;
                 }
                 if let Some(gone) = self.packets.remove(&ts) {
@@ -438,7 +452,8 @@ mod tests {
         assert_eq!(buffer.target(), 3);
         buffer.push(0, packet(0), long, start);
         assert_eq!(buffer.pop(), Playout::Packet(packet(0)), "started at once");
-        // A burst of six (360 ms) after a stall is cut back to the target.
+        // A burst of six (360 ms) after a stall is cut back to the target
+        // and one packet: three are dropped, one plays, two wait.
         for i in 1..=6u32 {
             buffer.push(
                 i * long,
@@ -447,13 +462,39 @@ mod tests {
                 start + Duration::from_millis(400),
             );
         }
-        assert!(matches!(buffer.pop(), Playout::Packet(_)));
-        assert!(
-            buffer.queued_ticks() <= 4,
-            "{} ticks left",
-            buffer.queued_ticks()
-        );
-        assert_eq!(buffer.concealed(), 12, "four 60 ms packets dropped");
+        assert_eq!(buffer.target(), 6, "the burst's jitter raised it");
+        assert_eq!(buffer.pop(), Playout::Packet(packet(4)));
+        assert_eq!(buffer.queued_ticks(), 6);
+        assert_eq!(buffer.concealed(), 9, "three 60 ms packets dropped");
+    }
+
+    #[test]
+    fn sixty_ms_packets_that_bunch_up_are_played_not_cut() {
+        let mut buffer = AudioPlayoutBuffer::new();
+        let long = 3 * TICKS_PER_PACKET;
+        let start = Instant::now();
+        // A narrow link's jitter: five ticks of depth.
+        buffer.margin.packets = 4;
+        buffer.update_target();
+        assert_eq!(buffer.target(), 5);
+        for i in 0..2u32 {
+            buffer.push(i * long, packet(i), long, start);
+        }
+        assert_eq!(buffer.pop(), Playout::Packet(packet(0)));
+        // Three more arrive together after waiting behind video: four
+        // packets wait, 12 ticks, seven above the target.
+        for i in 2..5u32 {
+            buffer.push(
+                i * long,
+                packet(i),
+                long,
+                start + Duration::from_millis(150),
+            );
+        }
+        for i in 1..5u32 {
+            assert_eq!(buffer.pop(), Playout::Packet(packet(i)), "packet {i}");
+        }
+        assert_eq!(buffer.concealed(), 0);
     }
 
     #[test]
