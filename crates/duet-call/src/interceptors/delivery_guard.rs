@@ -89,6 +89,13 @@ const CAPACITY_MEMORY: Duration = Duration::from_secs(5);
 /// overflowed the link every 3–6 s, held audio back 50–130 ms, and a beep
 /// that met it was broken up or late.
 const NARROW_CAPACITY: f64 = 200_000.0;
+/// On a narrow link a queue is answered by a cut to this share of what got
+/// through, at most. There the queue goes on growing for half a second after
+/// it is seen (the feedback and the encoder lag), and a link cut to 85 % of
+/// its rate, with audio's fixed share in what is left, drained the 100 ms
+/// it reached at a tenth of its rate: audio came 50–100 ms late for two
+/// seconds, and a beep that met it was broken up.
+const NARROW_BACK_OFF: f64 = 0.7;
 /// On a narrow link the ceiling climbs back only to this share of the
 /// capacity...
 const NARROW_HOLD_SHARE: f64 = 0.9;
@@ -267,6 +274,13 @@ impl DeliveryGuard {
         };
         let since = |at: Option<Instant>| at.map(|at| now.saturating_duration_since(at));
         let queue = self.queue(now);
+        tracing::trace!(
+            delivered_kbps = (delivered / 1000.0) as u64,
+            queue_ms = queue.map(|q| q.as_millis() as u64),
+            loss = format_args!("{:.3}", loss.share()),
+            ceiling_kbps = self.ceiling.map(|c| (c / 1000.0) as u64),
+            "path reading"
+        );
         let queued = queue.is_some_and(|q| self.queue_judge.overused(q, now));
         // Packets sent while the queue of the last back-off drains still
         // meet it full, and a full queue drops what comes: that loss is the
@@ -287,6 +301,8 @@ impl DeliveryGuard {
                 });
                 let share = if lossy && !queue_known {
                     DEEPEST_BACK_OFF
+                } else if delivered < NARROW_CAPACITY {
+                    back_off_share(queue).min(NARROW_BACK_OFF)
                 } else {
                     back_off_share(queue)
                 };
@@ -323,17 +339,20 @@ impl DeliveryGuard {
             self.last_change = Some(now);
         } else if let Some(ceiling) = self.ceiling {
             let elapsed = since(self.last_change).unwrap_or(Duration::ZERO);
-            // On a narrow link the whole climb back is slow: there the
-            // capacity read under heavy loss (a call squeezing into the link)
-            // is 100–170 kbit/s for a 100 kbit/s link, and a climb at the full
-            // pace to under it crossed the link's rate and overflowed it.
+            // On a narrow link the whole climb back is slow, up to where a
+            // link stops being narrow: the capacity read under heavy loss (a
+            // call squeezing into the link) is 50–170 kbit/s for a 100
+            // kbit/s link. A climb at the full pace to under it crossed the
+            // link's rate and overflowed it; one that sped up 10 % above a
+            // rate read too low met the link at 10 % a second, and the queue
+            // was 80–90 ms deep when it was seen.
             let near = self.capacity.is_some_and(|capacity| {
-                let from = if capacity < NARROW_CAPACITY {
-                    0.0
+                let range = if capacity < NARROW_CAPACITY {
+                    0.0..NARROW_CAPACITY.max(capacity * NEAR_CAPACITY_TO)
                 } else {
-                    capacity * NEAR_CAPACITY_FROM
+                    capacity * NEAR_CAPACITY_FROM..capacity * NEAR_CAPACITY_TO
                 };
-                (from..capacity * NEAR_CAPACITY_TO).contains(&ceiling)
+                range.contains(&ceiling)
             });
             let growth = if near {
                 NEAR_CAPACITY_GROWTH
@@ -756,6 +775,12 @@ mod tests {
         send(&mut guard, 100, 150, true);
         let capacity = guard.capacity.expect("a back-off");
         assert!(capacity < NARROW_CAPACITY, "{capacity}");
+        // Cut deep enough that the queue drains while it is still growing.
+        let cut = guard.ceiling.expect("a ceiling");
+        assert!(
+            cut <= capacity * NARROW_BACK_OFF + 1.0,
+            "{cut} of {capacity}"
+        );
         // 14 s later the ceiling has climbed back to 90 % of it, no more.
         send(&mut guard, 150, 1550, false);
         let held = guard.ceiling.expect("a ceiling");
@@ -767,6 +792,21 @@ mod tests {
         send(&mut guard, 1550, 2000, false);
         let probing = guard.ceiling.expect("a ceiling");
         assert!(probing > capacity * 0.95, "{probing} of {capacity}");
+        // Above the rate read it goes on at the slow pace, up to where a
+        // link stops being narrow: that rate may have been read low.
+        let mut second = 20;
+        while guard.ceiling.expect("a ceiling") < capacity * NEAR_CAPACITY_TO * 1.05 {
+            assert!(second < 40, "the ceiling stopped climbing");
+            send(&mut guard, second * 100, (second + 1) * 100, false);
+            second += 1;
+        }
+        let above = guard.ceiling.expect("a ceiling");
+        send(&mut guard, second * 100, (second + 1) * 100, false);
+        let growth = guard.ceiling.expect("a ceiling") / above - 1.0;
+        assert!(
+            (0.035..0.045).contains(&growth),
+            "{growth} a second above {above}"
+        );
     }
 
     #[test]
