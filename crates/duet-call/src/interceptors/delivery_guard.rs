@@ -414,18 +414,20 @@ impl DeliveryGuard {
                 .filter(|_| loss.judged >= EARLY_JUDGED)
                 .map(|rate| (rate, loss));
         }
-        let delivered_bytes: usize = recent().filter(|r| r.arrived).map(|r| r.bytes).sum();
-        // The feedback of a second covers more than a second of arrivals
-        // (the first report in it is about packets that came up to 200 ms
-        // before it): over the feedback's span alone, a 100 kbit/s link
-        // read 106.
-        let arrivals = recent().filter_map(|r| r.arrival);
-        let arrival_span = arrivals
-            .clone()
-            .max()
-            .zip(arrivals.min())
-            .map_or(Duration::ZERO, |(last, first)| last.saturating_sub(first));
-        let delivered = delivered_bytes as f64 * 8.0 / span.max(arrival_span).as_secs_f64();
+        let delivered = rate_arrived(recent()).unwrap_or(0.0);
+        // Under heavy loss the link is full from the first loss on, and what
+        // arrived before it came while it was not: a call at 1.4 Mbit/s that
+        // met a 100 kbit/s link read 158 over a window that began before
+        // the squeeze, and the back-off to half of that kept the link's
+        // queue full (300 ms) for another second and a half.
+        let delivered = if loss.heavy() {
+            let first_lost = recent().position(|r| !r.arrived).unwrap_or(0);
+            rate_arrived(recent().skip(first_lost))
+                .filter(|_| recent().skip(first_lost).count() >= EARLY_JUDGED)
+                .map_or(delivered, |full| full.min(delivered))
+        } else {
+            delivered
+        };
         Some((
             full_link.map_or(delivered, |rate| rate.max(delivered)),
             loss,
@@ -506,6 +508,35 @@ impl DeliveryGuard {
 /// The share of what got through that a back-off keeps, for a queue this
 /// deep on the path: [`BACK_OFF`], or less, so that the queue drains within
 /// [`DRAIN_WITHIN`].
+/// Bits a second that arrived of `reports`: the bytes that arrived over
+/// the span of the feedback or of the arrivals, whichever is longer. The
+/// feedback of a second covers more than a second of arrivals (its first
+/// report is on packets that came up to 200 ms before it): over the
+/// feedback's span alone, a 100 kbit/s link read 106. `None` over no time.
+fn rate_arrived<'a>(reports: impl Iterator<Item = &'a Reported> + Clone) -> Option<f64> {
+    let bytes: usize = reports.clone().filter(|r| r.arrived).map(|r| r.bytes).sum();
+    let span_of = |times: &mut dyn Iterator<Item = Duration>| {
+        let (first, last) = times.fold((None::<Duration>, None::<Duration>), |(lo, hi), t| {
+            (
+                Some(lo.map_or(t, |lo| lo.min(t))),
+                Some(hi.map_or(t, |hi| hi.max(t))),
+            )
+        });
+        first
+            .zip(last)
+            .map_or(Duration::ZERO, |(first, last)| last.saturating_sub(first))
+    };
+    let first_at = reports.clone().next()?.at;
+    let feedback_span = span_of(
+        &mut reports
+            .clone()
+            .map(|r| r.at.saturating_duration_since(first_at)),
+    );
+    let arrival_span = span_of(&mut reports.filter_map(|r| r.arrival));
+    let span = feedback_span.max(arrival_span);
+    (!span.is_zero()).then(|| bytes as f64 * 8.0 / span.as_secs_f64())
+}
+
 fn back_off_share(queue: Option<Duration>) -> f64 {
     let drain = queue.map_or(0.0, |q| q.as_secs_f64() / DRAIN_WITHIN.as_secs_f64());
     BACK_OFF.min(1.0 - drain).max(DEEPEST_BACK_OFF)
@@ -627,6 +658,30 @@ mod tests {
         guard.on_reports(Instant::now(), &squeezed(0, 0.0, 10));
         assert_eq!(guard.ceiling(), None);
         assert_eq!(guard.limit(1_400_000.0), 1_400_000.0);
+    }
+
+    #[test]
+    fn under_heavy_loss_what_arrived_before_the_first_loss_is_not_counted() {
+        let start = Instant::now();
+        let ms = |ms: u64| Duration::from_millis(ms);
+        let mut guard = DeliveryGuard::default();
+        // 600 ms at 1 Mbit/s with nothing lost, then the link narrows to
+        // 100 kbit/s: one packet in ten arrives, 100 ms after the one before.
+        for n in 0..60 {
+            let sent = start + ms(n * 10);
+            guard.record(sent + ms(20), sent, 1250, Some(ms(n * 10 + 20)));
+        }
+        for n in 60..110 {
+            let sent = start + ms(n * 10);
+            let arrival = (n % 10 == 0).then(|| ms(600 + (n - 60) / 10 * 100 + 20));
+            guard.record(sent + ms(20), sent, 1250, arrival);
+        }
+        let (delivered, loss) = guard.delivery().expect("a second of feedback");
+        assert!(loss.heavy(), "{loss:?}");
+        assert!(
+            (75_000.0..115_000.0).contains(&delivered),
+            "{delivered}, not the 1 Mbit/s before the loss"
+        );
     }
 
     #[test]
