@@ -281,6 +281,8 @@ impl DeliveryGuard {
             ceiling_kbps = self.ceiling.map(|c| (c / 1000.0) as u64),
             "path reading"
         );
+        self.queue_judge
+            .set_narrow(self.capacity.is_some_and(|c| c < NARROW_CAPACITY));
         let queued = queue.is_some_and(|q| self.queue_judge.overused(q, now));
         // Packets sent while the queue of the last back-off drains still
         // meet it full, and a full queue drops what comes: that loss is the

@@ -1,7 +1,8 @@
 //! When a queue on the path is overuse, reading by reading, without a clock
 //! of its own.
 //!
-//! A queue deeper than [`QUEUE_LIMIT`] is overuse, except while the queue
+//! A queue deeper than [`QUEUE_LIMIT`] (on a narrow link,
+//! [`NARROW_QUEUE_LIMIT`]) is overuse, except while the queue
 //! the last back-off answered drains. On a narrow link that takes seconds:
 //! a 100 kbit/s link with a 400 ms buffer, sent 15 % under its rate, drains
 //! it in 2.7 s, and every reading until then is over the limit. Backing off
@@ -17,6 +18,15 @@ use std::time::{Duration, Instant};
 
 /// A queue this deep on the path (one-way delay above its minimum) is overuse.
 pub(crate) const QUEUE_LIMIT: Duration = Duration::from_millis(40);
+/// ...and on a narrow link this deep (see [`QueueJudge::set_narrow`]); there
+/// the queue a back-off answered has drained only once it is this shallow. There the queue a probe builds grows
+/// by tens of milliseconds between two feedbacks, and at 40 ms it was
+/// 40–80 deep by the time the cut took effect: audio came that much later
+/// and a word (a beep) that met it stalled. Queue readings of a steady
+/// 100 kbit/s call are 0 ms (the lowest of 200 ms of feedback): in 20
+/// directions of 35 s, one reading between 20 and 40 ms came without a
+/// probe's queue behind it.
+const NARROW_QUEUE_LIMIT: Duration = Duration::from_millis(20);
 /// A queue the last back-off answered has this long to drain by...
 const DRAIN_TIME: Duration = Duration::from_secs(2);
 /// ...at least this much.
@@ -39,6 +49,8 @@ enum State {
 #[derive(Debug, Default)]
 pub(crate) struct QueueJudge {
     state: State,
+    /// The link is narrow: [`NARROW_QUEUE_LIMIT`] applies while steady.
+    narrow: bool,
 }
 
 impl QueueJudge {
@@ -47,9 +59,19 @@ impl QueueJudge {
         self.state = State::BackedOff;
     }
 
+    /// Whether the link is narrow (its last overuse was under 200 kbit/s).
+    pub(crate) fn set_narrow(&mut self, narrow: bool) {
+        self.narrow = narrow;
+    }
+
     /// Whether a queue `queue` deep, read at `now`, is overuse.
     pub(crate) fn overused(&mut self, queue: Duration, now: Instant) -> bool {
-        if queue <= QUEUE_LIMIT {
+        let limit = if self.narrow {
+            NARROW_QUEUE_LIMIT
+        } else {
+            QUEUE_LIMIT
+        };
+        if queue <= limit {
             self.state = State::Steady;
             return false;
         }
@@ -109,6 +131,24 @@ mod tests {
             !judge.overused(ms(300), now),
             "the queue the back-off answered"
         );
+    }
+
+    #[test]
+    fn on_a_narrow_link_a_shallower_queue_is_overuse_but_not_while_one_drains() {
+        let mut judge = QueueJudge::default();
+        let now = Instant::now();
+        assert!(!judge.overused(ms(30), now), "40 ms on a wide link");
+        judge.set_narrow(true);
+        assert!(!judge.overused(ms(20), now));
+        assert!(judge.overused(ms(30), now));
+        // The queue a back-off answered is waited for until it is that
+        // shallow: what is left of it is not a new overuse.
+        judge.backed_off();
+        assert!(!judge.overused(ms(80), now));
+        assert!(!judge.overused(ms(35), now + ms(300)), "draining");
+        assert!(!judge.overused(ms(30), now + ms(400)), "still draining");
+        assert!(!judge.overused(ms(15), now + ms(600)), "drained");
+        assert!(judge.overused(ms(25), now + ms(700)), "a new queue");
     }
 
     #[test]
