@@ -422,13 +422,13 @@ impl DeliveryGuard {
         // met a 100 kbit/s link read 158 over a window that began before
         // the squeeze, and the back-off to half of that kept the link's
         // queue full (300 ms) for another second and a half.
-        let delivered = if loss.heavy() {
-            let first_lost = recent().position(|r| !r.arrived).unwrap_or(0);
-            rate_arrived(recent().skip(first_lost))
-                .filter(|_| recent().skip(first_lost).count() >= EARLY_JUDGED)
-                .map_or(delivered, |full| full.min(delivered))
-        } else {
-            delivered
+        let first_lost = recent().position(|r| !r.arrived).unwrap_or(0);
+        let since_loss = || recent().skip(first_lost);
+        let delivered = match rate_arrived(since_loss()) {
+            Some(full) if loss.heavy() && since_loss().count() >= EARLY_JUDGED => {
+                full.min(delivered)
+            }
+            _ => delivered,
         };
         Some((
             full_link.map_or(delivered, |rate| rate.max(delivered)),
@@ -517,26 +517,24 @@ impl DeliveryGuard {
 /// feedback's span alone, a 100 kbit/s link read 106. `None` over no time.
 fn rate_arrived<'a>(reports: impl Iterator<Item = &'a Reported> + Clone) -> Option<f64> {
     let bytes: usize = reports.clone().filter(|r| r.arrived).map(|r| r.bytes).sum();
-    let span_of = |times: &mut dyn Iterator<Item = Duration>| {
-        let (first, last) = times.fold((None::<Duration>, None::<Duration>), |(lo, hi), t| {
-            (
-                Some(lo.map_or(t, |lo| lo.min(t))),
-                Some(hi.map_or(t, |hi| hi.max(t))),
-            )
-        });
-        first
-            .zip(last)
-            .map_or(Duration::ZERO, |(first, last)| last.saturating_sub(first))
-    };
     let first_at = reports.clone().next()?.at;
-    let feedback_span = span_of(
-        &mut reports
+    let feedback_span = span(
+        reports
             .clone()
             .map(|r| r.at.saturating_duration_since(first_at)),
     );
-    let arrival_span = span_of(&mut reports.filter_map(|r| r.arrival));
+    let arrival_span = span(reports.filter_map(|r| r.arrival));
     let span = feedback_span.max(arrival_span);
     (!span.is_zero()).then(|| bytes as f64 * 8.0 / span.as_secs_f64())
+}
+
+/// From the earliest of `times` to the latest.
+fn span(times: impl Iterator<Item = Duration> + Clone) -> Duration {
+    times
+        .clone()
+        .max()
+        .zip(times.min())
+        .map_or(Duration::ZERO, |(last, first)| last.saturating_sub(first))
 }
 
 fn back_off_share(queue: Option<Duration>) -> f64 {

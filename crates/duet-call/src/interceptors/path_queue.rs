@@ -18,14 +18,14 @@ use std::time::{Duration, Instant};
 
 /// A queue this deep on the path (one-way delay above its minimum) is overuse.
 pub(crate) const QUEUE_LIMIT: Duration = Duration::from_millis(40);
-/// ...and on a narrow link this deep (see [`QueueJudge::set_narrow`]); there
-/// the queue a back-off answered has drained only once it is this shallow. There the queue a probe builds grows
-/// by tens of milliseconds between two feedbacks, and at 40 ms it was
-/// 40–80 deep by the time the cut took effect: audio came that much later
-/// and a word (a beep) that met it stalled. Queue readings of a steady
-/// 100 kbit/s call are 0 ms (the lowest of 200 ms of feedback): in 20
-/// directions of 35 s, one reading between 20 and 40 ms came without a
-/// probe's queue behind it.
+/// ...and on a narrow link this deep (see [`QueueJudge::set_narrow`]),
+/// where the queue a back-off answered has drained only once it is this
+/// shallow. There a probe's queue grows by tens of milliseconds between two
+/// feedbacks: at 40 ms it was 40–80 deep by the time the cut took effect,
+/// audio came that much later, and a word (a beep) that met it stalled.
+/// Queue readings of a steady 100 kbit/s call are 0 ms (the lowest of 200
+/// ms of feedback): in 20 directions of 35 s, one reading between 20 and 40
+/// ms came without a probe's queue behind it.
 const NARROW_QUEUE_LIMIT: Duration = Duration::from_millis(20);
 /// A queue the last back-off answered has this long to drain by...
 const DRAIN_TIME: Duration = Duration::from_secs(2);
@@ -49,7 +49,7 @@ enum State {
 #[derive(Debug, Default)]
 pub(crate) struct QueueJudge {
     state: State,
-    /// The link is narrow: [`NARROW_QUEUE_LIMIT`] applies while steady.
+    /// The link is narrow: [`NARROW_QUEUE_LIMIT`] applies.
     narrow: bool,
 }
 
