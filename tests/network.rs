@@ -493,9 +493,9 @@ fn a_narrow_link_is_followed_within_seconds_and_left_when_it_widens() {
 /// path alone (packets are stamped when the pacer lets them out). After
 /// the squeeze no beep should be lost: on this link a probe past its rate
 /// is cut at a 20 ms queue, to 70 %, and the climb stays slow.
-/// 2026-12-02, session 22: 37–40 beeps of 40 in 10 directions, median
-/// 38.5, none lost after the first 5 s (BENCHMARKS.md, "Past the squeeze,
-/// every beep").
+/// 2026-12-02, session 22: 37–40 beeps of 40 in 20 directions, median 38,
+/// one lost after the first 5 s (BENCHMARKS.md, "Past the squeeze, every
+/// beep").
 #[test]
 fn a_100_kbit_link_carries_every_word_and_a_few_pictures() {
     let _one_at_a_time = common::serialised();
