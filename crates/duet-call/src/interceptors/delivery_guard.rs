@@ -422,13 +422,15 @@ impl DeliveryGuard {
         // met a 100 kbit/s link read 158 over a window that began before
         // the squeeze, and the back-off to half of that kept the link's
         // queue full (300 ms) for another second and a half.
-        let first_lost = recent().position(|r| !r.arrived).unwrap_or(0);
-        let since_loss = || recent().skip(first_lost);
-        let delivered = match rate_arrived(since_loss()) {
-            Some(full) if loss.heavy() && since_loss().count() >= EARLY_JUDGED => {
-                full.min(delivered)
-            }
-            _ => delivered,
+        let delivered = if loss.heavy() {
+            let first_lost = recent().position(|r| !r.arrived).unwrap_or(0);
+            let since_loss = || recent().skip(first_lost);
+            (since_loss().count() >= EARLY_JUDGED)
+                .then(|| rate_arrived(since_loss()))
+                .flatten()
+                .map_or(delivered, |full| full.min(delivered))
+        } else {
+            delivered
         };
         Some((
             full_link.map_or(delivered, |rate| rate.max(delivered)),
