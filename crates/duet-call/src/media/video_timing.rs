@@ -48,6 +48,12 @@ const DECAY_MS_PER_FRAME: f64 = 1.0;
 /// picture after a freeze (a keyframe asked for when a frame was lost for
 /// good) made the freeze that much longer: 143 ms of 548 on the 5 % link.
 const REGROW_MS_PER_FRAME: f64 = 4.0;
+/// Frames that complete this soon after the first one past a freeze are the
+/// freeze's own tail (the keyframe that ends it, and what queued behind it):
+/// late for a reason that is over, so their lateness is not covered. After
+/// a 30 s outage, frames 380 ms late in the first 30 ms held every picture
+/// back by the full 300 ms for 14 s.
+const FREEZE_TAIL: Duration = Duration::from_millis(250);
 const RTP_TICKS_PER_MS: f64 = 90.0;
 
 /// What to do with a decoded picture.
@@ -64,11 +70,24 @@ pub(crate) struct PlayoutSchedule {
     epoch: Option<Instant>,
     /// Last RTP timestamp and its unwrapped tick count.
     last_rtp: Option<(u32, i64)>,
-    /// (completed, transit in ms) of recent frames.
-    history: VecDeque<(Instant, f64)>,
+    /// Recent frames, oldest first.
+    history: VecDeque<Seen>,
     delay_ms: f64,
     /// The delay grows back from a freeze at [`REGROW_MS_PER_FRAME`].
     regrowing: bool,
+    /// A freeze ended: the first frame after it starts the tail.
+    after_freeze: bool,
+    /// Frames completed before this are a freeze's tail ([`FREEZE_TAIL`]).
+    tail_until: Option<Instant>,
+}
+
+/// A frame the schedule has seen.
+#[derive(Debug, Clone, Copy)]
+struct Seen {
+    completed: Instant,
+    transit_ms: f64,
+    /// Whether its lateness is covered: not for a freeze's tail.
+    covered: bool,
 }
 
 impl PlayoutSchedule {
@@ -87,6 +106,7 @@ impl PlayoutSchedule {
     pub(crate) fn catch_up(&mut self) {
         self.delay_ms = 0.0;
         self.regrowing = true;
+        self.after_freeze = true;
     }
 
     /// When the frame with `timing` should be shown.
@@ -99,18 +119,28 @@ impl PlayoutSchedule {
             .as_secs_f64()
             * 1000.0
             - ticks as f64 / RTP_TICKS_PER_MS;
-        self.history.push_back((timing.completed, transit_ms));
+        if std::mem::take(&mut self.after_freeze) {
+            self.tail_until = Some(timing.completed + FREEZE_TAIL);
+        }
+        let in_tail = self
+            .tail_until
+            .is_some_and(|until| timing.completed <= until);
+        self.history.push_back(Seen {
+            completed: timing.completed,
+            transit_ms,
+            covered: !in_tail,
+        });
         while self
             .history
             .front()
-            .is_some_and(|(at, _)| timing.completed.saturating_duration_since(*at) > WINDOW)
+            .is_some_and(|seen| timing.completed.saturating_duration_since(seen.completed) > WINDOW)
         {
             self.history.pop_front();
         }
         let base = self
             .history
             .iter()
-            .map(|(_, t)| *t)
+            .map(|seen| seen.transit_ms)
             .fold(f64::INFINITY, f64::min);
         let lateness = transit_ms - base;
         if lateness > 150.0 {
@@ -126,7 +156,8 @@ impl PlayoutSchedule {
         let worst = self
             .history
             .iter()
-            .map(|(_, t)| t - base)
+            .filter(|seen| seen.covered)
+            .map(|seen| seen.transit_ms - base)
             .filter(|late| *late <= TOO_LATE_MS)
             .fold(0.0, f64::max);
         let needed = (worst - UNCOVERED_MS).clamp(0.0, MAX_DELAY.as_secs_f64() * 1000.0);
@@ -137,7 +168,9 @@ impl PlayoutSchedule {
         } else {
             needed
         };
-        self.regrowing &= self.delay_ms < needed;
+        // Grown back once it meets a need; a freeze's tail, needing
+        // nothing, does not end the regrowth.
+        self.regrowing &= self.delay_ms < needed || (in_tail && needed == 0.0);
         let wait_ms = (self.delay_ms - lateness).max(0.0);
         Showing::At(timing.completed + Duration::from_secs_f64(wait_ms / 1000.0))
     }
@@ -239,6 +272,43 @@ mod tests {
         assert_eq!(schedule.delay(), MAX_DELAY);
         assert!(waits[150].is_nan(), "a frame 3 s late is not shown");
         assert!(waits.iter().filter(|w| w.is_nan()).count() == 1);
+    }
+
+    #[test]
+    fn a_freezes_tail_of_late_frames_does_not_hold_the_pictures_after_it_back() {
+        let start = Instant::now();
+        let mut schedule = PlayoutSchedule::new();
+        let frame = |n: u32, transit_ms: f64| FrameTiming {
+            rtp_timestamp: n * 3000,
+            completed: start
+                + Duration::from_secs_f64((f64::from(n) * 1000.0 / 30.0 + transit_ms) / 1000.0),
+        };
+        for n in 0..60 {
+            schedule.schedule(frame(n, 20.0));
+        }
+        // 30 s without a frame, then the keyframe that ends the freeze, and
+        // behind it five frames that waited 400 ms in the sender's queue
+        // (all complete within 30 ms of it).
+        schedule.catch_up();
+        let resumed = 60 + 900;
+        schedule.schedule(frame(resumed, 20.0));
+        for k in 1..=5 {
+            schedule.schedule(frame(resumed - 12 + k, 400.0 + f64::from(k)));
+        }
+        for n in resumed + 1..resumed + 60 {
+            schedule.schedule(frame(n, 20.0));
+            assert!(
+                schedule.delay() <= Duration::from_millis(10),
+                "frame {n}: held back {:?}",
+                schedule.delay()
+            );
+        }
+        // Lateness after the tail is covered as before.
+        for n in resumed + 60..resumed + 120 {
+            let transit = if n % 10 == 5 { 220.0 } else { 20.0 };
+            schedule.schedule(frame(n, transit));
+        }
+        assert!(schedule.delay() > Duration::from_millis(100));
     }
 
     #[test]
