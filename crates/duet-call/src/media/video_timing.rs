@@ -211,6 +211,16 @@ mod tests {
         (waits, schedule)
     }
 
+    /// Frame `n` of a 30 fps stream that began at `start`, complete
+    /// `transit_ms` after its RTP time.
+    fn frame_at(start: Instant, n: u32, transit_ms: f64) -> FrameTiming {
+        FrameTiming {
+            rtp_timestamp: n * 3000,
+            completed: start
+                + Duration::from_secs_f64((f64::from(n) * 1000.0 / 30.0 + transit_ms) / 1000.0),
+        }
+    }
+
     #[test]
     fn a_clean_stream_is_shown_the_moment_it_is_ready() {
         let (waits, schedule) = run(300, |n| 20.0 + f64::from(n % 3));
@@ -278,11 +288,7 @@ mod tests {
     fn a_freezes_tail_of_late_frames_does_not_hold_the_pictures_after_it_back() {
         let start = Instant::now();
         let mut schedule = PlayoutSchedule::new();
-        let frame = |n: u32, transit_ms: f64| FrameTiming {
-            rtp_timestamp: n * 3000,
-            completed: start
-                + Duration::from_secs_f64((f64::from(n) * 1000.0 / 30.0 + transit_ms) / 1000.0),
-        };
+        let frame = |n: u32, transit_ms: f64| frame_at(start, n, transit_ms);
         for n in 0..60 {
             schedule.schedule(frame(n, 20.0));
         }
@@ -315,11 +321,7 @@ mod tests {
     fn after_a_freeze_the_next_picture_is_shown_at_once_and_the_delay_grows_back() {
         let start = Instant::now();
         let mut schedule = PlayoutSchedule::new();
-        let frame = |n: u32, transit_ms: f64| FrameTiming {
-            rtp_timestamp: n * 3000,
-            completed: start
-                + Duration::from_secs_f64((f64::from(n) * 1000.0 / 30.0 + transit_ms) / 1000.0),
-        };
+        let frame = |n: u32, transit_ms: f64| frame_at(start, n, transit_ms);
         // Every tenth frame waits 200 ms for a resend: pictures are held back.
         for n in 0..60 {
             let transit = if n % 10 == 5 { 220.0 } else { 20.0 };
