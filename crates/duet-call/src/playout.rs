@@ -12,11 +12,7 @@
 //! measured jitter says it must. Its depth is held at target by playing a
 //! touch faster or slower ([`AudioPlayoutBuffer::playout_ratio`], see
 //! `crate::drift`): that absorbs the drift between the sender's and the
-//! device's clocks, and gives back depth no longer needed, without skipping.
-//! Depth well above target (a queue on the path that drains hands audio
-//! over faster than it plays) is given back faster by skipping pauses
-//! ([`AudioPlayoutBuffer::skip_if_quiet`]), and only far above it by a
-//! cut. A late packet stalls playout for a
+//! device's clocks, and gives back depth no longer needed, without skipping. A late packet stalls playout for a
 //! tick of concealment and is then played; a lost one (something newer is
 //! already here) is concealed, or recovered from the next packet's in-band FEC.
 
@@ -43,18 +39,6 @@ const MAX_TARGET: usize = 10;
 /// tenth of a second of video were three ticks above target, so the cut
 /// dropped 60 ms from the middle of a word (or a beep).
 const FAR_ABOVE: usize = 3;
-/// Loudness (RMS, full scale 1) under which a decoded packet is a pause:
-/// -40 dBFS, below speech and above what a quiet room (or noise suppression)
-/// leaves between words.
-const QUIET_RMS: f64 = 0.01;
-/// Ticks above target, once a packet is taken, from which pauses are skipped
-/// to bring the delay back down: one more than the playout ratio holds
-/// (the target and a tick, counted before the packet is taken, whatever its
-/// length). A link whose queue drains hands over audio faster than it
-/// plays; the ratio gives that back at 0.7 %, 7 ms a second, and the cut at
-/// [`FAR_ABOVE`] cuts whatever it meets (a word, or a beep), while skipping
-/// a pause costs nothing heard.
-const QUIET_ABOVE: usize = 2;
 /// Ticks without an underrun after which one packet of underrun margin is
 /// given back (5 s), at first.
 const CALM_TICKS: u32 = 250;
@@ -122,10 +106,6 @@ pub struct AudioPlayoutBuffer {
     jitter: JitterEstimator,
     /// Packets played late or concealed, for statistics.
     concealed: u64,
-    /// Ticks of pauses skipped to bring the delay down, for statistics.
-    quiet_skipped: u64,
-    /// Ticks of audio cut far above target (counted in `concealed` too).
-    cut: u64,
 }
 
 impl Default for AudioPlayoutBuffer {
@@ -142,8 +122,6 @@ impl Default for AudioPlayoutBuffer {
             drift: DriftControl::new(MAX_STRETCH),
             jitter: JitterEstimator::with_clock_rate(48_000),
             concealed: 0,
-            quiet_skipped: 0,
-            cut: 0,
         }
     }
 }
@@ -239,30 +217,6 @@ impl AudioPlayoutBuffer {
     /// Packets that had to be concealed.
     pub fn concealed(&self) -> u64 {
         self.concealed
-    }
-
-    /// Ticks of audio cut so far, far above target: each cut is heard.
-    pub fn cut(&self) -> u64 {
-        self.cut
-    }
-
-    /// Ticks of pauses skipped so far ([`AudioPlayoutBuffer::skip_if_quiet`]).
-    pub fn quiet_skipped(&self) -> u64 {
-        self.quiet_skipped
-    }
-
-    /// The packet just taken by [`AudioPlayoutBuffer::pop`] decoded to
-    /// `decoded`. True when it need not be played: it is a pause, and the
-    /// buffer holds [`QUIET_ABOVE`] ticks more than its target besides. The caller
-    /// then takes the next one in its place, and the delay a person hears
-    /// shrinks by a pause instead of by a cut into a word.
-    pub fn skip_if_quiet(&mut self, decoded: &[f32]) -> bool {
-        if self.queued_ticks() < self.target + QUIET_ABOVE || duet_media::rms(decoded) >= QUIET_RMS
-        {
-            return false;
-        }
-        self.quiet_skipped += ticks_of(decoded.len() as u64) as u64;
-        true
     }
 
     /// Adds a packet that arrived at `now`, carrying `samples` of audio
@@ -366,7 +320,6 @@ impl AudioPlayoutBuffer {
             if let Some((&first, _)) = self.packets.first_key_value() {
                 self.next = Some(first);
                 self.concealed += dropped as u64;
-                self.cut += dropped as u64;
                 return self.pop();
             }
         }
@@ -544,58 +497,6 @@ mod tests {
         assert_eq!(buffer.concealed(), 0);
     }
 
-    /// 20 ms of a tone at `level` (full scale 1), as a packet decodes to.
-    fn decoded(level: f32) -> Vec<f32> {
-        (0..TICKS_PER_PACKET)
-            .map(|i| (i as f32 * 0.05).sin() * level)
-            .collect()
-    }
-
-    #[test]
-    fn a_pause_is_skipped_above_target_but_never_a_word_or_the_last_margin() {
-        let mut buffer = AudioPlayoutBuffer::new();
-        let start = Instant::now();
-        // Four packets came in step: three wait behind the first, two more
-        // than the target of one.
-        for i in 0..4u32 {
-            let now = start + Duration::from_millis(u64::from(i) * 20);
-            buffer.push(i * TICKS_PER_PACKET, packet(i), TICKS_PER_PACKET, now);
-        }
-        assert_eq!(buffer.target(), 1);
-        assert_eq!(buffer.pop(), Playout::Packet(packet(0)));
-        assert!(!buffer.skip_if_quiet(&decoded(0.3)), "a word is played");
-        assert!(buffer.skip_if_quiet(&decoded(0.005)), "a pause is skipped");
-        assert_eq!(buffer.pop(), Playout::Packet(packet(1)));
-        assert!(
-            !buffer.skip_if_quiet(&decoded(0.0)),
-            "a tick above target is played off slowly"
-        );
-        assert_eq!(buffer.quiet_skipped(), 1);
-        assert_eq!(buffer.concealed(), 0);
-        assert_eq!(buffer.cut(), 0);
-    }
-
-    #[test]
-    fn a_long_pause_is_skipped_by_the_same_depth_as_a_short_one() {
-        let mut buffer = AudioPlayoutBuffer::new();
-        let long = 3 * TICKS_PER_PACKET;
-        let start = Instant::now();
-        // A narrow link's 60 ms packets, five ticks of target: after the
-        // first is taken, 9 ticks wait, four above the target.
-        buffer.margin.packets = 4;
-        buffer.update_target();
-        for i in 0..4u32 {
-            let now = start + Duration::from_millis(u64::from(i) * 60);
-            buffer.push(i * long, packet(i), long, now);
-        }
-        assert_eq!(buffer.target(), 5);
-        assert_eq!(buffer.pop(), Playout::Packet(packet(0)));
-        assert!(buffer.skip_if_quiet(&vec![0.0; long as usize]));
-        assert_eq!(buffer.pop(), Playout::Packet(packet(1)));
-        assert!(!buffer.skip_if_quiet(&vec![0.0; long as usize]));
-        assert_eq!(buffer.quiet_skipped(), 3);
-    }
-
     #[test]
     fn a_lost_packet_is_concealed_with_the_next_one_offered_for_fec() {
         let mut buffer = AudioPlayoutBuffer::new();
@@ -740,7 +641,6 @@ mod tests {
             buffer.depth()
         );
         assert_ne!(played, Playout::Packet(packet(1)), "old audio is skipped");
-        assert!(buffer.cut() >= 8, "cut {}", buffer.cut());
     }
 
     #[test]

@@ -17,7 +17,7 @@
 
 use std::collections::VecDeque;
 
-use crate::frame::{SAMPLE_RATE, rms};
+use crate::frame::SAMPLE_RATE;
 
 const WINDOW: usize = (SAMPLE_RATE as usize) / 200; // 5 ms
 const QUIET_NEEDED: u64 = SAMPLE_RATE as u64 * 3 / 10; // 300 ms
@@ -186,6 +186,11 @@ fn steady_tone_frequency(samples: &[f32]) -> Option<f64> {
     );
     let steady = (a - b).abs() <= STEADY * whole && periods_are_even(samples);
     (steady && BEEP_HZ.contains(&whole)).then_some(whole)
+}
+
+fn rms(samples: &[f32]) -> f64 {
+    let sum: f64 = samples.iter().map(|&s| f64::from(s) * f64::from(s)).sum();
+    (sum / samples.len().max(1) as f64).sqrt()
 }
 
 /// Upward zero crossings, each located by linear interpolation (in samples).

@@ -18,13 +18,6 @@ pub const SAMPLE_RATE: u32 = 48_000;
 /// Samples in one 20 ms audio frame at 48 kHz.
 pub const FRAME_SAMPLES: usize = 960;
 
-/// How loud `samples` are: their root mean square, 1 for a full-scale square
-/// wave, 0 for silence (or no samples).
-pub fn rms(samples: &[f32]) -> f64 {
-    let sum: f64 = samples.iter().map(|&s| f64::from(s) * f64::from(s)).sum();
-    (sum / samples.len().max(1) as f64).sqrt()
-}
-
 /// One picture in I420 (BT.601, limited range): the format the codecs and the
 /// stamp reader work in. Planes are tightly packed: stride = width.
 #[derive(Clone, PartialEq, Eq)]

@@ -45,7 +45,7 @@ pub mod y4m_file;
 
 pub use audio_processing::{AudioProcessor, ProcessingSettings};
 pub use beep::{Beep, BeepDetector};
-pub use frame::{AudioFrame, VideoFrame, rms};
+pub use frame::{AudioFrame, VideoFrame};
 pub use h264::{Decoded, EncodedVideo, H264Decoder, H264Encoder};
 pub use opus_codec::{OpusDecoder, OpusEncoder, opus_packet_samples};
 pub use stamp::StampReader;

@@ -192,7 +192,7 @@ impl PlayoutLoop {
     /// Decodes (or conceals) what the buffer says comes next, stretched, into
     /// the sink. False when the thread must end.
     fn play_next(&mut self) -> bool {
-        let (next, samples, ratio) = match self.buffer.lock() {
+        let (next, ratio) = match self.buffer.lock() {
             Ok(mut buffer) => {
                 self.packets += 1;
                 if self.packets.is_multiple_of(250) {
@@ -201,26 +201,17 @@ impl PlayoutLoop {
                         target = buffer.target(),
                         ratio = buffer.playout_ratio(),
                         concealed = buffer.concealed(),
-                        quiet_skipped = buffer.quiet_skipped(),
                         "audio playout"
                     );
                 }
-                let cut_before = buffer.cut();
-                let (next, samples) = play_tick(&mut buffer, &mut self.decoder);
-                if buffer.cut() > cut_before {
-                    tracing::debug!(
-                        ms = (buffer.cut() - cut_before) * 20,
-                        target = buffer.target(),
-                        "audio cut: far more waited than the target"
-                    );
-                }
-                (next, samples, buffer.playout_ratio())
+                (buffer.pop(), buffer.playout_ratio())
             }
             Err(_) => return false,
         };
         if matches!(next, Playout::Missing { .. }) {
             bump(&self.shared.counters.audio_packets_concealed, 1);
         }
+        let samples = decode_tick(&mut self.decoder, next);
         self.stretch.set_ratio(ratio);
         let played = self
             .stretch
@@ -288,26 +279,6 @@ impl PlayoutLoop {
         }
         self.earlier_underruns += self.sink.underruns();
         self.sink = new;
-    }
-}
-
-/// Most pauses skipped for one tick: the work a tick does stays small.
-const MOST_SKIPPED_PER_TICK: usize = 5;
-
-/// What the buffer says to play next, and its audio: pauses it can spare
-/// are skipped (`AudioPlayoutBuffer::skip_if_quiet`), and the packet after
-/// each is played in its place.
-fn play_tick(buffer: &mut AudioPlayoutBuffer, decoder: &mut OpusDecoder) -> (Playout, Vec<f32>) {
-    let mut skipped = 0;
-    loop {
-        let next = buffer.pop();
-        let is_packet = matches!(next, Playout::Packet(_));
-        let samples = decode_tick(decoder, next.clone());
-        if is_packet && skipped < MOST_SKIPPED_PER_TICK && buffer.skip_if_quiet(&samples) {
-            skipped += 1;
-            continue;
-        }
-        return (next, samples);
     }
 }
 
@@ -384,17 +355,15 @@ mod tests {
     /// The longest audio one Opus packet carries (120 ms).
     const MAX_PACKET_SAMPLES: usize = 5760;
 
-    /// Real 20 ms Opus packets of a tone, then two of silence (pauses the
-    /// playout may skip), encoded once.
+    /// Real 20 ms Opus packets of a tone, encoded once.
     fn opus_packets() -> &'static [Bytes] {
         static PACKETS: OnceLock<Vec<Bytes>> = OnceLock::new();
         PACKETS.get_or_init(|| {
             let mut encoder = OpusEncoder::new(32_000).expect("encoder");
             (0..8)
                 .map(|n| {
-                    let level = if n < 6 { 0.3 } else { 0.0 };
                     let tone: Vec<f32> = (0..TICKS_PER_PACKET as usize)
-                        .map(|i| ((n * 960 + i) as f32 * 0.05).sin() * level)
+                        .map(|i| ((n * 960 + i) as f32 * 0.05).sin() * 0.3)
                         .collect();
                     Bytes::from(encoder.encode(&tone).expect("encodes"))
                 })
@@ -475,7 +444,8 @@ mod tests {
 
         /// One tick; what it played.
         fn tick(&mut self) -> Result<Playout, TestCaseError> {
-            let (next, samples) = play_tick(&mut self.buffer, &mut self.decoder);
+            let next = self.buffer.pop();
+            let samples = decode_tick(&mut self.decoder, next.clone());
             match &next {
                 Playout::Packet(p) => {
                     let counted = opus_packet_samples(p).unwrap_or(TICKS_PER_PACKET);
