@@ -492,12 +492,10 @@ fn a_narrow_link_is_followed_within_seconds_and_left_when_it_widens() {
 /// how far apart the packets arrived, and the delays it reads are of the
 /// path alone (packets are stamped when the pacer lets them out). After
 /// the squeeze no beep should be lost: on this link a probe past its rate
-/// is cut at a 20 ms queue, to 70 %, and the climb stays slow. While the
-/// squeeze's queue drains, audio comes faster than it plays; the playout
-/// skips pauses to bring its delay back down, where a cut took a beep.
-/// 2026-12-02, session 23: 36–40 beeps of 40 in 20 directions, median 39,
-/// 0–2 lost in the first 5 s, 3 in all after them (BENCHMARKS.md,
-/// "Pauses skipped, not beeps cut").
+/// is cut at a 20 ms queue, to 70 %, and the climb stays slow.
+/// 2026-12-02, session 22: 37–40 beeps of 40 in 20 directions, median 38,
+/// one lost after the first 5 s (BENCHMARKS.md, "Past the squeeze, every
+/// beep").
 #[test]
 fn a_100_kbit_link_carries_every_word_and_a_few_pictures() {
     let _one_at_a_time = common::serialised();

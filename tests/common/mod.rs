@@ -348,6 +348,7 @@ pub fn peer(
 }
 
 /// [`peer`] with extra environment variables (a sound server, a sink).
+/// `DUET_TEST_LOG=debug` (say) shows what it did, in its stderr.
 pub fn peer_with_env(
     scratch: &Scratch,
     name: &str,
@@ -359,7 +360,12 @@ pub fn peer_with_env(
 ) -> LivePeer {
     let args = peer_args(scratch, name, role, url, tone, extra);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    LivePeer::spawn_with_env(&args, &scratch.0, name, env)
+    let log = std::env::var("DUET_TEST_LOG").ok();
+    let mut env = env.to_vec();
+    if let Some(filter) = &log {
+        env.push(("DUET_LOG", filter));
+    }
+    LivePeer::spawn_with_env(&args, &scratch.0, name, &env)
 }
 
 /// The arguments of a headless [`peer`] named `name` (its report goes to
