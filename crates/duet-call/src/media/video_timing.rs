@@ -221,6 +221,11 @@ mod tests {
         }
     }
 
+    /// Transit of frame `n` when every tenth waits 200 ms for a resend.
+    fn resend_every_tenth(n: u32) -> f64 {
+        if n % 10 == 5 { 220.0 } else { 20.0 }
+    }
+
     #[test]
     fn a_clean_stream_is_shown_the_moment_it_is_ready() {
         let (waits, schedule) = run(300, |n| 20.0 + f64::from(n % 3));
@@ -311,8 +316,7 @@ mod tests {
         }
         // Lateness after the tail is covered as before.
         for n in resumed + 60..resumed + 120 {
-            let transit = if n % 10 == 5 { 220.0 } else { 20.0 };
-            schedule.schedule(frame(n, transit));
+            schedule.schedule(frame(n, resend_every_tenth(n)));
         }
         assert!(schedule.delay() > Duration::from_millis(100));
     }
@@ -324,8 +328,7 @@ mod tests {
         let frame = |n: u32, transit_ms: f64| frame_at(start, n, transit_ms);
         // Every tenth frame waits 200 ms for a resend: pictures are held back.
         for n in 0..60 {
-            let transit = if n % 10 == 5 { 220.0 } else { 20.0 };
-            schedule.schedule(frame(n, transit));
+            schedule.schedule(frame(n, resend_every_tenth(n)));
         }
         let held = schedule.delay().as_secs_f64() * 1000.0;
         assert!(held > 100.0, "{held}");
