@@ -8,6 +8,7 @@ pub mod pulse;
 pub mod scale_out;
 pub mod screen;
 pub mod sound;
+pub mod speakers;
 pub mod wayland;
 pub mod wayland_hint_proxy;
 pub mod xdisplay;
@@ -302,7 +303,13 @@ impl Scratch {
 }
 
 impl Drop for Scratch {
+    /// Removes the directory, unless `DUET_TEST_KEEP` is set (to read the
+    /// peers' logs after a run).
     fn drop(&mut self) {
+        if std::env::var_os("DUET_TEST_KEEP").is_some() {
+            eprintln!("kept {}", self.0.display());
+            return;
+        }
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }

@@ -97,6 +97,30 @@ impl PulseAudio {
         ]
     }
 
+    /// Holds the daemon up for `pause` (SIGSTOP, then SIGCONT), as a busy
+    /// machine or a page fault does a sound server: its clients' streams
+    /// run dry.
+    pub fn stall(&self, pause: Duration) {
+        let pid = self.pid().expect("the daemon's pid file");
+        let signal = |name: &str| {
+            let status = Command::new("kill")
+                .args([name, &pid.to_string()])
+                .status()
+                .expect("kill runs");
+            assert!(status.success(), "kill {name} {pid}");
+        };
+        signal("-STOP");
+        std::thread::sleep(pause);
+        signal("-CONT");
+    }
+
+    /// The daemon's process id, from its own pid file.
+    fn pid(&self) -> Option<u32> {
+        std::fs::read_to_string(self.runtime_dir.join("pulse").join("pid"))
+            .ok()
+            .and_then(|text| text.trim().parse::<u32>().ok())
+    }
+
     /// `program` with [`PulseAudio::env`], and without the test's own choice of devices.
     pub fn command(&self, program: &str) -> Command {
         let mut command = Command::new(program);
@@ -224,9 +248,7 @@ impl PulseAudio {
 
 impl Drop for PulseAudio {
     fn drop(&mut self) {
-        let pid = std::fs::read_to_string(self.runtime_dir.join("pulse").join("pid"))
-            .ok()
-            .and_then(|text| text.trim().parse::<u32>().ok());
+        let pid = self.pid();
         // Signals the pid in this daemon's own pid file, and nothing else.
         let _ = self
             .command("pulseaudio")
@@ -240,6 +262,10 @@ impl Drop for PulseAudio {
             while running(pid) && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(20));
             }
+        }
+        if std::env::var_os("DUET_TEST_KEEP").is_some() {
+            eprintln!("kept {}", self.dir.display());
+            return;
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }

@@ -123,7 +123,8 @@ impl AudioSink {
         self.feeder().device_rate_hz()
     }
 
-    /// Times the device ran out of audio after it had started playing.
+    /// Times the device ran out of audio after it had started playing, or
+    /// stopped asking for it.
     pub fn underruns(&mut self) -> u64 {
         self.feeder().underruns()
     }

@@ -29,6 +29,14 @@ use crate::resample::StreamResampler;
 const RING_MS: usize = 500;
 /// Callback reports the ring holds: at 10 ms a callback, 20 s without being read.
 const REPORTS: usize = 2048;
+/// How much later than the previous callback's last sample a callback's
+/// first one may be heard before the device is taken to have stopped in
+/// between (a sound server's underrun): well over the few milliseconds
+/// callback timings jitter.
+const GAP_MS: f64 = 40.0;
+/// The longest stop filled with silence in what was played: a longer "gap"
+/// is the system clock stepping, not the device stopping.
+const MOST_GAP_MS: f64 = 10_000.0;
 
 /// What one callback did.
 #[derive(Debug, Clone, Copy)]
@@ -60,6 +68,7 @@ pub(crate) fn playback_channel(
         largest_request: 0,
         clock: DeviceClock::new(),
         scratch: Vec::new(),
+        heard_until_ms: None,
     };
     let feed = DeviceFeed {
         samples: samples_out,
@@ -117,6 +126,9 @@ pub struct PlaybackFeeder {
     /// How fast the device really plays.
     clock: DeviceClock,
     scratch: Vec<f32>,
+    /// When the last sample of the last callback is heard (ms since the
+    /// epoch): the next callback's first one should follow it.
+    heard_until_ms: Option<f64>,
 }
 
 impl std::fmt::Debug for PlaybackFeeder {
@@ -152,11 +164,33 @@ impl PlaybackFeeder {
 
     /// Hands `each` the 48 kHz samples the device has played since the last
     /// call, in order, each run with the time its first sample was heard
-    /// (milliseconds since the epoch). Silence the device made up is included.
+    /// (milliseconds since the epoch). Silence the device made up is
+    /// included, and so is the time it stopped asking (a sound server's
+    /// underrun): that is silence heard too, and counted as an underrun.
     pub fn take_played(&mut self, mut each: impl FnMut(&[f32], f64)) {
         while let Ok(report) = self.reports.pop() {
             let asked = report.played + report.silent;
             self.largest_request = self.largest_request.max(asked);
+            if let Some(until_ms) = self.heard_until_ms {
+                let gap_ms = report.first_heard_unix_ms - until_ms;
+                if gap_ms > GAP_MS {
+                    self.clock.restarted();
+                    if self.started {
+                        self.underruns += 1;
+                        tracing::debug!(gap_ms, "the device stopped asking for audio");
+                        if gap_ms < MOST_GAP_MS {
+                            let silence = (gap_ms * f64::from(SAMPLE_RATE) / 1000.0) as usize;
+                            self.scratch.clear();
+                            self.scratch.resize(silence, 0.0);
+                            each(&self.scratch, until_ms);
+                        }
+                    }
+                }
+            }
+            self.heard_until_ms = Some(
+                report.first_heard_unix_ms
+                    + f64::from(asked) * 1000.0 / f64::from(self.device_rate),
+            );
             self.clock.observe(asked, report.first_heard_unix_ms);
             if report.played > 0 {
                 self.started = true;
@@ -310,6 +344,32 @@ mod tests {
         let all: Vec<f32> = runs.into_iter().flat_map(|(s, _)| s).collect();
         assert_eq!(all.len(), 480 * 2, "the silence is part of what was played");
         assert_eq!(all[480..780], [0.5; 300]);
+        assert_eq!(feeder.underruns(), 1);
+    }
+
+    #[test]
+    fn a_device_that_stopped_asking_is_heard_as_silence_for_as_long_and_counts_an_underrun() {
+        let (mut feeder, mut feed) = playback_channel(48_000).expect("channel");
+        feeder.push(&[0.5; 960]).expect("push");
+        let at = |ms: u64| UNIX_EPOCH + Duration::from_millis(ms);
+        let mut mono = vec![0.0; 480];
+        feed.fill(&mut mono, 1, at(1_000));
+        // The sound server underran: the next callback is heard 490 ms
+        // after the first one's last sample, not right after it.
+        feed.fill(&mut mono, 1, at(1_500));
+        let runs = played(&mut feeder);
+        let timeline: Vec<(usize, f64)> = runs.iter().map(|(s, at)| (s.len(), *at)).collect();
+        assert_eq!(
+            timeline,
+            [(480, 1_000.0), (490 * 48, 1_010.0), (480, 1_500.0)]
+        );
+        assert!(runs[1].0.iter().all(|&s| s == 0.0));
+        assert_eq!(runs[2].0, [0.5; 480]);
+        assert_eq!(feeder.underruns(), 1);
+        // Callbacks on time are no stop.
+        feeder.push(&[0.5; 480]).expect("push");
+        feed.fill(&mut mono, 1, at(1_510));
+        assert_eq!(played(&mut feeder).len(), 1);
         assert_eq!(feeder.underruns(), 1);
     }
 

@@ -1,0 +1,83 @@
+//! A sound server held up for a moment (a busy machine, a page fault) runs
+//! its clients' streams dry. Through PulseAudio's ALSA plugin such a stream
+//! comes back only after 1–2 s (the plugin reconnects it and then waits for
+//! the server's next timing report), and nothing said so: the report's
+//! `audio.device_underruns` stayed 0, the recording of what was played
+//! (`--record-audio`) lost the silence and every later beep seemed earlier,
+//! and the device's measured rate read 4–9 % slow (it had asked for nothing
+//! meanwhile).
+//!
+//! Here the private PulseAudio daemon both peers play to is stopped for
+//! 60 ms in the middle of a call. Each peer must say its speaker ran dry
+//! (when its stream did), keep the recording on the clock (the delay after
+//! the stall where it was), read the device's rate right, and play on.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::played::{RATE, delay_changes, percentile, played_beeps};
+use common::pulse::PulseAudio;
+use common::speakers::SpeakerCall;
+use common::{Scratch, number, report, start_server};
+use duet_media::wav_file::read_wav;
+
+const CALL_SECONDS: u64 = 24;
+/// When the daemon is held up, after the peers start.
+const STALL_AFTER: Duration = Duration::from_secs(11);
+
+#[test]
+fn a_sound_server_held_up_for_a_moment_is_reported_and_the_call_plays_on() {
+    let _one_at_a_time = common::serialised();
+    let scratch = Scratch::new("speaker-stall");
+    let pulse = PulseAudio::start("speaker-stall");
+    let (_server, url) = start_server(&scratch, "127.0.0.1:0");
+    let mut call = SpeakerCall::start(&scratch, &pulse, &url, "stall", CALL_SECONDS);
+    std::thread::sleep(STALL_AFTER);
+    pulse.stall(Duration::from_millis(60));
+    call.wait(Duration::from_secs(CALL_SECONDS + 60));
+    for (name, peer) in ["a", "b"].iter().zip(&mut call.peers) {
+        let stderr = peer.stderr();
+        let report = report(&scratch, name);
+        let rate = number(&report, &["audio", "device_rate_hz"]);
+        let underruns = number(&report, &["audio", "device_underruns"]);
+        let samples = read_wav(&SpeakerCall::recording(&scratch, name)).unwrap();
+        let seconds = samples.len() as f64 / RATE;
+        // The first 3 s hold the connection's start, and the hang-up may
+        // cut the last beep short.
+        let beeps: Vec<_> = played_beeps(&samples)
+            .into_iter()
+            .filter(|beep| {
+                beep.start as f64 > 3.0 * RATE
+                    && (beep.end as f64) < samples.len() as f64 - 2.0 * RATE
+            })
+            .collect();
+        let delays = delay_changes(&beeps, rate);
+        let changes: Vec<f64> = delays.iter().map(|(_, change)| *change).collect();
+        let summary = format!(
+            "{name}: device at {rate:.1} Hz, {underruns} underruns, {} beeps in {seconds:.1} s \
+             of recording, delay changes {:+.0}…{:+.0} ms",
+            beeps.len(),
+            percentile(&changes, 0.0),
+            percentile(&changes, 100.0),
+        );
+        eprintln!("{summary}");
+        assert!(
+            (rate / 48_000.0 - 1.0).abs() < 1e-3,
+            "the device's rate read wrong: {summary}"
+        );
+        // One beep a second between 3 s and 2 s before the end; the stream
+        // is gone for up to two of them.
+        let expected = (seconds - 5.0).floor() - 1.0;
+        assert!(beeps.len() as f64 >= expected - 2.0, "{summary}");
+        // The delay after the stall is back where it was within a packet
+        // and a half (the silence is in the recording; the playout cuts
+        // the audio that waited meanwhile back to its target).
+        let (late, early) = (percentile(&changes, 100.0), percentile(&changes, 0.0));
+        assert!(late - early < 30.0, "{summary}");
+        if stderr.contains("underrun") {
+            assert!(underruns >= 1.0, "the stream ran dry unreported: {summary}");
+        }
+    }
+}
