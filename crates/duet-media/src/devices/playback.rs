@@ -37,6 +37,11 @@ const GAP_MS: f64 = 40.0;
 /// The longest stop filled with silence in what was played: a longer "gap"
 /// is the system clock stepping, not the device stopping.
 const MOST_GAP_MS: f64 = 10_000.0;
+/// A stop that comes this soon after the device first asked is its stream
+/// still starting (ALSA's pulse plugin asks for two periods, then waits a
+/// second or two for the server's first timing report): silence all the
+/// same, but not an underrun of a running device.
+const STARTING_MS: f64 = 500.0;
 
 /// What one callback did.
 #[derive(Debug, Clone, Copy)]
@@ -69,6 +74,7 @@ pub(crate) fn playback_channel(
         clock: DeviceClock::new(),
         scratch: Vec::new(),
         heard_until_ms: None,
+        first_heard_ms: None,
     };
     let feed = DeviceFeed {
         samples: samples_out,
@@ -129,6 +135,8 @@ pub struct PlaybackFeeder {
     /// When the last sample of the last callback is heard (ms since the
     /// epoch): the next callback's first one should follow it.
     heard_until_ms: Option<f64>,
+    /// When the first sample the device ever asked for is heard.
+    first_heard_ms: Option<f64>,
 }
 
 impl std::fmt::Debug for PlaybackFeeder {
@@ -166,24 +174,30 @@ impl PlaybackFeeder {
     /// call, in order, each run with the time its first sample was heard
     /// (milliseconds since the epoch). Silence the device made up is
     /// included, and so is the time it stopped asking (a sound server's
-    /// underrun): that is silence heard too, and counted as an underrun.
+    /// underrun): that is silence heard too, and counted as an underrun
+    /// unless the stream was still starting.
     pub fn take_played(&mut self, mut each: impl FnMut(&[f32], f64)) {
         while let Ok(report) = self.reports.pop() {
             let asked = report.played + report.silent;
             self.largest_request = self.largest_request.max(asked);
+            let first_heard_ms = *self
+                .first_heard_ms
+                .get_or_insert(report.first_heard_unix_ms);
             if let Some(until_ms) = self.heard_until_ms {
                 let gap_ms = report.first_heard_unix_ms - until_ms;
                 if gap_ms > GAP_MS {
                     self.clock.restarted();
-                    if self.started {
+                    if until_ms - first_heard_ms < STARTING_MS {
+                        tracing::debug!(gap_ms, "the device's stream took this long to start");
+                    } else if self.started {
                         self.underruns += 1;
                         tracing::debug!(gap_ms, "the device stopped asking for audio");
-                        if gap_ms < MOST_GAP_MS {
-                            let silence = (gap_ms * f64::from(SAMPLE_RATE) / 1000.0) as usize;
-                            self.scratch.clear();
-                            self.scratch.resize(silence, 0.0);
-                            each(&self.scratch, until_ms);
-                        }
+                    }
+                    if self.started && gap_ms < MOST_GAP_MS {
+                        let silence = (gap_ms * f64::from(SAMPLE_RATE) / 1000.0) as usize;
+                        self.scratch.clear();
+                        self.scratch.resize(silence, 0.0);
+                        each(&self.scratch, until_ms);
                     }
                 }
             }
@@ -350,9 +364,15 @@ mod tests {
     #[test]
     fn a_device_that_stopped_asking_is_heard_as_silence_for_as_long_and_counts_an_underrun() {
         let (mut feeder, mut feed) = playback_channel(48_000).expect("channel");
-        feeder.push(&[0.5; 960]).expect("push");
         let at = |ms: u64| UNIX_EPOCH + Duration::from_millis(ms);
         let mut mono = vec![0.0; 480];
+        // A second of steady callbacks, 10 ms apart.
+        for n in 0..100 {
+            feeder.push(&[0.5; 480]).expect("push");
+            feed.fill(&mut mono, 1, at(n * 10));
+        }
+        assert_eq!(played(&mut feeder).len(), 100);
+        feeder.push(&[0.5; 960]).expect("push");
         feed.fill(&mut mono, 1, at(1_000));
         // The sound server underran: the next callback is heard 490 ms
         // after the first one's last sample, not right after it.
@@ -371,6 +391,32 @@ mod tests {
         feed.fill(&mut mono, 1, at(1_510));
         assert_eq!(played(&mut feeder).len(), 1);
         assert_eq!(feeder.underruns(), 1);
+    }
+
+    #[test]
+    fn a_stream_that_stalls_as_it_starts_is_heard_as_silence_but_is_no_underrun() {
+        let (mut feeder, mut feed) = playback_channel(48_000).expect("channel");
+        let at = |ms: u64| UNIX_EPOCH + Duration::from_millis(ms);
+        let mut mono = vec![0.0; 480];
+        // Two periods asked for at once, then nothing for two seconds.
+        feeder.push(&[0.5; 1_440]).expect("push");
+        feed.fill(&mut mono, 1, at(1_000));
+        feed.fill(&mut mono, 1, at(1_010));
+        feed.fill(&mut mono, 1, at(3_020));
+        let timeline: Vec<(usize, f64)> = played(&mut feeder)
+            .iter()
+            .map(|(s, at)| (s.len(), *at))
+            .collect();
+        assert_eq!(
+            timeline,
+            [
+                (480, 1_000.0),
+                (480, 1_010.0),
+                (2_000 * 48, 1_020.0),
+                (480, 3_020.0)
+            ]
+        );
+        assert_eq!(feeder.underruns(), 0);
     }
 
     #[test]
