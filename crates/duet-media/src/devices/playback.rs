@@ -325,6 +325,11 @@ mod tests {
         runs
     }
 
+    /// Each run's length and when its first sample was heard.
+    fn timeline(runs: &[(Vec<f32>, f64)]) -> Vec<(usize, f64)> {
+        runs.iter().map(|(s, at)| (s.len(), *at)).collect()
+    }
+
     #[test]
     fn at_48_khz_the_device_plays_and_reports_exactly_what_was_queued() {
         let (mut feeder, mut feed) = playback_channel(48_000).expect("channel");
@@ -378,9 +383,8 @@ mod tests {
         // after the first one's last sample, not right after it.
         feed.fill(&mut mono, 1, at(1_500));
         let runs = played(&mut feeder);
-        let timeline: Vec<(usize, f64)> = runs.iter().map(|(s, at)| (s.len(), *at)).collect();
         assert_eq!(
-            timeline,
+            timeline(&runs),
             [(480, 1_000.0), (490 * 48, 1_010.0), (480, 1_500.0)]
         );
         assert!(runs[1].0.iter().all(|&s| s == 0.0));
@@ -403,12 +407,8 @@ mod tests {
         feed.fill(&mut mono, 1, at(1_000));
         feed.fill(&mut mono, 1, at(1_010));
         feed.fill(&mut mono, 1, at(3_020));
-        let timeline: Vec<(usize, f64)> = played(&mut feeder)
-            .iter()
-            .map(|(s, at)| (s.len(), *at))
-            .collect();
         assert_eq!(
-            timeline,
+            timeline(&played(&mut feeder)),
             [
                 (480, 1_000.0),
                 (480, 1_010.0),
