@@ -14,7 +14,7 @@ pub mod wayland_hint_proxy;
 pub mod xdisplay;
 
 use std::io::{BufRead as _, BufReader};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
@@ -303,15 +303,19 @@ impl Scratch {
 }
 
 impl Drop for Scratch {
-    /// Removes the directory, unless `DUET_TEST_KEEP` is set (to read the
-    /// peers' logs after a run).
     fn drop(&mut self) {
-        if std::env::var_os("DUET_TEST_KEEP").is_some() {
-            eprintln!("kept {}", self.0.display());
-            return;
-        }
-        let _ = std::fs::remove_dir_all(&self.0);
+        remove_unless_kept(&self.0);
     }
+}
+
+/// Removes a test's folder, unless `DUET_TEST_KEEP` is set: then it stays
+/// (and is named on stderr), to read the peers' and servers' logs after a run.
+pub fn remove_unless_kept(dir: &Path) {
+    if std::env::var_os("DUET_TEST_KEEP").is_some() {
+        eprintln!("kept {}", dir.display());
+        return;
+    }
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 /// A number at `path` in a report (`--stats-json` or the web page's); panics with the report otherwise.

@@ -263,11 +263,7 @@ impl Drop for PulseAudio {
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
-        if std::env::var_os("DUET_TEST_KEEP").is_some() {
-            eprintln!("kept {}", self.dir.display());
-            return;
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
+        super::remove_unless_kept(&self.dir);
     }
 }
 

@@ -307,9 +307,7 @@ impl Drop for WaylandDesktop {
             let _ = child.wait();
         }
         self.proxy.take();
-        if std::env::var_os("DUET_TEST_KEEP").is_none() {
-            let _ = std::fs::remove_dir_all(&self.runtime);
-        }
+        super::remove_unless_kept(&self.runtime);
     }
 }
 
