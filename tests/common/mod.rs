@@ -180,7 +180,9 @@ impl LivePeer {
         let stderr_path = dir.join(format!("{name}.stderr"));
         let stderr = std::fs::File::create(&stderr_path).unwrap();
         if command.get_envs().all(|(key, _)| key != "DUET_LOG") {
-            command.env("DUET_LOG", "info");
+            // `DUET_TEST_LOG=debug` (say) shows what a peer did, in its stderr.
+            let filter = std::env::var("DUET_TEST_LOG").unwrap_or_else(|_| "info".to_owned());
+            command.env("DUET_LOG", filter);
         }
         let mut child = command
             .stdin(stdin)
@@ -371,12 +373,7 @@ pub fn peer_with_env(
 ) -> LivePeer {
     let args = peer_args(scratch, name, role, url, tone, extra);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let log = std::env::var("DUET_TEST_LOG").ok();
-    let mut env = env.to_vec();
-    if let Some(filter) = &log {
-        env.push(("DUET_LOG", filter));
-    }
-    LivePeer::spawn_with_env(&args, &scratch.0, name, &env)
+    LivePeer::spawn_with_env(&args, &scratch.0, name, env)
 }
 
 /// The arguments of a headless [`peer`] named `name` (its report goes to
@@ -420,9 +417,6 @@ pub fn peer_in(
 ) -> LivePeer {
     let mut command = namespace.command(duet_bin());
     command.args(peer_args(scratch, name, role, url, tone, extra));
-    if let Ok(filter) = std::env::var("DUET_TEST_LOG") {
-        command.env("DUET_LOG", filter);
-    }
     LivePeer::spawn_command(command, &scratch.0, name)
 }
 

@@ -21,10 +21,32 @@ const NOTICE_AFTER: Duration = Duration::from_secs(3);
 /// device's next frame.
 #[derive(Debug, Default)]
 pub(crate) struct MicWait {
-    /// Since when silence has been sent in the microphone's place.
-    silent_since: Option<Instant>,
+    /// Silence being sent in the microphone's place.
+    silence: Option<Silence>,
     /// Whether the person was told about this silence.
     told: bool,
+}
+
+/// One stretch of silence in the microphone's place, paced by the clock: the
+/// k-th frame is due k × 20 ms after the first. Paced by the waits instead
+/// (20 ms each, plus however late the thread woke), silence went out a few
+/// per cent slower than real time, and the far side's playout ran dry every
+/// half second until its buffer had grown 80 ms deeper than it needed.
+#[derive(Debug, Clone, Copy)]
+struct Silence {
+    /// When the microphone was last waited for in vain (for the notice).
+    waiting_since: Instant,
+    /// When the first frame of silence went out.
+    first_sent: Instant,
+    /// Frames of silence sent so far.
+    frames: u32,
+}
+
+impl Silence {
+    /// When the next frame of silence is due.
+    fn next_due(&self) -> Instant {
+        self.first_sent + FRAME * self.frames
+    }
 }
 
 impl MicWait {
@@ -33,23 +55,38 @@ impl MicWait {
     pub(crate) fn next(
         &mut self,
         name: &str,
+        wait: impl FnMut(Duration) -> Option<AudioFrame>,
+    ) -> (AudioFrame, Option<Notice>) {
+        self.next_by(Instant::now, name, wait)
+    }
+
+    /// [`MicWait::next`] on the clock `now`.
+    fn next_by(
+        &mut self,
+        now: impl Fn() -> Instant,
+        name: &str,
         mut wait: impl FnMut(Duration) -> Option<AudioFrame>,
     ) -> (AudioFrame, Option<Notice>) {
-        let timeout = if self.silent_since.is_some() {
-            FRAME
-        } else {
-            FIRST_WAIT
+        let timeout = match &self.silence {
+            Some(silence) => silence.next_due().saturating_duration_since(now()),
+            None => FIRST_WAIT,
         };
         if let Some(frame) = wait(timeout) {
-            if self.silent_since.take().is_some() && self.told {
+            if self.silence.take().is_some() && self.told {
                 tracing::info!(microphone = name, "the microphone's sound has come");
             }
             self.told = false;
             return (frame, None);
         }
-        let now = Instant::now();
-        let since = *self.silent_since.get_or_insert(now - timeout);
-        let notice = (!self.told && now.duration_since(since) >= NOTICE_AFTER).then(|| {
+        let now = now();
+        let silence = self.silence.get_or_insert(Silence {
+            waiting_since: now - timeout,
+            first_sent: now,
+            frames: 0,
+        });
+        silence.frames = silence.frames.saturating_add(1);
+        let waited = now.duration_since(silence.waiting_since);
+        let notice = (!self.told && waited >= NOTICE_AFTER).then(|| {
             self.told = true;
             format!(
                 "no sound from the microphone {name} for {} s; sending silence until it comes",
@@ -66,6 +103,7 @@ impl MicWait {
 
 #[cfg(test)]
 mod tests {
+    use std::cell::Cell;
     use std::collections::VecDeque;
 
     use super::*;
@@ -77,18 +115,51 @@ mod tests {
         }
     }
 
+    /// A clock the test moves: each wait lasts its whole timeout plus
+    /// `oversleep` when the device gives nothing, and nothing when it does.
+    struct TestClock {
+        now: Cell<Instant>,
+        oversleep: Duration,
+    }
+
+    impl TestClock {
+        fn new(oversleep: Duration) -> TestClock {
+            TestClock {
+                now: Cell::new(Instant::now()),
+                oversleep,
+            }
+        }
+
+        fn now(&self) -> Instant {
+            self.now.get()
+        }
+
+        /// Waits as a device that gives `frame` would.
+        fn wait(&self, timeout: Duration, frame: Option<AudioFrame>) -> Option<AudioFrame> {
+            if frame.is_none() {
+                self.now.set(self.now.get() + timeout + self.oversleep);
+            }
+            frame
+        }
+    }
+
     #[test]
     fn a_microphone_that_starts_late_is_picked_up() {
+        let clock = TestClock::new(Duration::ZERO);
         let mut wait = MicWait::default();
         let mut device: VecDeque<Option<AudioFrame>> =
             [None, None, None, Some(frame(0.5)), Some(frame(0.5))].into();
         let mut timeouts = Vec::new();
         let mut levels = Vec::new();
         for _ in 0..5 {
-            let (frame, notice) = wait.next("test mic", |timeout| {
-                timeouts.push(timeout);
-                device.pop_front().flatten()
-            });
+            let (frame, notice) = wait.next_by(
+                || clock.now(),
+                "test mic",
+                |timeout| {
+                    timeouts.push(timeout);
+                    clock.wait(timeout, device.pop_front().flatten())
+                },
+            );
             assert_eq!(notice, None);
             assert_eq!(frame.samples.len(), FRAME_SAMPLES);
             levels.push(frame.samples[0]);
@@ -106,9 +177,40 @@ mod tests {
     }
 
     #[test]
+    fn silence_keeps_the_pace_of_real_time_when_the_thread_wakes_late() {
+        // Every wait ends 3 ms late, as a sleeping thread on a busy machine's does.
+        let clock = TestClock::new(Duration::from_millis(3));
+        let mut wait = MicWait::default();
+        let mut sent_at = Vec::new();
+        for _ in 0..100 {
+            let (frame, _) = wait.next_by(
+                || clock.now(),
+                "test mic",
+                |timeout| clock.wait(timeout, None),
+            );
+            assert_eq!(frame.samples, vec![0.0; FRAME_SAMPLES]);
+            sent_at.push(clock.now());
+        }
+        let first = sent_at[0];
+        for (k, at) in sent_at.iter().enumerate() {
+            let due = first + FRAME * u32::try_from(k).expect("small");
+            assert!(
+                at.duration_since(due) <= Duration::from_millis(3),
+                "frame {k} went out {:?} after it was due",
+                at.duration_since(due)
+            );
+        }
+    }
+
+    #[test]
     fn a_long_silence_is_told_once() {
+        let long_ago = Instant::now() - NOTICE_AFTER;
         let mut wait = MicWait {
-            silent_since: Some(Instant::now() - NOTICE_AFTER),
+            silence: Some(Silence {
+                waiting_since: long_ago,
+                first_sent: long_ago,
+                frames: 0,
+            }),
             told: false,
         };
         let (_, notice) = wait.next("USB mic", |_| None);

@@ -209,6 +209,11 @@ impl PlayoutLoop {
             Err(_) => return false,
         };
         if matches!(next, Playout::Missing { .. }) {
+            tracing::debug!(
+                tick = self.packets,
+                from_fec = matches!(next, Playout::Missing { next: Some(_) }),
+                "the packet due was missing (late or lost): concealed"
+            );
             bump(&self.shared.counters.audio_packets_concealed, 1);
         }
         let samples = decode_tick(&mut self.decoder, next);
