@@ -72,17 +72,32 @@ impl MicWait {
             None => FIRST_WAIT,
         };
         if let Some(frame) = wait(timeout) {
-            if self.silence.take().is_some() && self.told {
-                tracing::info!(microphone = name, "the microphone's sound has come");
+            if let Some(silence) = self.silence.take() {
+                if self.told {
+                    tracing::info!(microphone = name, "the microphone's sound has come");
+                } else {
+                    tracing::debug!(
+                        microphone = name,
+                        silent_frames = silence.frames,
+                        "the microphone's sound has come"
+                    );
+                }
             }
             self.told = false;
             return (frame, None);
         }
         let now = now();
-        let silence = self.silence.get_or_insert(Silence {
-            waiting_since: now - timeout,
-            first_sent: now,
-            frames: 0,
+        let silence = self.silence.get_or_insert_with(|| {
+            tracing::debug!(
+                microphone = name,
+                waited_ms = timeout.as_millis(),
+                "no sound from the microphone; sending silence until it comes"
+            );
+            Silence {
+                waiting_since: now - timeout,
+                first_sent: now,
+                frames: 0,
+            }
         });
         silence.frames = silence.frames.saturating_add(1);
         let waited = now.duration_since(silence.waiting_since);
