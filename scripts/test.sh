@@ -47,4 +47,8 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo check (fuzz targets)" >&2
 cargo check --manifest-path fuzz/Cargo.toml --locked --quiet
 echo "== cargo test" >&2
-cargo test --workspace --locked
+# `--tests`: every crate's unit tests and every file of `tests/`, without
+# building the examples again (clippy above has compiled and linted them, and
+# building them here took a minute of a cold run). No crate has doc tests.
+# `--no-fail-fast`: one failing file does not hide the others' results.
+cargo test --workspace --locked --tests --no-fail-fast
