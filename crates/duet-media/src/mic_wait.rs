@@ -79,6 +79,10 @@ impl MicWait {
                     tracing::debug!(
                         microphone = name,
                         silent_frames = silence.frames,
+                        age_ms = SystemTime::now()
+                            .duration_since(frame.capture_time)
+                            .unwrap_or_default()
+                            .as_millis(),
                         "the microphone's sound has come"
                     );
                 }
