@@ -153,12 +153,26 @@ mod tests {
             self.now.get()
         }
 
-        /// Waits as a device that gives `frame` would.
-        fn wait(&self, timeout: Duration, frame: Option<AudioFrame>) -> Option<AudioFrame> {
-            if frame.is_none() {
-                self.now.set(self.now.get() + timeout + self.oversleep);
-            }
-            frame
+        /// `wait`'s next 20 ms from a device that gives `frame` at once (or
+        /// nothing, waited for to the end of the timeout); the timeout asked
+        /// for goes to `timeouts`.
+        fn next(
+            &self,
+            wait: &mut MicWait,
+            mut frame: Option<AudioFrame>,
+            timeouts: &mut Vec<Duration>,
+        ) -> (AudioFrame, Option<Notice>) {
+            wait.next_by(
+                || self.now.get(),
+                "test mic",
+                |timeout| {
+                    timeouts.push(timeout);
+                    if frame.is_none() {
+                        self.now.set(self.now.get() + timeout + self.oversleep);
+                    }
+                    frame.take()
+                },
+            )
         }
     }
 
@@ -171,14 +185,8 @@ mod tests {
         let mut timeouts = Vec::new();
         let mut levels = Vec::new();
         for _ in 0..5 {
-            let (frame, notice) = wait.next_by(
-                || clock.now(),
-                "test mic",
-                |timeout| {
-                    timeouts.push(timeout);
-                    clock.wait(timeout, device.pop_front().flatten())
-                },
-            );
+            let (frame, notice) =
+                clock.next(&mut wait, device.pop_front().flatten(), &mut timeouts);
             assert_eq!(notice, None);
             assert_eq!(frame.samples.len(), FRAME_SAMPLES);
             levels.push(frame.samples[0]);
@@ -202,11 +210,7 @@ mod tests {
         let mut wait = MicWait::default();
         let mut sent_at = Vec::new();
         for _ in 0..100 {
-            let (frame, _) = wait.next_by(
-                || clock.now(),
-                "test mic",
-                |timeout| clock.wait(timeout, None),
-            );
+            let (frame, _) = clock.next(&mut wait, None, &mut Vec::new());
             assert_eq!(frame.samples, vec![0.0; FRAME_SAMPLES]);
             sent_at.push(clock.now());
         }
