@@ -16,6 +16,12 @@ const FIRST_WAIT: Duration = Duration::from_millis(200);
 const FRAME: Duration = Duration::from_millis(20);
 /// Silence this long gets a notice.
 const NOTICE_AFTER: Duration = Duration::from_secs(3);
+/// How far the silence may fall behind its clock and still catch up. A
+/// thread held up longer than this (a stopped process, a swapping machine)
+/// starts the silence's clock again rather than sending a burst of it: the
+/// far side would only cut the burst away, and the RTP timestamps skip the
+/// gap by themselves.
+const MOST_BEHIND: Duration = Duration::from_millis(100);
 
 /// The waiting, without the device: `next` is handed a way to wait for the
 /// device's next frame.
@@ -67,8 +73,15 @@ impl MicWait {
         name: &str,
         mut wait: impl FnMut(Duration) -> Option<AudioFrame>,
     ) -> (AudioFrame, Option<Notice>) {
-        let timeout = match &self.silence {
-            Some(silence) => silence.next_due().saturating_duration_since(now()),
+        let timeout = match &mut self.silence {
+            Some(silence) => {
+                let now = now();
+                if now.saturating_duration_since(silence.next_due()) > MOST_BEHIND {
+                    silence.first_sent = now;
+                    silence.frames = 0;
+                }
+                silence.next_due().saturating_duration_since(now)
+            }
             None => FIRST_WAIT,
         };
         if let Some(frame) = wait(timeout) {
@@ -98,7 +111,7 @@ impl MicWait {
                 "no sound from the microphone; sending silence until it comes"
             );
             Silence {
-                waiting_since: now - timeout,
+                waiting_since: now.checked_sub(timeout).unwrap_or(now),
                 first_sent: now,
                 frames: 0,
             }
@@ -223,6 +236,26 @@ mod tests {
                 at.duration_since(due)
             );
         }
+    }
+
+    #[test]
+    fn silence_held_up_for_long_starts_its_clock_again_instead_of_bursting() {
+        let clock = TestClock::new(Duration::ZERO);
+        let mut wait = MicWait::default();
+        for _ in 0..10 {
+            clock.next(&mut wait, None, &mut Vec::new());
+        }
+        // The thread is held up for a second.
+        clock.now.set(clock.now() + Duration::from_secs(1));
+        let mut timeouts = Vec::new();
+        for _ in 0..10 {
+            clock.next(&mut wait, None, &mut timeouts);
+        }
+        assert_eq!(timeouts[0], Duration::ZERO, "one frame goes out at once");
+        assert!(
+            timeouts[1..].iter().all(|&t| t == FRAME),
+            "then at the pace of real time, not a burst of 50: {timeouts:?}"
+        );
     }
 
     #[test]
