@@ -488,15 +488,16 @@ fn a_narrow_link_is_followed_within_seconds_and_left_when_it_widens() {
 ///
 /// What makes the squeeze short: the sender holds video back while the
 /// peer's feedback is late (it is lost in the same flood; before the first
-/// report has come, late is 250 ms after a packet left), backs off on the
-/// first feedback that reports heavy loss, to half the link's rate read from
-/// how far apart the packets arrived, and the delays it reads are of the
-/// path alone (packets are stamped when the pacer lets them out). After
+/// report has come, late is a round trip and 200 ms after a packet left),
+/// backs off on the first feedback that reports heavy loss, to half the
+/// link's rate read from how far apart the packets arrived, and the delays
+/// it reads are of the path alone (packets are stamped when the pacer lets
+/// them out). After
 /// the squeeze no beep should be lost: on this link a probe past its rate
 /// is cut at a 20 ms queue, to 70 %, and the climb stays slow.
 /// 2026-12-02, session 22: 37–40 beeps of 40 in 20 directions, median 38,
 /// one lost after the first 5 s (BENCHMARKS.md, "Past the squeeze, every
-/// beep"); session 27, with the shorter first wait: 37–40 in 26 directions,
+/// beep"); session 27, with the shorter first wait: 37–40 in 38 directions,
 /// median 39 (BENCHMARKS.md, "The first report is late sooner").
 #[test]
 fn a_100_kbit_link_carries_every_word_and_a_few_pictures() {

@@ -127,6 +127,7 @@ pub async fn start_call(config: CallConfig) -> Result<(CallHandle, CallEvents), 
         codecs: Codecs::default(),
         verification: None,
         signaling_reconnects: 0,
+        network_due: false,
     };
     tokio::spawn(session.run(
         first,
@@ -253,6 +254,10 @@ struct Session {
     verification: Option<VerificationCode>,
     /// Signaling reconnects that resumed our seat.
     signaling_reconnects: u64,
+    /// The network figures are read at once, not at the next tick: the send
+    /// queue waits for the first feedback a round trip long (read from the
+    /// connectivity checks) from the call's first packets on.
+    network_due: bool,
 }
 
 impl Session {
@@ -279,6 +284,9 @@ impl Session {
             while let Some(event) = pending.pop_front() {
                 let actions = self.negotiator.handle(event, Instant::now());
                 self.apply(actions, &mut pending).await;
+            }
+            if std::mem::take(&mut self.network_due) {
+                self.refresh_network().await;
             }
             let timer = self.negotiator.poll_timeout();
             tokio::select! {
@@ -459,6 +467,7 @@ impl Session {
             CallPhase::Reconnecting => self.timing.reconnecting(Instant::now()),
             CallPhase::Connected => {
                 self.timing.connected(Instant::now());
+                self.network_due = true;
                 self.shared.keyframe_wanted.store(true, Ordering::Relaxed);
                 self.shared.sending.store(true, Ordering::Relaxed);
             }

@@ -21,17 +21,22 @@ use std::time::{Duration, Instant};
 /// with this margin, video waits only when three or more feedback packets
 /// in a row were lost (once in 40 s of a path that loses 5 %).
 pub(crate) const LATE_AFTER: Duration = Duration::from_millis(500);
-/// Until the first feedback came, how long after a packet left its report
-/// is late: the peer reports every 100 ms, so this leaves a round trip of
-/// up to 150 ms (over a longer one, video waits once, for at most 100 ms,
-/// until that first report). A call that starts on a link a tenth of its
-/// rate both ways fills the link's queue with its first picture, and
-/// whatever is sent while that queue is full (430 ms of it at 100 kbit/s on
-/// the test rig) reaches the peer too late to be heard. Waiting the full
-/// [`LATE_AFTER`] for a first report that the flood itself holds back kept
-/// the link flooded for half a second after connecting: on the rig, 36–39
-/// beeps of 40 were heard per direction (16 directions, median 38), 37–40
-/// with this (median 39).
+/// Until the first feedback came, its report is late this much more than a
+/// round trip of the path (as the connectivity checks measured it) after a
+/// packet left: the peer reports every 100 ms, and may be held up a little.
+/// A call that starts on a link a tenth of its rate both ways fills the
+/// link's queue with its first picture, and whatever is sent while that
+/// queue is full (430 ms of it at 100 kbit/s on the test rig) reaches the
+/// peer too late to be heard. Waiting the full [`LATE_AFTER`] for a first
+/// report that the flood itself holds back kept the link flooded for half
+/// a second after connecting: on the rig, 36–39 beeps of 40 were heard per
+/// direction (16 directions, median 38), 37–40 with a first wait of 250 ms
+/// (median 39).
+const FIRST_REPORT_MARGIN: Duration = Duration::from_millis(200);
+/// ...or this long, while no round trip was measured. A fixed 250 ms made a
+/// path with a 300 ms round trip hold its video ~150 ms at every call's
+/// start, and its first second's pictures came late enough to raise the
+/// 95th percentile of a 15 s call's video latency by 30–55 ms.
 const FIRST_LATE_AFTER: Duration = Duration::from_millis(250);
 /// How long the quickest feedback is remembered as the usual delay.
 const USUAL_MEMORY: Duration = Duration::from_secs(10);
@@ -49,6 +54,8 @@ pub(crate) struct FeedbackWatch {
     delays: VecDeque<(Instant, Duration)>,
     /// The quickest of `delays` (asked for at every packet).
     usual: Duration,
+    /// The path's round trip, from the connectivity checks.
+    round_trip: Option<Duration>,
 }
 
 impl FeedbackWatch {
@@ -85,9 +92,15 @@ impl FeedbackWatch {
             .unwrap_or(Duration::ZERO);
     }
 
+    /// The path's round trip, as measured outside the feedback: what the
+    /// first report is waited for on.
+    pub(crate) fn set_round_trip(&mut self, round_trip: Duration) {
+        self.round_trip = Some(round_trip);
+    }
+
     /// Whether, at `now`, the feedback on the oldest packet not reported on
-    /// is [`LATE_AFTER`] later than usual ([`FIRST_LATE_AFTER`] after it left,
-    /// while no feedback has come yet).
+    /// is [`LATE_AFTER`] later than usual (while no feedback has come yet,
+    /// [`FIRST_REPORT_MARGIN`] later than a round trip).
     pub(crate) fn late(&self, now: Instant) -> bool {
         let Some(&oldest) = self.unreported.front() else {
             return false;
@@ -95,7 +108,9 @@ impl FeedbackWatch {
         let margin = if self.reported_until.is_some() {
             self.usual + LATE_AFTER
         } else {
-            FIRST_LATE_AFTER
+            self.round_trip.map_or(FIRST_LATE_AFTER, |round_trip| {
+                round_trip + FIRST_REPORT_MARGIN
+            })
         };
         now.saturating_duration_since(oldest) > margin
     }
@@ -150,13 +165,18 @@ mod tests {
     }
 
     #[test]
-    fn at_the_start_no_feedback_is_late_sooner() {
+    fn at_the_start_no_feedback_is_late_a_round_trip_and_the_margin_after() {
         let start = Instant::now();
         let mut watch = FeedbackWatch::default();
         watch.on_sent(start);
         watch.on_sent(start + ms(200));
+        // No round trip measured yet.
         assert!(!watch.late(start + ms(250)));
         assert!(watch.late(start + ms(260)));
+        // A round trip of 300 ms.
+        watch.set_round_trip(ms(300));
+        assert!(!watch.late(start + ms(500)));
+        assert!(watch.late(start + ms(510)));
         // Once a report came (in 100 ms: usual), the full margin over the
         // usual delay holds for the packet of 200 ms.
         watch.on_reported(start + ms(100), start);

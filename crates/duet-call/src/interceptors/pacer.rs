@@ -117,6 +117,9 @@ impl MediaPacer {
         if let Some(until) = self.budget.reported_until() {
             watch.on_reported(now, until);
         }
+        if let Some(round_trip) = self.budget.round_trip() {
+            watch.set_round_trip(round_trip);
+        }
         let late = watch.late(now);
         match (late, self.queue.held()) {
             (true, false) => tracing::debug!("the peer's feedback is late: video waits for it"),

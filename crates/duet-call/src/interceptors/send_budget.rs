@@ -90,6 +90,9 @@ pub(crate) struct SendBudget {
     /// Counts the times the video source changed (or the camera came back
     /// on): the congestion controller lets a new source start at its target.
     sources: Arc<AtomicU64>,
+    /// The path's round trip as last read from the connection's checks, in
+    /// µs; 0 while none was read.
+    round_trip_us: Arc<AtomicU64>,
 }
 
 impl SendBudget {
@@ -130,6 +133,20 @@ impl SendBudget {
     /// How many times [`SendBudget::note_new_source`] was called.
     pub(crate) fn sources(&self) -> u64 {
         self.sources.load(Ordering::Relaxed)
+    }
+
+    /// The path's round trip, as the connectivity checks measured it: what
+    /// the first feedback of a call waits on before any feedback came.
+    pub(crate) fn set_round_trip(&self, round_trip: Duration) {
+        let micros = u64::try_from(round_trip.as_micros()).unwrap_or(u64::MAX);
+        self.round_trip_us.store(micros, Ordering::Relaxed);
+    }
+
+    /// The path's round trip, or `None` while none was measured.
+    pub(crate) fn round_trip(&self) -> Option<Duration> {
+        Some(self.round_trip_us.load(Ordering::Relaxed))
+            .filter(|&micros| micros > 0)
+            .map(Duration::from_micros)
     }
 
     /// The ceiling of the source being sent, or `None` while none was set.
@@ -226,6 +243,14 @@ mod tests {
         assert!(budget.video_backlogged(now + Duration::from_millis(300)));
         budget.set_video_waiting_since(None);
         assert!(!budget.video_backlogged(now + Duration::from_millis(300)));
+    }
+
+    #[test]
+    fn a_round_trip_is_none_until_measured() {
+        let budget = SendBudget::default();
+        assert_eq!(budget.round_trip(), None);
+        budget.clone().set_round_trip(Duration::from_millis(42));
+        assert_eq!(budget.round_trip(), Some(Duration::from_millis(42)));
     }
 
     #[test]

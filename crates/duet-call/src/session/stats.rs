@@ -3,7 +3,7 @@
 //! from the peer connection's statistics.
 
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use webrtc::peer_connection::{RTCStatsReportEntry, StatsSelector};
@@ -42,6 +42,11 @@ impl Session {
                         (pair.current_round_trip_time * 1e6) as u64,
                         Ordering::Relaxed,
                     );
+                    if let Ok(round_trip) =
+                        Duration::try_from_secs_f64(pair.current_round_trip_time)
+                    {
+                        self.shared.send_budget.set_round_trip(round_trip);
+                    }
                 }
                 RTCStatsReportEntry::InboundRtp(inbound) => {
                     any_inbound = true;
