@@ -135,8 +135,9 @@ impl SendBudget {
         self.sources.load(Ordering::Relaxed)
     }
 
-    /// The path's round trip, as the connectivity checks measured it: what
-    /// the first feedback of a call waits on before any feedback came.
+    /// The path's round trip, as the connectivity checks measured it: how
+    /// long the send queue waits for a call's first feedback, and how long
+    /// the receiver waits for a resend.
     pub(crate) fn set_round_trip(&self, round_trip: Duration) {
         let micros = u64::try_from(round_trip.as_micros()).unwrap_or(u64::MAX);
         self.round_trip_us.store(micros, Ordering::Relaxed);

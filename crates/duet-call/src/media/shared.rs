@@ -1,6 +1,6 @@
 //! State the media threads, the async tasks and the session share.
 
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 
 use duet_media::ProcessingSettings;
@@ -28,8 +28,6 @@ pub(crate) struct MediaShared {
     pub(crate) send_budget: SendBudget,
     /// The decoder cannot go on without a keyframe.
     pub(crate) pli_wanted: AtomicBool,
-    /// Round-trip time in microseconds.
-    pub(crate) rtt_us: AtomicU64,
     /// The microphone is muted: silence is sent.
     pub(crate) mic_muted: AtomicBool,
     /// Which of echo cancellation, noise suppression and gain control run on
@@ -61,7 +59,6 @@ impl MediaShared {
             keyframe_wanted: AtomicBool::new(true),
             send_budget: SendBudget::default(),
             pli_wanted: AtomicBool::new(false),
-            rtt_us: AtomicU64::new(0),
             mic_muted: AtomicBool::new(false),
             processing: AtomicU8::new(ProcessingBits::from(ProcessingSettings::default()).0),
             camera_off: AtomicBool::new(false),

@@ -55,7 +55,9 @@ pub(crate) async fn run_video_receiver(
                 Some(_) => continue,
             },
             _ = tokio::time::sleep_until(wake.into()) => {
-                reassembler.set_rtt(Duration::from_micros(shared.rtt_us.load(Ordering::Relaxed)));
+                if let Some(round_trip) = shared.send_budget.round_trip() {
+                    reassembler.set_rtt(round_trip);
+                }
                 reassembler.poll(Instant::now())
             }
         };

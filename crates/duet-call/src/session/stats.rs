@@ -2,7 +2,6 @@
 //! time, jitter, packets lost, the candidate types of the pair in use), read
 //! from the peer connection's statistics.
 
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
@@ -38,10 +37,6 @@ impl Session {
                     if pair.nominated && pair.current_round_trip_time > 0.0 =>
                 {
                     network.rtt_ms = Some(pair.current_round_trip_time * 1000.0);
-                    self.shared.rtt_us.store(
-                        (pair.current_round_trip_time * 1e6) as u64,
-                        Ordering::Relaxed,
-                    );
                     if let Ok(round_trip) =
                         Duration::try_from_secs_f64(pair.current_round_trip_time)
                     {
