@@ -26,8 +26,8 @@
 //! Defaults: 20 seconds, 3 runs of each pairing. Prints medians over the runs,
 //! then the ratios native↔native / browser↔browser.
 
-#[path = "../tests/common/browser.rs"]
-mod browser;
+#[path = "../tests/e2e/common/mod.rs"]
+mod common;
 mod desk;
 mod support;
 
@@ -37,7 +37,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use browser::Browser;
+use common::browser::Browser;
 use desk::VirtualDesk;
 use duet_measure::{ProcessUsage, median};
 use serde_json::Value;

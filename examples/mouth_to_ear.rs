@@ -74,8 +74,8 @@
 //! Medians and 95th percentiles are by nearest rank (`duet-measure`) over
 //! every beep of every run of a pairing.
 
-#[path = "../tests/common/browser.rs"]
-mod browser;
+#[path = "../tests/e2e/common/mod.rs"]
+mod common;
 mod desk;
 mod support;
 
@@ -86,7 +86,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context as _, bail};
-use browser::{Browser, Devices};
+use common::browser::{self, Browser, Devices};
 use desk::probes::{self, ClockSummary, Ear, Mouth};
 use desk::{Direction, PulseAudio};
 use duet_measure::{Summary, median};

@@ -1,7 +1,7 @@
 //! Duet and Chromium on the same impaired networks, side by side (issue 14).
 //!
 //! For each network profile, one call native↔native (`duet --headless` with
-//! `--video test:noisy`, as `tests/network.rs` makes them) and one call
+//! `--video test:noisy`, as `tests/e2e/network.rs` makes them) and one call
 //! Chromium↔Chromium (the page `duet serve` hands out, `?test=1&noisy=1`:
 //! the same stamped, noisy picture at 640x480), each peer in a network
 //! namespace of the `duet-netem` rig, impaired the same way both directions.
@@ -27,7 +27,7 @@
 //! second, if given, keeps only the profiles whose name holds it.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[path = "../tests/common/mod.rs"]
+#[path = "../tests/e2e/common/mod.rs"]
 mod common;
 
 use std::sync::mpsc;

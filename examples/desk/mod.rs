@@ -75,7 +75,7 @@ impl Drop for VirtualDesk {
 
 /// A PulseAudio daemon private to one run, killed (and its folder removed)
 /// when dropped; children reach it through [`PulseAudio::env`], as the
-/// end-to-end tests' daemon (`tests/common/pulse.rs`) does. It starts with no
+/// end-to-end tests' daemon (`tests/e2e/common/pulse.rs`) does. It starts with no
 /// default script (`-n`): no restore databases carrying volumes from one run
 /// to the next, no suspend-on-idle, only the null sinks the run loads.
 ///

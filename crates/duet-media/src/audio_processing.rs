@@ -24,7 +24,7 @@
 //! AEC3 does not adapt its filter around a far end that is one steady sine
 //! (its render analyser masks narrow bands, where an adaptive filter would
 //! diverge), so an echo of nothing but test beeps is left to its suppressor:
-//! in `tests/echo.rs` that removed anywhere from 15 to 62 dB from one run to
+//! in `tests/e2e/echo.rs` that removed anywhere from 15 to 62 dB from one run to
 //! the next. With speech around the beeps it learns the room from the speech
 //! and removes about 50 dB of them every time. Calls carry speech; the test
 //! does too.

@@ -20,7 +20,7 @@
 //! On the narrowest links the frame rate stays at half: at 100 kbit/s the
 //! encoder then makes pictures of ~600 bytes, while a sixth of the frame
 //! rate (a rung Duet had) made them ~1.7 kB, each holding the link (and the
-//! audio behind it) for 0.14 s. Measured on the rig (`tests/network.rs`, three
+//! audio behind it) for 0.14 s. Measured on the rig (`tests/e2e/network.rs`, three
 //! runs each): 10–12 pictures a second instead of 3.5–4.4, and 36–37 of 40
 //! beeps in every direction instead of 34–38. Chromium too keeps its frame
 //! rate there (25 pictures a second of 320x240 at 30 kbit/s).

@@ -361,7 +361,7 @@ fn the_processor_can_move_to_the_audio_thread() {
 /// over the echo all along (a steady 300 Hz tone), AEC3 does not relearn the
 /// jumped path: a reference without the silence leaves the echo's beeps
 /// uncancelled for the rest of the call, which is why the talker of
-/// `tests/echo.rs` pauses for breath. With the silence in the reference too,
+/// `tests/e2e/echo.rs` pauses for breath. With the silence in the reference too,
 /// nothing jumped, and the echo stays cancelled. (Putting such silences back
 /// from the speaker's timestamps was tried: on a busy machine it made the
 /// end-to-end test worse, 2 calls of 15 removing 30 dB against 7 of 9
@@ -400,7 +400,7 @@ fn a_stall_in_the_reference_too_keeps_the_echo_cancelled_through_double_talk() {
     );
     assert!(
         without > -20.0,
-        "AEC3 relearned the path after all ({without:.1} dB): update tests/echo.rs's notes"
+        "AEC3 relearned the path after all ({without:.1} dB): update tests/e2e/echo.rs's notes"
     );
     assert!(with < -40.0, "echo's beeps reduced by only {:.1} dB", -with);
 }

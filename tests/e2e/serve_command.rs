@@ -3,7 +3,7 @@
 //! errors for a busy port or a missing certificate.
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::io::{Read as _, Write as _};
 use std::time::Duration;
@@ -38,6 +38,7 @@ fn http_get(addr: &str, path: &str) -> String {
 
 #[test]
 fn serve_prints_its_address_and_answers_the_health_check() {
+    let _one = common::serialised();
     let (_server, addr) = start_server();
     let response = http_get(&addr, "/healthz");
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
@@ -80,16 +81,19 @@ fn stops_cleanly_on(signal: &str) {
 
 #[test]
 fn sigterm_closes_connections_and_exits_0_within_2_seconds() {
+    let _one = common::serialised();
     stops_cleanly_on("TERM");
 }
 
 #[test]
 fn sigint_closes_connections_and_exits_0_within_2_seconds() {
+    let _one = common::serialised();
     stops_cleanly_on("INT");
 }
 
 #[test]
 fn a_busy_port_is_a_one_line_error() {
+    let _one = common::serialised();
     let (_first, addr) = start_server();
     let mut second = DuetProcess::spawn(&["serve", "--listen", &addr]);
     let (status, _) = second.wait_for_exit(Duration::from_secs(5));
@@ -101,6 +105,7 @@ fn a_busy_port_is_a_one_line_error() {
 
 #[test]
 fn a_missing_certificate_is_a_one_line_error_naming_the_file() {
+    let _one = common::serialised();
     let mut server = DuetProcess::spawn(&[
         "serve",
         "--listen",
@@ -141,6 +146,7 @@ fn upgrade_status(addr: &str, origin: Option<&str>) -> String {
 
 #[test]
 fn pages_from_other_origins_are_refused_unless_allowed() {
+    let _one = common::serialised();
     let mut server = DuetProcess::spawn(&[
         "serve",
         "--listen",
@@ -163,6 +169,7 @@ fn pages_from_other_origins_are_refused_unless_allowed() {
 
 #[test]
 fn turn_without_a_secret_is_a_one_line_error() {
+    let _one = common::serialised();
     let mut server = DuetProcess::spawn(&[
         "serve",
         "--listen",

@@ -6,7 +6,7 @@
 //! coturn (`scripts/install-deps.sh`).
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

@@ -5,7 +5,7 @@
 //! typed while the network is gone, delivered when it comes back.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

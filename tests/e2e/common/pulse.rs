@@ -33,8 +33,7 @@ pub struct PulseAudio {
 impl PulseAudio {
     /// Starts a daemon of its own; panics (saying what to install) without PulseAudio.
     pub fn start(name: &str) -> PulseAudio {
-        let dir = std::env::temp_dir().join(format!("duet-pulse-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let dir = super::fresh_temp_path(&format!("pulse-{name}"));
         let runtime_dir = dir.join("runtime");
         let config_dir = dir.join("config");
         for folder in [&dir, &runtime_dir, &config_dir] {

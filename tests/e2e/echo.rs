@@ -32,7 +32,7 @@
 //! removed less than 30 dB about one time in five, so such a call is tried
 //! again, up to three times; a broken echo canceller fails all three.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

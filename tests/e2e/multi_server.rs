@@ -6,7 +6,7 @@
 //! seat and leaves no room half-joined.
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

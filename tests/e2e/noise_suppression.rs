@@ -13,7 +13,7 @@
 //! read in the middle of the bursts and of the pauses) must rise by at least
 //! 15 dB, and the bursts themselves must arrive within 3 dB of their level.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 
@@ -188,6 +188,7 @@ fn noise_under_tone_bursts_is_suppressed_and_the_bursts_arrive_whole() {
 
 #[test]
 fn the_burst_finder_finds_the_bursts_wherever_they_start() {
+    let _one = common::serialised();
     let scratch = Scratch::new("ns-finder");
     let sound = scratch.path("microphone.wav");
     write_microphone_sound(&sound);

@@ -7,7 +7,7 @@
 //! than one call and the frame counts measure Duet, not the test machine.
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 
@@ -343,6 +343,7 @@ fn a_peer_that_freezes_without_a_word_is_noticed_within_ten_seconds() {
 
 #[test]
 fn no_call_gives_a_one_line_reason_and_its_own_exit_status() {
+    let _one = common::serialised();
     let scratch = Scratch::new("no-call");
     // Nothing listens on port 9 of loopback.
     let mut unreachable = peer(&scratch, "a", "caller", "ws://127.0.0.1:9", "880", &[]);

@@ -13,7 +13,7 @@
 //! the stall where it was), read the device's rate right, and play on.
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

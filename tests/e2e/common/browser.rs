@@ -73,9 +73,7 @@ impl Browser {
             .stderr(Stdio::null())
             .spawn()
             .expect("chromedriver starts");
-        let profile =
-            std::env::temp_dir().join(format!("duet-chromium-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&profile);
+        let profile = super::fresh_temp_path(&format!("chromium-{name}"));
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

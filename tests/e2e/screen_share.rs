@@ -12,7 +12,7 @@
 //! which follows the change of size without a freeze.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, SystemTime};
 
@@ -38,6 +38,7 @@ fn changed_in(
 
 #[test]
 fn the_shared_screen_shows_the_pointer_where_it_is() {
+    let _one = common::serialised();
     use x11rb::connection::Connection as _;
     use x11rb::protocol::xproto::ConnectionExt as _;
     use x11rb::wrapper::ConnectionExt as _;

@@ -1,5 +1,5 @@
 //! Helpers for the end-to-end tests: the real `duet` binary as a child process.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)] // each test file uses a subset
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)] // each test file, and each example, uses a subset
 
 pub mod browser;
 pub mod network_call;
@@ -16,6 +16,7 @@ pub mod xdisplay;
 use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -288,13 +289,23 @@ impl Drop for LivePeer {
     }
 }
 
+/// A path in the temporary folder that no other test of this run uses:
+/// `duet-{name}-{pid}-{n}`. All end-to-end tests share one process, so the
+/// process id alone would not tell two tests apart.
+pub fn fresh_temp_path(name: &str) -> PathBuf {
+    static TAKEN: AtomicUsize = AtomicUsize::new(0);
+    let n = TAKEN.fetch_add(1, Ordering::Relaxed);
+    let path = std::env::temp_dir().join(format!("duet-{name}-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&path);
+    path
+}
+
 /// A scratch directory for one test, removed when dropped.
 pub struct Scratch(pub PathBuf);
 
 impl Scratch {
     pub fn new(name: &str) -> Scratch {
-        let dir = std::env::temp_dir().join(format!("duet-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let dir = fresh_temp_path(name);
         std::fs::create_dir_all(&dir).unwrap();
         Scratch(dir)
     }
@@ -427,8 +438,9 @@ pub fn report(scratch: &Scratch, name: &str) -> Value {
     serde_json::from_str(&text).unwrap()
 }
 
-/// Calls (and windows) one at a time within a test binary: two cores are not
-/// enough for more, and frame counts should measure Duet, not the machine.
+/// One end-to-end test at a time: every test takes it first (see
+/// `main.rs`). Two cores are not enough for more than one call, and frame
+/// counts and audio gaps should measure Duet, not the machine.
 pub fn serialised() -> MutexGuard<'static, ()> {
     static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
     ONE_AT_A_TIME

@@ -5,7 +5,7 @@
 //! which costs what a camera costs. Needs root.
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

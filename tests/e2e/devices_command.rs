@@ -3,7 +3,7 @@
 //! chatter stays out of the terminal.
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 
@@ -11,6 +11,7 @@ use common::DuetProcess;
 
 #[test]
 fn devices_lists_every_kind_and_exits_0() {
+    let _one = common::serialised();
     let mut duet = DuetProcess::spawn(&["devices"]);
     let (status, _) = duet.wait_for_exit(Duration::from_secs(20));
     assert!(status.success(), "{status}");

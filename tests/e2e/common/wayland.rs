@@ -80,8 +80,7 @@ impl WaylandDesktop {
                  xdg-desktop-portal, xdg-desktop-portal-wlr)"
             );
         }
-        let runtime = std::env::temp_dir().join(format!("duet-wl-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&runtime);
+        let runtime = super::fresh_temp_path(&format!("wl-{name}"));
         std::fs::create_dir_all(runtime.join("config/xdg-desktop-portal-wlr")).unwrap();
         std::fs::create_dir_all(runtime.join("portals")).unwrap();
         let mut desktop = WaylandDesktop {

@@ -5,7 +5,7 @@
 //! stamp; and the page's words for a full room and for a missing room name.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -22,7 +22,7 @@
 //! exactly 960, a microphone's came from the wall clock, and the receiver
 //! concealed most of its packets.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::time::{Duration, SystemTime};
@@ -282,7 +282,7 @@ fn microphone_call_reaches_the_callee_whole(microphone: Microphone) {
                 "mic",
                 // What arrives must be what the microphone heard: a steady
                 // tone is exactly what noise suppression removes and gain
-                // control raises (tests/echo.rs and tests/noise.rs test those).
+                // control raises (tests/e2e/echo.rs and tests/e2e/noise_suppression.rs test those).
                 "--no-echo-cancel",
                 "--no-noise-suppression",
                 "--no-auto-gain",
@@ -460,6 +460,7 @@ fn microphone_call_reaches_the_callee_whole(microphone: Microphone) {
 
 #[test]
 fn the_tone_measurement_finds_level_frequency_and_gaps() {
+    let _one = common::serialised();
     let tone =
         |n: usize| (0.25 * (std::f64::consts::TAU * 440.0 * n as f64 / 48_000.0).sin()) as f32;
     let mut samples = vec![0.0f32; RATE * 6];

@@ -8,7 +8,7 @@
 //! it showed (`video.display_latency_ms`), which headless peers leave `null`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

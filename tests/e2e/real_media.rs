@@ -7,7 +7,7 @@
 //! measures them.
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::f32::consts::PI;
 use std::path::Path;

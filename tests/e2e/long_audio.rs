@@ -21,7 +21,7 @@
 //! `DUET_LONG_SECONDS` to run shorter (the checks stay the same).
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 
@@ -198,6 +198,7 @@ fn drifting_pair(
 #[test]
 #[ignore = "long tier: ./scripts/test.sh long"]
 fn half_a_percent_of_clock_drift_either_way_neither_grows_the_delay_nor_leaves_gaps() {
+    let _one = common::serialised();
     let secs = seconds(300);
     let scratch = Scratch::new("long-drift");
     let (_server, url) = start_server(&scratch, "127.0.0.1:0");
@@ -238,6 +239,7 @@ fn half_a_percent_of_clock_drift_either_way_neither_grows_the_delay_nor_leaves_g
 #[test]
 #[ignore = "long tier: ./scripts/test.sh long"]
 fn ten_minutes_on_real_devices_without_an_underrun_a_drop_or_a_drifting_delay() {
+    let _one = common::serialised();
     let secs = seconds(600);
     let scratch = Scratch::new("long-real");
     let pulse = PulseAudio::start("long-real");
