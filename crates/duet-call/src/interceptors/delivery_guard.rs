@@ -472,6 +472,15 @@ impl DeliveryGuard {
         self.ceiling
     }
 
+    /// The path was found full at a rate above `bps` by other means (the
+    /// [`StartRamp`](super::start_ramp::StartRamp)'s climb met it): the
+    /// ceiling is `bps` at most from `now`, and climbs from there.
+    pub(crate) fn hold_under(&mut self, now: Instant, bps: f64) {
+        let bps = bps.max(self.floor);
+        self.ceiling = Some(self.ceiling.map_or(bps, |ceiling| ceiling.min(bps)));
+        self.last_change = Some(now);
+    }
+
     /// `target` kept within reach of what the path delivers; `target` itself
     /// until there is a second's worth of feedback.
     ///
@@ -591,6 +600,18 @@ mod tests {
         let limited = guard.limit(2_000_000.0);
         assert!((590_000.0..620_000.0).contains(&limited), "{limited}");
         assert_eq!(guard.limit(300_000.0), 300_000.0, "a lower target stands");
+    }
+
+    #[test]
+    fn a_ceiling_handed_over_holds_the_target_above_the_floor() {
+        let now = Instant::now();
+        let mut guard = DeliveryGuard::with_floor(45_000.0);
+        guard.hold_under(now, 100_000.0);
+        assert_eq!(guard.limit(1_400_000.0), 100_000.0);
+        guard.hold_under(now, 200_000.0);
+        assert_eq!(guard.ceiling(), Some(100_000.0), "the lower one stands");
+        guard.hold_under(now, 20_000.0);
+        assert_eq!(guard.ceiling(), Some(45_000.0), "never under the floor");
     }
 
     #[test]

@@ -98,6 +98,11 @@ impl FeedbackWatch {
         self.round_trip = Some(round_trip);
     }
 
+    /// Whether no feedback has come yet.
+    pub(crate) fn awaiting_first_report(&self) -> bool {
+        self.reported_until.is_none()
+    }
+
     /// Whether, at `now`, the feedback on the oldest packet not reported on
     /// is [`LATE_AFTER`] later than usual (while no feedback has come yet,
     /// [`FIRST_REPORT_MARGIN`] later than a round trip).

@@ -18,6 +18,7 @@ mod pacing;
 mod path_queue;
 mod recent_packets;
 mod send_budget;
+mod start_ramp;
 mod wire;
 
 use std::time::Duration;
@@ -106,6 +107,8 @@ pub(crate) fn build_registry(
         budget: budget.clone(),
         sources_seen: budget.sources(),
         target: start,
+        reported: false,
+        ramp: None,
     };
     Ok(Registry::new()
         .with(

@@ -122,6 +122,10 @@ impl MediaPacer {
         }
         let late = watch.late(now);
         match (late, self.queue.held()) {
+            (true, false) if watch.awaiting_first_report() => {
+                tracing::debug!("the peer's first feedback is late: video waits for it");
+                self.budget.note_waited_for_first_report();
+            }
             (true, false) => tracing::debug!("the peer's feedback is late: video waits for it"),
             (false, true) => tracing::debug!("the peer's feedback came: video goes again"),
             _ => {}

@@ -93,6 +93,8 @@ pub(crate) struct SendBudget {
     /// The path's round trip as last read from the connection's checks, in
     /// µs; 0 while none was read.
     round_trip_us: Arc<AtomicU64>,
+    /// Whether video waited for the peer's very first feedback.
+    waited_for_first_report: Arc<AtomicBool>,
 }
 
 impl SendBudget {
@@ -158,6 +160,22 @@ impl SendBudget {
     /// What audio, RTCP and resends sent lately, in bits per second.
     pub(crate) fn set_overhead(&self, bps: u64) {
         self.overhead_bps.store(bps, Ordering::Relaxed);
+    }
+
+    /// What audio, RTCP and resends sent lately, in bits per second.
+    pub(crate) fn overhead_bps(&self) -> u64 {
+        self.overhead_bps.load(Ordering::Relaxed)
+    }
+
+    /// Says video waited for the peer's first feedback (the pacer does):
+    /// the call's start flooded the link ([`StartRamp`](super::start_ramp)).
+    pub(crate) fn note_waited_for_first_report(&self) {
+        self.waited_for_first_report.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether video waited for the peer's first feedback.
+    pub(crate) fn waited_for_first_report(&self) -> bool {
+        self.waited_for_first_report.load(Ordering::Relaxed)
     }
 
     /// What share of fresh video's bits on the wire was its payload lately
