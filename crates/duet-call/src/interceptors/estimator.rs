@@ -30,6 +30,9 @@ pub(crate) struct PublishingEstimator {
     pub(crate) target: f64,
     /// Whether any feedback came yet.
     pub(crate) reported: bool,
+    /// The budget's count of waits for a first report when this
+    /// connection was made.
+    pub(crate) first_report_waits_seen: u64,
     /// The climb back after a start that flooded the link, while it lasts.
     pub(crate) ramp: Option<StartRamp>,
 }
@@ -59,7 +62,8 @@ impl PublishingEstimator {
     /// At the first feedback: if video waited for it, the start flooded
     /// the link, and the target climbs back ([`StartRamp`]).
     fn start_ramp_if_flooded(&mut self, now: Instant) {
-        if std::mem::replace(&mut self.reported, true) || !self.budget.waited_for_first_report() {
+        let waited = self.budget.first_report_waits() != self.first_report_waits_seen;
+        if std::mem::replace(&mut self.reported, true) || !waited {
             return;
         }
         let from = (self.budget.overhead_bps() as f64 * RAMP_FROM_OVERHEAD).max(self.guard.floor());
@@ -195,6 +199,7 @@ mod tests {
             sources_seen: budget.sources(),
             target: max_bps,
             reported: false,
+            first_report_waits_seen: budget.first_report_waits(),
             ramp: None,
         }
     }
@@ -274,11 +279,26 @@ mod tests {
         let in_time = arrived(start, 0, 100, 1_382_400);
         estimator.on_reports(start + Duration::from_millis(150), &in_time);
         assert_eq!(budget.target_bps(), 1_382_400);
-        // Video waiting later on (an outage) is no start that flooded.
+        // A wait noted later on is no start of this connection that flooded.
         budget.note_waited_for_first_report();
         let later = arrived(start, 100, 200, 1_382_400);
         estimator.on_reports(start + Duration::from_millis(300), &later);
         assert_eq!(budget.target_bps(), 1_382_400);
+    }
+
+    #[test]
+    fn a_wait_at_an_earlier_connections_start_is_not_this_ones() {
+        let start = Instant::now();
+        let budget = SendBudget::default();
+        // The call's first connection waited for its first report...
+        budget.note_waited_for_first_report();
+        // ...and the one made after it did not.
+        let mut estimator = estimator(&budget, 1_382_400.0);
+        budget.set_overhead(120_000);
+        let in_time = arrived(start, 0, 100, 1_382_400);
+        estimator.on_reports(start + Duration::from_millis(150), &in_time);
+        assert_eq!(budget.target_bps(), 1_382_400);
+        assert!(estimator.ramp.is_none());
     }
 
     #[test]

@@ -108,6 +108,7 @@ pub(crate) fn build_registry(
         sources_seen: budget.sources(),
         target: start,
         reported: false,
+        first_report_waits_seen: budget.first_report_waits(),
         ramp: None,
     };
     Ok(Registry::new()

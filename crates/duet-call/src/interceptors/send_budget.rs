@@ -93,8 +93,9 @@ pub(crate) struct SendBudget {
     /// The path's round trip as last read from the connection's checks, in
     /// µs; 0 while none was read.
     round_trip_us: Arc<AtomicU64>,
-    /// Whether video waited for the peer's very first feedback.
-    waited_for_first_report: Arc<AtomicBool>,
+    /// Counts the connections whose video waited for the peer's very first
+    /// feedback (the budget outlives a connection made again mid-call).
+    first_report_waits: Arc<AtomicU64>,
 }
 
 impl SendBudget {
@@ -168,14 +169,16 @@ impl SendBudget {
     }
 
     /// Says video waited for the peer's first feedback (the pacer does):
-    /// the call's start flooded the link ([`StartRamp`](super::start_ramp)).
+    /// the connection's start flooded the link
+    /// ([`StartRamp`](super::start_ramp)).
     pub(crate) fn note_waited_for_first_report(&self) {
-        self.waited_for_first_report.store(true, Ordering::Relaxed);
+        self.first_report_waits.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Whether video waited for the peer's first feedback.
-    pub(crate) fn waited_for_first_report(&self) -> bool {
-        self.waited_for_first_report.load(Ordering::Relaxed)
+    /// How many times [`SendBudget::note_waited_for_first_report`] was
+    /// called: a connection compares it with the count when it was made.
+    pub(crate) fn first_report_waits(&self) -> u64 {
+        self.first_report_waits.load(Ordering::Relaxed)
     }
 
     /// What share of fresh video's bits on the wire was its payload lately

@@ -88,6 +88,7 @@ impl StartRamp {
         }
     }
 
+    /// The most the target may be now, in bits a second on the wire.
     pub(crate) fn rate(&self) -> f64 {
         self.rate
     }
