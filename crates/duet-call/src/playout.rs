@@ -12,9 +12,12 @@
 //! measured jitter says it must. Its depth is held at target by playing a
 //! touch faster or slower ([`AudioPlayoutBuffer::playout_ratio`], see
 //! `crate::drift`): that absorbs the drift between the sender's and the
-//! device's clocks, and gives back depth no longer needed, without skipping. A late packet stalls playout for a
-//! tick of concealment and is then played; a lost one (something newer is
-//! already here) is concealed, or recovered from the next packet's in-band FEC.
+//! device's clocks. Depth well above the target (after a burst, or when the
+//! target came down) is given back in the next pause: a quiet packet goes
+//! unplayed. Only a buffer far above its target is cut at once. A late
+//! packet stalls playout for a tick of concealment and is then played; a
+//! lost one (something newer is already here) is concealed, or recovered
+//! from the next packet's in-band FEC.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -39,6 +42,10 @@ const MAX_TARGET: usize = 10;
 /// tenth of a second of video were three ticks above target, so the cut
 /// dropped 60 ms from the middle of a word (or a beep).
 const FAR_ABOVE: usize = 3;
+/// Loudest sample (-40 dBFS) of a packet's audio that may go unplayed to bring
+/// a deep buffer back down ([`AudioPlayoutBuffer::skips_quiet`]): a pause, a
+/// quiet room's noise, never a word or a beep.
+const QUIET_PEAK: f32 = 0.01;
 /// Ticks without an underrun after which one packet of underrun margin is
 /// given back (5 s), at first.
 const CALM_TICKS: u32 = 250;
@@ -66,6 +73,10 @@ pub enum Playout {
     Idle,
     /// Decode this packet.
     Packet(Bytes),
+    /// The packet due is late, not lost: fill this tick, and play the packet
+    /// when it comes. Not the decoder's concealment of a lost packet: the
+    /// packet is still decoded after it (see `duet_media::OpusPlayback`).
+    Late,
     /// The packet is missing; `next` is the following one if it is here (its FEC
     /// can rebuild the missing audio), otherwise conceal.
     Missing {
@@ -106,6 +117,8 @@ pub struct AudioPlayoutBuffer {
     jitter: JitterEstimator,
     /// Packets played late or concealed, for statistics.
     concealed: u64,
+    /// Ticks of quiet audio left unplayed to bring the delay down.
+    skipped_quiet: u64,
 }
 
 impl Default for AudioPlayoutBuffer {
@@ -122,6 +135,7 @@ impl Default for AudioPlayoutBuffer {
             drift: DriftControl::new(MAX_STRETCH),
             jitter: JitterEstimator::with_clock_rate(48_000),
             concealed: 0,
+            skipped_quiet: 0,
         }
     }
 }
@@ -217,6 +231,30 @@ impl AudioPlayoutBuffer {
     /// Packets that had to be concealed.
     pub fn concealed(&self) -> u64 {
         self.concealed
+    }
+
+    /// Ticks of quiet audio left unplayed so far ([`Self::skips_quiet`]).
+    pub fn skipped_quiet(&self) -> u64 {
+        self.skipped_quiet
+    }
+
+    /// Whether `audio`, just decoded from the packet [`Self::pop`] gave, goes
+    /// unplayed: it is quiet, and the buffer holds more than a packet beyond
+    /// its target behind it. The delay a burst or a target that came down
+    /// left behind is then given back in the next pause, which nobody hears,
+    /// instead of waiting to be far enough above target for a cut, which
+    /// drops whatever is playing: a steady stream of 60 ms packets held three
+    /// too deep lost a beep to the cut the moment its target fell by a tick.
+    /// The decoder has decoded the packet, so its state runs on unbroken.
+    pub fn skips_quiet(&mut self, audio: &[f32]) -> bool {
+        let ticks = ticks_of(audio.len() as u64);
+        if self.queued_ticks() < self.target + 1 + ticks
+            || audio.iter().any(|sample| sample.abs() > QUIET_PEAK)
+        {
+            return false;
+        }
+        self.skipped_quiet += ticks as u64;
+        true
     }
 
     /// Adds a packet that arrived at `now`, carrying `samples` of audio
@@ -375,7 +413,7 @@ impl AudioPlayoutBuffer {
                 // late one is played when it comes (20 ms more delay) instead of being
                 // thrown away as too late, which would make every late packet a loss.
                 self.concealed += 1;
-                Playout::Missing { next: None }
+                Playout::Late
             }
             Some(ts) => {
                 // Something later is here and nothing covers the cursor: a packet was
@@ -498,6 +536,38 @@ mod tests {
     }
 
     #[test]
+    fn depth_left_above_target_is_given_back_in_a_pause_not_cut_from_a_word() {
+        let mut buffer = AudioPlayoutBuffer::new();
+        let long = 3 * TICKS_PER_PACKET;
+        let start = Instant::now();
+        let at = |i: u32| start + Duration::from_millis(u64::from(i) * 60);
+        buffer.margin.packets = 2;
+        buffer.update_target();
+        assert_eq!(buffer.target(), 3);
+        // Four 60 ms packets wait, come at an even pace: three more than
+        // the target needs, one short of a cut.
+        for i in 0..4u32 {
+            buffer.push(i * long, packet(i), long, at(i));
+        }
+        let loud = vec![0.5f32; long as usize];
+        let quiet = vec![0.002f32; long as usize];
+        // While the sender talks, all of it plays.
+        for i in 0..6u32 {
+            assert_eq!(buffer.pop(), Playout::Packet(packet(i)));
+            assert!(!buffer.skips_quiet(&loud), "packet {i} is heard");
+            buffer.push((i + 4) * long, packet(i + 4), long, at(i + 4));
+        }
+        // In the next pause one quiet packet goes unplayed; the buffer is
+        // then its target and a packet deep, and plays even quiet audio.
+        assert_eq!(buffer.pop(), Playout::Packet(packet(6)));
+        assert!(buffer.skips_quiet(&quiet));
+        assert_eq!(buffer.pop(), Playout::Packet(packet(7)));
+        assert!(!buffer.skips_quiet(&quiet), "no shallower than it needs");
+        assert_eq!(buffer.skipped_quiet(), 3);
+        assert_eq!(buffer.concealed(), 0, "nothing cut, nothing concealed");
+    }
+
+    #[test]
     fn a_lost_packet_is_concealed_with_the_next_one_offered_for_fec() {
         let mut buffer = AudioPlayoutBuffer::new();
         let now = Instant::now();
@@ -520,7 +590,7 @@ mod tests {
         let start = Instant::now();
         buffer.push(0, packet(0), TICKS_PER_PACKET, start);
         assert_eq!(buffer.pop(), Playout::Packet(packet(0)));
-        assert!(matches!(buffer.pop(), Playout::Missing { next: None }));
+        assert_eq!(buffer.pop(), Playout::Late);
         assert_eq!(buffer.target(), 2);
         // Two packets more than the target asks for arrive at once (more
         // would be cut at once: see the burst test), then a steady stream:
@@ -649,7 +719,7 @@ mod tests {
         let now = Instant::now();
         buffer.push(0, packet(0), TICKS_PER_PACKET, now);
         assert_eq!(buffer.pop(), Playout::Packet(packet(0)));
-        assert_eq!(buffer.pop(), Playout::Missing { next: None });
+        assert_eq!(buffer.pop(), Playout::Late);
         buffer.push(
             TICKS_PER_PACKET,
             packet(1),

@@ -6,7 +6,7 @@
 //! - [`frame`]: I420 pictures and 20 ms 48 kHz mono audio frames.
 //! - [`test_video`], [`test_audio`]: the stamped pattern and beeps of `docs/test-signals.md`.
 //! - [`stamp`], [`beep`]: reading them back ([`StampReader`], [`BeepDetector`]).
-//! - [`h264`], [`opus_codec`]: the codecs.
+//! - [`h264`], [`opus_codec`]: the codecs; [`opus_playback`]: decoding for a playout that waits for late packets.
 //! - [`y4m_file`], [`wav_file`]: file sources and the WAV recorder.
 //! - [`screen`]: sharing a screen or monitor (X11, or Wayland's desktop portal).
 //! - [`devices`]: cameras (nokhwa), microphones and speakers (cpal).
@@ -24,6 +24,7 @@ pub mod frame;
 pub mod h264;
 mod mic_wait;
 pub mod opus_codec;
+pub mod opus_playback;
 pub mod resample;
 pub mod screen;
 mod screen_cursor;
@@ -48,6 +49,7 @@ pub use beep::{Beep, BeepDetector};
 pub use frame::{AudioFrame, VideoFrame};
 pub use h264::{Decoded, EncodedVideo, H264Decoder, H264Encoder};
 pub use opus_codec::{OpusDecoder, OpusEncoder, opus_packet_samples};
+pub use opus_playback::OpusPlayback;
 pub use stamp::StampReader;
 pub use test_audio::BeepSource;
 pub use test_video::TestPatternSource;

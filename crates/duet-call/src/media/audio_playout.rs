@@ -20,7 +20,7 @@ use duet_media::sink::AudioSink;
 use duet_media::source::Notice;
 use duet_media::stretch::ClockStretch;
 use duet_media::wav_file::WavRecorder;
-use duet_media::{MediaError, OpusDecoder, opus_packet_samples};
+use duet_media::{MediaError, OpusPlayback, opus_packet_samples};
 use tokio::sync::mpsc;
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 
@@ -123,7 +123,7 @@ pub(crate) async fn start_audio_playout(
     .ok_or_else(|| CallError::Media("the audio playout thread failed to start".into()))
 }
 
-/// The playout thread's state: the sink, the decoder and the stretch.
+/// The playout thread's state: the sink, the decoders and the stretch.
 struct PlayoutLoop {
     sink: AudioSink,
     /// What the device played, for the echo canceller.
@@ -131,7 +131,7 @@ struct PlayoutLoop {
     buffer: Arc<Mutex<AudioPlayoutBuffer>>,
     shared: Arc<MediaShared>,
     notices: mpsc::UnboundedSender<MediaNotice>,
-    decoder: OpusDecoder,
+    playback: OpusPlayback,
     stretch: ClockStretch,
     /// Underruns of sinks already closed (a speaker switch starts a new count).
     earlier_underruns: u64,
@@ -148,10 +148,10 @@ impl PlayoutLoop {
         shared: Arc<MediaShared>,
         notices: mpsc::UnboundedSender<MediaNotice>,
     ) -> Result<PlayoutLoop, StartError> {
-        let decoder = OpusDecoder::new();
+        let playback = OpusPlayback::new();
         let stretch = ClockStretch::new();
-        let (decoder, stretch) = match (decoder, stretch) {
-            (Ok(decoder), Ok(stretch)) => (decoder, stretch),
+        let (playback, stretch) = match (playback, stretch) {
+            (Ok(playback), Ok(stretch)) => (playback, stretch),
             (Err(err), _) | (_, Err(err)) => return Err((err, notices)),
         };
         Ok(PlayoutLoop {
@@ -160,7 +160,7 @@ impl PlayoutLoop {
             buffer,
             shared,
             notices,
-            decoder,
+            playback,
             stretch,
             earlier_underruns: 0,
             packets: 0,
@@ -201,6 +201,7 @@ impl PlayoutLoop {
                         target = buffer.target(),
                         ratio = buffer.playout_ratio(),
                         concealed = buffer.concealed(),
+                        skipped_quiet = buffer.skipped_quiet(),
                         "audio playout"
                     );
                 }
@@ -208,15 +209,20 @@ impl PlayoutLoop {
             }
             Err(_) => return false,
         };
-        if matches!(next, Playout::Missing { .. }) {
+        if matches!(next, Playout::Late | Playout::Missing { .. }) {
             tracing::debug!(
                 tick = self.packets,
+                late = matches!(next, Playout::Late),
                 from_fec = matches!(next, Playout::Missing { next: Some(_) }),
                 "the packet due was missing (late or lost): concealed"
             );
             bump(&self.shared.counters.audio_packets_concealed, 1);
         }
-        let samples = decode_tick(&mut self.decoder, next);
+        let decoded = matches!(next, Playout::Packet(_));
+        let samples = decode_tick(&mut self.playback, next);
+        if decoded && self.skips_quiet(&samples) {
+            return true;
+        }
         self.stretch.set_ratio(ratio);
         let played = self
             .stretch
@@ -226,6 +232,24 @@ impl PlayoutLoop {
             self.sink_failed(&err);
         }
         true
+    }
+
+    /// Whether the buffer leaves `samples`, a quiet packet, unplayed to
+    /// bring its delay down (see [`AudioPlayoutBuffer::skips_quiet`]).
+    fn skips_quiet(&self, samples: &[f32]) -> bool {
+        let Ok(mut buffer) = self.buffer.lock() else {
+            return false;
+        };
+        let skipped = buffer.skips_quiet(samples);
+        if skipped {
+            tracing::debug!(
+                ms = samples.len() * 20 / TICKS_PER_PACKET as usize,
+                depth = buffer.depth(),
+                target = buffer.target(),
+                "a pause played shorter: the delay comes down"
+            );
+        }
+        skipped
     }
 
     /// Reads back what the device played: beeps, the recording, underruns.
@@ -287,26 +311,17 @@ impl PlayoutLoop {
     }
 }
 
-/// The audio for one tick of playout: the packet decoded, the missing one
-/// rebuilt from the next one's FEC or concealed, or silence.
-fn decode_tick(decoder: &mut OpusDecoder, next: Playout) -> Vec<f32> {
+/// The audio for one tick of playout: the packet decoded, the tick made up
+/// while a late packet is waited for, the lost one rebuilt from the next
+/// one's FEC or concealed, or silence. As long as the buffer counted it
+/// (`run_audio_receiver`): a packet's own length, 20 ms for the rest.
+fn decode_tick(playback: &mut OpusPlayback, next: Playout) -> Vec<f32> {
     match next {
         // Nothing to play: the device still wants 20 ms of something.
-        Playout::Idle => vec![0.0; TICKS_PER_PACKET as usize],
-        // As long as the buffer counted it (`run_audio_receiver`): what is
-        // not Opus by its table of contents is concealed, and a packet that
-        // does not decode to its length is cut or padded to it, so that the
-        // device is fed exactly the timeline the buffer moved through.
-        Playout::Packet(packet) => match opus_packet_samples(&packet) {
-            Some(samples) => {
-                let mut audio = decoder.decode(Some(&packet));
-                audio.resize(samples as usize, 0.0);
-                audio
-            }
-            None => decoder.decode(None),
-        },
-        Playout::Missing { next: Some(next) } => decoder.decode_fec(&next),
-        Playout::Missing { next: None } => decoder.decode(None),
+        Playout::Idle => playback.silence(),
+        Playout::Packet(packet) => playback.packet(&packet),
+        Playout::Late => playback.wait(),
+        Playout::Missing { next } => playback.lost(next.as_deref()),
     }
 }
 
@@ -425,7 +440,7 @@ mod tests {
     /// playout thread does. Checks after every step what must always hold.
     struct Call {
         buffer: AudioPlayoutBuffer,
-        decoder: OpusDecoder,
+        playback: OpusPlayback,
         ts: u32,
         now: Instant,
     }
@@ -434,7 +449,7 @@ mod tests {
         fn new(first_ts: u32) -> Call {
             Call {
                 buffer: AudioPlayoutBuffer::new(),
-                decoder: OpusDecoder::new().expect("decoder"),
+                playback: OpusPlayback::new().expect("decoders"),
                 ts: first_ts,
                 now: Instant::now(),
             }
@@ -450,7 +465,7 @@ mod tests {
         /// One tick; what it played.
         fn tick(&mut self) -> Result<Playout, TestCaseError> {
             let next = self.buffer.pop();
-            let samples = decode_tick(&mut self.decoder, next.clone());
+            let samples = decode_tick(&mut self.playback, next.clone());
             match &next {
                 Playout::Packet(p) => {
                     let counted = opus_packet_samples(p).unwrap_or(TICKS_PER_PACKET);
@@ -550,7 +565,7 @@ mod tests {
                 .map(|p| match p {
                     Playout::Packet(p) if *p == opus_packets()[1] => "new",
                     Playout::Packet(_) => "old",
-                    Playout::Missing { .. } => "missing",
+                    Playout::Late | Playout::Missing { .. } => "missing",
                     Playout::Idle => "idle",
                 })
                 .collect();
