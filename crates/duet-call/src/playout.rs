@@ -371,9 +371,16 @@ impl AudioPlayoutBuffer {
         }
         // Hold the depth at target by playing a touch faster or slower. The
         // depth is taken before this packet is, so it counts the packet about
-        // to play: `target` packets wait behind it.
+        // to play: `target` ticks wait behind it, however long it is. (Aimed
+        // at `target` and one tick, a stream of 60 ms packets had nothing in
+        // hand: each came 5–25 ms before it was due, and a queue of 30–45 ms on
+        // a narrow link stalled five packets in a row.)
         let queued: u64 = self.packets.values().map(|q| q.samples).sum();
-        let target_ms = (self.target as f64 + 1.0) * f64::from(TICKS_PER_PACKET) / 48.0;
+        let playing = self
+            .packets
+            .first_key_value()
+            .map_or(1, |(_, q)| ticks_of(q.samples));
+        let target_ms = (self.target + playing) as f64 * f64::from(TICKS_PER_PACKET) / 48.0;
         self.drift.update(queued as f64 / 48.0, target_ms);
         let first = self.packets.first_key_value().map(|(&ts, _)| ts);
         match first {
@@ -671,6 +678,41 @@ mod tests {
             let matched = 1.0 / (1.0 + drift);
             assert!((ratio - matched).abs() < 0.001, "{drift}: ratio {ratio}");
         }
+    }
+
+    #[test]
+    fn sixty_ms_packets_keep_their_target_in_hand_for_a_queue_that_builds() {
+        // A narrow link's 60 ms packets, each played the moment it came
+        // (nothing in hand), the buffer asked to keep two ticks (40 ms).
+        // After 12 s a probe past the link's rate queues each packet a
+        // little later than the one before: 30 ms within half a second.
+        let mut buffer = AudioPlayoutBuffer::new();
+        let long = 3 * TICKS_PER_PACKET;
+        let start = Instant::now();
+        buffer.margin.packets = 1;
+        buffer.update_target();
+        assert_eq!(buffer.target(), 2);
+        let (mut next_send, mut next_pop, mut sent) = (0.0f64, 1.0f64, 0u32);
+        while next_pop < 13_000.0 {
+            let queued_ms = ((next_send - 12_000.0) / 500.0 * 30.0).clamp(0.0, 30.0);
+            if next_send + queued_ms <= next_pop {
+                let at = start + Duration::from_secs_f64((next_send + queued_ms) / 1000.0);
+                buffer.push(sent * long, packet(sent), long, at);
+                sent += 1;
+                next_send += 60.0;
+            } else {
+                // The device asks again once it has played what it was given.
+                let played_ms = match buffer.pop() {
+                    Playout::Packet(_) => 60.0,
+                    _ => 20.0,
+                };
+                next_pop += played_ms * buffer.playout_ratio();
+            }
+        }
+        assert_eq!(buffer.target(), 2, "no underrun raised it");
+        // Aimed at the packet playing and one tick, the buffer kept nothing
+        // in hand and waited out 2 ticks as the queue built.
+        assert_eq!(buffer.concealed(), 0, "ticks concealed");
     }
 
     #[test]
