@@ -59,7 +59,7 @@ const SRTP_REPLAY_WINDOW: usize = 1024;
 /// loss a keyframe request. Chromium sends 30 kbit/s there.
 pub(crate) const MIN_VIDEO_BPS: u32 = 20_000;
 /// The lowest target of the whole connection: video's floor and narrow-link
-/// audio (16 kbit/s of Opus in 60 ms packets, ~20 kbit/s on the wire) with
+/// audio (Opus at 24 kbit/s in 60 ms packets, ~21 kbit/s on the wire for speech) with
 /// the feedback beside it. At video's floor alone a back-off that read the
 /// rate of a link losing most of its packets (24 kbit/s of a 100 kbit/s
 /// link) left audio the whole target: the pacer held video until it was

@@ -5,10 +5,10 @@
 //! that sends little has a low target on any link, and keeps its audio) that costs more than it seems: each packet also carries ~58
 //! bytes of RTP, UDP, IP and SRTP, so fifty packets a second are 23 kbit/s
 //! of headers, and speech takes 55 kbit/s of a 100 kbit/s link. Below
-//! [`NARROW_BELOW`] the sender packs 60 ms into a packet at 16 kbit/s (as
+//! [`NARROW_BELOW`] the sender packs 60 ms into a packet at 24 kbit/s (as
 //! libwebrtc's audio network adaptor lengthens frames on a narrow uplink):
-//! ~24 kbit/s on the wire, clear wideband speech, and the rest left for
-//! pictures. It goes back above [`NORMAL_ABOVE`]; the gap and
+//! speech, coded at a variable rate, takes ~21 kbit/s on the wire, stays
+//! wideband, and leaves the rest for pictures. It goes back above [`NORMAL_ABOVE`]; the gap and
 //! [`MIN_DWELL`] keep a target that wavers near one line from switching
 //! every few packets.
 
@@ -38,9 +38,13 @@ impl AudioPacking {
         bitrate_bps: 32_000,
         frames_per_packet: 1,
     };
-    /// 60 ms packets at 16 kbit/s: a third of the headers, for narrow links.
+    /// 60 ms packets at 24 kbit/s: a third of the headers, for narrow links.
+    /// Not 16: there the encoder narrowed speech to mediumband 3 s after the
+    /// switch and to narrowband (a telephone's 4 kHz) 6 s after, saving only
+    /// 3 kbit/s of what speech takes at 24 (11 against 14), and each step
+    /// was a seam in the sound that broke a beep it fell in.
     pub(crate) const NARROW: AudioPacking = AudioPacking {
-        bitrate_bps: 16_000,
+        bitrate_bps: 24_000,
         frames_per_packet: 3,
     };
 
@@ -154,6 +158,36 @@ mod tests {
         assert_eq!(rule.packing(75_000, true, start), AudioPacking::NARROW);
         let later = start + Duration::from_secs(3);
         assert_eq!(rule.packing(75_000, false, later), AudioPacking::NORMAL);
+    }
+
+    #[test]
+    fn speech_packed_for_a_narrow_link_stays_wideband() {
+        use duet_media::OpusEncoder;
+        use duet_media::speech_like::speech_like;
+        // A call's audio, packed normally for 2 s, then for a narrow link.
+        let speech = speech_like(22.0, 0.5, 7);
+        let mut encoder = OpusEncoder::new(AudioPacking::NORMAL.bitrate_bps).expect("encoder");
+        let (normal, narrow) = speech.split_at(2 * 48_000);
+        for frame in normal.chunks_exact(AudioPacking::NORMAL.samples_per_packet()) {
+            encoder.encode(frame).expect("encodes");
+        }
+        encoder
+            .set_bitrate(AudioPacking::NARROW.bitrate_bps)
+            .expect("bitrate");
+        for (n, frame) in narrow
+            .chunks_exact(AudioPacking::NARROW.samples_per_packet())
+            .enumerate()
+        {
+            let packet = encoder.encode(frame).expect("encodes");
+            // The band, by the packet's first byte (RFC 6716, 3.1):
+            // configurations 0-7 are SILK narrowband and mediumband.
+            let configuration = packet[0] >> 3;
+            assert!(
+                configuration >= 8,
+                "packet {n} ({} s after the switch) is configuration {configuration}",
+                n * 60 / 1000
+            );
+        }
     }
 
     #[test]
