@@ -503,10 +503,11 @@ fn a_narrow_link_is_followed_within_seconds_and_left_when_it_widens() {
 /// median 39 (BENCHMARKS.md, "The first report is late sooner"); session 28,
 /// with the climb back after it: 37–40 in 18 directions, median 39
 /// (BENCHMARKS.md, "After a start that flooded the link"); session 30,
-/// with quiet audio given back before a cut and late packets waited for
-/// without the decoder's overshoot: 38–40 in 10 directions, mean 38.6
-/// (BENCHMARKS.md, "Where the last beeps at 100 kbit/s go", which also
-/// says where the missing ones go).
+/// with the playout keeping its target in hand behind 60 ms packets and
+/// narrow-link audio at 24 kbit/s (which stays wideband): 38–40 in 16
+/// directions, mean 39.1, one missed after the first 3 s (BENCHMARKS.md,
+/// "Where the last beeps at 100 kbit/s go", which also says where the
+/// missing ones go).
 #[test]
 fn a_100_kbit_link_carries_every_word_and_a_few_pictures() {
     let _one_at_a_time = common::serialised();
