@@ -467,6 +467,15 @@ mod tests {
         Bytes::from(i.to_be_bytes().to_vec())
     }
 
+    /// An empty buffer whose underruns so far ask for `target` ticks.
+    fn buffer_with_target(target: usize) -> AudioPlayoutBuffer {
+        let mut buffer = AudioPlayoutBuffer::new();
+        buffer.margin.packets = target - 1;
+        buffer.update_target();
+        assert_eq!(buffer.target(), target);
+        buffer
+    }
+
     #[test]
     fn a_steady_stream_plays_in_order_one_packet_deep() {
         let mut buffer = AudioPlayoutBuffer::new();
@@ -488,13 +497,10 @@ mod tests {
 
     #[test]
     fn sixty_ms_packets_fill_the_depth_by_their_length_not_their_number() {
-        let mut buffer = AudioPlayoutBuffer::new();
         let long = 3 * TICKS_PER_PACKET;
         let start = Instant::now();
         // Jitter that asks for three ticks of depth: one 60 ms packet is it.
-        buffer.margin.packets = 2;
-        buffer.update_target();
-        assert_eq!(buffer.target(), 3);
+        let mut buffer = buffer_with_target(3);
         buffer.push(0, packet(0), long, start);
         assert_eq!(buffer.pop(), Playout::Packet(packet(0)), "started at once");
         // A burst of six (360 ms) after a stall is cut back to the target
@@ -515,13 +521,10 @@ mod tests {
 
     #[test]
     fn sixty_ms_packets_that_bunch_up_are_played_not_cut() {
-        let mut buffer = AudioPlayoutBuffer::new();
         let long = 3 * TICKS_PER_PACKET;
         let start = Instant::now();
         // A narrow link's jitter: five ticks of depth.
-        buffer.margin.packets = 4;
-        buffer.update_target();
-        assert_eq!(buffer.target(), 5);
+        let mut buffer = buffer_with_target(5);
         for i in 0..2u32 {
             buffer.push(i * long, packet(i), long, start);
         }
@@ -544,13 +547,10 @@ mod tests {
 
     #[test]
     fn depth_left_above_target_is_given_back_in_a_pause_not_cut_from_a_word() {
-        let mut buffer = AudioPlayoutBuffer::new();
         let long = 3 * TICKS_PER_PACKET;
         let start = Instant::now();
         let at = |i: u32| start + Duration::from_millis(u64::from(i) * 60);
-        buffer.margin.packets = 2;
-        buffer.update_target();
-        assert_eq!(buffer.target(), 3);
+        let mut buffer = buffer_with_target(3);
         // Four 60 ms packets wait, come at an even pace: three more than
         // the target needs, one short of a cut.
         for i in 0..4u32 {
@@ -686,12 +686,9 @@ mod tests {
         // (nothing in hand), the buffer asked to keep two ticks (40 ms).
         // After 12 s a probe past the link's rate queues each packet a
         // little later than the one before: 30 ms within half a second.
-        let mut buffer = AudioPlayoutBuffer::new();
         let long = 3 * TICKS_PER_PACKET;
         let start = Instant::now();
-        buffer.margin.packets = 1;
-        buffer.update_target();
-        assert_eq!(buffer.target(), 2);
+        let mut buffer = buffer_with_target(2);
         let (mut next_send, mut next_pop, mut sent) = (0.0f64, 1.0f64, 0u32);
         while next_pop < 13_000.0 {
             let queued_ms = ((next_send - 12_000.0) / 500.0 * 30.0).clamp(0.0, 30.0);
