@@ -376,14 +376,14 @@ impl AudioPlayoutBuffer {
         // hand: each came 5–25 ms before it was due, and a queue of 30–45 ms on
         // a narrow link stalled five packets in a row.)
         let queued: u64 = self.packets.values().map(|q| q.samples).sum();
-        let playing = self
+        let first = self
             .packets
             .first_key_value()
-            .map_or(1, |(_, q)| ticks_of(q.samples));
+            .map(|(&ts, q)| (ts, ticks_of(q.samples)));
+        let playing = first.map_or(1, |(_, ticks)| ticks);
         let target_ms = (self.target + playing) as f64 * f64::from(TICKS_PER_PACKET) / 48.0;
         self.drift.update(queued as f64 / 48.0, target_ms);
-        let first = self.packets.first_key_value().map(|(&ts, _)| ts);
-        match first {
+        match first.map(|(ts, _)| ts) {
             Some(ts) if ts <= next + SLACK => {
                 let Some((ts, queued)) = self.packets.pop_first() else {
                     return Playout::Idle;

@@ -71,15 +71,9 @@ impl OpusPlayback {
     /// 20 ms of a packet lost for good: rebuilt from `next`'s in-band FEC
     /// when the packet that follows it is here, otherwise concealed.
     pub fn lost(&mut self, next: Option<&[u8]>) -> Vec<f32> {
-        let mut audio = match next {
-            Some(next) => self.decoder.decode_fec(next),
-            None => self.decoder.decode(None),
-        };
+        let mut audio = rebuild(&mut self.decoder, next);
         self.fade_in(&mut audio);
-        match next {
-            Some(next) => self.stand_in.decode_fec(next),
-            None => self.stand_in.decode(None),
-        };
+        rebuild(&mut self.stand_in, next);
         audio
     }
 
@@ -104,6 +98,14 @@ impl OpusPlayback {
             let weight = (i as f32 + 0.5) / len as f32;
             *sample = *sample * weight + made_up * (1.0 - weight);
         }
+    }
+}
+
+/// 20 ms of a lost packet from `decoder`: from `next`'s FEC, or concealed.
+fn rebuild(decoder: &mut OpusDecoder, next: Option<&[u8]>) -> Vec<f32> {
+    match next {
+        Some(next) => decoder.decode_fec(next),
+        None => decoder.decode(None),
     }
 }
 
