@@ -2,7 +2,8 @@
 //! in the pacer's place. It stamps each packet with the instant it left
 //! (the congestion controller's departure: the instant it was written would
 //! charge the wait here to the path), and holds video back while the peer's
-//! feedback is late ([`FeedbackWatch`]).
+//! feedback is late ([`FeedbackWatch`]) or has yet to report on the
+//! connection's first flight of video (`first_flight.rs`).
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -13,7 +14,8 @@ use rtc::interceptor::{
 
 use super::SendBudget;
 use super::feedback_watch::FeedbackWatch;
-use super::pacing::{PacingDrops, PacingQueue, PacingTotals, PacketClass, ResendOf};
+use super::first_flight::FIRST_FLIGHT_BITS;
+use super::pacing::{PacingDrops, PacingQueue, PacingTotals, PacketClass, PacketId};
 use super::wire::wire_bytes;
 
 /// How often the send side's mix is logged (at debug).
@@ -45,6 +47,8 @@ pub(crate) struct MediaPacer {
     /// Whether the peer's feedback is late; `None` until a local stream
     /// that the peer reports on (transport-wide feedback) is bound.
     watch: Option<FeedbackWatch>,
+    /// Whether video is still limited to the first flight.
+    in_first_flight: bool,
 }
 
 /// Bits of fresh video: its RTP payload, and all it takes on the wire.
@@ -94,8 +98,10 @@ impl TotalsWindow {
 impl MediaPacer {
     pub(crate) fn new(target_bps: f64, audio_payload_type: u8, budget: SendBudget) -> MediaPacer {
         let now = Instant::now();
+        let mut queue = PacingQueue::new(target_bps);
+        queue.limit_video(FIRST_FLIGHT_BITS);
         MediaPacer {
-            queue: PacingQueue::new(target_bps),
+            queue,
             audio_payload_type,
             reads: VecDeque::new(),
             logged_drops: PacingDrops::default(),
@@ -105,12 +111,43 @@ impl MediaPacer {
             video_written: VideoBits::default(),
             rtx_ssrcs: Vec::new(),
             watch: None,
+            in_first_flight: true,
         }
+    }
+
+    /// Once the first flight is out, says when it left; once the feedback
+    /// reported on all of it, lets video go on.
+    fn follow_first_flight(&mut self, now: Instant) {
+        if !self.in_first_flight {
+            return;
+        }
+        let Some(flight) = self.queue.video_limit_spent() else {
+            return;
+        };
+        if self.budget.first_flight() != Some(flight) {
+            self.budget.note_first_flight(flight);
+        }
+        let Some(narrow) = self.budget.first_flight_narrow(flight) else {
+            return;
+        };
+        tracing::debug!(
+            waited_ms = now.saturating_duration_since(flight.last).as_millis(),
+            packets = flight.packets,
+            narrow,
+            "the first flight was reported on: video goes on"
+        );
+        if narrow {
+            // The rest of the first picture would take seconds of the link.
+            self.queue.drop_waiting_video();
+        }
+        self.queue.lift_video_limit();
+        self.in_first_flight = false;
     }
 
     /// Holds video back while the peer's feedback is late
     /// ([`FeedbackWatch`]), and lets it go when it comes.
     fn follow_feedback(&mut self, now: Instant) {
+        self.follow_first_flight(now);
         let Some(watch) = &mut self.watch else {
             return;
         };
@@ -177,12 +214,15 @@ impl MediaPacer {
                 .map_or(rtp.header.sequence_number, |osn| {
                     u16::from_be_bytes([osn[0], osn[1]])
                 });
-            PacketClass::Resend(ResendOf {
+            PacketClass::Resend(PacketId {
                 ssrc: rtp.header.ssrc,
                 sequence_number: original,
             })
         } else {
-            PacketClass::FreshVideo
+            PacketClass::FreshVideo(PacketId {
+                ssrc: rtp.header.ssrc,
+                sequence_number: rtp.header.sequence_number,
+            })
         }
     }
 }
@@ -217,15 +257,22 @@ impl rtc::sansio::Protocol<TaggedPacket, TaggedPacket, ()> for MediaPacer {
     fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
         let class = self.classify(&msg.message);
         let bits = (wire_bytes(&msg.message.packet) * 8) as f64;
-        if class == PacketClass::FreshVideo
-            && let Packet::Rtp(rtp) = &msg.message.packet
-        {
+        if let (PacketClass::FreshVideo(_), Packet::Rtp(rtp)) = (class, &msg.message.packet) {
             self.video_written.payload += (rtp.payload.len() * 8) as f64;
             self.video_written.wire += bits;
         }
         let now = msg.now;
+        if matches!(class, PacketClass::FreshVideo(_))
+            && self.watch.is_none()
+            && self.in_first_flight
+        {
+            // The peer reports on nothing: no feedback will end the flight.
+            self.queue.lift_video_limit();
+            self.in_first_flight = false;
+        }
         self.follow_feedback(now);
         self.queue.push(now, class, bits, msg);
+        self.follow_first_flight(now);
         self.budget
             .set_video_waiting_since(self.queue.oldest_fresh());
         self.measure_overhead(now);
@@ -246,6 +293,7 @@ impl rtc::sansio::Protocol<TaggedPacket, TaggedPacket, ()> for MediaPacer {
     fn handle_timeout(&mut self, now: Instant) -> Result<(), Self::Error> {
         self.follow_feedback(now);
         self.queue.release(now);
+        self.follow_first_flight(now);
         self.budget
             .set_video_waiting_since(self.queue.oldest_fresh());
         let drops = self.queue.drops();
@@ -311,12 +359,18 @@ mod tests {
         let pacer = MediaPacer::new(1e6, 111, SendBudget::default());
         let class = |packet: AttributedPacket| pacer.classify(&packet);
         assert_eq!(class(rtp(111, 5).into()), PacketClass::Immediate);
-        assert_eq!(class(rtp(102, 5).into()), PacketClass::FreshVideo);
+        assert_eq!(
+            class(rtp(102, 5).into()),
+            PacketClass::FreshVideo(PacketId {
+                ssrc: 0,
+                sequence_number: 5
+            })
+        );
         // An RTX resend has a new, higher number on its own stream; a resend
         // without RTX has the old one. The mark is what tells either.
         let resend = |packet| AttributedPacket::new(packet).with(Attribute::Retransmission);
         let resend_of = |ssrc, sequence_number| {
-            PacketClass::Resend(ResendOf {
+            PacketClass::Resend(PacketId {
                 ssrc,
                 sequence_number,
             })
@@ -348,7 +402,7 @@ mod tests {
         for rtx_sequence_number in [3, 4] {
             assert_eq!(
                 pacer.classify(&rtx(rtx_sequence_number, 700)),
-                PacketClass::Resend(ResendOf {
+                PacketClass::Resend(PacketId {
                     ssrc: 41,
                     sequence_number: 700,
                 })
