@@ -630,16 +630,23 @@ mod tests {
         PacketClass::FreshVideo(of(n as u16))
     }
 
+    /// A 1 Mbit/s queue held back from `start`, `packets` of fresh video
+    /// written to it then (0, 1, ...).
+    fn held_with_video(start: Instant, packets: u32) -> PacingQueue<u32> {
+        let mut queue = PacingQueue::new(1_000_000.0);
+        queue.set_held(start, true);
+        for n in 0..packets {
+            queue.push(start, fresh(n), PACKET_BITS, n);
+        }
+        queue
+    }
+
     #[test]
     fn video_dropped_unsent_is_not_resent_and_takes_what_refers_to_it_along() {
         let start = Instant::now();
         let at = |ms: u64| start + Duration::from_millis(ms);
-        let mut queue = PacingQueue::new(1_000_000.0);
-        queue.set_held(start, true);
         // Held: one packet goes as a probe, the rest of a keyframe waits...
-        for n in 0..10 {
-            queue.push(start, fresh(n), PACKET_BITS, n);
-        }
+        let mut queue = held_with_video(start, 10);
         // ...and the pictures after it.
         queue.push(at(100), fresh(10), PACKET_BITS, 10);
         assert_eq!(items(&drain(&mut queue, start, 150)), [0]);
@@ -737,11 +744,7 @@ mod tests {
     fn held_back_video_waits_but_audio_and_a_probe_a_second_go() {
         let start = Instant::now();
         let at = |ms: u64| start + Duration::from_millis(ms);
-        let mut queue = PacingQueue::new(1_000_000.0);
-        queue.set_held(start, true);
-        for n in 0..5 {
-            queue.push(start, fresh(n), PACKET_BITS, n);
-        }
+        let mut queue = held_with_video(start, 5);
         queue.push(start, PacketClass::Immediate, 1000.0, 99);
         let mut out = Vec::new();
         for t in 0..=1_200 {
