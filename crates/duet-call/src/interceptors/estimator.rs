@@ -391,8 +391,9 @@ mod tests {
                 assert!(estimator.ramp.is_none());
             }
             assert!(matches!(estimator.flight, FlightState::Read));
-            assert!(
-                budget.first_flight_narrow(window) == Some(narrow),
+            assert_eq!(
+                budget.first_flight_narrow(window),
+                Some(narrow),
                 "the pacer hears of it"
             );
         }

@@ -47,8 +47,6 @@ pub(crate) struct MediaPacer {
     /// Whether the peer's feedback is late; `None` until a local stream
     /// that the peer reports on (transport-wide feedback) is bound.
     watch: Option<FeedbackWatch>,
-    /// Whether video is still limited to the first flight.
-    in_first_flight: bool,
 }
 
 /// Bits of fresh video: its RTP payload, and all it takes on the wire.
@@ -111,16 +109,12 @@ impl MediaPacer {
             video_written: VideoBits::default(),
             rtx_ssrcs: Vec::new(),
             watch: None,
-            in_first_flight: true,
         }
     }
 
     /// Once the first flight is out, says when it left; once the feedback
     /// reported on all of it, lets video go on.
     fn follow_first_flight(&mut self, now: Instant) {
-        if !self.in_first_flight {
-            return;
-        }
         let Some(flight) = self.queue.video_limit_spent() else {
             return;
         };
@@ -141,7 +135,6 @@ impl MediaPacer {
             self.queue.drop_waiting_video();
         }
         self.queue.lift_video_limit();
-        self.in_first_flight = false;
     }
 
     /// Holds video back while the peer's feedback is late
@@ -264,11 +257,10 @@ impl rtc::sansio::Protocol<TaggedPacket, TaggedPacket, ()> for MediaPacer {
         let now = msg.now;
         if matches!(class, PacketClass::FreshVideo(_))
             && self.watch.is_none()
-            && self.in_first_flight
+            && self.queue.video_limited()
         {
             // The peer reports on nothing: no feedback will end the flight.
             self.queue.lift_video_limit();
-            self.in_first_flight = false;
         }
         self.follow_feedback(now);
         self.queue.push(now, class, bits, msg);

@@ -245,6 +245,11 @@ impl<T> PacingQueue<T> {
         });
     }
 
+    /// Whether video is limited ([`PacingQueue::limit_video`]).
+    pub(crate) fn video_limited(&self) -> bool {
+        self.allowance.is_some()
+    }
+
     /// Lets video go on after [`PacingQueue::limit_video`].
     pub(crate) fn lift_video_limit(&mut self) {
         self.allowance = None;
