@@ -8,7 +8,6 @@ use rtc::interceptor::{BandwidthEstimator, EstimatorStats, Gcc, PacketReport};
 
 use super::SendBudget;
 use super::delivery_guard::DeliveryGuard;
-use super::first_flight::{FlightReading, FlightVerdict};
 use super::start_ramp::{RampStep, StartRamp};
 use super::wire::PACKET_OVERHEAD_BYTES;
 
@@ -36,20 +35,6 @@ pub(crate) struct PublishingEstimator {
     pub(crate) first_report_waits_seen: u64,
     /// The climb back after a start that flooded the link, while it lasts.
     pub(crate) ramp: Option<StartRamp>,
-    /// When this connection was made: a first flight before it was an
-    /// earlier connection's.
-    pub(crate) made_at: Instant,
-    /// This connection's first flight, while its arrival is read.
-    pub(crate) flight: FlightState,
-}
-
-/// Where the reading of a connection's first flight stands.
-#[derive(Debug)]
-pub(crate) enum FlightState {
-    /// Not all of it has left yet.
-    Unsent,
-    Reading(FlightReading),
-    Read,
 }
 
 impl PublishingEstimator {
@@ -81,47 +66,11 @@ impl PublishingEstimator {
         if std::mem::replace(&mut self.reported, true) || !waited {
             return;
         }
-        tracing::debug!("the start flooded the link: the target climbs back");
-        self.start_ramp(now);
-    }
-
-    /// Once the feedback reported on the whole first flight: if it arrived
-    /// far slower than the target, the target climbs back from little
-    /// before the start's rate floods the link ([`FlightReading`]).
-    fn read_first_flight(&mut self, now: Instant, reports: &[PacketReport]) {
-        if matches!(self.flight, FlightState::Unsent) {
-            match self.budget.first_flight() {
-                Some(window) if window.first >= self.made_at => {
-                    self.flight = FlightState::Reading(FlightReading::new(window));
-                }
-                _ => return,
-            }
-        }
-        let FlightState::Reading(reading) = &mut self.flight else {
-            return;
-        };
-        let Some(verdict) = reading.on_reports(reports, self.target) else {
-            return;
-        };
-        let window = reading.window();
-        self.flight = FlightState::Read;
-        if let FlightVerdict::Narrow(rate) = verdict
-            && self.ramp.is_none()
-        {
-            tracing::debug!(
-                flight_kbps = rate as u64 / 1000,
-                "the first flight met a narrow link: the target climbs back"
-            );
-            self.start_ramp(now);
-        }
-        // Climbing back, whether for the flight or a late first report.
-        self.budget
-            .note_first_flight_read(window, self.ramp.is_some());
-    }
-
-    fn start_ramp(&mut self, now: Instant) {
         let from = (self.budget.overhead_bps() as f64 * RAMP_FROM_OVERHEAD).max(self.guard.floor());
-        tracing::debug!(from_kbps = from as u64 / 1000, "climbing back");
+        tracing::debug!(
+            from_kbps = from as u64 / 1000,
+            "the start flooded the link: the target climbs back"
+        );
         self.ramp = Some(StartRamp::new(now, from));
         // What arrives while the target climbs is what the ramp let out,
         // not what the path can carry: as for a new source, it must not
@@ -175,10 +124,7 @@ impl PublishingEstimator {
     fn publish(&mut self) {
         self.update_target();
         let target = self.target as u64;
-        // While the target climbs back after a narrow start, the path holds
-        // it down as much as under a ceiling.
-        self.budget
-            .set_path_limited(self.guard.ceiling().is_some() || self.ramp.is_some());
+        self.budget.set_path_limited(self.guard.ceiling().is_some());
         let before = self.budget.set_target(target);
         if before.abs_diff(target) * 10 > before {
             tracing::debug!(
@@ -213,7 +159,6 @@ impl BandwidthEstimator for PublishingEstimator {
         }
         self.follow_source(now);
         self.start_ramp_if_flooded(now);
-        self.read_first_flight(now, &on_the_wire);
         self.inner.on_reports(now, &on_the_wire);
         self.guard.on_reports(now, &on_the_wire);
         self.follow_ramp(now, &on_the_wire);
@@ -256,8 +201,6 @@ mod tests {
             reported: false,
             first_report_waits_seen: budget.first_report_waits(),
             ramp: None,
-            made_at: Instant::now(),
-            flight: FlightState::Unsent,
         }
     }
 
@@ -356,65 +299,6 @@ mod tests {
         estimator.on_reports(start + Duration::from_millis(150), &in_time);
         assert_eq!(budget.target_bps(), 1_382_400);
         assert!(estimator.ramp.is_none());
-    }
-
-    #[test]
-    fn a_first_flight_spaced_out_by_a_narrow_link_starts_the_climb_back() {
-        use super::super::arrival_spacing::tests::packet;
-        use super::super::first_flight::FlightWindow;
-
-        let start = Instant::now();
-        let at = |ms: u64| start + Duration::from_millis(ms);
-        for (spacing_ms, narrow) in [(96.0, true), (0.2, false)] {
-            let budget = SendBudget::default();
-            let mut estimator = estimator(&budget, 1_382_400.0);
-            estimator.made_at = start;
-            budget.set_overhead(80_000);
-            let window = FlightWindow {
-                first: at(20),
-                last: at(20),
-                packets: 5,
-            };
-            budget.note_first_flight(window);
-            // Audio before the flight, then the flight's five packets.
-            let mut reports = arrived(start, 0, 20, 80_000);
-            reports.extend((0..5).map(|n| PacketReport {
-                departure: at(20),
-                ..packet(10 + n, 1200, Some(50.0 + n as f64 * spacing_ms))
-            }));
-            estimator.on_reports(at(500), &reports);
-            if narrow {
-                assert_eq!(budget.target_bps(), 120_000, "from 1.5 x audio");
-                assert!(estimator.ramp.is_some());
-            } else {
-                assert_eq!(budget.target_bps(), 1_382_400);
-                assert!(estimator.ramp.is_none());
-            }
-            assert!(matches!(estimator.flight, FlightState::Read));
-            assert_eq!(
-                budget.first_flight_narrow(window),
-                Some(narrow),
-                "the pacer hears of it"
-            );
-        }
-    }
-
-    #[test]
-    fn an_earlier_connections_first_flight_is_not_read() {
-        let start = Instant::now();
-        let budget = SendBudget::default();
-        budget.note_first_flight(super::super::first_flight::FlightWindow {
-            first: start,
-            last: start,
-            packets: 5,
-        });
-        let mut estimator = estimator(&budget, 1_382_400.0);
-        estimator.made_at = start + Duration::from_millis(1);
-        estimator.on_reports(
-            start + Duration::from_millis(150),
-            &arrived(start, 0, 100, 1_000_000),
-        );
-        assert!(matches!(estimator.flight, FlightState::Unsent));
     }
 
     #[test]

@@ -12,7 +12,6 @@ mod delivery_guard;
 mod estimator;
 mod feedback;
 mod feedback_watch;
-mod first_flight;
 mod loss_sample;
 mod pacer;
 mod pacing;
@@ -39,7 +38,7 @@ pub(crate) use feedback::{count_feedback, picture_loss_indication};
 pub(crate) use send_budget::SendBudget;
 
 use delivery_guard::DeliveryGuard;
-use estimator::{FlightState, PublishingEstimator};
+use estimator::PublishingEstimator;
 use feedback::FeedbackToApplication;
 use pacer::MediaPacer;
 
@@ -111,8 +110,6 @@ pub(crate) fn build_registry(
         reported: false,
         first_report_waits_seen: budget.first_report_waits(),
         ramp: None,
-        made_at: std::time::Instant::now(),
-        flight: FlightState::Unsent,
     };
     Ok(Registry::new()
         .with(

@@ -2,8 +2,7 @@
 //! in the pacer's place. It stamps each packet with the instant it left
 //! (the congestion controller's departure: the instant it was written would
 //! charge the wait here to the path), and holds video back while the peer's
-//! feedback is late ([`FeedbackWatch`]) or has yet to report on the
-//! connection's first flight of video (`first_flight.rs`).
+//! feedback is late ([`FeedbackWatch`]).
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -14,8 +13,7 @@ use rtc::interceptor::{
 
 use super::SendBudget;
 use super::feedback_watch::FeedbackWatch;
-use super::first_flight::FIRST_FLIGHT_BITS;
-use super::pacing::{PacingDrops, PacingQueue, PacingTotals, PacketClass, PacketId};
+use super::pacing::{PacingDrops, PacingQueue, PacingTotals, PacketClass, ResendOf};
 use super::wire::wire_bytes;
 
 /// How often the send side's mix is logged (at debug).
@@ -96,10 +94,8 @@ impl TotalsWindow {
 impl MediaPacer {
     pub(crate) fn new(target_bps: f64, audio_payload_type: u8, budget: SendBudget) -> MediaPacer {
         let now = Instant::now();
-        let mut queue = PacingQueue::new(target_bps);
-        queue.limit_video(FIRST_FLIGHT_BITS);
         MediaPacer {
-            queue,
+            queue: PacingQueue::new(target_bps),
             audio_payload_type,
             reads: VecDeque::new(),
             logged_drops: PacingDrops::default(),
@@ -112,35 +108,9 @@ impl MediaPacer {
         }
     }
 
-    /// Once the first flight is out, says when it left; once the feedback
-    /// reported on all of it, lets video go on.
-    fn follow_first_flight(&mut self, now: Instant) {
-        let Some(flight) = self.queue.video_limit_spent() else {
-            return;
-        };
-        if self.budget.first_flight() != Some(flight) {
-            self.budget.note_first_flight(flight);
-        }
-        let Some(narrow) = self.budget.first_flight_narrow(flight) else {
-            return;
-        };
-        tracing::debug!(
-            waited_ms = now.saturating_duration_since(flight.last).as_millis(),
-            packets = flight.packets,
-            narrow,
-            "the first flight was reported on: video goes on"
-        );
-        if narrow {
-            // The rest of the first picture would take seconds of the link.
-            self.queue.drop_waiting_video();
-        }
-        self.queue.lift_video_limit();
-    }
-
     /// Holds video back while the peer's feedback is late
     /// ([`FeedbackWatch`]), and lets it go when it comes.
     fn follow_feedback(&mut self, now: Instant) {
-        self.follow_first_flight(now);
         let Some(watch) = &mut self.watch else {
             return;
         };
@@ -207,15 +177,12 @@ impl MediaPacer {
                 .map_or(rtp.header.sequence_number, |osn| {
                     u16::from_be_bytes([osn[0], osn[1]])
                 });
-            PacketClass::Resend(PacketId {
+            PacketClass::Resend(ResendOf {
                 ssrc: rtp.header.ssrc,
                 sequence_number: original,
             })
         } else {
-            PacketClass::FreshVideo(PacketId {
-                ssrc: rtp.header.ssrc,
-                sequence_number: rtp.header.sequence_number,
-            })
+            PacketClass::FreshVideo
         }
     }
 }
@@ -250,21 +217,15 @@ impl rtc::sansio::Protocol<TaggedPacket, TaggedPacket, ()> for MediaPacer {
     fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
         let class = self.classify(&msg.message);
         let bits = (wire_bytes(&msg.message.packet) * 8) as f64;
-        if let (PacketClass::FreshVideo(_), Packet::Rtp(rtp)) = (class, &msg.message.packet) {
+        if class == PacketClass::FreshVideo
+            && let Packet::Rtp(rtp) = &msg.message.packet
+        {
             self.video_written.payload += (rtp.payload.len() * 8) as f64;
             self.video_written.wire += bits;
         }
         let now = msg.now;
-        if matches!(class, PacketClass::FreshVideo(_))
-            && self.watch.is_none()
-            && self.queue.video_limited()
-        {
-            // The peer reports on nothing: no feedback will end the flight.
-            self.queue.lift_video_limit();
-        }
         self.follow_feedback(now);
         self.queue.push(now, class, bits, msg);
-        self.follow_first_flight(now);
         self.budget
             .set_video_waiting_since(self.queue.oldest_fresh());
         self.measure_overhead(now);
@@ -285,7 +246,6 @@ impl rtc::sansio::Protocol<TaggedPacket, TaggedPacket, ()> for MediaPacer {
     fn handle_timeout(&mut self, now: Instant) -> Result<(), Self::Error> {
         self.follow_feedback(now);
         self.queue.release(now);
-        self.follow_first_flight(now);
         self.budget
             .set_video_waiting_since(self.queue.oldest_fresh());
         let drops = self.queue.drops();
@@ -351,18 +311,12 @@ mod tests {
         let pacer = MediaPacer::new(1e6, 111, SendBudget::default());
         let class = |packet: AttributedPacket| pacer.classify(&packet);
         assert_eq!(class(rtp(111, 5).into()), PacketClass::Immediate);
-        assert_eq!(
-            class(rtp(102, 5).into()),
-            PacketClass::FreshVideo(PacketId {
-                ssrc: 0,
-                sequence_number: 5
-            })
-        );
+        assert_eq!(class(rtp(102, 5).into()), PacketClass::FreshVideo);
         // An RTX resend has a new, higher number on its own stream; a resend
         // without RTX has the old one. The mark is what tells either.
         let resend = |packet| AttributedPacket::new(packet).with(Attribute::Retransmission);
         let resend_of = |ssrc, sequence_number| {
-            PacketClass::Resend(PacketId {
+            PacketClass::Resend(ResendOf {
                 ssrc,
                 sequence_number,
             })
@@ -394,7 +348,7 @@ mod tests {
         for rtx_sequence_number in [3, 4] {
             assert_eq!(
                 pacer.classify(&rtx(rtx_sequence_number, 700)),
-                PacketClass::Resend(PacketId {
+                PacketClass::Resend(ResendOf {
                     ssrc: 41,
                     sequence_number: 700,
                 })

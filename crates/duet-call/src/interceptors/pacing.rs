@@ -20,14 +20,10 @@
 //!
 //! While the peer's feedback is late (see `feedback_watch.rs`), video and
 //! resends are held back and audio goes alone: the queue is told so by the
-//! pacer around it ([`PacingQueue::set_held`]). At a connection's start,
-//! video may take only a first flight until the feedback reported on it
-//! ([`PacingQueue::limit_video`], see `first_flight.rs`).
+//! pacer around it ([`PacingQueue::set_held`]).
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
-
-use super::first_flight::FlightWindow;
 
 /// How much faster than the target the queue drains on a link of
 /// [`WIDE_FROM`] or more: bursts (a keyframe) spread out, but the queue
@@ -78,9 +74,6 @@ const PROBE_INTERVAL: Duration = Duration::from_secs(1);
 /// again: the path it waited for may have been down (an outage), and a
 /// picture that late, sent after it, was shown 500 ms old.
 const HELD_VIDEO_MAX_WAIT: Duration = Duration::from_millis(150);
-/// How many packets dropped unsent are remembered, to drop their resends:
-/// more than a keyframe at 2.5 Mbit/s.
-const DROPPED_UNSENT_KEPT: usize = 512;
 
 /// What a packet is to the queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,22 +81,18 @@ pub(crate) enum PacketClass {
     /// RTCP and audio: small, and late audio is a gap in speech.
     Immediate,
     /// Video sent for the first time.
-    FreshVideo(PacketId),
-    /// Video sent again because the receiver asked for it: the packet it
-    /// repeats.
-    Resend(PacketId),
+    FreshVideo,
+    /// Video sent again because the receiver asked for it.
+    Resend(ResendOf),
 }
 
-/// A video packet as first sent: its stream and sequence number.
-///
-/// The receiver asks for a lost packet several times before the first
+/// The packet a resend repeats: its stream and sequence number as first
+/// sent. The receiver asks for a lost packet several times before the first
 /// resend can arrive; while one resend of it waits here, another would add
 /// nothing but delay for the resends behind it, so the one waiting moves to
-/// the front instead (a packet asked for again is lost, not reordered). A
-/// packet this queue dropped unsent is asked for too, and its resend is
-/// dropped as well: it is as late as the packet was.
+/// the front instead (a packet asked for again is lost, not reordered).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct PacketId {
+pub(crate) struct ResendOf {
     pub(crate) ssrc: u32,
     pub(crate) sequence_number: u16,
 }
@@ -113,29 +102,8 @@ struct Waiting<T> {
     since: Instant,
     bits: f64,
     item: T,
-    /// The packet it is (fresh video) or repeats (a resend).
-    id: PacketId,
-}
-
-/// A limit on what fresh video and resends may take: a first flight.
-#[derive(Debug, Clone, Copy)]
-struct VideoAllowance {
-    left_bits: f64,
-    first_sent: Option<Instant>,
-    /// When a packet took what was left.
-    spent_at: Option<Instant>,
-    packets: usize,
-}
-
-impl VideoAllowance {
-    fn spend(&mut self, now: Instant, bits: f64) {
-        self.first_sent.get_or_insert(now);
-        self.packets += 1;
-        self.left_bits -= bits;
-        if self.left_bits <= 0.0 {
-            self.spent_at.get_or_insert(now);
-        }
-    }
+    /// For resends, the packet they repeat.
+    repeats: Option<ResendOf>,
 }
 
 /// What the queue dropped, for logs and tests.
@@ -145,8 +113,6 @@ pub(crate) struct PacingDrops {
     pub(crate) stale_video: u64,
     /// Resends of a packet whose resend was still waiting.
     pub(crate) repeated_resends: u64,
-    /// Resends of a packet this queue had dropped unsent.
-    pub(crate) resends_of_unsent: u64,
 }
 
 /// Bits the queue let out, by class, since it was made: what a log of the
@@ -175,10 +141,6 @@ pub(crate) struct PacingQueue<T> {
     held: bool,
     /// When a packet last went while video was held back.
     last_probe: Option<Instant>,
-    /// What fresh video and resends may still take, while limited.
-    allowance: Option<VideoAllowance>,
-    /// Fresh video dropped unsent lately, newest last.
-    dropped_unsent: VecDeque<PacketId>,
     drops: PacingDrops,
     totals: PacingTotals,
 }
@@ -197,8 +159,6 @@ impl<T> PacingQueue<T> {
             ready: VecDeque::new(),
             held: false,
             last_probe: None,
-            allowance: None,
-            dropped_unsent: VecDeque::new(),
             drops: PacingDrops::default(),
             totals: PacingTotals::default(),
         };
@@ -229,73 +189,12 @@ impl<T> PacingQueue<T> {
             self.last_probe = None;
         }
         if !held && self.held {
-            self.drop_held_video(now);
+            let before = self.fresh.len();
+            self.fresh
+                .retain(|w| now.saturating_duration_since(w.since) <= HELD_VIDEO_MAX_WAIT);
+            self.drops.stale_video += (before - self.fresh.len()) as u64;
         }
         self.held = held;
-    }
-
-    /// Lets fresh video and resends take at most `bits` more (audio and
-    /// RTCP go either way), until [`PacingQueue::lift_video_limit`].
-    pub(crate) fn limit_video(&mut self, bits: f64) {
-        self.allowance = Some(VideoAllowance {
-            left_bits: bits,
-            first_sent: None,
-            spent_at: None,
-            packets: 0,
-        });
-    }
-
-    /// Whether video is limited ([`PacingQueue::limit_video`]).
-    pub(crate) fn video_limited(&self) -> bool {
-        self.allowance.is_some()
-    }
-
-    /// Lets video go on after [`PacingQueue::limit_video`].
-    pub(crate) fn lift_video_limit(&mut self) {
-        self.allowance = None;
-    }
-
-    /// Drops all fresh video waiting: the link cannot carry it in time.
-    pub(crate) fn drop_waiting_video(&mut self) {
-        while let Some(waiting) = self.fresh.pop_front() {
-            self.drop_unsent(waiting.id);
-        }
-    }
-
-    /// While video is limited: what went out in the limit, once it is used
-    /// up (`None`: not yet).
-    pub(crate) fn video_limit_spent(&self) -> Option<FlightWindow> {
-        let allowance = self.allowance?;
-        Some(FlightWindow {
-            first: allowance.first_sent?,
-            last: allowance.spent_at?,
-            packets: allowance.packets,
-        })
-    }
-
-    fn video_limit_reached(&self) -> bool {
-        self.allowance.is_some_and(|a| a.left_bits <= 0.0)
-    }
-
-    /// Video that waited too long for a hold's end is dropped, and with it
-    /// all video behind it: it refers to the pictures dropped, and the
-    /// receiver can show none of it before the keyframe it will ask for.
-    fn drop_held_video(&mut self, now: Instant) {
-        let stale = self
-            .fresh
-            .front()
-            .is_some_and(|w| now.saturating_duration_since(w.since) > HELD_VIDEO_MAX_WAIT);
-        if stale {
-            self.drop_waiting_video();
-        }
-    }
-
-    fn drop_unsent(&mut self, id: PacketId) {
-        self.drops.stale_video += 1;
-        if self.dropped_unsent.len() == DROPPED_UNSENT_KEPT {
-            self.dropped_unsent.pop_front();
-        }
-        self.dropped_unsent.push_back(id);
     }
 
     fn resend_rate_bps(&self) -> f64 {
@@ -333,17 +232,14 @@ impl<T> PacingQueue<T> {
                 self.totals.immediate_bits += bits;
                 self.ready.push_back((now, item));
             }
-            PacketClass::FreshVideo(id) => self.fresh.push_back(Waiting {
+            PacketClass::FreshVideo => self.fresh.push_back(Waiting {
                 since: now,
                 bits,
                 item,
-                id,
+                repeats: None,
             }),
-            PacketClass::Resend(of) if self.dropped_unsent.contains(&of) => {
-                self.drops.resends_of_unsent += 1;
-            }
             PacketClass::Resend(of) => {
-                let waiting = self.resends.iter().position(|w| w.id == of);
+                let waiting = self.resends.iter().position(|w| w.repeats == Some(of));
                 if let Some(waiting) = waiting.and_then(|at| self.resends.remove(at)) {
                     // Asked for again: the receiver still lacks it, where a
                     // packet that was only reordered is asked for once.
@@ -358,7 +254,7 @@ impl<T> PacingQueue<T> {
                         since: now,
                         bits,
                         item,
-                        id: of,
+                        repeats: Some(of),
                     });
                 }
             }
@@ -378,15 +274,14 @@ impl<T> PacingQueue<T> {
             .front()
             .is_some_and(|w| now.saturating_duration_since(w.since) > FRESH_MAX_WAIT)
         {
-            if let Some(waiting) = self.fresh.pop_front() {
-                self.drop_unsent(waiting.id);
-            }
+            self.fresh.pop_front();
+            self.drops.stale_video += 1;
         }
         // A packet goes whenever the budget is not in debt; it may take the
         // budget below zero, so a packet larger than the burst still goes.
         // Resends go first while their own allowance lasts.
         while self.budget_bits > 0.0 {
-            if (self.held && !self.probe_due(now)) || self.video_limit_reached() {
+            if self.held && !self.probe_due(now) {
                 break;
             }
             let resend = if self.resend_budget_bits > 0.0 {
@@ -407,9 +302,6 @@ impl<T> PacingQueue<T> {
             self.budget_bits -= next.bits;
             if self.held {
                 self.last_probe = Some(now);
-            }
-            if let Some(allowance) = &mut self.allowance {
-                allowance.spend(now, next.bits);
             }
             self.ready.push_back((now, next.item));
         }
@@ -440,7 +332,7 @@ impl<T> PacingQueue<T> {
 
     /// When the budget next lets a waiting packet out; `None` when nothing waits.
     pub(crate) fn next_release(&self) -> Option<Instant> {
-        if (self.fresh.is_empty() && self.resends.is_empty()) || self.video_limit_reached() {
+        if self.fresh.is_empty() && self.resends.is_empty() {
             return None;
         }
         let last = self.last_refill?;
@@ -506,58 +398,12 @@ mod tests {
     }
 
     #[test]
-    fn a_limited_queue_lets_video_take_its_allowance_then_waits_for_the_lift() {
-        let start = Instant::now();
-        let at = |ms: u64| start + Duration::from_millis(ms);
-        let mut queue = PacingQueue::new(1_000_000.0);
-        queue.limit_video(3.5 * PACKET_BITS);
-        assert_eq!(queue.video_limit_spent(), None);
-        for n in 0..10 {
-            queue.push(at(2), fresh(n), PACKET_BITS, n);
-        }
-        // Four packets take the allowance (the last one into debt).
-        assert_eq!(items(&drain(&mut queue, at(2), 100)), [0, 1, 2, 3]);
-        let flight = FlightWindow {
-            first: at(2),
-            last: at(2),
-            packets: 4,
-        };
-        assert_eq!(queue.video_limit_spent(), Some(flight));
-        assert_eq!(queue.next_release(), None, "nothing to wake for");
-        // Audio still goes.
-        queue.push(at(103), PacketClass::Immediate, 800.0, 99);
-        assert_eq!(queue.pop_ready().map(|(_, n)| n), Some(99));
-        // Lifted, the rest goes (after 300 ms too: a long round trip);
-        // dropped, none of it does, nor its resends.
-        let mut lifted = queue_with_waiting_video(start);
-        lifted.lift_video_limit();
-        assert_eq!(items(&drain(&mut lifted, at(300), 100)).len(), 6);
-        let mut dropped = queue_with_waiting_video(start);
-        dropped.drop_waiting_video();
-        dropped.lift_video_limit();
-        dropped.push(at(300), PacketClass::Resend(of(7)), PACKET_BITS, 107);
-        assert!(drain(&mut dropped, at(300), 100).is_empty());
-        assert_eq!(dropped.drops().stale_video, 6);
-    }
-
-    /// A queue whose allowance of 4 packets went at `start`, 6 more waiting.
-    fn queue_with_waiting_video(start: Instant) -> PacingQueue<u32> {
-        let mut queue = PacingQueue::new(1_000_000.0);
-        queue.limit_video(4.0 * PACKET_BITS);
-        for n in 0..10 {
-            queue.push(start, fresh(n), PACKET_BITS, n);
-        }
-        while queue.pop_ready().is_some() {}
-        queue
-    }
-
-    #[test]
     fn audio_goes_at_once_even_behind_a_keyframe() {
         let start = Instant::now();
         // 1 Mbit/s target: paced at 2.5 Mbit/s.
         let mut queue = PacingQueue::new(1_000_000.0);
         for n in 0..40 {
-            queue.push(start, fresh(n), PACKET_BITS, n);
+            queue.push(start, PacketClass::FreshVideo, PACKET_BITS, n);
         }
         while queue.pop_ready().is_some() {}
         assert!(queue.waiting() > 20, "a 48 kB keyframe is paced");
@@ -570,7 +416,7 @@ mod tests {
         let start = Instant::now();
         let mut queue = PacingQueue::new(1_000_000.0);
         for n in 0..300 {
-            queue.push(start, fresh(n), PACKET_BITS, n);
+            queue.push(start, PacketClass::FreshVideo, PACKET_BITS, n);
         }
         let out = drain(&mut queue, start, 400);
         // 300 packets of 9600 bits at 2.5 Mbit/s: ~1.15 s, but anything
@@ -608,7 +454,7 @@ mod tests {
     fn resends_go_before_fresh_video_and_stale_ones_are_dropped() {
         let start = Instant::now();
         let mut queue = queue_in_debt(start, 30_000.0);
-        queue.push(start, fresh(1), PACKET_BITS, 1);
+        queue.push(start, PacketClass::FreshVideo, PACKET_BITS, 1);
         queue.push(start, PacketClass::Resend(of(7)), PACKET_BITS, 2);
         let out = drain(&mut queue, start, 100);
         assert_eq!(items(&out), vec![2, 1], "{out:?}");
@@ -617,55 +463,17 @@ mod tests {
         // 60 kbit debt takes 120 ms.
         let mut queue = queue_in_debt(start, 80_000.0);
         queue.push(start, PacketClass::Resend(of(8)), PACKET_BITS, 3);
-        queue.push(start, fresh(4), PACKET_BITS, 4);
+        queue.push(start, PacketClass::FreshVideo, PACKET_BITS, 4);
         let out = drain(&mut queue, start, 300);
         assert_eq!(items(&out), vec![4]);
         assert_eq!(queue.drops().stale_resends, 1);
     }
 
-    fn of(sequence_number: u16) -> PacketId {
-        PacketId {
+    fn of(sequence_number: u16) -> ResendOf {
+        ResendOf {
             ssrc: 1,
             sequence_number,
         }
-    }
-
-    /// Fresh video: packet `n` of the stream.
-    fn fresh(n: u32) -> PacketClass {
-        PacketClass::FreshVideo(of(n as u16))
-    }
-
-    /// A 1 Mbit/s queue held back from `start`, `packets` of fresh video
-    /// written to it then (0, 1, ...).
-    fn held_with_video(start: Instant, packets: u32) -> PacingQueue<u32> {
-        let mut queue = PacingQueue::new(1_000_000.0);
-        queue.set_held(start, true);
-        for n in 0..packets {
-            queue.push(start, fresh(n), PACKET_BITS, n);
-        }
-        queue
-    }
-
-    #[test]
-    fn video_dropped_unsent_is_not_resent_and_takes_what_refers_to_it_along() {
-        let start = Instant::now();
-        let at = |ms: u64| start + Duration::from_millis(ms);
-        // Held: one packet goes as a probe, the rest of a keyframe waits...
-        let mut queue = held_with_video(start, 10);
-        // ...and the pictures after it.
-        queue.push(at(100), fresh(10), PACKET_BITS, 10);
-        assert_eq!(items(&drain(&mut queue, start, 150)), [0]);
-        queue.set_held(at(200), false);
-        assert!(
-            drain(&mut queue, at(200), 50).is_empty(),
-            "all of it dropped"
-        );
-        assert_eq!(queue.drops().stale_video, 10);
-        // The receiver asks for what it never got: not sent now either.
-        queue.push(at(260), PacketClass::Resend(of(3)), PACKET_BITS, 103);
-        queue.push(at(260), PacketClass::Resend(of(0)), PACKET_BITS, 100);
-        assert_eq!(items(&drain(&mut queue, at(260), 50)), [100]);
-        assert_eq!(queue.drops().resends_of_unsent, 1);
     }
 
     #[test]
@@ -685,7 +493,7 @@ mod tests {
         queue.push(later, PacketClass::Resend(of(7)), PACKET_BITS, 5);
         assert_eq!(queue.pop_ready(), Some((later, 5)));
         // Another stream's packet 7 is another packet.
-        let other = PacketId {
+        let other = ResendOf {
             ssrc: 2,
             sequence_number: 7,
         };
@@ -733,7 +541,7 @@ mod tests {
         for t in 0..3000u64 {
             let now = start + Duration::from_millis(t);
             if t % 10 == 0 {
-                queue.push(now, fresh(t as u32), PACKET_BITS, t as u32);
+                queue.push(now, PacketClass::FreshVideo, PACKET_BITS, t as u32);
             }
             queue.release(now);
             while let Some((_, pushed)) = queue.pop_ready() {
@@ -749,12 +557,16 @@ mod tests {
     fn held_back_video_waits_but_audio_and_a_probe_a_second_go() {
         let start = Instant::now();
         let at = |ms: u64| start + Duration::from_millis(ms);
-        let mut queue = held_with_video(start, 5);
+        let mut queue = PacingQueue::new(1_000_000.0);
+        queue.set_held(start, true);
+        for n in 0..5 {
+            queue.push(start, PacketClass::FreshVideo, PACKET_BITS, n);
+        }
         queue.push(start, PacketClass::Immediate, 1000.0, 99);
         let mut out = Vec::new();
         for t in 0..=1_200 {
             if t == 900 {
-                queue.push(at(t), fresh(5), PACKET_BITS, 5);
+                queue.push(at(t), PacketClass::FreshVideo, PACKET_BITS, 5);
             }
             queue.release(at(t));
             while let Some((_, item)) = queue.pop_ready() {
@@ -765,18 +577,15 @@ mod tests {
         // waited past FRESH_MAX_WAIT was dropped.
         assert_eq!(out, vec![(0, 0), (0, 99), (1_000, 5)], "{out:?}");
         assert_eq!(queue.drops().stale_video, 4);
-        queue.push(at(1_100), fresh(6), PACKET_BITS, 6);
-        queue.push(at(1_200), fresh(7), PACKET_BITS, 7);
+        queue.push(at(1_100), PacketClass::FreshVideo, PACKET_BITS, 6);
+        queue.push(at(1_200), PacketClass::FreshVideo, PACKET_BITS, 7);
         assert_eq!(queue.next_release(), Some(at(2_000)));
         // Let go at 1.3 s: what waited longer than HELD_VIDEO_MAX_WAIT is
-        // dropped, and the picture after it, which refers to it.
+        // dropped, the rest goes at once.
         queue.set_held(at(1_300), false);
-        assert_eq!(queue.drops().stale_video, 6);
+        assert_eq!(queue.drops().stale_video, 5);
         queue.release(at(1_300));
-        assert_eq!(queue.pop_ready(), None);
-        // What is written after goes at once.
-        queue.push(at(1_310), fresh(8), PACKET_BITS, 8);
-        assert_eq!(queue.pop_ready(), Some((at(1_310), 8)));
+        assert_eq!(queue.pop_ready(), Some((at(1_300), 7)));
     }
 
     #[test]
@@ -787,7 +596,7 @@ mod tests {
         // Nothing waits: nothing goes, and no probe is spent.
         queue.release(start);
         let later = start + Duration::from_millis(100);
-        queue.push(later, fresh(1), PACKET_BITS, 1);
+        queue.push(later, PacketClass::FreshVideo, PACKET_BITS, 1);
         assert_eq!(queue.pop_ready(), Some((later, 1)));
     }
 
@@ -802,7 +611,7 @@ mod tests {
             1_000_000.0 * 0.04 + 10_000.0,
             0,
         );
-        queue.push(start, fresh(1), PACKET_BITS, 1);
+        queue.push(start, PacketClass::FreshVideo, PACKET_BITS, 1);
         let due = queue.next_release().expect("a packet waits");
         // 10 kbit of debt at 1 Mbit/s: 10 ms.
         let wait = due - start;

@@ -16,10 +16,9 @@
 //! net of them, as measured on what it sent lately.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use super::first_flight::FlightWindow;
 use super::pacing::FRESH_MAX_WAIT;
 
 /// The origin of the instants the budget keeps as numbers (the first time
@@ -70,14 +69,6 @@ impl SharedInstant {
     }
 }
 
-/// A connection's first flight of video, and once the feedback reported on
-/// all of it, whether the link is narrow.
-#[derive(Debug, Clone, Copy)]
-struct FlightNews {
-    window: FlightWindow,
-    narrow: Option<bool>,
-}
-
 /// Shared by the congestion controller (which sets the target), the pacer
 /// (which measures what is not fresh video) and the video encoder (which
 /// spends the rest). Cheap to clone: every clone is the same budget.
@@ -105,9 +96,6 @@ pub(crate) struct SendBudget {
     /// Counts the connections whose video waited for the peer's very first
     /// feedback (the budget outlives a connection made again mid-call).
     first_report_waits: Arc<AtomicU64>,
-    /// When the newest connection's first flight of video left, and once
-    /// the feedback reported on it, whether the link is narrow.
-    first_flight: Arc<Mutex<Option<FlightNews>>>,
 }
 
 impl SendBudget {
@@ -191,44 +179,6 @@ impl SendBudget {
     /// called: a connection compares it with the count when it was made.
     pub(crate) fn first_report_waits(&self) -> u64 {
         self.first_report_waits.load(Ordering::Relaxed)
-    }
-
-    /// Says when a connection's first flight of video left (the pacer
-    /// does, once it is all out); the congestion controller reads its
-    /// arrival from the feedback.
-    pub(crate) fn note_first_flight(&self, window: FlightWindow) {
-        if let Ok(mut flight) = self.first_flight.lock() {
-            *flight = Some(FlightNews {
-                window,
-                narrow: None,
-            });
-        }
-    }
-
-    /// When the newest connection's first flight left, once it has.
-    pub(crate) fn first_flight(&self) -> Option<FlightWindow> {
-        let flight = self.first_flight.lock().ok()?;
-        flight.map(|news| news.window)
-    }
-
-    /// Says the feedback reported on the whole flight, and whether the
-    /// link is far narrower than the start assumed (the congestion
-    /// controller does; the pacer then lets video go on).
-    pub(crate) fn note_first_flight_read(&self, window: FlightWindow, narrow: bool) {
-        if let Ok(mut flight) = self.first_flight.lock()
-            && let Some(news) = flight.as_mut().filter(|news| news.window == window)
-        {
-            news.narrow = Some(narrow);
-        }
-    }
-
-    /// Once the feedback reported on the whole flight `window`: whether
-    /// the link is narrow.
-    pub(crate) fn first_flight_narrow(&self, window: FlightWindow) -> Option<bool> {
-        let flight = self.first_flight.lock().ok()?;
-        flight
-            .filter(|news| news.window == window)
-            .and_then(|news| news.narrow)
     }
 
     /// What share of fresh video's bits on the wire was its payload lately
@@ -339,25 +289,6 @@ mod tests {
         budget.note_reported_until(odd);
         let read = budget.reported_until().expect("stored");
         assert!(read >= odd && read - odd < Duration::from_micros(1));
-    }
-
-    #[test]
-    fn a_first_flights_news_is_of_that_flight_only() {
-        let budget = SendBudget::default();
-        let now = Instant::now();
-        let flight = |packets| FlightWindow {
-            first: now,
-            last: now,
-            packets,
-        };
-        budget.note_first_flight(flight(5));
-        assert_eq!(budget.first_flight_narrow(flight(5)), None, "not read yet");
-        // A reading of another flight (an earlier connection's) is ignored.
-        budget.note_first_flight_read(flight(6), true);
-        assert_eq!(budget.first_flight_narrow(flight(5)), None);
-        budget.clone().note_first_flight_read(flight(5), true);
-        assert_eq!(budget.first_flight_narrow(flight(5)), Some(true));
-        assert_eq!(budget.first_flight_narrow(flight(6)), None);
     }
 
     #[test]

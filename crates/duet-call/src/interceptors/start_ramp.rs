@@ -10,12 +10,6 @@
 //! flooded the link a second time that way, for 0.3–0.7 s, until the queue
 //! (260–310 ms deep) was read and backed off from; a beep was lost with it.
 //!
-//! A connection's first flight of video
-//! ([`first_flight`](super::first_flight)) reads the link before the rest
-//! of the first picture goes, and a narrow one starts this climb before
-//! any flood; a late first report still starts it where the flight went
-//! out before the link narrowed.
-//!
 //! A wait for the very first report is the sign of such a flood: on every
 //! other link of the test rig (clean, 2 % and 5 % loss, jitter) the first
 //! report came in time. So after it, [`StartRamp`] starts again low (from

@@ -9,19 +9,11 @@ use sansio::Protocol;
 use shared::TransportContext;
 use shared::error::Error;
 use shared::marshal::Unmarshal;
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 /// Default interval for sending TWCC feedback.
 const DEFAULT_INTERVAL: Duration = Duration::from_millis(100);
-
-/// Duet patch: the first packet of a stream is reported on this soon, not at
-/// the next interval, and again this much later still (the packets sent
-/// with it, that jitter held back). A sender that holds its first picture's
-/// bytes back until it knows how they fared (Duet's first flight) would
-/// otherwise wait up to a whole interval for it on every call.
-const FIRST_PACKET_REPORT_DELAYS: [Duration; 2] =
-    [Duration::from_millis(10), Duration::from_millis(40)];
 
 /// Builder for the TwccReceiverInterceptor.
 ///
@@ -106,11 +98,6 @@ pub struct TwccReceiverInterceptor {
 
     /// Next timeout for sending feedback.
     next_timeout: Option<Instant>,
-    /// Duet patch: the SSRCs a packet carrying a transport-wide number came
-    /// on, to report soon on each one's first packet...
-    reported_ssrcs: HashSet<u32>,
-    /// ...at these instants, soonest first.
-    early_reports: Vec<Instant>,
     /// Inbound packets ready for the next interceptor.
     read_queue: VecDeque<TaggedPacket>,
 }
@@ -126,8 +113,6 @@ impl TwccReceiverInterceptor {
             transport_hdr_ext_id: None,
             write_queue: VecDeque::new(),
             next_timeout: None,
-            reported_ssrcs: HashSet::new(),
-            early_reports: Vec::new(),
         }
     }
 
@@ -190,16 +175,6 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for TwccReceiverInterceptor {
                 if let Some(recorder) = self.recorder.as_mut() {
                     recorder.record(rtp_packet.header.ssrc, tcc.transport_sequence, arrival_time);
                 }
-
-                // Duet patch: a stream's first packet is reported on soon.
-                if self.reported_ssrcs.insert(rtp_packet.header.ssrc) {
-                    self.early_reports
-                        .extend(FIRST_PACKET_REPORT_DELAYS.map(|delay| msg.now + delay));
-                    self.early_reports.sort();
-                    let soon = self.early_reports[0];
-                    self.next_timeout =
-                        Some(self.next_timeout.map_or(soon, |next| next.min(soon)));
-                }
             }
         }
 
@@ -232,11 +207,6 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for TwccReceiverInterceptor {
         {
             self.generate_feedback(now);
             self.next_timeout = Some(now + self.interval);
-            // Duet patch: the early reports still due come sooner.
-            self.early_reports.retain(|&at| at > now);
-            if let Some(&early) = self.early_reports.first() {
-                self.next_timeout = self.next_timeout.map(|next| next.min(early));
-            }
         }
         Ok(())
     }
@@ -274,80 +244,4 @@ impl Interceptor for TwccReceiverInterceptor {
     fn bind_local_stream(&mut self, _info: &StreamInfo) {}
 
     fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
-}
-
-/// Duet patch: when feedback goes at the start of each stream.
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::stream_info::RTPHeaderExtension;
-    use shared::marshal::Marshal;
-
-    fn bind(receiver: &mut TwccReceiverInterceptor, ssrc: u32) {
-        receiver.bind_remote_stream(&StreamInfo {
-            ssrc,
-            rtp_header_extensions: vec![RTPHeaderExtension {
-                uri: super::super::TRANSPORT_CC_URI.to_owned(),
-                id: 5,
-            }],
-            ..Default::default()
-        });
-    }
-
-    fn packet(now: Instant, ssrc: u32, transport_sequence: u16) -> TaggedPacket {
-        let mut header = rtp::header::Header {
-            version: 2,
-            ssrc,
-            ..Default::default()
-        };
-        let extension = rtp::extension::transport_cc_extension::TransportCcExtension {
-            transport_sequence,
-        }
-        .marshal()
-        .expect("marshals");
-        header
-            .set_extension(5, extension.freeze())
-            .expect("extension set");
-        TaggedPacket {
-            now,
-            transport: TransportContext::default(),
-            message: AttributedPacket::new(Packet::Rtp(rtp::Packet {
-                header,
-                payload: vec![0u8; 4].into(),
-            })),
-        }
-    }
-
-    #[test]
-    fn each_streams_first_packet_is_reported_on_soon() {
-        let ms = Duration::from_millis;
-        let start = Instant::now();
-        let mut receiver = TwccReceiverBuilder::new().build();
-        bind(&mut receiver, 1);
-        bind(&mut receiver, 2);
-        receiver.handle_read(packet(start, 1, 0)).unwrap();
-        assert_eq!(receiver.poll_timeout(), Some(start + ms(10)));
-        receiver.handle_read(packet(start + ms(5), 1, 1)).unwrap();
-        assert_eq!(receiver.poll_timeout(), Some(start + ms(10)), "not a first");
-        receiver.handle_timeout(start + ms(10)).unwrap();
-        assert!(receiver.poll_write().is_some(), "feedback");
-        // Again 40 ms after the first packet (on what came since), then at
-        // the interval.
-        assert_eq!(receiver.poll_timeout(), Some(start + ms(40)));
-        receiver.handle_read(packet(start + ms(20), 1, 4)).unwrap();
-        receiver.handle_timeout(start + ms(40)).unwrap();
-        assert!(receiver.poll_write().is_some(), "feedback");
-        assert_eq!(receiver.poll_timeout(), Some(start + ms(140)));
-        // The other stream's first packet, 100 ms later.
-        receiver.handle_read(packet(start + ms(100), 2, 2)).unwrap();
-        assert_eq!(receiver.poll_timeout(), Some(start + ms(110)));
-        receiver.handle_read(packet(start + ms(105), 2, 3)).unwrap();
-        receiver.handle_timeout(start + ms(110)).unwrap();
-        assert!(receiver.poll_write().is_some(), "feedback");
-        assert_eq!(receiver.poll_timeout(), Some(start + ms(140)));
-        receiver.handle_read(packet(start + ms(120), 2, 5)).unwrap();
-        receiver.handle_timeout(start + ms(140)).unwrap();
-        assert!(receiver.poll_write().is_some(), "feedback");
-        assert_eq!(receiver.poll_timeout(), Some(start + ms(240)));
-    }
 }
