@@ -9,6 +9,7 @@ mod library_chatter;
 mod microphone;
 mod playback;
 mod speaker;
+mod stream_errors;
 
 pub use self::device_clock::DeviceClock;
 pub use self::library_chatter::TerminalStderr;

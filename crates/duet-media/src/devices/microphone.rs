@@ -10,6 +10,7 @@ use std::time::{Duration, Instant, SystemTime};
 use cpal::traits::{DeviceTrait, StreamTrait};
 use rtrb::{Consumer, Producer, RingBuffer};
 
+use super::stream_errors::StreamErrorLog;
 use super::{device_name, find_device, quietly, small_buffer};
 use crate::MediaError;
 use crate::frame::{AudioFrame, FRAME_SAMPLES, SAMPLE_RATE};
@@ -122,7 +123,8 @@ fn build_input(
     let mut stream_config: cpal::StreamConfig = config.config();
     stream_config.buffer_size = small_buffer(config.buffer_size(), stream_config.sample_rate);
     // cpal calls this off the real-time path, when the stream fails.
-    let on_error = |err| tracing::warn!(%err, "microphone stream error");
+    let mut errors = StreamErrorLog::default();
+    let on_error = move |err: cpal::Error| errors.warn("microphone", &err);
     match config.sample_format() {
         cpal::SampleFormat::I16 => device.build_input_stream(
             stream_config,

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant, SystemTime};
 use cpal::traits::{DeviceTrait, StreamTrait};
 
 use super::playback::{DeviceFeed, PlaybackFeeder, playback_channel};
+use super::stream_errors::StreamErrorLog;
 use super::{device_name, find_device, quietly, small_buffer};
 use crate::MediaError;
 use crate::frame::SAMPLE_RATE;
@@ -57,6 +58,7 @@ impl Speaker {
         let mut stream_config: cpal::StreamConfig = config.config();
         stream_config.buffer_size = small_buffer(config.buffer_size(), rate);
         let (feeder, mut feed) = playback_channel(rate)?;
+        let mut errors = StreamErrorLog::default();
         let stream = device
             .build_output_stream(
                 stream_config,
@@ -65,7 +67,7 @@ impl Speaker {
                     feed.fill(data, channels, first_heard);
                 },
                 // cpal calls this off the real-time path, when the stream fails.
-                |err| tracing::warn!(%err, "speaker stream error"),
+                move |err| errors.warn("speaker", &err),
                 None,
             )
             .map_err(|e| failed(&e))?;
