@@ -13,13 +13,13 @@
 //!
 //! WebRTC works on 10 ms frames ([`PROCESSING_FRAME_SAMPLES`]); a 20 ms Duet
 //! frame is two of them. The far end (what the speaker played) arrives in
-//! device-sized bursts; it is cut into 10 ms frames and queued, and each
-//! microphone frame first hands the echo canceller every far-end frame queued
-//! since the last one, then is processed itself: WebRTC's rule of
-//! `ProcessReverseStream` for what was played, then `ProcessStream` for what
-//! was captured. AEC3 finds the delay between the two itself (its delay
-//! estimator); sonora takes an optional hint (`set_stream_delay_ms`) only to
-//! start from, so none is given.
+//! device-sized bursts, each with when it was heard; it is cut into 10 ms
+//! frames and queued ([`far_end`]), and each microphone frame first hands the
+//! echo canceller every far-end frame queued since the last one (less what
+//! was heard while the microphone captured nothing), then is processed itself: WebRTC's rule of `ProcessReverseStream` for what was
+//! played, then `ProcessStream` for what was captured. AEC3 finds the delay
+//! between the two itself (its delay estimator); sonora takes an optional
+//! hint (`set_stream_delay_ms`) only to start from, so none is given.
 //!
 //! AEC3 does not adapt its filter around a far end that is one steady sine
 //! (its render analyser masks narrow bands, where an adaptive filter would
@@ -33,8 +33,6 @@
 //! talker 7 dB louder than the echo lost 1.0–2.7 dB in this module's test, one
 //! only as loud as the echo lost up to 24 dB above 2 kHz while both talked.
 
-use std::collections::VecDeque;
-
 use sonora::config::{
     AdaptiveDigital, EchoCanceller, GainController2, NoiseSuppression, NoiseSuppressionLevel,
 };
@@ -43,16 +41,25 @@ use sonora::{AudioProcessing, Config, StreamConfig};
 use crate::MediaError;
 use crate::frame::SAMPLE_RATE;
 
+mod far_end;
+use far_end::FarEndQueue;
+
 /// Samples in one 10 ms frame at 48 kHz: the unit WebRTC processing works in.
 /// [`AudioProcessor::process`] takes whole multiples of it.
 pub const PROCESSING_FRAME_SAMPLES: usize = SAMPLE_RATE as usize / 100;
 
-/// Far-end frames kept for the echo canceller, 200 ms: more means nobody is
-/// capturing (or the speaker's clock runs ahead of the microphone's), and the
-/// newest audio is what the next microphone frame will echo.
-const MAX_QUEUED_FAR_END_FRAMES: usize = 20;
-
 type Frame = [f32; PROCESSING_FRAME_SAMPLES];
+
+/// The echo canceller's state, for the logs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EchoStatus {
+    /// The echo path's delay AEC3 estimates now.
+    pub delay_ms: Option<i32>,
+    /// Echo return loss enhancement: how much echo it removes, in dB.
+    pub erle_db: Option<f64>,
+    /// Far-end frames waiting for the microphone frames they line up with.
+    pub queued_far_frames: usize,
+}
 
 /// Which processing runs; each switchable at any time (a settings panel flips
 /// them mid-call) without disturbing the others.
@@ -99,12 +106,8 @@ pub struct AudioProcessor {
     echo: Option<AudioProcessing>,
     noise: Option<AudioProcessing>,
     gain: Option<AudioProcessing>,
-    /// Far-end 10 ms frames not yet handed to the echo canceller, oldest first.
-    far_frames: VecDeque<Frame>,
-    /// The start of the next far-end frame (fewer than 480 samples).
-    far_partial: Vec<f32>,
-    /// Far-end frames dropped because the queue was full, for diagnostics.
-    far_dropped: u64,
+    /// Far-end frames not yet handed to the echo canceller.
+    far: FarEndQueue,
     /// sonora reads one buffer and writes another; the frame is copied here first.
     scratch: Frame,
 }
@@ -113,8 +116,8 @@ impl std::fmt::Debug for AudioProcessor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AudioProcessor")
             .field("settings", &self.settings)
-            .field("far_frames", &self.far_frames.len())
-            .field("far_dropped", &self.far_dropped)
+            .field("far_frames", &self.far.len())
+            .field("far_dropped", &self.far.dropped())
             .finish_non_exhaustive()
     }
 }
@@ -128,9 +131,7 @@ impl AudioProcessor {
             echo: None,
             noise: None,
             gain: None,
-            far_frames: VecDeque::with_capacity(MAX_QUEUED_FAR_END_FRAMES),
-            far_partial: Vec::with_capacity(PROCESSING_FRAME_SAMPLES),
-            far_dropped: 0,
+            far: FarEndQueue::default(),
             scratch: [0.0; PROCESSING_FRAME_SAMPLES],
         };
         processor.set_settings(settings);
@@ -151,9 +152,7 @@ impl AudioProcessor {
         if settings.echo_cancel {
             self.echo.get_or_insert_with(|| stage(echo_config()));
         } else {
-            // Far-end audio from before a pause would be misaligned after it.
-            self.far_frames.clear();
-            self.far_partial.clear();
+            self.far.clear();
         }
         if settings.noise_suppression {
             self.noise.get_or_insert_with(|| stage(noise_config()));
@@ -164,48 +163,45 @@ impl AudioProcessor {
         self.settings = settings;
     }
 
-    /// What the speaker just played (48 kHz mono): the echo canceller's
-    /// far-end reference. Any length; kept in 10 ms frames until the next
-    /// [`process`](Self::process), at most 200 ms of them (the oldest go).
-    /// Ignored while echo cancellation is off.
-    pub fn far_end(&mut self, played: &[f32]) {
-        if !self.settings.echo_cancel {
-            return;
-        }
-        let mut rest = played;
-        while !rest.is_empty() {
-            let take = (PROCESSING_FRAME_SAMPLES - self.far_partial.len()).min(rest.len());
-            let (now, later) = rest.split_at(take);
-            self.far_partial.extend_from_slice(now);
-            rest = later;
-            if self.far_partial.len() == PROCESSING_FRAME_SAMPLES {
-                if self.far_frames.len() == MAX_QUEUED_FAR_END_FRAMES {
-                    self.far_frames.pop_front();
-                    self.far_dropped += 1;
-                }
-                let mut frame = [0.0; PROCESSING_FRAME_SAMPLES];
-                frame.copy_from_slice(&self.far_partial);
-                self.far_frames.push_back(frame);
-                self.far_partial.clear();
-            }
+    /// What the speaker just played (48 kHz mono), its first sample heard
+    /// at `first_heard_ms` (milliseconds on the clock [`process`](Self::process)'s
+    /// capture times use): the echo canceller's far-end reference. Any
+    /// length; kept in 10 ms frames until the next [`process`](Self::process),
+    /// at most a second of them (the oldest go). Ignored while echo
+    /// cancellation is off.
+    pub fn far_end(&mut self, played: &[f32], first_heard_ms: f64) {
+        if self.settings.echo_cancel {
+            self.far.push(played, first_heard_ms);
         }
     }
 
-    /// Far-end 10 ms frames dropped so far because nothing consumed them
-    /// within 200 ms: non-zero during a call means the microphone stalled or
-    /// the speaker's clock runs faster than the microphone's.
+    /// Far-end 10 ms frames let go without reaching the echo canceller: those
+    /// heard while the microphone captured nothing (before it started, or
+    /// while it stalled), and those beyond a second that nobody consumed.
     pub fn far_end_dropped(&self) -> u64 {
-        self.far_dropped
+        self.far.dropped()
     }
 
-    /// Processes microphone samples in place: 48 kHz mono, any whole number
-    /// of 10 ms frames (a Duet frame is two). Any other length is refused
+    /// Where the echo canceller stands: the echo path's delay it found and
+    /// how much echo it removes. `None` while echo cancellation was never on.
+    pub fn echo_status(&self) -> Option<EchoStatus> {
+        let stats = self.echo.as_ref()?.statistics();
+        Some(EchoStatus {
+            delay_ms: stats.delay_ms,
+            erle_db: stats.echo_return_loss_enhancement,
+            queued_far_frames: self.far.len(),
+        })
+    }
+
+    /// Processes microphone samples in place, their first captured at
+    /// `captured_ms` (see [`far_end`](Self::far_end)): 48 kHz mono, any whole
+    /// number of 10 ms frames (a Duet frame is two). Any other length is refused
     /// with [`MediaError::PartialAudioFrame`] and the samples are left as
     /// they were: carrying the remainder over would delay the microphone by
     /// up to 10 ms and make the output lag the input, which an in-place API
     /// cannot express. With every setting off, sonora is not called at all
     /// and the samples stay bit-identical.
-    pub fn process(&mut self, near: &mut [f32]) -> Result<(), MediaError> {
+    pub fn process(&mut self, near: &mut [f32], captured_ms: f64) -> Result<(), MediaError> {
         if !near.len().is_multiple_of(PROCESSING_FRAME_SAMPLES) {
             return Err(MediaError::PartialAudioFrame(near.len()));
         }
@@ -213,14 +209,16 @@ impl AudioProcessor {
         if !settings.any() {
             return Ok(());
         }
-        for frame in near.chunks_exact_mut(PROCESSING_FRAME_SAMPLES) {
+        for (n, frame) in near.chunks_exact_mut(PROCESSING_FRAME_SAMPLES).enumerate() {
             if settings.echo_cancel
                 && let Some(echo) = &mut self.echo
             {
-                while let Some(far) = self.far_frames.pop_front() {
-                    echo.process_render_f32(&[&far], &mut [&mut self.scratch])
-                        .map_err(sonora_error)?;
-                }
+                let scratch = &mut self.scratch;
+                let frame_ms = captured_ms + n as f64 * far_end::FRAME_MS;
+                self.far.take_due(frame_ms, |far| {
+                    echo.process_render_f32(&[far], &mut [scratch])
+                        .map_err(sonora_error)
+                })?;
                 run(echo, frame, &mut self.scratch)?;
             }
             if settings.noise_suppression

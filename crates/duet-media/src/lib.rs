@@ -44,7 +44,7 @@ pub mod test_video;
 pub mod wav_file;
 pub mod y4m_file;
 
-pub use audio_processing::{AudioProcessor, ProcessingSettings};
+pub use audio_processing::{AudioProcessor, EchoStatus, ProcessingSettings};
 pub use beep::{Beep, BeepDetector};
 pub use frame::{AudioFrame, VideoFrame};
 pub use h264::{Decoded, EncodedVideo, H264Decoder, H264Encoder};

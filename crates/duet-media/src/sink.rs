@@ -85,9 +85,10 @@ impl AudioSink {
     }
 
     /// Reads back what the device has played since the last call: listens
-    /// for beeps in it, records it, and hands it to `also`. A recording that
+    /// for beeps in it, records it, and hands it to `also` with when its
+    /// first sample was heard (ms since the Unix epoch). A recording that
     /// fails is an error (the sink keeps playing; the caller decides).
-    pub fn collect_played(&mut self, mut also: impl FnMut(&[f32])) -> Result<(), MediaError> {
+    pub fn collect_played(&mut self, mut also: impl FnMut(&[f32], f64)) -> Result<(), MediaError> {
         let AudioSink {
             output,
             recording,
@@ -96,7 +97,7 @@ impl AudioSink {
         let mut failed = None;
         output.feeder().take_played(|samples, first_heard_unix_ms| {
             detector.push(samples, first_heard_unix_ms);
-            also(samples);
+            also(samples, first_heard_unix_ms);
             if let Some(recorder) = recording
                 && failed.is_none()
                 && let Err(err) = recorder.write(samples)
@@ -157,7 +158,8 @@ mod tests {
             while sink.queued_ms() < AHEAD_MS {
                 sink.play(&next()).expect("queues");
             }
-            sink.collect_played(|_| {}).expect("no recording to fail");
+            sink.collect_played(|_, _| {})
+                .expect("no recording to fail");
             std::thread::sleep(Duration::from_millis(5));
         }
     }
@@ -209,7 +211,7 @@ mod tests {
         // Let it play the 100 ms and then run dry for a while.
         std::thread::sleep(Duration::from_millis(250));
         let mut handed = 0;
-        sink.collect_played(|samples| handed += samples.len())
+        sink.collect_played(|samples, _| handed += samples.len())
             .expect("records");
         sink.finish().expect("finishes");
         let samples = crate::wav_file::read_wav(&path).expect("reads");

@@ -255,7 +255,10 @@ impl PlayoutLoop {
     /// Reads back what the device played: beeps, the recording, underruns.
     fn listen(&mut self) {
         let tap = &mut self.played;
-        if let Err(err) = self.sink.collect_played(|samples| tap.push(samples)) {
+        if let Err(err) = self
+            .sink
+            .collect_played(|samples, heard_ms| tap.push(samples, heard_ms))
+        {
             let _ = self.notices.send(MediaNotice::Device(format!(
                 "{err}; received audio is no longer recorded"
             )));

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use duet_media::frame::FRAME_SAMPLES;
@@ -57,6 +57,7 @@ pub(crate) async fn start_audio_sender(
             };
             let mut processor = AudioProcessor::new(shared.processing());
             let silence = vec![0.0f32; FRAME_SAMPLES];
+            let mut echo_log = EchoLog::default();
             while !shared.stopped.load(Ordering::Relaxed) {
                 if let Some(new) =
                     switched_source(&shared.audio_switch, "audio", &notices, |spec| {
@@ -74,13 +75,17 @@ pub(crate) async fn start_audio_sender(
                 if processor.settings() != settings {
                     processor.set_settings(settings);
                 }
-                played.drain(|samples| {
+                played.drain(|samples, heard_ms| {
                     if microphone {
-                        processor.far_end(samples);
+                        processor.far_end(samples, heard_ms);
                     }
                 });
-                if microphone && let Err(err) = processor.process(&mut frame.samples) {
-                    tracing::warn!(%err, "microphone frame sent unprocessed");
+                if microphone {
+                    let captured_ms = unix_ms(frame.capture_time);
+                    if let Err(err) = processor.process(&mut frame.samples, captured_ms) {
+                        tracing::warn!(%err, "microphone frame sent unprocessed");
+                    }
+                    echo_log.frame(&processor);
                 }
                 if !shared.sending.load(Ordering::Relaxed) {
                     pending.clear();
@@ -126,4 +131,37 @@ pub(crate) async fn start_audio_sender(
     )
     .await?;
     Ok(started.map_or((None, None), |notice| (Some(rx), notice)))
+}
+
+/// Milliseconds since the Unix epoch: the clock the speaker's heard times use.
+fn unix_ms(time: SystemTime) -> f64 {
+    time.duration_since(UNIX_EPOCH)
+        .map_or(0.0, |since| since.as_secs_f64() * 1000.0)
+}
+
+/// Logs where the echo canceller stands every few seconds (at debug level):
+/// what to read first when a call's echo is not cancelled.
+#[derive(Debug, Default)]
+struct EchoLog {
+    frames: u32,
+}
+
+impl EchoLog {
+    /// Every 5 s of 20 ms frames.
+    const EVERY_FRAMES: u32 = 250;
+
+    fn frame(&mut self, processor: &AudioProcessor) {
+        self.frames += 1;
+        if self.frames.is_multiple_of(Self::EVERY_FRAMES)
+            && let Some(status) = processor.echo_status()
+        {
+            tracing::debug!(
+                delay_ms = status.delay_ms,
+                erle_db = status.erle_db.map(|db| db.round()),
+                far_frames_waiting = status.queued_far_frames,
+                far_frames_dropped = processor.far_end_dropped(),
+                "echo canceller"
+            );
+        }
+    }
 }

@@ -57,6 +57,12 @@ fn tone_power(x: &[f32], hz: f32) -> f64 {
     2.0 * magnitude2 / (x.len() as f64 * x.len() as f64)
 }
 
+/// Milliseconds at sample `n`: the clock of the far end's and the
+/// microphone's times in these tests.
+fn at_ms(n: usize) -> f64 {
+    n as f64 * 1000.0 / f64::from(RATE)
+}
+
 /// Plays `far` and captures `mic` as devices would: the speaker callback
 /// hands over 5–20 ms at a time and has always played up to the end of the
 /// microphone frame being processed; the microphone delivers 20 ms frames.
@@ -68,11 +74,13 @@ fn call(processor: &mut AudioProcessor, far: &[f32], mic: &[f32], seed: u64) -> 
         let captured_to = (n + 1) * DUET_FRAME;
         while played < captured_to.min(far.len()) {
             let burst = ms(rng.range(5.0, 20.0)).min(far.len() - played);
-            processor.far_end(&far[played..played + burst]);
+            processor.far_end(&far[played..played + burst], at_ms(played));
             played += burst;
         }
         let mut frame = chunk.to_vec();
-        processor.process(&mut frame).expect("whole 10 ms frames");
+        processor
+            .process(&mut frame, at_ms(n * DUET_FRAME))
+            .expect("whole 10 ms frames");
         out.extend_from_slice(&frame);
     }
     out
@@ -203,7 +211,7 @@ fn everything_off_leaves_the_samples_bit_identical() {
     let mut processor = AudioProcessor::new(ProcessingSettings::OFF);
     for _ in 0..100 {
         let far: Vec<f32> = (0..700).map(|_| rng.range(-1.0, 1.0)).collect();
-        processor.far_end(&far);
+        processor.far_end(&far, 0.0);
         let input: Vec<f32> = (0..DUET_FRAME)
             .map(|i| match i {
                 0 => f32::MIN_POSITIVE,
@@ -213,7 +221,7 @@ fn everything_off_leaves_the_samples_bit_identical() {
             })
             .collect();
         let mut frame = input.clone();
-        processor.process(&mut frame).expect("processes");
+        processor.process(&mut frame, 0.0).expect("processes");
         let same = frame
             .iter()
             .zip(&input)
@@ -221,7 +229,7 @@ fn everything_off_leaves_the_samples_bit_identical() {
         assert!(same);
     }
     assert!(processor.echo.is_none() && processor.noise.is_none() && processor.gain.is_none());
-    assert!(processor.far_frames.is_empty(), "far end kept while off");
+    assert_eq!(processor.far.len(), 0, "far end kept while off");
 }
 
 #[test]
@@ -289,10 +297,10 @@ fn settings_switched_mid_call_take_effect_and_keep_the_echo_canceller() {
 #[test]
 fn odd_lengths_empty_input_and_a_far_end_nobody_consumes() {
     let mut processor = AudioProcessor::new(ProcessingSettings::default());
-    processor.process(&mut []).expect("nothing to do");
+    processor.process(&mut [], 0.0).expect("nothing to do");
     for len in [1, 479, 481, 959, 961, 1_000] {
         let mut samples = vec![0.25f32; len];
-        let err = processor.process(&mut samples);
+        let err = processor.process(&mut samples, 0.0);
         assert!(
             matches!(err, Err(MediaError::PartialAudioFrame(n)) if n == len),
             "{err:?}"
@@ -304,24 +312,27 @@ fn odd_lengths_empty_input_and_a_far_end_nobody_consumes() {
     }
     let mut samples = vec![0.25f32; 3 * PROCESSING_FRAME_SAMPLES];
     processor
-        .process(&mut samples)
+        .process(&mut samples, 0.0)
         .expect("30 ms is three frames");
 
     // A minute of far end in odd bursts with the microphone stalled.
     let burst = vec![0.1f32; 333];
+    let mut played = 0;
     for _ in 0..(60 * SAMPLE_RATE as usize / burst.len()) {
-        processor.far_end(&burst);
-        assert!(processor.far_frames.len() <= MAX_QUEUED_FAR_END_FRAMES);
-        assert!(processor.far_partial.len() < PROCESSING_FRAME_SAMPLES);
+        processor.far_end(&burst, at_ms(played));
+        played += burst.len();
+        assert!(processor.far.len() <= far_end::MAX_QUEUED_FRAMES);
     }
-    assert!(processor.far_frames.capacity() <= 2 * MAX_QUEUED_FAR_END_FRAMES);
     assert!(processor.far_end_dropped() > 5_000, "{processor:?}");
-    processor.far_end(&[]);
+    processor.far_end(&[], at_ms(played));
 
-    // The microphone comes back: the queue drains into the first frame.
+    // The microphone comes back: what was heard before it is let go, what
+    // was heard since is handed over.
     let mut frame = vec![0.0f32; DUET_FRAME];
-    processor.process(&mut frame).expect("processes");
-    assert!(processor.far_frames.is_empty());
+    processor
+        .process(&mut frame, at_ms(played) - 40.0)
+        .expect("processes");
+    assert_eq!(processor.far.len(), 0);
 }
 
 /// Power while the talker speaks (samples inside syllables), in dBFS of a
