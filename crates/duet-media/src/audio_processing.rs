@@ -16,10 +16,11 @@
 //! device-sized bursts, each with when it was heard; it is cut into 10 ms
 //! frames and queued ([`far_end`]), and each microphone frame first hands the
 //! echo canceller every far-end frame queued since the last one (less what
-//! was heard while the microphone captured nothing), then is processed itself: WebRTC's rule of `ProcessReverseStream` for what was
-//! played, then `ProcessStream` for what was captured. AEC3 finds the delay
-//! between the two itself (its delay estimator); sonora takes an optional
-//! hint (`set_stream_delay_ms`) only to start from, so none is given.
+//! was heard while the microphone captured nothing), then is processed
+//! itself: WebRTC's rule of `ProcessReverseStream` for what was played, then
+//! `ProcessStream` for what was captured. AEC3 finds the delay between the
+//! two itself (its delay estimator); sonora takes an optional hint
+//! (`set_stream_delay_ms`) only to start from, so none is given.
 //!
 //! AEC3 does not adapt its filter around a far end that is one steady sine
 //! (its render analyser masks narrow bands, where an adaptive filter would
@@ -57,8 +58,6 @@ pub struct EchoStatus {
     pub delay_ms: Option<i32>,
     /// Echo return loss enhancement: how much echo it removes, in dB.
     pub erle_db: Option<f64>,
-    /// Far-end frames waiting for the microphone frames they line up with.
-    pub queued_far_frames: usize,
 }
 
 /// Which processing runs; each switchable at any time (a settings panel flips
@@ -189,7 +188,6 @@ impl AudioProcessor {
         Some(EchoStatus {
             delay_ms: stats.delay_ms,
             erle_db: stats.echo_return_loss_enhancement,
-            queued_far_frames: self.far.len(),
         })
     }
 
@@ -215,7 +213,7 @@ impl AudioProcessor {
             {
                 let scratch = &mut self.scratch;
                 let frame_ms = captured_ms + n as f64 * far_end::FRAME_MS;
-                self.far.take_due(frame_ms, |far| {
+                self.far.hand_over(frame_ms, |far| {
                     echo.process_render_f32(&[far], &mut [scratch])
                         .map_err(sonora_error)
                 })?;

@@ -13,6 +13,14 @@ pub fn unix_ms(time: SystemTime) -> u64 {
         .unwrap_or(0)
 }
 
+/// Milliseconds since the Unix epoch, with the fraction: the clock a
+/// speaker's heard times and a microphone's capture times share (the echo
+/// canceller lines the two up by it).
+pub fn unix_ms_f64(time: SystemTime) -> f64 {
+    time.duration_since(UNIX_EPOCH)
+        .map_or(0.0, |since| since.as_secs_f64() * 1000.0)
+}
+
 /// Samples per second of every audio frame in Duet.
 pub const SAMPLE_RATE: u32 = 48_000;
 /// Samples in one 20 ms audio frame at 48 kHz.

@@ -2,10 +2,10 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use bytes::Bytes;
-use duet_media::frame::FRAME_SAMPLES;
+use duet_media::frame::{FRAME_SAMPLES, unix_ms_f64};
 use duet_media::source::{AudioSource, AudioSpec};
 use duet_media::{AudioProcessor, OpusEncoder};
 use tokio::sync::mpsc;
@@ -81,7 +81,7 @@ pub(crate) async fn start_audio_sender(
                     }
                 });
                 if microphone {
-                    let captured_ms = unix_ms(frame.capture_time);
+                    let captured_ms = unix_ms_f64(frame.capture_time);
                     if let Err(err) = processor.process(&mut frame.samples, captured_ms) {
                         tracing::warn!(%err, "microphone frame sent unprocessed");
                     }
@@ -133,12 +133,6 @@ pub(crate) async fn start_audio_sender(
     Ok(started.map_or((None, None), |notice| (Some(rx), notice)))
 }
 
-/// Milliseconds since the Unix epoch: the clock the speaker's heard times use.
-fn unix_ms(time: SystemTime) -> f64 {
-    time.duration_since(UNIX_EPOCH)
-        .map_or(0.0, |since| since.as_secs_f64() * 1000.0)
-}
-
 /// Logs where the echo canceller stands every few seconds (at debug level):
 /// what to read first when a call's echo is not cancelled.
 #[derive(Debug, Default)]
@@ -158,7 +152,6 @@ impl EchoLog {
             tracing::debug!(
                 delay_ms = status.delay_ms,
                 erle_db = status.erle_db.map(|db| db.round()),
-                far_frames_waiting = status.queued_far_frames,
                 far_frames_dropped = processor.far_end_dropped(),
                 "echo canceller"
             );

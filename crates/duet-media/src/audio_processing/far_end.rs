@@ -37,6 +37,8 @@ const RENDER_GAP_MS: f64 = 50.0;
 /// Far-end frames kept, one second: more means nobody is capturing.
 pub(super) const MAX_QUEUED_FRAMES: usize = 100;
 
+const RATE: f64 = SAMPLE_RATE as f64;
+
 /// A far-end frame and when its first sample was heard (ms, any clock the
 /// microphone's times share).
 struct TimedFrame {
@@ -44,7 +46,7 @@ struct TimedFrame {
     samples: Frame,
 }
 
-/// Far-end audio waiting for the microphone frames it lines up with.
+/// Far-end audio waiting for the next microphone frame.
 #[derive(Default)]
 pub(super) struct FarEndQueue {
     frames: VecDeque<TimedFrame>,
@@ -98,7 +100,7 @@ impl FarEndQueue {
     /// microphone frame captured from `capture_ms` is processed; drops those
     /// heard before the microphone's frames began to follow each other
     /// without a gap. Stops at the first error, which it returns.
-    pub(super) fn take_due<E>(
+    pub(super) fn hand_over<E>(
         &mut self,
         capture_ms: f64,
         mut each: impl FnMut(&Frame) -> Result<(), E>,
@@ -133,13 +135,12 @@ impl FarEndQueue {
         self.frames.len()
     }
 
-    /// Frames let go without being handed over (see [`AudioProcessor::far_end_dropped`](super::AudioProcessor::far_end_dropped)).
+    /// Frames let go without being handed over (see
+    /// [`AudioProcessor::far_end_dropped`](super::AudioProcessor::far_end_dropped)).
     pub(super) fn dropped(&self) -> u64 {
         self.dropped
     }
 }
-
-const RATE: f64 = SAMPLE_RATE as f64;
 
 #[cfg(test)]
 mod tests {
@@ -150,7 +151,7 @@ mod tests {
     fn due(queue: &mut FarEndQueue, capture_ms: f64) -> Vec<f64> {
         let mut heard = Vec::new();
         queue
-            .take_due(capture_ms, |frame| {
+            .hand_over(capture_ms, |frame| {
                 heard.push(f64::from(frame[0]));
                 Ok::<(), ()>(())
             })

@@ -15,13 +15,13 @@
 //! far-end reference, so all three get exactly what went out, no more.
 
 use std::collections::VecDeque;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use rtrb::{Consumer, Producer, RingBuffer};
 
 use super::DeviceClock;
 use crate::MediaError;
-use crate::frame::SAMPLE_RATE;
+use crate::frame::{SAMPLE_RATE, unix_ms_f64};
 use crate::resample::StreamResampler;
 
 /// Most audio the device ring holds. The feeder keeps it far emptier (a few
@@ -307,17 +307,10 @@ fn to_48k(carry: &mut u64, device_samples: usize, device_rate: u64) -> usize {
     (total / device_rate) as usize
 }
 
-/// Milliseconds since the epoch, with the fraction.
-pub(crate) fn unix_ms_f64(time: SystemTime) -> f64 {
-    time.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs_f64() * 1000.0)
-        .unwrap_or(0.0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
+    use std::time::{Duration, UNIX_EPOCH};
 
     fn played(feeder: &mut PlaybackFeeder) -> Vec<(Vec<f32>, f64)> {
         let mut runs = Vec::new();
