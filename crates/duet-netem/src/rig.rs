@@ -28,6 +28,7 @@ const QUEUE: u16 = 0;
 const OUTAGE_TABLE: &str = "duet_outage";
 const CUT_TABLE: &str = "duet_cut";
 const DTLS_TABLE: &str = "duet_dtls";
+const CHANGE_CIPHER_TABLE: &str = "duet_change_cipher";
 
 /// A table of its own with one filter chain on `hook` (with `policy`, say
 /// `"policy drop ;"`, or nothing) holding one rule; deleting the table undoes it.
@@ -208,6 +209,25 @@ impl Rig {
     pub fn set_dtls_blocked(&mut self, on: bool) -> Result<(), RigError> {
         let dtls = ["udp", "length", ">", "8", "@th,64,8", "20-63", "drop"];
         self.set_input_filter(DTLS_TABLE, "", &dtls, on)
+    }
+
+    /// Drops the DTLS datagrams that begin with a ChangeCipherSpec record
+    /// (content type 20) on their way into `into`, or lets them through
+    /// again. The DTLS server's last flight begins with one: the server is
+    /// connected, while a client on `into` waits for that flight to be sent
+    /// again, as when it is lost on a lossy link (the client's own
+    /// ChangeCipherSpec travels behind its certificate, in a datagram that
+    /// begins with a handshake record).
+    pub fn set_change_cipher_blocked(&mut self, into: Side, on: bool) -> Result<(), RigError> {
+        let namespace = self.namespace(into);
+        if on {
+            let rule = ["udp", "length", ">", "8", "@th,64,8", "20", "drop"];
+            nft_chain(namespace, CHANGE_CIPHER_TABLE, "input", "", &rule)
+        } else {
+            namespace
+                .run("nft", &["delete", "table", "inet", CHANGE_CIPHER_TABLE])
+                .map(drop)
+        }
     }
 
     /// Puts `table`'s input chain (`policy`, one `rule`) on both peers, or

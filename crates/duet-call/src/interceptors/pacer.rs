@@ -195,6 +195,9 @@ impl rtc::sansio::Protocol<TaggedPacket, TaggedPacket, ()> for MediaPacer {
     type Time = Instant;
 
     fn handle_read(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+        if let Some(watch) = &mut self.watch {
+            watch.on_heard(msg.now);
+        }
         self.follow_feedback(msg.now);
         // The congestion controller (wire-most) attaches a new target to the
         // feedback that produced it, on its way in.
