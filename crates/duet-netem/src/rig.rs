@@ -47,6 +47,24 @@ fn nft_chain(
     namespace.run("nft", &args).map(drop)
 }
 
+/// Puts `table`'s input chain (`policy`, one `rule`) on `namespace`, or
+/// takes it away.
+fn input_filter(
+    namespace: &NetNamespace,
+    table: &str,
+    policy: &str,
+    rule: &[&str],
+    on: bool,
+) -> Result<(), RigError> {
+    if on {
+        nft_chain(namespace, table, "input", policy, rule)
+    } else {
+        namespace
+            .run("nft", &["delete", "table", "inet", table])
+            .map(drop)
+    }
+}
+
 /// One of the rig's two peers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Side {
@@ -219,15 +237,8 @@ impl Rig {
     /// ChangeCipherSpec travels behind its certificate, in a datagram that
     /// begins with a handshake record).
     pub fn set_change_cipher_blocked(&mut self, into: Side, on: bool) -> Result<(), RigError> {
-        let namespace = self.namespace(into);
-        if on {
-            let rule = ["udp", "length", ">", "8", "@th,64,8", "20", "drop"];
-            nft_chain(namespace, CHANGE_CIPHER_TABLE, "input", "", &rule)
-        } else {
-            namespace
-                .run("nft", &["delete", "table", "inet", CHANGE_CIPHER_TABLE])
-                .map(drop)
-        }
+        let rule = ["udp", "length", ">", "8", "@th,64,8", "20", "drop"];
+        input_filter(self.namespace(into), CHANGE_CIPHER_TABLE, "", &rule, on)
     }
 
     /// Puts `table`'s input chain (`policy`, one `rule`) on both peers, or
@@ -240,12 +251,7 @@ impl Rig {
         on: bool,
     ) -> Result<(), RigError> {
         for peer in &self.peers {
-            let namespace = &peer.namespace;
-            if on {
-                nft_chain(namespace, table, "input", policy, rule)?;
-            } else {
-                namespace.run("nft", &["delete", "table", "inet", table])?;
-            }
+            input_filter(&peer.namespace, table, policy, rule, on)?;
         }
         Ok(())
     }
