@@ -22,10 +22,19 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-/// The `duet` binary of this build, built on first use (a no-op when it is up to date).
+/// The `duet` binary of this build, built on first use (a no-op when it is up to date),
+/// or the one `DUET_BIN` names. The suite's script builds the app in the same
+/// cargo run as the tests and names it there: built here with `-p duet`, the
+/// dependencies' features are resolved for the app alone, and a cold run
+/// compiled most of the tree a second time inside the first test.
 pub fn duet_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
+        if let Some(given) = std::env::var_os("DUET_BIN") {
+            let given = PathBuf::from(given);
+            assert!(given.is_file(), "DUET_BIN names no file: {given:?}");
+            return given;
+        }
         // Test binaries live in <target>/<profile>/deps/; the app beside <profile>/.
         let exe = std::env::current_exe().expect("the test's own path");
         let profile_dir = exe
