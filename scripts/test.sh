@@ -27,7 +27,12 @@ case "$tier" in
     ;;
 esac
 
+# The crates download while the system packages install: a fresh machine (CI)
+# has neither. A fetch that fails says so again, with its reason, in the build.
+cargo fetch --locked >/dev/null 2>&1 &
+fetching=$!
 ./scripts/install-deps.sh
+wait "$fetching" || true
 
 case "$tier" in
   lint)
