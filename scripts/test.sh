@@ -34,10 +34,14 @@ fetching=$!
 ./scripts/install-deps.sh
 wait "$fetching" || true
 
+check_format() {
+  echo "== cargo fmt --check" >&2
+  cargo fmt --all -- --check
+}
+
 case "$tier" in
   lint)
-    echo "== cargo fmt --check" >&2
-    cargo fmt --all -- --check
+    check_format
     echo "== cargo clippy" >&2
     # The fuzz target is a workspace member, so this checks it too.
     cargo clippy --workspace --all-targets --locked -- -D warnings
@@ -59,12 +63,12 @@ case "$tier" in
     ;;
 esac
 
-echo "== cargo fmt --check" >&2
-cargo fmt --all -- --check
+check_format
+target_dir="${CARGO_TARGET_DIR:-target}"
 # A first build (a fresh clone, as in CI) gains nothing from incremental
 # compilation's bookkeeping: without it, Duet's and the patched WebRTC
 # crates built in 248 s instead of 277. Later builds keep it.
-if [ ! -d "${CARGO_TARGET_DIR:-target}" ]; then
+if [ ! -d "$target_dir" ]; then
   export CARGO_INCREMENTAL=0
 fi
 # The app is built with the tests, in one cargo run, so that both see the
@@ -75,7 +79,6 @@ fi
 # C++ build; the examples are built below, as test targets.)
 echo "== cargo build: the tests and the app" >&2
 cargo build --workspace --locked --bin duet --tests
-target_dir="${CARGO_TARGET_DIR:-target}"
 case "$target_dir" in
   /*) ;;
   *) target_dir="$PWD/$target_dir" ;;
@@ -84,9 +87,9 @@ export DUET_BIN="$target_dir/debug/duet"
 echo "== cargo test" >&2
 # `--tests`: every crate's unit tests and every file of `tests/`; `--examples`:
 # the examples as test targets, so they keep compiling (their helpers' unit
-# tests run; their `main` does not). No
-# crate has doc tests. Clippy is not run here: checking every dependency
-# apart from the build took 10.6 min of a cold run on 2 cores, and the build
-# after it reused only the build scripts (`./scripts/test.sh lint`).
+# tests run; their `main` does not). No crate has doc tests. Clippy is not
+# run here: checking every dependency apart from the build took 10.6 min of
+# a cold run on 2 cores, and the build after it reused only the build
+# scripts (`./scripts/test.sh lint`).
 # `--no-fail-fast`: one failing file does not hide the others' results.
 cargo test --workspace --locked --tests --examples --no-fail-fast
