@@ -299,11 +299,16 @@ fn tone_bursts(samples: &[f32]) -> Vec<f64> {
     bursts
 }
 
-/// The frequency of a steady tone, from its zero crossings.
+/// The frequency of a steady tone, from the times between its zero
+/// crossings near their median. A gap inside the burst (a dropout, played
+/// as silence) is one long half-period, left out; counted over the whole
+/// span, such a gap reads low (a 660 Hz beep was read once as 549 Hz, on a
+/// busy machine; not traced).
 fn frequency(tone: &[f32]) -> Option<f64> {
     let peak = tone.iter().fold(0.0f32, |peak, s| peak.max(s.abs()));
     let threshold = peak / 10.0;
-    let (mut positive, mut first, mut last, mut crossings) = (None, 0, 0, 0usize);
+    let mut positive = None;
+    let mut crossings = Vec::new();
     for (at, &sample) in tone.iter().enumerate() {
         let now = match sample {
             s if s > threshold => Some(true),
@@ -311,15 +316,44 @@ fn frequency(tone: &[f32]) -> Option<f64> {
             _ => positive,
         };
         if positive.is_some() && now != positive {
-            if crossings == 0 {
-                first = at;
-            }
-            last = at;
-            crossings += 1;
+            crossings.push(at);
         }
         positive = now;
     }
-    (crossings > 2).then(|| (crossings - 1) as f64 / 2.0 * 48_000.0 / (last - first) as f64)
+    let half_periods: Vec<usize> = crossings.windows(2).map(|pair| pair[1] - pair[0]).collect();
+    if half_periods.len() < 2 {
+        return None;
+    }
+    let mut sorted = half_periods.clone();
+    sorted.sort_unstable();
+    let median = sorted[sorted.len() / 2];
+    // The half-periods near the median: a gap (or a glitch's extra
+    // crossings) far from it is left out.
+    let steady: Vec<usize> = half_periods
+        .into_iter()
+        .filter(|&half| 2 * half >= median && 2 * half <= 3 * median)
+        .collect();
+    let samples: usize = steady.iter().sum();
+    (samples > 0).then(|| steady.len() as f64 / 2.0 * 48_000.0 / samples as f64)
+}
+
+#[test]
+fn a_tone_with_a_dropout_in_it_reads_at_its_own_frequency() {
+    let tone = |from: usize, to: usize| {
+        (from..to).map(|n| (n as f32 * 660.0 * std::f32::consts::TAU / 48_000.0).sin() * 0.5)
+    };
+    // 40 ms of 660 Hz, 8 ms of silence, 40 ms more.
+    let mut samples: Vec<f32> = tone(0, 1_920).collect();
+    samples.extend(std::iter::repeat_n(0.0, 384));
+    samples.extend(tone(2_304, 4_224));
+    let hz = frequency(&samples).expect("a tone");
+    assert!((hz - 660.0).abs() < 660.0 * 0.01, "{hz:.1} Hz");
+    // The same at 880 Hz is not taken for 660.
+    let other: Vec<f32> = (0..4_224)
+        .map(|n| (n as f32 * 880.0 * std::f32::consts::TAU / 48_000.0).sin() * 0.5)
+        .collect();
+    let hz = frequency(&other).expect("a tone");
+    assert!((hz - 880.0).abs() < 880.0 * 0.01, "{hz:.1} Hz");
 }
 
 #[test]
