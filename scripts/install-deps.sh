@@ -2,6 +2,12 @@
 # Installs the Debian/Ubuntu packages Duet needs to build and test, and only
 # the ones that are missing. Idempotent: a second run installs nothing.
 #
+#   ./scripts/install-deps.sh         all of them
+#   ./scripts/install-deps.sh build   only what compiling needs
+#   ./scripts/install-deps.sh run     only what running the app and its tests
+#                                     needs (the suite installs these while
+#                                     the tree compiles)
+#
 #   build:  compilers, pkg-config, ALSA headers (cpal), libclang (nokhwa's
 #           bindgen), cmake (bundled libopus), nasm (openh264's assembly:
 #           without it the encoder silently builds ~3x slower), PipeWire's
@@ -27,8 +33,10 @@ set -euo pipefail
 #   scale-out: redis-server (rooms shared by several `duet serve --redis`
 #           instances) and haproxy (the load balancer in front of them); the
 #           multi-server tests start both themselves on free ports
-packages=(
+build_packages=(
   build-essential pkg-config libasound2-dev libclang-dev cmake nasm libpipewire-0.3-dev
+)
+run_packages=(
   libgl1 libglx-mesa0 libgl1-mesa-dri libegl1 libegl-mesa0 libx11-xcb1 libxcursor1
   libxi6 libxrender1 libxkbcommon-x11-0 libfontconfig1 libwayland-client0
   xvfb xauth imagemagick chromium chromium-driver
@@ -37,6 +45,16 @@ packages=(
   sway pipewire wireplumber xdg-desktop-portal xdg-desktop-portal-wlr dbus
   redis-server haproxy
 )
+
+case "${1:-all}" in
+  build) packages=("${build_packages[@]}") ;;
+  run) packages=("${run_packages[@]}") ;;
+  all) packages=("${build_packages[@]}" "${run_packages[@]}") ;;
+  *)
+    echo "usage: $0 [build|run]   (no argument: all)" >&2
+    exit 2
+    ;;
+esac
 
 missing=()
 for pkg in "${packages[@]}"; do

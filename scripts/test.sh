@@ -29,9 +29,16 @@ esac
 
 # The crates download while the system packages install: a fresh machine (CI)
 # has neither. A fetch that fails says so again, with its reason, in the build.
+# A full run installs only what compiling needs before it builds, and the
+# rest (Chromium, the desktop, the sound and network servers) while the tree
+# compiles; the other tiers install everything first.
 cargo fetch --locked >/dev/null 2>&1 &
 fetching=$!
-./scripts/install-deps.sh
+if [ "$tier" = all ]; then
+  ./scripts/install-deps.sh build
+else
+  ./scripts/install-deps.sh
+fi
 wait "$fetching" || true
 
 check_format() {
@@ -63,6 +70,9 @@ case "$tier" in
     ;;
 esac
 
+runtime_log="$(mktemp)"
+./scripts/install-deps.sh run >"$runtime_log" 2>&1 &
+installing=$!
 check_format
 target_dir="${CARGO_TARGET_DIR:-target}"
 # A first build (a fresh clone, as in CI) gains nothing from incremental
@@ -77,14 +87,22 @@ fi
 # the tree again, inside the first test of a cold run.
 # (`--bin duet`, not `--bins`: the fuzz target's binary would bring libFuzzer's
 # C++ build; the examples are built below, as test targets.)
-echo "== cargo build: the tests and the app" >&2
+echo "== cargo build: the tests and the app ($SECONDS s in)" >&2
 cargo build --workspace --locked --bin duet --tests
+echo "== the packages the tests run ($SECONDS s in)" >&2
+if ! wait "$installing"; then
+  cat "$runtime_log" >&2
+  echo "test.sh: installing the packages the tests need failed (above)" >&2
+  exit 1
+fi
+cat "$runtime_log" >&2
+rm -f "$runtime_log"
 case "$target_dir" in
   /*) ;;
   *) target_dir="$PWD/$target_dir" ;;
 esac
 export DUET_BIN="$target_dir/debug/duet"
-echo "== cargo test" >&2
+echo "== cargo test ($SECONDS s in)" >&2
 # `--tests`: every crate's unit tests and every file of `tests/`; `--examples`:
 # the examples as test targets, so they keep compiling (their helpers' unit
 # tests run; their `main` does not). No crate has doc tests. Clippy is not
