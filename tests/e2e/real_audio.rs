@@ -28,6 +28,7 @@ use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use common::pulse::PulseAudio;
+use common::sound::tone_frequency;
 use common::{LivePeer, Scratch, serialised, start_server};
 use duet_media::BeepSource;
 use duet_media::frame::unix_ms;
@@ -138,7 +139,7 @@ fn measure_tone(samples: &[f32], floor_db: f64) -> Option<ToneFound> {
     Some(ToneFound {
         onset_s: onset as f64 / RATE as f64,
         level_db,
-        frequency_hz: rising_crossing_frequency(window),
+        frequency_hz: tone_frequency(window).unwrap_or(0.0),
         weakest_packet_db: packet_levels.iter().copied().fold(f64::INFINITY, f64::min),
         broken_packets: packet_levels
             .iter()
@@ -146,27 +147,6 @@ fn measure_tone(samples: &[f32], floor_db: f64) -> Option<ToneFound> {
             .count(),
         packets: packet_levels.len(),
     })
-}
-
-/// The frequency of a tone from its rising zero crossings (each placed by
-/// linear interpolation between the two samples around it); 0 with fewer
-/// than two.
-fn rising_crossing_frequency(samples: &[f32]) -> f64 {
-    let crossings: Vec<f64> = samples
-        .windows(2)
-        .enumerate()
-        .filter(|(_, pair)| pair[0] < 0.0 && pair[1] >= 0.0)
-        .map(|(i, pair)| {
-            let (a, b) = (f64::from(pair[0]), f64::from(pair[1]));
-            i as f64 + a / (a - b)
-        })
-        .collect();
-    match (crossings.first(), crossings.last()) {
-        (Some(first), Some(last)) if crossings.len() >= 2 && last > first => {
-            (crossings.len() - 1) as f64 * RATE as f64 / (last - first)
-        }
-        _ => 0.0,
-    }
 }
 
 fn describe_tone(tone: Option<ToneFound>, reference_db: f64) -> String {

@@ -13,6 +13,7 @@ use crate::common;
 use std::time::{Duration, Instant};
 
 use common::screen::{ScreenStamp, find_stamps};
+use common::sound::tone_frequency;
 use common::xdisplay::VirtualDisplay;
 use common::{LivePeer, Scratch, number, peer, report, serialised, start_server};
 
@@ -272,9 +273,7 @@ fn a_windowed_call_writes_its_report_with_the_latency_of_the_pictures_it_showed(
 }
 
 /// The frequency of each loud burst in 48 kHz `samples` (runs of 20 ms
-/// windows over 0.05 RMS), measured over the middle half of the burst: the
-/// half-periods between its first and last zero crossing, with hysteresis at
-/// a tenth of the burst's peak so that noise near zero does not count.
+/// windows over 0.05 RMS), measured over the middle half of the burst.
 fn tone_bursts(samples: &[f32]) -> Vec<f64> {
     let loud: Vec<bool> = samples
         .chunks_exact(960)
@@ -288,7 +287,7 @@ fn tone_bursts(samples: &[f32]) -> Vec<f64> {
             (false, Some(first)) => {
                 let (from, to) = (first * 960, index * 960);
                 let quarter = (to - from) / 4;
-                if let Some(hz) = frequency(&samples[from + quarter..to - quarter]) {
+                if let Some(hz) = tone_frequency(&samples[from + quarter..to - quarter]) {
                     bursts.push(hz);
                 }
                 start = None;
@@ -297,63 +296,6 @@ fn tone_bursts(samples: &[f32]) -> Vec<f64> {
         }
     }
     bursts
-}
-
-/// The frequency of a steady tone, from the times between its zero
-/// crossings near their median. A gap inside the burst (a dropout, played
-/// as silence) is one long half-period, left out; counted over the whole
-/// span, such a gap reads low (a 660 Hz beep was read once as 549 Hz, on a
-/// busy machine; not traced).
-fn frequency(tone: &[f32]) -> Option<f64> {
-    let peak = tone.iter().fold(0.0f32, |peak, s| peak.max(s.abs()));
-    let threshold = peak / 10.0;
-    let mut positive = None;
-    let mut crossings = Vec::new();
-    for (at, &sample) in tone.iter().enumerate() {
-        let now = match sample {
-            s if s > threshold => Some(true),
-            s if s < -threshold => Some(false),
-            _ => positive,
-        };
-        if positive.is_some() && now != positive {
-            crossings.push(at);
-        }
-        positive = now;
-    }
-    let half_periods: Vec<usize> = crossings.windows(2).map(|pair| pair[1] - pair[0]).collect();
-    if half_periods.len() < 2 {
-        return None;
-    }
-    let mut sorted = half_periods.clone();
-    sorted.sort_unstable();
-    let median = sorted[sorted.len() / 2];
-    // The half-periods near the median: a gap (or a glitch's extra
-    // crossings) far from it is left out.
-    let steady: Vec<usize> = half_periods
-        .into_iter()
-        .filter(|&half| 2 * half >= median && 2 * half <= 3 * median)
-        .collect();
-    let samples: usize = steady.iter().sum();
-    (samples > 0).then(|| steady.len() as f64 / 2.0 * 48_000.0 / samples as f64)
-}
-
-#[test]
-fn a_tone_with_a_dropout_in_it_reads_at_its_own_frequency() {
-    let tone = |from: usize, to: usize| {
-        (from..to).map(|n| (n as f32 * 660.0 * std::f32::consts::TAU / 48_000.0).sin() * 0.5)
-    };
-    // 40 ms of 660 Hz, 8 ms of silence, 40 ms more.
-    let mut samples: Vec<f32> = tone(0, 1_920).collect();
-    samples.extend(std::iter::repeat_n(0.0, 384));
-    samples.extend(tone(2_304, 4_224));
-    let hz = frequency(&samples).expect("a tone");
-    assert!((hz - 660.0).abs() < 660.0 * 0.01, "{hz:.1} Hz");
-    // The same at 880 Hz is not taken for 660.
-    let other: Vec<f32> = (0..4_224)
-        .map(|n| (n as f32 * 880.0 * std::f32::consts::TAU / 48_000.0).sin() * 0.5)
-        .collect();
-    let hz = frequency(&other).expect("a tone");
-    assert!((hz - 880.0).abs() < 880.0 * 0.01, "{hz:.1} Hz");
 }
 
 #[test]
