@@ -59,6 +59,11 @@ const MAX_AHEAD: u64 = 480_000;
 /// is taken to have moved back (a restart), and playout starts over on it.
 const LATE_RESTART: u32 = 10;
 
+/// Whether `audio` is a pause: no sample above [`QUIET_PEAK`].
+pub(crate) fn is_quiet(audio: &[f32]) -> bool {
+    audio.iter().all(|sample| sample.abs() <= QUIET_PEAK)
+}
+
 /// The 20 ms ticks a packet of `samples` plays for (at least one).
 fn ticks_of(samples: u64) -> usize {
     usize::try_from(samples.div_ceil(u64::from(TICKS_PER_PACKET)))
@@ -248,9 +253,7 @@ impl AudioPlayoutBuffer {
     /// The decoder has decoded the packet, so its state runs on unbroken.
     pub fn skips_quiet(&mut self, audio: &[f32]) -> bool {
         let ticks = ticks_of(audio.len() as u64);
-        if self.queued_ticks() < self.target + 1 + ticks
-            || audio.iter().any(|sample| sample.abs() > QUIET_PEAK)
-        {
+        if self.queued_ticks() < self.target + 1 + ticks || !is_quiet(audio) {
             return false;
         }
         self.skipped_quiet += ticks as u64;

@@ -101,13 +101,16 @@ impl Default for BeepDetector {
 }
 
 impl BeepDetector {
-    /// A detector that has heard nothing yet (counts as quiet, so a beep at
-    /// the very start after 300 ms of silence is found).
+    /// A detector that has heard nothing yet. What came before its first
+    /// sample was silence (a call's playout starts with its first packet),
+    /// so a beep at the very start is found: counting the 300 ms of quiet
+    /// from the first sample lost every beep that began within 0.3 s of a
+    /// call's audio, though it was played whole.
     pub fn new() -> BeepDetector {
         BeepDetector {
             window: VecDeque::with_capacity(WINDOW + 1),
             sum_squares: 0.0,
-            quiet: 0,
+            quiet: QUIET_NEEDED,
             pending: None,
             found: Vec::new(),
         }
@@ -232,6 +235,16 @@ mod tests {
     use std::f32::consts::PI;
     use std::time::{Duration, UNIX_EPOCH};
 
+    /// When `frame`'s first sample was made, in ms since the epoch.
+    fn made_at_ms(frame: &crate::frame::AudioFrame) -> f64 {
+        frame
+            .capture_time
+            .duration_since(UNIX_EPOCH)
+            .expect("after epoch")
+            .as_secs_f64()
+            * 1000.0
+    }
+
     #[test]
     fn every_beep_is_found_on_time_at_its_frequency() {
         for hz in [300.0, 880.0, 1234.0, 3000.0] {
@@ -242,12 +255,7 @@ mod tests {
             for _ in 0..250 {
                 let frame = source.generate();
                 let sent_ms = crate::frame::unix_ms(frame.capture_time) as f64;
-                let sent_exact = frame
-                    .capture_time
-                    .duration_since(UNIX_EPOCH)
-                    .expect("after epoch")
-                    .as_secs_f64()
-                    * 1000.0;
+                let sent_exact = made_at_ms(&frame);
                 assert!((sent_exact - sent_ms).abs() < 1.0);
                 detector.push(&frame.samples, sent_exact + 40.0);
             }
@@ -261,6 +269,21 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn a_beep_at_the_very_start_is_found() {
+        let start = UNIX_EPOCH + Duration::from_millis(1_764_000_000_900);
+        let mut source = BeepSource::new(880.0, start).expect("valid");
+        let mut detector = BeepDetector::new();
+        // Audio from 100 ms before a second: the beep begins 100 ms in.
+        for _ in 0..25 {
+            let frame = source.generate();
+            detector.push(&frame.samples, made_at_ms(&frame) + 40.0);
+        }
+        let beeps = detector.take();
+        assert_eq!(beeps.len(), 1, "{beeps:?}");
+        assert!((beeps[0].latency_ms - 40.0).abs() < 1.0, "{beeps:?}");
     }
 
     #[test]

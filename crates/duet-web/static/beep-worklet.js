@@ -9,7 +9,8 @@ class BeepDetector extends AudioWorkletProcessor {
     this.sumSquares = 0;
     this.filled = 0;
     this.windowStart = 0;
-    this.quietFor = 0;
+    // Before the first sample nothing was heard: a beep at the very start counts.
+    this.quietFor = 0.3 * sampleRate;
     this.burst = null;
   }
 

@@ -22,6 +22,13 @@ const NARROW_BELOW: u64 = 150_000;
 const NORMAL_ABOVE: u64 = 250_000;
 /// The shortest time between two switches.
 const MIN_DWELL: Duration = Duration::from_secs(2);
+/// The longest a switch to longer packets waits for a pause in the sound.
+/// The first long packet leaves 40 ms later than a short one with the same
+/// start would have, so the receiver plays 40 ms of concealment there: in a
+/// pause nobody hears it, in a word (or a beep) it is a gap. On the 100
+/// kbit/s rig a switch 90 ms before a beep broke it up. Sound with no pause
+/// (music) switches after this long anyway.
+const PAUSE_WAIT: Duration = Duration::from_secs(1);
 
 /// How the encoder packs audio.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,6 +66,8 @@ impl AudioPacking {
 pub(crate) struct AudioRateRule {
     packing: AudioPacking,
     last_switch: Option<Instant>,
+    /// Since when a switch to longer packets waits for a pause.
+    waiting_since: Option<Instant>,
 }
 
 impl Default for AudioRateRule {
@@ -66,18 +75,21 @@ impl Default for AudioRateRule {
         AudioRateRule {
             packing: AudioPacking::NORMAL,
             last_switch: None,
+            waiting_since: None,
         }
     }
 }
 
 impl AudioRateRule {
     /// The packing for the next packet, given the whole connection's target
-    /// (0 while there is none yet, which keeps the packing as it is) and
-    /// whether the path holds it down.
+    /// (0 while there is none yet, which keeps the packing as it is),
+    /// whether the path holds it down, and whether the sound is in a pause
+    /// where the packet starts.
     pub(crate) fn packing(
         &mut self,
         target_bps: u64,
         path_limited: bool,
+        pause: bool,
         now: Instant,
     ) -> AudioPacking {
         let wanted = if target_bps == 0 {
@@ -94,7 +106,16 @@ impl AudioRateRule {
         let settled = self
             .last_switch
             .is_none_or(|at| now.saturating_duration_since(at) >= MIN_DWELL);
-        if wanted != self.packing && settled {
+        let longer = wanted.frames_per_packet > self.packing.frames_per_packet;
+        self.waiting_since = if wanted != self.packing && settled && longer {
+            Some(self.waiting_since.unwrap_or(now))
+        } else {
+            None
+        };
+        let waited_out = self
+            .waiting_since
+            .is_some_and(|since| now.saturating_duration_since(since) >= PAUSE_WAIT);
+        if wanted != self.packing && settled && (!longer || pause || waited_out) {
             tracing::debug!(
                 target_kbps = target_bps / 1000,
                 packet_ms = wanted.frames_per_packet * 20,
@@ -103,6 +124,7 @@ impl AudioRateRule {
             );
             self.packing = wanted;
             self.last_switch = Some(now);
+            self.waiting_since = None;
         }
         self.packing
     }
@@ -118,31 +140,43 @@ mod tests {
         let start = Instant::now();
         let at = |s: u64| start + Duration::from_secs(s);
         assert_eq!(
-            rule.packing(0, true, at(0)),
+            rule.packing(0, true, true, at(0)),
             AudioPacking::NORMAL,
             "no target yet"
         );
-        assert_eq!(rule.packing(1_400_000, true, at(0)), AudioPacking::NORMAL);
-        assert_eq!(rule.packing(100_000, true, at(1)), AudioPacking::NARROW);
         assert_eq!(
-            rule.packing(200_000, true, at(5)),
+            rule.packing(1_400_000, true, true, at(0)),
+            AudioPacking::NORMAL
+        );
+        assert_eq!(
+            rule.packing(100_000, true, true, at(1)),
+            AudioPacking::NARROW
+        );
+        assert_eq!(
+            rule.packing(200_000, true, true, at(5)),
             AudioPacking::NARROW,
             "in the gap"
         );
-        assert_eq!(rule.packing(300_000, true, at(6)), AudioPacking::NORMAL);
+        assert_eq!(
+            rule.packing(300_000, true, true, at(6)),
+            AudioPacking::NORMAL
+        );
     }
 
     #[test]
     fn a_target_wavering_across_the_line_switches_at_most_every_two_seconds() {
         let mut rule = AudioRateRule::default();
         let start = Instant::now();
-        assert_eq!(rule.packing(100_000, true, start), AudioPacking::NARROW);
+        assert_eq!(
+            rule.packing(100_000, true, true, start),
+            AudioPacking::NARROW
+        );
         let mut switches = 0;
         let mut last = AudioPacking::NARROW;
         for tick in 1..=45 {
             let target = if tick % 2 == 0 { 100_000 } else { 400_000 };
             let now = start + Duration::from_millis(100 * tick);
-            let packing = rule.packing(target, true, now);
+            let packing = rule.packing(target, true, true, now);
             switches += usize::from(packing != last);
             last = packing;
         }
@@ -154,10 +188,50 @@ mod tests {
         // Audio alone sends ~50 kbit/s, and the target follows it.
         let mut rule = AudioRateRule::default();
         let start = Instant::now();
-        assert_eq!(rule.packing(75_000, false, start), AudioPacking::NORMAL);
-        assert_eq!(rule.packing(75_000, true, start), AudioPacking::NARROW);
+        assert_eq!(
+            rule.packing(75_000, false, true, start),
+            AudioPacking::NORMAL
+        );
+        assert_eq!(
+            rule.packing(75_000, true, true, start),
+            AudioPacking::NARROW
+        );
         let later = start + Duration::from_secs(3);
-        assert_eq!(rule.packing(75_000, false, later), AudioPacking::NORMAL);
+        assert_eq!(
+            rule.packing(75_000, false, true, later),
+            AudioPacking::NORMAL
+        );
+    }
+
+    #[test]
+    fn longer_packets_wait_for_a_pause_and_shorter_ones_do_not() {
+        use AudioPacking as P;
+        let start = Instant::now();
+        // (target, a pause?, ms after the start, the packing chosen)
+        let steps: [&[(u64, bool, u64, AudioPacking)]; 2] = [
+            &[
+                // Narrow, but a beep is sounding: no switch yet...
+                (100_000, false, 0, P::NORMAL),
+                (100_000, false, 80, P::NORMAL),
+                // ...until the pause after it.
+                (100_000, true, 120, P::NARROW),
+                // Back to short packets at once, pause or not.
+                (400_000, false, 2_200, P::NORMAL),
+            ],
+            // Sound without a pause switches after a second.
+            &[
+                (100_000, false, 0, P::NORMAL),
+                (100_000, false, 990, P::NORMAL),
+                (100_000, false, 1_000, P::NARROW),
+            ],
+        ];
+        for steps in steps {
+            let mut rule = AudioRateRule::default();
+            for &(target, pause, ms, expected) in steps {
+                let now = start + Duration::from_millis(ms);
+                assert_eq!(rule.packing(target, true, pause, now), expected, "{ms} ms");
+            }
+        }
     }
 
     #[test]

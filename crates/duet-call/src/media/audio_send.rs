@@ -19,6 +19,7 @@ use super::shared::MediaShared;
 use super::threads::{MediaThreads, spawn_with_device};
 use super::{MediaNotice, Started, next_or_fail};
 use crate::CallError;
+use crate::playout::is_quiet;
 
 /// Starts the audio capture-and-encode thread, which opens the source; resolves once it is open.
 ///
@@ -48,6 +49,8 @@ pub(crate) async fn start_audio_sender(
             let mut pending: Vec<f32> =
                 Vec::with_capacity(AudioPacking::NARROW.samples_per_packet());
             let mut pending_capture = None;
+            // Whether the frame before this one was a pause.
+            let mut previous_quiet = true;
             let mut encoder = match OpusEncoder::new(packing.bitrate_bps) {
                 Ok(encoder) => encoder,
                 Err(err) => {
@@ -96,11 +99,18 @@ pub(crate) async fn start_audio_sender(
                 } else {
                     &frame.samples
                 };
-                // A packet's packing is chosen as it starts.
+                // A packet's packing is chosen as it starts, a change to
+                // longer packets in a pause (between two quiet frames).
+                let quiet = is_quiet(samples);
+                let pause = std::mem::replace(&mut previous_quiet, quiet) && quiet;
                 if pending.is_empty() {
                     let budget = &shared.send_budget;
-                    let chosen =
-                        rate.packing(budget.target_bps(), budget.path_limited(), Instant::now());
+                    let chosen = rate.packing(
+                        budget.target_bps(),
+                        budget.path_limited(),
+                        pause,
+                        Instant::now(),
+                    );
                     if chosen.bitrate_bps != packing.bitrate_bps
                         && let Err(err) = encoder.set_bitrate(chosen.bitrate_bps)
                     {
