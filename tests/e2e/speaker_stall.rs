@@ -62,11 +62,12 @@ fn a_sound_server_held_up_for_a_moment_is_reported_and_the_call_plays_on() {
             })
             .collect();
         // The delays are read on the beeps that follow one a second before
-        // them. The first sound after a stall is what the stream held when it
-        // stopped: when the stall cut a beep (CI, 2026-12-03, and here with
-        // both cores busy), its rest is heard as the stream comes back, 1.9 s
-        // later, and read as a beep 100 ms late; the next beeps were back
-        // within 11 ms of where they were.
+        // them. The first sound after a stall was what the stream held when
+        // it stopped: when the stall cut a beep (CI, 2026-12-03, and here
+        // with both cores busy), its rest was heard as the stream came back,
+        // 1.9 s later, and read as a beep 100 ms late. Audio held over a stop
+        // of more than 500 ms is now dropped (`devices::playback`), but a
+        // shorter stop still plays its rest a little late.
         let steady: Vec<_> = beeps
             .iter()
             .enumerate()

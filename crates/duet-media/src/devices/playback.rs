@@ -43,9 +43,18 @@ const MOST_GAP_MS: f64 = 10_000.0;
 /// same, but not an underrun of a running device.
 const STARTING_MS: f64 = 500.0;
 
+/// Audio the ring still holds when the device comes back from a stop this
+/// long is dropped, not played: it belonged to a moment half a second gone.
+/// After a sound server held up for 2 s, the 45 ms left of a beep it had cut
+/// were heard 2 s late, a stale fragment ahead of the live sound.
+const STALE_AFTER_MS: f64 = 500.0;
+
 /// What one callback did.
 #[derive(Debug, Clone, Copy)]
 struct Played {
+    /// Device samples (per channel) the ring held over a long stop, dropped
+    /// unplayed ([`STALE_AFTER_MS`]).
+    stale: u32,
     /// Device samples (per channel) taken from the ring.
     played: u32,
     /// Device samples of silence played after them, because the ring ran dry.
@@ -79,6 +88,8 @@ pub(crate) fn playback_channel(
     let feed = DeviceFeed {
         samples: samples_out,
         reports: reports_in,
+        rate_hz: f64::from(device_rate),
+        heard_until_ms: None,
     };
     Ok((feeder, feed))
 }
@@ -88,6 +99,10 @@ pub(crate) fn playback_channel(
 pub(crate) struct DeviceFeed {
     samples: Consumer<f32>,
     reports: Producer<Played>,
+    rate_hz: f64,
+    /// When the last sample of the last callback is heard (ms since the
+    /// epoch).
+    heard_until_ms: Option<f64>,
 }
 
 impl DeviceFeed {
@@ -96,6 +111,17 @@ impl DeviceFeed {
     pub(crate) fn fill(&mut self, data: &mut [f32], channels: usize, first_heard: SystemTime) {
         let channels = channels.max(1);
         let frames = data.len() / channels;
+        let first_heard_ms = unix_ms_f64(first_heard);
+        let mut stale = 0;
+        if self
+            .heard_until_ms
+            .is_some_and(|until_ms| first_heard_ms - until_ms > STALE_AFTER_MS)
+            && let Ok(chunk) = self.samples.read_chunk(self.samples.slots())
+        {
+            stale = chunk.len();
+            chunk.commit_all();
+        }
+        self.heard_until_ms = Some(first_heard_ms + frames as f64 * 1000.0 / self.rate_hz);
         let available = frames.min(self.samples.slots());
         let mut played = 0;
         if let Ok(chunk) = self.samples.read_chunk(available) {
@@ -109,9 +135,10 @@ impl DeviceFeed {
         data[played * channels..].fill(0.0);
         // A full report ring means nobody reads it: the report is lost, not waited for.
         let _ = self.reports.push(Played {
+            stale: stale as u32,
             played: played as u32,
             silent: (frames - played) as u32,
-            first_heard_unix_ms: unix_ms_f64(first_heard),
+            first_heard_unix_ms: first_heard_ms,
         });
     }
 }
@@ -206,12 +233,20 @@ impl PlaybackFeeder {
                     + f64::from(asked) * 1000.0 / f64::from(self.device_rate),
             );
             self.clock.observe(asked, report.first_heard_unix_ms);
+            if report.stale > 0 {
+                tracing::debug!(
+                    ms = f64::from(report.stale) * 1000.0 / f64::from(self.device_rate),
+                    "audio held over the device's stop dropped"
+                );
+                self.pending.dropped(report.stale as usize);
+            }
             if report.played > 0 {
                 self.started = true;
             } else if report.silent == 0 {
                 continue;
             }
-            if report.silent > 0 && self.started {
+            // The silence after stale audio was dropped is the same stop.
+            if report.silent > 0 && self.started && report.stale == 0 {
                 self.underruns += 1;
             }
             self.scratch.clear();
@@ -287,6 +322,12 @@ impl PendingSamples {
         };
         let mut moved = self.in_resampler.drain(..out_of_resampler);
         self.queued.extend(moved.by_ref().take(kept_48k));
+    }
+
+    /// `stale` samples were dropped from the ring unplayed.
+    fn dropped(&mut self, stale: usize) {
+        let count = to_48k(&mut self.carry_out, stale, self.device_rate).min(self.queued.len());
+        self.queued.drain(..count);
     }
 
     /// The device played `played` samples from the ring, then `silent` of
@@ -391,6 +432,32 @@ mod tests {
     }
 
     #[test]
+    fn audio_held_over_a_long_stop_is_dropped_not_played_late() {
+        let (mut feeder, mut feed) = playback_channel(48_000).expect("channel");
+        let at = |ms: u64| UNIX_EPOCH + Duration::from_millis(ms);
+        let mut mono = vec![0.0; 480];
+        for n in 0..100 {
+            feeder.push(&[0.25; 480]).expect("push");
+            feed.fill(&mut mono, 1, at(n * 10));
+        }
+        // A beep's first half played, then the sound server stopped for 2 s
+        // with its second half in the ring.
+        feeder.push(&[0.5; 960]).expect("push");
+        feed.fill(&mut mono, 1, at(1_000));
+        feed.fill(&mut mono, 1, at(3_010));
+        assert!(mono.iter().all(|&s| s == 0.0), "the rest is not played");
+        feeder.push(&[0.75; 480]).expect("push");
+        feed.fill(&mut mono, 1, at(3_020));
+        assert_eq!(mono, [0.75; 480], "the live sound follows");
+        let runs = played(&mut feeder);
+        let heard: Vec<f32> = runs.iter().skip(100).flat_map(|(s, _)| s.clone()).collect();
+        assert_eq!(heard.len(), 480 + 2_000 * 48 + 480 + 480);
+        assert!(!heard[480..].contains(&0.5), "nor reported as played");
+        assert_eq!(heard[heard.len() - 480..], [0.75; 480]);
+        assert_eq!(feeder.underruns(), 1, "one stop");
+    }
+
+    #[test]
     fn a_stream_that_stalls_as_it_starts_is_heard_as_silence_but_is_no_underrun() {
         let (mut feeder, mut feed) = playback_channel(48_000).expect("channel");
         let at = |ms: u64| UNIX_EPOCH + Duration::from_millis(ms);
@@ -400,8 +467,9 @@ mod tests {
         feed.fill(&mut mono, 1, at(1_000));
         feed.fill(&mut mono, 1, at(1_010));
         feed.fill(&mut mono, 1, at(3_020));
+        let runs = played(&mut feeder);
         assert_eq!(
-            timeline(&played(&mut feeder)),
+            timeline(&runs),
             [
                 (480, 1_000.0),
                 (480, 1_010.0),
@@ -409,6 +477,8 @@ mod tests {
                 (480, 3_020.0)
             ]
         );
+        // What was queued two seconds before is not played now.
+        assert!(runs[3].0.iter().all(|&s| s == 0.0));
         assert_eq!(feeder.underruns(), 0);
     }
 
