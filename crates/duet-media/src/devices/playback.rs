@@ -359,6 +359,16 @@ mod tests {
         runs
     }
 
+    /// A second of steady 10 ms callbacks from the epoch on, each fed 10 ms
+    /// of `level` just before.
+    fn steady_second(feeder: &mut PlaybackFeeder, feed: &mut DeviceFeed, level: f32) {
+        let mut mono = vec![0.0; 480];
+        for n in 0..100 {
+            feeder.push(&[level; 480]).expect("push");
+            feed.fill(&mut mono, 1, UNIX_EPOCH + Duration::from_millis(n * 10));
+        }
+    }
+
     /// Each run's length and when its first sample was heard.
     fn timeline(runs: &[(Vec<f32>, f64)]) -> Vec<(usize, f64)> {
         runs.iter().map(|(s, at)| (s.len(), *at)).collect()
@@ -405,11 +415,7 @@ mod tests {
         let (mut feeder, mut feed) = playback_channel(48_000).expect("channel");
         let at = |ms: u64| UNIX_EPOCH + Duration::from_millis(ms);
         let mut mono = vec![0.0; 480];
-        // A second of steady callbacks, 10 ms apart.
-        for n in 0..100 {
-            feeder.push(&[0.5; 480]).expect("push");
-            feed.fill(&mut mono, 1, at(n * 10));
-        }
+        steady_second(&mut feeder, &mut feed, 0.5);
         assert_eq!(played(&mut feeder).len(), 100);
         feeder.push(&[0.5; 960]).expect("push");
         feed.fill(&mut mono, 1, at(1_000));
@@ -436,10 +442,7 @@ mod tests {
         let (mut feeder, mut feed) = playback_channel(48_000).expect("channel");
         let at = |ms: u64| UNIX_EPOCH + Duration::from_millis(ms);
         let mut mono = vec![0.0; 480];
-        for n in 0..100 {
-            feeder.push(&[0.25; 480]).expect("push");
-            feed.fill(&mut mono, 1, at(n * 10));
-        }
+        steady_second(&mut feeder, &mut feed, 0.25);
         // A beep's first half played, then the sound server stopped for 2 s
         // with its second half in the ring.
         feeder.push(&[0.5; 960]).expect("push");
