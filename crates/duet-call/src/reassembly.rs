@@ -118,11 +118,31 @@ impl VideoReassembler {
             .clamp(MIN_WAIT, MAX_WAIT)
     }
 
-    /// When [`poll`](Self::poll) next has something to do: the moment the oldest
-    /// waiting packet has waited long enough. `None` when nothing waits.
+    /// When [`poll`](Self::poll) next has something to do: the moment the
+    /// gap the stream is stuck on has been waited for long enough. `None` when nothing waits.
     pub fn next_deadline(&self) -> Option<Instant> {
-        let oldest = self.buffer.values().map(|p| p.arrived).min()?;
-        Some(oldest + self.gap_wait())
+        Some(self.gap_seen_at()? + self.gap_wait())
+    }
+
+    /// When the gap the stream is stuck on was seen: the arrival of the
+    /// first packet beyond it, when its NACK went out. A large frame paced
+    /// out over a few hundred milliseconds must not have that time counted
+    /// against its retransmission. Without a gap (a frame whose tail is
+    /// still coming), the oldest packet's arrival.
+    fn gap_seen_at(&self) -> Option<Instant> {
+        let next = self.next?;
+        let mut expected = next;
+        let beyond_gap = self
+            .buffer
+            .range(next..)
+            .skip_while(|(seq, _)| {
+                let in_run = **seq == expected;
+                expected += 1;
+                in_run
+            })
+            .map(|(_, p)| p.arrived)
+            .min();
+        beyond_gap.or_else(|| self.buffer.values().map(|p| p.arrived).min())
     }
 
     /// Adds one packet and returns whatever it completes, in order.
@@ -224,10 +244,11 @@ impl VideoReassembler {
                 }
                 continue;
             }
-            // Stuck on a gap: give up once the oldest waiting packet has waited long enough.
-            let oldest = self.buffer.values().map(|p| p.arrived).min();
-            let Some(oldest) = oldest else { return };
-            if now.saturating_duration_since(oldest) < self.gap_wait() {
+            // Stuck on a gap: give up once it has been waited for long enough.
+            let Some(seen) = self.gap_seen_at() else {
+                return;
+            };
+            if now.saturating_duration_since(seen) < self.gap_wait() {
                 return;
             }
             let Some(resume) = self.resume_point(next) else {
@@ -244,7 +265,7 @@ impl VideoReassembler {
             tracing::debug!(
                 missing = count,
                 first = ?numbers,
-                waited_ms = now.saturating_duration_since(oldest).as_millis() as u64,
+                waited_ms = now.saturating_duration_since(seen).as_millis() as u64,
                 wait_ms = self.gap_wait().as_millis() as u64,
                 "giving up on a frame"
             );
@@ -680,6 +701,49 @@ mod tests {
         let later = reassembler.poll(start + MAX_WAIT);
         assert!(matches!(later[0], Reassembled::Lost { .. }));
         assert_eq!(units(&later), vec![6000]);
+    }
+
+    #[test]
+    fn a_gap_in_a_slowly_paced_frame_is_waited_for_from_when_it_was_seen() {
+        // A keyframe on a narrow link leaves over a few hundred milliseconds.
+        // Its next-to-last packet is lost: the gap shows when the marker
+        // comes, and the resend is a round trip after that, however long
+        // the frame's first packet has waited.
+        let spacing = Duration::from_millis(20);
+        let start = Instant::now();
+        let lose_one = || {
+            let mut stream = Stream::new(100, 1, 12_000);
+            let lost_at = stream.packets.len() - 2;
+            let lost = stream.packets.remove(lost_at);
+            let mut reassembler = VideoReassembler::new();
+            reassembler.set_rtt(Duration::from_millis(50));
+            let mut out = Vec::new();
+            let mut arrived = start;
+            for (i, (s, t, m, p)) in stream.packets.into_iter().enumerate() {
+                arrived = start + spacing * i as u32;
+                out.extend(reassembler.push(s, t, m, p, arrived));
+            }
+            assert!(
+                arrived - start > reassembler.gap_wait(),
+                "the frame took longer than a gap's wait"
+            );
+            assert!(out.is_empty(), "given up as the gap showed: {out:?}");
+            let deadline = arrived + reassembler.gap_wait();
+            (reassembler, lost, deadline)
+        };
+
+        let (mut reassembler, lost, deadline) = lose_one();
+        assert_eq!(reassembler.next_deadline(), Some(deadline));
+        let resent = deadline - Duration::from_millis(1);
+        assert!(reassembler.poll(resent).is_empty());
+        let out = reassembler.push(lost.0, lost.1, lost.2, lost.3, resent);
+        assert_eq!(units(&out), vec![0], "the resend completes the frame");
+
+        let (mut reassembler, _, deadline) = lose_one();
+        assert!(matches!(
+            reassembler.poll(deadline)[..],
+            [Reassembled::Lost { .. }]
+        ));
     }
 
     #[test]
