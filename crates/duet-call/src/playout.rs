@@ -9,7 +9,9 @@
 //! microphone's capture clock, other implementations) still plays whole, and
 //! only a real gap is concealed. The buffer
 //! starts one packet deep, grows when packets come late (an underrun) or the
-//! measured jitter says it must. Its depth is held at target by playing a
+//! measured jitter says it must, and gives the margin underruns earned back
+//! after a calm, or sooner when every packet of a few seconds came well
+//! before it was due (`margin`). Its depth is held at target by playing a
 //! touch faster or slower ([`AudioPlayoutBuffer::playout_ratio`], see
 //! `crate::drift`): that absorbs the drift between the sender's and the
 //! device's clocks. Depth well above the target (after a burst, or when the
@@ -29,6 +31,10 @@ use duet_media::stretch::MAX_STRETCH;
 use crate::drift::DriftControl;
 use crate::reassembly::JitterEstimator;
 
+mod margin;
+
+use margin::{ArrivalLead, UnderrunMargin};
+
 /// RTP ticks in one 20 ms Opus packet at 48 kHz.
 pub const TICKS_PER_PACKET: u32 = 960;
 /// How far from where the previous packet ended the next may start and still
@@ -46,12 +52,6 @@ const FAR_ABOVE: usize = 3;
 /// a deep buffer back down ([`AudioPlayoutBuffer::skips_quiet`]): a pause, a
 /// quiet room's noise, never a word or a beep.
 const QUIET_PEAK: f32 = 0.01;
-/// Ticks without an underrun after which one packet of underrun margin is
-/// given back (5 s), at first.
-const CALM_TICKS: u32 = 250;
-/// The longest calm asked for before giving margin back (60 s): reached when
-/// giving it back keeps proving premature.
-const MAX_CALM_TICKS: u32 = 3_000;
 /// Packets further than this ahead of the one playing (10 s) are dropped:
 /// a wild timestamp, not audio that will be reached while the stream goes on.
 const MAX_AHEAD: u64 = 480_000;
@@ -111,6 +111,8 @@ pub struct AudioPlayoutBuffer {
     target: usize,
     /// Extra depth earned by underruns, given back after calm periods.
     margin: UnderrunMargin,
+    /// How early packets came lately: margin they left unused is given back.
+    lead: ArrivalLead,
     misses_in_a_row: u32,
     /// Packets that came too late to play, in a row.
     late_in_a_row: u32,
@@ -134,6 +136,7 @@ impl Default for AudioPlayoutBuffer {
             highest: None,
             target: 1,
             margin: UnderrunMargin::default(),
+            lead: ArrivalLead::default(),
             misses_in_a_row: 0,
             late_in_a_row: 0,
             arrivals: 0,
@@ -142,73 +145,6 @@ impl Default for AudioPlayoutBuffer {
             concealed: 0,
             skipped_quiet: 0,
         }
-    }
-}
-
-/// Depth earned by underruns: a packet more for each, given back one at a
-/// time after a calm period. A path whose packets come late now and then
-/// (every few seconds) would otherwise glitch each time the margin was given
-/// back; so when an underrun follows soon after a give-back, the calm asked
-/// for next time doubles (up to a minute), and it halves again after a give-
-/// back that held.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct UnderrunMargin {
-    packets: usize,
-    /// Packets played since the last underrun or give-back.
-    calm_ticks: u32,
-    /// How long a calm gives a packet back.
-    calm_needed: u32,
-    /// A packet was given back and the calm since has not yet lasted
-    /// `calm_needed`: an underrun now says it was given back too soon.
-    probing: bool,
-}
-
-impl Default for UnderrunMargin {
-    fn default() -> Self {
-        UnderrunMargin {
-            packets: 0,
-            calm_ticks: 0,
-            calm_needed: CALM_TICKS,
-            probing: false,
-        }
-    }
-}
-
-impl UnderrunMargin {
-    /// A packet was played on time. True when the margin changed.
-    fn on_played(&mut self) -> bool {
-        self.calm_ticks = self.calm_ticks.saturating_add(1);
-        if self.calm_ticks < self.calm_needed {
-            return false;
-        }
-        self.calm_ticks = 0;
-        if self.probing {
-            // The last give-back held: be a little quicker next time.
-            self.calm_needed = (self.calm_needed / 2).max(CALM_TICKS);
-        }
-        self.probing = self.packets > 0;
-        if self.packets > 0 {
-            self.packets -= 1;
-            return true;
-        }
-        false
-    }
-
-    /// The packet due was not there.
-    fn on_underrun(&mut self) {
-        if self.probing {
-            self.calm_needed = (self.calm_needed * 2).min(MAX_CALM_TICKS);
-            self.probing = false;
-        }
-        self.packets = (self.packets + 1).min(MAX_TARGET);
-        self.calm_ticks = 0;
-    }
-
-    /// The stream paused: the underrun that noticed it said nothing about
-    /// jitter, so its packet is handed back.
-    fn on_pause(&mut self) {
-        self.packets = self.packets.saturating_sub(1);
-        self.probing = false;
     }
 }
 
@@ -278,6 +214,9 @@ impl AudioPlayoutBuffer {
             self.drift.reset();
         }
         self.late_in_a_row = 0;
+        if let Some(next) = self.next {
+            self.lead.on_arrival(ts.saturating_sub(next));
+        }
         self.arrivals += 1;
         let arrival = self.arrivals;
         self.packets.insert(
@@ -396,7 +335,13 @@ impl AudioPlayoutBuffer {
                 // is a wild timestamp that would only skew the depth.
                 drop(self.packets.split_off(&(ts + MAX_AHEAD)));
                 self.misses_in_a_row = 0;
-                if self.margin.on_played() {
+                let changed = self.margin.on_played();
+                // Margin that went unused, given back no faster than the
+                // depth it leaves above the target can stay under the cut.
+                let unused = self.lead.on_played(queued.samples);
+                let room = (self.target + FAR_ABOVE * packet_ticks)
+                    .saturating_sub(self.queued_ticks() + packet_ticks);
+                if self.margin.give_back(unused.min(room)) || changed {
                     self.update_target();
                 }
                 Playout::Packet(queued.payload)
@@ -411,12 +356,14 @@ impl AudioPlayoutBuffer {
                     self.misses_in_a_row = 0;
                     self.drift.reset();
                     self.margin.on_pause();
+                    self.lead.reset();
                     self.update_target();
                     return Playout::Idle;
                 }
                 if self.misses_in_a_row == 1 {
                     // Underrun: the packet is late, not lost. Grow so this does not repeat.
                     self.margin.on_underrun();
+                    self.lead.on_underrun();
                     self.update_target();
                 }
                 // Stall: conceal this tick but keep waiting for the same packet, so the
@@ -715,6 +662,97 @@ mod tests {
         assert_eq!(buffer.concealed(), 0, "ticks concealed");
     }
 
+    /// Plays a stream of 20 ms packets, sent on time, whose one-way delay
+    /// is `delay(sent_ms)`, to a device that asks for more once it has
+    /// played what it was given, for `until_ms`; `check(ms, buffer)` after
+    /// each tick.
+    fn play_stream(
+        buffer: &mut AudioPlayoutBuffer,
+        until_ms: f64,
+        delay: impl Fn(f64) -> f64,
+        mut check: impl FnMut(f64, &AudioPlayoutBuffer),
+    ) {
+        // Speech: a pause of 100 ms in every second.
+        let pause = |payload: &Bytes| {
+            let index = u32::from_be_bytes(payload[..4].try_into().expect("4 bytes"));
+            index % 50 < 5
+        };
+        let start = Instant::now();
+        let (mut next_send, mut next_pop, mut sent) = (0.0f64, 1.0f64, 0u32);
+        let mut last_arrival = 0.0f64;
+        while next_pop < until_ms {
+            let arrival = (next_send + delay(next_send)).max(last_arrival);
+            if arrival <= next_pop {
+                let at = start + Duration::from_secs_f64(arrival / 1000.0);
+                buffer.push(sent * TICKS_PER_PACKET, packet(sent), TICKS_PER_PACKET, at);
+                last_arrival = arrival;
+                sent += 1;
+                next_send += 20.0;
+            } else {
+                if let Playout::Packet(payload) = buffer.pop()
+                    && pause(&payload)
+                    && buffer.skips_quiet(&[0.0; 960])
+                {
+                    continue;
+                }
+                next_pop += 20.0 * buffer.playout_ratio();
+                check(next_pop, buffer);
+            }
+        }
+    }
+
+    #[test]
+    fn margin_a_queue_that_built_once_asked_for_is_given_back_once_packets_come_early() {
+        // A call squeezing into a narrow link: each packet queues 2.5 ms
+        // more than the one before for 0.4 s, the sender backs off, the
+        // queue drains within 0.2 s, and the path is clean after.
+        let delay = |sent: f64| match sent {
+            s if s < 1_000.0 => 0.0,
+            s if s < 1_400.0 => (s - 1_000.0) / 400.0 * 100.0,
+            s if s < 1_600.0 => 100.0 - (s - 1_400.0) / 200.0 * 100.0,
+            _ => 0.0,
+        };
+        let mut buffer = AudioPlayoutBuffer::new();
+        let (mut earned, mut concealed_by_2s, mut at_10s) = (0, 0, 0);
+        play_stream(&mut buffer, 12_000.0, delay, |ms, buffer| {
+            if ms < 2_000.0 {
+                earned = earned.max(buffer.target());
+                concealed_by_2s = buffer.concealed();
+            } else if ms < 10_000.0 {
+                at_10s = buffer.target();
+            }
+        });
+        assert!(earned >= 4, "the queue earned {earned} ticks");
+        assert!(at_10s <= 2, "still {at_10s} ticks 8 s after it drained");
+        assert_eq!(
+            buffer.concealed(),
+            concealed_by_2s,
+            "underruns after the drain"
+        );
+    }
+
+    #[test]
+    fn margin_that_recurring_lateness_uses_is_kept() {
+        // Every 5 s a packet comes 60 ms late, the rest on time (a Wi-Fi
+        // scan): the margin that absorbs it goes unused between times.
+        let delay = |sent: f64| {
+            if (sent / 20.0) as u64 % 250 == 100 {
+                60.0
+            } else {
+                0.0
+            }
+        };
+        let mut buffer = AudioPlayoutBuffer::new();
+        play_stream(&mut buffer, 90_000.0, delay, |_, _| {});
+        // Calm alone: 8 ticks in 90 s; the lead rule adds one give-back
+        // that proves premature, then leaves the margin to the calm.
+        assert!(
+            buffer.concealed() <= 9,
+            "{} ticks concealed",
+            buffer.concealed()
+        );
+    }
+
     #[test]
     fn the_target_comes_back_down_when_the_jitter_does() {
         let mut buffer = AudioPlayoutBuffer::new();
@@ -818,57 +856,6 @@ mod tests {
             assert_eq!(buffer.pop(), Playout::Packet(packet(i)), "packet {i}");
         }
         assert_eq!(buffer.concealed(), 0);
-    }
-
-    #[test]
-    fn margin_given_back_too_soon_waits_longer_next_time() {
-        let mut margin = UnderrunMargin::default();
-        margin.on_underrun();
-        assert_eq!(margin.packets, 1);
-        // A packet late by one packet's worth every 8 s: an underrun
-        // whenever no margin is left to absorb it. Each give-back is
-        // followed by an underrun within the next calm, until the calm asked
-        // for outlasts the 8 s.
-        let (mut underruns, mut tick) = (Vec::new(), 0u32);
-        for _ in 0..(5 * 60 * 50) {
-            tick += 1;
-            if tick % 400 == 0 && margin.packets == 0 {
-                margin.on_underrun();
-                underruns.push(tick);
-            } else {
-                margin.on_played();
-            }
-        }
-        assert_eq!(margin.calm_needed, MAX_CALM_TICKS, "{margin:?}");
-        // Glitches further and further apart, the last a minute apart: 7 in
-        // five minutes instead of one every 8 s (37).
-        assert!(underruns.len() <= 8, "{underruns:?}");
-        let gaps: Vec<u32> = underruns.windows(2).map(|w| w[1] - w[0]).collect();
-        assert!(gaps.windows(2).all(|g| g[1] >= g[0]), "{gaps:?}");
-        assert!(
-            gaps.last().is_some_and(|&g| g >= MAX_CALM_TICKS),
-            "{gaps:?}"
-        );
-
-        // A calm that lasts: the margin is given back, and having held, the
-        // next give-back will come sooner.
-        for _ in 0..(10 * 60 * 50) {
-            margin.on_played();
-        }
-        assert_eq!(margin.packets, 0, "{margin:?}");
-        assert_eq!(margin.calm_needed, MAX_CALM_TICKS / 2, "{margin:?}");
-    }
-
-    #[test]
-    fn the_calm_asked_for_never_exceeds_a_minute() {
-        let mut margin = UnderrunMargin::default();
-        for _ in 0..20 {
-            margin.on_underrun();
-            while !margin.on_played() {}
-        }
-        margin.on_underrun();
-        assert_eq!(margin.calm_needed, MAX_CALM_TICKS);
-        assert!(margin.packets <= MAX_TARGET);
     }
 
     #[test]
