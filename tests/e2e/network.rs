@@ -556,7 +556,9 @@ fn a_narrow_link_is_followed_within_seconds_and_left_when_it_widens() {
 /// narrow-link audio at 24 kbit/s (which stays wideband): 38–40 in 16
 /// directions, mean 39.1, one missed after the first 3 s (BENCHMARKS.md,
 /// "Where the last beeps at 100 kbit/s go", which also says where the
-/// missing ones go).
+/// missing ones go). Session 37: every connection now starts at 120 kbit/s
+/// and climbs, so the squeeze is that start's overshoot, not a flood at
+/// 1.4 Mbit/s (BENCHMARKS.md, "The cautious start again").
 #[test]
 fn a_100_kbit_link_carries_every_word_and_a_few_pictures() {
     let _one_at_a_time = common::serialised();

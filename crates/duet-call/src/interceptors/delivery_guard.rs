@@ -111,6 +111,8 @@ const NARROW_HOLD: Duration = Duration::from_secs(15);
 /// to a camera's 1.4 Mbit/s. A path that cannot carry the new rate still
 /// overflows into a back-off within the grace, as at a call's start.
 const NEW_SOURCE_GRACE: Duration = Duration::from_secs(2);
+/// A packet this much above the lowest delay waited behind a queue.
+const BEHIND_QUEUE_MS: f64 = 10.0;
 /// Backing off again within this long would act twice on one queue.
 const BACK_OFF_INTERVAL: Duration = Duration::from_millis(300);
 /// Loss is measured over [`LOSS_WINDOW`]: the loss that caused one back-off
@@ -308,9 +310,20 @@ impl DeliveryGuard {
                 } else {
                     back_off_share(queue)
                 };
+                // What arrived behind the queue came at the link's rate; a
+                // second that began while a shaper let its saved-up burst
+                // through reads wider.
+                let window = delivered;
+                let delivered = if queued && !lossy {
+                    self.rate_behind_queue()
+                        .map_or(delivered, |rate| rate.min(delivered))
+                } else {
+                    delivered
+                };
                 let backed_off = (delivered * share).max(self.floor);
                 tracing::debug!(
                     delivered_kbps = (delivered / 1000.0) as u64,
+                    window_kbps = (window / 1000.0) as u64,
                     full_link_kbps = self.spacing.rate().map(|rate| (rate / 1000.0) as u64),
                     loss = format_args!("{:.3}", loss.share()),
                     judged = loss.judged,
@@ -436,6 +449,47 @@ impl DeliveryGuard {
             full_link.map_or(delivered, |rate| rate.max(delivered)),
             loss,
         ))
+    }
+
+    /// Bits a second that arrived over the last [`WINDOW`], from the first
+    /// packet that waited behind a queue ([`BEHIND_QUEUE_MS`] above the
+    /// lowest delay) on: with the queue standing, the link was busy from
+    /// then, so this is its rate (for what the feedback reports on; RTCP
+    /// crosses it too, so a little under). The whole window reads a
+    /// shaper's saved-up burst as rate: on the 100 kbit/s rig, whose token
+    /// bucket holds 4 kB, the back-off of a call that started at 120
+    /// kbit/s read 100–128 kbit/s over the window and 76–86 from here
+    /// (later back-offs: 84–90 over the window). `None` with fewer than 8
+    /// such packets, or less than 200 ms of them.
+    fn rate_behind_queue(&self) -> Option<f64> {
+        let epoch = self.epoch?;
+        let base = self.delays.iter().map(|d| d.ms).reduce(f64::min)?;
+        let last = self.reports.back()?.at;
+        let mut arrived: Vec<(Duration, usize, bool)> = self
+            .reports
+            .iter()
+            .filter(|r| last.saturating_duration_since(r.at) <= WINDOW)
+            .filter_map(|r| {
+                let arrival = r.arrival?;
+                let sent = r.sent.saturating_duration_since(epoch);
+                let delay_ms = (arrival.as_secs_f64() - sent.as_secs_f64()) * 1000.0;
+                Some((arrival, r.bytes, delay_ms - base >= BEHIND_QUEUE_MS))
+            })
+            .collect();
+        arrived.sort_by_key(|&(arrival, _, _)| arrival);
+        // From the first packet that waited behind the queue on, the link
+        // was busy (the queue stood when the back-off read it).
+        let from = arrived.iter().position(|&(_, _, queued)| queued)?;
+        let behind = &arrived[from..];
+        let (first, _, _) = *behind.first()?;
+        let (newest, _, _) = *behind.last()?;
+        let span = newest.saturating_sub(first);
+        if behind.len() < 8 || span < Duration::from_millis(200) {
+            return None;
+        }
+        // The first one's own bytes crossed the link before `first`.
+        let bytes: usize = behind.iter().skip(1).map(|&(_, bytes, _)| bytes).sum();
+        Some(bytes as f64 * 8.0 / span.as_secs_f64())
     }
 
     /// Whether a packet sent at `sent` went at the rate of the last back-off.
@@ -884,6 +938,54 @@ mod tests {
         assert!(
             (0.035..0.045).contains(&growth),
             "{growth} a second above {above}"
+        );
+    }
+
+    #[test]
+    fn a_shapers_saved_up_burst_is_not_read_as_the_links_rate() {
+        use super::super::arrival_spacing::tests::packet;
+        let start = Instant::now();
+        let ms = |ms: f64| start + Duration::from_secs_f64(ms / 1000.0);
+        let mut guard = DeliveryGuard::default();
+        // 200 kbit/s offered in 250-byte packets to a 100 kbit/s link
+        // behind a 4 kB token bucket (12.5 bytes a ms), 20 ms away.
+        let (mut tokens, mut tokens_at) = (4000.0f64, 0.0f64);
+        let mut in_flight: Vec<PacketReport> = Vec::new();
+        let mut read = None;
+        for id in 0..400u64 {
+            let sent = id as f64 * 10.0;
+            let from = sent.max(tokens_at);
+            tokens = (tokens + (from - tokens_at) * 12.5).min(4000.0);
+            let wait = ((250.0 - tokens) / 12.5).max(0.0);
+            tokens += wait * 12.5 - 250.0;
+            tokens_at = from + wait;
+            let mut report = packet(id, 250, Some(tokens_at + 20.0));
+            report.departure = ms(sent);
+            in_flight.push(report);
+            // Feedback every 100 ms on what has arrived.
+            if id % 10 == 9 {
+                let now = sent + 10.0;
+                let arrived: Vec<PacketReport> = in_flight
+                    .iter()
+                    .filter(|r| r.arrival.is_some_and(|a| a.as_secs_f64() * 1000.0 <= now))
+                    .cloned()
+                    .collect();
+                in_flight.retain(|r| r.arrival.is_some_and(|a| a.as_secs_f64() * 1000.0 > now));
+                guard.on_reports(ms(now), &arrived);
+                if let Some(capacity) = guard.capacity {
+                    read = Some((capacity, guard.delivery().map(|(rate, _)| rate)));
+                    break;
+                }
+            }
+        }
+        let (capacity, window) = read.expect("a back-off");
+        assert!(
+            window.is_some_and(|window| window > 120_000.0),
+            "the second's delivery: {window:?}"
+        );
+        assert!(
+            (90_000.0..=105_000.0).contains(&capacity),
+            "capacity {capacity}"
         );
     }
 

@@ -2,7 +2,7 @@
 //! the path delivers ([`DeliveryGuard`]) and published in the
 //! [`SendBudget`] for the video encoder and the pacer.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use rtc::interceptor::{BandwidthEstimator, EstimatorStats, Gcc, PacketReport};
 
@@ -10,6 +10,24 @@ use super::SendBudget;
 use super::delivery_guard::DeliveryGuard;
 use super::start_ramp::{RampStep, StartRamp};
 use super::wire::PACKET_OVERHEAD_BYTES;
+
+/// Every connection starts at this target (bits a second on the wire, audio
+/// included) and climbs from it ([`StartRamp`]). At up to 200 kbit/s
+/// openh264 makes a 640x480 keyframe of 1.3 kB (at 1.38 Mbit/s, 47 kB): the
+/// first picture comes sooner on any link, and a narrow one is not flooded.
+/// On the 100 kbit/s rig the flood of a start at the source's 1.38 Mbit/s
+/// lost the first keyframe, and the first picture came 1.7–3.3 s after
+/// connecting; from here it came after 0.10–0.18 s, without a resend. A clean
+/// link pays with a second of lower rate: it reached 1.38 Mbit/s 1.2 s
+/// after connecting. Browsers start at 300 kbit/s; here that flooded the
+/// 100 kbit/s link as the full rate did.
+const CALL_START_BPS: f64 = 120_000.0;
+/// The start's first step waits for feedback on this much sending at
+/// [`CALL_START_BPS`]. A shaper's token bucket lets its first few kB through
+/// at any rate: the rig's 4 kB hid a 100 kbit/s link for 0.4–0.5 s, and
+/// after 100 ms of evidence the target doubled into it before its queue
+/// could show.
+const CALL_START_FIRST_STEP: Duration = Duration::from_millis(600);
 
 /// A [`StartRamp`] starts from this much of what went out while video
 /// waited (audio and the feedback): room beside them for video at a few
@@ -38,6 +56,31 @@ pub(crate) struct PublishingEstimator {
 }
 
 impl PublishingEstimator {
+    /// The controller of a new connection, for a source of up to `max_bps`
+    /// (never under `min_bps`): its target starts at [`CALL_START_BPS`]
+    /// and climbs ([`StartRamp`]), and it publishes that in `budget`.
+    pub(crate) fn new(
+        budget: &SendBudget,
+        max_bps: f64,
+        min_bps: f64,
+        now: Instant,
+    ) -> PublishingEstimator {
+        let ramp = (CALL_START_BPS < max_bps)
+            .then(|| StartRamp::new(now, CALL_START_BPS).with_first_step(CALL_START_FIRST_STEP));
+        let target = ramp.as_ref().map_or(max_bps, StartRamp::rate);
+        budget.set_target(target as u64);
+        PublishingEstimator {
+            inner: Gcc::new(max_bps, min_bps, max_bps),
+            guard: DeliveryGuard::with_floor(min_bps),
+            budget: budget.clone(),
+            sources_seen: budget.sources(),
+            target,
+            reported: false,
+            first_report_waits_seen: budget.first_report_waits(),
+            ramp,
+        }
+    }
+
     /// GCC's delay-based half, within the guard. Its loss-based half is
     /// left out: it cuts by half the loss share every 200 ms while loss is
     /// above 10 %, so the loss of one overshoot takes the target to the
@@ -63,7 +106,15 @@ impl PublishingEstimator {
     /// the link, and the target climbs back ([`StartRamp`]).
     fn start_ramp_if_flooded(&mut self, now: Instant) {
         let waited = self.budget.first_report_waits() != self.first_report_waits_seen;
-        if std::mem::replace(&mut self.reported, true) || !waited {
+        if std::mem::replace(&mut self.reported, true) {
+            return;
+        }
+        if !waited {
+            // The call's start climbs: what arrives meanwhile is what the
+            // ramp let out, as below.
+            if self.ramp.is_some() {
+                self.guard.new_source(now);
+            }
             return;
         }
         let from = (self.budget.overhead_bps() as f64 * RAMP_FROM_OVERHEAD).max(self.guard.floor());
@@ -268,6 +319,54 @@ mod tests {
         assert!(estimator.ramp.is_none(), "the climb never ended");
         assert_eq!(sent, 850, "two more steps");
         assert!(budget.target_bps() > 1_000_000, "{}", budget.target_bps());
+    }
+
+    #[test]
+    fn a_connection_starts_low_and_climbs_once_a_clean_path_shows_it() {
+        let start = Instant::now();
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        let budget = SendBudget::default();
+        let mut estimator = PublishingEstimator::new(&budget, 1_382_400.0, 20_000.0, start);
+        assert_eq!(
+            budget.target_bps(),
+            120_000,
+            "published before any feedback"
+        );
+        // Connected 2 s later; 300 ms of sending is not yet enough to step.
+        estimator.on_reports(at(2_350), &arrived(start, 2_000, 2_300, 120_000));
+        assert_eq!(budget.target_bps(), 120_000);
+        // 600 ms of it without a queue is.
+        estimator.on_reports(at(2_650), &arrived(start, 2_300, 2_610, 120_000));
+        assert_eq!(budget.target_bps(), 240_000);
+        // From there it doubles at each report on the new rate.
+        let mut sent = 2_650;
+        while estimator.ramp.is_some() && sent < 4_000 {
+            let bps = budget.target_bps();
+            estimator.on_reports(at(sent + 150), &arrived(start, sent, sent + 110, bps));
+            sent += 150;
+        }
+        assert!(estimator.ramp.is_none(), "the climb never ended");
+        assert_eq!(budget.target_bps(), 1_382_400);
+    }
+
+    #[test]
+    fn a_start_that_meets_a_queue_is_held_under_half_its_rate() {
+        use super::super::arrival_spacing::tests::packet;
+        let start = Instant::now();
+        let budget = SendBudget::default();
+        let mut estimator = PublishingEstimator::new(&budget, 1_382_400.0, 20_000.0, start);
+        // A link at two thirds of the start rate behind a token bucket:
+        // after 250 ms each packet queues 5 ms more than the one before it.
+        let queued: Vec<PacketReport> = (0..400)
+            .step_by(10)
+            .map(|t| PacketReport {
+                departure: start + Duration::from_millis(t),
+                ..packet(t, 1_200, Some((t + 30 + t.saturating_sub(250) / 2) as f64))
+            })
+            .collect();
+        estimator.on_reports(start + Duration::from_millis(450), &queued);
+        assert!(estimator.ramp.is_none());
+        assert!(budget.target_bps() <= 60_000, "{}", budget.target_bps());
     }
 
     #[test]

@@ -21,12 +21,11 @@ mod send_budget;
 mod start_ramp;
 mod wire;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rtc::interceptor::{
-    CongestionControlBuilder, Gcc, NackGeneratorBuilder, NackResponderBuilder,
-    ReceiverReportBuilder, Registry, SenderReportBuilder, Slot, TwccReceiverBuilder,
-    TwccSenderBuilder,
+    CongestionControlBuilder, NackGeneratorBuilder, NackResponderBuilder, ReceiverReportBuilder,
+    Registry, SenderReportBuilder, Slot, TwccReceiverBuilder, TwccSenderBuilder,
 };
 use rtc::peer_connection::configuration::interceptor_registry::configure_simulcast_extension_headers;
 use rtc::peer_connection::configuration::media_engine::MediaEngine;
@@ -37,7 +36,6 @@ use rtc::rtp_transceiver::rtp_sender::{
 pub(crate) use feedback::{count_feedback, picture_loss_indication};
 pub(crate) use send_budget::SendBudget;
 
-use delivery_guard::DeliveryGuard;
 use estimator::PublishingEstimator;
 use feedback::FeedbackToApplication;
 use pacer::MediaPacer;
@@ -93,24 +91,19 @@ pub(crate) fn build_registry(
     }
     configure_simulcast_extension_headers(media)?;
 
-    // A connection made again mid-call starts at the ceiling of the source
+    // A connection made again mid-call climbs to the ceiling of the source
     // sent now, which may not be the one the call started with.
     let max_bps = budget
         .ceiling()
         .and_then(|bps| u32::try_from(bps).ok())
         .unwrap_or(bitrates.max_bps);
-    let start = f64::from(max_bps);
-    budget.set_target(u64::from(max_bps));
-    let estimator = PublishingEstimator {
-        inner: Gcc::new(start, f64::from(bitrates.min_bps), start),
-        guard: DeliveryGuard::with_floor(f64::from(bitrates.min_bps)),
-        budget: budget.clone(),
-        sources_seen: budget.sources(),
-        target: start,
-        reported: false,
-        first_report_waits_seen: budget.first_report_waits(),
-        ramp: None,
-    };
+    let estimator = PublishingEstimator::new(
+        &budget,
+        f64::from(max_bps),
+        f64::from(bitrates.min_bps),
+        Instant::now(),
+    );
+    let first_target = estimator.target;
     Ok(Registry::new()
         .with(
             Slot::CongestionControl,
@@ -118,7 +111,7 @@ pub(crate) fn build_registry(
         )
         .with(
             Slot::Pacer,
-            MediaPacer::new(start, audio_payload_type, budget),
+            MediaPacer::new(first_target, audio_payload_type, budget),
         )
         .with(Slot::TwccSender, TwccSenderBuilder::new().build())
         .with(Slot::TwccReceiver, TwccReceiverBuilder::new().build())

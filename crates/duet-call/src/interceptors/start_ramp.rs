@@ -1,34 +1,25 @@
-//! A cautious climb back after a call's start flooded its link.
+//! A cautious climb: from a call's start, and back after a start that
+//! flooded its link.
 //!
-//! A call starts at the full rate of its source (a sharp first picture on
-//! any ordinary link). On a link a tenth of that rate both ways, the first
-//! picture fills the link's queue, the peer's feedback is lost in its own
-//! flood, and video waits for it ([`FeedbackWatch`](super::feedback_watch)).
-//! The report that ends the wait often covers only the audio sent while
-//! video waited, all of it arrived: it says nothing of the link's rate, and
-//! video went back at 1.4 Mbit/s. On the 100 kbit/s rig, 3 directions of 12
-//! flooded the link a second time that way, for 0.3–0.7 s, until the queue
-//! (260–310 ms deep) was read and backed off from; a beep was lost with it.
+//! Every connection starts low ([`PublishingEstimator::new`](super::estimator))
+//! and [`StartRamp`] doubles its rate each time the feedback shows that what
+//! was sent at the rate got through without a queue (the lowest delay of a
+//! report's packets, sent 50 ms or more into the step, 20 ms above the
+//! lowest of all) or heavy loss. It ends where the link shows either
+//! (handing half its rate, what got through before the step, to the
+//! [`DeliveryGuard`](super::delivery_guard::DeliveryGuard) as a ceiling), or
+//! once it reaches the controller's own target. On a clean rig link a call
+//! started at 120 kbit/s reached 1.38 Mbit/s 1.2 s after connecting.
 //!
-//! A wait for the very first report is the sign of such a flood: on every
-//! other link of the test rig (clean, 2 % and 5 % loss, jitter) the first
-//! report came in time. So after it, [`StartRamp`] starts again low (from
-//! half as much again as what went out while video waited; TCP's restart
-//! after a timeout starts from one packet) and doubles each time the
-//! feedback shows that what was sent at the rate got through without a
-//! queue. It ends where the link shows a queue or heavy loss (handing the
-//! rate before to the [`DeliveryGuard`](super::delivery_guard::DeliveryGuard)
-//! as a ceiling), or once it reaches the controller's own target. Where the
-//! first report was late for another reason (a busy peer), the climb costs
-//! about a second of lower-rate video: with a temporary switch that made
-//! video wait for every call's first report, a clean rig link climbed from
-//! 45 kbit/s to 1.38 Mbit/s in 1.0 s (five doublings), and its first
-//! picture came after 750–790 ms instead of ~160 (the wait had caught the
-//! first keyframe in the send queue).
-//!
-//! On the 100 kbit/s rig the ramp engaged in every direction; in 2 of 18
-//! the report that ended the wait held no loss, and video went on at
-//! 52–57 kbit/s instead of 1.4 Mbit/s until the flood's loss was reported.
+//! The same climb follows a flood. A connection whose first report came
+//! late ([`FeedbackWatch`](super::feedback_watch)) flooded its link (a peer
+//! whose first report was lost in its own flood): the report that ends the
+//! wait often covers only the audio sent while video waited, all of it
+//! arrived, which says nothing of the link's rate. On the 100 kbit/s rig,
+//! when calls started at the source's full rate, 3 directions of 12 flooded
+//! the link a second time that way, for 0.3–0.7 s. So after such a wait the
+//! ramp starts again from half as much again as what went out while video
+//! waited (TCP's restart after a timeout starts from one packet).
 
 use std::time::{Duration, Instant};
 
@@ -41,13 +32,32 @@ const GROWTH: f64 = 2.0;
 /// ...once the feedback covers this much of sending at the rate.
 const STEP_EVIDENCE: Duration = Duration::from_millis(100);
 /// A queue this deep (the lowest one-way delay of one feedback's packets
-/// above the lowest of all) is the link's rate met. The first report on a
-/// step holds packets sent before its queue built up; the second, sent
-/// 100–200 ms into the step, shows a queue of that much times the
-/// overshoot. From [`StartRamp::new`]'s start at about two thirds of a
+/// above the lowest of all) is the link's rate met. A report on a step's
+/// first packets holds packets sent before its queue built up; the next,
+/// on packets sent 100–200 ms into the step, shows a queue of that much
+/// times the overshoot. From a climb back's start at about two thirds of a
 /// narrow link's rate, a step overshoots it by a third or so: a queue of
 /// 30–70 ms before the back-off.
 const QUEUE_LIMIT: Duration = Duration::from_millis(20);
+/// A queue is read on the packets of a report sent within this long of its
+/// newest: a report covering a long stretch also holds packets sent before
+/// the queue built up.
+const REPORT_TAIL: Duration = Duration::from_millis(100);
+/// The path's own jitter is read on the packets sent this long after the
+/// first the ramp hears of, before any step could queue them: a queue is a
+/// rise beyond it. On a link of 60 ± 30 ms (with reordering) the lowest
+/// delay of one report's few packets was often 20 ms above the lowest of
+/// all, and a call that started low stayed at 15 kbit/s of video for a
+/// minute; a shaper's token bucket lets this much through unqueued.
+const JITTER_OPENING: Duration = Duration::from_millis(200);
+/// The jitter is the spread from the lowest delay of the opening to this
+/// share of its delays.
+const JITTER_SHARE: f64 = 0.9;
+
+/// A step's queue is read on the packets sent this long into it: the first
+/// ones left before it could build up (and, at a call's start, set the
+/// empty-queue delay the rest are judged against).
+const QUEUE_AFTER: Duration = Duration::from_millis(50);
 
 /// What the ramp says after a feedback.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -59,7 +69,8 @@ pub(crate) enum RampStep {
     Met(f64),
 }
 
-/// The rate the sender climbs back from after a start that flooded the link.
+/// The rate a connection climbs from: at its start, or after a start that
+/// flooded the link.
 #[derive(Debug)]
 pub(crate) struct StartRamp {
     rate: f64,
@@ -69,10 +80,14 @@ pub(crate) struct StartRamp {
     epoch: Option<Instant>,
     /// The lowest one-way delay seen, in ms: the empty-queue one.
     base_ms: f64,
+    /// The delays (ms) of the packets of the [`JITTER_OPENING`].
+    opening_ms: Vec<f64>,
     /// The newest departure of the packets sent at the rate that the
     /// feedback reported on, and the loss among them.
     newest_sent: Option<Instant>,
     loss: LossSample,
+    /// How much sending at the rate the step needs the feedback to cover.
+    evidence: Duration,
 }
 
 impl StartRamp {
@@ -83,9 +98,17 @@ impl StartRamp {
             step_at: now,
             epoch: None,
             base_ms: f64::INFINITY,
+            opening_ms: Vec::new(),
             newest_sent: None,
             loss: LossSample { judged: 0, lost: 0 },
+            evidence: STEP_EVIDENCE,
         }
+    }
+
+    /// A ramp whose first step needs `evidence` of sending at `rate`.
+    pub(crate) fn with_first_step(mut self, evidence: Duration) -> StartRamp {
+        self.evidence = evidence;
+        self
     }
 
     /// The most the target may be now, in bits a second on the wire.
@@ -93,9 +116,29 @@ impl StartRamp {
         self.rate
     }
 
+    /// How far the path's delay spreads without a queue, in ms: 0 until
+    /// a few packets of the [`JITTER_OPENING`] were reported on.
+    fn jitter_ms(&self) -> f64 {
+        if self.opening_ms.len() < 4 {
+            return 0.0;
+        }
+        let mut sorted = self.opening_ms.clone();
+        sorted.sort_by(f64::total_cmp);
+        let at = ((sorted.len() - 1) as f64 * JITTER_SHARE).round() as usize;
+        sorted[at] - sorted[0]
+    }
+
     /// One feedback's reports (in send order, sizes on the wire), at `now`.
     pub(crate) fn on_reports(&mut self, now: Instant, reports: &[PacketReport]) -> RampStep {
-        let mut lowest_now = f64::INFINITY;
+        if self.epoch.is_none()
+            && let Some(first) = reports.iter().map(|report| report.departure).min()
+        {
+            // A ramp made before anything was sent steps from the first
+            // packet it hears of.
+            self.step_at = self.step_at.max(first);
+        }
+        // The delays of this report's packets sent far enough into the step.
+        let mut judged: Vec<(Instant, f64)> = Vec::new();
         for report in reports {
             let at_rate = report.departure >= self.step_at;
             if let Some(arrival) = report.arrival.filter(|_| report.arrived) {
@@ -103,8 +146,11 @@ impl StartRamp {
                 let sent = report.departure.saturating_duration_since(epoch);
                 let delay_ms = (arrival.as_secs_f64() - sent.as_secs_f64()) * 1000.0;
                 self.base_ms = self.base_ms.min(delay_ms);
-                if at_rate {
-                    lowest_now = lowest_now.min(delay_ms);
+                if sent < JITTER_OPENING {
+                    self.opening_ms.push(delay_ms);
+                }
+                if at_rate && report.departure >= self.step_at + QUEUE_AFTER {
+                    judged.push((report.departure, delay_ms));
                 }
             }
             if at_rate {
@@ -116,17 +162,26 @@ impl StartRamp {
                 self.loss.lost += usize::from(!report.arrived);
             }
         }
-        // The lowest delay of one report: jitter delays some packets, a
-        // queue every one of them.
+        // The lowest delay of the report's newest packets: jitter delays
+        // some packets, a queue every one of them.
+        let newest = judged.iter().map(|&(departure, _)| departure).max();
+        let lowest_now = judged
+            .iter()
+            .filter(|&&(departure, _)| {
+                newest.is_some_and(|newest| departure + REPORT_TAIL >= newest)
+            })
+            .map(|&(_, delay_ms)| delay_ms)
+            .fold(f64::INFINITY, f64::min);
         let queued = lowest_now.is_finite()
-            && lowest_now - self.base_ms > QUEUE_LIMIT.as_secs_f64() * 1000.0;
+            && lowest_now - self.base_ms > QUEUE_LIMIT.as_secs_f64() * 1000.0 + self.jitter_ms();
         if queued || self.loss.heavy() {
             return RampStep::Met(self.rate / GROWTH);
         }
         let shown = self
             .newest_sent
-            .is_some_and(|newest| newest.saturating_duration_since(self.step_at) >= STEP_EVIDENCE);
+            .is_some_and(|newest| newest.saturating_duration_since(self.step_at) >= self.evidence);
         if shown {
+            self.evidence = STEP_EVIDENCE;
             self.rate *= GROWTH;
             self.step_at = now;
             self.newest_sent = None;
@@ -214,15 +269,15 @@ mod tests {
             RampStep::Climbing(200_000.0)
         );
         // At 1.4 times the link's rate the queue grows 4 ms every 10 ms.
-        // The first report on it holds packets sent before it built up...
+        // A report on the step's first 50 ms says nothing of it...
         let queue = |t: u64| Some(30 + (t - 340) * 4 / 10);
-        let first = sent_between(origin, 340, 400, queue);
+        let first = sent_between(origin, 340, 390, queue);
         assert_eq!(
-            ramp.on_reports(origin + ms(430), &first),
+            ramp.on_reports(origin + ms(420), &first),
             RampStep::Climbing(200_000.0)
         );
-        // ...the second shows it.
-        let second = sent_between(origin, 400, 500, queue);
+        // ...the next one shows it.
+        let second = sent_between(origin, 390, 500, queue);
         assert_eq!(
             ramp.on_reports(origin + ms(530), &second),
             RampStep::Met(100_000.0)
@@ -251,6 +306,58 @@ mod tests {
         assert_eq!(
             ramp.on_reports(origin + ms(630), &overflowing),
             RampStep::Met(200_000.0)
+        );
+    }
+
+    #[test]
+    fn a_jittery_path_is_no_queue_but_a_rise_beyond_its_jitter_is() {
+        let origin = Instant::now();
+        let start = 1_000;
+        // 60 ± 30 ms each way, packets reordered: a report of four packets
+        // may hold none near the lowest delay.
+        let jitter = |t: u64| Some(30 + (t * 37 + 11) % 61);
+        let mut ramp = StartRamp::new(origin, 120_000.0).with_first_step(ms(600));
+        let mut t = start;
+        while t < start + 600 {
+            let report = sent_between(origin, t, t + 40, jitter);
+            assert_eq!(
+                ramp.on_reports(origin + ms(t + 100), &report),
+                RampStep::Climbing(120_000.0),
+                "{} ms in",
+                t - start
+            );
+            t += 40;
+        }
+        // A queue that builds beyond the jitter ends the ramp.
+        let queued = sent_between(origin, t, t + 40, |t| jitter(t).map(|d| d + 90));
+        assert_eq!(
+            ramp.on_reports(origin + ms(t + 200), &queued),
+            RampStep::Met(60_000.0)
+        );
+    }
+
+    #[test]
+    fn a_ramp_made_before_the_call_sends_steps_from_its_first_packet() {
+        let origin = Instant::now();
+        // Made while the connection was being set up, 2 s before media.
+        let mut ramp = StartRamp::new(origin, 150_000.0);
+        let start = 2_000;
+        // A clean path: the first report covers 100 ms of sending, no queue.
+        let clean = sent_between(origin, start, start + 110, |_| Some(20));
+        assert_eq!(
+            ramp.on_reports(origin + ms(start + 130), &clean),
+            RampStep::Climbing(300_000.0)
+        );
+
+        // A link at two thirds of the start rate behind a token bucket: the
+        // first packets pass unqueued, the ones after them show the queue.
+        let mut ramp = StartRamp::new(origin, 150_000.0);
+        let narrow = sent_between(origin, start, start + 400, |t| {
+            Some(20 + (t - start).saturating_sub(250) / 2)
+        });
+        assert_eq!(
+            ramp.on_reports(origin + ms(start + 420), &narrow),
+            RampStep::Met(75_000.0)
         );
     }
 }

@@ -22,6 +22,20 @@ use super::{MediaNotice, Started, next_or_fail};
 use crate::CallError;
 use crate::peer::MIN_VIDEO_BPS;
 
+/// An encoder is made again once the target is this many times the rate it
+/// was started at. openh264 started at a narrow link's rate and raised to
+/// 1.38 Mbit/s makes its next keyframe at 94 kB (one started at 1.38 Mbit/s:
+/// 2.4 kB) and then skips a quarter of the pictures: on a clean rig link a
+/// call that started at 120 kbit/s froze for 265 ms at its 10 s refresh, and
+/// the ladder took it down to 320x240.
+const ENCODER_OUTGROWN: u32 = 4;
+
+/// Whether an encoder started at `started_bps` should be made again for
+/// `target_bps` (see [`ENCODER_OUTGROWN`]).
+fn encoder_outgrown(started_bps: u32, target_bps: u32) -> bool {
+    target_bps / ENCODER_OUTGROWN >= started_bps
+}
+
 /// What `--video` asks for: opened on the capture thread (a camera handle cannot move between threads).
 #[derive(Debug, Clone)]
 pub(crate) struct VideoRequest {
@@ -136,6 +150,8 @@ pub(crate) async fn start_video_sender(
         move |mut source: VideoSource| {
             let mut encoder: Option<H264Encoder> = None;
             let mut encoded_as = ((0, 0), 0);
+            // The bitrate the encoder was made with.
+            let mut started_bps = 0;
             let mut keyframes = KeyframePacer::default();
             let (mut ladder, mut max_bps) = follow_source(&source, &request, &shared);
             let mut captured: u64 = 0;
@@ -211,17 +227,20 @@ pub(crate) async fn start_video_sender(
                 } else {
                     frame
                 };
-                // A new size or frame rate (the ladder, a camera fallback) needs a
-                // new encoder, whose first picture is a keyframe.
+                // A new size or frame rate (the ladder, a camera fallback), or a
+                // target the encoder has outgrown, needs a new encoder, whose
+                // first picture is a keyframe.
                 let size = (frame.width() & !1, frame.height() & !1);
                 let rate = fps / rung.keep_one_in;
-                if encoder.is_none() || (size, rate) != encoded_as {
+                let outgrown = target > 0 && encoder_outgrown(started_bps, target.min(max_bps));
+                if encoder.is_none() || (size, rate) != encoded_as || outgrown {
                     if encoder.is_some() {
                         tracing::debug!(
                             ?size,
                             fps = rate,
                             target,
-                            "encoding a new picture size or rate"
+                            started_bps,
+                            "encoding a new picture size, rate or bitrate"
                         );
                     }
                     // Started at the current target: a keyframe at the ceiling
@@ -231,6 +250,7 @@ pub(crate) async fn start_video_sender(
                     } else {
                         max_bps
                     };
+                    started_bps = start_bps;
                     match H264Encoder::new(start_bps, rate.max(1)) {
                         Ok(new) => encoder = Some(new),
                         Err(err) => {
@@ -375,6 +395,15 @@ mod tests {
         assert_eq!(luma[240 * 640 + 640 / 2 + 48], 170, "right bar");
         assert_eq!(luma[240 * 640 + 640 / 2], 40, "gap between the bars");
         assert!(StampReader::read(&paused).is_none());
+    }
+
+    #[test]
+    fn an_encoder_is_made_again_once_the_target_is_four_times_its_start() {
+        assert!(!encoder_outgrown(120_000, 240_000));
+        assert!(!encoder_outgrown(120_000, 479_999));
+        assert!(encoder_outgrown(120_000, 480_000));
+        // Coming down never makes it again.
+        assert!(!encoder_outgrown(1_382_400, 100_000));
     }
 
     #[test]
