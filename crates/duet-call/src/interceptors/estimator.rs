@@ -293,6 +293,26 @@ mod tests {
             .collect()
     }
 
+    /// Feedback on 110 ms of sending at the target every 150 ms from
+    /// `sent` ms on, until the start's climb ends (within 1.5 s); returns
+    /// when it ended.
+    fn climb(
+        estimator: &mut PublishingEstimator,
+        budget: &SendBudget,
+        start: Instant,
+        mut sent: u64,
+    ) -> u64 {
+        let give_up = sent + 1_500;
+        while estimator.ramp.is_some() && sent < give_up {
+            let bps = budget.target_bps();
+            let at = start + Duration::from_millis(sent + 150);
+            estimator.on_reports(at, &arrived(start, sent, sent + 110, bps));
+            sent += 150;
+        }
+        assert!(estimator.ramp.is_none(), "the climb never ended");
+        sent
+    }
+
     #[test]
     fn after_a_wait_for_the_first_report_the_target_climbs_back_from_little() {
         let start = Instant::now();
@@ -310,13 +330,7 @@ mod tests {
         assert_eq!(budget.target_bps(), 360_000);
         // ...at each report on the new rate, up to the controller's own
         // target, where the climb ends.
-        let mut sent = 550;
-        while estimator.ramp.is_some() && sent < 2_000 {
-            let bps = budget.target_bps();
-            estimator.on_reports(at(sent + 150), &arrived(start, sent, sent + 110, bps));
-            sent += 150;
-        }
-        assert!(estimator.ramp.is_none(), "the climb never ended");
+        let sent = climb(&mut estimator, &budget, start, 550);
         assert_eq!(sent, 850, "two more steps");
         assert!(budget.target_bps() > 1_000_000, "{}", budget.target_bps());
     }
@@ -339,13 +353,7 @@ mod tests {
         estimator.on_reports(at(2_650), &arrived(start, 2_300, 2_610, 120_000));
         assert_eq!(budget.target_bps(), 240_000);
         // From there it doubles at each report on the new rate.
-        let mut sent = 2_650;
-        while estimator.ramp.is_some() && sent < 4_000 {
-            let bps = budget.target_bps();
-            estimator.on_reports(at(sent + 150), &arrived(start, sent, sent + 110, bps));
-            sent += 150;
-        }
-        assert!(estimator.ramp.is_none(), "the climb never ended");
+        climb(&mut estimator, &budget, start, 2_650);
         assert_eq!(budget.target_bps(), 1_382_400);
     }
 
