@@ -200,8 +200,10 @@ pub(crate) struct PeerSettings {
     pub(crate) ice_servers: Vec<IceServer>,
     /// Only relayed candidates (`--ice-transport relay`).
     pub(crate) relay_only: bool,
-    /// Starting and maximum video bitrate.
+    /// Maximum video bitrate.
     pub(crate) max_video_bps: u32,
+    /// Start each connection at the maximum, not low and climbing.
+    pub(crate) start_at_max: bool,
     /// Local addresses to gather candidates on.
     pub(crate) udp_addrs: Vec<String>,
 }
@@ -359,6 +361,7 @@ pub(crate) async fn build_peer(
         VideoBitrates {
             min_bps: MIN_TARGET_BPS,
             max_bps: settings.max_video_bps,
+            start_at_max: settings.start_at_max,
         },
         OPUS_PAYLOAD_TYPE,
         budget,

@@ -204,6 +204,8 @@ impl CallArgs {
                 / 20)
                 .clamp(300_000, 4_000_000) as u32,
         };
+        // Given, it is where every connection starts too (`docs/cli.md`).
+        config.start_at_max_video_bps = self.bitrate.is_some();
         config.max_screen_bps = match self.bitrate {
             Some(kbps) => kbps * 1000,
             None => duet_call::DEFAULT_SCREEN_BPS,
@@ -683,6 +685,13 @@ mod tests {
             (given.max_video_bps, given.max_screen_bps),
             (800_000, 800_000)
         );
+    }
+
+    #[test]
+    fn a_given_bitrate_is_where_the_call_starts_else_it_climbs() {
+        assert!(!config_for(&["--video", "test"]).start_at_max_video_bps);
+        let given = config_for(&["--video", "test", "--bitrate", "800"]);
+        assert!(given.start_at_max_video_bps);
     }
 
     #[test]

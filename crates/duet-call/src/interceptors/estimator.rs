@@ -57,16 +57,18 @@ pub(crate) struct PublishingEstimator {
 
 impl PublishingEstimator {
     /// The controller of a new connection, for a source of up to `max_bps`
-    /// (never under `min_bps`): its target starts at [`CALL_START_BPS`]
-    /// and climbs ([`StartRamp`]), and it publishes that in `budget`.
+    /// (never under `min_bps`), made at `climb_from`: its target starts at
+    /// [`CALL_START_BPS`] and climbs ([`StartRamp`]); with `None` (the
+    /// user's `--bitrate`), at `max_bps`. It publishes that in `budget`.
     pub(crate) fn new(
         budget: &SendBudget,
         max_bps: f64,
         min_bps: f64,
-        now: Instant,
+        climb_from: Option<Instant>,
     ) -> PublishingEstimator {
-        let ramp = (CALL_START_BPS < max_bps)
-            .then(|| StartRamp::new(now, CALL_START_BPS).with_first_step(CALL_START_FIRST_STEP));
+        let ramp = climb_from
+            .filter(|_| CALL_START_BPS < max_bps)
+            .map(|now| StartRamp::new(now, CALL_START_BPS).with_first_step(CALL_START_FIRST_STEP));
         let target = ramp.as_ref().map_or(max_bps, StartRamp::rate);
         budget.set_target(target as u64);
         PublishingEstimator {
@@ -340,7 +342,7 @@ mod tests {
         let start = Instant::now();
         let at = |ms: u64| start + Duration::from_millis(ms);
         let budget = SendBudget::default();
-        let mut estimator = PublishingEstimator::new(&budget, 1_382_400.0, 20_000.0, start);
+        let mut estimator = PublishingEstimator::new(&budget, 1_382_400.0, 20_000.0, Some(start));
         assert_eq!(
             budget.target_bps(),
             120_000,
@@ -358,11 +360,19 @@ mod tests {
     }
 
     #[test]
+    fn a_bitrate_the_user_asked_for_is_where_the_connection_starts() {
+        let budget = SendBudget::default();
+        let estimator = PublishingEstimator::new(&budget, 800_000.0, 20_000.0, None);
+        assert!(estimator.ramp.is_none());
+        assert_eq!(budget.target_bps(), 800_000);
+    }
+
+    #[test]
     fn a_start_that_meets_a_queue_is_held_under_half_its_rate() {
         use super::super::arrival_spacing::tests::packet;
         let start = Instant::now();
         let budget = SendBudget::default();
-        let mut estimator = PublishingEstimator::new(&budget, 1_382_400.0, 20_000.0, start);
+        let mut estimator = PublishingEstimator::new(&budget, 1_382_400.0, 20_000.0, Some(start));
         // A link at two thirds of the start rate behind a token bucket:
         // after 250 ms each packet queues 5 ms more than the one before it.
         let queued: Vec<PacketReport> = (0..400)

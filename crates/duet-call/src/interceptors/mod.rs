@@ -62,6 +62,8 @@ pub(crate) struct VideoBitrates {
     /// The lowest target of the whole connection (audio's share included).
     pub(crate) min_bps: u32,
     pub(crate) max_bps: u32,
+    /// Start at `max_bps` rather than climb to it (`--bitrate`).
+    pub(crate) start_at_max: bool,
 }
 
 /// Registers the feedback Duet's chain needs in `media` and builds the chain.
@@ -101,7 +103,7 @@ pub(crate) fn build_registry(
         &budget,
         f64::from(max_bps),
         f64::from(bitrates.min_bps),
-        Instant::now(),
+        (!bitrates.start_at_max).then(Instant::now),
     );
     let first_target = estimator.target;
     Ok(Registry::new()

@@ -41,8 +41,12 @@ pub struct CallConfig {
     /// Capture rate asked for.
     pub fps: u32,
     /// Most video bitrate of a camera, a test picture or a file, bits per
-    /// second; a call starts at its source's most.
+    /// second.
     pub max_video_bps: u32,
+    /// Every connection starts at its source's most video bitrate, instead
+    /// of at 120 kbit/s and climbing to it while the path shows no queue:
+    /// what `--bitrate` asks for (the starting and most video bitrate).
+    pub start_at_max_video_bps: bool,
     /// Most video bitrate while a screen is sent (from the start or after a
     /// switch mid-call): sharp text at up to 1920 pixels across needs more
     /// than a face.
@@ -93,6 +97,7 @@ impl CallConfig {
             height: 480,
             fps: 30,
             max_video_bps: 1_500_000,
+            start_at_max_video_bps: false,
             max_screen_bps: DEFAULT_SCREEN_BPS,
             ice_servers: Vec::new(),
             relay_only: false,
