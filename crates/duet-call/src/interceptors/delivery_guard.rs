@@ -23,7 +23,7 @@ use rtc::interceptor::PacketReport;
 
 use super::arrival_spacing::ArrivalSpacing;
 use super::loss_sample::LossSample;
-use super::path_queue::QueueJudge;
+use super::path_queue::{QueueJudge, one_way_delay_ms};
 use super::recent_packets::RecentPackets;
 
 /// How far back delivery is measured.
@@ -231,8 +231,7 @@ impl DeliveryGuard {
             );
             if let Some(arrival) = report.arrival {
                 let epoch = *self.epoch.get_or_insert(report.departure);
-                let sent = report.departure.saturating_duration_since(epoch);
-                let delay_ms = (arrival.as_secs_f64() - sent.as_secs_f64()) * 1000.0;
+                let delay_ms = one_way_delay_ms(epoch, report.departure, arrival);
                 self.record_delay(now, report.departure, delay_ms);
             }
         }
@@ -471,8 +470,7 @@ impl DeliveryGuard {
             .filter(|r| last.saturating_duration_since(r.at) <= WINDOW)
             .filter_map(|r| {
                 let arrival = r.arrival?;
-                let sent = r.sent.saturating_duration_since(epoch);
-                let delay_ms = (arrival.as_secs_f64() - sent.as_secs_f64()) * 1000.0;
+                let delay_ms = one_way_delay_ms(epoch, r.sent, arrival);
                 Some((arrival, r.bytes, delay_ms - base >= BEHIND_QUEUE_MS))
             })
             .collect();

@@ -16,6 +16,15 @@
 
 use std::time::{Duration, Instant};
 
+/// A packet's one-way delay in ms: its arrival on the receiver's clock
+/// against its departure counted from the sender's `epoch`. The two clocks
+/// share no origin, so only differences between delays mean anything (a
+/// queue is a delay above the lowest).
+pub(super) fn one_way_delay_ms(epoch: Instant, departure: Instant, arrival: Duration) -> f64 {
+    let sent = departure.saturating_duration_since(epoch);
+    (arrival.as_secs_f64() - sent.as_secs_f64()) * 1000.0
+}
+
 /// A queue this deep on the path (one-way delay above its minimum) is overuse.
 pub(crate) const QUEUE_LIMIT: Duration = Duration::from_millis(40);
 /// ...and on a narrow link this deep (see [`QueueJudge::set_narrow`]),

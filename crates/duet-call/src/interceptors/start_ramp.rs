@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 use rtc::interceptor::PacketReport;
 
 use super::loss_sample::LossSample;
+use super::path_queue::one_way_delay_ms;
 
 /// Each step multiplies the rate by this...
 const GROWTH: f64 = 2.0;
@@ -143,10 +144,9 @@ impl StartRamp {
             let at_rate = report.departure >= self.step_at;
             if let Some(arrival) = report.arrival.filter(|_| report.arrived) {
                 let epoch = *self.epoch.get_or_insert(report.departure);
-                let sent = report.departure.saturating_duration_since(epoch);
-                let delay_ms = (arrival.as_secs_f64() - sent.as_secs_f64()) * 1000.0;
+                let delay_ms = one_way_delay_ms(epoch, report.departure, arrival);
                 self.base_ms = self.base_ms.min(delay_ms);
-                if sent < JITTER_OPENING {
+                if report.departure.saturating_duration_since(epoch) < JITTER_OPENING {
                     self.opening_ms.push(delay_ms);
                 }
                 if at_rate && report.departure >= self.step_at + QUEUE_AFTER {
