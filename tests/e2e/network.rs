@@ -558,7 +558,11 @@ fn a_narrow_link_is_followed_within_seconds_and_left_when_it_widens() {
 /// "Where the last beeps at 100 kbit/s go", which also says where the
 /// missing ones go). Session 37: every connection now starts at 120 kbit/s
 /// and climbs, so the squeeze is that start's overshoot, not a flood at
-/// 1.4 Mbit/s (BENCHMARKS.md, "The cautious start again").
+/// 1.4 Mbit/s (BENCHMARKS.md, "The cautious start again"). Session 38:
+/// nearly every beep still missing was played, but stretched by the
+/// receiver's waits for late packets into no steady tone; waits within a
+/// tone now repeat its cycles, and every beep was heard in 24 directions
+/// (BENCHMARKS.md, "A wait goes on with the sound it interrupts").
 #[test]
 fn a_100_kbit_link_carries_every_word_and_a_few_pictures() {
     let _one_at_a_time = common::serialised();
@@ -581,10 +585,9 @@ fn a_100_kbit_link_carries_every_word_and_a_few_pictures() {
     assert!(mean <= 100.0, "capped: {show}");
     for report in &reports {
         let line = summary("", report);
-        // A beep a second for 40 s, less one at either end and a few in the
-        // seconds the 1.4 Mbit/s call takes to fit into 100 kbit/s.
+        // A beep a second for 40 s, less one at either end.
         assert!(
-            number(report, &["audio", "beeps_detected"]) >= 35.0,
+            number(report, &["audio", "beeps_detected"]) >= 38.0,
             "{line}"
         );
         assert!(

@@ -9,9 +9,10 @@
 //!
 //! Only test beeps count. Speech, music and noise also rise above 0.1 after a
 //! pause, so an onset becomes a [`Beep`] only when what follows is a burst of
-//! one steady tone: loud for about the beep's 100 ms and then quiet again, the
-//! same frequency (within 2 %) and level in both halves of its middle 50 ms,
-//! and evenly spaced zero crossings, as a sine has and a voice or noise has not.
+//! one steady tone: loud for about the beep's 100 ms (longer by a receiver's
+//! wait for a late packet) and then quiet again, the same frequency (within
+//! 2 %) and level in both halves of its middle 50 ms, and evenly spaced zero
+//! crossings, as a sine has and a voice or noise has not.
 //! A call whose sender talks into a microphone therefore reports no beeps and
 //! no audio latency, rather than numbers read from speech.
 
@@ -27,11 +28,16 @@ const MEASURE_FROM: usize = SAMPLE_RATE as usize / 40; // 25 ms after onset
 const MEASURE_LEN: usize = SAMPLE_RATE as usize / 20; // 50 ms
 /// An onset later than this after the whole second is a missing beep.
 const LATEST_ONSET_MS: f64 = 500.0;
-/// How long a burst may stay loud to be a 100 ms beep (the 5 ms window and a
-/// codec's smearing add a little; speech and music go on far longer).
-const BURST_MS: std::ops::RangeInclusive<f64> = 70.0..=150.0;
-/// A beep is judged this long after its onset, once it must have ended.
-const DECIDE_AFTER: usize = SAMPLE_RATE as usize / 5; // 200 ms
+/// How long a burst may stay loud to be a 100 ms beep: the 5 ms window and a
+/// codec's smearing add a little, and a receiver that waits for a late
+/// packet in the middle of a beep plays it longer by its wait (four 20 ms
+/// ticks on a 100 kbit/s link: 185 ms), as it would a word. Speech and music
+/// go on far longer, or are no steady tone.
+const BURST_MS: std::ops::RangeInclusive<f64> = 70.0..=250.0;
+/// A burst is judged once it has been quiet this long (it has ended) ...
+const ENDED: usize = SAMPLE_RATE as usize / 20; // 50 ms
+/// ... or this long after its onset, when it is too long to be a beep anyway.
+const DECIDE_AFTER: usize = SAMPLE_RATE as usize * 3 / 10; // 300 ms
 /// Frequencies a test beep may have.
 const BEEP_HZ: std::ops::RangeInclusive<f64> = 290.0..=3100.0;
 /// Largest relative difference between the two halves of the burst's middle
@@ -123,7 +129,10 @@ impl BeepDetector {
             let now_ms = first_unix_ms + i as f64 * ms_per_sample;
             if let Some(pending) = &mut self.pending {
                 pending.samples.push(sample);
-                if pending.samples.len() >= DECIDE_AFTER {
+                let heard = pending.samples.len();
+                let ended =
+                    heard >= MEASURE_FROM + MEASURE_LEN && heard - pending.loud_for >= ENDED;
+                if ended || heard >= DECIDE_AFTER {
                     match pending.judge() {
                         Some(beep) => self.found.push(beep),
                         None => tracing::debug!(
@@ -373,6 +382,29 @@ mod tests {
             0.5 * pulse * formants
         });
         assert!(beeps_in(&samples).is_empty());
+        // Nor when as long as a beep stretched by waits.
+        let samples = bursts_on_the_second(10, 220, |n| {
+            let t = n as f32 / 48_000.0;
+            let phase = ((120.0 + 250.0 * t) * t).fract();
+            (-phase * 12.0).exp() * 0.5 * (2.0 * PI * 700.0 * t).sin()
+        });
+        assert!(beeps_in(&samples).is_empty());
+    }
+
+    #[test]
+    fn a_beep_a_wait_made_longer_is_still_a_beep_and_is_found_once_it_ends() {
+        // 100 ms and four 20 ms ticks that a receiver waited for a late
+        // packet, going on with the tone.
+        let tone = |n: usize| 0.5 * (n as f32 * 2.0 * PI * 880.0 / 48_000.0).sin();
+        let stretched = bursts_on_the_second(5, 180, tone);
+        assert_eq!(beeps_in(&stretched).len(), 5);
+        // Judged 50 ms after it ends, not a fixed time after its onset: a
+        // beep that ends just before the audio does still counts.
+        let mut detector = BeepDetector::new();
+        let beep: Vec<f32> = (0..4_800).map(tone).chain([0.0; 3_000]).collect();
+        detector.push(&[0.0; 960], 1_764_000_000_980.0);
+        detector.push(&beep, 1_764_000_001_000.0);
+        assert_eq!(detector.beeps().len(), 1);
     }
 
     #[test]

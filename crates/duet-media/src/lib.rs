@@ -25,6 +25,7 @@ pub mod h264;
 mod mic_wait;
 pub mod opus_codec;
 pub mod opus_playback;
+mod pitch_repeat;
 pub mod resample;
 pub mod screen;
 mod screen_cursor;

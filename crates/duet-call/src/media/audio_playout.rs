@@ -368,6 +368,7 @@ mod tests {
 
     use bytes::Bytes;
     use duet_media::OpusEncoder;
+    use duet_media::opus_playback::MAX_ALIGN;
     use duet_media::stretch::MAX_STRETCH;
     use proptest::prelude::*;
 
@@ -444,6 +445,8 @@ mod tests {
     struct Call {
         buffer: AudioPlayoutBuffer,
         playback: OpusPlayback,
+        /// The last tick may have been made up (a wait, or a loss).
+        waited: bool,
         ts: u32,
         now: Instant,
     }
@@ -453,6 +456,7 @@ mod tests {
             Call {
                 buffer: AudioPlayoutBuffer::new(),
                 playback: OpusPlayback::new().expect("decoders"),
+                waited: false,
                 ts: first_ts,
                 now: Instant::now(),
             }
@@ -469,14 +473,29 @@ mod tests {
         fn tick(&mut self) -> Result<Playout, TestCaseError> {
             let next = self.buffer.pop();
             let samples = decode_tick(&mut self.playback, next.clone());
-            match &next {
-                Playout::Packet(p) => {
-                    let counted = opus_packet_samples(p).unwrap_or(TICKS_PER_PACKET);
-                    prop_assert_eq!(samples.len(), counted as usize);
-                }
-                _ => prop_assert_eq!(samples.len(), TICKS_PER_PACKET as usize),
-            }
-            prop_assert!(samples.len() <= MAX_PACKET_SAMPLES);
+            let made = match &next {
+                Playout::Packet(p) => opus_packet_samples(p).unwrap_or(TICKS_PER_PACKET),
+                _ => TICKS_PER_PACKET,
+            } as usize;
+            // What ends a wait (or a made-up loss) is led in by up to
+            // `MAX_ALIGN` more of it.
+            let ends_a_wait =
+                self.waited && matches!(next, Playout::Packet(_) | Playout::Missing { .. });
+            let most = if ends_a_wait { MAX_ALIGN } else { 0 };
+            let lead_in = samples.len().checked_sub(made);
+            prop_assert!(
+                lead_in.is_some_and(|extra| extra <= most),
+                "{} samples for {made}",
+                samples.len()
+            );
+            // A wait, or a loss (or what is no Opus) made up from the cycles
+            // before it.
+            self.waited = match &next {
+                Playout::Late | Playout::Missing { next: None } => true,
+                Playout::Packet(p) => opus_packet_samples(p).is_none(),
+                _ => false,
+            };
+            prop_assert!(samples.len() <= MAX_PACKET_SAMPLES + MAX_ALIGN);
             prop_assert!(samples.iter().all(|s| s.is_finite()));
             self.now += Duration::from_millis(20);
             self.check()?;
