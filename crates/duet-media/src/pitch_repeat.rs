@@ -25,9 +25,10 @@ const SHORTEST_CYCLE: usize = FRAME_SAMPLES / 10;
 const LONGEST_CYCLE: usize = FRAME_SAMPLES * 3 / 4;
 /// Samples a candidate cycle is compared over (5 ms).
 const COMPARED: usize = FRAME_SAMPLES / 4;
-/// How alike the last cycle and the one before must be (1 less their
-/// difference's energy over theirs) for the sound to count as periodic: a tone or a vowel is, noise and
-/// most consonants are not (those are left to the decoder's concealment).
+/// How alike the last cycle and the one before must be, in shape times
+/// level (1 less their difference's energy over theirs), for the sound to
+/// count as periodic: a tone or a vowel is, noise and most consonants are
+/// not (those are left to the decoder's concealment).
 const PERIODIC: f32 = 0.9;
 /// Ticks of a wait repeated at full level; after them each tick fades to
 /// [`FADE_PER_TICK`] of the level it started at.
