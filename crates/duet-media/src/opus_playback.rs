@@ -87,15 +87,9 @@ impl OpusPlayback {
     /// Within a tone or a vowel, more of its cycles; otherwise the stand-in's
     /// concealment.
     pub fn wait(&mut self) -> Vec<f32> {
-        if !self.waited {
-            self.repeat = self.recent.repeat();
-        }
-        self.waited = true;
         let concealed = self.stand_in.decode(None);
-        let audio = match &mut self.repeat {
-            Some(repeat) => repeat.next(FRAME_SAMPLES),
-            None => concealed,
-        };
+        let audio = self.cycles().unwrap_or(concealed);
+        self.waited = true;
         self.recent.played(&audio);
         audio
     }
@@ -106,19 +100,15 @@ impl OpusPlayback {
     /// so its state goes on as Opus means it to), or the decoder's
     /// concealment.
     pub fn lost(&mut self, next: Option<&[u8]>) -> Vec<f32> {
-        if next.is_none() {
-            if !self.waited {
-                self.repeat = self.recent.repeat();
-            }
-            if let Some(repeat) = &mut self.repeat {
-                let made_up = repeat.next(FRAME_SAMPLES);
-                rebuild(&mut self.decoder, None);
-                rebuild(&mut self.stand_in, None);
-                self.waited = true;
-                self.lost_in_a_cycle = true;
-                self.recent.played(&made_up);
-                return made_up;
-            }
+        if next.is_none()
+            && let Some(made_up) = self.cycles()
+        {
+            rebuild(&mut self.decoder, None);
+            rebuild(&mut self.stand_in, None);
+            self.waited = true;
+            self.lost_in_a_cycle = true;
+            self.recent.played(&made_up);
+            return made_up;
         }
         let mut audio = rebuild(&mut self.decoder, next);
         self.fade_in(&mut audio);
@@ -135,6 +125,17 @@ impl OpusPlayback {
         self.repeat = None;
         self.recent.clear();
         vec![0.0; FRAME_SAMPLES]
+    }
+
+    /// The next 20 ms of the cycles that played before this wait or loss
+    /// began, when what played was periodic.
+    fn cycles(&mut self) -> Option<Vec<f32>> {
+        if !self.waited {
+            self.repeat = self.recent.repeat();
+        }
+        self.repeat
+            .as_mut()
+            .map(|repeat| repeat.next(FRAME_SAMPLES))
     }
 
     /// After a wait, `audio` (what the real decoder made next) starts from

@@ -5,10 +5,10 @@
 //! and [`StartRamp`] doubles its rate each time the feedback shows that what
 //! was sent at the rate got through without a queue (the lowest delay of
 //! the newest packets, sent 50 ms or more into the step, 20 ms beyond the
-//! path's own jitter above the lowest of all) or heavy loss. It ends where the link shows either
-//! (handing half its rate, what got through before the step, to the
-//! [`DeliveryGuard`](super::delivery_guard::DeliveryGuard) as a ceiling), or
-//! once it reaches the controller's own target. On a clean rig link a call
+//! path's own jitter above the lowest of all) or heavy loss. It ends where
+//! the link shows either (handing half its rate, what got through before
+//! the step, to the [`DeliveryGuard`](super::delivery_guard::DeliveryGuard)
+//! as a ceiling), or once it reaches the controller's own target. On a clean rig link a call
 //! started at 120 kbit/s reached 1.38 Mbit/s 1.2 s after connecting.
 //!
 //! The same climb follows a flood. A connection whose first report came
@@ -185,7 +185,7 @@ impl StartRamp {
         }
         // The lowest delay of the newest packets: jitter delays some
         // packets, a queue every one of them.
-        if let Some(newest) = self.tail.iter().map(|&(departure, _)| departure).max() {
+        if let Some(&(newest, _)) = self.tail.back() {
             while self.tail.len() > QUEUE_PACKETS
                 && self
                     .tail
