@@ -9,7 +9,8 @@
 //! transport-wide feedback GCC reads. It also watches the queue the sender
 //! builds on the path (the lowest recent one-way delay above the lowest of
 //! the last seconds: jitter delays some packets, a standing queue every one
-//! of them, so jitter alone never reads as a queue): when it grows past
+//! of them, so jitter alone does not read as a queue, given enough packets:
+//! [`JitterSpread`](super::path_queue::JitterSpread)): when it grows past
 //! [`QUEUE_LIMIT`](super::path_queue::QUEUE_LIMIT) (and is not the queue
 //! of the last back-off, draining: [`QueueJudge`]), or loss is heavy, the
 //! guard sets a ceiling just under what got through and lets it rise only
@@ -23,7 +24,7 @@ use rtc::interceptor::PacketReport;
 
 use super::arrival_spacing::ArrivalSpacing;
 use super::loss_sample::LossSample;
-use super::path_queue::{QueueJudge, one_way_delay_ms};
+use super::path_queue::{JitterSpread, QueueJudge, one_way_delay_ms, packets_for_a_reading};
 use super::recent_packets::RecentPackets;
 
 /// How far back delivery is measured.
@@ -162,6 +163,11 @@ pub(crate) struct DeliveryGuard {
     last_back_off: Option<Instant>,
     /// Whether the queue read is overuse, or the last back-off's draining.
     queue_judge: QueueJudge,
+    /// How far the path's jitter spreads delays.
+    jitter: JitterSpread,
+    /// How many packets a reading of the queue spans at least
+    /// ([`packets_for_a_reading`]); 0 before the first reading, as 1.
+    packets_per_reading: usize,
     /// When the ceiling last grew, or the path was last seen overused.
     last_change: Option<Instant>,
     /// Until when the ceiling stays under a narrow link's capacity.
@@ -239,6 +245,7 @@ impl DeliveryGuard {
     }
 
     fn record_delay(&mut self, now: Instant, sent: Instant, delay_ms: f64) {
+        self.jitter.on_delay(now, sent, delay_ms);
         self.delays.push_back(Delay {
             at: now,
             sent,
@@ -256,17 +263,30 @@ impl DeliveryGuard {
     /// How deep the standing queue on the path is now: the lowest one-way
     /// delay of the last [`RECENT`] above the lowest of the last
     /// [`BASE_WINDOW`] (as CoDel judges a queue by its minimum sojourn).
+    ///
+    /// On a path that reorders, the reading spans as many packets as it
+    /// takes for jitter alone to seldom lift them all over the queue's
+    /// limit ([`packets_for_a_reading`]), and there is none until that
+    /// many were sent since the last back-off. The few packets of 200 ms
+    /// of a slow call (audio alone is 17 a second) on a 60 ± 30 ms path
+    /// all came 20 ms above the lowest every few readings: each was a
+    /// back-off to 70 % of the call's own rate, and a call that had once
+    /// dropped low stayed at its floor (a minute of frozen video).
     fn queue(&self, now: Instant) -> Option<Duration> {
         let base = self.delays.iter().map(|d| d.ms).reduce(f64::min)?;
-        let recent = self
-            .delays
-            .iter()
-            .rev()
-            .take_while(|d| now.saturating_duration_since(d.at) <= RECENT)
-            .filter(|d| self.since_back_off(d.sent))
-            .map(|d| d.ms)
-            .reduce(f64::min)?;
-        Some(Duration::from_secs_f64((recent - base).max(0.0) / 1000.0))
+        let needed = self.packets_per_reading;
+        let mut read = 0;
+        let mut recent = f64::INFINITY;
+        for delay in self.delays.iter().rev() {
+            if read >= needed && now.saturating_duration_since(delay.at) > RECENT {
+                break;
+            }
+            if self.since_back_off(delay.sent) {
+                read += 1;
+                recent = recent.min(delay.ms);
+            }
+        }
+        (read >= needed.max(1)).then(|| Duration::from_secs_f64((recent - base).max(0.0) / 1000.0))
     }
 
     fn update_ceiling(&mut self, now: Instant) {
@@ -274,6 +294,18 @@ impl DeliveryGuard {
             return;
         };
         let since = |at: Option<Instant>| at.map(|at| now.saturating_duration_since(at));
+        self.queue_judge
+            .set_narrow(self.capacity.is_some_and(|c| c < NARROW_CAPACITY));
+        let jitter_ms = self.jitter.ms(now);
+        let needed = packets_for_a_reading(jitter_ms, self.queue_judge.limit());
+        if needed != self.packets_per_reading {
+            tracing::debug!(
+                jitter_ms = jitter_ms as u64,
+                packets = needed,
+                "queue readings span at least this many packets, for the path's jitter"
+            );
+            self.packets_per_reading = needed;
+        }
         let queue = self.queue(now);
         tracing::trace!(
             delivered_kbps = (delivered / 1000.0) as u64,
@@ -282,8 +314,6 @@ impl DeliveryGuard {
             ceiling_kbps = self.ceiling.map(|c| (c / 1000.0) as u64),
             "path reading"
         );
-        self.queue_judge
-            .set_narrow(self.capacity.is_some_and(|c| c < NARROW_CAPACITY));
         let queued = queue.is_some_and(|q| self.queue_judge.overused(q, now));
         // Packets sent while the queue of the last back-off drains still
         // meet it full, and a full queue drops what comes: that loss is the
@@ -856,29 +886,34 @@ mod tests {
         // ~500 kbit/s that got through at the overuse, 4 % a second near it,
         // and 10 % a second again once well above it (the link may have
         // widened).
-        let drained = |guard: &mut DeliveryGuard, from: u32, to: u32| {
+        // A queue keeps packets in order: it drains by at most the 10 ms
+        // between two of them.
+        let mut delay = 20.0 + 49.0 * 3.0;
+        let mut drained = |guard: &mut DeliveryGuard, from: u32, to: u32| {
             for n in from..to {
                 let at = start + Duration::from_millis(u64::from(n) * 10);
-                report(guard, at, 625, Some(20.0));
+                delay = f64::max(delay - 10.0, 20.0);
+                report(guard, at, 625, Some(delay));
             }
             guard.ceiling.expect("still there")
         };
         let growth = |from: f64, to: f64| to / from - 1.0;
-        let climbing = drained(&mut guard, 150, 200);
-        let near = drained(&mut guard, 200, 300);
+        let ceiling = drained(&mut guard, 150, 165);
+        let climbing = drained(&mut guard, 165, 215);
+        let near = drained(&mut guard, 215, 315);
         assert!(
             (0.045..0.055).contains(&growth(ceiling, climbing)),
             "climbing back: {ceiling} -> {climbing}"
         );
         assert!((480_000.0..560_000.0).contains(&near), "{near}");
-        let nearer = drained(&mut guard, 300, 350);
+        let nearer = drained(&mut guard, 315, 365);
         assert!(
             (0.015..0.025).contains(&growth(near, nearer)),
             "near capacity: {near} -> {nearer}"
         );
-        let above = drained(&mut guard, 350, 900);
+        let above = drained(&mut guard, 365, 915);
         assert!(above > 560_000.0, "{above}");
-        let later = drained(&mut guard, 900, 1000);
+        let later = drained(&mut guard, 915, 1015);
         assert!(
             (0.09..0.11).contains(&growth(above, later)),
             "well above: {above} -> {later}"
@@ -1116,6 +1151,39 @@ mod tests {
             report(&mut guard, at, 625, Some(20.0 + jitter));
         }
         assert_eq!(guard.ceiling, None, "jitter read as a queue");
+    }
+
+    #[test]
+    fn jitter_at_a_slow_calls_few_packets_is_not_a_queue() {
+        use rand::{Rng, SeedableRng, rngs::StdRng};
+        // A call on a 60 ± 30 ms path that once backed off to a narrow
+        // link's rate: 3 s of video in bursts of four packets, then a minute
+        // of 25 packets a second (audio in 60 ms packets and a little
+        // video). Before the reading spanned enough packets, the few of
+        // 200 ms all came 20 ms above the lowest every second or so, and
+        // each time the guard backed off again: 697 times in 10 minutes.
+        let mut back_offs = 0;
+        for seed in 0..10 {
+            let mut rng = StdRng::seed_from_u64(seed);
+            let start = Instant::now();
+            let mut guard = DeliveryGuard::with_floor(20_000.0);
+            guard.capacity = Some(80_000.0);
+            let mut send = |guard: &mut DeliveryGuard, sent: Instant| {
+                let delay = 30.0 + rng.random_range(0.0..60.0);
+                let at = sent + Duration::from_secs_f64(delay / 1000.0);
+                sent_and_reported(guard, sent, at, 200, Some(delay));
+            };
+            for n in 0..300u64 {
+                send(&mut guard, start + Duration::from_millis(n / 4 * 40));
+            }
+            let slow = start + Duration::from_secs(3);
+            for n in 0..(60 * 25) {
+                let backed_off = guard.last_back_off;
+                send(&mut guard, slow + Duration::from_millis(n * 40));
+                back_offs += usize::from(guard.last_back_off != backed_off);
+            }
+        }
+        assert!(back_offs <= 3, "{back_offs} back-offs in 10 minutes");
     }
 
     #[test]

@@ -13,6 +13,12 @@
 //! may have narrowed again). A deep queue that drains slowly is waited
 //! for: cutting again while it drains read what the sender itself had cut
 //! to as the link's rate.
+//!
+//! A reading is the lowest delay of a few packets, so on a path that
+//! jitters it is a queue only if it covers enough packets that jitter alone
+//! seldom lifts them all over the limit: [`JitterSpread`] reads how far the
+//! path's jitter spreads delays (from packets it reorders, which no queue
+//! does), and [`packets_for_a_reading`] how many packets that takes.
 
 use std::time::{Duration, Instant};
 
@@ -23,6 +29,102 @@ use std::time::{Duration, Instant};
 pub(super) fn one_way_delay_ms(epoch: Instant, departure: Instant, arrival: Duration) -> f64 {
     let sent = departure.saturating_duration_since(epoch);
     (arrival.as_secs_f64() - sent.as_secs_f64()) * 1000.0
+}
+
+/// The most a queue reading of a path that reorders may be jitter alone: the
+/// chance that every packet it covers came that far above the lowest delay.
+const JITTER_READ_AS_QUEUE: f64 = 0.0001;
+/// A reading never needs more packets than this.
+const MOST_PACKETS_FOR_A_READING: usize = 32;
+
+/// The spread of a path's jitter is what the last one or two spans of this
+/// length showed: a call that slowed down to a few packets a second sees a
+/// packet overtaken seldom, so the spread is remembered a while.
+const SPREAD_SPAN: Duration = Duration::from_secs(10);
+
+/// A packet that arrived this much after one sent later was overtaken; less
+/// is the feedback's rounding (its arrival times count in 250 µs steps).
+const OVERTAKEN_BY_MS: f64 = 1.0;
+
+/// What one span of packets showed of the path's jitter.
+#[derive(Debug, Clone, Copy)]
+struct SpreadSpan {
+    began: Instant,
+    /// A packet arrived after one sent later.
+    reordered: bool,
+    /// The widest difference between the delays of two packets sent one
+    /// after the other.
+    widest_ms: f64,
+}
+
+/// How far the path's jitter spreads one-way delays.
+///
+/// A queue keeps packets in order, so a path that reorders them jitters:
+/// there the widest difference between two consecutive packets' delays is
+/// the spread. A path that never reorders has none, however its delays
+/// jump: a 100 kbit/s link holds audio 80 ms behind each video packet, in
+/// order, and its queue is read as it was before this.
+#[derive(Debug, Default)]
+pub(crate) struct JitterSpread {
+    current: Option<SpreadSpan>,
+    previous: Option<SpreadSpan>,
+    /// The packet reported before, in send order: departure and delay.
+    before: Option<(Instant, f64)>,
+}
+
+impl JitterSpread {
+    /// One packet sent at `sent` took `delay_ms`; reported at `now`, after
+    /// the packets sent before it.
+    pub(crate) fn on_delay(&mut self, now: Instant, sent: Instant, delay_ms: f64) {
+        let before = self.before.replace((sent, delay_ms));
+        let Some((sent_before, ms_before)) = before.filter(|&(at, _)| sent >= at) else {
+            return;
+        };
+        if self
+            .current
+            .is_none_or(|span| now.saturating_duration_since(span.began) >= SPREAD_SPAN)
+        {
+            self.previous = self.current;
+            self.current = Some(SpreadSpan {
+                began: now,
+                reordered: false,
+                widest_ms: 0.0,
+            });
+        }
+        let gap_ms = sent.duration_since(sent_before).as_secs_f64() * 1000.0;
+        if let Some(span) = &mut self.current {
+            span.reordered |= ms_before - delay_ms > gap_ms + OVERTAKEN_BY_MS;
+            span.widest_ms = span.widest_ms.max((ms_before - delay_ms).abs());
+        }
+    }
+
+    /// The spread in ms, as of `now`: 0 on a path that did not reorder.
+    pub(crate) fn ms(&self, now: Instant) -> f64 {
+        let spans = [self.current, self.previous];
+        let recent = spans
+            .iter()
+            .flatten()
+            .filter(|span| now.saturating_duration_since(span.began) < SPREAD_SPAN * 2);
+        if !recent.clone().any(|span| span.reordered) {
+            return 0.0;
+        }
+        recent.map(|span| span.widest_ms).fold(0.0, f64::max)
+    }
+}
+
+/// How many packets a queue reading must cover on a path whose jitter
+/// spreads delays over `spread_ms`, for jitter alone to lift all of them
+/// over `limit` with a chance under [`JITTER_READ_AS_QUEUE`] (each packet's
+/// delay taken as uniform over the spread). 1 where jitter cannot reach the
+/// limit: there the lowest of the last 200 ms is read, whatever its count.
+pub(crate) fn packets_for_a_reading(spread_ms: f64, limit: Duration) -> usize {
+    let limit_ms = limit.as_secs_f64() * 1000.0;
+    if spread_ms <= limit_ms {
+        return 1;
+    }
+    let over_the_limit = 1.0 - limit_ms / spread_ms;
+    let needed = JITTER_READ_AS_QUEUE.ln() / over_the_limit.ln();
+    (needed.ceil() as usize).clamp(1, MOST_PACKETS_FOR_A_READING)
 }
 
 /// A queue this deep on the path (one-way delay above its minimum) is overuse.
@@ -73,13 +175,18 @@ impl QueueJudge {
         self.narrow = narrow;
     }
 
-    /// Whether a queue `queue` deep, read at `now`, is overuse.
-    pub(crate) fn overused(&mut self, queue: Duration, now: Instant) -> bool {
-        let limit = if self.narrow {
+    /// A queue deeper than this is overuse.
+    pub(crate) fn limit(&self) -> Duration {
+        if self.narrow {
             NARROW_QUEUE_LIMIT
         } else {
             QUEUE_LIMIT
-        };
+        }
+    }
+
+    /// Whether a queue `queue` deep, read at `now`, is overuse.
+    pub(crate) fn overused(&mut self, queue: Duration, now: Instant) -> bool {
+        let limit = self.limit();
         if queue <= limit {
             self.state = State::Steady;
             return false;
@@ -126,6 +233,59 @@ mod tests {
 
     fn ms(ms: u64) -> Duration {
         Duration::from_millis(ms)
+    }
+
+    #[test]
+    fn a_path_that_keeps_packets_in_order_has_no_jitter_spread() {
+        let start = Instant::now();
+        let mut spread = JitterSpread::default();
+        // A narrow link's queue: a video packet every 60 ms takes 80 ms to
+        // cross it, and the audio sent 20 and 40 ms after it waits behind
+        // it; all in order, however the delays jump.
+        for n in 0..100u64 {
+            let sent = start + ms(n * 20);
+            let delay = [90.0, 75.0, 55.0][(n % 3) as usize];
+            spread.on_delay(sent + ms(100), sent, delay);
+        }
+        assert_eq!(spread.ms(start + ms(2_100)), 0.0);
+    }
+
+    #[test]
+    fn a_path_that_reorders_spreads_delays_for_a_while() {
+        let start = Instant::now();
+        let mut spread = JitterSpread::default();
+        // Two packets sent together, the second 60 ms less delayed: it
+        // overtook the first.
+        spread.on_delay(start + ms(100), start, 90.0);
+        spread.on_delay(start + ms(100), start, 30.0);
+        assert_eq!(spread.ms(start + ms(100)), 60.0);
+        // Remembered for one span after the one it was seen in, while
+        // packets go on in order.
+        let in_order = |spread: &mut JitterSpread, seconds: std::ops::Range<u64>| {
+            for n in seconds {
+                let sent = start + ms(n * 1000);
+                spread.on_delay(sent + ms(50), sent, 50.0);
+            }
+        };
+        in_order(&mut spread, 1..15);
+        assert_eq!(spread.ms(start + ms(15_000)), 60.0);
+        in_order(&mut spread, 15..30);
+        assert_eq!(spread.ms(start + ms(29_050)), 0.0, "forgotten");
+    }
+
+    #[test]
+    fn a_reading_spans_more_packets_the_wider_the_jitter() {
+        let limit = ms(20);
+        assert_eq!(packets_for_a_reading(0.0, limit), 1, "in order");
+        assert_eq!(
+            packets_for_a_reading(20.0, limit),
+            1,
+            "never over the limit"
+        );
+        // (1 - 20/60)^23 < 1e-4 < (1 - 20/60)^22.
+        assert_eq!(packets_for_a_reading(60.0, limit), 23);
+        assert_eq!(packets_for_a_reading(60.0, QUEUE_LIMIT), 9);
+        assert_eq!(packets_for_a_reading(5_000.0, limit), 32, "at most");
     }
 
     #[test]

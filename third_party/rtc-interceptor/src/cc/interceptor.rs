@@ -139,6 +139,7 @@ impl<E: BandwidthEstimator> CongestionControlInterceptor<E> {
         if let Some(feedback) = payload
             .downcast_ref::<rtcp::transport_feedbacks::transport_layer_cc::TransportLayerCc>(
         ) {
+            self.history.on_twcc_feedback_count(feedback.fb_pkt_count);
             for acknowledgement in convert_twcc(feedback) {
                 self.history.on_twcc_feedback(now, acknowledgement);
             }
