@@ -63,7 +63,7 @@ struct SpreadSpan {
 /// there the widest difference between two consecutive packets' delays is
 /// the spread. A path that never reorders has none, however its delays
 /// jump: a 100 kbit/s link holds audio 80 ms behind each video packet, in
-/// order, and its queue is read as it was before this.
+/// order, and there a queue reading is the lowest of 200 ms, however few.
 #[derive(Debug, Default)]
 pub(crate) struct JitterSpread {
     current: Option<SpreadSpan>,
