@@ -165,8 +165,8 @@ pub(crate) struct DeliveryGuard {
     queue_judge: QueueJudge,
     /// How far the path's jitter spreads delays.
     jitter: JitterSpread,
-    /// How many packets a reading of the queue spans at least
-    /// ([`packets_for_a_reading`]); 0 before the first reading, as 1.
+    /// How many packets the last reading of the queue spanned at least
+    /// ([`packets_for_a_reading`]), to say when that changes.
     packets_per_reading: usize,
     /// When the ceiling last grew, or the path was last seen overused.
     last_change: Option<Instant>,
@@ -264,21 +264,20 @@ impl DeliveryGuard {
     /// delay of the last [`RECENT`] above the lowest of the last
     /// [`BASE_WINDOW`] (as CoDel judges a queue by its minimum sojourn).
     ///
-    /// On a path that reorders, the reading spans as many packets as it
-    /// takes for jitter alone to seldom lift them all over the queue's
-    /// limit ([`packets_for_a_reading`]), and there is none until that
-    /// many were sent since the last back-off. The few packets of 200 ms
+    /// On a path that reorders, the reading spans at least `packets`
+    /// ([`packets_for_a_reading`]: as many as it takes for jitter alone to
+    /// seldom lift them all over the queue's limit), and there is none
+    /// until that many were sent since the last back-off. The few packets of 200 ms
     /// of a slow call (audio alone is 17 a second) on a 60 ± 30 ms path
     /// all came 20 ms above the lowest every few readings: each was a
     /// back-off to 70 % of the call's own rate, and a call that had once
     /// dropped low stayed at its floor (a minute of frozen video).
-    fn queue(&self, now: Instant) -> Option<Duration> {
+    fn queue(&self, now: Instant, packets: usize) -> Option<Duration> {
         let base = self.delays.iter().map(|d| d.ms).reduce(f64::min)?;
-        let needed = self.packets_per_reading;
         let mut read = 0;
         let mut recent = f64::INFINITY;
         for delay in self.delays.iter().rev() {
-            if read >= needed && now.saturating_duration_since(delay.at) > RECENT {
+            if read >= packets && now.saturating_duration_since(delay.at) > RECENT {
                 break;
             }
             if self.since_back_off(delay.sent) {
@@ -286,7 +285,7 @@ impl DeliveryGuard {
                 recent = recent.min(delay.ms);
             }
         }
-        (read >= needed.max(1)).then(|| Duration::from_secs_f64((recent - base).max(0.0) / 1000.0))
+        (read >= packets.max(1)).then(|| Duration::from_secs_f64((recent - base).max(0.0) / 1000.0))
     }
 
     fn update_ceiling(&mut self, now: Instant) {
@@ -297,16 +296,16 @@ impl DeliveryGuard {
         self.queue_judge
             .set_narrow(self.capacity.is_some_and(|c| c < NARROW_CAPACITY));
         let jitter_ms = self.jitter.ms(now);
-        let needed = packets_for_a_reading(jitter_ms, self.queue_judge.limit());
-        if needed != self.packets_per_reading {
+        let packets = packets_for_a_reading(jitter_ms, self.queue_judge.limit());
+        if packets != self.packets_per_reading {
             tracing::debug!(
                 jitter_ms = jitter_ms as u64,
-                packets = needed,
+                packets,
                 "queue readings span at least this many packets, for the path's jitter"
             );
-            self.packets_per_reading = needed;
+            self.packets_per_reading = packets;
         }
-        let queue = self.queue(now);
+        let queue = self.queue(now, packets);
         tracing::trace!(
             delivered_kbps = (delivered / 1000.0) as u64,
             queue_ms = queue.map(|q| q.as_millis() as u64),
